@@ -1,0 +1,1 @@
+//! Attempts per transport. (in progress)

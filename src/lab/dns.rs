@@ -1,0 +1,1 @@
+//! Lab DNS server. (in progress)

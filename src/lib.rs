@@ -1,0 +1,40 @@
+//! siprace: Happy Eyeballs for SIP.
+//!
+//! The crate is laid out as the pipeline a dial runs through:
+//!
+//! 1. [`target`]: parse what the user asked for (`sip:`/`sips:` URI or `host[:port]`).
+//! 2. [`locate`]: RFC 3263 location (NAPTR → SRV → AAAA and A), each answer
+//!    streamed the moment it arrives.
+//! 3. [`race`]: a pure (sans-IO) Happy Eyeballs engine (RFC 8305 / HEv3) that
+//!    decides which endpoint to try when.
+//! 4. [`connect`]: the attempts themselves, one per transport (UDP probe, TCP...).
+//! 5. [`report`]: the timeline of a dial, for humans and as JSON.
+//!
+//! [`dialer`] glues them together.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use siprace::{Dialer, DialerConfig};
+//! let dialer = Dialer::new(DialerConfig::default())?;
+//! let dial = dialer.dial("sip:example.test").await?;
+//! println!("connected to {} in {:?}", dial.endpoint, dial.report.total);
+//! # Ok(()) }
+//! ```
+
+pub mod connect;
+pub mod dialer;
+pub mod endpoint;
+pub mod locate;
+pub mod race;
+pub mod report;
+pub mod sip;
+pub mod target;
+
+#[cfg(feature = "tools")]
+pub mod lab;
+#[cfg(feature = "tools")]
+pub mod responder;
+
+pub use dialer::{Dial, DialError, Dialer, DialerConfig};
+pub use endpoint::{AttemptError, Endpoint, ErrorClass, Family, Transport};
+pub use target::Target;

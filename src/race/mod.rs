@@ -1,0 +1,601 @@
+//! The race engine: a pure (sans-IO) Happy Eyeballs state machine for SIP,
+//! after RFC 8305 and draft-ietf-happy-happyeyeballs-v3.
+//!
+//! It owns every decision of a dial and none of the I/O. The driver (see
+//! [`crate::dialer`]) feeds it [`Input`]s — DNS answers, attempt outcomes,
+//! timer expiries — each with the current time, and carries out the
+//! [`Action`]s it returns: start an attempt, cancel one, wake me at, done.
+//! There is no clock, socket or runtime in here, so tests drive it with a
+//! fake clock and assert exact action sequences.
+//!
+//! The rules, in the order [`Race::step`] applies them:
+//! 1. A success wins at once: every other attempt is cancelled (exactly one
+//!    winner, even if two successes arrive at the same instant).
+//! 2. The overall deadline (Timer B, 32 s by default) cancels everything.
+//! 3. An attempt past its own timeout (only the `sequential` strategy sets
+//!    one) is cancelled and counts as failed.
+//! 4. New attempts start in sorted order (see [`sort`]) when all hold:
+//!    fewer than `max_concurrent` in flight; DNS is "ready" (the preferred
+//!    family answered for the best-ranked hosts, or the Resolution Delay
+//!    since the first answer elapsed); and either nothing is in flight (an
+//!    attempt just failed: start the next at once) or the Connection Attempt
+//!    Delay since the last start elapsed. In-flight attempts are never
+//!    aborted because a newer one started.
+//! 5. With nothing in flight, nothing left to try and DNS complete, the
+//!    dial fails, listing every attempt's reason.
+
+pub mod history;
+pub mod sort;
+pub mod strategy;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::endpoint::{AttemptError, Endpoint, ErrorClass, Family, TargetSpec};
+use history::{HistoryView, PathVerdict};
+use sort::SortPolicy;
+
+/// Identifies one connection attempt within a race.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct AttemptId(pub u32);
+
+/// The race parameters. [`strategy::Strategy::race_config`] gives the named presets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RaceConfig {
+    /// How long to wait for the preferred family (AAAA) after the first
+    /// answer (RFC 8305 §3: 50 ms). `None` waits for every address answer,
+    /// as a `getaddrinfo`-based stack does.
+    pub resolution_delay: Option<Duration>,
+    /// Connection Attempt Delay when history knows nothing (RFC 8305: 250 ms).
+    pub attempt_delay: Duration,
+    /// Bounds for the attempt delay, also when history shortens it
+    /// (HEv3: never below 10 ms; 2 s at most).
+    pub min_attempt_delay: Duration,
+    pub max_attempt_delay: Duration,
+    /// Start a new attempt after the attempt delay while others are in
+    /// flight. False: one at a time, the next only after a failure.
+    pub staggered: bool,
+    /// Order by RFC 6724 and history; false keeps DNS order, IPv6 first.
+    pub rfc6724: bool,
+    /// RFC 8305 "Preferred Address Family Count"; 0 turns interleaving off.
+    pub preferred_family_count: usize,
+    /// The family whose DNS answer the Resolution Delay waits for.
+    pub preferred_family: Family,
+    /// At most this many attempts in flight.
+    pub max_concurrent: usize,
+    /// Overall bound of the dial, from its start (Timer B = 64 × T1 = 32 s).
+    pub deadline: Duration,
+    /// Per-attempt bound; `None` lets attempts run until the deadline.
+    pub attempt_timeout: Option<Duration>,
+    /// Use history to order and to shorten the attempt delay.
+    pub use_history: bool,
+}
+
+impl Default for RaceConfig {
+    fn default() -> Self {
+        RaceConfig {
+            resolution_delay: Some(Duration::from_millis(50)),
+            attempt_delay: Duration::from_millis(250),
+            min_attempt_delay: Duration::from_millis(10),
+            max_attempt_delay: Duration::from_secs(2),
+            staggered: true,
+            rfc6724: true,
+            preferred_family_count: 1,
+            preferred_family: Family::V6,
+            max_concurrent: 6,
+            deadline: Duration::from_secs(32),
+            attempt_timeout: None,
+            use_history: true,
+        }
+    }
+}
+
+impl RaceConfig {
+    /// Checks the configuration and clamps the attempt delay into its bounds.
+    pub fn validated(mut self) -> Result<RaceConfig, String> {
+        const FLOOR: Duration = Duration::from_millis(10);
+        if self.min_attempt_delay < FLOOR {
+            return Err(format!(
+                "the minimum attempt delay must be at least 10 ms (HEv3), not {:?}",
+                self.min_attempt_delay
+            ));
+        }
+        if self.max_attempt_delay < self.min_attempt_delay {
+            return Err("the maximum attempt delay is below the minimum".into());
+        }
+        if self.max_concurrent == 0 {
+            return Err("the concurrency cap must be at least 1".into());
+        }
+        if self.deadline.is_zero() {
+            return Err("the deadline must be positive".into());
+        }
+        self.attempt_delay = self
+            .attempt_delay
+            .clamp(self.min_attempt_delay, self.max_attempt_delay);
+        Ok(self)
+    }
+}
+
+/// What happens to the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// The service locations, in RFC 3263 order (sent once, before addresses).
+    Targets(Vec<TargetSpec>),
+    /// One address answer for a host (empty: no records, error or timeout).
+    Addresses {
+        host: Arc<str>,
+        family: Family,
+        addrs: Vec<IpAddr>,
+    },
+    /// Location finished: no more answers will come.
+    ResolutionDone,
+    /// Location failed before giving any target.
+    ResolutionFailed(String),
+    /// An attempt's transport is up but it is not done yet (TCP connected,
+    /// TLS or the probe still running). HEv3 extends the attempt delay.
+    TransportUp(AttemptId),
+    /// An attempt is ready to use.
+    Succeeded(AttemptId),
+    /// An attempt failed.
+    Failed(AttemptId, AttemptError),
+    /// A wake-up asked for with [`Action::WakeAt`] (or any spurious one).
+    Timer,
+}
+
+/// Why the engine cancels an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CancelReason {
+    /// Another attempt won.
+    LostRace,
+    /// The overall deadline passed.
+    Deadline,
+    /// The attempt's own timeout passed (`sequential`: Timer B/F).
+    AttemptTimeout,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Start {
+        id: AttemptId,
+        endpoint: Endpoint,
+    },
+    Cancel {
+        id: AttemptId,
+        reason: CancelReason,
+    },
+    /// Call [`Race::step`] with [`Input::Timer`] at this time (replaces any earlier wake-up).
+    WakeAt(Instant),
+    Done(Outcome),
+}
+
+/// How a race ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Won { id: AttemptId, endpoint: Endpoint },
+    Failed(RaceFailure),
+}
+
+/// Why a race found no winner.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "detail")]
+pub enum RaceFailure {
+    /// Location failed (the message says why).
+    Resolution(String),
+    /// Location finished without any usable address.
+    NoAddresses,
+    /// Every candidate was tried and failed.
+    AllFailed,
+    /// The overall deadline passed.
+    Deadline,
+}
+
+/// How an attempt ended, as the engine saw it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "state", content = "detail")]
+pub enum AttemptEnd {
+    InFlight,
+    Won,
+    Failed(AttemptError),
+    Cancelled(CancelReason),
+}
+
+/// One attempt's record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    pub id: AttemptId,
+    pub endpoint: Endpoint,
+    pub started: Instant,
+    pub transport_up: Option<Instant>,
+    pub ended: Option<Instant>,
+    pub end: AttemptEnd,
+}
+
+#[derive(Debug, Default, Clone)]
+struct HostState {
+    /// Best (lowest) rank of any target using this host.
+    rank: u32,
+    answered: [bool; 2],
+}
+
+fn family_index(f: Family) -> usize {
+    match f {
+        Family::V6 => 0,
+        Family::V4 => 1,
+    }
+}
+
+/// The engine. See the module docs for its rules.
+#[derive(Debug)]
+pub struct Race {
+    cfg: RaceConfig,
+    history: HistoryView,
+    /// Families the driver queries; a family not listed is never waited for.
+    families: Vec<Family>,
+    started_at: Instant,
+    specs: Vec<TargetSpec>,
+    hosts: HashMap<Arc<str>, HostState>,
+    resolution_done: bool,
+    resolution_error: Option<String>,
+    first_answer_at: Option<Instant>,
+    endpoints: Vec<Endpoint>,
+    attempts: Vec<AttemptRecord>,
+    finished: bool,
+}
+
+impl Race {
+    /// A new race starting at `now`. `families` are the address families
+    /// the driver will query (the Resolution Delay only waits for those).
+    pub fn new(cfg: RaceConfig, history: HistoryView, families: &[Family], now: Instant) -> Race {
+        Race {
+            history: if cfg.use_history {
+                history
+            } else {
+                HistoryView::default()
+            },
+            cfg,
+            families: families.to_vec(),
+            started_at: now,
+            specs: Vec::new(),
+            hosts: HashMap::new(),
+            resolution_done: false,
+            resolution_error: None,
+            first_answer_at: None,
+            endpoints: Vec::new(),
+            attempts: Vec::new(),
+            finished: false,
+        }
+    }
+
+    pub fn config(&self) -> &RaceConfig {
+        &self.cfg
+    }
+
+    /// Every attempt so far, in start order.
+    pub fn attempts(&self) -> &[AttemptRecord] {
+        &self.attempts
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Feeds one input at `now` and returns what to do, in order. The last
+    /// action is either a [`Action::WakeAt`] or a [`Action::Done`]; after
+    /// `Done` every further input is ignored (and returns nothing).
+    pub fn step(&mut self, now: Instant, input: Input) -> Vec<Action> {
+        if self.finished {
+            return Vec::new();
+        }
+        let mut actions = Vec::new();
+        if let Some(winner) = self.apply(now, input) {
+            self.finish_with_winner(now, winner, &mut actions);
+            return actions;
+        }
+        if now >= self.started_at + self.cfg.deadline {
+            self.cancel_in_flight(now, CancelReason::Deadline, &mut actions);
+            self.finish(Outcome::Failed(RaceFailure::Deadline), &mut actions);
+            return actions;
+        }
+        self.expire_attempts(now, &mut actions);
+        self.start_attempts(now, &mut actions);
+        if self.in_flight() == 0 && self.next_candidate().is_none() && self.dns_complete() {
+            let failure = if let Some(e) = &self.resolution_error {
+                RaceFailure::Resolution(e.clone())
+            } else if self.attempts.is_empty() {
+                RaceFailure::NoAddresses
+            } else {
+                RaceFailure::AllFailed
+            };
+            self.finish(Outcome::Failed(failure), &mut actions);
+            return actions;
+        }
+        actions.push(Action::WakeAt(self.next_wake(now)));
+        actions
+    }
+
+    /// Applies an input to the state; returns the winner if it was a success.
+    fn apply(&mut self, now: Instant, input: Input) -> Option<AttemptId> {
+        match input {
+            Input::Targets(specs) => {
+                for spec in specs {
+                    let state = self.hosts.entry(spec.host.clone()).or_insert(HostState {
+                        rank: spec.rank,
+                        answered: [false; 2],
+                    });
+                    state.rank = state.rank.min(spec.rank);
+                    for f in [Family::V6, Family::V4] {
+                        if !self.families.contains(&f) {
+                            state.answered[family_index(f)] = true;
+                        }
+                    }
+                    if !self.specs.contains(&spec) {
+                        self.specs.push(spec);
+                    }
+                }
+            }
+            Input::Addresses {
+                host,
+                family,
+                addrs,
+            } => {
+                self.first_answer_at.get_or_insert(now);
+                if let Some(state) = self.hosts.get_mut(&host) {
+                    state.answered[family_index(family)] = true;
+                }
+                for spec in self.specs.iter().filter(|s| s.host == host) {
+                    for ip in addrs.iter().filter(|ip| Family::of(ip) == family) {
+                        let endpoint = Endpoint {
+                            transport: spec.transport,
+                            addr: SocketAddr::new(*ip, spec.port),
+                            host: spec.host.clone(),
+                            rank: spec.rank,
+                        };
+                        if !self.endpoints.contains(&endpoint) {
+                            self.endpoints.push(endpoint);
+                        }
+                    }
+                }
+            }
+            Input::ResolutionDone => self.resolution_done = true,
+            Input::ResolutionFailed(reason) => {
+                self.resolution_done = true;
+                self.resolution_error = Some(reason);
+            }
+            Input::TransportUp(id) => {
+                if let Some(a) = self.in_flight_mut(id) {
+                    a.transport_up = Some(now);
+                }
+            }
+            Input::Succeeded(id) => {
+                if let Some(a) = self.in_flight_mut(id) {
+                    a.end = AttemptEnd::Won;
+                    a.ended = Some(now);
+                    return Some(id);
+                }
+            }
+            Input::Failed(id, err) => {
+                if let Some(a) = self.in_flight_mut(id) {
+                    a.end = AttemptEnd::Failed(err);
+                    a.ended = Some(now);
+                }
+            }
+            Input::Timer => {}
+        }
+        None
+    }
+
+    fn in_flight_mut(&mut self, id: AttemptId) -> Option<&mut AttemptRecord> {
+        self.attempts
+            .iter_mut()
+            .find(|a| a.id == id && a.end == AttemptEnd::InFlight)
+    }
+
+    fn in_flight(&self) -> usize {
+        self.attempts
+            .iter()
+            .filter(|a| a.end == AttemptEnd::InFlight)
+            .count()
+    }
+
+    fn finish_with_winner(&mut self, now: Instant, id: AttemptId, actions: &mut Vec<Action>) {
+        self.cancel_in_flight(now, CancelReason::LostRace, actions);
+        let endpoint = self
+            .attempts
+            .iter()
+            .find(|a| a.id == id)
+            .map(|a| a.endpoint.clone())
+            .expect("the winner is a started attempt");
+        self.finish(Outcome::Won { id, endpoint }, actions);
+    }
+
+    fn finish(&mut self, outcome: Outcome, actions: &mut Vec<Action>) {
+        self.finished = true;
+        actions.push(Action::Done(outcome));
+    }
+
+    fn cancel_in_flight(&mut self, now: Instant, reason: CancelReason, actions: &mut Vec<Action>) {
+        for a in self
+            .attempts
+            .iter_mut()
+            .filter(|a| a.end == AttemptEnd::InFlight)
+        {
+            a.end = AttemptEnd::Cancelled(reason);
+            a.ended = Some(now);
+            actions.push(Action::Cancel { id: a.id, reason });
+        }
+    }
+
+    fn expire_attempts(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        let Some(timeout) = self.cfg.attempt_timeout else {
+            return;
+        };
+        for a in self
+            .attempts
+            .iter_mut()
+            .filter(|a| a.end == AttemptEnd::InFlight && now >= a.started + timeout)
+        {
+            a.end = AttemptEnd::Failed(AttemptError::new(
+                ErrorClass::Timeout,
+                format!("no answer within {} ms", timeout.as_millis()),
+            ));
+            a.ended = Some(now);
+            actions.push(Action::Cancel {
+                id: a.id,
+                reason: CancelReason::AttemptTimeout,
+            });
+        }
+    }
+
+    /// The candidates in the order they should be tried, including started ones.
+    fn ordered(&self) -> Vec<Endpoint> {
+        let policy = SortPolicy {
+            rfc6724: self.cfg.rfc6724,
+            preferred_family_count: self.cfg.preferred_family_count,
+        };
+        sort::order(&self.endpoints, &self.history, policy)
+    }
+
+    fn next_candidate(&self) -> Option<Endpoint> {
+        self.ordered()
+            .into_iter()
+            .find(|e| !self.attempts.iter().any(|a| &a.endpoint == e))
+    }
+
+    fn dns_complete(&self) -> bool {
+        self.resolution_done || (!self.hosts.is_empty() && self.hosts.values().all(|h| h.answered == [true; 2]))
+    }
+
+    /// When may the next candidate (of rank `rank`) start, as far as DNS is
+    /// concerned? `None`: now. Otherwise the time the Resolution Delay ends
+    /// (or `Instant` far away when waiting for every answer).
+    fn dns_hold(&self, rank: u32) -> Option<Option<Instant>> {
+        if self.dns_complete() {
+            return None;
+        }
+        let Some(rd) = self.cfg.resolution_delay else {
+            // getaddrinfo-style: nothing starts before every answer is in.
+            return Some(None);
+        };
+        let waiting = self.hosts.iter().any(|(host, h)| {
+            let preferred = family_index(self.preferred_family_for(host));
+            (h.rank < rank && h.answered != [true; 2]) || (h.rank == rank && !h.answered[preferred])
+        });
+        if !waiting {
+            return None;
+        }
+        // The clock starts at the first answer of any kind (HEv3).
+        Some(self.first_answer_at.map(|t| t + rd))
+    }
+
+    /// The family the Resolution Delay waits for on `host`: the configured
+    /// one, unless history says it failed there while the other worked.
+    fn preferred_family_for(&self, host: &Arc<str>) -> Family {
+        let preferred = self.cfg.preferred_family;
+        let verdict = |family: Family| {
+            self.specs
+                .iter()
+                .filter(|s| &s.host == host)
+                .map(|s| self.history.verdict_of_path(host, family, s.transport))
+                .find(|v| *v != PathVerdict::Unknown)
+                .unwrap_or(PathVerdict::Unknown)
+        };
+        match (verdict(preferred), verdict(preferred.other())) {
+            (PathVerdict::Failed, PathVerdict::Worked { .. }) => preferred.other(),
+            _ => preferred,
+        }
+    }
+
+    /// The attempt delay after attempt `a` (history may shorten it).
+    fn attempt_delay_after(&self, a: &AttemptRecord) -> Duration {
+        let base = match self.history.verdict(&a.endpoint) {
+            // Twice the RTT covers the answer plus its variance; HEv3 asks
+            // for roughly the first retransmission time of the handshake.
+            PathVerdict::Worked { rtt } if self.cfg.use_history => rtt * 2,
+            _ => self.cfg.attempt_delay,
+        };
+        base.clamp(self.cfg.min_attempt_delay, self.cfg.max_attempt_delay)
+    }
+
+    /// The earliest time the next attempt may start because of pacing, if
+    /// anything is in flight.
+    fn pacing_until(&self) -> Option<Instant> {
+        let last = self
+            .attempts
+            .iter()
+            .filter(|a| a.end == AttemptEnd::InFlight)
+            .max_by_key(|a| a.started)?;
+        let delay = self.attempt_delay_after(last);
+        // Measured from the newest attempt still in flight: when an attempt
+        // fails, the next one starts at once (RFC 8305 §5).
+        let mut until = last.started + delay;
+        if let Some(up) = last.transport_up {
+            // HEv3: the transport is up, so the attempt is progressing; give
+            // its upper layer (TLS, probe) another delay before racing it.
+            until = until.max(up + delay);
+        }
+        Some(until)
+    }
+
+    fn start_attempts(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        while self.in_flight() < self.cfg.max_concurrent {
+            let Some(next) = self.next_candidate() else {
+                return;
+            };
+            match self.dns_hold(next.rank) {
+                None => {}
+                Some(Some(until)) if now >= until => {}
+                Some(_) => return,
+            }
+            if self.in_flight() > 0 {
+                if !self.cfg.staggered {
+                    return;
+                }
+                match self.pacing_until() {
+                    Some(until) if now < until => return,
+                    _ => {}
+                }
+            }
+            let id = AttemptId(self.attempts.len() as u32 + 1);
+            self.attempts.push(AttemptRecord {
+                id,
+                endpoint: next.clone(),
+                started: now,
+                transport_up: None,
+                ended: None,
+                end: AttemptEnd::InFlight,
+            });
+            actions.push(Action::Start { id, endpoint: next });
+        }
+    }
+
+    fn next_wake(&self, now: Instant) -> Instant {
+        let mut wake = self.started_at + self.cfg.deadline;
+        if let Some(timeout) = self.cfg.attempt_timeout {
+            for a in self.attempts.iter().filter(|a| a.end == AttemptEnd::InFlight) {
+                wake = wake.min(a.started + timeout);
+            }
+        }
+        if let Some(next) = self.next_candidate() {
+            if let Some(Some(until)) = self.dns_hold(next.rank) {
+                wake = wake.min(until.max(now));
+            } else if self.in_flight() > 0
+                && self.in_flight() < self.cfg.max_concurrent
+                && self.cfg.staggered
+            {
+                if let Some(until) = self.pacing_until() {
+                    wake = wake.min(until.max(now));
+                }
+            }
+        }
+        wake
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,100 @@
+//! Named strategies: the race parameters of siprace and of the behaviours it
+//! is compared against in the benchmark.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::race::RaceConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// What today's SIP stacks do: wait for every DNS answer, try one address
+    /// at a time in DNS order (IPv6 first), move on only after a failure or
+    /// after Timer B/F (32 s) expires.
+    Sequential,
+    /// RFC 6555: wait for both address answers (as `getaddrinfo` does), IPv6
+    /// first, one IPv4 fallback after 300 ms, at most two attempts at once.
+    Rfc6555,
+    /// RFC 8305: Resolution Delay, interleaving, RFC 6724, fixed 250 ms
+    /// Connection Attempt Delay; DNS stages one after the other; no history.
+    Rfc8305,
+    /// siprace: RFC 8305 plus history (ordering and a shorter attempt delay
+    /// from measured RTTs) and pipelined NAPTR/SRV queries.
+    Siprace,
+}
+
+impl Strategy {
+    pub const ALL: [Strategy; 4] = [
+        Strategy::Sequential,
+        Strategy::Rfc6555,
+        Strategy::Rfc8305,
+        Strategy::Siprace,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Sequential => "sequential",
+            Strategy::Rfc6555 => "rfc6555",
+            Strategy::Rfc8305 => "rfc8305",
+            Strategy::Siprace => "siprace",
+        }
+    }
+
+    /// The race parameters of this strategy.
+    pub fn race_config(self) -> RaceConfig {
+        let base = RaceConfig::default();
+        match self {
+            Strategy::Sequential => RaceConfig {
+                resolution_delay: None,
+                staggered: false,
+                rfc6724: false,
+                preferred_family_count: 0,
+                max_concurrent: 1,
+                attempt_timeout: Some(Duration::from_secs(32)),
+                deadline: Duration::from_secs(130),
+                use_history: false,
+                ..base
+            },
+            Strategy::Rfc6555 => RaceConfig {
+                resolution_delay: None,
+                attempt_delay: Duration::from_millis(300),
+                max_concurrent: 2,
+                use_history: false,
+                ..base
+            },
+            Strategy::Rfc8305 => RaceConfig {
+                use_history: false,
+                ..base
+            },
+            Strategy::Siprace => base,
+        }
+    }
+
+    /// Whether NAPTR and SRV queries go out together (see `locate`).
+    pub fn pipelined_dns(self) -> bool {
+        matches!(self, Strategy::Siprace)
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Strategy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Strategy::ALL
+            .into_iter()
+            .find(|st| st.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!("unknown strategy {s:?} (expected sequential, rfc6555, rfc8305 or siprace)")
+            })
+    }
+}

@@ -1,0 +1,483 @@
+//! Exact action sequences for the race engine, driven by a fake clock.
+
+use super::*;
+use crate::endpoint::Transport;
+use std::time::Duration;
+
+const HOST: &str = "sip.example.test";
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A race plus a fake clock, with helpers that read like the scenarios.
+struct Script {
+    race: Race,
+    t0: Instant,
+}
+
+impl Script {
+    fn new(cfg: RaceConfig) -> Script {
+        Script::with_history(cfg, HistoryView::default())
+    }
+
+    fn with_history(cfg: RaceConfig, history: HistoryView) -> Script {
+        let t0 = Instant::now();
+        let deadline = cfg.deadline;
+        let mut race = Race::new(cfg, history, &[Family::V6, Family::V4], t0);
+        let acts = race.step(
+            t0,
+            Input::Targets(vec![TargetSpec {
+                host: Arc::from(HOST),
+                port: 5060,
+                transport: Transport::Udp,
+                rank: 0,
+            }]),
+        );
+        assert_eq!(acts, vec![Action::WakeAt(t0 + deadline)]);
+        Script { race, t0 }
+    }
+
+    fn at(&self, t: u64) -> Instant {
+        self.t0 + ms(t)
+    }
+
+    fn step(&mut self, t: u64, input: Input) -> Vec<Action> {
+        self.race.step(self.at(t), input)
+    }
+
+    fn answer(&mut self, t: u64, family: Family, addrs: &[&str]) -> Vec<Action> {
+        let addrs = addrs.iter().map(|a| a.parse().unwrap()).collect();
+        self.step(
+            t,
+            Input::Addresses {
+                host: Arc::from(HOST),
+                family,
+                addrs,
+            },
+        )
+    }
+}
+
+fn ep(addr: &str) -> Endpoint {
+    Endpoint {
+        transport: Transport::Udp,
+        addr: addr.parse().unwrap(),
+        host: Arc::from(HOST),
+        rank: 0,
+    }
+}
+
+fn start(id: u32, addr: &str) -> Action {
+    Action::Start {
+        id: AttemptId(id),
+        endpoint: ep(addr),
+    }
+}
+
+fn won(id: u32, addr: &str) -> Action {
+    Action::Done(Outcome::Won {
+        id: AttemptId(id),
+        endpoint: ep(addr),
+    })
+}
+
+fn refused() -> AttemptError {
+    AttemptError::new(ErrorClass::Refused, "connection refused")
+}
+
+const V6: &str = "[2001:db8::1]:5060";
+const V6B: &str = "[2001:db8::2]:5060";
+const V4: &str = "192.0.2.1:5060";
+const V4B: &str = "192.0.2.2:5060";
+
+#[test]
+fn aaaa_first_starts_at_once_then_ipv4_after_the_attempt_delay() {
+    let mut s = Script::new(RaceConfig::default());
+    // Nothing else to start yet: the only wake-up needed is the deadline.
+    assert_eq!(
+        s.answer(5, Family::V6, &["2001:db8::1"]),
+        vec![start(1, V6), Action::WakeAt(s.at(32_000))]
+    );
+    // A arrives while the IPv6 attempt runs: nothing starts before the delay.
+    assert_eq!(s.answer(8, Family::V4, &["192.0.2.1"]), vec![Action::WakeAt(s.at(255))]);
+    assert_eq!(
+        s.step(255, Input::Timer),
+        vec![start(2, V4), Action::WakeAt(s.at(32_000))]
+    );
+    // IPv4 wins; the IPv6 attempt is cancelled.
+    assert_eq!(
+        s.step(260, Input::Succeeded(AttemptId(2))),
+        vec![
+            Action::Cancel {
+                id: AttemptId(1),
+                reason: CancelReason::LostRace
+            },
+            won(2, V4)
+        ]
+    );
+}
+
+#[test]
+fn a_first_then_aaaa_within_the_resolution_delay() {
+    let mut s = Script::new(RaceConfig::default());
+    assert_eq!(s.answer(10, Family::V4, &["192.0.2.1"]), vec![Action::WakeAt(s.at(60))]);
+    assert_eq!(
+        s.answer(40, Family::V6, &["2001:db8::1"]),
+        vec![start(1, V6), Action::WakeAt(s.at(290))]
+    );
+    assert_eq!(
+        s.step(290, Input::Timer),
+        vec![start(2, V4), Action::WakeAt(s.at(32_000))]
+    );
+}
+
+#[test]
+fn a_first_then_aaaa_after_the_resolution_delay() {
+    let mut s = Script::new(RaceConfig::default());
+    assert_eq!(s.answer(10, Family::V4, &["192.0.2.1"]), vec![Action::WakeAt(s.at(60))]);
+    assert_eq!(
+        s.step(60, Input::Timer),
+        vec![start(1, V4), Action::WakeAt(s.at(32_000))]
+    );
+    // The late AAAA is merged: IPv6 is next, after the attempt delay.
+    assert_eq!(s.answer(100, Family::V6, &["2001:db8::1"]), vec![Action::WakeAt(s.at(310))]);
+    assert_eq!(
+        s.step(310, Input::Timer),
+        vec![start(2, V6), Action::WakeAt(s.at(32_000))]
+    );
+}
+
+#[test]
+fn aaaa_never_answers() {
+    let mut s = Script::new(RaceConfig::default());
+    assert_eq!(s.answer(0, Family::V4, &["192.0.2.1"]), vec![Action::WakeAt(s.at(50))]);
+    // A spurious early wake-up changes nothing.
+    assert_eq!(s.step(20, Input::Timer), vec![Action::WakeAt(s.at(50))]);
+    assert_eq!(
+        s.step(50, Input::Timer),
+        vec![start(1, V4), Action::WakeAt(s.at(32_000))]
+    );
+    assert_eq!(s.step(51, Input::Succeeded(AttemptId(1))), vec![won(1, V4)]);
+}
+
+#[test]
+fn one_family_only() {
+    let mut s = Script::new(RaceConfig::default());
+    // AAAA answers first, but empty: nothing to wait for, A is awaited without delay.
+    assert_eq!(s.answer(0, Family::V6, &[]), vec![Action::WakeAt(s.at(32_000))]);
+    assert_eq!(
+        s.answer(3, Family::V4, &["192.0.2.1", "192.0.2.2"]),
+        vec![start(1, V4), Action::WakeAt(s.at(253))]
+    );
+    assert_eq!(
+        s.step(253, Input::Timer),
+        vec![start(2, V4B), Action::WakeAt(s.at(32_000))]
+    );
+}
+
+#[test]
+fn everything_fails_lists_every_reason() {
+    let mut s = Script::new(RaceConfig::default());
+    s.answer(0, Family::V6, &["2001:db8::1"]);
+    s.answer(1, Family::V4, &["192.0.2.1"]);
+    s.step(2, Input::ResolutionDone);
+    assert_eq!(
+        s.step(3, Input::Failed(AttemptId(1), refused())),
+        vec![start(2, V4), Action::WakeAt(s.at(32_000))]
+    );
+    assert_eq!(
+        s.step(4, Input::Failed(AttemptId(2), refused())),
+        vec![Action::Done(Outcome::Failed(RaceFailure::AllFailed))]
+    );
+    let ends: Vec<_> = s.race.attempts().iter().map(|a| a.end.clone()).collect();
+    assert_eq!(
+        ends,
+        vec![AttemptEnd::Failed(refused()), AttemptEnd::Failed(refused())]
+    );
+    // After Done, inputs are ignored.
+    assert_eq!(s.step(5, Input::Timer), vec![]);
+}
+
+#[test]
+fn fast_failure_starts_the_next_attempt_at_once() {
+    let mut s = Script::new(RaceConfig::default());
+    s.answer(0, Family::V6, &["2001:db8::1", "2001:db8::2"]);
+    s.answer(0, Family::V4, &["192.0.2.1"]);
+    assert_eq!(
+        s.step(1, Input::Failed(AttemptId(1), refused())),
+        vec![start(2, V4), Action::WakeAt(s.at(251))]
+    );
+    assert_eq!(
+        s.step(2, Input::Failed(AttemptId(2), refused())),
+        vec![start(3, V6B), Action::WakeAt(s.at(32_000))]
+    );
+}
+
+#[test]
+fn late_answers_are_merged_by_resorting() {
+    let mut s = Script::new(RaceConfig::default());
+    assert_eq!(
+        s.answer(0, Family::V6, &["2001:db8::1", "2001:db8::2"]),
+        vec![start(1, V6), Action::WakeAt(s.at(250))]
+    );
+    // A arrives after the first IPv6 attempt started: the next must be IPv4.
+    s.answer(100, Family::V4, &["192.0.2.1", "192.0.2.2"]);
+    assert_eq!(s.step(250, Input::Timer)[0], start(2, V4));
+    assert_eq!(s.step(500, Input::Timer)[0], start(3, V6B));
+    assert_eq!(s.step(750, Input::Timer)[0], start(4, V4B));
+}
+
+#[test]
+fn two_successes_at_the_same_instant_give_one_winner() {
+    let mut s = Script::new(RaceConfig::default());
+    s.answer(0, Family::V6, &["2001:db8::1"]);
+    s.answer(0, Family::V4, &["192.0.2.1"]);
+    s.step(250, Input::Timer);
+    assert_eq!(
+        s.step(300, Input::Succeeded(AttemptId(2))),
+        vec![
+            Action::Cancel {
+                id: AttemptId(1),
+                reason: CancelReason::LostRace
+            },
+            won(2, V4)
+        ]
+    );
+    assert_eq!(s.step(300, Input::Succeeded(AttemptId(1))), vec![]);
+    let winners = s
+        .race
+        .attempts()
+        .iter()
+        .filter(|a| a.end == AttemptEnd::Won)
+        .count();
+    assert_eq!(winners, 1);
+}
+
+#[test]
+fn deadline_cancels_everything() {
+    let mut s = Script::new(RaceConfig {
+        deadline: ms(1000),
+        ..RaceConfig::default()
+    });
+    s.answer(0, Family::V6, &["2001:db8::1"]);
+    s.answer(0, Family::V4, &["192.0.2.1"]);
+    assert_eq!(
+        s.step(250, Input::Timer),
+        vec![start(2, V4), Action::WakeAt(s.at(1000))]
+    );
+    assert_eq!(
+        s.step(1000, Input::Timer),
+        vec![
+            Action::Cancel {
+                id: AttemptId(1),
+                reason: CancelReason::Deadline
+            },
+            Action::Cancel {
+                id: AttemptId(2),
+                reason: CancelReason::Deadline
+            },
+            Action::Done(Outcome::Failed(RaceFailure::Deadline))
+        ]
+    );
+}
+
+#[test]
+fn concurrency_cap_holds_back_further_attempts() {
+    let mut s = Script::new(RaceConfig {
+        max_concurrent: 2,
+        ..RaceConfig::default()
+    });
+    s.answer(0, Family::V6, &["2001:db8::1", "2001:db8::2"]);
+    s.answer(0, Family::V4, &["192.0.2.1"]);
+    assert_eq!(s.step(250, Input::Timer)[0], start(2, V4));
+    // At the cap: no timer for pacing, only the deadline.
+    assert_eq!(s.step(500, Input::Timer), vec![Action::WakeAt(s.at(32_000))]);
+    // A failure frees a slot and the next starts at once.
+    assert_eq!(
+        s.step(600, Input::Failed(AttemptId(1), refused()))[0],
+        start(3, V6B)
+    );
+}
+
+#[test]
+fn sequential_waits_for_all_dns_and_for_each_timeout() {
+    let mut s = Script::new(strategy::Strategy::Sequential.race_config());
+    assert_eq!(s.answer(0, Family::V4, &["192.0.2.1"]), vec![Action::WakeAt(s.at(130_000))]);
+    assert_eq!(
+        s.answer(400, Family::V6, &["2001:db8::1"]),
+        vec![start(1, V6), Action::WakeAt(s.at(32_400))]
+    );
+    assert_eq!(
+        s.step(32_400, Input::Timer),
+        vec![
+            Action::Cancel {
+                id: AttemptId(1),
+                reason: CancelReason::AttemptTimeout
+            },
+            start(2, V4),
+            Action::WakeAt(s.at(64_400))
+        ]
+    );
+}
+
+#[test]
+fn no_addresses_and_resolution_failure() {
+    let mut s = Script::new(RaceConfig::default());
+    s.answer(0, Family::V6, &[]);
+    assert_eq!(
+        s.answer(1, Family::V4, &[]),
+        vec![Action::Done(Outcome::Failed(RaceFailure::NoAddresses))]
+    );
+
+    let t0 = Instant::now();
+    let mut race = Race::new(RaceConfig::default(), HistoryView::default(), &[Family::V6, Family::V4], t0);
+    assert_eq!(
+        race.step(t0, Input::ResolutionFailed("NXDOMAIN".into())),
+        vec![Action::Done(Outcome::Failed(RaceFailure::Resolution("NXDOMAIN".into())))]
+    );
+}
+
+#[test]
+fn history_puts_the_working_family_first_and_shortens_the_delay() {
+    let mut view = HistoryView::default();
+    view.insert(&ep(V6), PathVerdict::Failed);
+    view.insert(&ep(V4), PathVerdict::Worked { rtt: ms(20) });
+    let mut s = Script::with_history(RaceConfig::default(), view.clone());
+    s.answer(0, Family::V6, &["2001:db8::1"]);
+    assert_eq!(
+        s.answer(1, Family::V4, &["192.0.2.1"]),
+        vec![start(1, V4), Action::WakeAt(s.at(41))]
+    );
+    assert_eq!(s.step(41, Input::Timer)[0], start(2, V6));
+
+    // The same history is ignored by a strategy without history.
+    let mut s = Script::with_history(strategy::Strategy::Rfc8305.race_config(), view);
+    s.answer(0, Family::V6, &["2001:db8::1"]);
+    assert_eq!(s.race.attempts()[0].endpoint, ep(V6));
+}
+
+#[test]
+fn transport_up_extends_the_attempt_delay() {
+    let mut s = Script::new(RaceConfig::default());
+    s.answer(0, Family::V6, &["2001:db8::1"]);
+    s.answer(0, Family::V4, &["192.0.2.1"]);
+    assert_eq!(
+        s.step(200, Input::TransportUp(AttemptId(1))),
+        vec![Action::WakeAt(s.at(450))]
+    );
+    assert_eq!(s.step(450, Input::Timer)[0], start(2, V4));
+}
+
+#[test]
+fn better_ranked_host_is_waited_for_within_the_resolution_delay() {
+    let t0 = Instant::now();
+    let mut race = Race::new(RaceConfig::default(), HistoryView::default(), &[Family::V6, Family::V4], t0);
+    let spec = |host: &str, rank| TargetSpec {
+        host: Arc::from(host),
+        port: 5060,
+        transport: Transport::Tcp,
+        rank,
+    };
+    race.step(t0, Input::Targets(vec![spec("a.test", 0), spec("b.test", 1)]));
+    let answer = |host: &str, family, ip: &str| Input::Addresses {
+        host: Arc::from(host),
+        family,
+        addrs: vec![ip.parse().unwrap()],
+    };
+    // The second-ranked host answers first: hold for the first-ranked one.
+    assert_eq!(
+        race.step(t0 + ms(1), answer("b.test", Family::V6, "2001:db8::b")),
+        vec![Action::WakeAt(t0 + ms(51))]
+    );
+    let acts = race.step(t0 + ms(2), answer("a.test", Family::V6, "2001:db8::a"));
+    match &acts[0] {
+        Action::Start { endpoint, .. } => assert_eq!(&*endpoint.host, "a.test"),
+        other => panic!("expected a start, got {other:?}"),
+    }
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Event {
+        Answer { v6: bool, n: u8 },
+        Done,
+        Succeed(u8),
+        Fail(u8),
+        Up(u8),
+        Advance(u16),
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            (any::<bool>(), 0u8..4).prop_map(|(v6, n)| Event::Answer { v6, n }),
+            Just(Event::Done),
+            (0u8..8).prop_map(Event::Succeed),
+            (0u8..8).prop_map(Event::Fail),
+            (0u8..8).prop_map(Event::Up),
+            (0u16..3000).prop_map(Event::Advance),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn engine_invariants(
+            cap in 1usize..4,
+            events in proptest::collection::vec(event(), 0..60),
+            staggered in any::<bool>(),
+        ) {
+            let cfg = RaceConfig { max_concurrent: cap, staggered, deadline: ms(20_000), ..RaceConfig::default() };
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut race = Race::new(cfg, HistoryView::default(), &[Family::V6, Family::V4], t0);
+            race.step(now, Input::Targets(vec![TargetSpec { host: Arc::from(HOST), port: 5060, transport: Transport::Tcp, rank: 0 }]));
+            let mut wins = 0;
+            let mut done = false;
+            let mut answered = 0u32;
+            for ev in events {
+                let input = match ev {
+                    Event::Answer { v6, n } => {
+                        answered += 1;
+                        let addrs = (0..n).map(|i| if v6 {
+                            format!("2001:db8::{}", answered * 10 + u32::from(i)).parse().unwrap()
+                        } else {
+                            format!("192.0.2.{}", answered * 10 + u32::from(i)).parse().unwrap()
+                        }).collect();
+                        Input::Addresses { host: Arc::from(HOST), family: if v6 { Family::V6 } else { Family::V4 }, addrs }
+                    }
+                    Event::Done => Input::ResolutionDone,
+                    Event::Succeed(i) => Input::Succeeded(AttemptId(u32::from(i))),
+                    Event::Fail(i) => Input::Failed(AttemptId(u32::from(i)), refused()),
+                    Event::Up(i) => Input::TransportUp(AttemptId(u32::from(i))),
+                    Event::Advance(d) => { now += ms(u64::from(d)); Input::Timer }
+                };
+                let actions = race.step(now, input);
+                for a in &actions {
+                    match a {
+                        Action::Done(Outcome::Won { .. }) => { wins += 1; done = true; }
+                        Action::Done(_) => done = true,
+                        Action::WakeAt(t) => prop_assert!(*t >= now || done),
+                        _ => {}
+                    }
+                }
+                let in_flight = race.attempts().iter().filter(|a| a.end == AttemptEnd::InFlight).count();
+                prop_assert!(in_flight <= cap, "{} in flight over cap {}", in_flight, cap);
+                prop_assert!(wins <= 1);
+                if done {
+                    prop_assert!(race.is_finished());
+                    prop_assert_eq!(in_flight, 0, "an attempt outlived the race");
+                }
+            }
+            // Drive to the end: time past the deadline always finishes the race.
+            if !race.is_finished() {
+                race.step(t0 + ms(20_000), Input::Timer);
+            }
+            prop_assert!(race.is_finished());
+            prop_assert!(race.attempts().iter().all(|a| a.end != AttemptEnd::InFlight));
+            prop_assert!(race.attempts().iter().filter(|a| a.end == AttemptEnd::Won).count() <= 1);
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! SIP responder. (in progress)

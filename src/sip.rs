@@ -1,0 +1,1 @@
+//! SIP messages for probes and the responder. (in progress)
