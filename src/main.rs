@@ -1,1 +1,277 @@
-fn main() {}
+//! The `siprace` command: `dial`, `responder`, `lab` (and later `bench`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use siprace::dialer::{Dial, DialError, Dialer, DialerConfig};
+use siprace::endpoint::{Family, Transport};
+use siprace::race::history::History;
+use siprace::race::strategy::Strategy;
+
+/// Happy Eyeballs for SIP: reach a dual-stack SIP server as fast as the
+/// working path allows.
+#[derive(Parser)]
+#[command(name = "siprace", version, about)]
+struct Cli {
+    /// More logging (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Locate a SIP target (RFC 3263) and race its addresses; print the timeline.
+    Dial(DialArgs),
+    /// A small SIP UAS answering OPTIONS over UDP and TCP, counting what it sees.
+    Responder(siprace::responder::ResponderArgs),
+    /// The network-namespace lab: up, down, status, impair, and its helpers.
+    #[command(subcommand)]
+    Lab(siprace::lab::cli::LabCommand),
+}
+
+/// Exit codes of `siprace dial`.
+const EXIT_CONNECTED: u8 = 0;
+const EXIT_NO_ANSWER: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_RESOLUTION: u8 = 3;
+
+#[derive(Args)]
+#[command(after_help = "Exit status: 0 connected, 1 no candidate answered (every reason is listed), \
+2 usage error, 3 resolution failed.")]
+struct DialArgs {
+    /// sip:/sips: URI or host[:port], e.g. sip:example.test;transport=tcp or [2001:db8::1]:5060
+    target: String,
+    /// sequential | rfc6555 | rfc8305 | siprace
+    #[arg(long, default_value = "siprace")]
+    strategy: Strategy,
+    /// Resolution Delay in ms (wait for AAAA after A); "none" waits for every answer.
+    #[arg(long, value_name = "MS")]
+    resolution_delay: Option<String>,
+    /// Connection Attempt Delay in ms when history knows nothing.
+    #[arg(long, value_name = "MS")]
+    attempt_delay: Option<u64>,
+    /// Lower bound of the attempt delay in ms (at least 10).
+    #[arg(long, value_name = "MS")]
+    min_attempt_delay: Option<u64>,
+    /// Upper bound of the attempt delay in ms.
+    #[arg(long, value_name = "MS")]
+    max_attempt_delay: Option<u64>,
+    /// Preferred Address Family Count (RFC 8305); 0 turns interleaving off.
+    #[arg(long, value_name = "N")]
+    family_count: Option<usize>,
+    /// Maximum attempts in flight.
+    #[arg(long, value_name = "N")]
+    max_concurrent: Option<usize>,
+    /// Overall deadline of the dial in ms (default 32000, Timer B).
+    #[arg(long, value_name = "MS")]
+    deadline: Option<u64>,
+    /// Only these transports (comma-separated: udp,tcp,tls,sctp).
+    #[arg(long, value_delimiter = ',')]
+    transports: Option<Vec<String>>,
+    /// IPv4 only.
+    #[arg(short = '4', conflicts_with = "ipv6_only")]
+    ipv4_only: bool,
+    /// IPv6 only.
+    #[arg(short = '6')]
+    ipv6_only: bool,
+    /// DNS server to ask, IP[:PORT] (default: /etc/resolv.conf).
+    #[arg(long, value_name = "IP[:PORT]")]
+    dns: Option<String>,
+    /// Per-query DNS timeout in ms.
+    #[arg(long, value_name = "MS")]
+    dns_timeout: Option<u64>,
+    /// Over TCP, also send OPTIONS and wait for its answer (UDP always probes).
+    #[arg(long)]
+    probe: bool,
+    /// SIP Timer T1 in ms for the UDP probe's retransmissions.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    t1: u64,
+    /// Print the report as one JSON object instead of the timeline.
+    #[arg(long)]
+    json: bool,
+    /// Load history from this file before the dial and save it after.
+    #[arg(long, value_name = "FILE")]
+    history_file: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("siprace: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_NO_ANSWER);
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Dial(args) => dial(args).await,
+            Command::Lab(cmd) => match siprace::lab::cli::run(cmd).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("siprace lab: {e}");
+                    ExitCode::from(EXIT_NO_ANSWER)
+                }
+            },
+            Command::Responder(args) => match siprace::responder::run(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("siprace responder: {e}");
+                    ExitCode::from(EXIT_NO_ANSWER)
+                }
+            },
+        }
+    })
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "siprace=debug,info",
+        _ => "siprace=trace,debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn usage(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("siprace dial: {msg}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Builds the dialer configuration from the flags.
+fn dial_config(args: &DialArgs) -> Result<DialerConfig, String> {
+    let mut cfg = DialerConfig::for_strategy(args.strategy);
+    if let Some(rd) = &args.resolution_delay {
+        cfg.race.resolution_delay = match rd.as_str() {
+            "none" => None,
+            n => Some(ms(n
+                .parse()
+                .map_err(|_| format!("--resolution-delay takes ms or \"none\", not {n:?}"))?)),
+        };
+    }
+    if let Some(v) = args.attempt_delay {
+        cfg.race.attempt_delay = ms(v);
+    }
+    if let Some(v) = args.min_attempt_delay {
+        cfg.race.min_attempt_delay = ms(v);
+    }
+    if let Some(v) = args.max_attempt_delay {
+        cfg.race.max_attempt_delay = ms(v);
+    }
+    if let Some(v) = args.family_count {
+        cfg.race.preferred_family_count = v;
+    }
+    if let Some(v) = args.max_concurrent {
+        cfg.race.max_concurrent = v;
+    }
+    if let Some(v) = args.deadline {
+        cfg.race.deadline = ms(v);
+    }
+    if let Some(list) = &args.transports {
+        let parsed: Result<Vec<Transport>, String> = list
+            .iter()
+            .map(|t| Transport::parse(t).ok_or_else(|| format!("unknown transport {t:?} (udp, tcp, tls, sctp)")))
+            .collect();
+        cfg.transports = Some(parsed?);
+    }
+    if args.ipv4_only {
+        cfg.locate.families = vec![Family::V4];
+    } else if args.ipv6_only {
+        cfg.locate.families = vec![Family::V6];
+    }
+    if let Some(dns) = &args.dns {
+        cfg.locate.dns_server = Some(siprace::locate::parse_dns_server(dns)?);
+    }
+    if let Some(v) = args.dns_timeout {
+        cfg.locate.query_timeout = ms(v);
+    }
+    cfg.connect.probe_tcp = args.probe;
+    if args.t1 == 0 {
+        return Err("--t1 must be positive".into());
+    }
+    cfg.connect.t1 = ms(args.t1);
+    cfg.race = cfg.race.clone().validated()?;
+    Ok(cfg)
+}
+
+fn load_history(path: &PathBuf) -> Result<History, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map_err(|e| format!("history file {}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(History::default()),
+        Err(e) => Err(format!("history file {}: {e}", path.display())),
+    }
+}
+
+fn save_history(path: &PathBuf, history: &History) {
+    let text = match serde_json::to_string_pretty(history) {
+        Ok(t) => t,
+        Err(e) => return eprintln!("siprace: cannot encode the history: {e}"),
+    };
+    // Write then rename, so an interrupted save never leaves half a file.
+    let tmp = path.with_extension("tmp");
+    if let Err(e) = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)) {
+        eprintln!("siprace: cannot save the history to {}: {e}", path.display());
+    }
+}
+
+async fn dial(args: DialArgs) -> ExitCode {
+    let cfg = match dial_config(&args) {
+        Ok(cfg) => cfg,
+        Err(e) => return usage(e),
+    };
+    let history = match args.history_file.as_ref().map(load_history).transpose() {
+        Ok(h) => h.unwrap_or_default(),
+        Err(e) => return usage(e),
+    };
+    let dialer = match Dialer::with_history(cfg, history) {
+        Ok(d) => d,
+        Err(e) => return usage(e),
+    };
+    let result = dialer.dial(&args.target).await;
+    if let Some(path) = &args.history_file {
+        save_history(path, &dialer.history());
+    }
+    let (report, code) = match &result {
+        Ok(Dial { report, .. }) => (report, EXIT_CONNECTED),
+        Err(DialError::Target(e)) => return usage(e),
+        Err(DialError::Config(e)) => return usage(e),
+        Err(DialError::Resolution(report)) => (report.as_ref(), EXIT_RESOLUTION),
+        Err(DialError::Failed(report)) => (report.as_ref(), EXIT_NO_ANSWER),
+    };
+    let text = if args.json {
+        match serde_json::to_string_pretty(report) {
+            Ok(text) => text + "\n",
+            Err(e) => {
+                eprintln!("siprace: cannot encode the report: {e}");
+                String::new()
+            }
+        }
+    } else {
+        report.render()
+    };
+    // A closed pipe (e.g. `| head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+    ExitCode::from(code)
+}

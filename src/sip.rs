@@ -1,1 +1,1275 @@
-//! SIP messages for probes and the responder. (in progress)
+//! A small hand-written SIP codec (RFC 3261 §7, §20), just what siprace needs:
+//!
+//! - [`OptionsProbe`]: builds the OPTIONS request a UDP/TCP attempt sends, and
+//!   keeps the branch, Call-ID and CSeq a response must match.
+//! - [`parse_response`] / [`Response`]: reads a status line and the headers that
+//!   identify a transaction.
+//! - [`parse_request`] / [`Request`]: reads a request for the responder, and
+//!   [`Request::response`] builds the answer to it (RFC 3261 §8.2.6).
+//! - [`StreamFramer`]: cuts a TCP byte stream into messages by Content-Length
+//!   (RFC 3261 §18.3), skipping CRLF keep-alives (RFC 5626 §3.5.1).
+//!
+//! Every parser is bounded ([`MAX_MESSAGE_SIZE`], [`MAX_HEADERS`]) and returns an
+//! error on malformed input; none of them panics on arbitrary bytes.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use rand::distr::{Alphanumeric, SampleString};
+use rand::Rng;
+
+use crate::endpoint::Transport;
+
+/// The largest message siprace reads or frames (header and body together).
+pub const MAX_MESSAGE_SIZE: usize = 64 * 1024;
+/// The most header fields (after unfolding) one message may carry.
+pub const MAX_HEADERS: usize = 128;
+/// RFC 3261 §8.1.1.7: every branch created by an RFC 3261 element starts with this.
+pub const BRANCH_MAGIC: &str = "z9hG4bK";
+/// The methods the responder knows, in the order its Allow header lists them.
+pub const ALLOWED_METHODS: &str = "OPTIONS, REGISTER, INVITE, ACK, CANCEL, BYE";
+
+/// The User-Agent / Server token siprace puts in its messages.
+pub fn user_agent() -> String {
+    format!("siprace/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// A random token of `len` alphanumeric characters (branch, tag, Call-ID).
+pub fn random_token(len: usize) -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), len)
+}
+
+/// Why bytes are not a (complete, acceptable) SIP message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SipParseError {
+    #[error("message of {size} bytes exceeds the {limit}-byte limit")]
+    TooLarge { size: usize, limit: usize },
+    #[error("more than {0} header fields")]
+    TooManyHeaders(usize),
+    #[error("incomplete message: {0}")]
+    Incomplete(&'static str),
+    #[error("message head is not UTF-8")]
+    NotUtf8,
+    #[error("invalid start line: {0:?}")]
+    StartLine(String),
+    #[error("invalid header line: {0:?}")]
+    HeaderLine(String),
+    #[error("missing {0} header")]
+    MissingHeader(&'static str),
+    #[error("invalid {name} header: {value:?}")]
+    InvalidHeader { name: &'static str, value: String },
+}
+
+fn truncated(s: &str) -> String {
+    let mut end = s.len().min(80);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+// ---------------------------------------------------------------------------
+// Headers
+
+/// Header fields in message order. Names are stored lowercased, with compact
+/// forms (RFC 3261 §7.3.3) expanded to their long names; values are trimmed and
+/// unfolded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    /// The first value of `name` (case-insensitive, long or compact form).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        let name = canonical_name(name);
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every header field named `name`, in order (one entry per header line).
+    pub fn get_all<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> + 'a {
+        let name = canonical_name(name);
+        self.0
+            .iter()
+            .filter(move |(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+}
+
+/// Lowercases a header name and expands RFC 3261 §7.3.3 / RFC 3515 compact forms.
+fn canonical_name(name: &str) -> String {
+    let lower = name.trim().to_ascii_lowercase();
+    let long = match lower.as_str() {
+        "i" => "call-id",
+        "l" => "content-length",
+        "v" => "via",
+        "f" => "from",
+        "t" => "to",
+        "m" => "contact",
+        "c" => "content-type",
+        "e" => "content-encoding",
+        "k" => "supported",
+        "s" => "subject",
+        "o" => "event",
+        "r" => "refer-to",
+        "u" => "allow-events",
+        _ => return lower,
+    };
+    long.to_string()
+}
+
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(c)
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(is_token_char)
+}
+
+/// A message head split into its start line and headers, plus where the body starts.
+struct Head<'a> {
+    start: &'a str,
+    headers: Headers,
+    body_offset: usize,
+}
+
+/// Finds the end of the head (the empty line). Returns (end of head text, body offset).
+fn find_head_end(bytes: &[u8], from: usize) -> Option<(usize, usize)> {
+    let mut i = from;
+    while i < bytes.len() {
+        if bytes[i] == b'\n' {
+            // "\n\n" or "\n\r\n" ends the head (lenient about bare LF).
+            if bytes.get(i + 1) == Some(&b'\n') {
+                return Some((i, i + 2));
+            }
+            if bytes.get(i + 1) == Some(&b'\r') && bytes.get(i + 2) == Some(&b'\n') {
+                return Some((i, i + 3));
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Skips CR and LF bytes before the start line (RFC 3261 §7.5).
+fn skip_leading_crlf(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .position(|b| *b != b'\r' && *b != b'\n')
+        .unwrap_or(bytes.len())
+}
+
+fn parse_head(bytes: &[u8]) -> Result<Head<'_>, SipParseError> {
+    if bytes.len() > MAX_MESSAGE_SIZE {
+        return Err(SipParseError::TooLarge {
+            size: bytes.len(),
+            limit: MAX_MESSAGE_SIZE,
+        });
+    }
+    let skip = skip_leading_crlf(bytes);
+    if skip == bytes.len() {
+        return Err(SipParseError::Incomplete("empty message"));
+    }
+    let (head_end, body_offset) = find_head_end(bytes, skip)
+        .ok_or(SipParseError::Incomplete("no empty line after the headers"))?;
+    let head = std::str::from_utf8(&bytes[skip..head_end]).map_err(|_| SipParseError::NotUtf8)?;
+    let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let start = lines.next().unwrap_or("");
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in lines {
+        if line.starts_with(' ') || line.starts_with('\t') {
+            // Folded continuation of the previous header (RFC 3261 §7.3.1).
+            let Some((_, value)) = fields.last_mut() else {
+                return Err(SipParseError::HeaderLine(truncated(line)));
+            };
+            let more = line.trim();
+            if !more.is_empty() {
+                if !value.is_empty() {
+                    value.push(' ');
+                }
+                value.push_str(more);
+            }
+            continue;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(SipParseError::HeaderLine(truncated(line)));
+        };
+        let name = name.trim_end_matches([' ', '\t']);
+        if !is_token(name) {
+            return Err(SipParseError::HeaderLine(truncated(line)));
+        }
+        if fields.len() >= MAX_HEADERS {
+            return Err(SipParseError::TooManyHeaders(MAX_HEADERS));
+        }
+        fields.push((canonical_name(name), value.trim().to_string()));
+    }
+    Ok(Head {
+        start,
+        headers: Headers(fields),
+        body_offset,
+    })
+}
+
+/// Splits a header value on commas that are outside quotes and angle brackets.
+pub fn split_comma_list(value: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut quoted, mut escaped, mut angle) = (false, false, false);
+    let mut start = 0;
+    for (i, c) in value.char_indices() {
+        if quoted {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => quoted = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => quoted = true,
+            '<' => angle = true,
+            '>' => angle = false,
+            ',' if !angle => {
+                out.push(value[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(value[start..].trim());
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+/// A CSeq header: sequence number and method (RFC 3261 §20.16).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CSeq {
+    pub seq: u32,
+    pub method: String,
+}
+
+impl CSeq {
+    pub fn parse(value: &str) -> Option<CSeq> {
+        let mut parts = value.split_whitespace();
+        let seq = parts.next()?;
+        let method = parts.next()?;
+        if parts.next().is_some() || !seq.bytes().all(|b| b.is_ascii_digit()) || !is_token(method) {
+            return None;
+        }
+        let seq: u32 = seq.parse().ok()?;
+        if seq > i32::MAX as u32 {
+            return None; // RFC 3261 §8.1.1.5: less than 2**31
+        }
+        Some(CSeq {
+            seq,
+            method: method.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for CSeq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.seq, self.method)
+    }
+}
+
+/// One Via entry (RFC 3261 §20.42): `SIP/2.0/UDP host:port;param=value...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Via {
+    /// The transport token as sent (`UDP`, `TCP`, ...).
+    pub transport: String,
+    /// `host[:port]` as sent.
+    pub sent_by: String,
+    /// Parameters in order; names lowercased.
+    pub params: Vec<(String, Option<String>)>,
+}
+
+impl Via {
+    pub fn parse(value: &str) -> Option<Via> {
+        let (proto_by, params) = match value.split_once(';') {
+            Some((a, b)) => (a, Some(b)),
+            None => (value, None),
+        };
+        let mut parts = proto_by.split_whitespace();
+        let proto = parts.next()?;
+        let sent_by = parts.next()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        let mut pieces = proto.splitn(3, '/').map(str::trim);
+        let (name, version, transport) = (pieces.next()?, pieces.next()?, pieces.next()?);
+        if !name.eq_ignore_ascii_case("SIP") || version != "2.0" || !is_token(transport) {
+            return None;
+        }
+        let params = params
+            .into_iter()
+            .flat_map(|p| p.split(';'))
+            .map(|p| match p.split_once('=') {
+                Some((n, v)) => (n.trim().to_ascii_lowercase(), Some(v.trim().to_string())),
+                None => (p.trim().to_ascii_lowercase(), None),
+            })
+            .collect();
+        Some(Via {
+            transport: transport.to_string(),
+            sent_by: sent_by.to_string(),
+            params,
+        })
+    }
+
+    pub fn param(&self, name: &str) -> Option<Option<&str>> {
+        self.params
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_deref())
+    }
+
+    pub fn branch(&self) -> Option<&str> {
+        self.param("branch").flatten()
+    }
+
+    /// The host part of sent-by (IPv6 without brackets).
+    pub fn sent_by_host(&self) -> &str {
+        let s = self.sent_by.as_str();
+        if let Some(rest) = s.strip_prefix('[') {
+            return rest.split(']').next().unwrap_or(rest);
+        }
+        s.split(':').next().unwrap_or(s)
+    }
+}
+
+impl fmt::Display for Via {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SIP/2.0/{} {}", self.transport, self.sent_by)?;
+        for (n, v) in &self.params {
+            match v {
+                Some(v) => write!(f, ";{n}={v}")?,
+                None => write!(f, ";{n}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The value of the `tag` parameter of a From/To header, if any.
+pub fn tag_param(value: &str) -> Option<&str> {
+    // Parameters follow the closing '>' of a name-addr, or the addr-spec itself.
+    let params = match value.rfind('>') {
+        Some(i) => &value[i + 1..],
+        None => value,
+    };
+    params.split(';').skip(1).find_map(|p| {
+        let (n, v) = p.split_once('=')?;
+        n.trim().eq_ignore_ascii_case("tag").then(|| v.trim())
+    })
+}
+
+fn required<'a>(headers: &'a Headers, name: &'static str) -> Result<&'a str, SipParseError> {
+    headers.get(name).ok_or(SipParseError::MissingHeader(name))
+}
+
+fn parse_cseq(headers: &Headers) -> Result<CSeq, SipParseError> {
+    let v = required(headers, "cseq")?;
+    CSeq::parse(v).ok_or_else(|| SipParseError::InvalidHeader {
+        name: "CSeq",
+        value: truncated(v),
+    })
+}
+
+fn parse_content_length(headers: &Headers) -> Result<Option<usize>, SipParseError> {
+    let Some(v) = headers.get("content-length") else {
+        return Ok(None);
+    };
+    if v.is_empty() || v.len() > 10 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(SipParseError::InvalidHeader {
+            name: "Content-Length",
+            value: truncated(v),
+        });
+    }
+    v.parse()
+        .map(Some)
+        .map_err(|_| SipParseError::InvalidHeader {
+            name: "Content-Length",
+            value: truncated(v),
+        })
+}
+
+fn non_empty<'a>(headers: &'a Headers, name: &'static str) -> Result<&'a str, SipParseError> {
+    let v = required(headers, name)?;
+    if v.is_empty() {
+        return Err(SipParseError::InvalidHeader {
+            name,
+            value: String::new(),
+        });
+    }
+    Ok(v)
+}
+
+/// Checks the body against Content-Length and returns it. A datagram may carry
+/// extra bytes after the body (ignored, RFC 3261 §18.3); fewer bytes are an error.
+fn take_body(bytes: &[u8], offset: usize, cl: Option<usize>) -> Result<Vec<u8>, SipParseError> {
+    let rest = &bytes[offset.min(bytes.len())..];
+    match cl {
+        Some(n) if n > rest.len() => Err(SipParseError::Incomplete(
+            "body shorter than Content-Length",
+        )),
+        Some(n) => Ok(rest[..n].to_vec()),
+        None => Ok(rest.to_vec()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Responses
+
+/// A parsed SIP response: what identifies its transaction, plus every header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub reason: String,
+    /// The branch of the top Via, if it has one.
+    pub branch: Option<String>,
+    pub call_id: String,
+    pub cseq: CSeq,
+    pub content_length: Option<usize>,
+    /// The tag of the To header, if any.
+    pub to_tag: Option<String>,
+    pub headers: Headers,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// True if this response answers `probe`: same top-Via branch, Call-ID and
+    /// CSeq (number and method). RFC 3261 §17.1.3 matches on the branch and the
+    /// CSeq method; the Call-ID check guards against a confused peer.
+    pub fn matches(&self, probe: &OptionsProbe) -> bool {
+        self.branch.as_deref() == Some(probe.branch())
+            && self.call_id == probe.call_id()
+            && self.cseq.seq == probe.cseq()
+            && self.cseq.method == "OPTIONS"
+    }
+}
+
+/// Parses a complete response (e.g. one UDP datagram or one framed TCP message).
+pub fn parse_response(bytes: &[u8]) -> Result<Response, SipParseError> {
+    let head = parse_head(bytes)?;
+    let bad_start = || SipParseError::StartLine(truncated(head.start));
+    let (version, rest) = head.start.split_once(' ').ok_or_else(bad_start)?;
+    if version != "SIP/2.0" {
+        return Err(bad_start());
+    }
+    let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad_start());
+    }
+    let status: u16 = code.parse().map_err(|_| bad_start())?;
+    if !(100..=699).contains(&status) {
+        return Err(bad_start());
+    }
+    let headers = head.headers;
+    let top_via = required(&headers, "via")?;
+    let top_via = split_comma_list(top_via)
+        .first()
+        .and_then(|v| Via::parse(v))
+        .ok_or_else(|| SipParseError::InvalidHeader {
+            name: "Via",
+            value: truncated(top_via),
+        })?;
+    let call_id = non_empty(&headers, "call-id")?.to_string();
+    let cseq = parse_cseq(&headers)?;
+    let content_length = parse_content_length(&headers)?;
+    let to_tag = headers.get("to").and_then(tag_param).map(str::to_string);
+    let body = take_body(bytes, head.body_offset, content_length)?;
+    Ok(Response {
+        status,
+        reason: reason.trim().to_string(),
+        branch: top_via.branch().map(str::to_string),
+        call_id,
+        cseq,
+        content_length,
+        to_tag,
+        headers,
+        body,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// The OPTIONS probe
+
+/// An OPTIONS request (RFC 3261 §11) used as a reachability probe, with the
+/// identifiers its response must echo. Retransmissions reuse the same bytes
+/// (same branch), as RFC 3261 §17.1.2.2 requires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionsProbe {
+    request_uri: String,
+    transport: Transport,
+    local: SocketAddr,
+    branch: String,
+    call_id: String,
+    from_tag: String,
+    cseq: u32,
+}
+
+/// `host` as it appears in a URI or sent-by: IPv6 in brackets.
+pub fn uri_host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+impl OptionsProbe {
+    /// A probe for `request_uri` sent over `transport` from `local`, with a fresh
+    /// random branch, From tag and Call-ID, and a random CSeq number.
+    pub fn new(request_uri: impl Into<String>, transport: Transport, local: SocketAddr) -> Self {
+        OptionsProbe {
+            request_uri: request_uri.into(),
+            transport,
+            local,
+            branch: format!("{BRANCH_MAGIC}{}", random_token(22)),
+            call_id: format!("{}@siprace", random_token(24)),
+            from_tag: random_token(12),
+            cseq: rand::rng().random_range(1..=65_535),
+        }
+    }
+
+    /// Sets the CSeq number (kept below 2**31 as RFC 3261 §8.1.1.5 requires).
+    pub fn with_cseq(mut self, cseq: u32) -> Self {
+        self.cseq = cseq.min(i32::MAX as u32);
+        self
+    }
+
+    pub fn branch(&self) -> &str {
+        &self.branch
+    }
+
+    pub fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
+    pub fn cseq(&self) -> u32 {
+        self.cseq
+    }
+
+    pub fn from_tag(&self) -> &str {
+        &self.from_tag
+    }
+
+    pub fn request_uri(&self) -> &str {
+        &self.request_uri
+    }
+
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The request on the wire.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let host = uri_host(self.local.ip());
+        format!(
+            "OPTIONS {uri} SIP/2.0\r\n\
+             Via: SIP/2.0/{transport} {host}:{port};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\n\
+             To: <{uri}>\r\n\
+             From: <sip:siprace@{host}>;tag={tag}\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: {cseq} OPTIONS\r\n\
+             Accept: application/sdp\r\n\
+             User-Agent: {ua}\r\n\
+             Content-Length: 0\r\n\
+             \r\n",
+            uri = self.request_uri,
+            transport = self.transport.via_token(),
+            port = self.local.port(),
+            branch = self.branch,
+            tag = self.from_tag,
+            call_id = self.call_id,
+            cseq = self.cseq,
+            ua = user_agent(),
+        )
+        .into_bytes()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Requests (responder side)
+
+/// A parsed SIP request with the headers a UAS needs to answer it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    pub uri: String,
+    /// Every Via header line's value, in order (a line may hold several entries).
+    pub vias: Vec<String>,
+    pub from: String,
+    pub to: String,
+    pub call_id: String,
+    pub cseq: CSeq,
+    pub content_length: Option<usize>,
+    pub max_forwards: Option<u32>,
+    pub headers: Headers,
+    pub body: Vec<u8>,
+}
+
+/// Parses a complete request (one datagram or one framed TCP message).
+pub fn parse_request(bytes: &[u8]) -> Result<Request, SipParseError> {
+    let head = parse_head(bytes)?;
+    let bad_start = || SipParseError::StartLine(truncated(head.start));
+    let mut parts = head.start.split(' ');
+    let (method, uri, version) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(m), Some(u), Some(v), None) => (m, u, v),
+        _ => return Err(bad_start()),
+    };
+    if !is_token(method)
+        || uri.is_empty()
+        || !uri.contains(':')
+        || uri.chars().any(|c| c.is_control())
+        || version != "SIP/2.0"
+    {
+        return Err(bad_start());
+    }
+    let headers = head.headers;
+    let vias: Vec<String> = headers.get_all("via").map(str::to_string).collect();
+    let top = vias.first().ok_or(SipParseError::MissingHeader("via"))?;
+    if split_comma_list(top)
+        .first()
+        .and_then(|v| Via::parse(v))
+        .is_none()
+    {
+        return Err(SipParseError::InvalidHeader {
+            name: "Via",
+            value: truncated(top),
+        });
+    }
+    let from = non_empty(&headers, "from")?.to_string();
+    let to = non_empty(&headers, "to")?.to_string();
+    let call_id = non_empty(&headers, "call-id")?.to_string();
+    let cseq = parse_cseq(&headers)?;
+    let content_length = parse_content_length(&headers)?;
+    let max_forwards = headers.get("max-forwards").and_then(|v| v.parse().ok());
+    let body = take_body(bytes, head.body_offset, content_length)?;
+    Ok(Request {
+        method: method.to_string(),
+        uri: uri.to_string(),
+        vias,
+        from,
+        to,
+        call_id,
+        cseq,
+        content_length,
+        max_forwards,
+        headers,
+        body,
+    })
+}
+
+/// The standard reason phrase for the status codes the responder uses.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Trying",
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        481 => "Call/Transaction Does Not Exist",
+        483 => "Too Many Hops",
+        486 => "Busy Here",
+        500 => "Server Internal Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// Builds a response to a [`Request`] (RFC 3261 §8.2.6.2): Via(s), From, To
+/// (with a tag), Call-ID and CSeq copied, Content-Length 0.
+#[derive(Debug, Clone)]
+pub struct ResponseBuilder<'a> {
+    request: &'a Request,
+    status: u16,
+    reason: String,
+    to_tag: Option<String>,
+    received: Option<SocketAddr>,
+    extra: Vec<(String, String)>,
+}
+
+impl Request {
+    /// Starts a response with `status` and its standard reason phrase.
+    pub fn response(&self, status: u16) -> ResponseBuilder<'_> {
+        ResponseBuilder {
+            request: self,
+            status,
+            reason: reason_phrase(status).to_string(),
+            to_tag: None,
+            received: None,
+            extra: Vec::new(),
+        }
+    }
+
+    /// The 200 OK to an OPTIONS request, with Allow, Accept and Supported.
+    pub fn options_ok(&self, source: Option<SocketAddr>) -> Vec<u8> {
+        self.response(200)
+            .received(source)
+            .header("Allow", ALLOWED_METHODS)
+            .header("Accept", "application/sdp")
+            .header("Accept-Language", "en")
+            .header("Supported", "")
+            .build()
+    }
+}
+
+impl ResponseBuilder<'_> {
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = reason.into();
+        self
+    }
+
+    /// The To tag to add if the request's To has none (default: random).
+    pub fn to_tag(mut self, tag: impl Into<String>) -> Self {
+        self.to_tag = Some(tag.into());
+        self
+    }
+
+    /// The packet's source: adds `received` (RFC 3261 §18.2.1) and fills in an
+    /// empty `rport` (RFC 3581) on the top Via.
+    pub fn received(mut self, source: Option<SocketAddr>) -> Self {
+        self.received = source;
+        self
+    }
+
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extra.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn build(self) -> Vec<u8> {
+        let req = self.request;
+        let mut out = format!("SIP/2.0 {} {}\r\n", self.status, self.reason);
+        for (i, via) in req.vias.iter().enumerate() {
+            let value = match (i, self.received) {
+                (0, Some(src)) => stamp_top_via(via, src),
+                _ => via.clone(),
+            };
+            out.push_str(&format!("Via: {value}\r\n"));
+        }
+        out.push_str(&format!("From: {}\r\n", req.from));
+        let to = if tag_param(&req.to).is_some() || self.status == 100 {
+            req.to.clone()
+        } else {
+            let tag = self.to_tag.unwrap_or_else(|| random_token(10));
+            format!("{};tag={tag}", req.to)
+        };
+        out.push_str(&format!("To: {to}\r\n"));
+        out.push_str(&format!("Call-ID: {}\r\n", req.call_id));
+        out.push_str(&format!("CSeq: {}\r\n", req.cseq));
+        out.push_str(&format!("Server: {}\r\n", user_agent()));
+        for (n, v) in &self.extra {
+            out.push_str(&format!("{n}: {v}\r\n"));
+        }
+        out.push_str("Content-Length: 0\r\n\r\n");
+        out.into_bytes()
+    }
+}
+
+/// Adds `received` and fills `rport` on the first entry of a Via header value.
+fn stamp_top_via(value: &str, src: SocketAddr) -> String {
+    let entries = split_comma_list(value);
+    let Some(mut via) = entries.first().and_then(|v| Via::parse(v)) else {
+        return value.to_string();
+    };
+    let src_ip = match src.ip() {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        ip => ip,
+    };
+    let mut add_received = via.sent_by_host().parse::<IpAddr>().ok() != Some(src_ip);
+    if let Some(slot) = via.params.iter_mut().find(|(n, _)| n == "rport") {
+        if slot.1.is_none() {
+            slot.1 = Some(src.port().to_string());
+            add_received = true;
+        }
+    }
+    if add_received && via.param("received").is_none() {
+        via.params
+            .push(("received".into(), Some(src_ip.to_string())));
+    }
+    let mut out = via.to_string();
+    for rest in &entries[1..] {
+        out.push_str(", ");
+        out.push_str(rest);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Stream framing
+
+/// One unit cut from a stream by [`StreamFramer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A complete message: head plus Content-Length bytes of body.
+    Message(Vec<u8>),
+    /// A double-CRLF keep-alive ping (RFC 5626 §3.5.1); answer with one CRLF.
+    KeepAlive,
+}
+
+/// Accumulates bytes from a stream transport and yields complete messages,
+/// framed by Content-Length (RFC 3261 §18.3; a missing Content-Length counts
+/// as 0). Any error is fatal for the stream: the caller should close it.
+#[derive(Debug, Clone)]
+pub struct StreamFramer {
+    buf: Vec<u8>,
+    max: usize,
+    /// Where to resume the search for the end of the head.
+    scanned: usize,
+}
+
+impl Default for StreamFramer {
+    fn default() -> Self {
+        StreamFramer::new(MAX_MESSAGE_SIZE)
+    }
+}
+
+impl StreamFramer {
+    /// A framer refusing messages larger than `max_message` bytes.
+    pub fn new(max_message: usize) -> Self {
+        StreamFramer {
+            buf: Vec::new(),
+            max: max_message,
+            scanned: 0,
+        }
+    }
+
+    /// Appends received bytes. Call [`next_frame`](Self::next_frame) until it
+    /// returns `Ok(None)` afterwards.
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Bytes held that are not yet part of a complete message.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next complete frame, `Ok(None)` if more bytes are needed.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, SipParseError> {
+        // Leading CRLFs: a double CRLF is a keep-alive ping, a lone one (e.g. a
+        // pong or stray line ending) is skipped.
+        loop {
+            if self.buf.starts_with(b"\r\n\r\n") {
+                self.consume(4);
+                return Ok(Some(Frame::KeepAlive));
+            }
+            match self.buf.as_slice() {
+                [] | [b'\r'] | [b'\r', b'\n'] | [b'\r', b'\n', b'\r'] => return Ok(None),
+                [b'\r', b'\n', ..] => self.consume(2),
+                [b'\n', ..] => self.consume(1),
+                _ => break,
+            }
+        }
+        let from = self.scanned.saturating_sub(2);
+        let Some((_, head_len)) = find_head_end(&self.buf, from) else {
+            self.scanned = self.buf.len();
+            if self.buf.len() > self.max {
+                return Err(SipParseError::TooLarge {
+                    size: self.buf.len(),
+                    limit: self.max,
+                });
+            }
+            return Ok(None);
+        };
+        let head = parse_head(&self.buf[..head_len])?;
+        let cl = parse_content_length(&head.headers)?.unwrap_or(0);
+        let total = head_len.saturating_add(cl);
+        if total > self.max {
+            return Err(SipParseError::TooLarge {
+                size: total,
+                limit: self.max,
+            });
+        }
+        if self.buf.len() < total {
+            return Ok(None);
+        }
+        let rest = self.buf.split_off(total);
+        let msg = std::mem::replace(&mut self.buf, rest);
+        self.scanned = 0;
+        Ok(Some(Frame::Message(msg)))
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.buf.drain(..n);
+        self.scanned = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn local4() -> SocketAddr {
+        "192.0.2.10:5070".parse().unwrap()
+    }
+
+    fn probe() -> OptionsProbe {
+        OptionsProbe::new("sip:example.test", Transport::Udp, local4())
+    }
+
+    /// What a well-behaved server would answer to `probe`.
+    fn answer(p: &OptionsProbe, status: u16) -> Vec<u8> {
+        let req = parse_request(&p.to_bytes()).unwrap();
+        req.response(status)
+            .received(Some("198.51.100.1:40000".parse().unwrap()))
+            .build()
+    }
+
+    #[test]
+    fn probe_has_the_rfc3261_shape() {
+        let p = OptionsProbe::new(
+            "sip:example.test",
+            Transport::Tcp,
+            "[2001:db8::1]:5080".parse().unwrap(),
+        )
+        .with_cseq(7);
+        let text = String::from_utf8(p.to_bytes()).unwrap();
+        let lines: Vec<&str> = text.split("\r\n").collect();
+        assert_eq!(lines[0], "OPTIONS sip:example.test SIP/2.0");
+        assert_eq!(
+            lines[1],
+            format!(
+                "Via: SIP/2.0/TCP [2001:db8::1]:5080;branch={};rport",
+                p.branch()
+            )
+        );
+        assert!(p.branch().starts_with("z9hG4bK") && p.branch().len() > 7 + 16);
+        assert!(text.contains("\r\nMax-Forwards: 70\r\n"));
+        assert!(text.contains("\r\nTo: <sip:example.test>\r\n"));
+        assert!(text.contains(&format!(
+            "\r\nFrom: <sip:siprace@[2001:db8::1]>;tag={}\r\n",
+            p.from_tag()
+        )));
+        assert!(text.contains(&format!("\r\nCall-ID: {}\r\n", p.call_id())));
+        assert!(p.call_id().ends_with("@siprace"));
+        assert!(text.contains("\r\nCSeq: 7 OPTIONS\r\n"));
+        assert!(text.contains("\r\nAccept: application/sdp\r\n"));
+        assert!(text.contains(&format!(
+            "\r\nUser-Agent: siprace/{}\r\n",
+            env!("CARGO_PKG_VERSION")
+        )));
+        assert!(text.ends_with("\r\nContent-Length: 0\r\n\r\n"));
+        // Two probes never share identifiers.
+        let q = OptionsProbe::new("sip:example.test", Transport::Tcp, local4());
+        assert_ne!(p.branch(), q.branch());
+        assert_ne!(p.call_id(), q.call_id());
+        assert_ne!(p.from_tag(), q.from_tag());
+    }
+
+    #[test]
+    fn response_round_trip_matches_probe() {
+        let p = probe();
+        let r = parse_response(&answer(&p, 200)).unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.reason, "OK");
+        assert!(r.matches(&p));
+        assert!(r.to_tag.is_some());
+        assert_eq!(r.content_length, Some(0));
+        // The top Via got received and rport stamped.
+        let via = Via::parse(r.headers.get("via").unwrap()).unwrap();
+        assert_eq!(via.param("rport"), Some(Some("40000")));
+        assert_eq!(via.param("received"), Some(Some("198.51.100.1")));
+        // Another probe's response does not match.
+        assert!(!r.matches(&probe()));
+    }
+
+    #[test]
+    fn matching_needs_branch_call_id_and_cseq() {
+        let p = probe().with_cseq(10);
+        let good = String::from_utf8(answer(&p, 404)).unwrap();
+        assert!(parse_response(good.as_bytes()).unwrap().matches(&p));
+        let variants = [
+            good.replace(p.branch(), "z9hG4bKother"),
+            good.replace(p.call_id(), "other@x"),
+            good.replace("CSeq: 10 OPTIONS", "CSeq: 11 OPTIONS"),
+            good.replace("CSeq: 10 OPTIONS", "CSeq: 10 INVITE"),
+        ];
+        for v in variants {
+            let r = parse_response(v.as_bytes()).unwrap();
+            assert!(!r.matches(&p), "{v}");
+        }
+    }
+
+    #[test]
+    fn parses_compact_forms_folding_and_multi_via() {
+        let raw = "\r\nSIP/2.0 180 Ringing\r\n\
+                   v: SIP/2.0/UDP [::1]:5060;branch=z9hG4bKabc;received=::1, SIP/2.0/UDP p:5060;branch=z9hG4bKp\r\n\
+                   Via: SIP/2.0/TCP q\r\n\
+                   i: abc@host\r\n\
+                   t: \"Bob\" <sip:bob@x>;tag=42\r\n\
+                   CSeq:\t3\r\n   INVITE\r\n\
+                   l: 4\r\n\r\nbodyEXTRA";
+        let r = parse_response(raw.as_bytes()).unwrap();
+        assert_eq!(r.status, 180);
+        assert_eq!(r.reason, "Ringing");
+        assert_eq!(r.branch.as_deref(), Some("z9hG4bKabc"));
+        assert_eq!(r.call_id, "abc@host");
+        assert_eq!(
+            r.cseq,
+            CSeq {
+                seq: 3,
+                method: "INVITE".into()
+            }
+        );
+        assert_eq!(r.content_length, Some(4));
+        assert_eq!(r.body, b"body");
+        assert_eq!(r.to_tag.as_deref(), Some("42"));
+        assert_eq!(r.headers.get_all("VIA").count(), 2);
+    }
+
+    #[test]
+    fn rejects_bad_responses() {
+        let ok = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        assert!(parse_response(ok.as_bytes()).is_ok());
+        let bad = [
+            "",
+            "\r\n\r\n",
+            "hello world",
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\n",                       // no empty line
+            "SIP/2.0 099 Low\r\nVia: SIP/2.0/UDP h\r\nCall-ID: c\r\nCSeq: 1 X\r\n\r\n",
+            "SIP/2.0 700 High\r\nVia: SIP/2.0/UDP h\r\nCall-ID: c\r\nCSeq: 1 X\r\n\r\n",
+            "SIP/2.0 2000 OK\r\nVia: SIP/2.0/UDP h\r\nCall-ID: c\r\nCSeq: 1 X\r\n\r\n",
+            "SIP/1.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCall-ID: c\r\nCSeq: 1 X\r\n\r\n",
+            "OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nCall-ID: c\r\nCSeq: 1 X\r\n\r\n",
+            "SIP/2.0 200 OK\r\nCall-ID: c\r\nCSeq: 1 X\r\n\r\n",                  // no Via
+            "SIP/2.0 200 OK\r\nVia: garbage\r\nCall-ID: c\r\nCSeq: 1 X\r\n\r\n",
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCSeq: 1 X\r\n\r\n",           // no Call-ID
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCall-ID: c\r\n\r\n",          // no CSeq
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCall-ID: c\r\nCSeq: x X\r\n\r\n",
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCall-ID: c\r\nCSeq: 4294967295 X\r\n\r\n",
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCall-ID: c\r\nCSeq: 1 X\r\nContent-Length: -1\r\n\r\n",
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCall-ID: c\r\nCSeq: 1 X\r\nContent-Length: 5\r\n\r\nab",
+            "SIP/2.0 200 OK\r\nNoColonHere\r\n\r\n",
+            " folded-first: x\r\n\r\n",
+        ];
+        for b in bad {
+            assert!(parse_response(b.as_bytes()).is_err(), "{b:?}");
+        }
+        let mut invalid_utf8 = ok.as_bytes().to_vec();
+        invalid_utf8[20] = 0xff;
+        assert_eq!(parse_response(&invalid_utf8), Err(SipParseError::NotUtf8));
+    }
+
+    #[test]
+    fn caps_header_count_and_size() {
+        let mut many = String::from("SIP/2.0 200 OK\r\n");
+        for i in 0..=MAX_HEADERS {
+            many.push_str(&format!("X-H{i}: v\r\n"));
+        }
+        many.push_str("\r\n");
+        assert_eq!(
+            parse_response(many.as_bytes()),
+            Err(SipParseError::TooManyHeaders(MAX_HEADERS))
+        );
+        let huge = vec![b'a'; MAX_MESSAGE_SIZE + 1];
+        assert!(matches!(
+            parse_response(&huge),
+            Err(SipParseError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            parse_request(&huge),
+            Err(SipParseError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn request_parse_and_response_copy_headers() {
+        let raw = "INVITE sip:bob@example.test SIP/2.0\r\n\
+                   Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport\r\n\
+                   Via: SIP/2.0/UDP proxy.test;branch=z9hG4bK0\r\n\
+                   Max-Forwards: 69\r\n\
+                   From: <sip:alice@example.test>;tag=a1\r\n\
+                   To: <sip:bob@example.test>\r\n\
+                   Call-ID: call-1\r\n\
+                   CSeq: 5 INVITE\r\n\
+                   Content-Length: 3\r\n\r\nabc";
+        let req = parse_request(raw.as_bytes()).unwrap();
+        assert_eq!(req.method, "INVITE");
+        assert_eq!(req.uri, "sip:bob@example.test");
+        assert_eq!(req.vias.len(), 2);
+        assert_eq!(req.max_forwards, Some(69));
+        assert_eq!(req.body, b"abc");
+        let resp = req
+            .response(486)
+            .to_tag("t9")
+            .received(Some("10.0.0.99:6000".parse().unwrap()))
+            .build();
+        let text = String::from_utf8(resp.clone()).unwrap();
+        assert!(text.starts_with("SIP/2.0 486 Busy Here\r\n"));
+        assert!(text.contains(
+            "\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport=6000;received=10.0.0.99\r\n"
+        ));
+        assert!(text.contains("\r\nVia: SIP/2.0/UDP proxy.test;branch=z9hG4bK0\r\n"));
+        assert!(text.contains("\r\nFrom: <sip:alice@example.test>;tag=a1\r\n"));
+        assert!(text.contains("\r\nTo: <sip:bob@example.test>;tag=t9\r\n"));
+        assert!(text.contains("\r\nCall-ID: call-1\r\nCSeq: 5 INVITE\r\n"));
+        assert!(text.ends_with("Content-Length: 0\r\n\r\n"));
+        let parsed = parse_response(&resp).unwrap();
+        assert_eq!(parsed.branch.as_deref(), Some("z9hG4bK1"));
+        assert_eq!(parsed.to_tag.as_deref(), Some("t9"));
+    }
+
+    #[test]
+    fn existing_to_tag_is_kept_and_options_ok_has_allow() {
+        let p = probe();
+        let text = String::from_utf8(p.to_bytes())
+            .unwrap()
+            .replace("To: <sip:example.test>", "To: <sip:example.test>;tag=keep");
+        let req = parse_request(text.as_bytes()).unwrap();
+        let r = parse_response(&req.options_ok(None)).unwrap();
+        assert_eq!(r.to_tag.as_deref(), Some("keep"));
+        assert_eq!(r.headers.get("allow"), Some(ALLOWED_METHODS));
+        assert_eq!(r.headers.get("accept"), Some("application/sdp"));
+        assert!(r.matches(&p));
+    }
+
+    #[test]
+    fn rejects_bad_requests() {
+        let bad = [
+            "OPTIONS sip:x SIP/2.0\r\nFrom: a\r\nTo: b\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n", // no Via
+            "OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nTo: b\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n",
+            "OPTIONS  sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nFrom: a\r\nTo: b\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n",
+            "OPTIONS sip:x SIP/3.0\r\nVia: SIP/2.0/UDP h\r\nFrom: a\r\nTo: b\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n",
+            "OPT(IONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nFrom: a\r\nTo: b\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n",
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nFrom: a\r\nTo: b\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n",
+        ];
+        for b in bad {
+            assert!(parse_request(b.as_bytes()).is_err(), "{b:?}");
+        }
+    }
+
+    #[test]
+    fn framer_splits_by_content_length_and_skips_keepalives() {
+        let a = b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 3\r\n\r\nabc".to_vec();
+        let b = b"SIP/2.0 200 OK\r\nl: 0\r\n\r\n".to_vec();
+        let mut stream = b"\r\n\r\n\r\n".to_vec(); // one ping, then a lone CRLF
+        stream.extend_from_slice(&a);
+        stream.extend_from_slice(&b);
+        // Feed one byte at a time: framing must not depend on chunking.
+        let mut f = StreamFramer::default();
+        let mut frames = Vec::new();
+        for byte in &stream {
+            f.push(std::slice::from_ref(byte));
+            while let Some(frame) = f.next_frame().unwrap() {
+                frames.push(frame);
+            }
+        }
+        assert_eq!(
+            frames,
+            vec![Frame::KeepAlive, Frame::Message(a), Frame::Message(b)]
+        );
+        assert_eq!(f.buffered(), 0);
+    }
+
+    #[test]
+    fn framer_enforces_max_size() {
+        let mut f = StreamFramer::new(100);
+        f.push(&[b'x'; 101]);
+        assert!(matches!(
+            f.next_frame(),
+            Err(SipParseError::TooLarge { .. })
+        ));
+        let mut f = StreamFramer::new(100);
+        f.push(b"SIP/2.0 200 OK\r\nContent-Length: 1000\r\n\r\n");
+        assert!(matches!(
+            f.next_frame(),
+            Err(SipParseError::TooLarge { .. })
+        ));
+        let mut f = StreamFramer::new(100);
+        f.push(b"SIP/2.0 200 OK\r\nContent-Length: lots\r\n\r\n");
+        assert!(f.next_frame().is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = parse_response(&bytes);
+            let _ = parse_request(&bytes);
+            let mut f = StreamFramer::new(1024);
+            f.push(&bytes);
+            for _ in 0..64 {
+                match f.next_frame() {
+                    Ok(Some(_)) => continue,
+                    _ => break,
+                }
+            }
+        }
+
+        #[test]
+        fn sip_like_text_never_panics(
+            lines in proptest::collection::vec("[A-Za-z:;=<>@ \\t\\r\\n0-9./,\"-]{0,40}", 0..20),
+            start in prop_oneof![Just("SIP/2.0 200 OK".to_string()), Just("OPTIONS sip:x SIP/2.0".to_string()), "[ -~]{0,20}"],
+        ) {
+            let text = format!("{start}\r\n{}\r\n\r\n", lines.join("\r\n"));
+            let _ = parse_response(text.as_bytes());
+            let _ = parse_request(text.as_bytes());
+        }
+
+        #[test]
+        fn probe_response_round_trip(
+            status in 100u16..=699,
+            cseq in 1u32..=0x7fff_ffff,
+            v6 in any::<bool>(),
+            port in 1u16..,
+            host in "[a-z][a-z0-9-]{0,20}(\\.[a-z][a-z0-9]{0,10}){0,3}",
+            tcp in any::<bool>(),
+        ) {
+            let local: SocketAddr = if v6 {
+                SocketAddr::new("2001:db8::5".parse().unwrap(), port)
+            } else {
+                SocketAddr::new("203.0.113.5".parse().unwrap(), port)
+            };
+            let transport = if tcp { Transport::Tcp } else { Transport::Udp };
+            let p = OptionsProbe::new(format!("sip:{host}"), transport, local).with_cseq(cseq);
+            let bytes = p.to_bytes();
+            let req = parse_request(&bytes).unwrap();
+            prop_assert_eq!(&req.method, "OPTIONS");
+            prop_assert_eq!(&req.uri, &format!("sip:{host}"));
+            prop_assert_eq!(req.cseq.seq, cseq);
+            prop_assert_eq!(&req.call_id, p.call_id());
+            prop_assert_eq!(tag_param(&req.from), Some(p.from_tag()));
+            let top = Via::parse(&req.vias[0]).unwrap();
+            prop_assert_eq!(top.branch(), Some(p.branch()));
+            prop_assert_eq!(top.transport.as_str(), transport.via_token());
+            // The response built by the responder side matches the probe.
+            let resp = req.response(status).received(Some(local)).build();
+            let r = parse_response(&resp).unwrap();
+            prop_assert_eq!(r.status, status);
+            prop_assert!(r.matches(&p));
+            // And it frames as exactly one message on a stream.
+            let mut f = StreamFramer::default();
+            f.push(&resp);
+            f.push(&bytes);
+            prop_assert_eq!(f.next_frame().unwrap(), Some(Frame::Message(resp)));
+            prop_assert_eq!(f.next_frame().unwrap(), Some(Frame::Message(bytes)));
+            prop_assert_eq!(f.next_frame().unwrap(), None);
+        }
+    }
+}

@@ -1,1 +1,247 @@
-//! Attempts per transport. (in progress)
+//! The attempt layer: one connection attempt to one [`Endpoint`], whatever its
+//! transport. The dialer calls [`attempt`], which dispatches on
+//! `endpoint.transport`; each transport lives in its own submodule, so TLS and
+//! SCTP slot in as new modules plus one match arm.
+//!
+//! Every attempt is a plain future owning its socket: dropping it (a lost race)
+//! closes the socket at once. No task is spawned.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::endpoint::{AttemptError, Endpoint, ErrorClass, Transport};
+use crate::sip::uri_host;
+
+pub mod tcp;
+pub mod udp;
+
+/// How attempts are made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectConfig {
+    /// Over TCP, send an OPTIONS once connected and wait for its answer
+    /// (`--probe`). Without it, an established connection is success.
+    pub probe_tcp: bool,
+    /// RFC 3261 T1, the RTT estimate (500 ms). Timer E starts at T1 and
+    /// Timer F (the probe's deadline) is 64·T1.
+    pub t1: Duration,
+    /// RFC 3261 T2, the cap on the retransmit interval (4 s).
+    pub t2: Duration,
+    /// The OPTIONS Request-URI. Empty: `sip:<sip_domain>`, or the endpoint's
+    /// address when there is no domain either.
+    pub request_uri: String,
+    /// The SIP domain being dialed (used for the default Request-URI; TLS will
+    /// verify the certificate against it).
+    pub sip_domain: String,
+    /// Source address for IPv6 attempts (port chosen by the kernel).
+    pub bind_v6: Option<Ipv6Addr>,
+    /// Source address for IPv4 attempts (port chosen by the kernel).
+    pub bind_v4: Option<Ipv4Addr>,
+}
+
+impl Default for ConnectConfig {
+    fn default() -> Self {
+        ConnectConfig {
+            probe_tcp: false,
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            request_uri: String::new(),
+            sip_domain: String::new(),
+            bind_v6: None,
+            bind_v4: None,
+        }
+    }
+}
+
+impl ConnectConfig {
+    /// Timer F = 64·T1 (RFC 3261 §17.1.2.2): how long a probe may wait, and
+    /// also the bound on a TCP handshake.
+    pub fn timer_f(&self) -> Duration {
+        self.t1.saturating_mul(64)
+    }
+
+    /// The Request-URI to probe `endpoint` with.
+    pub fn request_uri_for(&self, endpoint: &Endpoint) -> String {
+        if !self.request_uri.is_empty() {
+            self.request_uri.clone()
+        } else if !self.sip_domain.is_empty() {
+            format!("sip:{}", self.sip_domain)
+        } else {
+            let addr = canonical(endpoint.addr);
+            format!("sip:{}:{}", uri_host(addr.ip()), addr.port())
+        }
+    }
+
+    /// The configured source address for `dst`'s family, if any.
+    fn bind_for(&self, dst: &SocketAddr) -> Option<SocketAddr> {
+        match dst {
+            SocketAddr::V6(_) => self.bind_v6.map(|ip| SocketAddr::new(IpAddr::V6(ip), 0)),
+            SocketAddr::V4(_) => self.bind_v4.map(|ip| SocketAddr::new(IpAddr::V4(ip), 0)),
+        }
+    }
+}
+
+/// The open connection an attempt leaves behind.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Connection {
+    /// A UDP socket `connect()`ed to the endpoint.
+    Udp(tokio::net::UdpSocket),
+    Tcp(tokio::net::TcpStream),
+}
+
+/// The answer to the OPTIONS probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeResponse {
+    pub status: u16,
+    pub reason: String,
+    /// From the first transmission of the OPTIONS to its answer.
+    pub rtt: Duration,
+}
+
+/// A successful attempt.
+#[derive(Debug)]
+pub struct Connected {
+    pub connection: Connection,
+    /// The local address the attempt used.
+    pub local: SocketAddr,
+    /// Since the attempt started: TCP handshake done, or the first matching
+    /// UDP response received.
+    pub transport_ready: Duration,
+    /// The probe's answer (always for UDP; for TCP only with `probe_tcp`).
+    pub response: Option<ProbeResponse>,
+    /// OPTIONS transmissions, retransmissions included.
+    pub requests_sent: u32,
+}
+
+/// Intermediate milestones of an attempt, reported while it continues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Progress {
+    /// The transport connection is up (e.g. TCP established) but the attempt
+    /// goes on (probe, TLS handshake). `after` is since the attempt started.
+    TransportUp { after: Duration },
+}
+
+/// Makes one attempt to `endpoint`. `progress` is called synchronously at
+/// milestones; it must not block.
+pub async fn attempt(
+    endpoint: &Endpoint,
+    cfg: &ConnectConfig,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<Connected, AttemptError> {
+    match endpoint.transport {
+        Transport::Udp => udp::attempt(endpoint, cfg).await,
+        Transport::Tcp => tcp::attempt(endpoint, cfg, progress).await,
+        Transport::Tls => Err(AttemptError::new(
+            ErrorClass::Unsupported,
+            "TLS attempts are not implemented yet",
+        )),
+        Transport::Sctp => Err(AttemptError::new(
+            ErrorClass::Unsupported,
+            "SCTP attempts are not implemented yet",
+        )),
+    }
+}
+
+/// A v4-mapped IPv6 address as plain IPv4, so a V6ONLY socket is never asked
+/// to reach it.
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
+/// A non-blocking socket for `dst`'s family: V6ONLY on IPv6, bound to the
+/// configured source address if any. Errors are classified for the report.
+pub(crate) fn new_socket(
+    dst: &SocketAddr,
+    ty: Type,
+    protocol: Protocol,
+    cfg: &ConnectConfig,
+) -> Result<Socket, AttemptError> {
+    let socket = Socket::new(Domain::for_address(*dst), ty.nonblocking(), Some(protocol))
+        .map_err(|e| AttemptError::io("socket", &e))?;
+    if dst.is_ipv6() {
+        socket
+            .set_only_v6(true)
+            .map_err(|e| local_error("IPV6_V6ONLY", &e))?;
+    }
+    if let Some(src) = cfg.bind_for(dst) {
+        socket
+            .bind(&SockAddr::from(src))
+            .map_err(|e| local_error(&format!("bind {src}"), &e))?;
+    }
+    Ok(socket)
+}
+
+/// Socket setup failures are ours, not the path's: classify them as Local
+/// unless the kernel says the family or protocol is unavailable.
+pub(crate) fn local_error(context: &str, err: &std::io::Error) -> AttemptError {
+    let class = match ErrorClass::of_io(err) {
+        ErrorClass::Unsupported => ErrorClass::Unsupported,
+        _ => ErrorClass::Local,
+    };
+    AttemptError::new(class, format!("{context}: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn endpoint(transport: Transport, addr: &str) -> Endpoint {
+        Endpoint {
+            transport,
+            addr: addr.parse().unwrap(),
+            host: Arc::from("test"),
+            rank: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn tls_and_sctp_are_unsupported_for_now() {
+        for t in [Transport::Tls, Transport::Sctp] {
+            let err = attempt(
+                &endpoint(t, "127.0.0.1:5061"),
+                &ConnectConfig::default(),
+                &|_| {},
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(err.class, ErrorClass::Unsupported);
+        }
+    }
+
+    #[test]
+    fn request_uri_defaults() {
+        let ep = endpoint(Transport::Udp, "[::ffff:192.0.2.1]:5070");
+        let mut cfg = ConnectConfig::default();
+        assert_eq!(cfg.request_uri_for(&ep), "sip:192.0.2.1:5070");
+        let ep6 = endpoint(Transport::Udp, "[2001:db8::1]:5060");
+        assert_eq!(cfg.request_uri_for(&ep6), "sip:[2001:db8::1]:5060");
+        cfg.sip_domain = "example.test".into();
+        assert_eq!(cfg.request_uri_for(&ep), "sip:example.test");
+        cfg.request_uri = "sip:alice@example.test".into();
+        assert_eq!(cfg.request_uri_for(&ep), "sip:alice@example.test");
+        assert_eq!(cfg.timer_f(), Duration::from_secs(32));
+    }
+
+    #[tokio::test]
+    async fn bind_to_an_address_we_do_not_own_is_local() {
+        // 192.0.2.1 (TEST-NET-1) is not configured on this host.
+        let cfg = ConnectConfig {
+            bind_v4: Some("192.0.2.1".parse().unwrap()),
+            ..ConnectConfig::default()
+        };
+        let err = attempt(&endpoint(Transport::Udp, "127.0.0.1:9"), &cfg, &|_| {})
+            .await
+            .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Local, "{err}");
+    }
+}

@@ -1,1 +1,851 @@
-//! RFC 3263 location. (in progress)
+//! RFC 3263 §4 location (with RFC 7984's dual-stack rules), streamed.
+//!
+//! [`locate`] turns a [`Target`] into [`LocateEvent`]s on a channel: every
+//! DNS query and its answer (for the timeline), the ordered service
+//! locations ([`LocateEvent::Targets`], once), then one
+//! [`LocateEvent::Addresses`] per (host, family) **the moment that answer
+//! arrives**, and finally [`LocateEvent::Done`] — or [`LocateEvent::Failed`]
+//! if no service location could be found at all.
+//!
+//! The steps:
+//!
+//! * IP literal: no DNS. The `;transport=` parameter, else UDP (then TCP,
+//!   siprace's extension) for `sip:`, TLS for `sips:`; the URI port or the
+//!   transport's default port.
+//! * Explicit port: no NAPTR/SRV, only AAAA and A of the host, with the same
+//!   transport rule.
+//! * `;transport=` without a port: the SRV of that transport only, else
+//!   AAAA/A of the host on the default port.
+//! * Otherwise NAPTR of the domain, ordered by order then preference,
+//!   keeping SIP+D2U, SIP+D2T, SIP+D2S and SIPS+D2T with the `s` flag (only
+//!   SIPS+D2T for `sips:`) over allowed transports, then SRV of each
+//!   replacement. If the NAPTR set publishes SIP services but none is usable,
+//!   location fails (a `sips:` URI at a plaintext-only domain, say). Without
+//!   SIP NAPTR records: SRV for each allowed transport (`_sip._udp`,
+//!   `_sip._tcp`, `_sip._sctp`, `_sips._tcp`, in that preference order).
+//!   Without any SRV record: AAAA/A of the domain on the default port with
+//!   the default transports (for `sip:`, UDP then TCP as ranks 0 and 1).
+//!   An SRV answer whose only target is `"."` means the service is not
+//!   offered: it is skipped and excluded from the fallback; if nothing is
+//!   left, location fails.
+//! * SRV records: priority ascending, RFC 2782 weighted random order within a
+//!   priority ([`select::rfc2782_order`]).
+//! * With [`LocateConfig::pipelined`], the constructed SRV queries go out
+//!   together with the NAPTR query; NAPTR replacements equal to one of them
+//!   reuse its answer, others are queried after NAPTR. Unused in-flight SRV
+//!   queries are abandoned (their `Query` event has no `Answer`).
+//! * Every distinct host of the targets is resolved once, AAAA and A as two
+//!   separate concurrent queries (never `lookup_ip`, which joins them).
+//!
+//! Every query is bounded by [`LocateConfig::query_timeout`]; every answer
+//! is capped at [`LocateConfig::max_records`] records of the queried type
+//! (others, like CNAMEs, are ignored; NAPTR and SRV answers are ordered
+//! first and capped after, and the whole target list is capped at four times
+//! `max_records`). There is one NAPTR stage only, so NAPTR/SRV loops cannot
+//! recurse, and NAPTR records without the `s` flag are ignored.
+//!
+//! Event times are [`tokio::time::Instant`]s (re-exported as [`Instant`]).
+
+pub mod select;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+    ServerOrderingStrategy,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::{RData, RecordType};
+use hickory_resolver::{Resolver, TokioResolver};
+use serde::Serialize;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinSet;
+
+use crate::endpoint::{Family, TargetSpec, Transport};
+use crate::target::{Host, Scheme, Target};
+
+use select::{NaptrChoice, NaptrRecord, SrvChoice, SrvRecord};
+
+/// The clock of every event: tokio's, so paused-time tests work.
+pub use tokio::time::Instant;
+
+/// How to locate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocateConfig {
+    /// The DNS server to ask (`--dns IP[:PORT]`, see [`parse_dns_server`]);
+    /// `None`: the `nameserver` lines of `/etc/resolv.conf`.
+    pub dns_server: Option<SocketAddr>,
+    /// Send the SRV queries for the allowed transports together with NAPTR.
+    pub pipelined: bool,
+    /// Bound on each query, retries included.
+    pub query_timeout: Duration,
+    /// Records taken per answer.
+    pub max_records: usize,
+    /// Which of AAAA / A to query, in this order.
+    pub families: Vec<Family>,
+}
+
+impl Default for LocateConfig {
+    fn default() -> Self {
+        LocateConfig {
+            dns_server: None,
+            pipelined: true,
+            query_timeout: Duration::from_secs(2),
+            max_records: 32,
+            families: vec![Family::V6, Family::V4],
+        }
+    }
+}
+
+/// How a query ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "outcome", content = "detail")]
+pub enum DnsOutcome {
+    /// Records of the queried type, rendered as zone-file RDATA text.
+    Records(Vec<String>),
+    /// NOERROR without records of the type (NODATA).
+    NoRecords,
+    NxDomain,
+    ServFail,
+    Timeout,
+    /// Anything else (REFUSED, a network error...).
+    Error(String),
+}
+
+impl DnsOutcome {
+    pub fn is_records(&self) -> bool {
+        matches!(self, DnsOutcome::Records(_))
+    }
+}
+
+impl fmt::Display for DnsOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DnsOutcome::Records(r) => write!(f, "{} record(s): {}", r.len(), r.join("; ")),
+            DnsOutcome::NoRecords => f.write_str("no records"),
+            DnsOutcome::NxDomain => f.write_str("NXDOMAIN"),
+            DnsOutcome::ServFail => f.write_str("SERVFAIL"),
+            DnsOutcome::Timeout => f.write_str("timeout"),
+            DnsOutcome::Error(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
+/// What location reports, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LocateEvent {
+    /// A query was sent.
+    Query {
+        name: String,
+        rtype: &'static str,
+        at: Instant,
+    },
+    /// Its answer arrived.
+    Answer {
+        name: String,
+        rtype: &'static str,
+        at: Instant,
+        outcome: DnsOutcome,
+    },
+    /// The ordered service locations (rank 0 first); once, before any Addresses.
+    Targets(Vec<TargetSpec>),
+    /// One per (host in Targets, family in `families`); empty on NODATA,
+    /// NXDOMAIN, timeout or error.
+    Addresses {
+        host: Arc<str>,
+        family: Family,
+        addrs: Vec<IpAddr>,
+        at: Instant,
+    },
+    /// Nothing more will come.
+    Done,
+    /// No target could be located; nothing more will come.
+    Failed(LocateError),
+}
+
+/// Why nothing could be located.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LocateError {
+    #[error("cannot set up the DNS resolver: {0}")]
+    Resolver(String),
+    #[error("no DNS server: {0} (give one with --dns)")]
+    NoNameServer(String),
+    #[error("{target} cannot be reached over any allowed transport ({allowed})")]
+    NoTransport { target: String, allowed: String },
+    #[error("{domain}: its NAPTR records offer {offered}, none usable: {reason}")]
+    NoUsableService {
+        domain: String,
+        offered: String,
+        reason: String,
+    },
+    #[error("{domain}: the SRV records say the service is not offered (target \".\" at {names})")]
+    ServiceNotOffered { domain: String, names: String },
+    #[error("{ip} is an {family} address, but {family} is not enabled")]
+    FamilyDisabled { ip: IpAddr, family: Family },
+    #[error("no address family is enabled")]
+    NoFamilies,
+}
+
+/// Parses `--dns`: `IP`, `IP:PORT`, `[IPv6]` or `[IPv6]:PORT` (port 53 by default).
+pub fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    let bare = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(s);
+    bare.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| format!("{s:?} is not IP, IP:PORT or [IPv6]:PORT"))
+}
+
+/// The `nameserver` lines of a resolv.conf (at most 3, like glibc; scoped
+/// IPv6 link-local servers are skipped), on port 53.
+pub fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next()? == "nameserver").then_some(())?;
+            words.next()?.parse::<IpAddr>().ok()
+        })
+        .map(|ip| SocketAddr::new(ip, 53))
+        .take(3)
+        .collect()
+}
+
+/// A resolver for location: no cache, no hosts file, ndots 0, one retry,
+/// servers in the given order, UDP with TCP for truncated answers.
+pub fn build_resolver(cfg: &LocateConfig) -> Result<TokioResolver, LocateError> {
+    let servers = match cfg.dns_server {
+        Some(sa) => vec![sa],
+        None => {
+            let text = std::fs::read_to_string("/etc/resolv.conf")
+                .map_err(|e| LocateError::NoNameServer(format!("/etc/resolv.conf: {e}")))?;
+            let servers = parse_resolv_conf(&text);
+            if servers.is_empty() {
+                return Err(LocateError::NoNameServer(
+                    "/etc/resolv.conf lists no usable nameserver".into(),
+                ));
+            }
+            servers
+        }
+    };
+    let name_servers = servers
+        .iter()
+        .map(|sa| {
+            let mut udp = ConnectionConfig::udp();
+            udp.port = sa.port();
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = sa.port();
+            NameServerConfig::new(sa.ip(), true, vec![udp, tcp])
+        })
+        .collect();
+    let config = ResolverConfig::from_parts(None, vec![], name_servers);
+    let mut o = ResolverOpts::default();
+    o.use_hosts_file = ResolveHosts::Never;
+    o.cache_size = 0;
+    o.positive_max_ttl = Some(Duration::ZERO);
+    o.negative_max_ttl = Some(Duration::ZERO);
+    o.timeout = cfg.query_timeout;
+    o.attempts = 1;
+    o.ndots = 0;
+    o.edns0 = true;
+    o.server_ordering_strategy = ServerOrderingStrategy::UserProvidedOrder;
+    o.max_active_requests = 512;
+    Resolver::builder_with_config(config, TokioRuntimeProvider::default())
+        .with_options(o)
+        .build()
+        .map_err(|e| LocateError::Resolver(e.to_string()))
+}
+
+/// Locates `target` over the allowed `transports`, streaming events to `tx`.
+/// Builds its own resolver from `cfg` (see [`locate_with`] to share one).
+pub async fn locate(
+    target: &Target,
+    transports: &[Transport],
+    cfg: &LocateConfig,
+    tx: UnboundedSender<LocateEvent>,
+) {
+    // An IP literal needs no resolver (and no /etc/resolv.conf).
+    if let Host::Ip(_) = target.host {
+        return finish(run_literal(target, transports, cfg, &tx), &tx);
+    }
+    match build_resolver(cfg) {
+        Ok(resolver) => locate_with(&resolver, target, transports, cfg, tx).await,
+        Err(e) => {
+            let _ = tx.send(LocateEvent::Failed(e));
+        }
+    }
+}
+
+/// [`locate`] with a given resolver.
+pub async fn locate_with(
+    resolver: &TokioResolver,
+    target: &Target,
+    transports: &[Transport],
+    cfg: &LocateConfig,
+    tx: UnboundedSender<LocateEvent>,
+) {
+    let result = match &target.host {
+        Host::Ip(_) => run_literal(target, transports, cfg, &tx),
+        Host::Name(domain) => {
+            let ctx = Ctx {
+                resolver: resolver.clone(),
+                timeout: cfg.query_timeout,
+                max: cfg.max_records.max(1),
+                tx: tx.clone(),
+            };
+            run_name(&ctx, target, domain, transports, cfg).await
+        }
+    };
+    finish(result, &tx)
+}
+
+fn finish(result: Result<(), LocateError>, tx: &UnboundedSender<LocateEvent>) {
+    let _ = tx.send(match result {
+        Ok(()) => LocateEvent::Done,
+        Err(e) => LocateEvent::Failed(e),
+    });
+}
+
+fn families(cfg: &LocateConfig) -> Result<Vec<Family>, LocateError> {
+    let mut fams = Vec::new();
+    for f in &cfg.families {
+        if !fams.contains(f) {
+            fams.push(*f);
+        }
+    }
+    if fams.is_empty() {
+        Err(LocateError::NoFamilies)
+    } else {
+        Ok(fams)
+    }
+}
+
+/// The allowed transports, deduplicated, TLS only for `sips:`.
+fn allowed(target: &Target, transports: &[Transport]) -> Result<Vec<Transport>, LocateError> {
+    let mut v = Vec::new();
+    for &t in transports {
+        if !v.contains(&t) && (target.scheme == Scheme::Sip || t.is_secure()) {
+            v.push(t);
+        }
+    }
+    if v.is_empty() {
+        return Err(no_transport(target, transports));
+    }
+    Ok(v)
+}
+
+fn no_transport(target: &Target, transports: &[Transport]) -> LocateError {
+    let allowed = transports.iter().map(|t| t.as_str()).collect::<Vec<_>>();
+    LocateError::NoTransport {
+        target: target.to_string(),
+        allowed: if allowed.is_empty() {
+            "none".into()
+        } else {
+            allowed.join(", ")
+        },
+    }
+}
+
+fn run_literal(
+    target: &Target,
+    transports: &[Transport],
+    cfg: &LocateConfig,
+    tx: &UnboundedSender<LocateEvent>,
+) -> Result<(), LocateError> {
+    let Host::Ip(ip) = target.host else {
+        unreachable!("run_literal is only called for IP literals")
+    };
+    let fams = families(cfg)?;
+    let allowed = allowed(target, transports)?;
+    let ts = select::default_transports(target.scheme, target.transport, &allowed);
+    if ts.is_empty() {
+        return Err(no_transport(target, transports));
+    }
+    let family = Family::of(&ip);
+    if !fams.contains(&family) {
+        return Err(LocateError::FamilyDisabled { ip, family });
+    }
+    let specs = select::direct_specs(&ip.to_string(), target.port, &ts);
+    let host = specs[0].host.clone();
+    let _ = tx.send(LocateEvent::Targets(specs));
+    let at = Instant::now();
+    for f in fams {
+        let addrs = if f == family { vec![ip] } else { vec![] };
+        let _ = tx.send(LocateEvent::Addresses {
+            host: host.clone(),
+            family: f,
+            addrs,
+            at,
+        });
+    }
+    Ok(())
+}
+
+/// What a finished query gives back to the orchestration.
+struct QueryResult {
+    rdata: Vec<RData>,
+    at: Instant,
+}
+
+#[derive(Clone)]
+struct Ctx {
+    resolver: TokioResolver,
+    timeout: Duration,
+    max: usize,
+    tx: UnboundedSender<LocateEvent>,
+}
+
+/// How many NAPTR/SRV records are ordered before the `max_records` cap
+/// applies (a 64 KiB message holds fewer SRV records than this).
+const ORDERING_CAP: usize = 4096;
+
+fn rtype_str(rtype: RecordType) -> &'static str {
+    match rtype {
+        RecordType::NAPTR => "NAPTR",
+        RecordType::SRV => "SRV",
+        RecordType::AAAA => "AAAA",
+        RecordType::A => "A",
+        _ => "OTHER",
+    }
+}
+
+fn family_rtype(f: Family) -> RecordType {
+    match f {
+        Family::V6 => RecordType::AAAA,
+        Family::V4 => RecordType::A,
+    }
+}
+
+fn classify(err: &NetError) -> DnsOutcome {
+    if err.is_nx_domain() {
+        DnsOutcome::NxDomain
+    } else if err.is_no_records_found() {
+        DnsOutcome::NoRecords
+    } else {
+        match err {
+            NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)) => DnsOutcome::ServFail,
+            NetError::Dns(DnsError::ResponseCode(ResponseCode::NXDomain)) => DnsOutcome::NxDomain,
+            NetError::Timeout => DnsOutcome::Timeout,
+            other => DnsOutcome::Error(other.to_string()),
+        }
+    }
+}
+
+impl Ctx {
+    /// Emits the Query event now and returns the lookup, which emits its
+    /// Answer event when it completes. `name` has no trailing dot. Address
+    /// answers are capped at `max` records; NAPTR and SRV answers are kept
+    /// whole (up to [`ORDERING_CAP`]) so that ordering happens before the
+    /// cap, and only their first `max` records are rendered in the event.
+    fn query(
+        &self,
+        name: &str,
+        rtype: RecordType,
+    ) -> impl std::future::Future<Output = QueryResult> + Send + 'static {
+        let take = match rtype {
+            RecordType::NAPTR | RecordType::SRV => ORDERING_CAP.max(self.max),
+            _ => self.max,
+        };
+        let label = rtype_str(rtype);
+        let _ = self.tx.send(LocateEvent::Query {
+            name: name.to_string(),
+            rtype: label,
+            at: Instant::now(),
+        });
+        let this = self.clone();
+        let name = name.to_string();
+        async move {
+            let fqdn = format!("{name}.");
+            let res =
+                tokio::time::timeout(this.timeout, this.resolver.lookup(fqdn.as_str(), rtype))
+                    .await;
+            let at = Instant::now();
+            let (rdata, outcome) = match res {
+                Err(_) => (Vec::new(), DnsOutcome::Timeout),
+                Ok(Err(e)) => (Vec::new(), classify(&e)),
+                Ok(Ok(lookup)) => {
+                    let rdata: Vec<RData> = lookup
+                        .answers()
+                        .iter()
+                        .map(|r| &r.data)
+                        .filter(|d| d.record_type() == rtype)
+                        .take(take)
+                        .cloned()
+                        .collect();
+                    if rdata.is_empty() {
+                        (rdata, DnsOutcome::NoRecords)
+                    } else {
+                        let text = rdata.iter().take(this.max).map(|d| d.to_string()).collect();
+                        (rdata, DnsOutcome::Records(text))
+                    }
+                }
+            };
+            let _ = this.tx.send(LocateEvent::Answer {
+                name,
+                rtype: label,
+                at,
+                outcome,
+            });
+            QueryResult { rdata, at }
+        }
+    }
+}
+
+async fn run_name(
+    ctx: &Ctx,
+    target: &Target,
+    domain: &str,
+    transports: &[Transport],
+    cfg: &LocateConfig,
+) -> Result<(), LocateError> {
+    let fams = families(cfg)?;
+    let allowed = allowed(target, transports)?;
+    let defaults = select::default_transports(target.scheme, target.transport, &allowed);
+    let domain = select::normalize_name(domain);
+
+    let specs = if target.port.is_some() {
+        if defaults.is_empty() {
+            return Err(no_transport(target, transports));
+        }
+        select::direct_specs(&domain, target.port, &defaults)
+    } else if target.transport.is_some() {
+        if defaults.is_empty() {
+            return Err(no_transport(target, transports));
+        }
+        let services: Vec<(Transport, String)> = defaults
+            .iter()
+            .map(|&t| (t, select::srv_name(t, &domain)))
+            .collect();
+        let mut srv = SrvStage::new(ctx);
+        srv.ensure(&services);
+        let answers = srv.collect(&services).await;
+        match srv_specs(ctx, &services, &answers) {
+            SrvSpecs::Specs(specs) => specs,
+            SrvSpecs::Fallback { not_offered } => {
+                let left = without(&allowed, &not_offered);
+                let ts = select::default_transports(target.scheme, target.transport, &left);
+                fallback_specs(&domain, &ts, not_offered)?
+            }
+        }
+    } else {
+        let constructed = select::constructed_services(target.scheme, &domain, &allowed);
+        let naptr = ctx.query(&domain, RecordType::NAPTR);
+        let mut srv = SrvStage::new(ctx);
+        if cfg.pipelined {
+            srv.ensure(&constructed);
+        }
+        let naptr = naptr.await;
+        let records: Vec<NaptrRecord> = naptr
+            .rdata
+            .iter()
+            .filter_map(|d| match d {
+                RData::NAPTR(n) => Some(NaptrRecord {
+                    order: n.order,
+                    preference: n.preference,
+                    flags: String::from_utf8_lossy(&n.flags).into_owned(),
+                    services: String::from_utf8_lossy(&n.services).into_owned(),
+                    replacement: select::normalize_name(&n.replacement.to_ascii()),
+                }),
+                _ => None,
+            })
+            .collect();
+        match select::select_naptr(&records, target.scheme, &allowed) {
+            NaptrChoice::Services(mut services) => {
+                services.truncate(ctx.max);
+                srv.ensure(&services);
+                let answers = srv.collect(&services).await;
+                match srv_specs(ctx, &services, &answers) {
+                    SrvSpecs::Specs(specs) => specs,
+                    SrvSpecs::Fallback { not_offered } => {
+                        let mut ts = Vec::new();
+                        for (t, _) in &services {
+                            if !ts.contains(t) {
+                                ts.push(*t);
+                            }
+                        }
+                        fallback_specs(&domain, &without(&ts, &not_offered), not_offered)?
+                    }
+                }
+            }
+            NaptrChoice::NoSip => {
+                if constructed.is_empty() {
+                    return Err(no_transport(target, transports));
+                }
+                srv.ensure(&constructed);
+                let answers = srv.collect(&constructed).await;
+                match srv_specs(ctx, &constructed, &answers) {
+                    SrvSpecs::Specs(specs) => specs,
+                    SrvSpecs::Fallback { not_offered } => {
+                        let left = without(&allowed, &not_offered);
+                        let ts = select::default_transports(target.scheme, None, &left);
+                        fallback_specs(&domain, &ts, not_offered)?
+                    }
+                }
+            }
+            NaptrChoice::NoneUsable { offered } => {
+                return Err(LocateError::NoUsableService {
+                    domain,
+                    offered: offered.join(", "),
+                    reason: select::none_usable_reason(target.scheme, &allowed),
+                })
+            }
+        }
+    };
+    debug_assert!(!specs.is_empty());
+    if ctx.tx.send(LocateEvent::Targets(specs.clone())).is_err() {
+        return Ok(());
+    }
+    resolve_hosts(ctx, &specs, &fams).await;
+    Ok(())
+}
+
+/// SRV queries in flight, keyed by name; dropping it abandons the rest.
+struct SrvStage<'a> {
+    ctx: &'a Ctx,
+    set: JoinSet<(String, QueryResult)>,
+    started: Vec<String>,
+}
+
+impl<'a> SrvStage<'a> {
+    fn new(ctx: &'a Ctx) -> Self {
+        SrvStage {
+            ctx,
+            set: JoinSet::new(),
+            started: Vec::new(),
+        }
+    }
+
+    /// Starts the queries for names not already in flight.
+    fn ensure(&mut self, services: &[(Transport, String)]) {
+        for (_, name) in services {
+            if !self.started.contains(name) {
+                self.started.push(name.clone());
+                let fut = self.ctx.query(name, RecordType::SRV);
+                let name = name.clone();
+                self.set.spawn(async move { (name, fut.await) });
+            }
+        }
+    }
+
+    /// Waits for the answers of these services' names (all started).
+    async fn collect(&mut self, services: &[(Transport, String)]) -> HashMap<String, QueryResult> {
+        let mut got: HashMap<String, QueryResult> = HashMap::new();
+        let needed =
+            |got: &HashMap<String, QueryResult>| services.iter().any(|(_, n)| !got.contains_key(n));
+        while needed(&got) {
+            match self.set.join_next().await {
+                Some(Ok((name, result))) => {
+                    got.insert(name, result);
+                }
+                Some(Err(_)) => continue,
+                None => break,
+            }
+        }
+        got
+    }
+}
+
+/// What the SRV stage produced.
+enum SrvSpecs {
+    Specs(Vec<TargetSpec>),
+    /// No SRV target at all; these services explicitly said "not offered".
+    Fallback {
+        not_offered: Vec<(Transport, String)>,
+    },
+}
+
+/// Turns the SRV answers of `services` (in service order) into specs.
+fn srv_specs(
+    ctx: &Ctx,
+    services: &[(Transport, String)],
+    answers: &HashMap<String, QueryResult>,
+) -> SrvSpecs {
+    let mut ordered: Vec<(Transport, Vec<SrvRecord>)> = Vec::new();
+    let mut not_offered: Vec<(Transport, String)> = Vec::new();
+    let mut rng = rand::rng();
+    for (t, name) in services {
+        let records: Vec<SrvRecord> = answers
+            .get(name)
+            .map(|r| {
+                r.rdata
+                    .iter()
+                    .filter_map(|d| match d {
+                        RData::SRV(s) => Some(SrvRecord {
+                            priority: s.priority,
+                            weight: s.weight,
+                            port: s.port,
+                            target: select::normalize_name(&s.target.to_ascii()),
+                        }),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        match select::choose_srv(&records, ctx.max, &mut rng) {
+            SrvChoice::Targets(v) => ordered.push((*t, v)),
+            SrvChoice::NotOffered => not_offered.push((*t, name.clone())),
+            SrvChoice::Empty => {}
+        }
+    }
+    let specs = select::specs_from_srv(&ordered, ctx.max.saturating_mul(4));
+    if specs.is_empty() {
+        SrvSpecs::Fallback { not_offered }
+    } else {
+        SrvSpecs::Specs(specs)
+    }
+}
+
+/// `transports` without those whose SRV said "not offered".
+fn without(transports: &[Transport], not_offered: &[(Transport, String)]) -> Vec<Transport> {
+    transports
+        .iter()
+        .copied()
+        .filter(|t| !not_offered.iter().any(|(n, _)| n == t))
+        .collect()
+}
+
+/// RFC 3263 §4.2 without SRV: the domain itself on default ports.
+fn fallback_specs(
+    domain: &str,
+    transports: &[Transport],
+    not_offered: Vec<(Transport, String)>,
+) -> Result<Vec<TargetSpec>, LocateError> {
+    if transports.is_empty() {
+        let mut names: Vec<String> = not_offered.into_iter().map(|(_, n)| n).collect();
+        names.dedup();
+        return Err(LocateError::ServiceNotOffered {
+            domain: domain.to_string(),
+            names: names.join(", "),
+        });
+    }
+    Ok(select::direct_specs(domain, None, transports))
+}
+
+/// Resolves every distinct host once per family, all concurrently, sending
+/// each Addresses event as its answer arrives.
+async fn resolve_hosts(ctx: &Ctx, specs: &[TargetSpec], fams: &[Family]) {
+    let mut hosts: Vec<Arc<str>> = Vec::new();
+    for s in specs {
+        if !hosts.iter().any(|h| **h == *s.host) {
+            hosts.push(s.host.clone());
+        }
+    }
+    let mut set = JoinSet::new();
+    for host in hosts {
+        for &family in fams {
+            let fut = ctx.query(&host, family_rtype(family));
+            let tx = ctx.tx.clone();
+            let host = host.clone();
+            set.spawn(async move {
+                let r = fut.await;
+                let addrs = r
+                    .rdata
+                    .iter()
+                    .filter_map(|d| d.ip_addr())
+                    .filter(|ip| match family {
+                        Family::V6 => ip.is_ipv6(),
+                        Family::V4 => ip.is_ipv4(),
+                    })
+                    .collect();
+                let _ = tx.send(LocateEvent::Addresses {
+                    host,
+                    family,
+                    addrs,
+                    at: r.at,
+                });
+            });
+        }
+    }
+    while set.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_server_syntax() {
+        assert_eq!(
+            parse_dns_server("127.0.0.1").unwrap(),
+            "127.0.0.1:53".parse().unwrap()
+        );
+        assert_eq!(
+            parse_dns_server("127.0.0.1:5353").unwrap(),
+            "127.0.0.1:5353".parse().unwrap()
+        );
+        assert_eq!(
+            parse_dns_server("::1").unwrap(),
+            "[::1]:53".parse().unwrap()
+        );
+        assert_eq!(
+            parse_dns_server("[::1]").unwrap(),
+            "[::1]:53".parse().unwrap()
+        );
+        assert_eq!(
+            parse_dns_server("[::1]:5300").unwrap(),
+            "[::1]:5300".parse().unwrap()
+        );
+        assert!(parse_dns_server("dns.example").is_err());
+    }
+
+    #[test]
+    fn resolv_conf_lines() {
+        let text = "# comment\nsearch example.test\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\n\
+                    nameserver 2001:db8::53 # trailing\nnameserver bogus\nnameserver 10.0.0.1\nnameserver 10.0.0.2\n";
+        let got = parse_resolv_conf(text);
+        assert_eq!(
+            got,
+            vec![
+                "192.0.2.53:53".parse().unwrap(),
+                "[2001:db8::53]:53".parse().unwrap(),
+                "10.0.0.1:53".parse().unwrap(),
+            ]
+        );
+    }
+
+    #[test]
+    fn outcomes_render() {
+        assert_eq!(DnsOutcome::Timeout.to_string(), "timeout");
+        assert!(DnsOutcome::Records(vec!["a".into()]).is_records());
+        let json = serde_json::to_string(&DnsOutcome::ServFail).unwrap();
+        assert!(json.contains("serv-fail"), "{json}");
+    }
+
+    #[tokio::test]
+    async fn ip_literal_needs_no_dns() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let t = Target::parse("sip:[::1]:5070").unwrap();
+        let cfg = LocateConfig {
+            dns_server: Some("192.0.2.1:9".parse().unwrap()),
+            ..LocateConfig::default()
+        };
+        locate(&t, &Transport::ALL, &cfg, tx).await;
+        let mut events = Vec::new();
+        while let Some(e) = rx.recv().await {
+            events.push(e);
+        }
+        let LocateEvent::Targets(specs) = &events[0] else {
+            panic!("{events:?}")
+        };
+        let got: Vec<(Transport, u16)> = specs.iter().map(|s| (s.transport, s.port)).collect();
+        assert_eq!(got, vec![(Transport::Udp, 5070), (Transport::Tcp, 5070)]);
+        assert!(
+            matches!(&events[1], LocateEvent::Addresses { family: Family::V6, addrs, .. } if addrs.len() == 1)
+        );
+        assert!(
+            matches!(&events[2], LocateEvent::Addresses { family: Family::V4, addrs, .. } if addrs.is_empty())
+        );
+        assert_eq!(events[3], LocateEvent::Done);
+        assert_eq!(events.len(), 4);
+    }
+}

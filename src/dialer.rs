@@ -1,0 +1,393 @@
+//! The dialer: runs one dial through the pipeline. Location streams DNS
+//! answers in, the race engine decides, attempts run as tasks, and the
+//! report records it all. This is the only place where the engine meets
+//! tokio: it turns engine actions into tasks and timers and task results
+//! back into engine inputs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
+
+use crate::connect::{self, ConnectConfig, Connected, Connection, Progress, ProbeResponse};
+use crate::endpoint::{AttemptError, Endpoint, Transport};
+use crate::locate::{self, DnsOutcome, LocateConfig, LocateEvent};
+use crate::race::history::{History, PathOutcome};
+use crate::race::strategy::Strategy;
+use crate::race::{Action, AttemptEnd, AttemptId, CancelReason, Input, Outcome, Race, RaceConfig, RaceFailure};
+use crate::report::{millis, AddressEntry, DialResult, DnsEntry, Report};
+use crate::target::{Target, TargetError};
+
+/// Everything a dial can be told.
+#[derive(Debug, Clone)]
+pub struct DialerConfig {
+    /// Which behaviour to use; [`DialerConfig::for_strategy`] fills `race`
+    /// and `locate.pipelined` to match.
+    pub strategy: Strategy,
+    pub race: RaceConfig,
+    pub locate: LocateConfig,
+    pub connect: ConnectConfig,
+    /// Restrict the transports (intersected with what the target allows).
+    pub transports: Option<Vec<Transport>>,
+}
+
+impl Default for DialerConfig {
+    fn default() -> Self {
+        DialerConfig::for_strategy(Strategy::Siprace)
+    }
+}
+
+impl DialerConfig {
+    pub fn for_strategy(strategy: Strategy) -> DialerConfig {
+        let locate = LocateConfig {
+            pipelined: strategy.pipelined_dns(),
+            ..LocateConfig::default()
+        };
+        DialerConfig {
+            strategy,
+            race: strategy.race_config(),
+            locate,
+            connect: ConnectConfig::default(),
+            transports: None,
+        }
+    }
+}
+
+/// A successful dial: the winning connection and how it was found.
+#[derive(Debug)]
+pub struct Dial {
+    pub endpoint: Endpoint,
+    pub connection: Connection,
+    /// The probe's SIP response, where one was sent.
+    pub response: Option<ProbeResponse>,
+    pub report: Report,
+}
+
+/// Why a dial gave no connection. Failures carry the report, so the caller
+/// can show every attempt's reason.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("resolution failed: {}", .0.reason.as_deref().unwrap_or("no addresses"))]
+    Resolution(Box<Report>),
+    #[error("no candidate answered: {}", .0.reason.as_deref().unwrap_or("every attempt failed"))]
+    Failed(Box<Report>),
+}
+
+impl DialError {
+    pub fn report(&self) -> Option<&Report> {
+        match self {
+            DialError::Resolution(r) | DialError::Failed(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// A reusable dialer. It keeps the history of its dials (shared by clones).
+#[derive(Debug, Clone)]
+pub struct Dialer {
+    cfg: DialerConfig,
+    history: Arc<Mutex<History>>,
+}
+
+type AttemptResult = (AttemptId, Result<Connected, AttemptError>);
+
+impl Dialer {
+    pub fn new(cfg: DialerConfig) -> Result<Dialer, DialError> {
+        Dialer::with_history(cfg, History::default())
+    }
+
+    /// A dialer that starts from a saved history (`--history-file`).
+    pub fn with_history(mut cfg: DialerConfig, history: History) -> Result<Dialer, DialError> {
+        cfg.race = cfg.race.clone().validated().map_err(DialError::Config)?;
+        if cfg.locate.families.is_empty() {
+            return Err(DialError::Config("no address family left to query".into()));
+        }
+        Ok(Dialer {
+            cfg,
+            history: Arc::new(Mutex::new(history)),
+        })
+    }
+
+    pub fn config(&self) -> &DialerConfig {
+        &self.cfg
+    }
+
+    /// A copy of the history, e.g. to save it.
+    pub fn history(&self) -> History {
+        self.history.lock().expect("history lock").clone()
+    }
+
+    /// Parses `target` and dials it.
+    pub async fn dial(&self, target: &str) -> Result<Dial, DialError> {
+        let target = Target::parse(target)?;
+        self.dial_target(&target).await
+    }
+
+    /// Dials a parsed target.
+    pub async fn dial_target(&self, target: &Target) -> Result<Dial, DialError> {
+        let transports: Vec<Transport> = target
+            .allowed_transports()
+            .into_iter()
+            .filter(|t| self.cfg.transports.as_ref().is_none_or(|only| only.contains(t)))
+            .collect();
+        if transports.is_empty() {
+            return Err(DialError::Config(format!(
+                "{target} allows none of the transports asked for (a sips: target only uses TLS)"
+            )));
+        }
+        let mut connect_cfg = self.cfg.connect.clone();
+        connect_cfg.request_uri = target.request_uri();
+        connect_cfg.sip_domain = target.domain();
+        let connect_cfg = Arc::new(connect_cfg);
+
+        let t0 = Instant::now();
+        let history_view = self.history.lock().expect("history lock").view(SystemTime::now());
+        let mut race = Race::new(self.cfg.race.clone(), history_view, &self.cfg.locate.families, t0.into_std());
+        let mut report = Report::new(target.to_string(), self.cfg.strategy.to_string());
+
+        // Location runs as its own task and streams events.
+        let (dns_tx, mut dns_rx) = mpsc::unbounded_channel();
+        let locate_task = {
+            let target = target.clone();
+            let cfg = self.cfg.locate.clone();
+            let transports = transports.clone();
+            tokio::spawn(async move { locate::locate(&target, &transports, &cfg, dns_tx).await })
+        };
+        let _abort_locate = AbortOnDrop(locate_task.abort_handle());
+
+        let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<AttemptId>();
+        let mut attempts: JoinSet<AttemptResult> = JoinSet::new();
+        let mut handles: HashMap<AttemptId, AbortHandle> = HashMap::new();
+        let mut responses: HashMap<AttemptId, ProbeResponse> = HashMap::new();
+        let mut successes: HashMap<AttemptId, Connected> = HashMap::new();
+        let mut dns_open = true;
+        let mut wake = t0 + self.cfg.race.deadline;
+
+        let outcome = loop {
+            let input = tokio::select! {
+                event = dns_rx.recv(), if dns_open => match event {
+                    Some(event) => match self.on_locate_event(event, t0, &mut report) {
+                        Some(input) => input,
+                        None => continue,
+                    },
+                    None => {
+                        dns_open = false;
+                        Input::ResolutionDone
+                    }
+                },
+                Some(joined) = attempts.join_next(), if !attempts.is_empty() => match joined {
+                    Ok((id, Ok(connected))) => {
+                        handles.remove(&id);
+                        if let Some(r) = &connected.response {
+                            responses.insert(id, r.clone());
+                        }
+                        successes.insert(id, connected);
+                        Input::Succeeded(id)
+                    }
+                    Ok((id, Err(err))) => {
+                        handles.remove(&id);
+                        Input::Failed(id, err)
+                    }
+                    // Aborted tasks are attempts the engine already cancelled.
+                    Err(_) => continue,
+                },
+                Some(id) = progress_rx.recv() => Input::TransportUp(id),
+                _ = tokio::time::sleep_until(wake) => Input::Timer,
+            };
+            let now = Instant::now();
+            let mut done = None;
+            for action in race.step(now.into_std(), input) {
+                match action {
+                    Action::Start { id, endpoint } => {
+                        tracing::debug!(attempt = id.0, %endpoint, "starting attempt");
+                        let cfg = connect_cfg.clone();
+                        let progress_tx = progress_tx.clone();
+                        let handle = attempts.spawn(async move {
+                            let progress = move |p: Progress| match p {
+                                Progress::TransportUp { .. } => {
+                                    let _ = progress_tx.send(id);
+                                }
+                            };
+                            (id, connect::attempt(&endpoint, &cfg, &progress).await)
+                        });
+                        handles.insert(id, handle);
+                    }
+                    Action::Cancel { id, reason } => {
+                        tracing::debug!(attempt = id.0, ?reason, "cancelling attempt");
+                        // Aborting drops the attempt's future, which closes its socket.
+                        if let Some(h) = handles.remove(&id) {
+                            h.abort();
+                        }
+                        successes.remove(&id);
+                    }
+                    Action::WakeAt(at) => wake = Instant::from_std(at),
+                    Action::Done(outcome) => done = Some(outcome),
+                }
+            }
+            if let Some(outcome) = done {
+                break outcome;
+            }
+        };
+        // Every loser is closed: abort whatever still runs and wait until
+        // each task has really ended, so no socket outlives the dial.
+        attempts.abort_all();
+        while attempts.join_next().await.is_some() {}
+
+        let total = t0.elapsed();
+        report.total = total;
+        report.total_ms = millis(total);
+        report.set_attempts(race.attempts(), t0.into_std());
+        for entry in &mut report.attempts {
+            if let Some(r) = responses.get(&AttemptId(entry.id)) {
+                entry.response = Some(format!("{} {} in {:.1} ms", r.status, r.reason, millis(r.rtt)));
+            }
+        }
+        self.learn(&race);
+
+        match outcome {
+            Outcome::Won { id, endpoint } => {
+                report.result = DialResult::Connected;
+                report.winner = Some(id.0);
+                let connected = successes
+                    .remove(&id)
+                    .expect("the engine only declares a winner that reported success");
+                Ok(Dial {
+                    endpoint,
+                    connection: connected.connection,
+                    response: connected.response,
+                    report,
+                })
+            }
+            Outcome::Failed(failure) => {
+                let (result, reason) = match &failure {
+                    RaceFailure::Resolution(r) => (DialResult::ResolutionFailed, r.clone()),
+                    RaceFailure::NoAddresses => (
+                        DialResult::ResolutionFailed,
+                        "DNS gave no usable address".to_string(),
+                    ),
+                    RaceFailure::AllFailed => (
+                        DialResult::Failed,
+                        format!("all {} attempt(s) failed", report.attempts.len()),
+                    ),
+                    RaceFailure::Deadline => (
+                        DialResult::Failed,
+                        format!(
+                            "deadline of {} ms passed",
+                            self.cfg.race.deadline.as_millis()
+                        ),
+                    ),
+                };
+                report.result = result;
+                report.reason = Some(reason);
+                if result == DialResult::ResolutionFailed {
+                    Err(DialError::Resolution(Box::new(report)))
+                } else {
+                    Err(DialError::Failed(Box::new(report)))
+                }
+            }
+        }
+    }
+
+    /// Records the finished race in the history.
+    fn learn(&self, race: &Race) {
+        if !self.cfg.race.use_history {
+            return;
+        }
+        let outcomes: Vec<(Endpoint, PathOutcome)> = race
+            .attempts()
+            .iter()
+            .filter_map(|a| {
+                let outcome = match &a.end {
+                    AttemptEnd::Won => PathOutcome::Worked(a.ended?.saturating_duration_since(a.started)),
+                    AttemptEnd::Failed(_) => PathOutcome::Failed,
+                    // Lost a race it had a head start in: slower or broken.
+                    AttemptEnd::Cancelled(CancelReason::LostRace | CancelReason::Deadline) => {
+                        PathOutcome::Failed
+                    }
+                    AttemptEnd::Cancelled(CancelReason::AttemptTimeout) => PathOutcome::Failed,
+                    AttemptEnd::InFlight => return None,
+                };
+                Some((a.endpoint.clone(), outcome))
+            })
+            .collect();
+        self.history
+            .lock()
+            .expect("history lock")
+            .record(SystemTime::now(), &outcomes);
+    }
+
+    /// Turns a location event into the report and, where it matters to the race, an input.
+    fn on_locate_event(&self, event: LocateEvent, t0: Instant, report: &mut Report) -> Option<Input> {
+        let ms = |at: Instant| millis(at.saturating_duration_since(t0));
+        match event {
+            LocateEvent::Query { name, rtype, at } => {
+                report.dns.push(DnsEntry {
+                    name,
+                    rtype,
+                    sent_ms: ms(at),
+                    answered_ms: None,
+                    outcome: None,
+                    records: Vec::new(),
+                });
+                None
+            }
+            LocateEvent::Answer { name, rtype, at, outcome } => {
+                let (label, records) = describe_outcome(outcome);
+                if let Some(q) = report
+                    .dns
+                    .iter_mut()
+                    .find(|q| q.name == name && q.rtype == rtype && q.answered_ms.is_none())
+                {
+                    q.answered_ms = Some(ms(at));
+                    q.outcome = Some(label);
+                    q.records = records;
+                }
+                None
+            }
+            LocateEvent::Targets(specs) => {
+                report.targets = specs.clone();
+                Some(Input::Targets(specs))
+            }
+            LocateEvent::Addresses { host, family, addrs, at } => {
+                report.addresses.push(AddressEntry {
+                    host: host.to_string(),
+                    family,
+                    at_ms: ms(at),
+                    addrs: addrs.clone(),
+                });
+                Some(Input::Addresses { host, family, addrs })
+            }
+            LocateEvent::Done => Some(Input::ResolutionDone),
+            LocateEvent::Failed(err) => Some(Input::ResolutionFailed(err.to_string())),
+        }
+    }
+}
+
+/// A DNS outcome as the report shows it: a short label and the records (or detail).
+fn describe_outcome(outcome: DnsOutcome) -> (String, Vec<String>) {
+    match outcome {
+        DnsOutcome::Records(records) => ("ok".into(), records),
+        DnsOutcome::NoRecords => ("no-records".into(), Vec::new()),
+        DnsOutcome::NxDomain => ("nxdomain".into(), Vec::new()),
+        DnsOutcome::ServFail => ("servfail".into(), Vec::new()),
+        DnsOutcome::Timeout => ("timeout".into(), Vec::new()),
+        DnsOutcome::Error(detail) => ("error".into(), vec![detail]),
+    }
+}
+
+/// Aborts a task when dropped, so a dial that returns early (or is itself
+/// dropped) leaves no location task behind.
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

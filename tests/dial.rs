@@ -1,0 +1,348 @@
+//! End-to-end dials on loopback: a real DNS server (the lab's, on
+//! hickory-server) serving NAPTR/SRV/AAAA/A that point at real responders on
+//! `::1` and `127.0.0.1`. Each test breaks one thing and checks what the
+//! dialer did about it from its report and from the responder's counters.
+//!
+//! No assertion here is a latency claim: where time matters, the test sets
+//! a delay so long (10 s) that only the behaviour under test can finish the
+//! dial in time, or checks an order or a lower bound the engine guarantees.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use siprace::dialer::{DialError, Dialer, DialerConfig};
+use siprace::endpoint::{Family, Transport};
+use siprace::lab::dns::{DnsFault, DnsServer, DnsServerConfig};
+use siprace::race::strategy::Strategy;
+use siprace::report::{DialResult, Report};
+use siprace::responder::{self, ListenerConfig, ResponderConfig, ResponderHandle};
+
+const DOMAIN: &str = "example.test";
+
+/// Which kind of records the zone has above the addresses.
+#[derive(Clone, Copy, PartialEq)]
+enum Records {
+    NaptrSrv,
+    SrvOnly,
+    AddressesOnly,
+}
+
+fn zone(port: u16, records: Records, transport: Transport) -> String {
+    let (service, srv) = match transport {
+        Transport::Udp => ("SIP+D2U", "_sip._udp"),
+        Transport::Tcp => ("SIP+D2T", "_sip._tcp"),
+        other => panic!("no zone for {other}"),
+    };
+    let mut z = format!(
+        "$ORIGIN {DOMAIN}.\n$TTL 0\n@ IN SOA ns.{DOMAIN}. admin.{DOMAIN}. 1 60 60 60 0\n\
+         @ IN AAAA ::1\n@ IN A 127.0.0.1\n\
+         sip1 IN AAAA ::1\nsip1 IN A 127.0.0.1\n"
+    );
+    if records == Records::NaptrSrv {
+        z += &format!("@ IN NAPTR 10 50 \"s\" \"{service}\" \"\" {srv}.{DOMAIN}.\n");
+    }
+    if records != Records::AddressesOnly {
+        z += &format!("{srv} IN SRV 0 10 {port} sip1.{DOMAIN}.\n");
+    }
+    z
+}
+
+/// How each family's server behaves.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Server {
+    Answers,
+    /// Nothing listens: UDP gets ICMP port unreachable, TCP a RST.
+    Closed,
+    /// A socket that reads and never answers.
+    Silent,
+}
+
+struct Bed {
+    dns: DnsServer,
+    responder: ResponderHandle,
+    port: u16,
+}
+
+impl Bed {
+    /// A responder on one port for both families (so one SRV record reaches
+    /// both), plus the DNS server. `fixed_port` is for the no-SRV case.
+    async fn start(
+        v6: Server,
+        v4: Server,
+        records: Records,
+        transport: Transport,
+        faults: &[(hickory_proto_rtype::RecordType, DnsFault)],
+        fixed_port: Option<u16>,
+    ) -> Bed {
+        let mut last_err = None;
+        for _ in 0..20 {
+            let port = match fixed_port {
+                Some(p) => p,
+                None => free_port_on_both(),
+            };
+            let mut listeners = Vec::new();
+            for (server, ip) in [(v6, "::1"), (v4, "127.0.0.1")] {
+                if server == Server::Closed {
+                    continue;
+                }
+                let addr = SocketAddr::new(ip.parse().unwrap(), port);
+                listeners.push(ListenerConfig {
+                    transport,
+                    addr,
+                    silent: server == Server::Silent,
+                });
+            }
+            let cfg = ResponderConfig {
+                listeners,
+                ..ResponderConfig::default()
+            };
+            match responder::start(cfg).await {
+                Ok(responder) => {
+                    let mut dns_cfg = DnsServerConfig::new(zone(port, records, transport));
+                    for (rtype, fault) in faults {
+                        dns_cfg = dns_cfg.with_fault(*rtype, *fault);
+                    }
+                    let dns = DnsServer::start(dns_cfg, &["127.0.0.1:0".parse().unwrap()])
+                        .await
+                        .expect("dns server");
+                    return Bed {
+                        dns,
+                        responder,
+                        port,
+                    };
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        panic!("could not bind the responder: {last_err:?}");
+    }
+
+    fn config(&self, strategy: Strategy) -> DialerConfig {
+        let mut cfg = DialerConfig::for_strategy(strategy);
+        cfg.locate.dns_server = Some(self.dns.addrs()[0]);
+        cfg.locate.query_timeout = Duration::from_millis(800);
+        cfg
+    }
+
+    async fn stop(self) {
+        self.responder.shutdown().await;
+        self.dns.shutdown().await;
+    }
+}
+
+/// hickory's record type, re-exported through the lab DNS module's dependency.
+mod hickory_proto_rtype {
+    pub use hickory_server::proto::rr::RecordType;
+}
+use hickory_proto_rtype::RecordType;
+
+/// A port free for UDP and TCP on both loopback addresses right now.
+fn free_port_on_both() -> u16 {
+    for _ in 0..50 {
+        let probe = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        let port = probe.local_addr().unwrap().port();
+        let ok = std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("::1", port)).is_ok();
+        if ok {
+            return port;
+        }
+    }
+    panic!("no free loopback port");
+}
+
+fn winner(report: &Report) -> (Family, Transport) {
+    let w = report.winner_entry().expect("a winner");
+    (w.family, w.transport)
+}
+
+fn attempt_of(report: &Report, family: Family) -> &siprace::report::AttemptEntry {
+    report
+        .attempts
+        .iter()
+        .find(|a| a.family == family)
+        .unwrap_or_else(|| panic!("no {family} attempt in\n{}", report.render()))
+}
+
+#[tokio::test]
+async fn healthy_dual_stack_uses_ipv6_with_a_single_attempt() {
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let bed = Bed::start(Server::Answers, Server::Answers, Records::NaptrSrv, transport, &[], None).await;
+        let mut cfg = bed.config(Strategy::Siprace);
+        cfg.connect.probe_tcp = true;
+        let dial = Dialer::new(cfg).unwrap().dial(&format!("sip:{DOMAIN}")).await.unwrap();
+        let report = &dial.report;
+        println!("{}", report.render());
+        assert_eq!(winner(report), (Family::V6, transport));
+        assert_eq!(report.attempts.len(), 1, "no second attempt on a healthy path");
+        assert_eq!(dial.endpoint.addr.port(), bed.port);
+        assert_eq!(dial.response.as_ref().map(|r| r.status), Some(200));
+        // The DNS chain really ran: NAPTR, SRV, then AAAA and A for the target.
+        let types: Vec<&str> = report.dns.iter().map(|q| q.rtype).collect();
+        for t in ["NAPTR", "SRV", "AAAA", "A"] {
+            assert!(types.contains(&t), "no {t} query in {types:?}");
+        }
+        let stats = bed.responder.stats();
+        assert_eq!(stats.get(transport, Family::V6).options, 1);
+        assert_eq!(stats.get(transport, Family::V4).options, 0);
+        bed.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn ipv6_refused_fails_over_at_once() {
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let bed = Bed::start(Server::Closed, Server::Answers, Records::NaptrSrv, transport, &[], None).await;
+        let mut cfg = bed.config(Strategy::Siprace);
+        // With a 10 s attempt delay, only the failure itself can start IPv4 in time.
+        cfg.race.attempt_delay = Duration::from_secs(10);
+        cfg.race.max_attempt_delay = Duration::from_secs(10);
+        let dial = Dialer::new(cfg).unwrap().dial(&format!("sip:{DOMAIN}")).await.unwrap();
+        let report = &dial.report;
+        println!("{}", report.render());
+        assert_eq!(winner(report), (Family::V4, transport));
+        let v6 = attempt_of(report, Family::V6);
+        assert_eq!(v6.outcome, "failed");
+        assert_eq!(v6.error_class.as_deref(), Some("refused"));
+        let v4 = attempt_of(report, Family::V4);
+        assert!(v4.started_ms >= v6.ended_ms.unwrap());
+        assert!(report.total_ms < 5_000.0, "failover waited for the timer");
+        bed.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn ipv6_silent_over_udp_ipv4_wins_after_the_attempt_delay() {
+    let bed = Bed::start(Server::Silent, Server::Answers, Records::NaptrSrv, Transport::Udp, &[], None).await;
+    let dial = Dialer::new(bed.config(Strategy::Siprace))
+        .unwrap()
+        .dial(&format!("sip:{DOMAIN}"))
+        .await
+        .unwrap();
+    let report = &dial.report;
+    println!("{}", report.render());
+    assert_eq!(winner(report), (Family::V4, Transport::Udp));
+    let v6 = attempt_of(report, Family::V6);
+    assert_eq!(v6.outcome, "cancelled");
+    assert_eq!(v6.error_class.as_deref(), Some("lost-race"));
+    let v4 = attempt_of(report, Family::V4);
+    // The engine never starts the fallback before the attempt delay.
+    assert!(v4.started_ms - v6.started_ms >= 250.0 - 0.001);
+    // The silent server did receive the IPv6 probe.
+    let stats = bed.responder.stats();
+    assert!(stats.get(Transport::Udp, Family::V6).dropped_silent >= 1);
+    bed.stop().await;
+}
+
+#[tokio::test]
+async fn delayed_aaaa_does_not_hold_ipv4_beyond_the_resolution_delay() {
+    let faults = [(RecordType::AAAA, DnsFault::Delay(Duration::from_millis(300)))];
+    let bed = Bed::start(Server::Answers, Server::Answers, Records::NaptrSrv, Transport::Udp, &faults, None).await;
+    let dial = Dialer::new(bed.config(Strategy::Siprace))
+        .unwrap()
+        .dial(&format!("sip:{DOMAIN}"))
+        .await
+        .unwrap();
+    let report = &dial.report;
+    println!("{}", report.render());
+    assert_eq!(winner(report), (Family::V4, Transport::Udp));
+    let a_at = report.addresses.iter().find(|a| a.family == Family::V4).unwrap().at_ms;
+    let v4 = attempt_of(report, Family::V4);
+    assert!(v4.started_ms >= a_at + 50.0 - 0.001, "started inside the Resolution Delay");
+    let aaaa = report.dns.iter().find(|q| q.rtype == "AAAA").unwrap();
+    assert!(aaaa.answered_ms.is_none_or(|t| t > v4.started_ms), "IPv4 waited for AAAA");
+    bed.stop().await;
+}
+
+#[tokio::test]
+async fn without_naptr_srv_is_used() {
+    let bed = Bed::start(Server::Answers, Server::Answers, Records::SrvOnly, Transport::Tcp, &[], None).await;
+    let mut cfg = bed.config(Strategy::Siprace);
+    cfg.transports = Some(vec![Transport::Udp, Transport::Tcp]);
+    let dial = Dialer::new(cfg).unwrap().dial(&format!("sip:{DOMAIN}")).await.unwrap();
+    let report = &dial.report;
+    println!("{}", report.render());
+    let naptr = report.dns.iter().find(|q| q.rtype == "NAPTR").expect("a NAPTR query");
+    assert_ne!(naptr.outcome.as_deref(), Some("ok"));
+    assert_eq!(winner(report), (Family::V6, Transport::Tcp));
+    assert_eq!(dial.endpoint.addr.port(), bed.port);
+    bed.stop().await;
+}
+
+#[tokio::test]
+async fn without_srv_the_default_port_is_used() {
+    // This test alone uses port 5060 on loopback.
+    let bed = Bed::start(Server::Answers, Server::Answers, Records::AddressesOnly, Transport::Udp, &[], Some(5060)).await;
+    let dial = Dialer::new(bed.config(Strategy::Siprace))
+        .unwrap()
+        .dial(&format!("sip:{DOMAIN}"))
+        .await
+        .unwrap();
+    println!("{}", dial.report.render());
+    assert_eq!(dial.endpoint.addr.port(), 5060);
+    assert_eq!(dial.endpoint.transport, Transport::Udp);
+    assert_eq!(&*dial.endpoint.host, DOMAIN);
+    bed.stop().await;
+}
+
+#[tokio::test]
+async fn sips_never_falls_back_to_plaintext() {
+    let bed = Bed::start(Server::Answers, Server::Answers, Records::NaptrSrv, Transport::Udp, &[], None).await;
+    let err = Dialer::new(bed.config(Strategy::Siprace))
+        .unwrap()
+        .dial(&format!("sips:{DOMAIN}"))
+        .await
+        .expect_err("a sips: dial to a plaintext-only domain must fail");
+    let report = err.report().expect("a report").clone();
+    println!("{}", report.render());
+    assert!(matches!(err, DialError::Resolution(_)));
+    assert!(report.attempts.is_empty(), "a plaintext attempt was started");
+    assert!(report.reason.unwrap().contains("SIPS"));
+    assert_eq!(bed.responder.stats().total().messages, 0);
+    bed.stop().await;
+}
+
+#[tokio::test]
+async fn everything_silent_ends_at_the_deadline_with_every_attempt_cancelled() {
+    let bed = Bed::start(Server::Silent, Server::Silent, Records::NaptrSrv, Transport::Udp, &[], None).await;
+    let mut cfg = bed.config(Strategy::Siprace);
+    cfg.race.deadline = Duration::from_millis(700);
+    let err = Dialer::new(cfg).unwrap().dial(&format!("sip:{DOMAIN}")).await.unwrap_err();
+    let report = err.report().unwrap();
+    println!("{}", report.render());
+    assert_eq!(report.result, DialResult::Failed);
+    assert!(report.reason.as_deref().unwrap().contains("deadline"));
+    assert_eq!(report.attempts.len(), 2);
+    assert!(report
+        .attempts
+        .iter()
+        .all(|a| a.error_class.as_deref() == Some("deadline")));
+    bed.stop().await;
+}
+
+#[tokio::test]
+async fn history_sends_the_next_dial_straight_to_the_working_family() {
+    let bed = Bed::start(Server::Silent, Server::Answers, Records::NaptrSrv, Transport::Udp, &[], None).await;
+    let dialer = Dialer::new(bed.config(Strategy::Siprace)).unwrap();
+    let cold = dialer.dial(&format!("sip:{DOMAIN}")).await.unwrap();
+    assert_eq!(cold.report.attempts.len(), 2);
+    let warm = dialer.dial(&format!("sip:{DOMAIN}")).await.unwrap();
+    println!("{}", warm.report.render());
+    assert_eq!(warm.report.attempts[0].family, Family::V4);
+    assert_eq!(winner(&warm.report), (Family::V4, Transport::Udp));
+    bed.stop().await;
+}
+
+#[tokio::test]
+async fn sequential_also_moves_on_after_a_refusal() {
+    let bed = Bed::start(Server::Closed, Server::Answers, Records::NaptrSrv, Transport::Tcp, &[], None).await;
+    let dial = Dialer::new(bed.config(Strategy::Sequential))
+        .unwrap()
+        .dial(&format!("sip:{DOMAIN}"))
+        .await
+        .unwrap();
+    println!("{}", dial.report.render());
+    assert_eq!(winner(&dial.report), (Family::V4, Transport::Tcp));
+    assert_eq!(dial.report.attempts[0].family, Family::V6);
+    bed.stop().await;
+}
