@@ -1,2 +1,22 @@
-//! The lab.
+//! The lab: network namespaces for client, router, SIP server and DNS, wired with
+//! veths on documentation prefixes, with faults per family and per server address
+//! (blackhole, reject, delay, loss) applied in the router.
+//!
+//! [`topology`] is the single source of the topology; `siprace lab ...` ([`cli`])
+//! and `netns-scripts/*.sh` are thin layers over it.
 pub mod dns;
+
+#[cfg(feature = "tools")]
+pub mod cli;
+pub mod error;
+pub mod impair;
+pub mod shaper;
+pub mod sys;
+pub mod topology;
+
+pub use error::LabError;
+pub use impair::{impair, Direction, Fault, Filter, Impairment};
+pub use topology::{
+    down, list, spawn_in, status, up, Lab, LabAddrs, LabConfig, LabStatus, Prefix, Role,
+    ShaperLaunch,
+};

@@ -1,0 +1,3 @@
+#!/bin/sh
+# siprace lab down: see netns-scripts/README.md
+exec "$(dirname "$0")/_siprace.sh" down "$@"

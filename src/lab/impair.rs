@@ -1,0 +1,292 @@
+//! Faults: per family, optionally per server address. Blackhole and reject are
+//! nftables rules in the router namespace; delay and loss divert the traffic
+//! through the TUN of the shaper (see [`super::shaper`]).
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::LabError;
+use super::sys;
+use super::topology::{
+    ns_name, state_dir, LabAddrs, Prefix, Role, State, RTR_CLIENT_IF, SHAPE_MARK, TUN_DEV,
+};
+use crate::endpoint::Family;
+
+/// Serde for [`Family`] as "v6"/"v4" (the crate type only serializes).
+mod family_serde {
+    use crate::endpoint::Family;
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(f: &Family, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match f {
+            Family::V6 => "v6",
+            Family::V4 => "v4",
+        })
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Family, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "v6" | "ipv6" => Ok(Family::V6),
+            "v4" | "ipv4" => Ok(Family::V4),
+            other => Err(serde::de::Error::custom(format!("bad family {other}"))),
+        }
+    }
+}
+
+/// A silent drop or an active refusal of client→server traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Filter {
+    /// nftables `drop`: nothing comes back, attempts time out.
+    Blackhole,
+    /// TCP RST for TCP, ICMP/ICMPv6 port unreachable for the rest: attempts fail at once.
+    Reject,
+}
+
+/// Which way a delay or loss applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    /// Client → server only (the default: a delay of D ms adds D ms to the RTT).
+    #[default]
+    ToServer,
+    /// Server → client only.
+    ToClient,
+    /// Both ways (a delay of D ms adds 2·D ms to the RTT).
+    Both,
+}
+
+impl Direction {
+    pub fn covers(self, to_server: bool) -> bool {
+        match self {
+            Direction::ToServer => to_server,
+            Direction::ToClient => !to_server,
+            Direction::Both => true,
+        }
+    }
+}
+
+/// The faults on one (family, server) key. `server: None` means every server
+/// address of the family (the whole server prefix; DNS traffic is not affected
+/// unless its address is named as `server`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Impairment {
+    #[serde(with = "family_serde")]
+    pub family: Family,
+    pub server: Option<IpAddr>,
+    pub filter: Option<Filter>,
+    pub delay_ms: u32,
+    pub jitter_ms: u32,
+    pub delay_direction: Direction,
+    /// 0..=100
+    pub loss_pct: f64,
+    pub loss_direction: Direction,
+}
+
+impl Impairment {
+    fn new(family: Family, server: Option<IpAddr>) -> Impairment {
+        Impairment {
+            family,
+            server,
+            filter: None,
+            delay_ms: 0,
+            jitter_ms: 0,
+            delay_direction: Direction::ToServer,
+            loss_pct: 0.0,
+            loss_direction: Direction::ToServer,
+        }
+    }
+    /// Needs the delay line.
+    pub fn shaped(&self) -> bool {
+        self.delay_ms > 0 || self.jitter_ms > 0 || self.loss_pct > 0.0
+    }
+    fn is_empty(&self) -> bool {
+        self.filter.is_none() && !self.shaped()
+    }
+}
+
+/// One change to the faults.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    Blackhole,
+    Reject,
+    /// Fixed delay plus a uniform jitter in [-jitter, +jitter] (clamped at 0), FIFO order kept.
+    Delay {
+        ms: u32,
+        jitter_ms: u32,
+        direction: Direction,
+    },
+    /// Drop this percentage of the packets (0-100).
+    Loss {
+        pct: f64,
+        direction: Direction,
+    },
+    /// Remove the faults of the key (with `server: None`, every fault of the family;
+    /// with `family: None` too, every fault).
+    Clear,
+}
+
+/// Applies one fault. `family` is required except for `Clear`; `server`, if
+/// given, must be of that family. Returns the faults now in force.
+pub fn impair(
+    name: &str,
+    family: Option<Family>,
+    server: Option<IpAddr>,
+    fault: Fault,
+) -> Result<Vec<Impairment>, LabError> {
+    sys::preflight()?;
+    let mut st = State::load(name).ok_or_else(|| LabError::NotUp(name.to_string()))?;
+    if let (Some(f), Some(s)) = (family, server) {
+        if Family::of(&s) != f {
+            return Err(LabError::Invalid(format!(
+                "server {s} is not of family {f:?}"
+            )));
+        }
+    }
+    let family = match (family, server) {
+        (Some(f), _) => Some(f),
+        (None, Some(s)) => Some(Family::of(&s)),
+        (None, None) => None,
+    };
+    if let Fault::Clear = fault {
+        st.impairments.retain(|i| match (family, server) {
+            (None, _) => false,
+            (Some(f), None) => i.family != f,
+            (Some(f), Some(s)) => !(i.family == f && i.server == Some(s)),
+        });
+    } else {
+        let family = family.ok_or_else(|| LabError::Invalid("--family is required".into()))?;
+        let idx = match st
+            .impairments
+            .iter()
+            .position(|i| i.family == family && i.server == server)
+        {
+            Some(i) => i,
+            None => {
+                st.impairments.push(Impairment::new(family, server));
+                st.impairments.len() - 1
+            }
+        };
+        let imp = &mut st.impairments[idx];
+        match fault {
+            Fault::Blackhole => imp.filter = Some(Filter::Blackhole),
+            Fault::Reject => imp.filter = Some(Filter::Reject),
+            Fault::Delay {
+                ms,
+                jitter_ms,
+                direction,
+            } => {
+                imp.delay_ms = ms;
+                imp.jitter_ms = jitter_ms;
+                imp.delay_direction = direction;
+            }
+            Fault::Loss { pct, direction } => {
+                if !(0.0..=100.0).contains(&pct) {
+                    return Err(LabError::Invalid(format!(
+                        "loss {pct}% is not within 0-100"
+                    )));
+                }
+                imp.loss_pct = pct;
+                imp.loss_direction = direction;
+            }
+            Fault::Clear => unreachable!(),
+        }
+        if imp.shaped() && !st.shaper_pid.is_some_and(sys::alive) {
+            return Err(LabError::Invalid("delay/loss need the shaper, which is not running (lab up without shaper, or it died)".into()));
+        }
+        st.impairments.retain(|i| !i.is_empty());
+    }
+    apply(name, &st.impairments)?;
+    st.save()?;
+    Ok(st.impairments)
+}
+
+/// Pushes the faults to the router: the nftables table `inet siprace`, then the shaper config.
+pub fn apply(name: &str, imps: &[Impairment]) -> Result<(), LabError> {
+    let script = nft_script(&LabAddrs::standard(), imps);
+    if !imps.is_empty() || sys::which("nft").is_some() {
+        sys::require("nft", "nftables")?;
+        let mut cmd: Command = sys::netns_command(&ns_name(name, Role::Router), "nft");
+        cmd.args(["-f", "-"]);
+        sys::run_input(&mut cmd, Some(&script))?;
+    }
+    write_shaper_config(name, imps)
+}
+
+/// The shaper's view of the faults: `<state>/shaper.json`, re-read by the shaper when it changes.
+pub fn write_shaper_config(name: &str, imps: &[Impairment]) -> Result<(), LabError> {
+    let shaped: Vec<&Impairment> = imps.iter().filter(|i| i.shaped()).collect();
+    let data = serde_json::to_vec_pretty(&shaped).expect("serializes");
+    sys::write_atomic(&state_dir(name).join("shaper.json"), &data)
+}
+
+fn fam_kw(f: Family) -> &'static str {
+    match f {
+        Family::V6 => "ip6",
+        Family::V4 => "ip",
+    }
+}
+
+/// The complete nftables script for a set of faults (replaces the previous table).
+pub fn nft_script(a: &LabAddrs, imps: &[Impairment]) -> String {
+    let mut s = String::from("table inet siprace\ndelete table inet siprace\n");
+    if imps.is_empty() {
+        return s;
+    }
+    let scope = |i: &Impairment| -> String {
+        match i.server {
+            Some(ip) => ip.to_string(),
+            None => match i.family {
+                Family::V6 => a.server_net_v6.to_string(),
+                Family::V4 => a.server_net_v4.to_string(),
+            },
+        }
+    };
+    let client_net = |f: Family| -> Prefix {
+        match f {
+            Family::V6 => a.client_net_v6,
+            Family::V4 => a.client_net_v4,
+        }
+    };
+    // Specific servers first so that their rules win over family-wide ones.
+    let mut order: Vec<&Impairment> = imps.iter().collect();
+    order.sort_by_key(|i| i.server.is_none());
+
+    s.push_str("table inet siprace {\n");
+    s.push_str("  chain shape_mark {\n    type filter hook prerouting priority mangle; policy accept;\n");
+    for i in order.iter().filter(|i| i.shaped()) {
+        let k = fam_kw(i.family);
+        let sc = scope(i);
+        let _ = writeln!(
+            s,
+            "    iifname \"{RTR_CLIENT_IF}\" {k} daddr {sc} meta mark set {SHAPE_MARK:#x}"
+        );
+        let _ = writeln!(
+            s,
+            "    iifname != \"{TUN_DEV}\" {k} saddr {sc} {k} daddr {} meta mark set {SHAPE_MARK:#x}",
+            client_net(i.family)
+        );
+    }
+    s.push_str("  }\n");
+    s.push_str("  chain faults {\n    type filter hook forward priority filter; policy accept;\n");
+    for i in order.iter() {
+        let k = fam_kw(i.family);
+        let sc = scope(i);
+        match i.filter {
+            Some(Filter::Blackhole) => {
+                let _ = writeln!(
+                    s,
+                    "    iifname \"{RTR_CLIENT_IF}\" {k} daddr {sc} counter drop"
+                );
+            }
+            Some(Filter::Reject) => {
+                let _ = writeln!(s, "    iifname \"{RTR_CLIENT_IF}\" {k} daddr {sc} meta l4proto tcp counter reject with tcp reset");
+                let _ = writeln!(s, "    iifname \"{RTR_CLIENT_IF}\" {k} daddr {sc} counter reject with icmpx type port-unreachable");
+            }
+            None => {}
+        }
+    }
+    s.push_str("  }\n}\n");
+    s
+}
