@@ -5,15 +5,33 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Tools of the lab tests (tests/lab.rs, tests/lab_e2e.rs, tests/bench_clients.rs): TOOL:DEBIAN-PACKAGE.
+# (/usr/sbin holds ip, nft, sysctl and kamailio: make sure it is searched.)
+export PATH="$PATH:/usr/sbin:/sbin"
 need_pkgs=()
-for tool in ip:iproute2 nft:nftables ping:iputils-ping; do
+for tool in ip:iproute2 nft:nftables ping:iputils-ping sysctl:procps sipp:sip-tester kamailio:kamailio sipsak:sipsak baresip:baresip tshark:tshark; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need_pkgs+=("${tool##*:}")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing ${need_pkgs[*]}"
+    # Installing must not start any service (e.g. a kamailio on the host's
+    # interfaces): a temporary policy-rc.d refuses every start.
+    policy_made=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+      chmod +x /usr/sbin/policy-rc.d
+      trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+      policy_made=1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    # tshark (tests/bench_clients.rs): no setuid dumpcap question.
+    if command -v debconf-set-selections >/dev/null 2>&1; then
+      echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+    fi
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+    if [ -n "$policy_made" ]; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
   else
     echo "== missing ${need_pkgs[*]} and cannot install them (not root or no apt-get): the lab tests will say they did not run"
   fi

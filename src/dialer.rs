@@ -12,12 +12,14 @@ use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::connect::{self, ConnectConfig, Connected, Connection, Progress, ProbeResponse};
+use crate::connect::{self, ConnectConfig, Connected, Connection, ProbeResponse, Progress};
 use crate::endpoint::{AttemptError, Endpoint, Transport};
 use crate::locate::{self, DnsOutcome, LocateConfig, LocateEvent};
 use crate::race::history::{History, PathOutcome};
 use crate::race::strategy::Strategy;
-use crate::race::{Action, AttemptEnd, AttemptId, CancelReason, Input, Outcome, Race, RaceConfig, RaceFailure};
+use crate::race::{
+    Action, AttemptEnd, AttemptId, CancelReason, Input, Outcome, Race, RaceConfig, RaceFailure,
+};
 use crate::report::{millis, AddressEntry, DialResult, DnsEntry, Report};
 use crate::target::{Target, TargetError};
 
@@ -32,6 +34,11 @@ pub struct DialerConfig {
     pub connect: ConnectConfig,
     /// Restrict the transports (intersected with what the target allows).
     pub transports: Option<Vec<Transport>>,
+    /// The SIP domain TLS certificates must match, when it is not the
+    /// target's host: e.g. dialing a known address of `example.test`'s
+    /// server (`sips:[2001:db8::1]`) that must still prove it serves
+    /// `example.test` (RFC 5922 §4). `None`: the target's host.
+    pub sip_domain: Option<String>,
 }
 
 impl Default for DialerConfig {
@@ -52,6 +59,7 @@ impl DialerConfig {
             locate,
             connect: ConnectConfig::default(),
             transports: None,
+            sip_domain: None,
         }
     }
 }
@@ -135,7 +143,12 @@ impl Dialer {
         let transports: Vec<Transport> = target
             .allowed_transports()
             .into_iter()
-            .filter(|t| self.cfg.transports.as_ref().is_none_or(|only| only.contains(t)))
+            .filter(|t| {
+                self.cfg
+                    .transports
+                    .as_ref()
+                    .is_none_or(|only| only.contains(t))
+            })
             .collect();
         if transports.is_empty() {
             return Err(DialError::Config(format!(
@@ -144,12 +157,25 @@ impl Dialer {
         }
         let mut connect_cfg = self.cfg.connect.clone();
         connect_cfg.request_uri = target.request_uri();
-        connect_cfg.sip_domain = target.domain();
+        connect_cfg.sip_domain = self
+            .cfg
+            .sip_domain
+            .clone()
+            .unwrap_or_else(|| target.domain());
         let connect_cfg = Arc::new(connect_cfg);
 
         let t0 = Instant::now();
-        let history_view = self.history.lock().expect("history lock").view(SystemTime::now());
-        let mut race = Race::new(self.cfg.race.clone(), history_view, &self.cfg.locate.families, t0.into_std());
+        let history_view = self
+            .history
+            .lock()
+            .expect("history lock")
+            .view(SystemTime::now());
+        let mut race = Race::new(
+            self.cfg.race.clone(),
+            history_view,
+            &self.cfg.locate.families,
+            t0.into_std(),
+        );
         let mut report = Report::new(target.to_string(), self.cfg.strategy.to_string());
 
         // Location runs as its own task and streams events.
@@ -246,7 +272,12 @@ impl Dialer {
         report.set_attempts(race.attempts(), t0.into_std());
         for entry in &mut report.attempts {
             if let Some(r) = responses.get(&AttemptId(entry.id)) {
-                entry.response = Some(format!("{} {} in {:.1} ms", r.status, r.reason, millis(r.rtt)));
+                entry.response = Some(format!(
+                    "{} {} in {:.1} ms",
+                    r.status,
+                    r.reason,
+                    millis(r.rtt)
+                ));
             }
         }
         self.learn(&race);
@@ -305,7 +336,9 @@ impl Dialer {
             .iter()
             .filter_map(|a| {
                 let outcome = match &a.end {
-                    AttemptEnd::Won => PathOutcome::Worked(a.ended?.saturating_duration_since(a.started)),
+                    AttemptEnd::Won => {
+                        PathOutcome::Worked(a.ended?.saturating_duration_since(a.started))
+                    }
                     AttemptEnd::Failed(_) => PathOutcome::Failed,
                     // Lost a race it had a head start in: slower or broken.
                     AttemptEnd::Cancelled(CancelReason::LostRace | CancelReason::Deadline) => {
@@ -324,7 +357,12 @@ impl Dialer {
     }
 
     /// Turns a location event into the report and, where it matters to the race, an input.
-    fn on_locate_event(&self, event: LocateEvent, t0: Instant, report: &mut Report) -> Option<Input> {
+    fn on_locate_event(
+        &self,
+        event: LocateEvent,
+        t0: Instant,
+        report: &mut Report,
+    ) -> Option<Input> {
         let ms = |at: Instant| millis(at.saturating_duration_since(t0));
         match event {
             LocateEvent::Query { name, rtype, at } => {
@@ -338,7 +376,12 @@ impl Dialer {
                 });
                 None
             }
-            LocateEvent::Answer { name, rtype, at, outcome } => {
+            LocateEvent::Answer {
+                name,
+                rtype,
+                at,
+                outcome,
+            } => {
                 let (label, records) = describe_outcome(outcome);
                 if let Some(q) = report
                     .dns
@@ -355,14 +398,23 @@ impl Dialer {
                 report.targets = specs.clone();
                 Some(Input::Targets(specs))
             }
-            LocateEvent::Addresses { host, family, addrs, at } => {
+            LocateEvent::Addresses {
+                host,
+                family,
+                addrs,
+                at,
+            } => {
                 report.addresses.push(AddressEntry {
                     host: host.to_string(),
                     family,
                     at_ms: ms(at),
                     addrs: addrs.clone(),
                 });
-                Some(Input::Addresses { host, family, addrs })
+                Some(Input::Addresses {
+                    host,
+                    family,
+                    addrs,
+                })
             }
             LocateEvent::Done => Some(Input::ResolutionDone),
             LocateEvent::Failed(err) => Some(Input::ResolutionFailed(err.to_string())),

@@ -21,7 +21,12 @@ pub enum Transport {
 impl Transport {
     /// Every transport siprace can dial, in the order RFC 3263 §4.1 lists them
     /// for a client without NAPTR records.
-    pub const ALL: [Transport; 4] = [Transport::Udp, Transport::Tcp, Transport::Tls, Transport::Sctp];
+    pub const ALL: [Transport; 4] = [
+        Transport::Udp,
+        Transport::Tcp,
+        Transport::Tls,
+        Transport::Sctp,
+    ];
 
     /// The lowercase token used in `;transport=` and in reports.
     pub fn as_str(self) -> &'static str {

@@ -31,6 +31,8 @@ pub mod sip;
 pub mod target;
 
 #[cfg(feature = "tools")]
+pub mod bench;
+#[cfg(feature = "tools")]
 pub mod lab;
 #[cfg(feature = "tools")]
 pub mod responder;

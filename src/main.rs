@@ -29,6 +29,8 @@ enum Command {
     Dial(DialArgs),
     /// A small SIP UAS answering OPTIONS over UDP and TCP, counting what it sees.
     Responder(siprace::responder::ResponderArgs),
+    /// Build the lab, run the scenario matrix with every strategy, write results/ (root).
+    Bench(siprace::bench::BenchArgs),
     /// The network-namespace lab: up, down, status, impair, and its helpers.
     #[command(subcommand)]
     Lab(siprace::lab::cli::LabCommand),
@@ -41,12 +43,14 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_RESOLUTION: u8 = 3;
 
 #[derive(Args)]
-#[command(after_help = "Exit status: 0 connected, 1 no candidate answered (every reason is listed), \
-2 usage error, 3 resolution failed.")]
+#[command(
+    after_help = "Exit status: 0 connected, 1 no candidate answered (every reason is listed), \
+2 usage error, 3 resolution failed."
+)]
 struct DialArgs {
     /// sip:/sips: URI or host[:port], e.g. sip:example.test;transport=tcp or [2001:db8::1]:5060
     target: String,
-    /// sequential | rfc6555 | rfc8305 | siprace
+    /// sequential | sequential-v4 | rfc6555 | rfc8305 | siprace
     #[arg(long, default_value = "siprace")]
     strategy: Strategy,
     /// Resolution Delay in ms (wait for AAAA after A); "none" waits for every answer.
@@ -85,9 +89,13 @@ struct DialArgs {
     /// Per-query DNS timeout in ms.
     #[arg(long, value_name = "MS")]
     dns_timeout: Option<u64>,
-    /// Over TCP, also send OPTIONS and wait for its answer (UDP always probes).
+    /// Over TCP, TLS and SCTP, also send OPTIONS and wait for its answer (UDP always probes).
     #[arg(long)]
     probe: bool,
+    /// The SIP domain TLS certificates must match when the target is an
+    /// address (or another host) of that domain's server.
+    #[arg(long, value_name = "DOMAIN")]
+    sip_domain: Option<String>,
     /// SIP Timer T1 in ms for the UDP probe's retransmissions.
     #[arg(long, value_name = "MS", default_value_t = 500)]
     t1: u64,
@@ -97,6 +105,8 @@ struct DialArgs {
     /// Load history from this file before the dial and save it after.
     #[arg(long, value_name = "FILE")]
     history_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: siprace::connect::tls::TlsArgs,
 }
 
 fn main() -> ExitCode {
@@ -118,6 +128,17 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::Dial(args) => dial(args).await,
+            Command::Bench(args) => match siprace::bench::run(args).await {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => {
+                    eprintln!("siprace bench: an acceptance check failed (see above)");
+                    ExitCode::from(EXIT_NO_ANSWER)
+                }
+                Err(e) => {
+                    eprintln!("siprace bench: {e}");
+                    ExitCode::from(EXIT_NO_ANSWER)
+                }
+            },
             Command::Lab(cmd) => match siprace::lab::cli::run(cmd).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -165,9 +186,9 @@ fn dial_config(args: &DialArgs) -> Result<DialerConfig, String> {
     if let Some(rd) = &args.resolution_delay {
         cfg.race.resolution_delay = match rd.as_str() {
             "none" => None,
-            n => Some(ms(n
-                .parse()
-                .map_err(|_| format!("--resolution-delay takes ms or \"none\", not {n:?}"))?)),
+            n => Some(ms(n.parse().map_err(|_| {
+                format!("--resolution-delay takes ms or \"none\", not {n:?}")
+            })?)),
         };
     }
     if let Some(v) = args.attempt_delay {
@@ -191,7 +212,10 @@ fn dial_config(args: &DialArgs) -> Result<DialerConfig, String> {
     if let Some(list) = &args.transports {
         let parsed: Result<Vec<Transport>, String> = list
             .iter()
-            .map(|t| Transport::parse(t).ok_or_else(|| format!("unknown transport {t:?} (udp, tcp, tls, sctp)")))
+            .map(|t| {
+                Transport::parse(t)
+                    .ok_or_else(|| format!("unknown transport {t:?} (udp, tcp, tls, sctp)"))
+            })
             .collect();
         cfg.transports = Some(parsed?);
     }
@@ -207,18 +231,21 @@ fn dial_config(args: &DialArgs) -> Result<DialerConfig, String> {
         cfg.locate.query_timeout = ms(v);
     }
     cfg.connect.probe_tcp = args.probe;
+    cfg.sip_domain = args.sip_domain.clone();
     if args.t1 == 0 {
         return Err("--t1 must be positive".into());
     }
     cfg.connect.t1 = ms(args.t1);
+    args.tls.apply(&mut cfg.connect)?;
     cfg.race = cfg.race.clone().validated()?;
     Ok(cfg)
 }
 
 fn load_history(path: &PathBuf) -> Result<History, String> {
     match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text)
-            .map_err(|e| format!("history file {}: {e}", path.display())),
+        Ok(text) => {
+            serde_json::from_str(&text).map_err(|e| format!("history file {}: {e}", path.display()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(History::default()),
         Err(e) => Err(format!("history file {}: {e}", path.display())),
     }
@@ -232,7 +259,10 @@ fn save_history(path: &PathBuf, history: &History) {
     // Write then rename, so an interrupted save never leaves half a file.
     let tmp = path.with_extension("tmp");
     if let Err(e) = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)) {
-        eprintln!("siprace: cannot save the history to {}: {e}", path.display());
+        eprintln!(
+            "siprace: cannot save the history to {}: {e}",
+            path.display()
+        );
     }
 }
 

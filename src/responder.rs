@@ -1,6 +1,8 @@
 //! `siprace responder`: a minimal SIP UAS for tests and the lab.
 //!
-//! It answers OPTIONS with 200 OK over UDP and TCP, gives every other request a
+//! It answers OPTIONS with 200 OK over UDP, TCP, TLS (with a given or a
+//! throwaway certificate, optionally requiring a client certificate) and SCTP
+//! (where the kernel has it), gives every other request a
 //! sensible final response (never crashing on garbage), counts what it sees
 //! per transport and address family, and can be told to stay silent (receive
 //! but never answer) to play a black-holed server.
@@ -20,11 +22,13 @@ use std::time::Duration;
 
 use serde::Serialize;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::connect::sctp::{SctpListener, SctpStream};
+use crate::connect::tls::PemSource;
 use crate::endpoint::{Family, Transport};
 use crate::sip::{parse_request, Frame, Request, StreamFramer, ALLOWED_METHODS, MAX_MESSAGE_SIZE};
 
@@ -39,7 +43,7 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// One socket to serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenerConfig {
-    /// [`Transport::Udp`] or [`Transport::Tcp`]; others are refused by [`start`].
+    /// Any transport; TLS needs [`ResponderConfig::tls`], SCTP a kernel with SCTP.
     pub transport: Transport,
     /// Port 0 picks a free port; see [`ResponderHandle::listeners`].
     pub addr: SocketAddr,
@@ -57,6 +61,89 @@ pub struct ResponderConfig {
     pub max_message_size: usize,
     /// A TCP connection silent for this long is closed.
     pub idle_timeout: Duration,
+    /// Certificate and key for the TLS listeners (required if there is one).
+    pub tls: Option<ResponderTls>,
+}
+
+/// The TLS identity of the responder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponderTls {
+    /// Certificate chain (PEM), leaf first.
+    pub cert: PemSource,
+    /// Its private key (PEM).
+    pub key: PemSource,
+    /// Require a client certificate issued by this CA (mutual TLS).
+    pub client_ca: Option<PemSource>,
+}
+
+impl ResponderTls {
+    /// A throwaway identity for `domain`: a fresh CA (returned as PEM so that
+    /// clients can trust it) and a leaf it signs, holding the URI SAN
+    /// `sip:<domain>` and the dNSName `<domain>` (RFC 5922).
+    pub fn generate(domain: &str) -> Result<(ResponderTls, String), String> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+        let e = |e: rcgen::Error| format!("cannot generate a certificate: {e}");
+        let ca_key = KeyPair::generate().map_err(e)?;
+        let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(
+            DnType::CommonName,
+            format!("siprace throwaway CA for {domain}"),
+        );
+        let ca_cert = ca.self_signed(&ca_key).map_err(e)?;
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().map_err(e)?;
+        let mut leaf = CertificateParams::new(vec![domain.to_string()]).map_err(e)?;
+        leaf.subject_alt_names.push(SanType::URI(
+            format!("sip:{domain}")
+                .try_into()
+                .map_err(|_| format!("{domain:?} cannot go in a sip: URI"))?,
+        ));
+        leaf.distinguished_name.push(DnType::CommonName, domain);
+        let leaf = leaf.signed_by(&key, &issuer).map_err(e)?;
+        let tls = ResponderTls {
+            cert: PemSource::Pem(leaf.pem()),
+            key: PemSource::Pem(key.serialize_pem()),
+            client_ca: None,
+        };
+        Ok((tls, ca_cert.pem()))
+    }
+
+    /// The rustls server configuration.
+    pub fn server_config(&self) -> io::Result<Arc<rustls::ServerConfig>> {
+        let bad = |what: &str, e: String| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("tls {what}: {e}"))
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certs = self
+            .cert
+            .certificates()
+            .map_err(|e| bad("certificate", e))?;
+        let key = self.key.private_key().map_err(|e| bad("key", e))?;
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad("versions", e.to_string()))?;
+        let builder = match &self.client_ca {
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in ca.certificates().map_err(|e| bad("client CA", e))? {
+                    roots.add(c).map_err(|e| bad("client CA", e.to_string()))?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .map_err(|e| bad("client CA", e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let cfg = builder
+            .with_single_cert(certs, key)
+            .map_err(|e| bad("certificate", e.to_string()))?;
+        Ok(Arc::new(cfg))
+    }
 }
 
 impl Default for ResponderConfig {
@@ -66,6 +153,7 @@ impl Default for ResponderConfig {
             max_tcp_connections: DEFAULT_MAX_TCP_CONNECTIONS,
             max_message_size: MAX_MESSAGE_SIZE,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            tls: None,
         }
     }
 }
@@ -76,9 +164,12 @@ pub enum ListenTransports {
     Udp,
     Tcp,
     Both,
+    Tls,
+    Sctp,
 }
 
-/// A `--listen` value: `udp:ADDR`, `tcp:ADDR` or `both:ADDR`, where ADDR is
+/// A `--listen` value: `udp:ADDR`, `tcp:ADDR`, `both:ADDR` (UDP and TCP),
+/// `tls:ADDR` or `sctp:ADDR`, where ADDR is
 /// `127.0.0.1:5060` or `[::1]:5060`, optionally followed by `,silent`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenSpec {
@@ -94,6 +185,8 @@ impl ListenSpec {
             ListenTransports::Udp => &[Transport::Udp],
             ListenTransports::Tcp => &[Transport::Tcp],
             ListenTransports::Both => &[Transport::Udp, Transport::Tcp],
+            ListenTransports::Tls => &[Transport::Tls],
+            ListenTransports::Sctp => &[Transport::Sctp],
         };
         ts.iter()
             .map(|&transport| ListenerConfig {
@@ -107,7 +200,7 @@ impl ListenSpec {
 
 /// Why a `--listen` value was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid listen spec {input:?}: {reason} (expected udp|tcp|both:ADDR:PORT[,silent], e.g. udp:[::1]:5060)")]
+#[error("invalid listen spec {input:?}: {reason} (expected udp|tcp|both|tls|sctp:ADDR:PORT[,silent], e.g. udp:[::1]:5060)")]
 pub struct ListenSpecError {
     pub input: String,
     pub reason: String,
@@ -133,7 +226,9 @@ impl FromStr for ListenSpec {
             "udp" => ListenTransports::Udp,
             "tcp" => ListenTransports::Tcp,
             "both" => ListenTransports::Both,
-            _ => return Err(fail("the transport must be udp, tcp or both")),
+            "tls" => ListenTransports::Tls,
+            "sctp" => ListenTransports::Sctp,
+            _ => return Err(fail("the transport must be udp, tcp, both, tls or sctp")),
         };
         let addr = addr
             .parse()
@@ -152,6 +247,8 @@ impl fmt::Display for ListenSpec {
             ListenTransports::Udp => "udp",
             ListenTransports::Tcp => "tcp",
             ListenTransports::Both => "both",
+            ListenTransports::Tls => "tls",
+            ListenTransports::Sctp => "sctp",
         };
         write!(f, "{kind}:{}", self.addr)?;
         if self.silent {
@@ -187,6 +284,9 @@ pub struct Counters {
     pub connections_rejected: u64,
     /// TCP connections closed for being idle.
     pub connections_idle_closed: u64,
+    /// TLS connections whose handshake failed (or timed out); they are
+    /// also counted in `connections`.
+    pub handshake_failures: u64,
 }
 
 impl Counters {
@@ -201,6 +301,7 @@ impl Counters {
         self.connections += o.connections;
         self.connections_rejected += o.connections_rejected;
         self.connections_idle_closed += o.connections_idle_closed;
+        self.handshake_failures += o.handshake_failures;
     }
 }
 
@@ -212,20 +313,23 @@ pub struct FamilyCounters {
 }
 
 /// A snapshot of every counter; serialises as
-/// `{"udp":{"ipv6":{...},"ipv4":{...}},"tcp":{...}}`.
+/// `{"udp":{"ipv6":{...},"ipv4":{...}},"tcp":{...},"tls":{...},"sctp":{...}}`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct StatsSnapshot {
     pub udp: FamilyCounters,
     pub tcp: FamilyCounters,
+    pub tls: FamilyCounters,
+    pub sctp: FamilyCounters,
 }
 
 impl StatsSnapshot {
-    /// The counters of one transport and family (zero for TLS/SCTP).
+    /// The counters of one transport and family.
     pub fn get(&self, transport: Transport, family: Family) -> Counters {
         let fc = match transport {
             Transport::Udp => &self.udp,
             Transport::Tcp => &self.tcp,
-            _ => return Counters::default(),
+            Transport::Tls => &self.tls,
+            Transport::Sctp => &self.sctp,
         };
         match family {
             Family::V6 => fc.ipv6,
@@ -236,13 +340,9 @@ impl StatsSnapshot {
     /// Everything added up.
     pub fn total(&self) -> Counters {
         let mut t = Counters::default();
-        for c in [
-            &self.udp.ipv6,
-            &self.udp.ipv4,
-            &self.tcp.ipv6,
-            &self.tcp.ipv4,
-        ] {
-            t.add(c);
+        for fc in [&self.udp, &self.tcp, &self.tls, &self.sctp] {
+            t.add(&fc.ipv6);
+            t.add(&fc.ipv4);
         }
         t
     }
@@ -260,6 +360,7 @@ struct Cell {
     connections: AtomicU64,
     connections_rejected: AtomicU64,
     connections_idle_closed: AtomicU64,
+    handshake_failures: AtomicU64,
 }
 
 impl Cell {
@@ -276,6 +377,7 @@ impl Cell {
             connections: l(&self.connections),
             connections_rejected: l(&self.connections_rejected),
             connections_idle_closed: l(&self.connections_idle_closed),
+            handshake_failures: l(&self.handshake_failures),
         }
     }
 }
@@ -287,14 +389,19 @@ fn bump(counter: &AtomicU64) {
 /// Shared counters, plus a notification whenever one changes.
 #[derive(Default)]
 struct Stats {
-    /// udp/v6, udp/v4, tcp/v6, tcp/v4.
-    cells: [Cell; 4],
+    /// udp/v6, udp/v4, tcp/v6, tcp/v4, tls/v6, tls/v4, sctp/v6, sctp/v4.
+    cells: [Cell; 8],
     changed: Notify,
 }
 
 impl Stats {
     fn cell(&self, transport: Transport, peer: &SocketAddr) -> &Cell {
-        let t = usize::from(transport != Transport::Udp);
+        let t = match transport {
+            Transport::Udp => 0,
+            Transport::Tcp => 1,
+            Transport::Tls => 2,
+            Transport::Sctp => 3,
+        };
         let f = usize::from(Family::of(&peer.ip()) == Family::V4);
         &self.cells[t * 2 + f]
     }
@@ -304,15 +411,15 @@ impl Stats {
     }
 
     fn snapshot(&self) -> StatsSnapshot {
+        let fc = |t: usize| FamilyCounters {
+            ipv6: self.cells[t * 2].snapshot(),
+            ipv4: self.cells[t * 2 + 1].snapshot(),
+        };
         StatsSnapshot {
-            udp: FamilyCounters {
-                ipv6: self.cells[0].snapshot(),
-                ipv4: self.cells[1].snapshot(),
-            },
-            tcp: FamilyCounters {
-                ipv6: self.cells[2].snapshot(),
-                ipv4: self.cells[3].snapshot(),
-            },
+            udp: fc(0),
+            tcp: fc(1),
+            tls: fc(2),
+            sctp: fc(3),
         }
     }
 }
@@ -427,12 +534,28 @@ pub async fn start(cfg: ResponderConfig) -> io::Result<ResponderHandle> {
                 tasks.spawn(serve_udp(socket, ctx, stop));
                 addr
             }
-            Transport::Tcp => {
+            Transport::Tcp | Transport::Tls => {
+                let acceptor = match l.transport {
+                    Transport::Tls => {
+                        let tls = cfg.tls.as_ref().ok_or_else(|| {
+                            io::Error::new(
+                                io::ErrorKind::InvalidInput,
+                                format!("tls:{} needs a certificate and key", l.addr),
+                            )
+                        })?;
+                        Some(tokio_rustls::TlsAcceptor::from(tls.server_config()?))
+                    }
+                    _ => None,
+                };
                 let socket = bind_socket(l.addr, Type::STREAM, Protocol::TCP)?;
                 socket.listen(1024)?;
                 let listener = TcpListener::from_std(socket.into())?;
                 let addr = listener.local_addr()?;
-                tasks.spawn(serve_tcp(
+                let listener = match acceptor {
+                    Some(acceptor) => StreamListener::Tls(listener, acceptor),
+                    None => StreamListener::Tcp(listener),
+                };
+                tasks.spawn(serve_stream_listener(
                     listener,
                     ctx,
                     stop,
@@ -441,11 +564,19 @@ pub async fn start(cfg: ResponderConfig) -> io::Result<ResponderHandle> {
                 ));
                 addr
             }
-            other => {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!("the responder does not serve {other}"),
-                ))
+            Transport::Sctp => {
+                let listener = SctpListener::bind(l.addr).map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot serve sctp:{}: {e}", l.addr))
+                })?;
+                let addr = listener.local_addr()?;
+                tasks.spawn(serve_stream_listener(
+                    StreamListener::Sctp(listener),
+                    ctx,
+                    stop,
+                    permits.clone(),
+                    cfg.idle_timeout,
+                ));
+                addr
             }
         };
         listeners.push(BoundListener {
@@ -581,13 +712,55 @@ async fn serve_udp(socket: UdpSocket, ctx: Ctx, mut stop: watch::Receiver<bool>)
     }
 }
 
-async fn serve_tcp(
-    listener: TcpListener,
+/// A listening stream socket: TCP, TLS over TCP, or SCTP.
+enum StreamListener {
+    Tcp(TcpListener),
+    Tls(TcpListener, tokio_rustls::TlsAcceptor),
+    Sctp(SctpListener),
+}
+
+/// A freshly accepted connection, before any TLS handshake.
+enum Accepted {
+    Tcp(TcpStream),
+    Tls(TcpStream, tokio_rustls::TlsAcceptor),
+    Sctp(SctpStream),
+}
+
+impl StreamListener {
+    fn transport(&self) -> Transport {
+        match self {
+            StreamListener::Tcp(_) => Transport::Tcp,
+            StreamListener::Tls(..) => Transport::Tls,
+            StreamListener::Sctp(_) => Transport::Sctp,
+        }
+    }
+
+    async fn accept(&self) -> io::Result<(Accepted, SocketAddr)> {
+        Ok(match self {
+            StreamListener::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                (Accepted::Tcp(s), peer)
+            }
+            StreamListener::Tls(l, acceptor) => {
+                let (s, peer) = l.accept().await?;
+                (Accepted::Tls(s, acceptor.clone()), peer)
+            }
+            StreamListener::Sctp(l) => {
+                let (s, peer) = l.accept().await?;
+                (Accepted::Sctp(s), peer)
+            }
+        })
+    }
+}
+
+async fn serve_stream_listener(
+    listener: StreamListener,
     ctx: Ctx,
     mut stop: watch::Receiver<bool>,
     permits: Arc<Semaphore>,
     idle: Duration,
 ) {
+    let transport = listener.transport();
     // Dropping this set (on return or abort) aborts and closes every connection.
     let mut conns = JoinSet::new();
     loop {
@@ -602,16 +775,16 @@ async fn serve_tcp(
                     Ok(a) => a,
                     Err(e) => {
                         // Typically EMFILE: back off briefly instead of spinning.
-                        tracing::warn!("tcp accept: {e}");
+                        tracing::warn!("{transport} accept: {e}");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
-                let cell = ctx.stats.cell(Transport::Tcp, &peer);
+                let cell = ctx.stats.cell(transport, &peer);
                 match permits.clone().try_acquire_owned() {
                     Ok(permit) => {
                         bump(&cell.connections);
-                        conns.spawn(serve_connection(stream, peer, ctx.clone(), idle, permit));
+                        conns.spawn(serve_accepted(stream, peer, ctx.clone(), idle, permit));
                     }
                     Err(_) => {
                         bump(&cell.connections_rejected);
@@ -624,15 +797,53 @@ async fn serve_tcp(
     }
 }
 
-async fn serve_connection(
-    mut stream: TcpStream,
+async fn serve_accepted(
+    accepted: Accepted,
+    peer: SocketAddr,
+    ctx: Ctx,
+    idle: Duration,
+    permit: OwnedSemaphorePermit,
+) {
+    match accepted {
+        Accepted::Tcp(stream) => {
+            let _ = stream.set_nodelay(true);
+            serve_connection(stream, Transport::Tcp, peer, ctx, idle, permit).await
+        }
+        Accepted::Sctp(stream) => {
+            serve_connection(stream, Transport::Sctp, peer, ctx, idle, permit).await
+        }
+        Accepted::Tls(stream, acceptor) => {
+            let _ = stream.set_nodelay(true);
+            match tokio::time::timeout(idle, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => serve_connection(tls, Transport::Tls, peer, ctx, idle, permit).await,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                    bump(&ctx.stats.cell(Transport::Tls, &peer).handshake_failures);
+                    ctx.stats.touched();
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    let cell = ctx.stats.cell(Transport::Tls, &peer);
+                    bump(&cell.handshake_failures);
+                    bump(&cell.connections_idle_closed);
+                    ctx.stats.touched();
+                }
+            }
+        }
+    }
+}
+
+async fn serve_connection<S>(
+    mut stream: S,
+    transport: Transport,
     peer: SocketAddr,
     ctx: Ctx,
     idle: Duration,
     _permit: OwnedSemaphorePermit,
-) {
-    let _ = stream.set_nodelay(true);
-    let cell = ctx.stats.cell(Transport::Tcp, &peer);
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let cell = ctx.stats.cell(transport, &peer);
     let mut framer = StreamFramer::new(ctx.max_message);
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -655,10 +866,10 @@ async fn serve_connection(
                     ctx.stats.touched();
                     (!ctx.silent).then(|| b"\r\n".to_vec()) // RFC 5626 pong
                 }
-                Frame::Message(msg) => ctx.handle(Transport::Tcp, peer, &msg),
+                Frame::Message(msg) => ctx.handle(transport, peer, &msg),
             };
             if let Some(reply) = reply {
-                if stream.write_all(&reply).await.is_err() {
+                if stream.write_all(&reply).await.is_err() || stream.flush().await.is_err() {
                     return;
                 }
             }
@@ -682,8 +893,8 @@ async fn serve_connection(
 /// `siprace responder`: answer SIP requests for tests and the lab.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ResponderArgs {
-    /// Where to listen: udp|tcp|both:ADDR:PORT[,silent], e.g. udp:[::1]:5060,
-    /// tcp:127.0.0.1:5060, both:[::]:5060. Repeatable.
+    /// Where to listen: udp|tcp|both|tls|sctp:ADDR:PORT[,silent], e.g. udp:[::1]:5060,
+    /// tcp:127.0.0.1:5060, both:[::]:5060, tls:[::1]:5061, sctp:[::1]:5060. Repeatable.
     #[arg(long = "listen", value_name = "SPEC", required = true)]
     pub listen: Vec<ListenSpec>,
     /// Never answer on any listener (receive and count only): a black-holed server.
@@ -695,13 +906,34 @@ pub struct ResponderArgs {
     /// Write the counters as JSON to this file on shutdown (and every --stats-every).
     #[arg(long, value_name = "PATH")]
     pub stats_file: Option<PathBuf>,
-    /// Most TCP connections served at once; more are closed on accept.
+    /// Most TCP/TLS/SCTP connections served at once; more are closed on accept.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_TCP_CONNECTIONS)]
     pub max_connections: usize,
     /// Close TCP connections idle for this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_IDLE_TIMEOUT.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout: u64,
+    /// TLS certificate chain (PEM) for tls: listeners. Without it, a throwaway
+    /// certificate for --domain is generated.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// The SIP domain of the throwaway certificate (URI SAN sip:DOMAIN and dNSName DOMAIN).
+    #[arg(
+        long,
+        value_name = "DOMAIN",
+        default_value = "example.test",
+        conflicts_with = "cert"
+    )]
+    pub domain: String,
+    /// Write the throwaway certificate's CA (PEM) here, for clients' --ca.
+    #[arg(long, value_name = "FILE", conflicts_with = "cert")]
+    pub write_ca: Option<PathBuf>,
+    /// Require TLS clients to present a certificate issued by this CA (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
 }
 
 impl ResponderArgs {
@@ -719,15 +951,67 @@ impl ResponderArgs {
             max_tcp_connections: self.max_connections,
             max_message_size: MAX_MESSAGE_SIZE,
             idle_timeout: Duration::from_secs(self.idle_timeout),
+            tls: match (&self.cert, &self.key) {
+                (Some(cert), Some(key)) => Some(ResponderTls {
+                    cert: PemSource::File(cert.clone()),
+                    key: PemSource::File(key.clone()),
+                    client_ca: self.client_ca.clone().map(PemSource::File),
+                }),
+                _ => None,
+            },
         }
+    }
+
+    /// [`config`](Self::config), plus a throwaway certificate for --domain
+    /// when a TLS listener has none (its CA written to --write-ca).
+    pub fn config_with_tls(&self) -> Result<ResponderConfig, String> {
+        let mut cfg = self.config();
+        let serves_tls = cfg.listeners.iter().any(|l| l.transport == Transport::Tls);
+        if serves_tls && cfg.tls.is_none() {
+            let (mut tls, ca_pem) = ResponderTls::generate(&self.domain)?;
+            tls.client_ca = self.client_ca.clone().map(PemSource::File);
+            if let Some(path) = &self.write_ca {
+                std::fs::write(path, &ca_pem)
+                    .map_err(|e| format!("cannot write the CA to {}: {e}", path.display()))?;
+            }
+            cfg.tls = Some(tls);
+        } else if self.write_ca.is_some() && !serves_tls {
+            return Err("--write-ca needs a tls: listener".into());
+        }
+        Ok(cfg)
     }
 }
 
 /// Runs the responder until Ctrl-C or SIGTERM.
 pub async fn run(args: ResponderArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let handle = start(args.config()).await?;
+    let cfg = args.config_with_tls()?;
+    let handle = start(cfg.clone()).await?;
     for l in handle.listeners() {
         println!("listening {l}");
+    }
+    if handle
+        .listeners()
+        .iter()
+        .any(|l| l.transport == Transport::Tls)
+    {
+        match (&args.cert, &args.write_ca) {
+            (Some(cert), _) => println!("tls certificate {}", cert.display()),
+            (None, Some(ca)) => println!(
+                "tls throwaway certificate for sip:{} (CA written to {})",
+                args.domain,
+                ca.display()
+            ),
+            (None, None) => println!(
+                "tls throwaway certificate for sip:{} (its CA is not saved: use --write-ca FILE)",
+                args.domain
+            ),
+        }
+        if let Some(ca) = &args.client_ca {
+            println!(
+                "tls requires a client certificate issued by {}",
+                ca.display()
+            );
+        }
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut ticker = args.stats_every.map(|secs| {
@@ -801,10 +1085,16 @@ mod tests {
             (ls[0].transport, ls[1].transport),
             (Transport::Udp, Transport::Tcp)
         );
+        let s: ListenSpec = "tls:[::1]:5061".parse().unwrap();
+        assert_eq!(s.listeners()[0].transport, Transport::Tls);
+        assert_eq!(s.to_string(), "tls:[::1]:5061");
+        let s: ListenSpec = "SCTP:127.0.0.1:5060".parse().unwrap();
+        assert_eq!(s.listeners()[0].transport, Transport::Sctp);
         for bad in [
             "",
             "udp",
-            "tls:[::1]:5061",
+            "tls",
+            "sctp:[::1]",
             "udp:::1:5060",
             "tcp:127.0.0.1",
             "udp:[::1]:5060,loud",
@@ -841,6 +1131,39 @@ mod tests {
         assert!(
             Cli::try_parse_from(["x", "--listen", "udp:[::1]:1", "--stats-every", "0"]).is_err()
         );
+    }
+
+    #[test]
+    fn tls_cli_and_throwaway_certificate() {
+        let dir = std::env::temp_dir().join(format!("siprace-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        let cli = Cli::try_parse_from([
+            "x",
+            "--listen",
+            "tls:[::1]:0",
+            "--domain",
+            "sip.example.test",
+            "--write-ca",
+            ca.to_str().unwrap(),
+        ])
+        .unwrap();
+        let cfg = cli.args.config_with_tls().unwrap();
+        let tls = cfg.tls.expect("a throwaway identity");
+        let leaf = &tls.cert.certificates().unwrap()[0];
+        let ids = crate::connect::tls::CertIdentities::from_der(leaf.as_ref()).unwrap();
+        assert_eq!(ids.sip_uris, ["sip.example.test"]);
+        assert_eq!(ids.dns, ["sip.example.test"]);
+        assert!(tls.server_config().is_ok());
+        // The written CA is the one that issued the leaf.
+        let ca_pem = PemSource::File(ca.clone());
+        assert_eq!(ca_pem.certificates().unwrap().len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+        // --cert needs --key; --write-ca without a TLS listener is refused.
+        assert!(Cli::try_parse_from(["x", "--listen", "tls:[::1]:0", "--cert", "c.pem"]).is_err());
+        let cli =
+            Cli::try_parse_from(["x", "--listen", "udp:[::1]:0", "--write-ca", "/tmp/x"]).unwrap();
+        assert!(cli.args.config_with_tls().is_err());
     }
 
     fn request(method: &str) -> Request {

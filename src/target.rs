@@ -64,7 +64,10 @@ impl Target {
         if trimmed.len() > 2048 {
             return Err(fail("the target is longer than 2048 characters".into()));
         }
-        if let Some(c) = trimmed.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        if let Some(c) = trimmed
+            .chars()
+            .find(|c| c.is_whitespace() || c.is_control())
+        {
             return Err(fail(format!("it contains the character {c:?}")));
         }
 
@@ -265,7 +268,9 @@ fn validate_hostname(h: &str) -> Result<(), String> {
             return Err(format!("the host name {h:?} has an empty label"));
         }
         if label.len() > 63 {
-            return Err(format!("the host name label {label:?} is longer than 63 characters"));
+            return Err(format!(
+                "the host name label {label:?} is longer than 63 characters"
+            ));
         }
         if let Some(c) = label
             .chars()
@@ -279,7 +284,10 @@ fn validate_hostname(h: &str) -> Result<(), String> {
             ));
         }
     }
-    if name.split('.').all(|l| l.chars().all(|c| c.is_ascii_digit())) {
+    if name
+        .split('.')
+        .all(|l| l.chars().all(|c| c.is_ascii_digit()))
+    {
         return Err(format!("{h:?} is not a valid IPv4 address"));
     }
     Ok(())
@@ -310,7 +318,10 @@ mod tests {
 
     #[test]
     fn literals_and_bare_hosts() {
-        assert_eq!(ok("sip:[2001:db8::1]:5062").host, Host::Ip("2001:db8::1".parse().unwrap()));
+        assert_eq!(
+            ok("sip:[2001:db8::1]:5062").host,
+            Host::Ip("2001:db8::1".parse().unwrap())
+        );
         assert_eq!(ok("sip:[2001:db8::1]:5062").port, Some(5062));
         assert_eq!(ok("192.0.2.7").host, Host::Ip("192.0.2.7".parse().unwrap()));
         assert_eq!(ok("[::1]").port, None);
@@ -323,7 +334,10 @@ mod tests {
     fn sips_keeps_tls_only() {
         let t = ok("sips:example.test");
         assert_eq!(t.allowed_transports(), vec![Transport::Tls]);
-        assert_eq!(ok("sips:example.test;transport=tcp").transport, Some(Transport::Tls));
+        assert_eq!(
+            ok("sips:example.test;transport=tcp").transport,
+            Some(Transport::Tls)
+        );
         assert!(err("sips:example.test;transport=udp").contains("requires TLS"));
         assert_eq!(ok("sip:example.test").allowed_transports().len(), 4);
     }

@@ -167,14 +167,30 @@ fn attempt_of(report: &Report, family: Family) -> &siprace::report::AttemptEntry
 #[tokio::test]
 async fn healthy_dual_stack_uses_ipv6_with_a_single_attempt() {
     for transport in [Transport::Udp, Transport::Tcp] {
-        let bed = Bed::start(Server::Answers, Server::Answers, Records::NaptrSrv, transport, &[], None).await;
+        let bed = Bed::start(
+            Server::Answers,
+            Server::Answers,
+            Records::NaptrSrv,
+            transport,
+            &[],
+            None,
+        )
+        .await;
         let mut cfg = bed.config(Strategy::Siprace);
         cfg.connect.probe_tcp = true;
-        let dial = Dialer::new(cfg).unwrap().dial(&format!("sip:{DOMAIN}")).await.unwrap();
+        let dial = Dialer::new(cfg)
+            .unwrap()
+            .dial(&format!("sip:{DOMAIN}"))
+            .await
+            .unwrap();
         let report = &dial.report;
         println!("{}", report.render());
         assert_eq!(winner(report), (Family::V6, transport));
-        assert_eq!(report.attempts.len(), 1, "no second attempt on a healthy path");
+        assert_eq!(
+            report.attempts.len(),
+            1,
+            "no second attempt on a healthy path"
+        );
         assert_eq!(dial.endpoint.addr.port(), bed.port);
         assert_eq!(dial.response.as_ref().map(|r| r.status), Some(200));
         // The DNS chain really ran: NAPTR, SRV, then AAAA and A for the target.
@@ -192,12 +208,24 @@ async fn healthy_dual_stack_uses_ipv6_with_a_single_attempt() {
 #[tokio::test]
 async fn ipv6_refused_fails_over_at_once() {
     for transport in [Transport::Udp, Transport::Tcp] {
-        let bed = Bed::start(Server::Closed, Server::Answers, Records::NaptrSrv, transport, &[], None).await;
+        let bed = Bed::start(
+            Server::Closed,
+            Server::Answers,
+            Records::NaptrSrv,
+            transport,
+            &[],
+            None,
+        )
+        .await;
         let mut cfg = bed.config(Strategy::Siprace);
         // With a 10 s attempt delay, only the failure itself can start IPv4 in time.
         cfg.race.attempt_delay = Duration::from_secs(10);
         cfg.race.max_attempt_delay = Duration::from_secs(10);
-        let dial = Dialer::new(cfg).unwrap().dial(&format!("sip:{DOMAIN}")).await.unwrap();
+        let dial = Dialer::new(cfg)
+            .unwrap()
+            .dial(&format!("sip:{DOMAIN}"))
+            .await
+            .unwrap();
         let report = &dial.report;
         println!("{}", report.render());
         assert_eq!(winner(report), (Family::V4, transport));
@@ -213,7 +241,15 @@ async fn ipv6_refused_fails_over_at_once() {
 
 #[tokio::test]
 async fn ipv6_silent_over_udp_ipv4_wins_after_the_attempt_delay() {
-    let bed = Bed::start(Server::Silent, Server::Answers, Records::NaptrSrv, Transport::Udp, &[], None).await;
+    let bed = Bed::start(
+        Server::Silent,
+        Server::Answers,
+        Records::NaptrSrv,
+        Transport::Udp,
+        &[],
+        None,
+    )
+    .await;
     let dial = Dialer::new(bed.config(Strategy::Siprace))
         .unwrap()
         .dial(&format!("sip:{DOMAIN}"))
@@ -236,8 +272,19 @@ async fn ipv6_silent_over_udp_ipv4_wins_after_the_attempt_delay() {
 
 #[tokio::test]
 async fn delayed_aaaa_does_not_hold_ipv4_beyond_the_resolution_delay() {
-    let faults = [(RecordType::AAAA, DnsFault::Delay(Duration::from_millis(300)))];
-    let bed = Bed::start(Server::Answers, Server::Answers, Records::NaptrSrv, Transport::Udp, &faults, None).await;
+    let faults = [(
+        RecordType::AAAA,
+        DnsFault::Delay(Duration::from_millis(300)),
+    )];
+    let bed = Bed::start(
+        Server::Answers,
+        Server::Answers,
+        Records::NaptrSrv,
+        Transport::Udp,
+        &faults,
+        None,
+    )
+    .await;
     let dial = Dialer::new(bed.config(Strategy::Siprace))
         .unwrap()
         .dial(&format!("sip:{DOMAIN}"))
@@ -246,23 +293,50 @@ async fn delayed_aaaa_does_not_hold_ipv4_beyond_the_resolution_delay() {
     let report = &dial.report;
     println!("{}", report.render());
     assert_eq!(winner(report), (Family::V4, Transport::Udp));
-    let a_at = report.addresses.iter().find(|a| a.family == Family::V4).unwrap().at_ms;
+    let a_at = report
+        .addresses
+        .iter()
+        .find(|a| a.family == Family::V4)
+        .unwrap()
+        .at_ms;
     let v4 = attempt_of(report, Family::V4);
-    assert!(v4.started_ms >= a_at + 50.0 - 0.001, "started inside the Resolution Delay");
+    assert!(
+        v4.started_ms >= a_at + 50.0 - 0.001,
+        "started inside the Resolution Delay"
+    );
     let aaaa = report.dns.iter().find(|q| q.rtype == "AAAA").unwrap();
-    assert!(aaaa.answered_ms.is_none_or(|t| t > v4.started_ms), "IPv4 waited for AAAA");
+    assert!(
+        aaaa.answered_ms.is_none_or(|t| t > v4.started_ms),
+        "IPv4 waited for AAAA"
+    );
     bed.stop().await;
 }
 
 #[tokio::test]
 async fn without_naptr_srv_is_used() {
-    let bed = Bed::start(Server::Answers, Server::Answers, Records::SrvOnly, Transport::Tcp, &[], None).await;
+    let bed = Bed::start(
+        Server::Answers,
+        Server::Answers,
+        Records::SrvOnly,
+        Transport::Tcp,
+        &[],
+        None,
+    )
+    .await;
     let mut cfg = bed.config(Strategy::Siprace);
     cfg.transports = Some(vec![Transport::Udp, Transport::Tcp]);
-    let dial = Dialer::new(cfg).unwrap().dial(&format!("sip:{DOMAIN}")).await.unwrap();
+    let dial = Dialer::new(cfg)
+        .unwrap()
+        .dial(&format!("sip:{DOMAIN}"))
+        .await
+        .unwrap();
     let report = &dial.report;
     println!("{}", report.render());
-    let naptr = report.dns.iter().find(|q| q.rtype == "NAPTR").expect("a NAPTR query");
+    let naptr = report
+        .dns
+        .iter()
+        .find(|q| q.rtype == "NAPTR")
+        .expect("a NAPTR query");
     assert_ne!(naptr.outcome.as_deref(), Some("ok"));
     assert_eq!(winner(report), (Family::V6, Transport::Tcp));
     assert_eq!(dial.endpoint.addr.port(), bed.port);
@@ -272,7 +346,15 @@ async fn without_naptr_srv_is_used() {
 #[tokio::test]
 async fn without_srv_the_default_port_is_used() {
     // This test alone uses port 5060 on loopback.
-    let bed = Bed::start(Server::Answers, Server::Answers, Records::AddressesOnly, Transport::Udp, &[], Some(5060)).await;
+    let bed = Bed::start(
+        Server::Answers,
+        Server::Answers,
+        Records::AddressesOnly,
+        Transport::Udp,
+        &[],
+        Some(5060),
+    )
+    .await;
     let dial = Dialer::new(bed.config(Strategy::Siprace))
         .unwrap()
         .dial(&format!("sip:{DOMAIN}"))
@@ -287,7 +369,15 @@ async fn without_srv_the_default_port_is_used() {
 
 #[tokio::test]
 async fn sips_never_falls_back_to_plaintext() {
-    let bed = Bed::start(Server::Answers, Server::Answers, Records::NaptrSrv, Transport::Udp, &[], None).await;
+    let bed = Bed::start(
+        Server::Answers,
+        Server::Answers,
+        Records::NaptrSrv,
+        Transport::Udp,
+        &[],
+        None,
+    )
+    .await;
     let err = Dialer::new(bed.config(Strategy::Siprace))
         .unwrap()
         .dial(&format!("sips:{DOMAIN}"))
@@ -296,7 +386,10 @@ async fn sips_never_falls_back_to_plaintext() {
     let report = err.report().expect("a report").clone();
     println!("{}", report.render());
     assert!(matches!(err, DialError::Resolution(_)));
-    assert!(report.attempts.is_empty(), "a plaintext attempt was started");
+    assert!(
+        report.attempts.is_empty(),
+        "a plaintext attempt was started"
+    );
     assert!(report.reason.unwrap().contains("SIPS"));
     assert_eq!(bed.responder.stats().total().messages, 0);
     bed.stop().await;
@@ -304,10 +397,22 @@ async fn sips_never_falls_back_to_plaintext() {
 
 #[tokio::test]
 async fn everything_silent_ends_at_the_deadline_with_every_attempt_cancelled() {
-    let bed = Bed::start(Server::Silent, Server::Silent, Records::NaptrSrv, Transport::Udp, &[], None).await;
+    let bed = Bed::start(
+        Server::Silent,
+        Server::Silent,
+        Records::NaptrSrv,
+        Transport::Udp,
+        &[],
+        None,
+    )
+    .await;
     let mut cfg = bed.config(Strategy::Siprace);
     cfg.race.deadline = Duration::from_millis(700);
-    let err = Dialer::new(cfg).unwrap().dial(&format!("sip:{DOMAIN}")).await.unwrap_err();
+    let err = Dialer::new(cfg)
+        .unwrap()
+        .dial(&format!("sip:{DOMAIN}"))
+        .await
+        .unwrap_err();
     let report = err.report().unwrap();
     println!("{}", report.render());
     assert_eq!(report.result, DialResult::Failed);
@@ -322,7 +427,15 @@ async fn everything_silent_ends_at_the_deadline_with_every_attempt_cancelled() {
 
 #[tokio::test]
 async fn history_sends_the_next_dial_straight_to_the_working_family() {
-    let bed = Bed::start(Server::Silent, Server::Answers, Records::NaptrSrv, Transport::Udp, &[], None).await;
+    let bed = Bed::start(
+        Server::Silent,
+        Server::Answers,
+        Records::NaptrSrv,
+        Transport::Udp,
+        &[],
+        None,
+    )
+    .await;
     let dialer = Dialer::new(bed.config(Strategy::Siprace)).unwrap();
     let cold = dialer.dial(&format!("sip:{DOMAIN}")).await.unwrap();
     assert_eq!(cold.report.attempts.len(), 2);
@@ -335,7 +448,15 @@ async fn history_sends_the_next_dial_straight_to_the_working_family() {
 
 #[tokio::test]
 async fn sequential_also_moves_on_after_a_refusal() {
-    let bed = Bed::start(Server::Closed, Server::Answers, Records::NaptrSrv, Transport::Tcp, &[], None).await;
+    let bed = Bed::start(
+        Server::Closed,
+        Server::Answers,
+        Records::NaptrSrv,
+        Transport::Tcp,
+        &[],
+        None,
+    )
+    .await;
     let dial = Dialer::new(bed.config(Strategy::Sequential))
         .unwrap()
         .dial(&format!("sip:{DOMAIN}"))

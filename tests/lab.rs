@@ -54,7 +54,15 @@ fn config(name: &str) -> LabConfig {
         name: name.to_string(),
         shaper: ShaperLaunch::Command {
             program: std::env::current_exe().unwrap(),
-            args: ["shaper_host", "--exact", "--ignored", "--nocapture", "--test-threads=1"].map(OsString::from).to_vec(),
+            args: [
+                "shaper_host",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ]
+            .map(OsString::from)
+            .to_vec(),
         },
     }
 }
@@ -83,10 +91,19 @@ fn start(base: &str) -> (Lab, Guard) {
 fn assert_gone(name: &str) {
     for r in Role::ALL {
         let ns = lab::topology::ns_name(name, r);
-        assert!(!Path::new("/run/netns").join(&ns).exists(), "namespace {ns} left behind");
-        assert!(!Path::new("/etc/netns").join(&ns).exists(), "/etc/netns/{ns} left behind");
+        assert!(
+            !Path::new("/run/netns").join(&ns).exists(),
+            "namespace {ns} left behind"
+        );
+        assert!(
+            !Path::new("/etc/netns").join(&ns).exists(),
+            "/etc/netns/{ns} left behind"
+        );
     }
-    assert!(!lab::topology::state_dir(name).exists(), "state dir left behind");
+    assert!(
+        !lab::topology::state_dir(name).exists(),
+        "state dir left behind"
+    );
 }
 
 /// UDP echo on every server address (one socket each, so replies come from the
@@ -123,12 +140,16 @@ fn servers(lab: &Lab, stop: Arc<AtomicBool>) -> Vec<TcpListener> {
 
 fn client_udp(lab: &Lab, to: IpAddr) -> UdpSocket {
     lab.in_ns(Role::Client, move || {
-            let bind: SocketAddr = if to.is_ipv6() { "[::]:0".parse().unwrap() } else { "0.0.0.0:0".parse().unwrap() };
-            let s = UdpSocket::bind(bind).unwrap();
-            s.connect(SocketAddr::new(to, PORT)).unwrap();
-            s
-        })
-        .unwrap()
+        let bind: SocketAddr = if to.is_ipv6() {
+            "[::]:0".parse().unwrap()
+        } else {
+            "0.0.0.0:0".parse().unwrap()
+        };
+        let s = UdpSocket::bind(bind).unwrap();
+        s.connect(SocketAddr::new(to, PORT)).unwrap();
+        s
+    })
+    .unwrap()
 }
 
 /// One UDP round trip; the RTT, or the error (timeout, refused).
@@ -171,7 +192,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn rtts(lab: &Lab, to: IpAddr, n: u32) -> Vec<Duration> {
     let s = client_udp(lab, to);
-    (0..n).map(|i| udp_rtt(&s, i, Duration::from_secs(2)).expect("echo")).collect()
+    (0..n)
+        .map(|i| udp_rtt(&s, i, Duration::from_secs(2)).expect("echo"))
+        .collect()
 }
 
 #[test]
@@ -186,7 +209,10 @@ fn up_down_leaves_nothing_and_is_fast() {
     let t_up = t.elapsed();
     let guard = Guard(name.clone());
     // refuses to clobber
-    assert!(matches!(lab::up(&config(&name)), Err(lab::LabError::Exists(_))));
+    assert!(matches!(
+        lab::up(&config(&name)),
+        Err(lab::LabError::Exists(_))
+    ));
     let st = lab::status(&name).unwrap();
     assert!(st.up && st.shaper_alive, "{st:?}");
     // both families reach every server address and the DNS address
@@ -203,7 +229,10 @@ fn up_down_leaves_nothing_and_is_fast() {
     drop(guard);
     assert_gone(&name);
     assert!(lab::down(&name).unwrap().is_empty(), "down is idempotent");
-    eprintln!("MEASURED up {t_up:?}, down {t_down:?}, total {:?}", t_up + t_down);
+    eprintln!(
+        "MEASURED up {t_up:?}, down {t_down:?}, total {:?}",
+        t_up + t_down
+    );
     assert!(t_up + t_down < Duration::from_secs(5));
 }
 
@@ -213,7 +242,14 @@ fn down_after_sigkill() {
         return;
     }
     let (l, guard) = start("kill");
-    let sleeper = lab::spawn_in(&l.name, Role::Server, "sleeper", Path::new("/bin/sleep"), &[OsString::from("300")]).unwrap();
+    let sleeper = lab::spawn_in(
+        &l.name,
+        Role::Server,
+        "sleeper",
+        Path::new("/bin/sleep"),
+        &[OsString::from("300")],
+    )
+    .unwrap();
     let shaper = l.shaper_pid.unwrap();
     for p in [shaper, sleeper] {
         unsafe { libc::kill(p as i32, libc::SIGKILL) };
@@ -243,14 +279,19 @@ fn blackhole_v6_only() {
     lab::impair(&l.name, Some(Family::V6), None, Fault::Blackhole).unwrap();
     let u6 = client_udp(&l, s6(0));
     let e = udp_rtt(&u6, 1, Duration::from_millis(500)).unwrap_err();
-    assert!(matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut), "{e:?}");
+    assert!(
+        matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        "{e:?}"
+    );
     let (r, took) = tcp_connect(&l, s6(0), Duration::from_millis(700));
     assert_eq!(r.unwrap_err().kind(), ErrorKind::TimedOut);
     eprintln!("MEASURED blackhole v6: tcp connect gave up after {took:?}");
     // v4 unaffected
     let u4 = client_udp(&l, s4(0));
     udp_rtt(&u4, 1, Duration::from_millis(500)).unwrap();
-    tcp_connect(&l, s4(0), Duration::from_millis(700)).0.unwrap();
+    tcp_connect(&l, s4(0), Duration::from_millis(700))
+        .0
+        .unwrap();
     // clear restores v6
     lab::impair(&l.name, Some(Family::V6), None, Fault::Clear).unwrap();
     udp_rtt(&u6, 2, Duration::from_millis(500)).unwrap();
@@ -282,7 +323,10 @@ fn reject_and_per_server() {
     let (r, _) = tcp_connect(&l, s4(2), Duration::from_secs(2));
     assert_eq!(r.unwrap_err().kind(), ErrorKind::ConnectionRefused);
     let u4 = client_udp(&l, s4(1));
-    assert_eq!(udp_rtt(&u4, 1, Duration::from_secs(1)).unwrap_err().kind(), ErrorKind::ConnectionRefused);
+    assert_eq!(
+        udp_rtt(&u4, 1, Duration::from_secs(1)).unwrap_err().kind(),
+        ErrorKind::ConnectionRefused
+    );
     lab::impair(&l.name, None, None, Fault::Clear).unwrap();
     tcp_connect(&l, s6(0), Duration::from_secs(1)).0.unwrap();
     stop.store(true, Ordering::Relaxed);
@@ -298,7 +342,17 @@ fn delay_v6_200ms() {
     let _tcp = servers(&l, stop.clone());
     let base6 = median(rtts(&l, s6(0), 10));
     let base4 = median(rtts(&l, s4(0), 10));
-    lab::impair(&l.name, Some(Family::V6), None, Fault::Delay { ms: 200, jitter_ms: 0, direction: Direction::ToServer }).unwrap();
+    lab::impair(
+        &l.name,
+        Some(Family::V6),
+        None,
+        Fault::Delay {
+            ms: 200,
+            jitter_ms: 0,
+            direction: Direction::ToServer,
+        },
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(400)); // the shaper re-reads its config every 200 ms
     let d6 = rtts(&l, s6(0), 10);
     let d4 = median(rtts(&l, s4(0), 10));
@@ -310,12 +364,25 @@ fn delay_v6_200ms() {
         d6.iter().min().unwrap(),
         d6.iter().max().unwrap()
     );
-    assert!(d6.iter().all(|d| *d >= Duration::from_millis(200)), "{d6:?}");
+    assert!(
+        d6.iter().all(|d| *d >= Duration::from_millis(200)),
+        "{d6:?}"
+    );
     assert!(median(d6) < Duration::from_millis(260));
     assert!(d4 < Duration::from_millis(20), "v4 unchanged: {d4:?}");
     assert!(tcp6 >= Duration::from_millis(200));
     // both directions: +400 ms, with jitter within bounds
-    lab::impair(&l.name, Some(Family::V6), None, Fault::Delay { ms: 100, jitter_ms: 20, direction: Direction::Both }).unwrap();
+    lab::impair(
+        &l.name,
+        Some(Family::V6),
+        None,
+        Fault::Delay {
+            ms: 100,
+            jitter_ms: 20,
+            direction: Direction::Both,
+        },
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(400));
     let j = rtts(&l, s6(2), 10);
     eprintln!("MEASURED delay 100±20ms both ways v6: RTTs {j:?}");
@@ -323,7 +390,10 @@ fn delay_v6_200ms() {
     // 2-core machine can wake the shaper late now and then.
     assert!(j.iter().all(|d| *d >= Duration::from_millis(160)), "{j:?}");
     let m = median(j.clone());
-    assert!(m >= Duration::from_millis(170) && m < Duration::from_millis(240), "{j:?}");
+    assert!(
+        m >= Duration::from_millis(170) && m < Duration::from_millis(240),
+        "{j:?}"
+    );
     stop.store(true, Ordering::Relaxed);
 }
 
@@ -335,7 +405,16 @@ fn loss_v4_50pct() {
     let (l, _guard) = start("ls");
     let stop = Arc::new(AtomicBool::new(false));
     let _tcp = servers(&l, stop.clone());
-    lab::impair(&l.name, Some(Family::V4), Some(s4(1)), Fault::Loss { pct: 50.0, direction: Direction::ToServer }).unwrap();
+    lab::impair(
+        &l.name,
+        Some(Family::V4),
+        Some(s4(1)),
+        Fault::Loss {
+            pct: 50.0,
+            direction: Direction::ToServer,
+        },
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(400));
     let count = |to: IpAddr| -> u32 {
         let s = client_udp(&l, to);
@@ -351,7 +430,8 @@ fn loss_v4_50pct() {
                 }
             }
         }
-        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         while let Ok(n) = s.recv(&mut buf) {
             if n == 4 {
                 got.insert(u32::from_be_bytes(buf[..4].try_into().unwrap()));
@@ -366,8 +446,10 @@ fn loss_v4_50pct() {
     assert!((70..=130).contains(&lost), "{lost}/200");
     assert_eq!(lost_other, 0);
     assert_eq!(lost_v6, 0);
-    let st: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(l.state_dir.join("shaper.stats.json")).unwrap_or_default()).unwrap_or_default();
+    let st: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(l.state_dir.join("shaper.stats.json")).unwrap_or_default(),
+    )
+    .unwrap_or_default();
     eprintln!("shaper stats: {st}");
     stop.store(true, Ordering::Relaxed);
 }
@@ -377,7 +459,10 @@ fn refuses_bad_input() {
     if skip() {
         return;
     }
-    assert!(matches!(lab::up(&LabConfig::new("Bad Name")), Err(lab::LabError::InvalidName(_))));
+    assert!(matches!(
+        lab::up(&LabConfig::new("Bad Name")),
+        Err(lab::LabError::InvalidName(_))
+    ));
     assert!(matches!(
         lab::impair("tnolab", Some(Family::V6), None, Fault::Blackhole),
         Err(lab::LabError::NotUp(_))

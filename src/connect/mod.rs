@@ -1,7 +1,7 @@
 //! The attempt layer: one connection attempt to one [`Endpoint`], whatever its
 //! transport. The dialer calls [`attempt`], which dispatches on
-//! `endpoint.transport`; each transport lives in its own submodule, so TLS and
-//! SCTP slot in as new modules plus one match arm.
+//! `endpoint.transport`; each transport lives in its own submodule (UDP, TCP,
+//! TLS over the TCP connect, SCTP).
 //!
 //! Every attempt is a plain future owning its socket: dropping it (a lost race)
 //! closes the socket at once. No task is spawned.
@@ -14,14 +14,17 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use crate::endpoint::{AttemptError, Endpoint, ErrorClass, Transport};
 use crate::sip::uri_host;
 
+pub mod sctp;
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 
 /// How attempts are made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectConfig {
     /// Over TCP, send an OPTIONS once connected and wait for its answer
-    /// (`--probe`). Without it, an established connection is success.
+    /// (`--probe`). Without it, an established connection is success. Also
+    /// applies to TLS (after the handshake) and SCTP.
     pub probe_tcp: bool,
     /// RFC 3261 T1, the RTT estimate (500 ms). Timer E starts at T1 and
     /// Timer F (the probe's deadline) is 64·T1.
@@ -38,6 +41,8 @@ pub struct ConnectConfig {
     pub bind_v6: Option<Ipv6Addr>,
     /// Source address for IPv4 attempts (port chosen by the kernel).
     pub bind_v4: Option<Ipv4Addr>,
+    /// How TLS attempts verify the server and authenticate (mutual TLS).
+    pub tls: tls::TlsSettings,
 }
 
 impl Default for ConnectConfig {
@@ -50,6 +55,7 @@ impl Default for ConnectConfig {
             sip_domain: String::new(),
             bind_v6: None,
             bind_v4: None,
+            tls: tls::TlsSettings::default(),
         }
     }
 }
@@ -89,6 +95,10 @@ pub enum Connection {
     /// A UDP socket `connect()`ed to the endpoint.
     Udp(tokio::net::UdpSocket),
     Tcp(tokio::net::TcpStream),
+    /// A TLS session over TCP, handshake done and certificate verified.
+    Tls(Box<tls::TlsStream>),
+    /// An established one-to-one SCTP association.
+    Sctp(sctp::SctpStream),
 }
 
 /// The answer to the OPTIONS probe.
@@ -134,14 +144,8 @@ pub async fn attempt(
     match endpoint.transport {
         Transport::Udp => udp::attempt(endpoint, cfg).await,
         Transport::Tcp => tcp::attempt(endpoint, cfg, progress).await,
-        Transport::Tls => Err(AttemptError::new(
-            ErrorClass::Unsupported,
-            "TLS attempts are not implemented yet",
-        )),
-        Transport::Sctp => Err(AttemptError::new(
-            ErrorClass::Unsupported,
-            "SCTP attempts are not implemented yet",
-        )),
+        Transport::Tls => tls::attempt(endpoint, cfg, progress).await,
+        Transport::Sctp => sctp::attempt(endpoint, cfg, progress).await,
     }
 }
 
@@ -205,17 +209,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn tls_and_sctp_are_unsupported_for_now() {
-        for t in [Transport::Tls, Transport::Sctp] {
-            let err = attempt(
-                &endpoint(t, "127.0.0.1:5061"),
-                &ConnectConfig::default(),
-                &|_| {},
-            )
-            .await
-            .unwrap_err();
-            assert_eq!(err.class, ErrorClass::Unsupported);
+    async fn sctp_without_kernel_support_is_unsupported_at_once() {
+        if sctp::kernel_supported() {
+            println!("SKIPPED: this kernel has SCTP; the unsupported path cannot be taken");
+            return;
         }
+        let err = attempt(
+            &endpoint(Transport::Sctp, "127.0.0.1:5060"),
+            &ConnectConfig::default(),
+            &|_| {},
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Unsupported);
+        assert_eq!(err.detail, "sctp: not supported by this kernel");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 
+use super::tls::classify_io;
 use super::{
     canonical, local_error, new_socket, ConnectConfig, Connected, Connection, ProbeResponse,
     Progress,
@@ -25,28 +26,7 @@ pub async fn attempt(
     cfg: &ConnectConfig,
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<Connected, AttemptError> {
-    let start = Instant::now();
-    let dst = canonical(endpoint.addr);
-    let socket = new_socket(&dst, Type::STREAM, Protocol::TCP, cfg)?;
-    socket
-        .set_tcp_nodelay(true)
-        .map_err(|e| local_error("TCP_NODELAY", &e))?;
-    let socket = TcpSocket::from_std_stream(std::net::TcpStream::from(socket));
-    let mut stream = match tokio::time::timeout(cfg.timer_f(), socket.connect(dst)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(AttemptError::io(&format!("connect {dst}"), &e)),
-        Err(_) => {
-            return Err(AttemptError::new(
-                ErrorClass::Timeout,
-                format!("connect {dst}: no answer to SYN in {:?}", cfg.timer_f()),
-            ))
-        }
-    };
-    let transport_ready = start.elapsed();
-    let local = stream
-        .local_addr()
-        .map_err(|e| local_error("local address", &e))?;
-
+    let (mut stream, transport_ready, local, dst) = connect(endpoint, cfg).await?;
     let mut requests_sent = 0;
     let response = if cfg.probe_tcp {
         progress(Progress::TransportUp {
@@ -67,8 +47,46 @@ pub async fn attempt(
     })
 }
 
+/// The TCP connect itself, shared with TLS: the stream, the time since the
+/// start, the local address and the (canonical) destination.
+pub(crate) async fn connect(
+    endpoint: &Endpoint,
+    cfg: &ConnectConfig,
+) -> Result<
+    (
+        TcpStream,
+        Duration,
+        std::net::SocketAddr,
+        std::net::SocketAddr,
+    ),
+    AttemptError,
+> {
+    let start = Instant::now();
+    let dst = canonical(endpoint.addr);
+    let socket = new_socket(&dst, Type::STREAM, Protocol::TCP, cfg)?;
+    socket
+        .set_tcp_nodelay(true)
+        .map_err(|e| local_error("TCP_NODELAY", &e))?;
+    let socket = TcpSocket::from_std_stream(std::net::TcpStream::from(socket));
+    let stream = match tokio::time::timeout(cfg.timer_f(), socket.connect(dst)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(AttemptError::io(&format!("connect {dst}"), &e)),
+        Err(_) => {
+            return Err(AttemptError::new(
+                ErrorClass::Timeout,
+                format!("connect {dst}: no answer to SYN in {:?}", cfg.timer_f()),
+            ))
+        }
+    };
+    let transport_ready = start.elapsed();
+    let local = stream
+        .local_addr()
+        .map_err(|e| local_error("local address", &e))?;
+    Ok((stream, transport_ready, local, dst))
+}
+
 /// Sends `probe` on an established stream and reads until its response.
-/// Shared with stream transports to come (TLS).
+/// Shared with the other stream transports (TLS, SCTP).
 pub(crate) async fn probe_stream<S>(
     stream: &mut S,
     probe: &OptionsProbe,
@@ -83,7 +101,7 @@ where
         stream
             .write_all(&probe.to_bytes())
             .await
-            .map_err(|e| AttemptError::io(&format!("send to {dst}"), &e))?;
+            .map_err(|e| classify_io(&format!("send to {dst}"), &e))?;
         let mut framer = StreamFramer::default();
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -109,7 +127,7 @@ where
             let n = stream
                 .read(&mut buf)
                 .await
-                .map_err(|e| AttemptError::io(&format!("read from {dst}"), &e))?;
+                .map_err(|e| classify_io(&format!("read from {dst}"), &e))?;
             if n == 0 {
                 return Err(AttemptError::new(
                     ErrorClass::Reset,

@@ -254,7 +254,9 @@ pub fn nft_script(a: &LabAddrs, imps: &[Impairment]) -> String {
     order.sort_by_key(|i| i.server.is_none());
 
     s.push_str("table inet siprace {\n");
-    s.push_str("  chain shape_mark {\n    type filter hook prerouting priority mangle; policy accept;\n");
+    s.push_str(
+        "  chain shape_mark {\n    type filter hook prerouting priority mangle; policy accept;\n",
+    );
     for i in order.iter().filter(|i| i.shaped()) {
         let k = fam_kw(i.family);
         let sc = scope(i);

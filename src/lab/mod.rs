@@ -10,6 +10,7 @@ pub mod dns;
 pub mod cli;
 pub mod error;
 pub mod impair;
+pub mod servers;
 pub mod shaper;
 pub mod sys;
 pub mod topology;

@@ -395,14 +395,26 @@ mod tests {
 
     #[test]
     fn odd_packets_do_not_parse() {
-        for p in [&[][..], &[0x45][..], &[0x60; 39][..], &[0x00; 60][..], &[0xff; 100][..]] {
+        for p in [
+            &[][..],
+            &[0x45][..],
+            &[0x60; 39][..],
+            &[0x00; 60][..],
+            &[0xff; 100][..],
+        ] {
             assert_eq!(parse(p), None);
         }
         let mut v4 = [0u8; 20];
         v4[0] = 0x45;
         v4[12..16].copy_from_slice(&[192, 0, 2, 10]);
         v4[16..20].copy_from_slice(&[198, 51, 100, 10]);
-        assert_eq!(parse(&v4), Some(("192.0.2.10".parse().unwrap(), "198.51.100.10".parse().unwrap())));
+        assert_eq!(
+            parse(&v4),
+            Some((
+                "192.0.2.10".parse().unwrap(),
+                "198.51.100.10".parse().unwrap()
+            ))
+        );
     }
 
     #[test]
@@ -412,12 +424,30 @@ mod tests {
         let c6: IpAddr = a.client_v6.into();
         let s0: IpAddr = a.servers_v6[0].into();
         let s1: IpAddr = a.servers_v6[1].into();
-        let rules = vec![rule(Family::V6, Some(s0), 100, 0.0), rule(Family::V6, None, 7, 0.0)];
-        assert!(matches!(decide(&a, &rules, c6, s0, &mut rng), Verdict::Delay(d, _) if d == Duration::from_millis(100)));
-        assert!(matches!(decide(&a, &rules, c6, s1, &mut rng), Verdict::Delay(d, _) if d == Duration::from_millis(7)));
+        let rules = vec![
+            rule(Family::V6, Some(s0), 100, 0.0),
+            rule(Family::V6, None, 7, 0.0),
+        ];
+        assert!(
+            matches!(decide(&a, &rules, c6, s0, &mut rng), Verdict::Delay(d, _) if d == Duration::from_millis(100))
+        );
+        assert!(
+            matches!(decide(&a, &rules, c6, s1, &mut rng), Verdict::Delay(d, _) if d == Duration::from_millis(7))
+        );
         // the way back is not delayed (ToServer)
-        assert!(matches!(decide(&a, &rules, s0, c6, &mut rng), Verdict::Delay(d, _) if d.is_zero()));
+        assert!(
+            matches!(decide(&a, &rules, s0, c6, &mut rng), Verdict::Delay(d, _) if d.is_zero())
+        );
         let all_lost = vec![rule(Family::V4, None, 0, 100.0)];
-        assert_eq!(decide(&a, &all_lost, a.client_v4.into(), a.servers_v4[0].into(), &mut rng), Verdict::Drop);
+        assert_eq!(
+            decide(
+                &a,
+                &all_lost,
+                a.client_v4.into(),
+                a.servers_v4[0].into(),
+                &mut rng
+            ),
+            Verdict::Drop
+        );
     }
 }

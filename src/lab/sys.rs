@@ -13,7 +13,9 @@ use super::error::LabError;
 /// Finds `tool` in PATH (the same lookup `Command::new(tool)` does).
 pub fn which(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(tool)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
 }
 
 pub fn is_root() -> bool {

@@ -397,6 +397,11 @@ fn build(cfg: &LabConfig) -> Result<Lab, LabError> {
                 "net.ipv4.ip_forward=1",
                 "net.ipv6.conf.all.forwarding=1",
                 "net.ipv6.conf.default.forwarding=1",
+                // A "reject" fault must refuse every packet at once: the kernel's
+                // ICMP error rate limits (1/s per destination after a small burst)
+                // would silently turn a burst of rejected probes into timeouts.
+                "net.ipv4.icmp_ratelimit=0",
+                "net.ipv6.icmp.ratelimit=0",
             ]);
         }
         sys::run(
@@ -462,7 +467,11 @@ fn build(cfg: &LabConfig) -> Result<Lab, LabError> {
     let mac_s0 = mac(&rtr, RTR_SERVER_IF)?;
     let mac_d0 = mac(&rtr, RTR_DNS_IF)?;
     let neigh = |ns: &str, ip: String, lladdr: &str, dev: &str| -> Result<(), LabError> {
-        sys::ipn(ns, &format!("neigh replace {ip} lladdr {lladdr} dev {dev} nud permanent")).map(|_| ())
+        sys::ipn(
+            ns,
+            &format!("neigh replace {ip} lladdr {lladdr} dev {dev} nud permanent"),
+        )
+        .map(|_| ())
     };
     neigh(&cli, a.router_client_v6.to_string(), &mac_c0, HOST_IF)?;
     neigh(&cli, a.router_client_v4.to_string(), &mac_c0, HOST_IF)?;
@@ -536,8 +545,12 @@ fn build(cfg: &LabConfig) -> Result<Lab, LabError> {
 /// The MAC address of `dev` in `ns`.
 fn mac(ns: &str, dev: &str) -> Result<String, LabError> {
     let out = sys::ipn(ns, &format!("-j link show dev {dev}"))?;
-    let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| LabError::Invalid(format!("ip -j link: {e}")))?;
-    v[0]["address"].as_str().map(str::to_string).ok_or_else(|| LabError::Invalid(format!("no MAC for {dev} in {ns}")))
+    let v: serde_json::Value =
+        serde_json::from_str(&out).map_err(|e| LabError::Invalid(format!("ip -j link: {e}")))?;
+    v[0]["address"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| LabError::Invalid(format!("no MAC for {dev} in {ns}")))
 }
 
 fn shaper_command(cfg: &LabConfig) -> Result<Option<(PathBuf, Vec<OsString>)>, LabError> {

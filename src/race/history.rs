@@ -61,7 +61,10 @@ impl HistoryView {
             family,
             transport,
         };
-        self.paths.get(&key).copied().unwrap_or(PathVerdict::Unknown)
+        self.paths
+            .get(&key)
+            .copied()
+            .unwrap_or(PathVerdict::Unknown)
     }
 
     pub fn insert(&mut self, e: &Endpoint, v: PathVerdict) {
@@ -127,7 +130,9 @@ impl Default for History {
 const MAX_ENTRIES: usize = 4096;
 
 fn secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl History {
@@ -261,9 +266,15 @@ mod tests {
         let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
         let mut h = History::default();
         let v4 = ep("192.0.2.1:5060");
-        h.record(t0, &[(v4.clone(), PathOutcome::Worked(Duration::from_millis(80)))]);
+        h.record(
+            t0,
+            &[(v4.clone(), PathOutcome::Worked(Duration::from_millis(80)))],
+        );
         h.record(t0, &[(v4.clone(), PathOutcome::Failed)]);
-        h.record(t0, &[(v4.clone(), PathOutcome::Worked(Duration::from_millis(0)))]);
+        h.record(
+            t0,
+            &[(v4.clone(), PathOutcome::Worked(Duration::from_millis(0)))],
+        );
         assert_eq!(
             h.view(t0).verdict(&v4),
             PathVerdict::Worked {
@@ -279,7 +290,10 @@ mod tests {
         h.record(t0, &[(ep("192.0.2.1:5060"), PathOutcome::Failed)]);
         let text = serde_json::to_string(&h).unwrap();
         let back: History = serde_json::from_str(&text).unwrap();
-        assert_eq!(back.view(t0).verdict(&ep("192.0.2.9:1")), PathVerdict::Failed);
+        assert_eq!(
+            back.view(t0).verdict(&ep("192.0.2.9:1")),
+            PathVerdict::Failed
+        );
         assert_eq!(back.expiry, Duration::from_secs(600));
     }
 }

@@ -63,7 +63,8 @@ pub struct RaceConfig {
     pub rfc6724: bool,
     /// RFC 8305 "Preferred Address Family Count"; 0 turns interleaving off.
     pub preferred_family_count: usize,
-    /// The family whose DNS answer the Resolution Delay waits for.
+    /// The family whose DNS answer the Resolution Delay waits for, and the
+    /// one tried first when `rfc6724` is off.
     pub preferred_family: Family,
     /// At most this many attempts in flight.
     pub max_concurrent: usize,
@@ -456,6 +457,7 @@ impl Race {
     fn ordered(&self) -> Vec<Endpoint> {
         let policy = SortPolicy {
             rfc6724: self.cfg.rfc6724,
+            first_family: self.cfg.preferred_family,
             preferred_family_count: self.cfg.preferred_family_count,
         };
         sort::order(&self.endpoints, &self.history, policy)
@@ -468,7 +470,8 @@ impl Race {
     }
 
     fn dns_complete(&self) -> bool {
-        self.resolution_done || (!self.hosts.is_empty() && self.hosts.values().all(|h| h.answered == [true; 2]))
+        self.resolution_done
+            || (!self.hosts.is_empty() && self.hosts.values().all(|h| h.answered == [true; 2]))
     }
 
     /// When may the next candidate (of rank `rank`) start, as far as DNS is
@@ -577,7 +580,11 @@ impl Race {
     fn next_wake(&self, now: Instant) -> Instant {
         let mut wake = self.started_at + self.cfg.deadline;
         if let Some(timeout) = self.cfg.attempt_timeout {
-            for a in self.attempts.iter().filter(|a| a.end == AttemptEnd::InFlight) {
+            for a in self
+                .attempts
+                .iter()
+                .filter(|a| a.end == AttemptEnd::InFlight)
+            {
                 wake = wake.min(a.started + timeout);
             }
         }

@@ -96,9 +96,12 @@ fn compare(a: &Endpoint, b: &Endpoint, history: &HistoryView) -> Ordering {
 /// How to lay out the candidates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SortPolicy {
-    /// Apply RFC 6724 + history; when false, keep DNS order with IPv6 first
-    /// (what `getaddrinfo` gives most stacks on a dual-stack host).
+    /// Apply RFC 6724 + history; when false, keep DNS order with
+    /// `first_family` first (what today's SIP stacks do: `getaddrinfo` gives
+    /// IPv6 first, Kamailio and OpenSIPS take A records first).
     pub rfc6724: bool,
+    /// The family that goes first when `rfc6724` is off.
+    pub first_family: Family,
     /// Alternate families after this many endpoints of the first one
     /// (RFC 8305 "Preferred Address Family Count"); 0 disables interleaving.
     pub preferred_family_count: usize,
@@ -117,7 +120,7 @@ pub fn order(endpoints: &[Endpoint], history: &HistoryView, policy: SortPolicy) 
         if policy.rfc6724 {
             group.sort_by(|a, b| compare(a, b, history));
         } else {
-            group.sort_by_key(|e| e.family() != Family::V6);
+            group.sort_by_key(|e| e.family() != policy.first_family);
         }
         out.extend(interleave(group, policy.preferred_family_count));
     }
@@ -172,6 +175,7 @@ mod tests {
 
     const POLICY: SortPolicy = SortPolicy {
         rfc6724: true,
+        first_family: Family::V6,
         preferred_family_count: 1,
     };
 
@@ -215,7 +219,10 @@ mod tests {
             ep("[2001:db8::9]:5060", 1),
         ];
         let out = order(&list, &HistoryView::default(), POLICY);
-        assert_eq!(addrs(&out), ["192.0.2.1:5060", "[fd00::1]:5060", "[2001:db8::9]:5060"]);
+        assert_eq!(
+            addrs(&out),
+            ["192.0.2.1:5060", "[fd00::1]:5060", "[2001:db8::9]:5060"]
+        );
     }
 
     #[test]
@@ -233,7 +240,12 @@ mod tests {
         let out = order(&list, &HistoryView::default(), policy);
         assert_eq!(
             addrs(&out),
-            ["[2001:db8::1]:1", "[2001:db8::2]:1", "192.0.2.1:1", "[2001:db8::3]:1"]
+            [
+                "[2001:db8::1]:1",
+                "[2001:db8::2]:1",
+                "192.0.2.1:1",
+                "[2001:db8::3]:1"
+            ]
         );
     }
 
@@ -250,21 +262,47 @@ mod tests {
     fn history_rtt_beats_precedence_only_beyond_leeway() {
         let list = [ep("[2001:db8::1]:1", 0), ep("192.0.2.1:1", 0)];
         let mut view = HistoryView::default();
-        view.insert(&list[0], PathVerdict::Worked { rtt: Duration::from_millis(40) });
-        view.insert(&list[1], PathVerdict::Worked { rtt: Duration::from_millis(30) });
+        view.insert(
+            &list[0],
+            PathVerdict::Worked {
+                rtt: Duration::from_millis(40),
+            },
+        );
+        view.insert(
+            &list[1],
+            PathVerdict::Worked {
+                rtt: Duration::from_millis(30),
+            },
+        );
         assert_eq!(addrs(&order(&list, &view, POLICY))[0], "[2001:db8::1]:1");
-        view.insert(&list[0], PathVerdict::Worked { rtt: Duration::from_millis(90) });
+        view.insert(
+            &list[0],
+            PathVerdict::Worked {
+                rtt: Duration::from_millis(90),
+            },
+        );
         assert_eq!(addrs(&order(&list, &view, POLICY))[0], "192.0.2.1:1");
     }
 
     #[test]
     fn without_rfc6724_ipv6_block_then_ipv4_block() {
-        let list = [ep("192.0.2.1:1", 0), ep("[fd00::1]:1", 0), ep("[fd00::2]:1", 0)];
+        let list = [
+            ep("192.0.2.1:1", 0),
+            ep("[fd00::1]:1", 0),
+            ep("[fd00::2]:1", 0),
+        ];
         let policy = SortPolicy {
             rfc6724: false,
+            first_family: Family::V6,
             preferred_family_count: 0,
         };
         let out = order(&list, &HistoryView::default(), policy);
         assert_eq!(addrs(&out), ["[fd00::1]:1", "[fd00::2]:1", "192.0.2.1:1"]);
+        let v4_first = SortPolicy {
+            first_family: Family::V4,
+            ..policy
+        };
+        let out = order(&list, &HistoryView::default(), v4_first);
+        assert_eq!(addrs(&out), ["192.0.2.1:1", "[fd00::1]:1", "[fd00::2]:1"]);
     }
 }

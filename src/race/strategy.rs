@@ -7,15 +7,21 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::endpoint::Family;
 use crate::race::RaceConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
     /// What today's SIP stacks do: wait for every DNS answer, try one address
-    /// at a time in DNS order (IPv6 first), move on only after a failure or
+    /// at a time in DNS order with IPv6 first (RFC 6724 `getaddrinfo` order,
+    /// as PJSIP, belle-sip or SIPp get it), move on only after a failure or
     /// after Timer B/F (32 s) expires.
     Sequential,
+    /// The same with IPv4 first, as Kamailio (A before AAAA), OpenSIPS
+    /// (IPv4 by default) and stacks on hickory's old `Ipv4thenIpv6` do.
+    #[serde(rename = "sequential-v4")]
+    SequentialV4,
     /// RFC 6555: wait for both address answers (as `getaddrinfo` does), IPv6
     /// first, one IPv4 fallback after 300 ms, at most two attempts at once.
     Rfc6555,
@@ -28,8 +34,9 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 4] = [
+    pub const ALL: [Strategy; 5] = [
         Strategy::Sequential,
+        Strategy::SequentialV4,
         Strategy::Rfc6555,
         Strategy::Rfc8305,
         Strategy::Siprace,
@@ -38,6 +45,7 @@ impl Strategy {
     pub fn as_str(self) -> &'static str {
         match self {
             Strategy::Sequential => "sequential",
+            Strategy::SequentialV4 => "sequential-v4",
             Strategy::Rfc6555 => "rfc6555",
             Strategy::Rfc8305 => "rfc8305",
             Strategy::Siprace => "siprace",
@@ -58,6 +66,10 @@ impl Strategy {
                 deadline: Duration::from_secs(130),
                 use_history: false,
                 ..base
+            },
+            Strategy::SequentialV4 => RaceConfig {
+                preferred_family: Family::V4,
+                ..Strategy::Sequential.race_config()
             },
             Strategy::Rfc6555 => RaceConfig {
                 resolution_delay: None,
@@ -94,7 +106,7 @@ impl FromStr for Strategy {
             .into_iter()
             .find(|st| st.as_str().eq_ignore_ascii_case(s))
             .ok_or_else(|| {
-                format!("unknown strategy {s:?} (expected sequential, rfc6555, rfc8305 or siprace)")
+                format!("unknown strategy {s:?} (expected sequential, sequential-v4, rfc6555, rfc8305 or siprace)")
             })
     }
 }

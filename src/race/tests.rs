@@ -100,7 +100,10 @@ fn aaaa_first_starts_at_once_then_ipv4_after_the_attempt_delay() {
         vec![start(1, V6), Action::WakeAt(s.at(32_000))]
     );
     // A arrives while the IPv6 attempt runs: nothing starts before the delay.
-    assert_eq!(s.answer(8, Family::V4, &["192.0.2.1"]), vec![Action::WakeAt(s.at(255))]);
+    assert_eq!(
+        s.answer(8, Family::V4, &["192.0.2.1"]),
+        vec![Action::WakeAt(s.at(255))]
+    );
     assert_eq!(
         s.step(255, Input::Timer),
         vec![start(2, V4), Action::WakeAt(s.at(32_000))]
@@ -121,7 +124,10 @@ fn aaaa_first_starts_at_once_then_ipv4_after_the_attempt_delay() {
 #[test]
 fn a_first_then_aaaa_within_the_resolution_delay() {
     let mut s = Script::new(RaceConfig::default());
-    assert_eq!(s.answer(10, Family::V4, &["192.0.2.1"]), vec![Action::WakeAt(s.at(60))]);
+    assert_eq!(
+        s.answer(10, Family::V4, &["192.0.2.1"]),
+        vec![Action::WakeAt(s.at(60))]
+    );
     assert_eq!(
         s.answer(40, Family::V6, &["2001:db8::1"]),
         vec![start(1, V6), Action::WakeAt(s.at(290))]
@@ -135,13 +141,19 @@ fn a_first_then_aaaa_within_the_resolution_delay() {
 #[test]
 fn a_first_then_aaaa_after_the_resolution_delay() {
     let mut s = Script::new(RaceConfig::default());
-    assert_eq!(s.answer(10, Family::V4, &["192.0.2.1"]), vec![Action::WakeAt(s.at(60))]);
+    assert_eq!(
+        s.answer(10, Family::V4, &["192.0.2.1"]),
+        vec![Action::WakeAt(s.at(60))]
+    );
     assert_eq!(
         s.step(60, Input::Timer),
         vec![start(1, V4), Action::WakeAt(s.at(32_000))]
     );
     // The late AAAA is merged: IPv6 is next, after the attempt delay.
-    assert_eq!(s.answer(100, Family::V6, &["2001:db8::1"]), vec![Action::WakeAt(s.at(310))]);
+    assert_eq!(
+        s.answer(100, Family::V6, &["2001:db8::1"]),
+        vec![Action::WakeAt(s.at(310))]
+    );
     assert_eq!(
         s.step(310, Input::Timer),
         vec![start(2, V6), Action::WakeAt(s.at(32_000))]
@@ -151,7 +163,10 @@ fn a_first_then_aaaa_after_the_resolution_delay() {
 #[test]
 fn aaaa_never_answers() {
     let mut s = Script::new(RaceConfig::default());
-    assert_eq!(s.answer(0, Family::V4, &["192.0.2.1"]), vec![Action::WakeAt(s.at(50))]);
+    assert_eq!(
+        s.answer(0, Family::V4, &["192.0.2.1"]),
+        vec![Action::WakeAt(s.at(50))]
+    );
     // A spurious early wake-up changes nothing.
     assert_eq!(s.step(20, Input::Timer), vec![Action::WakeAt(s.at(50))]);
     assert_eq!(
@@ -165,7 +180,10 @@ fn aaaa_never_answers() {
 fn one_family_only() {
     let mut s = Script::new(RaceConfig::default());
     // AAAA answers first, but empty: nothing to wait for, A is awaited without delay.
-    assert_eq!(s.answer(0, Family::V6, &[]), vec![Action::WakeAt(s.at(32_000))]);
+    assert_eq!(
+        s.answer(0, Family::V6, &[]),
+        vec![Action::WakeAt(s.at(32_000))]
+    );
     assert_eq!(
         s.answer(3, Family::V4, &["192.0.2.1", "192.0.2.2"]),
         vec![start(1, V4), Action::WakeAt(s.at(253))]
@@ -292,7 +310,10 @@ fn concurrency_cap_holds_back_further_attempts() {
     s.answer(0, Family::V4, &["192.0.2.1"]);
     assert_eq!(s.step(250, Input::Timer)[0], start(2, V4));
     // At the cap: no timer for pacing, only the deadline.
-    assert_eq!(s.step(500, Input::Timer), vec![Action::WakeAt(s.at(32_000))]);
+    assert_eq!(
+        s.step(500, Input::Timer),
+        vec![Action::WakeAt(s.at(32_000))]
+    );
     // A failure frees a slot and the next starts at once.
     assert_eq!(
         s.step(600, Input::Failed(AttemptId(1), refused()))[0],
@@ -303,7 +324,10 @@ fn concurrency_cap_holds_back_further_attempts() {
 #[test]
 fn sequential_waits_for_all_dns_and_for_each_timeout() {
     let mut s = Script::new(strategy::Strategy::Sequential.race_config());
-    assert_eq!(s.answer(0, Family::V4, &["192.0.2.1"]), vec![Action::WakeAt(s.at(130_000))]);
+    assert_eq!(
+        s.answer(0, Family::V4, &["192.0.2.1"]),
+        vec![Action::WakeAt(s.at(130_000))]
+    );
     assert_eq!(
         s.answer(400, Family::V6, &["2001:db8::1"]),
         vec![start(1, V6), Action::WakeAt(s.at(32_400))]
@@ -331,10 +355,17 @@ fn no_addresses_and_resolution_failure() {
     );
 
     let t0 = Instant::now();
-    let mut race = Race::new(RaceConfig::default(), HistoryView::default(), &[Family::V6, Family::V4], t0);
+    let mut race = Race::new(
+        RaceConfig::default(),
+        HistoryView::default(),
+        &[Family::V6, Family::V4],
+        t0,
+    );
     assert_eq!(
         race.step(t0, Input::ResolutionFailed("NXDOMAIN".into())),
-        vec![Action::Done(Outcome::Failed(RaceFailure::Resolution("NXDOMAIN".into())))]
+        vec![Action::Done(Outcome::Failed(RaceFailure::Resolution(
+            "NXDOMAIN".into()
+        )))]
     );
 }
 
@@ -372,14 +403,22 @@ fn transport_up_extends_the_attempt_delay() {
 #[test]
 fn better_ranked_host_is_waited_for_within_the_resolution_delay() {
     let t0 = Instant::now();
-    let mut race = Race::new(RaceConfig::default(), HistoryView::default(), &[Family::V6, Family::V4], t0);
+    let mut race = Race::new(
+        RaceConfig::default(),
+        HistoryView::default(),
+        &[Family::V6, Family::V4],
+        t0,
+    );
     let spec = |host: &str, rank| TargetSpec {
         host: Arc::from(host),
         port: 5060,
         transport: Transport::Tcp,
         rank,
     };
-    race.step(t0, Input::Targets(vec![spec("a.test", 0), spec("b.test", 1)]));
+    race.step(
+        t0,
+        Input::Targets(vec![spec("a.test", 0), spec("b.test", 1)]),
+    );
     let answer = |host: &str, family, ip: &str| Input::Addresses {
         host: Arc::from(host),
         family,
@@ -480,4 +519,18 @@ mod properties {
             prop_assert!(race.attempts().iter().filter(|a| a.end == AttemptEnd::Won).count() <= 1);
         }
     }
+}
+
+#[test]
+fn sequential_v4_tries_ipv4_first_one_at_a_time() {
+    let mut s = Script::new(strategy::Strategy::SequentialV4.race_config());
+    s.answer(0, Family::V6, &["2001:db8::1"]);
+    assert_eq!(
+        s.answer(1, Family::V4, &["192.0.2.1"]),
+        vec![start(1, V4), Action::WakeAt(s.at(32_001))]
+    );
+    assert_eq!(
+        s.step(2, Input::Failed(AttemptId(1), refused())),
+        vec![start(2, V6), Action::WakeAt(s.at(32_002))]
+    );
 }

@@ -1,0 +1,697 @@
+//! Runs the scenario matrix in the lab: for each scenario it applies the
+//! faults, serves the scenario's zone from the DNS namespace, and runs every
+//! strategy's dials from the client namespace against the responder in the
+//! server namespace, recording one [`DialRecord`] per dial.
+//!
+//! Everything runs in this process: each namespace gets a thread that
+//! entered it (`setns` is per thread) with its own current-thread runtime,
+//! so every socket a task opens there belongs to that namespace.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+use crate::bench::clients::{self, Client};
+use crate::bench::scenario::{Scenario, DOMAIN};
+use crate::connect::tls::PemSource;
+use crate::dialer::{DialError, Dialer, DialerConfig};
+use crate::endpoint::{Family, Transport};
+use crate::lab::dns::{DnsServer, DnsServerConfig};
+use crate::lab::impair::{self, Fault};
+use crate::lab::topology::{Lab, Role};
+use crate::race::history::History;
+use crate::race::strategy::Strategy;
+use crate::report::Report;
+use crate::responder::{
+    self, ListenerConfig, ResponderConfig, ResponderHandle, ResponderTls, StatsSnapshot,
+};
+
+/// Start spacing of concurrent dials in a row that switched to them.
+const SEQUENTIAL_SPACING: Duration = Duration::from_millis(50);
+
+/// One row of a comparison: a way of dialing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Row {
+    /// A direct dial to the address known to work: the physical limit.
+    Oracle,
+    /// A strategy with a fresh dialer (no history) for every dial.
+    Cold(Strategy),
+    /// siprace with one dialer for all dials, so history from earlier dials of the run applies.
+    SipraceWarm,
+}
+
+impl Row {
+    pub const ALL: [Row; 7] = [
+        Row::Oracle,
+        Row::Cold(Strategy::Sequential),
+        Row::Cold(Strategy::SequentialV4),
+        Row::Cold(Strategy::Rfc6555),
+        Row::Cold(Strategy::Rfc8305),
+        Row::Cold(Strategy::Siprace),
+        Row::SipraceWarm,
+    ];
+
+    pub fn label(self) -> String {
+        match self {
+            Row::Oracle => "oracle".into(),
+            Row::Cold(Strategy::Siprace) => "siprace-cold".into(),
+            Row::Cold(s) => s.to_string(),
+            Row::SipraceWarm => "siprace-warm".into(),
+        }
+    }
+}
+
+/// What one dial did.
+#[derive(Debug, Clone, Serialize)]
+pub struct DialRecord {
+    pub ok: bool,
+    /// Setup latency: from the dial's start to the winning attempt's success.
+    pub latency_us: u64,
+    pub family: Option<Family>,
+    pub transport: Option<Transport>,
+    pub attempts: usize,
+    /// Attempts started that did not win (failed or cancelled).
+    pub abandoned: usize,
+    /// When the first answer of each record type arrived, ms since the start.
+    pub dns_ms: BTreeMap<String, f64>,
+    pub error: Option<String>,
+}
+
+impl DialRecord {
+    fn from_report(report: &Report, ok: bool) -> DialRecord {
+        let winner = report.winner_entry();
+        let mut dns_ms = BTreeMap::new();
+        for q in &report.dns {
+            if let Some(at) = q.answered_ms {
+                let e = dns_ms.entry(q.rtype.to_string()).or_insert(at);
+                *e = f64::min(*e, at);
+            }
+        }
+        DialRecord {
+            ok,
+            latency_us: report.total.as_micros() as u64,
+            family: winner.map(|w| w.family),
+            transport: winner.map(|w| w.transport),
+            attempts: report.attempts.len(),
+            abandoned: report.abandoned_attempts(),
+            dns_ms,
+            error: (!ok).then(|| report.reason.clone().unwrap_or_default()),
+        }
+    }
+
+    fn failed(latency: Duration, error: String) -> DialRecord {
+        DialRecord {
+            ok: false,
+            latency_us: latency.as_micros() as u64,
+            family: None,
+            transport: None,
+            attempts: 0,
+            abandoned: 0,
+            dns_ms: BTreeMap::new(),
+            error: Some(error),
+        }
+    }
+}
+
+/// Requests and connections the responder saw during a row, per family.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ServerSeen {
+    pub requests_v6: u64,
+    pub requests_v4: u64,
+    pub connections_v6: u64,
+    pub connections_v4: u64,
+}
+
+impl ServerSeen {
+    fn delta(before: &StatsSnapshot, after: &StatsSnapshot, transport: Transport) -> ServerSeen {
+        let d = |f: Family| {
+            let (a, b) = (after.get(transport, f), before.get(transport, f));
+            (a.requests - b.requests, a.connections - b.connections)
+        };
+        let ((r6, c6), (r4, c4)) = (d(Family::V6), d(Family::V4));
+        ServerSeen {
+            requests_v6: r6,
+            requests_v4: r4,
+            connections_v6: c6,
+            connections_v4: c4,
+        }
+    }
+}
+
+/// One strategy's dials in one case.
+#[derive(Debug, Clone, Serialize)]
+pub struct RowResult {
+    pub row: String,
+    pub dials: Vec<DialRecord>,
+    pub server: ServerSeen,
+    /// How the row was run, when it differs from one dial at a time.
+    pub note: Option<String>,
+    pub wall_ms: f64,
+}
+
+/// One scenario over one transport.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    pub scenario: String,
+    pub transport: Transport,
+    pub description: String,
+    pub rows: Vec<RowResult>,
+}
+
+impl CaseResult {
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.scenario, self.transport)
+    }
+}
+
+/// Called after every finished dial (progress bars).
+pub type Tick = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// A service running in a namespace thread until stopped.
+struct NsService<T> {
+    handle: Option<T>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<T> NsService<T> {
+    /// Starts `start()` on a thread inside `role`'s namespace and keeps that
+    /// thread's runtime running until [`NsService::stop`].
+    fn start<F, Fut>(lab: &Lab, role: Role, start: F) -> Result<NsService<T>, String>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, String>>,
+    {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let lab = lab.clone();
+        let thread = std::thread::spawn(move || {
+            let result = lab.in_ns(role, move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("runtime: {e}")));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match start().await {
+                        Ok(handle) => {
+                            let _ = ready_tx.send(Ok(handle));
+                            let _ = stop_rx.await;
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                });
+            });
+            if let Err(e) = result {
+                tracing::error!("namespace thread: {e}");
+            }
+        });
+        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(handle)) => Ok(NsService {
+                handle: Some(handle),
+                stop: Some(stop_tx),
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(format!("the {role:?} service did not start within 10 s")),
+        }
+    }
+
+    fn get(&self) -> &T {
+        self.handle.as_ref().expect("a running service")
+    }
+
+    /// Takes the handle out (for an async shutdown), then stops the thread.
+    fn take(&mut self) -> Option<T> {
+        self.handle.take()
+    }
+
+    fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl<T> Drop for NsService<T> {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The responder on every server address of the lab, UDP, TCP and TLS
+/// (with a throwaway certificate for the benchmark's SIP domain).
+/// Returns the configuration and the CA that signed the certificate.
+fn responder_config(lab: &Lab) -> Result<(ResponderConfig, String), String> {
+    let (tls, ca_pem) = ResponderTls::generate(DOMAIN)?;
+    let listeners = lab
+        .addrs
+        .servers()
+        .into_iter()
+        .flat_map(|ip| {
+            [Transport::Udp, Transport::Tcp, Transport::Tls].map(|transport| ListenerConfig {
+                transport,
+                addr: std::net::SocketAddr::new(ip, transport.default_port()),
+                silent: false,
+            })
+        })
+        .collect();
+    let cfg = ResponderConfig {
+        listeners,
+        tls: Some(tls),
+        ..ResponderConfig::default()
+    };
+    Ok((cfg, ca_pem))
+}
+
+/// The lab's servers for a benchmark run.
+pub struct Bench {
+    lab: Lab,
+    responder: NsService<ResponderHandle>,
+    /// The CA of the responder's certificate, trusted by every TLS dial.
+    ca_pem: String,
+    quick: bool,
+    tick: Tick,
+}
+
+impl Bench {
+    pub fn start(lab: &Lab, quick: bool, tick: Tick) -> Result<Bench, String> {
+        let (cfg, ca_pem) = responder_config(lab)?;
+        let responder = NsService::start(lab, Role::Server, move || async move {
+            responder::start(cfg)
+                .await
+                .map_err(|e| format!("responder: {e}"))
+        })?;
+        Ok(Bench {
+            lab: lab.clone(),
+            responder,
+            ca_pem,
+            quick,
+            tick,
+        })
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(h) = self.responder.take() {
+            h.shutdown().await;
+        }
+        self.responder.stop();
+    }
+
+    /// Runs one scenario over each of its transports.
+    pub async fn run_scenario(&self, scenario: &Scenario) -> Result<Vec<CaseResult>, String> {
+        let name = self.lab.name.clone();
+        for imp in &scenario.impair {
+            let server = imp.server_addr(&self.lab.addrs);
+            impair::impair(&name, Some(imp.family), server, imp.fault()?)
+                .map_err(|e| format!("impair: {e}"))?;
+        }
+        let result = self.run_cases(scenario).await;
+        impair::impair(&name, None, None, Fault::Clear)
+            .map_err(|e| format!("clearing faults: {e}"))?;
+        result
+    }
+
+    async fn run_cases(&self, scenario: &Scenario) -> Result<Vec<CaseResult>, String> {
+        let zone = scenario.zone_for_all(&self.lab.addrs);
+        let dns_cfg = DnsServerConfig::parse(&zone, &scenario.dns.faults)
+            .map_err(|e| format!("zone: {e}"))?
+            .with_srv_additionals(scenario.dns.srv_additionals);
+        let binds = vec![
+            std::net::SocketAddr::new(self.lab.addrs.dns_v6.into(), 53),
+            std::net::SocketAddr::new(self.lab.addrs.dns_v4.into(), 53),
+        ];
+        let mut dns = NsService::start(&self.lab, Role::Dns, move || async move {
+            DnsServer::start(dns_cfg, &binds)
+                .await
+                .map_err(|e| format!("lab dns: {e}"))
+        })?;
+        let result = self.run_rows(scenario).await;
+        if let Some(d) = dns.take() {
+            d.shutdown().await;
+        }
+        dns.stop();
+        result
+    }
+
+    async fn run_rows(&self, scenario: &Scenario) -> Result<Vec<CaseResult>, String> {
+        let n = scenario.dials(self.quick);
+        let bound = Duration::from_secs(scenario.time_bound_s);
+        let mut cases: Vec<CaseResult> = scenario
+            .transports
+            .iter()
+            .map(|&transport| CaseResult {
+                scenario: scenario.name.clone(),
+                transport,
+                description: scenario.description.clone(),
+                rows: Vec::new(),
+            })
+            .collect();
+
+        // The sequential rows wait out 32 s timeouts: their dials run all at
+        // once, and both variants and every transport side by side, so the
+        // run stays bounded. Their server counts are therefore shared.
+        let sequential_rows = [
+            Row::Cold(Strategy::Sequential),
+            Row::Cold(Strategy::SequentialV4),
+        ];
+        let before = self.responder.get().stats();
+        let mut jobs: Vec<RowJob> = Vec::new();
+        for row in sequential_rows {
+            for &t in &scenario.transports {
+                jobs.push(self.job(scenario, row, t, n, scenario.concurrency, bound));
+            }
+        }
+        let mut sequential = self.in_client(jobs).await?.into_iter();
+        let after = self.responder.get().stats();
+        for row in sequential_rows {
+            for case in cases.iter_mut() {
+                let run = sequential.next().expect("one result per job");
+                let note = format!(
+                    "ran beside the other sequential rows of the scenario (a dial may wait out Timer B, 32 s), so the server counts are those of all of them{}",
+                    run.note.as_deref().map(|n| format!("; {n}")).unwrap_or_default()
+                );
+                case.rows.push(RowResult {
+                    row: row.label(),
+                    dials: run.records,
+                    server: ServerSeen::delta(&before, &after, case.transport),
+                    note: Some(note),
+                    wall_ms: run.wall.as_secs_f64() * 1000.0,
+                });
+            }
+        }
+
+        for case in cases.iter_mut() {
+            for row in Row::ALL {
+                if sequential_rows.contains(&row) {
+                    continue;
+                }
+                let mut job = self.job(
+                    scenario,
+                    row,
+                    case.transport,
+                    n,
+                    scenario.concurrency,
+                    bound,
+                );
+                if row == Row::SipraceWarm {
+                    // One unmeasured dial fills the history the measured ones start from.
+                    job.history = Some(self.warm_up(&job).await?);
+                }
+                let before = self.responder.get().stats();
+                let run = self.in_client(vec![job]).await?.remove(0);
+                let after = self.responder.get().stats();
+                let note = (scenario.concurrency > 1)
+                    .then(|| format!("{} dials in flight at once", scenario.concurrency))
+                    .or(run.note);
+                case.rows.push(RowResult {
+                    row: row.label(),
+                    dials: run.records,
+                    server: ServerSeen::delta(&before, &after, case.transport),
+                    note,
+                    wall_ms: run.wall.as_secs_f64() * 1000.0,
+                });
+            }
+            if scenario.clients && !self.quick {
+                self.client_rows(scenario, case).await;
+            }
+            // Keep the DNS-free oracle first and the rest in their fixed
+            // order, third-party clients last (the sort is stable).
+            case.rows.sort_by_key(|r| {
+                Row::ALL
+                    .iter()
+                    .position(|row| row.label() == r.row)
+                    .unwrap_or(usize::MAX)
+            });
+        }
+        Ok(cases)
+    }
+
+    /// Third-party clients as extra rows (where installed), one dial at a
+    /// time: their timing comes from a capture, so nothing else may send.
+    async fn client_rows(&self, scenario: &Scenario, case: &mut CaseResult) {
+        for client in Client::ALL {
+            if !client.transports().contains(&case.transport) {
+                continue;
+            }
+            let (lab, transport) = (self.lab.clone(), case.transport);
+            let (n, bound) = (
+                scenario.client_dials,
+                Duration::from_secs(scenario.client_bound_s),
+            );
+            let before = self.responder.get().stats();
+            let started = Instant::now();
+            let result = tokio::task::spawn_blocking(move || {
+                clients::run(&lab, client, transport, DOMAIN, n, bound)
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("client thread: {e}")));
+            let after = self.responder.get().stats();
+            match result {
+                Ok(dials) => {
+                    for _ in 0..dials.len() {
+                        (self.tick)(client.label());
+                    }
+                    case.rows.push(RowResult {
+                        row: client.label().to_string(),
+                        dials,
+                        server: ServerSeen::delta(&before, &after, case.transport),
+                        note: Some(format!(
+                            "third-party client, timed by {}; no answer within {} s counts as failed at the bound",
+                            clients::TIMING_SOURCE,
+                            scenario.client_bound_s
+                        )),
+                        wall_ms: started.elapsed().as_secs_f64() * 1000.0,
+                    });
+                }
+                Err(why) => tracing::warn!("{}: {} not run: {why}", case.key(), client.label()),
+            }
+        }
+    }
+
+    fn job(
+        &self,
+        scenario: &Scenario,
+        row: Row,
+        transport: Transport,
+        n: usize,
+        concurrency: usize,
+        bound: Duration,
+    ) -> RowJob {
+        let strategy = match row {
+            Row::Oracle | Row::SipraceWarm => Strategy::Siprace,
+            Row::Cold(s) => s,
+        };
+        let mut cfg = DialerConfig::for_strategy(strategy);
+        cfg.locate.dns_server = Some(std::net::SocketAddr::new(self.lab.addrs.dns_v6.into(), 53));
+        cfg.transports = Some(vec![transport]);
+        cfg.connect.tls.ca = vec![PemSource::Pem(self.ca_pem.clone())];
+        cfg.connect.tls.system_roots = false;
+        // Every TLS dial measures a full handshake: no session resumption.
+        cfg.connect.tls.resumption = false;
+        let target = match row {
+            Row::Oracle => {
+                // The oracle dials the address but verifies the same certificate.
+                cfg.sip_domain = Some(DOMAIN.to_string());
+                scenario.oracle_target(transport, &self.lab.addrs)
+            }
+            _ => scenario.target(transport),
+        };
+        RowJob {
+            label: format!("{}/{} {}", scenario.name, transport, row.label()),
+            cfg,
+            target,
+            history: None,
+            n,
+            concurrency,
+            spacing: Duration::ZERO,
+            bound,
+            tick: self.tick.clone(),
+        }
+    }
+
+    /// Dials once from the client namespace and returns the history it left.
+    async fn warm_up(&self, job: &RowJob) -> Result<History, String> {
+        let (cfg, target) = (job.cfg.clone(), job.target.clone());
+        let lab = self.lab.clone();
+        tokio::task::spawn_blocking(move || {
+            lab.in_ns(Role::Client, move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("runtime: {e}"))?;
+                rt.block_on(async move {
+                    let dialer = Dialer::new(cfg).map_err(|e| e.to_string())?;
+                    let _ = dialer.dial(&target).await;
+                    Ok(dialer.history())
+                })
+            })
+            .map_err(|e| format!("client namespace: {e}"))?
+        })
+        .await
+        .map_err(|e| format!("client thread: {e}"))?
+    }
+
+    /// Runs jobs side by side on one thread in the client namespace.
+    async fn in_client(&self, jobs: Vec<RowJob>) -> Result<Vec<RowRun>, String> {
+        let lab = self.lab.clone();
+        tokio::task::spawn_blocking(move || {
+            lab.in_ns(Role::Client, move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("runtime: {e}"))?;
+                rt.block_on(async move {
+                    let mut set = JoinSet::new();
+                    for (i, job) in jobs.into_iter().enumerate() {
+                        set.spawn(async move { (i, job.run().await) });
+                    }
+                    let mut out = Vec::new();
+                    while let Some(joined) = set.join_next().await {
+                        out.push(joined.map_err(|e| format!("a dial task failed: {e}"))?);
+                    }
+                    out.sort_by_key(|(i, _)| *i);
+                    Ok(out.into_iter().map(|(_, r)| r).collect())
+                })
+            })
+            .map_err(|e| format!("client namespace: {e}"))?
+        })
+        .await
+        .map_err(|e| format!("client thread: {e}"))?
+    }
+}
+
+/// The dials of one row.
+struct RowJob {
+    label: String,
+    cfg: DialerConfig,
+    target: String,
+    /// For the warm row: the history its dials start from.
+    history: Option<History>,
+    n: usize,
+    concurrency: usize,
+    /// Pause between dial starts when several run at once, so that their
+    /// CPU-bound parts (resolver set-up, DNS) do not queue behind each other.
+    spacing: Duration,
+    bound: Duration,
+    tick: Tick,
+}
+
+/// What a row job gives back.
+struct RowRun {
+    records: Vec<DialRecord>,
+    wall: Duration,
+    /// Set when the job switched to concurrent dials (see [`SLOW_DIAL`]).
+    note: Option<String>,
+}
+
+/// Rows dial one at a time; once a dial has run this long, the row's other
+/// dials start concurrently, [`SEQUENTIAL_SPACING`] apart, so that timeouts
+/// of many seconds do not add up. Each dial's latency stays its own.
+const SLOW_DIAL: Duration = Duration::from_secs(1);
+
+impl RowJob {
+    async fn run(mut self) -> RowRun {
+        let started = Instant::now();
+        let mut note = None;
+        let warm = self.history.is_some();
+        let shared = match Dialer::with_history(
+            self.cfg.clone(),
+            self.history.clone().unwrap_or_default(),
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                let rec = DialRecord::failed(Duration::ZERO, e.to_string());
+                return RowRun {
+                    records: vec![rec; self.n],
+                    wall: started.elapsed(),
+                    note,
+                };
+            }
+        };
+        let deadline = tokio::time::Instant::now() + self.bound;
+        let mut records = Vec::with_capacity(self.n);
+        let mut set: JoinSet<DialRecord> = JoinSet::new();
+        let mut launched = 0;
+        while records.len() < self.n {
+            while launched < self.n && set.len() < self.concurrency {
+                // Cold rows get a fresh dialer (no history) for every dial.
+                let dialer = if warm {
+                    shared.clone()
+                } else {
+                    Dialer::new(self.cfg.clone()).expect("checked above")
+                };
+                let target = self.target.clone();
+                set.spawn(async move {
+                    match dialer.dial(&target).await {
+                        Ok(dial) => DialRecord::from_report(&dial.report, true),
+                        Err(DialError::Failed(r)) | Err(DialError::Resolution(r)) => {
+                            DialRecord::from_report(&r, false)
+                        }
+                        Err(e) => DialRecord::failed(Duration::ZERO, e.to_string()),
+                    }
+                });
+                launched += 1;
+                if launched < self.n && !self.spacing.is_zero() {
+                    tokio::time::sleep(self.spacing).await;
+                }
+            }
+            // One dial at a time until one is slow: then all the others go at once.
+            let one_at_a_time = self.concurrency == 1 && self.n > 1;
+            let wait_until = if one_at_a_time {
+                deadline.min(tokio::time::Instant::now() + SLOW_DIAL)
+            } else {
+                deadline
+            };
+            match tokio::time::timeout_at(wait_until, set.join_next()).await {
+                Ok(Some(Ok(rec))) => {
+                    (self.tick)(&self.label);
+                    records.push(rec);
+                }
+                Ok(Some(Err(e))) => records.push(DialRecord::failed(Duration::ZERO, e.to_string())),
+                Ok(None) => break,
+                Err(_) if wait_until < deadline => {
+                    self.concurrency = self.n;
+                    self.spacing = SEQUENTIAL_SPACING;
+                    note = Some(format!(
+                        "a dial took over {} s, so from then on its dials ran concurrently, {} ms apart",
+                        SLOW_DIAL.as_secs(),
+                        SEQUENTIAL_SPACING.as_millis()
+                    ));
+                }
+                Err(_) => {
+                    // The time bound: whatever still runs counts as failed at the bound.
+                    set.abort_all();
+                    while records.len() < self.n {
+                        (self.tick)(&self.label);
+                        records.push(DialRecord::failed(
+                            self.bound,
+                            format!("no result within the {} s bound", self.bound.as_secs()),
+                        ));
+                    }
+                }
+            }
+        }
+        RowRun {
+            records,
+            wall: started.elapsed(),
+            note,
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! Benchmark scenarios: one TOML file each under `bench-scenarios/`.
+//!
+//! ```toml
+//! name = "ipv6-blackholed"                  # unique; used in file names
+//! description = "IPv6 to the server silently dropped"
+//! transports = ["udp", "tcp", "tls"]        # each runs as its own case: <name>/<transport>
+//! quick = true                              # part of `siprace bench --quick`
+//! quick_transports = ["udp", "tcp"]         # ... over these (default: all of `transports`)
+//! dials = 20                                # measured dials per strategy (full run)
+//! quick_dials = 5                           # ... with --quick
+//! concurrency = 1                           # dials in flight at once (a burst: 100)
+//! time_bound_s = 90                         # per strategy; dials still running then count as failed
+//! oracle = { family = "ipv4", server = 0 }  # the address known to work best
+//! clients = true                            # also run SIPp, sipsak, baresip (full runs only)
+//! client_dials = 3                          # dials per third-party client and transport
+//! client_bound_s = 5                        # a client dial without an answer by then fails
+//!
+//! [dns]
+//! records = "naptr-srv"                     # naptr-srv | srv | addresses
+//! srv_targets = 1                           # 1-3 SRV targets: sip1..sip3 → server addresses 0..2
+//! faults = "AAAA=delay:50ms"                # lab DNS fault spec (see siprace::lab::dns)
+//! srv_additionals = true                    # A/AAAA of SRV targets in the additional section
+//!
+//! [[impair]]                                # any number; see `siprace lab impair`
+//! family = "ipv6"                           # ipv6 | ipv4
+//! server = 0                                # optional: only this server address (0-2)
+//! fault = "blackhole"                       # blackhole | reject | delay | loss
+//! ms = 150                                  # delay: added one-way, client → server
+//! jitter_ms = 0
+//! pct = 5.0                                 # loss
+//! direction = "to-server"                   # to-server | to-client | both
+//! ```
+//!
+//! The SIP domain is always `example.test`; the zone is generated from these
+//! settings and the lab's addresses, so a scenario never names an address.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::endpoint::{Family, Transport};
+use crate::lab::impair::{Direction, Fault};
+use crate::lab::topology::LabAddrs;
+
+/// The SIP domain every scenario's zone serves.
+pub const DOMAIN: &str = "example.test";
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    #[serde(default = "default_transports")]
+    pub transports: Vec<Transport>,
+    #[serde(default)]
+    pub quick: bool,
+    pub quick_transports: Option<Vec<Transport>>,
+    #[serde(default = "default_dials")]
+    pub dials: usize,
+    #[serde(default = "default_quick_dials")]
+    pub quick_dials: usize,
+    #[serde(default = "one")]
+    pub concurrency: usize,
+    #[serde(default = "default_time_bound")]
+    pub time_bound_s: u64,
+    pub oracle: Oracle,
+    #[serde(default)]
+    pub clients: bool,
+    #[serde(default = "default_client_dials")]
+    pub client_dials: usize,
+    #[serde(default = "default_client_bound")]
+    pub client_bound_s: u64,
+    #[serde(default)]
+    pub dns: DnsSpec,
+    #[serde(default)]
+    pub impair: Vec<ImpairSpec>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Oracle {
+    pub family: Family,
+    #[serde(default)]
+    pub server: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Records {
+    #[default]
+    NaptrSrv,
+    Srv,
+    Addresses,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSpec {
+    #[serde(default)]
+    pub records: Records,
+    #[serde(default = "one")]
+    pub srv_targets: usize,
+    #[serde(default)]
+    pub faults: String,
+    #[serde(default = "yes")]
+    pub srv_additionals: bool,
+}
+
+impl Default for DnsSpec {
+    fn default() -> Self {
+        DnsSpec {
+            records: Records::NaptrSrv,
+            srv_targets: 1,
+            faults: String::new(),
+            srv_additionals: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultKind {
+    Blackhole,
+    Reject,
+    Delay,
+    Loss,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImpairSpec {
+    pub family: Family,
+    pub server: Option<usize>,
+    pub fault: FaultKind,
+    pub ms: Option<u32>,
+    #[serde(default)]
+    pub jitter_ms: u32,
+    pub pct: Option<f64>,
+    #[serde(default)]
+    pub direction: Direction,
+}
+
+fn default_transports() -> Vec<Transport> {
+    vec![Transport::Udp]
+}
+fn default_dials() -> usize {
+    20
+}
+fn default_quick_dials() -> usize {
+    5
+}
+fn default_time_bound() -> u64 {
+    90
+}
+fn default_client_dials() -> usize {
+    3
+}
+fn default_client_bound() -> u64 {
+    5
+}
+fn one() -> usize {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+/// Number of server addresses per family in the lab.
+const SERVERS: usize = 3;
+
+impl Scenario {
+    /// Parses and checks one scenario file's text.
+    pub fn parse(text: &str, origin: &str) -> Result<Scenario, String> {
+        let s: Scenario = toml::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
+        s.check().map_err(|e| format!("{origin}: {e}"))?;
+        Ok(s)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let name_ok = !self.name.is_empty()
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !name_ok {
+            return Err(format!("name {:?}: use [a-z0-9-]", self.name));
+        }
+        if self.transports.is_empty() {
+            return Err("transports is empty".into());
+        }
+        if let Some(q) = &self.quick_transports {
+            if q.is_empty() || q.iter().any(|t| !self.transports.contains(t)) {
+                return Err("quick_transports must be a non-empty subset of transports".into());
+            }
+        }
+        if let Some(t) = self.transports.iter().find(|t| **t == Transport::Sctp) {
+            return Err(format!("transport {t}: the lab kernel has no SCTP"));
+        }
+        if self.dials == 0 || self.quick_dials == 0 || self.concurrency == 0 {
+            return Err("dials, quick_dials and concurrency must be at least 1".into());
+        }
+        if self.clients && (self.client_dials == 0 || self.client_bound_s == 0) {
+            return Err("client_dials and client_bound_s must be at least 1".into());
+        }
+        if self.dials > 10_000 || self.concurrency > 1000 {
+            return Err("dials is capped at 10000 and concurrency at 1000".into());
+        }
+        if !(1..=SERVERS).contains(&self.dns.srv_targets) {
+            return Err(format!("dns.srv_targets must be 1-{SERVERS}"));
+        }
+        if self.oracle.server >= SERVERS {
+            return Err(format!("oracle.server must be 0-{}", SERVERS - 1));
+        }
+        crate::lab::dns::parse_faults(&self.dns.faults).map_err(|e| format!("dns.faults: {e}"))?;
+        for imp in &self.impair {
+            imp.fault()?;
+            if imp.server.is_some_and(|s| s >= SERVERS) {
+                return Err(format!("impair.server must be 0-{}", SERVERS - 1));
+            }
+        }
+        Ok(())
+    }
+
+    /// The zone for this scenario, on the lab's addresses: for each of its
+    /// transports (in order) a NAPTR record and an SRV set, unless the
+    /// scenario leaves those record types out.
+    pub fn zone_for_all(&self, addrs: &LabAddrs) -> String {
+        let mut z = format!(
+            "$ORIGIN {DOMAIN}.\n$TTL 0\n@ IN SOA ns.{DOMAIN}. admin.{DOMAIN}. 1 60 60 60 0\n\
+             @ IN NS ns.{DOMAIN}.\nns IN AAAA {}\nns IN A {}\n",
+            addrs.dns_v6, addrs.dns_v4
+        );
+        if self.dns.records == Records::Addresses {
+            // Without SRV, the domain itself carries the addresses (of server 0).
+            z += &format!(
+                "@ IN AAAA {}\n@ IN A {}\n",
+                addrs.servers_v6[0], addrs.servers_v4[0]
+            );
+            return z;
+        }
+        for i in 0..self.dns.srv_targets {
+            z += &format!(
+                "sip{n} IN AAAA {}\nsip{n} IN A {}\n",
+                addrs.servers_v6[i],
+                addrs.servers_v4[i],
+                n = i + 1
+            );
+        }
+        for (order, transport) in self.transports.iter().enumerate() {
+            let (service, srv) = match transport {
+                Transport::Udp => ("SIP+D2U", "_sip._udp"),
+                Transport::Tcp => ("SIP+D2T", "_sip._tcp"),
+                Transport::Tls => ("SIPS+D2T", "_sips._tcp"),
+                Transport::Sctp => ("SIP+D2S", "_sip._sctp"),
+            };
+            if self.dns.records == Records::NaptrSrv {
+                z += &format!(
+                    "@ IN NAPTR {} 50 \"s\" \"{service}\" \"\" {srv}.{DOMAIN}.\n",
+                    (order + 1) * 10
+                );
+            }
+            for i in 0..self.dns.srv_targets {
+                z += &format!(
+                    "{srv} IN SRV {} 10 {} sip{}.{DOMAIN}.\n",
+                    (i + 1) * 10,
+                    transport.default_port(),
+                    i + 1
+                );
+            }
+        }
+        z
+    }
+
+    /// The URI every strategy dials for a transport.
+    pub fn target(&self, transport: Transport) -> String {
+        match transport {
+            Transport::Tls => format!("sips:{DOMAIN}"),
+            _ => format!("sip:{DOMAIN}"),
+        }
+    }
+
+    /// What the oracle dials: the working address directly, no DNS.
+    pub fn oracle_target(&self, transport: Transport, addrs: &LabAddrs) -> String {
+        let i = self.oracle.server;
+        let host = match self.oracle.family {
+            Family::V6 => format!("[{}]", addrs.servers_v6[i]),
+            Family::V4 => addrs.servers_v4[i].to_string(),
+        };
+        let port = transport.default_port();
+        match transport {
+            Transport::Tls => format!("sips:{host}:{port};transport=tls"),
+            t => format!("sip:{host}:{port};transport={t}"),
+        }
+    }
+
+    /// The scenario as a run sees it: `--quick` keeps only `quick_transports`.
+    pub fn for_run(&self, quick: bool) -> Scenario {
+        let mut s = self.clone();
+        if let (true, Some(q)) = (quick, &self.quick_transports) {
+            s.transports = q.clone();
+        }
+        s
+    }
+
+    pub fn dials(&self, quick: bool) -> usize {
+        if quick {
+            self.quick_dials
+        } else {
+            self.dials
+        }
+    }
+}
+
+impl ImpairSpec {
+    /// The lab fault this spec applies.
+    pub fn fault(&self) -> Result<Fault, String> {
+        Ok(match self.fault {
+            FaultKind::Blackhole => Fault::Blackhole,
+            FaultKind::Reject => Fault::Reject,
+            FaultKind::Delay => Fault::Delay {
+                ms: self.ms.ok_or("a delay needs ms")?,
+                jitter_ms: self.jitter_ms,
+                direction: self.direction,
+            },
+            FaultKind::Loss => {
+                let pct = self.pct.ok_or("a loss needs pct")?;
+                if !(0.0..=100.0).contains(&pct) {
+                    return Err(format!("loss pct {pct} is not within 0-100"));
+                }
+                Fault::Loss {
+                    pct,
+                    direction: self.direction,
+                }
+            }
+        })
+    }
+
+    /// The server address this spec is limited to, if any.
+    pub fn server_addr(&self, addrs: &LabAddrs) -> Option<std::net::IpAddr> {
+        self.server.map(|i| match self.family {
+            Family::V6 => addrs.servers_v6[i].into(),
+            Family::V4 => addrs.servers_v4[i].into(),
+        })
+    }
+}
+
+/// Loads every `*.toml` under `dir`, sorted by file name.
+pub fn load_dir(dir: &Path) -> Result<Vec<Scenario>, String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let mut out: Vec<Scenario> = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let s = Scenario::parse(&text, &f.display().to_string())?;
+        if out.iter().any(|o| o.name == s.name) {
+            return Err(format!(
+                "{}: duplicate scenario name {:?}",
+                f.display(),
+                s.name
+            ));
+        }
+        out.push(s);
+    }
+    if out.is_empty() {
+        return Err(format!("no scenario (*.toml) in {}", dir.display()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_scenario_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-scenarios");
+        let all = load_dir(&dir).unwrap();
+        assert!(all.len() >= 10, "{} scenarios", all.len());
+        assert!(all.iter().any(|s| s.quick));
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_refused() {
+        let base = "name = \"x\"\ndescription = \"d\"\noracle = { family = \"ipv4\" }\n";
+        assert!(Scenario::parse(base, "t").is_ok());
+        assert!(Scenario::parse(&format!("{base}colour = 1\n"), "t")
+            .unwrap_err()
+            .contains("colour"));
+        assert!(Scenario::parse(&format!("{base}transports = [\"sctp\"]\n"), "t").is_err());
+        let bad_loss =
+            format!("{base}[[impair]]\nfamily = \"ipv6\"\nfault = \"loss\"\npct = 120.0\n");
+        assert!(Scenario::parse(&bad_loss, "t")
+            .unwrap_err()
+            .contains("0-100"));
+        let no_ms = format!("{base}[[impair]]\nfamily = \"ipv6\"\nfault = \"delay\"\n");
+        assert!(Scenario::parse(&no_ms, "t").unwrap_err().contains("ms"));
+        let bad_dns = format!("{base}[dns]\nfaults = \"AAAA=sometimes\"\n");
+        assert!(Scenario::parse(&bad_dns, "t").is_err());
+    }
+
+    #[test]
+    fn zone_has_the_chain_for_the_transport() {
+        let s = Scenario::parse(
+            "name = \"x\"\ndescription = \"d\"\ntransports = [\"tcp\"]\noracle = { family = \"ipv4\" }\n[dns]\nsrv_targets = 2\n",
+            "t",
+        )
+        .unwrap();
+        let z = s.zone_for_all(&LabAddrs::standard());
+        assert!(z.contains("\"SIP+D2T\""));
+        assert!(z.contains("_sip._tcp IN SRV 10 10 5060 sip1.example.test."));
+        assert!(z.contains("_sip._tcp IN SRV 20 10 5060 sip2.example.test."));
+        assert!(z.contains("sip2 IN AAAA 2001:db8:5e::11"));
+        assert_eq!(
+            s.oracle_target(Transport::Udp, &LabAddrs::standard()),
+            "sip:198.51.100.10:5060;transport=udp"
+        );
+    }
+}

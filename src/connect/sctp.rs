@@ -1,0 +1,320 @@
+//! SCTP attempts (SIP+D2S, `_sip._sctp`, `;transport=sctp`, RFC 4168):
+//! a one-to-one style socket (`SOCK_STREAM`, `IPPROTO_SCTP`) made with
+//! socket2, a non-blocking connect driven by tokio's [`AsyncFd`]; success is
+//! the established association (or, with `probe_tcp`, the OPTIONS answer).
+//!
+//! Many kernels have no SCTP (module not loaded or not built). That is
+//! detected once at run time ([`kernel_supported`]): SCTP candidates then
+//! fail at once with [`ErrorClass::Unsupported`], so the race moves on to the
+//! other transports without spending any delay on them.
+
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::task::{ready, Context, Poll};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+use super::{canonical, local_error, new_socket, ConnectConfig, Connected, Connection, Progress};
+use crate::endpoint::{AttemptError, Endpoint, ErrorClass, Transport};
+use crate::sip::OptionsProbe;
+
+/// The detail of the error SCTP candidates fail with on a kernel without SCTP.
+pub const UNSUPPORTED: &str = "sctp: not supported by this kernel";
+
+/// `IPPROTO_SCTP` and `SCTP_NODELAY` from `linux/sctp.h` (libc has no SCTP
+/// socket options).
+const IPPROTO_SCTP: libc::c_int = 132;
+const SCTP_NODELAY: libc::c_int = 3;
+
+/// Whether this kernel can create SCTP sockets; asked once per process.
+/// Only `EPROTONOSUPPORT`/`ESOCKTNOSUPPORT` mean "no": any other failure
+/// (e.g. out of descriptors) is left for the attempt itself to report.
+pub fn kernel_supported() -> bool {
+    static SUPPORTED: OnceLock<bool> = OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        let probe = |domain| Socket::new(domain, Type::STREAM, Some(Protocol::SCTP));
+        let res = probe(Domain::IPV4).or_else(|e| match e.raw_os_error() {
+            Some(libc::EAFNOSUPPORT) => probe(Domain::IPV6),
+            _ => Err(e),
+        });
+        match res {
+            Ok(_) => true,
+            Err(e) => {
+                let no = matches!(
+                    e.raw_os_error(),
+                    Some(libc::EPROTONOSUPPORT) | Some(libc::ESOCKTNOSUPPORT)
+                );
+                if no {
+                    tracing::debug!("SCTP unavailable: {e}");
+                }
+                !no
+            }
+        }
+    })
+}
+
+/// Hands a socket to tokio's reactor.
+fn register(socket: Socket) -> io::Result<AsyncFd<Socket>> {
+    // SAFETY: a `Socket` owns its descriptor: it stays open, and `as_raw_fd`
+    // returns the same one, until the `AsyncFd` (which owns the socket) drops it.
+    unsafe { AsyncFd::register(socket) }.map_err(io::Error::from)
+}
+
+fn unsupported_io() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("{UNSUPPORTED} (socket(IPPROTO_SCTP) fails with EPROTONOSUPPORT)"),
+    )
+}
+
+fn set_nodelay(socket: &Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: a valid fd, a pointer to a c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            IPPROTO_SCTP,
+            SCTP_NODELAY,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// An established one-to-one SCTP association, readable and writable as a
+/// byte stream (SIP messages are framed as over TCP).
+#[derive(Debug)]
+pub struct SctpStream {
+    fd: AsyncFd<Socket>,
+}
+
+impl SctpStream {
+    /// Wraps a connected, non-blocking SCTP socket.
+    fn new(socket: Socket) -> io::Result<SctpStream> {
+        socket.set_nonblocking(true)?;
+        Ok(SctpStream {
+            fd: register(socket)?,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.fd
+            .get_ref()
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("not an IP socket"))
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.fd
+            .get_ref()
+            .peer_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("not an IP socket"))
+    }
+}
+
+impl AsyncRead for SctpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            match guard.try_io(|inner| inner.get_ref().read(unfilled)) {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SctpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let mut guard = ready!(self.fd.poll_write_ready(cx))?;
+            match guard.try_io(|inner| inner.get_ref().send_with_flags(buf, libc::MSG_NOSIGNAL)) {
+                Ok(res) => return Poll::Ready(res),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.fd.get_ref().shutdown(std::net::Shutdown::Write))
+    }
+}
+
+/// A listening one-to-one SCTP socket (for the responder).
+#[derive(Debug)]
+pub struct SctpListener {
+    fd: AsyncFd<Socket>,
+}
+
+impl SctpListener {
+    /// Binds and listens; IPv6 sockets are V6ONLY. Fails with
+    /// `ErrorKind::Unsupported` and a clear message where the kernel has no SCTP.
+    pub fn bind(addr: SocketAddr) -> io::Result<SctpListener> {
+        if !kernel_supported() {
+            return Err(unsupported_io());
+        }
+        let socket = Socket::new(
+            Domain::for_address(addr),
+            Type::STREAM.nonblocking(),
+            Some(Protocol::SCTP),
+        )
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::EPROTONOSUPPORT) => unsupported_io(),
+            _ => e,
+        })?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.set_reuse_address(true)?;
+        socket.bind(&SockAddr::from(addr))?;
+        socket.listen(1024)?;
+        Ok(SctpListener {
+            fd: register(socket)?,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.fd
+            .get_ref()
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("not an IP socket"))
+    }
+
+    /// The next association.
+    pub async fn accept(&self) -> io::Result<(SctpStream, SocketAddr)> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|inner| inner.get_ref().accept()) {
+                Ok(Ok((socket, addr))) => {
+                    let peer = addr
+                        .as_socket()
+                        .ok_or_else(|| io::Error::other("not an IP peer"))?;
+                    let _ = set_nodelay(&socket);
+                    return Ok((SctpStream::new(socket)?, peer));
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+/// Establishes an SCTP association, then optionally probes with OPTIONS.
+pub async fn attempt(
+    endpoint: &Endpoint,
+    cfg: &ConnectConfig,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<Connected, AttemptError> {
+    if !kernel_supported() {
+        return Err(AttemptError::new(ErrorClass::Unsupported, UNSUPPORTED));
+    }
+    let start = Instant::now();
+    let dst = canonical(endpoint.addr);
+    let socket = new_socket(&dst, Type::STREAM, Protocol::SCTP, cfg)?;
+    set_nodelay(&socket).map_err(|e| local_error("SCTP_NODELAY", &e))?;
+    match socket.connect(&SockAddr::from(dst)) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(AttemptError::io(&format!("connect {dst}"), &e)),
+    }
+    let fd = register(socket).map_err(|e| local_error("register socket", &e))?;
+    let established = async {
+        let _guard = fd.writable().await?;
+        match fd.get_ref().take_error()? {
+            Some(e) => Err(e),
+            None => fd.get_ref().peer_addr().map(|_| ()),
+        }
+    };
+    match tokio::time::timeout(cfg.timer_f(), established).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(AttemptError::io(&format!("connect {dst}"), &e)),
+        Err(_) => {
+            return Err(AttemptError::new(
+                ErrorClass::Timeout,
+                format!("connect {dst}: no answer to INIT in {:?}", cfg.timer_f()),
+            ))
+        }
+    }
+    let transport_ready = start.elapsed();
+    let mut stream = SctpStream { fd };
+    let local = stream
+        .local_addr()
+        .map_err(|e| local_error("local address", &e))?;
+    let mut requests_sent = 0;
+    let response = if cfg.probe_tcp {
+        progress(Progress::TransportUp {
+            after: transport_ready,
+        });
+        let probe = OptionsProbe::new(cfg.request_uri_for(endpoint), Transport::Sctp, local);
+        requests_sent = 1;
+        Some(super::tcp::probe_stream(&mut stream, &probe, cfg.timer_f(), dst).await?)
+    } else {
+        None
+    };
+    Ok(Connected {
+        connection: Connection::Sctp(stream),
+        local,
+        transport_ready,
+        response,
+        requests_sent,
+    })
+}
+
+/// The SCTP stream of a [`Connection`], if it is one.
+pub fn into_stream(connection: Connection) -> Option<SctpStream> {
+    match connection {
+        Connection::Sctp(s) => Some(s),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detection_agrees_with_the_kernel() {
+        let direct = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::SCTP));
+        match direct {
+            Ok(_) => assert!(kernel_supported()),
+            Err(e) if e.raw_os_error() == Some(libc::EPROTONOSUPPORT) => {
+                assert!(!kernel_supported());
+                let err = SctpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap_err();
+                assert_eq!(err.kind(), io::ErrorKind::Unsupported);
+                assert!(err.to_string().contains(UNSUPPORTED), "{err}");
+            }
+            Err(e) => panic!("unexpected socket error: {e}"),
+        }
+    }
+}
