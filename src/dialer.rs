@@ -13,13 +13,11 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::connect::{self, ConnectConfig, Connected, Connection, ProbeResponse, Progress};
-use crate::endpoint::{AttemptError, Endpoint, Transport};
+use crate::endpoint::{AttemptError, Endpoint, ErrorClass, Transport};
 use crate::locate::{self, DnsOutcome, LocateConfig, LocateEvent};
-use crate::race::history::{History, PathOutcome};
+use crate::race::history::{self, History};
 use crate::race::strategy::Strategy;
-use crate::race::{
-    Action, AttemptEnd, AttemptId, CancelReason, Input, Outcome, Race, RaceConfig, RaceFailure,
-};
+use crate::race::{Action, AttemptId, Input, Outcome, Race, RaceConfig, RaceFailure};
 use crate::report::{millis, AddressEntry, DialResult, DnsEntry, Report};
 use crate::target::{Target, TargetError};
 
@@ -188,15 +186,23 @@ impl Dialer {
         };
         let _abort_locate = AbortOnDrop(locate_task.abort_handle());
 
-        let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<AttemptId>();
+        // Milestones are timestamped where they happen: the attempt task may
+        // run on another worker, ahead of this loop.
+        let (progress_tx, mut progress_rx) =
+            mpsc::unbounded_channel::<(AttemptId, std::time::Instant)>();
         let mut attempts: JoinSet<AttemptResult> = JoinSet::new();
-        let mut handles: HashMap<AttemptId, AbortHandle> = HashMap::new();
-        let mut responses: HashMap<AttemptId, ProbeResponse> = HashMap::new();
-        let mut successes: HashMap<AttemptId, Connected> = HashMap::new();
+        // Each attempt's task, both ways: to cancel it, and to know which
+        // attempt a task that panicked belonged to.
+        let mut aborts: HashMap<AttemptId, AbortHandle> = HashMap::new();
+        let mut task_attempt: HashMap<tokio::task::Id, AttemptId> = HashMap::new();
+        let mut winner: Option<Connected> = None;
         let mut dns_open = true;
         let mut wake = t0 + self.cfg.race.deadline;
 
         let outcome = loop {
+            // A connection that has just succeeded; it is kept only if the
+            // engine makes it the winner, and closed at once otherwise.
+            let mut connected: Option<(AttemptId, Connected)> = None;
             let input = tokio::select! {
                 event = dns_rx.recv(), if dns_open => match event {
                     Some(event) => match self.on_locate_event(event, t0, &mut report) {
@@ -208,23 +214,30 @@ impl Dialer {
                         Input::ResolutionDone
                     }
                 },
-                Some(joined) = attempts.join_next(), if !attempts.is_empty() => match joined {
-                    Ok((id, Ok(connected))) => {
-                        handles.remove(&id);
-                        if let Some(r) = &connected.response {
-                            responses.insert(id, r.clone());
+                Some(joined) = attempts.join_next_with_id(), if !attempts.is_empty() => match joined {
+                    Ok((task, (id, result))) => {
+                        task_attempt.remove(&task);
+                        aborts.remove(&id);
+                        match result {
+                            Ok(c) => {
+                                connected = Some((id, c));
+                                Input::Succeeded(id)
+                            }
+                            Err(err) => Input::Failed(id, err),
                         }
-                        successes.insert(id, connected);
-                        Input::Succeeded(id)
                     }
-                    Ok((id, Err(err))) => {
-                        handles.remove(&id);
-                        Input::Failed(id, err)
-                    }
-                    // Aborted tasks are attempts the engine already cancelled.
-                    Err(_) => continue,
+                    Err(err) => match task_attempt.remove(&err.id()) {
+                        // A bug in an attempt must fail that attempt, not
+                        // hold its slot until the deadline.
+                        Some(id) if err.is_panic() => {
+                            aborts.remove(&id);
+                            Input::Failed(id, AttemptError::new(ErrorClass::Local, format!("the attempt panicked: {err}")))
+                        }
+                        // Aborted: an attempt the engine already cancelled.
+                        _ => continue,
+                    },
                 },
-                Some(id) = progress_rx.recv() => Input::TransportUp(id),
+                Some((id, at)) = progress_rx.recv() => Input::TransportUp(id, at),
                 _ = tokio::time::sleep_until(wake) => Input::Timer,
             };
             let now = Instant::now();
@@ -238,23 +251,28 @@ impl Dialer {
                         let handle = attempts.spawn(async move {
                             let progress = move |p: Progress| match p {
                                 Progress::TransportUp { .. } => {
-                                    let _ = progress_tx.send(id);
+                                    let _ = progress_tx.send((id, std::time::Instant::now()));
                                 }
                             };
                             (id, connect::attempt(&endpoint, &cfg, &progress).await)
                         });
-                        handles.insert(id, handle);
+                        task_attempt.insert(handle.id(), id);
+                        aborts.insert(id, handle);
                     }
                     Action::Cancel { id, reason } => {
                         tracing::debug!(attempt = id.0, ?reason, "cancelling attempt");
                         // Aborting drops the attempt's future, which closes its socket.
-                        if let Some(h) = handles.remove(&id) {
+                        if let Some(h) = aborts.remove(&id) {
                             h.abort();
                         }
-                        successes.remove(&id);
                     }
                     Action::WakeAt(at) => wake = Instant::from_std(at),
                     Action::Done(outcome) => done = Some(outcome),
+                }
+            }
+            if let (Some(Outcome::Won { id, .. }), Some((cid, c))) = (&done, connected.take()) {
+                if *id == cid {
+                    winner = Some(c);
                 }
             }
             if let Some(outcome) = done {
@@ -262,33 +280,36 @@ impl Dialer {
             }
         };
         // Every loser is closed: abort whatever still runs and wait until
-        // each task has really ended, so no socket outlives the dial.
+        // each task has really ended, so no socket outlives the dial; the
+        // same for location and its DNS sockets.
         attempts.abort_all();
         while attempts.join_next().await.is_some() {}
+        locate_task.abort();
+        let _ = locate_task.await;
 
         let total = t0.elapsed();
         report.total = total;
         report.total_ms = millis(total);
         report.set_attempts(race.attempts(), t0.into_std());
-        for entry in &mut report.attempts {
-            if let Some(r) = responses.get(&AttemptId(entry.id)) {
-                entry.response = Some(format!(
-                    "{} {} in {:.1} ms",
-                    r.status,
-                    r.reason,
-                    millis(r.rtt)
-                ));
-            }
-        }
         self.learn(&race);
 
         match outcome {
             Outcome::Won { id, endpoint } => {
                 report.result = DialResult::Connected;
                 report.winner = Some(id.0);
-                let connected = successes
-                    .remove(&id)
-                    .expect("the engine only declares a winner that reported success");
+                let connected =
+                    winner.expect("the engine only declares a winner that just reported success");
+                if let (Some(r), Some(entry)) = (
+                    &connected.response,
+                    report.attempts.iter_mut().find(|a| a.id == id.0),
+                ) {
+                    entry.response = Some(format!(
+                        "{} {} in {:.1} ms",
+                        r.status,
+                        r.reason,
+                        millis(r.rtt)
+                    ));
+                }
                 Ok(Dial {
                     endpoint,
                     connection: connected.connection,
@@ -331,25 +352,7 @@ impl Dialer {
         if !self.cfg.race.use_history {
             return;
         }
-        let outcomes: Vec<(Endpoint, PathOutcome)> = race
-            .attempts()
-            .iter()
-            .filter_map(|a| {
-                let outcome = match &a.end {
-                    AttemptEnd::Won => {
-                        PathOutcome::Worked(a.ended?.saturating_duration_since(a.started))
-                    }
-                    AttemptEnd::Failed(_) => PathOutcome::Failed,
-                    // Lost a race it had a head start in: slower or broken.
-                    AttemptEnd::Cancelled(CancelReason::LostRace | CancelReason::Deadline) => {
-                        PathOutcome::Failed
-                    }
-                    AttemptEnd::Cancelled(CancelReason::AttemptTimeout) => PathOutcome::Failed,
-                    AttemptEnd::InFlight => return None,
-                };
-                Some((a.endpoint.clone(), outcome))
-            })
-            .collect();
+        let outcomes = history::outcomes_of(race.attempts());
         self.history
             .lock()
             .expect("history lock")
@@ -422,15 +425,14 @@ impl Dialer {
     }
 }
 
-/// A DNS outcome as the report shows it: a short label and the records (or detail).
+/// A DNS outcome as the report shows it: its label ("ok" for records)
+/// and the records, or the error detail.
 fn describe_outcome(outcome: DnsOutcome) -> (String, Vec<String>) {
+    let label = outcome.label().to_string();
     match outcome {
         DnsOutcome::Records(records) => ("ok".into(), records),
-        DnsOutcome::NoRecords => ("no-records".into(), Vec::new()),
-        DnsOutcome::NxDomain => ("nxdomain".into(), Vec::new()),
-        DnsOutcome::ServFail => ("servfail".into(), Vec::new()),
-        DnsOutcome::Timeout => ("timeout".into(), Vec::new()),
-        DnsOutcome::Error(detail) => ("error".into(), vec![detail]),
+        DnsOutcome::Error(detail) => (label, vec![detail]),
+        _ => (label, Vec::new()),
     }
 }
 

@@ -230,7 +230,7 @@ fn dial_config(args: &DialArgs) -> Result<DialerConfig, String> {
     if let Some(v) = args.dns_timeout {
         cfg.locate.query_timeout = ms(v);
     }
-    cfg.connect.probe_tcp = args.probe;
+    cfg.connect.probe_streams = args.probe;
     cfg.sip_domain = args.sip_domain.clone();
     if args.t1 == 0 {
         return Err("--t1 must be positive".into());

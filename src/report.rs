@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::endpoint::{Endpoint, ErrorClass, Family, TargetSpec, Transport};
-use crate::race::{AttemptEnd, AttemptRecord, CancelReason};
+use crate::endpoint::{Family, TargetSpec, Transport};
+use crate::race::{AttemptEnd, AttemptRecord};
 
 /// Milliseconds since the dial started, with microsecond resolution.
 pub fn millis(d: Duration) -> f64 {
@@ -137,12 +137,7 @@ impl Report {
                         ("failed", Some(e.class.to_string()), Some(e.detail.clone()))
                     }
                     AttemptEnd::Cancelled(reason) => {
-                        let why = match reason {
-                            CancelReason::LostRace => "lost-race",
-                            CancelReason::Deadline => "deadline",
-                            CancelReason::AttemptTimeout => "attempt-timeout",
-                        };
-                        ("cancelled", Some(why.to_string()), None)
+                        ("cancelled", Some(reason.as_str().to_string()), None)
                     }
                 };
                 AttemptEntry {
@@ -172,21 +167,6 @@ impl Report {
     pub fn winner_entry(&self) -> Option<&AttemptEntry> {
         self.winner
             .and_then(|id| self.attempts.iter().find(|a| a.id == id))
-    }
-
-    /// Counts attempt failures per class (for summaries).
-    pub fn failures_by_class(&self) -> Vec<(ErrorClass, usize)> {
-        let mut out: Vec<(ErrorClass, usize)> = Vec::new();
-        for a in self.attempts.iter().filter(|a| a.outcome == "failed") {
-            let Some(class) = a.error_class.as_deref().and_then(class_from_str) else {
-                continue;
-            };
-            match out.iter_mut().find(|(c, _)| *c == class) {
-                Some((_, n)) => *n += 1,
-                None => out.push((class, 1)),
-            }
-        }
-        out
     }
 
     /// The human-readable timeline.
@@ -315,26 +295,4 @@ impl Report {
         }
         out
     }
-}
-
-fn class_from_str(s: &str) -> Option<ErrorClass> {
-    use ErrorClass::*;
-    [
-        Refused,
-        Unreachable,
-        Timeout,
-        Reset,
-        InvalidResponse,
-        Tls,
-        Certificate,
-        Unsupported,
-        Local,
-    ]
-    .into_iter()
-    .find(|c| c.as_str() == s)
-}
-
-/// Describes an endpoint in one line (used in logs).
-pub fn describe(e: &Endpoint) -> String {
-    format!("{} {} {} ({})", e.family(), e.transport, e.addr, e.host)
 }

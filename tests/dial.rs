@@ -177,7 +177,7 @@ async fn healthy_dual_stack_uses_ipv6_with_a_single_attempt() {
         )
         .await;
         let mut cfg = bed.config(Strategy::Siprace);
-        cfg.connect.probe_tcp = true;
+        cfg.connect.probe_streams = true;
         let dial = Dialer::new(cfg)
             .unwrap()
             .dial(&format!("sip:{DOMAIN}"))

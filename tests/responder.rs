@@ -63,7 +63,7 @@ async fn wait(handle: &ResponderHandle, pred: impl Fn(&StatsSnapshot) -> bool) -
 /// Probing with a long T1, so that no retransmission can happen on a slow machine.
 fn probing() -> ConnectConfig {
     ConnectConfig {
-        probe_tcp: true,
+        probe_streams: true,
         t1: Duration::from_secs(2),
         t2: Duration::from_secs(4),
         ..ConnectConfig::default()
@@ -72,7 +72,7 @@ fn probing() -> ConnectConfig {
 
 fn fast_probing() -> ConnectConfig {
     ConnectConfig {
-        probe_tcp: true,
+        probe_streams: true,
         t1: Duration::from_millis(10),
         t2: Duration::from_millis(40),
         ..ConnectConfig::default()

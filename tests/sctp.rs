@@ -173,7 +173,7 @@ async fn live_sctp_dial_to_the_responder() {
             rank: 0,
         };
         let cfg = ConnectConfig {
-            probe_tcp: true,
+            probe_streams: true,
             ..ConnectConfig::default()
         };
         let c = connect::attempt(&endpoint, &cfg, &|_| {}).await.unwrap();
@@ -184,7 +184,7 @@ async fn live_sctp_dial_to_the_responder() {
     // And through the dialer, to an IP literal with ;transport=sctp.
     let port = responder.addr(Transport::Sctp, Family::V6).unwrap().port();
     let mut cfg = DialerConfig::for_strategy(Strategy::Siprace);
-    cfg.connect.probe_tcp = true;
+    cfg.connect.probe_streams = true;
     let dial = Dialer::new(cfg)
         .unwrap()
         .dial(&format!("sip:[::1]:{port};transport=sctp"))

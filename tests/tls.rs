@@ -140,7 +140,7 @@ async fn attempt(
         rank: 0,
     };
     let cfg = ConnectConfig {
-        probe_tcp: true,
+        probe_streams: true,
         sip_domain: domain.to_string(),
         request_uri: format!("sips:{domain}"),
         tls,
@@ -434,7 +434,7 @@ fn dial_config(dns: &DnsServer, tls: TlsSettings) -> DialerConfig {
     let mut cfg = DialerConfig::for_strategy(Strategy::Siprace);
     cfg.locate.dns_server = Some(dns.addrs()[0]);
     cfg.locate.query_timeout = Duration::from_millis(800);
-    cfg.connect.probe_tcp = true;
+    cfg.connect.probe_streams = true;
     cfg.connect.tls = tls;
     cfg
 }

@@ -114,11 +114,6 @@ impl Client {
         sys::which(self.program()).is_some()
     }
 
-    /// Where the latency figures come from.
-    pub fn timing_source(self) -> &'static str {
-        TIMING_SOURCE
-    }
-
     /// How the client finds the server, for the report.
     pub fn resolution(self) -> &'static str {
         match self {
@@ -207,23 +202,6 @@ pub fn run(
     }
     capture.stop();
     Ok(records)
-}
-
-/// Runs every installed client over each of its transports; the others are
-/// reported as `Err(reason)`.
-pub fn run_all(
-    lab: &Lab,
-    domain: &str,
-    n: usize,
-    bound: Duration,
-) -> Vec<(Client, Transport, Result<Vec<DialRecord>, String>)> {
-    let mut out = Vec::new();
-    for c in Client::ALL {
-        for &t in c.transports() {
-            out.push((c, t, run(lab, c, t, domain, n, bound)));
-        }
-    }
-    out
 }
 
 /// The command line of a client (program and arguments), the same for every dial.

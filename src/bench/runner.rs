@@ -70,7 +70,10 @@ impl Row {
 #[derive(Debug, Clone, Serialize)]
 pub struct DialRecord {
     pub ok: bool,
-    /// Setup latency: from the dial's start to the winning attempt's success.
+    /// Setup latency: from the dial's start to the winning attempt's
+    /// success. A failed dial counts as the row's time bound, so failures
+    /// sit at the top of the distribution (the convention for every row,
+    /// third-party clients included).
     pub latency_us: u64,
     pub family: Option<Family>,
     pub transport: Option<Transport>,
@@ -83,8 +86,12 @@ pub struct DialRecord {
 }
 
 impl DialRecord {
-    fn from_report(report: &Report, ok: bool) -> DialRecord {
+    fn from_report(report: &Report, bound: Duration) -> DialRecord {
         let winner = report.winner_entry();
+        // Up to the winner's success; the teardown of losers is not setup.
+        let setup_us = winner
+            .and_then(|w| w.ended_ms)
+            .map(|ms| (ms * 1000.0) as u64);
         let mut dns_ms = BTreeMap::new();
         for q in &report.dns {
             if let Some(at) = q.answered_ms {
@@ -92,9 +99,10 @@ impl DialRecord {
                 *e = f64::min(*e, at);
             }
         }
+        let ok = setup_us.is_some();
         DialRecord {
             ok,
-            latency_us: report.total.as_micros() as u64,
+            latency_us: setup_us.unwrap_or(bound.as_micros() as u64),
             family: winner.map(|w| w.family),
             transport: winner.map(|w| w.transport),
             attempts: report.attempts.len(),
@@ -104,10 +112,10 @@ impl DialRecord {
         }
     }
 
-    fn failed(latency: Duration, error: String) -> DialRecord {
+    fn failed(bound: Duration, error: String) -> DialRecord {
         DialRecord {
             ok: false,
-            latency_us: latency.as_micros() as u64,
+            latency_us: bound.as_micros() as u64,
             family: None,
             transport: None,
             attempts: 0,
@@ -379,7 +387,7 @@ impl Bench {
             }
         }
         let mut sequential = self.in_client(jobs).await?.into_iter();
-        let after = self.responder.get().stats();
+        let after = self.settled_stats(scenario).await;
         for row in sequential_rows {
             for case in cases.iter_mut() {
                 let run = sequential.next().expect("one result per job");
@@ -416,7 +424,7 @@ impl Bench {
                 }
                 let before = self.responder.get().stats();
                 let run = self.in_client(vec![job]).await?.remove(0);
-                let after = self.responder.get().stats();
+                let after = self.settled_stats(scenario).await;
                 let note = (scenario.concurrency > 1)
                     .then(|| format!("{} dials in flight at once", scenario.concurrency))
                     .or(run.note);
@@ -443,6 +451,14 @@ impl Bench {
         Ok(cases)
     }
 
+    /// The responder's counters once packets still in the delay lines
+    /// (e.g. of a cancelled attempt over a delayed path) have arrived, so
+    /// that they count for the row that sent them.
+    async fn settled_stats(&self, scenario: &Scenario) -> StatsSnapshot {
+        tokio::time::sleep(scenario.max_path_delay() + Duration::from_millis(20)).await;
+        self.responder.get().stats()
+    }
+
     /// Third-party clients as extra rows (where installed), one dial at a
     /// time: their timing comes from a capture, so nothing else may send.
     async fn client_rows(&self, scenario: &Scenario, case: &mut CaseResult) {
@@ -462,7 +478,7 @@ impl Bench {
             })
             .await
             .unwrap_or_else(|e| Err(format!("client thread: {e}")));
-            let after = self.responder.get().stats();
+            let after = self.settled_stats(scenario).await;
             match result {
                 Ok(dials) => {
                     for _ in 0..dials.len() {
@@ -473,7 +489,8 @@ impl Bench {
                         dials,
                         server: ServerSeen::delta(&before, &after, case.transport),
                         note: Some(format!(
-                            "third-party client, timed by {}; no answer within {} s counts as failed at the bound",
+                            "third-party client ({}), timed by {}; no answer within {} s counts as failed at the bound",
+                            client.resolution(),
                             clients::TIMING_SOURCE,
                             scenario.client_bound_s
                         )),
@@ -617,7 +634,7 @@ impl RowJob {
         ) {
             Ok(d) => d,
             Err(e) => {
-                let rec = DialRecord::failed(Duration::ZERO, e.to_string());
+                let rec = DialRecord::failed(self.bound, e.to_string());
                 return RowRun {
                     records: vec![rec; self.n],
                     wall: started.elapsed(),
@@ -637,14 +654,14 @@ impl RowJob {
                 } else {
                     Dialer::new(self.cfg.clone()).expect("checked above")
                 };
-                let target = self.target.clone();
+                let (target, bound) = (self.target.clone(), self.bound);
                 set.spawn(async move {
                     match dialer.dial(&target).await {
-                        Ok(dial) => DialRecord::from_report(&dial.report, true),
+                        Ok(dial) => DialRecord::from_report(&dial.report, bound),
                         Err(DialError::Failed(r)) | Err(DialError::Resolution(r)) => {
-                            DialRecord::from_report(&r, false)
+                            DialRecord::from_report(&r, bound)
                         }
-                        Err(e) => DialRecord::failed(Duration::ZERO, e.to_string()),
+                        Err(e) => DialRecord::failed(bound, e.to_string()),
                     }
                 });
                 launched += 1;
@@ -664,7 +681,7 @@ impl RowJob {
                     (self.tick)(&self.label);
                     records.push(rec);
                 }
-                Ok(Some(Err(e))) => records.push(DialRecord::failed(Duration::ZERO, e.to_string())),
+                Ok(Some(Err(e))) => records.push(DialRecord::failed(self.bound, e.to_string())),
                 Ok(None) => break,
                 Err(_) if wait_until < deadline => {
                     self.concurrency = self.n;

@@ -35,6 +35,7 @@
 //! settings and the lab's addresses, so a scenario never names an address.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -291,6 +292,18 @@ impl Scenario {
             Transport::Tls => format!("sips:{host}:{port};transport=tls"),
             t => format!("sip:{host}:{port};transport={t}"),
         }
+    }
+
+    /// The longest a packet can spend in the shaper's delay lines, both ways.
+    pub fn max_path_delay(&self) -> Duration {
+        let ms: u32 = self
+            .impair
+            .iter()
+            .filter(|i| i.fault == FaultKind::Delay)
+            .map(|i| 2 * (i.ms.unwrap_or(0) + i.jitter_ms))
+            .max()
+            .unwrap_or(0);
+        Duration::from_millis(u64::from(ms))
     }
 
     /// The scenario as a run sees it: `--quick` keeps only `quick_transports`.

@@ -22,10 +22,11 @@ pub mod udp;
 /// How attempts are made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectConfig {
-    /// Over TCP, send an OPTIONS once connected and wait for its answer
-    /// (`--probe`). Without it, an established connection is success. Also
-    /// applies to TLS (after the handshake) and SCTP.
-    pub probe_tcp: bool,
+    /// Over the stream transports (TCP, TLS after its handshake, and SCTP),
+    /// send an OPTIONS once connected and wait for its answer (`--probe`).
+    /// Without it, an established connection (a completed handshake for TLS)
+    /// is success. UDP always probes: it has no connection to establish.
+    pub probe_streams: bool,
     /// RFC 3261 T1, the RTT estimate (500 ms). Timer E starts at T1 and
     /// Timer F (the probe's deadline) is 64·T1.
     pub t1: Duration,
@@ -34,8 +35,9 @@ pub struct ConnectConfig {
     /// The OPTIONS Request-URI. Empty: `sip:<sip_domain>`, or the endpoint's
     /// address when there is no domain either.
     pub request_uri: String,
-    /// The SIP domain being dialed (used for the default Request-URI; TLS will
-    /// verify the certificate against it).
+    /// The SIP domain being dialed (used for the default Request-URI; TLS
+    /// verifies the certificate against it and sends it as SNI, RFC 5922 §4,
+    /// so a TLS attempt without one fails at once).
     pub sip_domain: String,
     /// Source address for IPv6 attempts (port chosen by the kernel).
     pub bind_v6: Option<Ipv6Addr>,
@@ -48,7 +50,7 @@ pub struct ConnectConfig {
 impl Default for ConnectConfig {
     fn default() -> Self {
         ConnectConfig {
-            probe_tcp: false,
+            probe_streams: false,
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
             request_uri: String::new(),
@@ -119,7 +121,8 @@ pub struct Connected {
     /// Since the attempt started: TCP handshake done, or the first matching
     /// UDP response received.
     pub transport_ready: Duration,
-    /// The probe's answer (always for UDP; for TCP only with `probe_tcp`).
+    /// The probe's answer (always for UDP; for TCP, TLS and SCTP only with
+    /// `probe_streams`).
     pub response: Option<ProbeResponse>,
     /// OPTIONS transmissions, retransmissions included.
     pub requests_sent: u32,

@@ -1,7 +1,7 @@
 //! SCTP attempts (SIP+D2S, `_sip._sctp`, `;transport=sctp`, RFC 4168):
 //! a one-to-one style socket (`SOCK_STREAM`, `IPPROTO_SCTP`) made with
 //! socket2, a non-blocking connect driven by tokio's [`AsyncFd`]; success is
-//! the established association (or, with `probe_tcp`, the OPTIONS answer).
+//! the established association (or, with `probe_streams`, the OPTIONS answer).
 //!
 //! Many kernels have no SCTP (module not loaded or not built). That is
 //! detected once at run time ([`kernel_supported`]): SCTP candidates then
@@ -31,31 +31,62 @@ pub const UNSUPPORTED: &str = "sctp: not supported by this kernel";
 const IPPROTO_SCTP: libc::c_int = 132;
 const SCTP_NODELAY: libc::c_int = 3;
 
-/// Whether this kernel can create SCTP sockets; asked once per process.
-/// Only `EPROTONOSUPPORT`/`ESOCKTNOSUPPORT` mean "no": any other failure
-/// (e.g. out of descriptors) is left for the attempt itself to report.
+/// Whether this kernel can create SCTP sockets. Only a definitive answer is
+/// remembered for the rest of the process: a socket was made (yes), or
+/// `EPROTONOSUPPORT`/`ESOCKTNOSUPPORT` (or `EAFNOSUPPORT` for both IPv4 and
+/// IPv6) says the kernel has no SCTP (no). Any other failure (out of
+/// descriptors, say) answers yes without being remembered, so the attempt
+/// itself reports the real error and the next call asks the kernel again.
 pub fn kernel_supported() -> bool {
     static SUPPORTED: OnceLock<bool> = OnceLock::new();
-    *SUPPORTED.get_or_init(|| {
-        let probe = |domain| Socket::new(domain, Type::STREAM, Some(Protocol::SCTP));
-        let res = probe(Domain::IPV4).or_else(|e| match e.raw_os_error() {
-            Some(libc::EAFNOSUPPORT) => probe(Domain::IPV6),
-            _ => Err(e),
-        });
-        match res {
-            Ok(_) => true,
-            Err(e) => {
-                let no = matches!(
-                    e.raw_os_error(),
-                    Some(libc::EPROTONOSUPPORT) | Some(libc::ESOCKTNOSUPPORT)
-                );
-                if no {
-                    tracing::debug!("SCTP unavailable: {e}");
-                }
-                !no
-            }
+    if let Some(&known) = SUPPORTED.get() {
+        return known;
+    }
+    let probe = |domain| Socket::new(domain, Type::STREAM, Some(Protocol::SCTP)).map(drop);
+    match verdict(probe(Domain::IPV4), || probe(Domain::IPV6)) {
+        Verdict::Supported => *SUPPORTED.get_or_init(|| true),
+        Verdict::Unsupported(e) => {
+            tracing::debug!("SCTP unavailable: {e}");
+            *SUPPORTED.get_or_init(|| false)
         }
-    })
+        Verdict::Unknown(e) => {
+            tracing::debug!("cannot tell whether SCTP is available (asking again later): {e}");
+            true
+        }
+    }
+}
+
+/// What socket creation says about SCTP support.
+#[derive(Debug)]
+enum Verdict {
+    Supported,
+    Unsupported(io::Error),
+    /// A failure that says nothing about SCTP (EMFILE, ENOBUFS...).
+    Unknown(io::Error),
+}
+
+/// Reads the result of creating an IPv4 SCTP socket, and only if the kernel
+/// has no IPv4 at all (`EAFNOSUPPORT`) the IPv6 one.
+fn verdict(v4: io::Result<()>, v6: impl FnOnce() -> io::Result<()>) -> Verdict {
+    let errno = |e: &io::Error| e.raw_os_error();
+    let no_sctp = |e: &io::Error| {
+        matches!(
+            errno(e),
+            Some(libc::EPROTONOSUPPORT) | Some(libc::ESOCKTNOSUPPORT)
+        )
+    };
+    match v4 {
+        Ok(()) => Verdict::Supported,
+        Err(e) if no_sctp(&e) => Verdict::Unsupported(e),
+        Err(e) if errno(&e) == Some(libc::EAFNOSUPPORT) => match v6() {
+            Ok(()) => Verdict::Supported,
+            Err(e) if no_sctp(&e) || errno(&e) == Some(libc::EAFNOSUPPORT) => {
+                Verdict::Unsupported(e)
+            }
+            Err(e) => Verdict::Unknown(e),
+        },
+        Err(e) => Verdict::Unknown(e),
+    }
 }
 
 /// Hands a socket to tokio's reactor.
@@ -272,7 +303,7 @@ pub async fn attempt(
         .local_addr()
         .map_err(|e| local_error("local address", &e))?;
     let mut requests_sent = 0;
-    let response = if cfg.probe_tcp {
+    let response = if cfg.probe_streams {
         progress(Progress::TransportUp {
             after: transport_ready,
         });
@@ -302,6 +333,45 @@ pub fn into_stream(connection: Connection) -> Option<SctpStream> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_definitive_answers_count() {
+        let err = |n| Err(io::Error::from_raw_os_error(n));
+        let never = || -> io::Result<()> { panic!("IPv6 asked although IPv4 answered") };
+        assert!(matches!(verdict(Ok(()), never), Verdict::Supported));
+        assert!(matches!(
+            verdict(err(libc::EPROTONOSUPPORT), never),
+            Verdict::Unsupported(_)
+        ));
+        assert!(matches!(
+            verdict(err(libc::ESOCKTNOSUPPORT), never),
+            Verdict::Unsupported(_)
+        ));
+        // Out of descriptors, out of memory: no answer, nothing cached.
+        assert!(matches!(
+            verdict(err(libc::EMFILE), never),
+            Verdict::Unknown(_)
+        ));
+        assert!(matches!(
+            verdict(err(libc::ENOBUFS), never),
+            Verdict::Unknown(_)
+        ));
+        // No IPv4 at all: IPv6 decides.
+        let no_v4 = || err(libc::EAFNOSUPPORT);
+        assert!(matches!(verdict(no_v4(), || Ok(())), Verdict::Supported));
+        assert!(matches!(
+            verdict(no_v4(), || err(libc::EAFNOSUPPORT)),
+            Verdict::Unsupported(_)
+        ));
+        assert!(matches!(
+            verdict(no_v4(), || err(libc::EPROTONOSUPPORT)),
+            Verdict::Unsupported(_)
+        ));
+        assert!(matches!(
+            verdict(no_v4(), || err(libc::EMFILE)),
+            Verdict::Unknown(_)
+        ));
+    }
 
     #[test]
     fn detection_agrees_with_the_kernel() {

@@ -1,5 +1,5 @@
 //! TCP attempts: a non-blocking connect (V6ONLY, TCP_NODELAY, optional source
-//! address) handed to tokio; with `probe_tcp`, an OPTIONS on the new
+//! address) handed to tokio; with `probe_streams`, an OPTIONS on the new
 //! connection and its answer read through a [`StreamFramer`].
 
 use std::time::Duration;
@@ -28,7 +28,7 @@ pub async fn attempt(
 ) -> Result<Connected, AttemptError> {
     let (mut stream, transport_ready, local, dst) = connect(endpoint, cfg).await?;
     let mut requests_sent = 0;
-    let response = if cfg.probe_tcp {
+    let response = if cfg.probe_streams {
         progress(Progress::TransportUp {
             after: transport_ready,
         });
@@ -185,7 +185,7 @@ mod tests {
 
     fn probing() -> ConnectConfig {
         ConnectConfig {
-            probe_tcp: true,
+            probe_streams: true,
             t1: Duration::from_millis(10),
             ..ConnectConfig::default()
         }
@@ -332,7 +332,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cfg = ConnectConfig {
-            probe_tcp: true,
+            probe_streams: true,
             ..ConnectConfig::default()
         };
         let ep = endpoint(addr);

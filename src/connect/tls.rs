@@ -1,6 +1,6 @@
 //! TLS attempts (SIPS+D2T, `_sips._tcp`, `;transport=tls`): the TCP connect
 //! of [`super::tcp`], then a rustls handshake (ring provider), then with
-//! `probe_tcp` an OPTIONS over the TLS stream.
+//! `probe_streams` an OPTIONS over the TLS stream.
 //!
 //! The attempt reports [`Progress::TransportUp`] once TCP is up, so the
 //! dialer records the TCP time and the handshake time separately and the race
@@ -10,7 +10,8 @@
 //!
 //! * the chain must lead to a trusted root (system roots, plus `--ca` files);
 //! * the identity matched is the SIP domain of the URI, never the SRV target,
-//!   and it is also the SNI;
+//!   and it is also the SNI; an attempt without a SIP domain
+//!   ([`ConnectConfig::sip_domain`] empty) fails at once (§4);
 //! * `sip:` URI subjectAltNames take precedence: if the certificate has any,
 //!   only they count, and dNSName entries are ignored;
 //! * the Subject CN counts only when there is no subjectAltName at all;
@@ -197,7 +198,9 @@ fn build_client_config(key: &Key) -> Result<ClientConfig, String> {
     let verifier: Arc<dyn ServerCertVerifier> = if key.insecure {
         tracing::warn!("TLS certificate verification is OFF (--insecure)");
         Arc::new(InsecureVerifier {
-            provider: provider.clone(),
+            signatures: Signatures {
+                provider: provider.clone(),
+            },
         })
     } else {
         let mut roots = RootCertStore::empty();
@@ -221,7 +224,9 @@ fn build_client_config(key: &Key) -> Result<ClientConfig, String> {
         }
         Arc::new(SipDomainVerifier {
             roots: Arc::new(roots),
-            provider: provider.clone(),
+            signatures: Signatures {
+                provider: provider.clone(),
+            },
         })
     };
     let builder = ClientConfig::builder_with_provider(provider)
@@ -424,11 +429,55 @@ fn server_name_text(name: &ServerName<'_>) -> String {
     }
 }
 
+/// The handshake-signature half of a [`ServerCertVerifier`], the same for
+/// every verifier here: the provider's algorithms check that the server
+/// holds the certificate's key.
+#[derive(Debug)]
+struct Signatures {
+    provider: Arc<CryptoProvider>,
+}
+
+impl Signatures {
+    fn verify_tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 /// Chain to a trusted root with rustls, name per RFC 5922 with [`CertIdentities`].
 #[derive(Debug)]
 struct SipDomainVerifier {
     roots: Arc<RootCertStore>,
-    provider: Arc<CryptoProvider>,
+    signatures: Signatures,
 }
 
 impl ServerCertVerifier for SipDomainVerifier {
@@ -449,7 +498,10 @@ impl ServerCertVerifier for SipDomainVerifier {
             &self.roots,
             intermediates,
             now,
-            self.provider.signature_verification_algorithms.all,
+            self.signatures
+                .provider
+                .signature_verification_algorithms
+                .all,
         )
         .map_err(|e| {
             cert_error(format!(
@@ -468,12 +520,7 @@ impl ServerCertVerifier for SipDomainVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.verify_tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -482,18 +529,11 @@ impl ServerCertVerifier for SipDomainVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.verify_tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }
 
@@ -520,7 +560,7 @@ fn describe_chain_error(e: &TlsError) -> String {
 /// are checked (they bind the handshake to the certificate's key).
 #[derive(Debug)]
 struct InsecureVerifier {
-    provider: Arc<CryptoProvider>,
+    signatures: Signatures,
 }
 
 impl ServerCertVerifier for InsecureVerifier {
@@ -542,12 +582,7 @@ impl ServerCertVerifier for InsecureVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.verify_tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -556,35 +591,29 @@ impl ServerCertVerifier for InsecureVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.verify_tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }
 
 // ---------------------------------------------------------------------------
 // The attempt
 
-/// The name the certificate must match and the SNI: the SIP domain, or the
-/// endpoint's host when the attempt was made without one.
-fn server_name(
-    cfg: &ConnectConfig,
-    endpoint: &Endpoint,
-) -> Result<ServerName<'static>, AttemptError> {
-    let domain = if cfg.sip_domain.is_empty() {
-        endpoint.host.to_string()
-    } else {
-        cfg.sip_domain.clone()
-    };
+/// The name the certificate must match and the SNI: the SIP domain (RFC 5922
+/// §4), never the SRV target or the endpoint's host. Without a SIP domain
+/// there is nothing to verify against, so the attempt fails closed.
+fn server_name(cfg: &ConnectConfig) -> Result<ServerName<'static>, AttemptError> {
+    let domain = cfg.sip_domain.trim();
+    if domain.is_empty() {
+        return Err(AttemptError::new(
+            ErrorClass::Local,
+            "tls: no SIP domain to verify the certificate against (RFC 5922 §4 never \
+             uses the SRV target or the address); set the SIP domain",
+        ));
+    }
     let bare = domain.trim_start_matches('[').trim_end_matches(']');
     ServerName::try_from(bare.to_string()).map_err(|e| {
         AttemptError::new(
@@ -629,7 +658,7 @@ pub async fn attempt(
 ) -> Result<Connected, AttemptError> {
     // Configuration problems fail at once, before any packet is sent.
     let client_config = cfg.tls.client_config()?;
-    let name = server_name(cfg, endpoint)?;
+    let name = server_name(cfg)?;
     let (stream, transport_ready, local, dst) = super::tcp::connect(endpoint, cfg).await?;
     progress(Progress::TransportUp {
         after: transport_ready,
@@ -649,7 +678,7 @@ pub async fn attempt(
         }
     };
     let mut requests_sent = 0;
-    let response = if cfg.probe_tcp {
+    let response = if cfg.probe_streams {
         let probe = OptionsProbe::new(cfg.request_uri_for(endpoint), Transport::Tls, local);
         requests_sent = 1;
         Some(super::tcp::probe_stream(&mut tls, &probe, cfg.timer_f(), dst).await?)
@@ -795,6 +824,57 @@ mod tests {
         c.ips.push("::1".parse().unwrap());
         assert!(c.check("[::1]").is_ok());
         assert!(c.check("127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn server_name_is_the_sip_domain_and_never_a_fallback() {
+        let mut cfg = ConnectConfig::default();
+        let err = server_name(&cfg).unwrap_err();
+        assert_eq!(err.class, ErrorClass::Local);
+        assert!(
+            err.detail
+                .contains("no SIP domain to verify the certificate against"),
+            "{err}"
+        );
+        cfg.sip_domain = "  ".into();
+        assert_eq!(server_name(&cfg).unwrap_err().class, ErrorClass::Local);
+        cfg.sip_domain = "Example.test".into();
+        assert_eq!(
+            server_name(&cfg).unwrap(),
+            ServerName::try_from("Example.test").unwrap()
+        );
+        cfg.sip_domain = "[::1]".into();
+        assert!(matches!(
+            server_name(&cfg).unwrap(),
+            ServerName::IpAddress(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn attempt_without_a_sip_domain_fails_closed_before_connecting() {
+        // The SRV target is a perfectly good name, but it is not the identity.
+        let endpoint = Endpoint {
+            transport: Transport::Tls,
+            addr: "127.0.0.1:9".parse().unwrap(),
+            host: Arc::from("sip1.example.test"),
+            rank: 0,
+        };
+        let cfg = ConnectConfig {
+            tls: TlsSettings {
+                insecure: true,
+                ..TlsSettings::default()
+            },
+            ..ConnectConfig::default()
+        };
+        let transport_up = std::sync::atomic::AtomicBool::new(false);
+        let err = attempt(&endpoint, &cfg, &|_| {
+            transport_up.store(true, std::sync::atomic::Ordering::SeqCst)
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Local, "{err}");
+        assert!(err.detail.contains("no SIP domain"), "{err}");
+        assert!(!transport_up.load(std::sync::atomic::Ordering::SeqCst));
     }
 
     #[test]

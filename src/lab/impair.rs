@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::process::Command;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -202,8 +203,80 @@ pub fn impair(
     Ok(st.impairments)
 }
 
-/// Pushes the faults to the router: the nftables table `inet siprace`, then the shaper config.
+/// The shaper's configuration file in the state directory.
+pub const SHAPER_CONFIG: &str = "shaper.json";
+/// What the shaper writes (atomically) after it has read a configuration: a [`ShaperAck`].
+pub const SHAPER_APPLIED: &str = "shaper.applied";
+/// How often and how many times [`apply`] looks for the shaper's acknowledgement (5 ms × 600 = 3 s).
+pub const ACK_POLL: Duration = Duration::from_millis(5);
+pub const ACK_TRIES: u32 = 600;
+
+/// `<state>/shaper.json`: the shaped faults, with a generation number that grows
+/// with every write, so that the writer can tell when the shaper has applied it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShaperConfig {
+    pub generation: u64,
+    pub rules: Vec<Impairment>,
+}
+
+impl ShaperConfig {
+    /// Parses a configuration; a bare list of faults (the format before generations) is generation 0.
+    pub fn parse(data: &[u8]) -> Result<ShaperConfig, serde_json::Error> {
+        serde_json::from_slice::<ShaperConfig>(data).or_else(|e| {
+            serde_json::from_slice::<Vec<Impairment>>(data)
+                .map(|rules| ShaperConfig {
+                    generation: 0,
+                    rules,
+                })
+                .map_err(|_| e)
+        })
+    }
+}
+
+/// `<state>/shaper.applied`: the generation of the configuration the shaper read last,
+/// and whether it could use it (`error`: it kept the previous rules).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShaperAck {
+    pub generation: u64,
+    pub rules: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The shaper configuration of lab `name` as on disk, if readable.
+pub fn read_shaper_config(name: &str) -> Option<ShaperConfig> {
+    let data = std::fs::read(state_dir(name).join(SHAPER_CONFIG)).ok()?;
+    ShaperConfig::parse(&data).ok()
+}
+
+/// The shaper's last acknowledgement in lab `name`, if any.
+pub fn read_shaper_ack(name: &str) -> Option<ShaperAck> {
+    let data = std::fs::read(state_dir(name).join(SHAPER_APPLIED)).ok()?;
+    serde_json::from_slice(&data).ok()
+}
+
+/// Pushes the faults to the router: first the shaper config (waiting until the shaper
+/// has applied it, if any fault is shaped), then the nftables table `inet siprace`.
+/// In this order a delay or loss is in force for the first packet nftables diverts,
+/// and when this returns every fault is in force. Blackhole and reject need no
+/// shaper: they are in force when `nft` returns. Errors if a shaped fault is asked
+/// for and the shaper is dead or does not acknowledge within 3 s.
 pub fn apply(name: &str, imps: &[Impairment]) -> Result<(), LabError> {
+    let shaped: Vec<Impairment> = imps.iter().filter(|i| i.shaped()).cloned().collect();
+    let prev = read_shaper_config(name);
+    let prev_acked = match (&prev, read_shaper_ack(name)) {
+        (Some(p), Some(a)) => a.generation >= p.generation && a.error.is_none(),
+        _ => false,
+    };
+    let unchanged = prev.as_ref().is_some_and(|p| p.rules == shaped);
+    // Without shaped faults nothing is diverted to the shaper once nft returns: no wait.
+    if !(unchanged && (prev_acked || shaped.is_empty())) {
+        let generation = write_shaper_config(name, imps)?;
+        if !shaped.is_empty() {
+            let pid = State::load(name).and_then(|s| s.shaper_pid);
+            wait_shaper_applied(name, pid, generation)?;
+        }
+    }
     let script = nft_script(&LabAddrs::standard(), imps);
     if !imps.is_empty() || sys::which("nft").is_some() {
         sys::require("nft", "nftables")?;
@@ -211,14 +284,60 @@ pub fn apply(name: &str, imps: &[Impairment]) -> Result<(), LabError> {
         cmd.args(["-f", "-"]);
         sys::run_input(&mut cmd, Some(&script))?;
     }
-    write_shaper_config(name, imps)
+    Ok(())
 }
 
-/// The shaper's view of the faults: `<state>/shaper.json`, re-read by the shaper when it changes.
-pub fn write_shaper_config(name: &str, imps: &[Impairment]) -> Result<(), LabError> {
-    let shaped: Vec<&Impairment> = imps.iter().filter(|i| i.shaped()).collect();
-    let data = serde_json::to_vec_pretty(&shaped).expect("serializes");
-    sys::write_atomic(&state_dir(name).join("shaper.json"), &data)
+/// Waits (bounded: [`ACK_TRIES`] × [`ACK_POLL`]) until the shaper `pid` of lab `name`
+/// reports that it applied configuration `generation` (or a later one).
+pub fn wait_shaper_applied(name: &str, pid: Option<u32>, generation: u64) -> Result<(), LabError> {
+    let Some(pid) = pid else {
+        return Err(LabError::Invalid(format!(
+            "delay/loss need the shaper, and lab {name} has none (up without shaper)"
+        )));
+    };
+    let log = state_dir(name).join("shaper.log");
+    let outcome = sys::poll(ACK_TRIES, ACK_POLL, || {
+        if !sys::alive(pid) {
+            return Some(Err(LabError::Invalid(format!(
+                "the shaper of lab {name} (pid {pid}) is not running, so delay/loss cannot take effect (see {})",
+                log.display()
+            ))));
+        }
+        match read_shaper_ack(name) {
+            Some(a) if a.generation == generation && a.error.is_some() => {
+                Some(Err(LabError::Invalid(format!(
+                    "the shaper of lab {name} rejected its configuration (generation {generation}): {}",
+                    a.error.unwrap_or_default()
+                ))))
+            }
+            Some(a) if a.generation >= generation => Some(Ok(())),
+            _ => None,
+        }
+    });
+    outcome.unwrap_or_else(|| {
+        let last = read_shaper_ack(name)
+            .map(|a| a.generation.to_string())
+            .unwrap_or_else(|| "none".into());
+        Err(LabError::Invalid(format!(
+            "the shaper of lab {name} (pid {pid}) did not apply its configuration (generation {generation}, last applied: {last}) within {:?} (see {})",
+            ACK_POLL * ACK_TRIES,
+            log.display()
+        )))
+    })
+}
+
+/// Writes the shaper's view of the faults, `<state>/shaper.json` (the shaped ones, under
+/// the next generation number); the shaper picks it up at once. Returns the generation.
+/// Does not wait: see [`apply`].
+pub fn write_shaper_config(name: &str, imps: &[Impairment]) -> Result<u64, LabError> {
+    let generation = read_shaper_config(name).map_or(0, |c| c.generation) + 1;
+    let cfg = ShaperConfig {
+        generation,
+        rules: imps.iter().filter(|i| i.shaped()).cloned().collect(),
+    };
+    let data = serde_json::to_vec_pretty(&cfg).expect("serializes");
+    sys::write_atomic(&state_dir(name).join(SHAPER_CONFIG), &data)?;
+    Ok(generation)
 }
 
 fn fam_kw(f: Family) -> &'static str {
@@ -291,4 +410,33 @@ pub fn nft_script(a: &LabAddrs, imps: &[Impairment]) -> String {
     }
     s.push_str("  }\n}\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shaper_config_round_trips_and_reads_the_old_format() {
+        let mut rule = Impairment::new(Family::V6, None);
+        rule.delay_ms = 200;
+        let cfg = ShaperConfig {
+            generation: 7,
+            rules: vec![rule.clone()],
+        };
+        let data = serde_json::to_vec(&cfg).unwrap();
+        assert_eq!(ShaperConfig::parse(&data).unwrap(), cfg);
+        // a bare list (before generations) is generation 0
+        let old = serde_json::to_vec(&vec![rule.clone()]).unwrap();
+        assert_eq!(
+            ShaperConfig::parse(&old).unwrap(),
+            ShaperConfig {
+                generation: 0,
+                rules: vec![rule]
+            }
+        );
+        assert!(ShaperConfig::parse(b"{\"generation\": 3}").is_err());
+        let ack: ShaperAck = serde_json::from_str(r#"{"generation":3,"rules":1}"#).unwrap();
+        assert_eq!(ack.error, None);
+    }
 }

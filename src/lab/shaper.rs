@@ -5,7 +5,11 @@
 //! `shp0`. This process reads them, drops the configured share, holds the rest for
 //! the configured delay and writes them back into the TUN: they re-enter the router
 //! on `shp0`, unmarked, and the main table forwards them to the real interface.
-//! Faults come from `<state>/shaper.json`, re-read when it changes.
+//! Faults come from `<state>/shaper.json` ([`ShaperConfig`], with a generation
+//! number), re-read as soon as it is replaced (inotify on the state directory, plus a
+//! check every [`TICK`] as a fallback); after reading one, the shaper writes
+//! `<state>/shaper.applied` ([`ShaperAck`]: the generation it applied), on which
+//! [`super::impair::apply`] waits.
 //!
 //! Bounded: at most [`QUEUE_LIMIT`] packets are held; beyond that new ones are
 //! dropped. Packets it cannot parse are dropped and counted, never a panic.
@@ -19,19 +23,20 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde::Serialize;
 
 use super::error::LabError;
-use super::impair::Impairment;
+use super::impair::{Impairment, ShaperAck, ShaperConfig, SHAPER_APPLIED, SHAPER_CONFIG};
 use super::topology::{state_dir, LabAddrs, TUN_DEV};
 use crate::endpoint::Family;
 
 /// Most packets held at once.
 pub const QUEUE_LIMIT: usize = 8192;
-const TICK: Duration = Duration::from_millis(200);
+/// Fallback period of the config check, the stats file and the state-directory check.
+pub const TICK: Duration = Duration::from_millis(200);
 
 /// Counters, written to `<state>/shaper.stats.json`.
 #[derive(Debug, Default, Serialize)]
@@ -254,8 +259,91 @@ fn writer_loop(
     }
 }
 
-fn mtime(p: &Path) -> Option<SystemTime> {
-    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+/// An inotify descriptor watching `dir` for files written or moved in (non-blocking).
+/// `None` if inotify is unavailable: the shaper then checks its config every [`TICK`].
+fn watch_dir(dir: &Path) -> Option<File> {
+    use std::os::unix::ffi::OsStrExt;
+    let cdir = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: plain syscall, no pointers.
+    let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+    if fd < 0 {
+        eprintln!(
+            "shaper: inotify unavailable ({}), checking the config every {TICK:?}",
+            std::io::Error::last_os_error()
+        );
+        return None;
+    }
+    // SAFETY: fd was just created and is owned by nobody else.
+    let file = unsafe { File::from_raw_fd(fd) };
+    // SAFETY: valid fd and NUL-terminated path.
+    let wd = unsafe {
+        libc::inotify_add_watch(
+            file.as_raw_fd(),
+            cdir.as_ptr(),
+            libc::IN_MOVED_TO | libc::IN_CLOSE_WRITE,
+        )
+    };
+    if wd < 0 {
+        eprintln!(
+            "shaper: cannot watch {} ({}), checking the config every {TICK:?}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        );
+        return None;
+    }
+    Some(file)
+}
+
+/// Reads `shaper.json` if its content changed since `last`; then returns the new rules
+/// (`None` if it is unusable: keep the old ones) and the acknowledgement to write.
+fn reload(
+    cfg_path: &Path,
+    last: &mut Option<Vec<u8>>,
+) -> Option<(Option<Vec<Impairment>>, ShaperAck)> {
+    let data = match std::fs::read(cfg_path) {
+        Ok(d) => d,
+        Err(e) => {
+            if last.is_some() {
+                eprintln!("shaper: cannot read config: {e}");
+                *last = None;
+            }
+            return None;
+        }
+    };
+    if last.as_deref() == Some(&data[..]) {
+        return None;
+    }
+    let (ack, rules) = match ShaperConfig::parse(&data) {
+        Ok(cfg) => {
+            eprintln!(
+                "shaper: config generation {}: {} rule(s): {}",
+                cfg.generation,
+                cfg.rules.len(),
+                serde_json::to_string(&cfg.rules).unwrap_or_default()
+            );
+            let ack = ShaperAck {
+                generation: cfg.generation,
+                rules: cfg.rules.len(),
+                error: None,
+            };
+            (ack, Some(cfg.rules))
+        }
+        Err(e) => {
+            eprintln!("shaper: bad config, keeping the old one: {e}");
+            let generation = serde_json::from_slice::<serde_json::Value>(&data)
+                .ok()
+                .and_then(|v| v.get("generation")?.as_u64())
+                .unwrap_or(0);
+            let ack = ShaperAck {
+                generation,
+                rules: 0,
+                error: Some(format!("bad config, keeping the old one: {e}")),
+            };
+            (ack, None)
+        }
+    };
+    *last = Some(data);
+    Some((rules, ack))
 }
 
 fn reader_loop(
@@ -266,56 +354,64 @@ fn reader_loop(
     stop: &AtomicBool,
 ) -> Result<(), LabError> {
     let addrs = LabAddrs::standard();
-    let cfg_path: PathBuf = dir.join("shaper.json");
+    let cfg_path: PathBuf = dir.join(SHAPER_CONFIG);
+    let ack_path: PathBuf = dir.join(SHAPER_APPLIED);
     let stats_path = dir.join("shaper.stats.json");
     let mut rules: Vec<Impairment> = Vec::new();
-    let mut cfg_mtime = None;
+    let mut cfg_seen: Option<Vec<u8>> = None;
     let mut last_tick = Instant::now() - TICK;
     let mut last_release: HashMap<(usize, bool), Instant> = HashMap::new();
     let mut seq = 0u64;
     let mut rng = rand::rng();
     let mut buf = vec![0u8; 65536];
     let mut last_stats = String::new();
+    let mut inotify = watch_dir(dir);
+    let mut check_cfg = true;
 
     while !stop.load(Ordering::Relaxed) {
+        if check_cfg {
+            check_cfg = false;
+            if let Some((new, ack)) = reload(&cfg_path, &mut cfg_seen) {
+                if let Some(r) = new {
+                    rules = r;
+                    last_release.clear();
+                }
+                // only now, with the rules in place, tell `impair` they are in force
+                let ack = serde_json::to_vec(&ack).expect("serializes");
+                if let Err(e) = super::sys::write_atomic(&ack_path, &ack) {
+                    eprintln!("shaper: {e}");
+                }
+            }
+        }
         if last_tick.elapsed() >= TICK {
             last_tick = Instant::now();
             if !dir.exists() {
                 eprintln!("shaper: state directory gone, exiting");
                 return Ok(());
             }
-            let m = mtime(&cfg_path);
-            if m != cfg_mtime {
-                cfg_mtime = m;
-                match std::fs::read(&cfg_path)
-                    .map(|d| serde_json::from_slice::<Vec<Impairment>>(&d))
-                {
-                    Ok(Ok(r)) => {
-                        eprintln!(
-                            "shaper: {} rule(s): {}",
-                            r.len(),
-                            serde_json::to_string(&r).unwrap_or_default()
-                        );
-                        rules = r;
-                        last_release.clear();
-                    }
-                    Ok(Err(e)) => eprintln!("shaper: bad config, keeping the old one: {e}"),
-                    Err(e) => eprintln!("shaper: cannot read config: {e}"),
-                }
-            }
             let s = serde_json::to_string(&counters.snapshot()).unwrap_or_default();
             if s != last_stats {
                 let _ = super::sys::write_atomic(&stats_path, s.as_bytes());
                 last_stats = s;
             }
+            // the fallback check of the config (e.g. without inotify), now rather than after a poll
+            check_cfg = true;
+            continue;
         }
-        let mut pfd = libc::pollfd {
-            fd: tun.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let rc = unsafe { libc::poll(&mut pfd, 1, TICK.as_millis() as libc::c_int) };
+        let mut pfds = [
+            libc::pollfd {
+                fd: tun.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: inotify.as_ref().map_or(-1, |f| f.as_raw_fd()), // -1: ignored by poll
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds.
+        let rc = unsafe { libc::poll(pfds.as_mut_ptr(), 2, TICK.as_millis() as libc::c_int) };
         if rc < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() == std::io::ErrorKind::Interrupted {
@@ -323,7 +419,25 @@ fn reader_loop(
             }
             return Err(LabError::io("poll on TUN")(e));
         }
-        if rc == 0 {
+        if pfds[1].revents != 0 {
+            // Something in the state directory was written or replaced (our own stats
+            // and acks too): drain the events and compare the config's content.
+            let mut ev = [0u8; 4096];
+            if let Some(f) = inotify.as_mut() {
+                loop {
+                    match f.read(&mut ev) {
+                        Ok(n) if n > 0 => continue,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Ok(_) | Err(_) => break,
+                    }
+                }
+            }
+            if pfds[1].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+                inotify = None;
+            }
+            check_cfg = true;
+        }
+        if pfds[0].revents == 0 {
             continue;
         }
         let n = match tun.read(&mut buf) {

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::error::LabError;
@@ -214,9 +215,35 @@ pub fn kill_all(pids: &[u32], grace: Duration) {
     }
 }
 
-/// Writes `data` to `path` atomically (temporary file + rename).
+/// Writes `data` to `path` atomically: a temporary file next to it, unique to this
+/// process and call (so concurrent writers, e.g. `impair` and the shaper, never share
+/// one), then a rename.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), LabError> {
-    let tmp = path.with_extension("tmp");
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(format!(
+        ".{}.{}.tmp",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let tmp = path.with_file_name(tmp_name);
     std::fs::write(&tmp, data).map_err(LabError::io(format!("writing {}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(LabError::io(format!("renaming to {}", path.display())))
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        LabError::io(format!("renaming to {}", path.display()))(e)
+    })
+}
+
+/// Bounded polling: calls `check` up to `tries` times, `every` apart, until it gives
+/// `Some`; `None` if it never does (the caller names what did not happen).
+pub fn poll<T>(tries: u32, every: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    for i in 0..tries {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if i + 1 < tries {
+            std::thread::sleep(every);
+        }
+    }
+    None
 }

@@ -19,7 +19,9 @@
 //! * Otherwise NAPTR of the domain, ordered by order then preference,
 //!   keeping SIP+D2U, SIP+D2T, SIP+D2S and SIPS+D2T with the `s` flag (only
 //!   SIPS+D2T for `sips:`) over allowed transports, then SRV of each
-//!   replacement. If the NAPTR set publishes SIP services but none is usable,
+//!   replacement. Services of higher ORDER values are kept as fallback ranks
+//!   after those of the lowest one, a deliberate extension of RFC 3403 §4.1
+//!   (see [`select`]). If the NAPTR set publishes SIP services but none is usable,
 //!   location fails (a `sips:` URI at a plaintext-only domain, say). Without
 //!   SIP NAPTR records: SRV for each allowed transport (`_sip._udp`,
 //!   `_sip._tcp`, `_sip._sctp`, `_sips._tcp`, in that preference order).
@@ -36,6 +38,10 @@
 //!   queries are abandoned (their `Query` event has no `Answer`).
 //! * Every distinct host of the targets is resolved once, AAAA and A as two
 //!   separate concurrent queries (never `lookup_ip`, which joins them).
+//!   Addresses that cannot be destinations (unspecified, multicast,
+//!   broadcast, IPv4-mapped; [`select::unusable_address`]) are dropped from
+//!   [`LocateEvent::Addresses`]; the Answer event still renders them, marked
+//!   `(dropped: why)`.
 //!
 //! Every query is bounded by [`LocateConfig::query_timeout`]; every answer
 //! is capped at [`LocateConfig::max_records`] records of the queried type
@@ -103,15 +109,19 @@ impl Default for LocateConfig {
     }
 }
 
-/// How a query ended.
+/// How a query ended. Serialised with its [`label`](DnsOutcome::label) as
+/// the `outcome` tag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "outcome", content = "detail")]
 pub enum DnsOutcome {
-    /// Records of the queried type, rendered as zone-file RDATA text.
+    /// Records of the queried type, rendered as zone-file RDATA text (an
+    /// address that location drops is followed by `(dropped: why)`).
     Records(Vec<String>),
     /// NOERROR without records of the type (NODATA).
     NoRecords,
+    #[serde(rename = "nxdomain")]
     NxDomain,
+    #[serde(rename = "servfail")]
     ServFail,
     Timeout,
     /// Anything else (REFUSED, a network error...).
@@ -119,8 +129,17 @@ pub enum DnsOutcome {
 }
 
 impl DnsOutcome {
-    pub fn is_records(&self) -> bool {
-        matches!(self, DnsOutcome::Records(_))
+    /// The outcome's name, the same as its serde tag: "records",
+    /// "no-records", "nxdomain", "servfail", "timeout" or "error".
+    pub fn label(&self) -> &'static str {
+        match self {
+            DnsOutcome::Records(_) => "records",
+            DnsOutcome::NoRecords => "no-records",
+            DnsOutcome::NxDomain => "nxdomain",
+            DnsOutcome::ServFail => "servfail",
+            DnsOutcome::Timeout => "timeout",
+            DnsOutcome::Error(_) => "error",
+        }
     }
 }
 
@@ -426,6 +445,31 @@ fn family_rtype(f: Family) -> RecordType {
     }
 }
 
+/// Zone-file text of a record; an address location drops is marked.
+fn render_rdata(d: &RData) -> String {
+    match d.ip_addr().and_then(select::unusable_address) {
+        Some(why) => format!("{d} (dropped: {why})"),
+        None => d.to_string(),
+    }
+}
+
+/// The usable addresses of an A/AAAA answer for `family`; the others are
+/// dropped with a debug trace.
+fn usable_addresses(host: &str, family: Family, rdata: &[RData]) -> Vec<IpAddr> {
+    rdata
+        .iter()
+        .filter_map(|d| d.ip_addr())
+        .filter(|ip| Family::of(ip) == family)
+        .filter(|ip| match select::unusable_address(*ip) {
+            Some(why) => {
+                tracing::debug!(%host, %ip, "dropping a {why} address from the {family} answer");
+                false
+            }
+            None => true,
+        })
+        .collect()
+}
+
 fn classify(err: &NetError) -> DnsOutcome {
     if err.is_nx_domain() {
         DnsOutcome::NxDomain
@@ -485,7 +529,7 @@ impl Ctx {
                     if rdata.is_empty() {
                         (rdata, DnsOutcome::NoRecords)
                     } else {
-                        let text = rdata.iter().take(this.max).map(|d| d.to_string()).collect();
+                        let text = rdata.iter().take(this.max).map(render_rdata).collect();
                         (rdata, DnsOutcome::Records(text))
                     }
                 }
@@ -748,15 +792,7 @@ async fn resolve_hosts(ctx: &Ctx, specs: &[TargetSpec], fams: &[Family]) {
             let host = host.clone();
             set.spawn(async move {
                 let r = fut.await;
-                let addrs = r
-                    .rdata
-                    .iter()
-                    .filter_map(|d| d.ip_addr())
-                    .filter(|ip| match family {
-                        Family::V6 => ip.is_ipv6(),
-                        Family::V4 => ip.is_ipv4(),
-                    })
-                    .collect();
+                let addrs = usable_addresses(&host, family, &r.rdata);
                 let _ = tx.send(LocateEvent::Addresses {
                     host,
                     family,
@@ -816,9 +852,67 @@ mod tests {
     #[test]
     fn outcomes_render() {
         assert_eq!(DnsOutcome::Timeout.to_string(), "timeout");
-        assert!(DnsOutcome::Records(vec!["a".into()]).is_records());
+        assert!(matches!(
+            DnsOutcome::Records(vec!["a".into()]),
+            DnsOutcome::Records(_)
+        ));
         let json = serde_json::to_string(&DnsOutcome::ServFail).unwrap();
-        assert!(json.contains("serv-fail"), "{json}");
+        assert!(json.contains("\"servfail\""), "{json}");
+    }
+
+    #[test]
+    fn labels_are_the_serde_tags() {
+        let all = [
+            DnsOutcome::Records(vec!["192.0.2.1".into()]),
+            DnsOutcome::NoRecords,
+            DnsOutcome::NxDomain,
+            DnsOutcome::ServFail,
+            DnsOutcome::Timeout,
+            DnsOutcome::Error("refused".into()),
+        ];
+        let labels: Vec<&str> = all.iter().map(DnsOutcome::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "records",
+                "no-records",
+                "nxdomain",
+                "servfail",
+                "timeout",
+                "error"
+            ]
+        );
+        for o in &all {
+            let json = serde_json::to_value(o).unwrap();
+            assert_eq!(json["outcome"], o.label(), "{json}");
+        }
+    }
+
+    #[test]
+    fn unusable_addresses_are_dropped_and_marked() {
+        use hickory_resolver::proto::rr::rdata::{A, AAAA};
+        let v6 = [
+            RData::AAAA(AAAA("::".parse().unwrap())),
+            RData::AAAA(AAAA("ff02::1".parse().unwrap())),
+            RData::AAAA(AAAA("::ffff:192.0.2.1".parse().unwrap())),
+            RData::AAAA(AAAA("2001:db8::1".parse().unwrap())),
+        ];
+        assert_eq!(
+            usable_addresses("h", Family::V6, &v6),
+            vec!["2001:db8::1".parse::<IpAddr>().unwrap()]
+        );
+        let v4 = [
+            RData::A(A("0.0.0.0".parse().unwrap())),
+            RData::A(A("224.0.0.1".parse().unwrap())),
+            RData::A(A("255.255.255.255".parse().unwrap())),
+            RData::A(A("192.0.2.1".parse().unwrap())),
+        ];
+        assert_eq!(
+            usable_addresses("h", Family::V4, &v4),
+            vec!["192.0.2.1".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(render_rdata(&v4[1]), "224.0.0.1 (dropped: multicast)");
+        assert_eq!(render_rdata(&v4[3]), "192.0.2.1");
     }
 
     #[tokio::test]

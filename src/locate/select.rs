@@ -1,7 +1,22 @@
 //! The pure half of RFC 3263 location: NAPTR filtering and ordering, SRV
-//! ordering (RFC 2782), the fallbacks and the resulting [`TargetSpec`]s.
-//! Nothing here touches the network, so all of it is unit-tested.
+//! ordering (RFC 2782), the fallbacks, the address sanity filter and the
+//! resulting [`TargetSpec`]s. Nothing here touches the network, so all of it
+//! is unit-tested.
+//!
+//! # NAPTR ORDER: a deliberate extension of RFC 3403
+//!
+//! RFC 3403 §4.1 says that once a record of some ORDER matches, records of a
+//! higher ORDER must not be considered. siprace keeps the usable services of
+//! **every** ORDER, as fallback ranks: [`select_naptr`] sorts by (ORDER,
+//! PREFERENCE), so every service of the lowest ORDER with a usable service is
+//! always ranked before any service of a higher ORDER, and the race only
+//! reaches the higher-ORDER services once the lower ones have failed or are
+//! slow. A dead transport then falls over to the next usable one, the way
+//! RFC 3263 §4.3 moves on across SRV targets and Happy Eyeballs v3 across
+//! protocol groups, instead of failing the whole location. Strict RFC 3403
+//! behaviour would be to keep only the lowest usable ORDER.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use rand::Rng;
@@ -84,6 +99,10 @@ pub enum NaptrChoice {
 /// RFC 3263 §4.1 NAPTR selection: order by (order, preference); keep
 /// terminal (`"s"` flag) SIP services siprace has a transport for; a `sips:`
 /// URI keeps only SIPS services; only allowed transports; no duplicates.
+///
+/// Services of higher ORDER values are kept after those of the lowest one,
+/// as fallbacks: a deliberate extension of RFC 3403 §4.1 (see the
+/// [module documentation](self)).
 pub fn select_naptr(records: &[NaptrRecord], scheme: Scheme, allowed: &[Transport]) -> NaptrChoice {
     let mut sorted: Vec<&NaptrRecord> = records.iter().collect();
     sorted.sort_by_key(|r| (r.order, r.preference));
@@ -270,6 +289,25 @@ pub fn constructed_services(
         .collect()
 }
 
+/// Why an address from an A/AAAA answer cannot be a destination, if it
+/// cannot: unspecified (`0.0.0.0`, `::`), multicast, the limited broadcast
+/// `255.255.255.255`, or an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, an
+/// IPv4 destination in disguise that would be raced as IPv6). Loopback,
+/// private and documentation addresses are fine.
+pub fn unusable_address(ip: IpAddr) -> Option<&'static str> {
+    if ip.is_unspecified() {
+        return Some("unspecified");
+    }
+    if ip.is_multicast() {
+        return Some("multicast");
+    }
+    match ip {
+        IpAddr::V4(v4) if v4.is_broadcast() => Some("broadcast"),
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => Some("IPv4-mapped"),
+        _ => None,
+    }
+}
+
 /// One spec per transport for `host`, on `port` or each transport's default
 /// port, ranked in the given order.
 pub fn direct_specs(host: &str, port: Option<u16>, transports: &[Transport]) -> Vec<TargetSpec> {
@@ -424,6 +462,54 @@ mod tests {
             NaptrChoice::NoneUsable { .. }
         ));
         assert!(none_usable_reason(Scheme::Sips, &[Transport::Tls]).contains("SIPS+D2T"));
+    }
+
+    #[test]
+    fn naptr_lower_order_always_ranks_first() {
+        // A higher ORDER with a better PREFERENCE still comes after every
+        // service of the lower ORDER (the fallback extension keeps it).
+        let recs = vec![
+            naptr(50, 1, "s", "SIP+D2U", "_sip._udp.example.test."),
+            naptr(10, 90, "s", "SIP+D2T", "_sip._tcp.example.test."),
+            naptr(10, 80, "s", "SIP+D2S", "_sip._sctp.example.test."),
+        ];
+        assert_eq!(
+            select_naptr(&recs, Scheme::Sip, &ALL),
+            NaptrChoice::Services(vec![
+                (Transport::Sctp, "_sip._sctp.example.test".into()),
+                (Transport::Tcp, "_sip._tcp.example.test".into()),
+                (Transport::Udp, "_sip._udp.example.test".into()),
+            ])
+        );
+        // The lowest ORDER without a usable service does not block the next.
+        assert_eq!(
+            select_naptr(&recs, Scheme::Sip, &[Transport::Udp]),
+            NaptrChoice::Services(vec![(Transport::Udp, "_sip._udp.example.test".into())])
+        );
+    }
+
+    #[test]
+    fn address_sanity() {
+        let bad = |s: &str| unusable_address(s.parse().unwrap());
+        assert_eq!(bad("0.0.0.0"), Some("unspecified"));
+        assert_eq!(bad("::"), Some("unspecified"));
+        assert_eq!(bad("224.0.0.1"), Some("multicast"));
+        assert_eq!(bad("239.255.255.250"), Some("multicast"));
+        assert_eq!(bad("ff02::1"), Some("multicast"));
+        assert_eq!(bad("255.255.255.255"), Some("broadcast"));
+        assert_eq!(bad("::ffff:192.0.2.1"), Some("IPv4-mapped"));
+        for good in [
+            "127.0.0.1",
+            "::1",
+            "::2",
+            "192.0.2.1",
+            "10.0.0.1",
+            "2001:db8::1",
+            "64:ff9b::c000:201",
+            "fe80::1",
+        ] {
+            assert_eq!(bad(good), None, "{good}");
+        }
     }
 
     #[test]

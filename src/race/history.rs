@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::endpoint::{Endpoint, Family, Transport};
+use crate::race::{AttemptEnd, AttemptRecord, CancelReason};
 
 /// A path as history sees it. Addresses are not part of the key: SRV
 /// targets rotate addresses, and it is the family's route that breaks.
@@ -49,10 +50,7 @@ pub struct HistoryView {
 
 impl HistoryView {
     pub fn verdict(&self, e: &Endpoint) -> PathVerdict {
-        self.paths
-            .get(&PathKey::of(e))
-            .copied()
-            .unwrap_or(PathVerdict::Unknown)
+        self.verdict_of_path(&e.host, e.family(), e.transport)
     }
 
     pub fn verdict_of_path(&self, host: &str, family: Family, transport: Transport) -> PathVerdict {
@@ -83,6 +81,49 @@ pub enum PathOutcome {
     Worked(Duration),
     /// Failed, or lost the race without finishing within the attempt delay.
     Failed,
+}
+
+/// What a finished race teaches, one outcome per path (several attempts
+/// may share a path: the addresses of one host and family):
+/// - a path with a winning attempt worked, with that attempt's time;
+/// - otherwise a path failed if one of its attempts failed, timed out, met
+///   the deadline, or lost the race although it started before the winner
+///   (a head start it could not use: slower or broken);
+/// - attempts started after the winner teach nothing.
+pub fn outcomes_of(attempts: &[AttemptRecord]) -> Vec<(Endpoint, PathOutcome)> {
+    let winner_started = attempts
+        .iter()
+        .find(|a| a.end == AttemptEnd::Won)
+        .map(|a| a.started);
+    let mut out: Vec<(Endpoint, PathOutcome)> = Vec::new();
+    for a in attempts {
+        let outcome = match &a.end {
+            AttemptEnd::Won => match a.ended {
+                Some(end) => PathOutcome::Worked(end.saturating_duration_since(a.started)),
+                None => continue,
+            },
+            AttemptEnd::Failed(_)
+            | AttemptEnd::Cancelled(CancelReason::Deadline | CancelReason::AttemptTimeout) => {
+                PathOutcome::Failed
+            }
+            AttemptEnd::Cancelled(CancelReason::LostRace)
+                if winner_started.is_some_and(|w| a.started < w) =>
+            {
+                PathOutcome::Failed
+            }
+            AttemptEnd::Cancelled(CancelReason::LostRace) | AttemptEnd::InFlight => continue,
+        };
+        let key = PathKey::of(&a.endpoint);
+        match out.iter_mut().find(|(e, _)| PathKey::of(e) == key) {
+            // A success on the path outweighs a failure of another address on it.
+            Some(slot) if matches!(outcome, PathOutcome::Worked(_)) => {
+                *slot = (a.endpoint.clone(), outcome)
+            }
+            Some(_) => {}
+            None => out.push((a.endpoint.clone(), outcome)),
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -281,6 +322,39 @@ mod tests {
                 rtt: Duration::from_millis(70)
             }
         );
+    }
+
+    fn record(id: u32, addr: &str, started: u64, ended: u64, end: AttemptEnd) -> AttemptRecord {
+        let t0 = std::time::Instant::now();
+        AttemptRecord {
+            id: crate::race::AttemptId(id),
+            endpoint: ep(addr),
+            started: t0 + Duration::from_millis(started),
+            transport_up: None,
+            ended: Some(t0 + Duration::from_millis(ended)),
+            end,
+        }
+    }
+
+    #[test]
+    fn outcomes_keep_one_verdict_per_path() {
+        let lost = AttemptEnd::Cancelled(CancelReason::LostRace);
+        // IPv6 #1 wins; IPv6 #2 (same path) and IPv4, started later, lose: the
+        // IPv6 path worked and nothing is learnt about IPv4.
+        let out = outcomes_of(&[
+            record(1, "[2001:db8::1]:5060", 0, 300, AttemptEnd::Won),
+            record(2, "192.0.2.1:5060", 250, 300, lost.clone()),
+            record(3, "[2001:db8::2]:5060", 280, 300, lost.clone()),
+        ]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1, PathOutcome::Worked(Duration::from_millis(300)));
+        // IPv6 started first and lost to IPv4: IPv6 is demoted.
+        let out = outcomes_of(&[
+            record(1, "[2001:db8::1]:5060", 0, 260, lost),
+            record(2, "192.0.2.1:5060", 250, 260, AttemptEnd::Won),
+        ]);
+        assert_eq!(out[0], (ep("[2001:db8::1]:5060"), PathOutcome::Failed));
+        assert_eq!(out[1].1, PathOutcome::Worked(Duration::from_millis(10)));
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub mod history;
 pub mod sort;
 pub mod strategy;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -137,8 +137,9 @@ pub enum Input {
     /// Location failed before giving any target.
     ResolutionFailed(String),
     /// An attempt's transport is up but it is not done yet (TCP connected,
-    /// TLS or the probe still running). HEv3 extends the attempt delay.
-    TransportUp(AttemptId),
+    /// TLS or the probe still running), at the given time (which may be a
+    /// little before the input is processed). HEv3 extends the attempt delay.
+    TransportUp(AttemptId, Instant),
     /// An attempt is ready to use.
     Succeeded(AttemptId),
     /// An attempt failed.
@@ -157,6 +158,17 @@ pub enum CancelReason {
     Deadline,
     /// The attempt's own timeout passed (`sequential`: Timer B/F).
     AttemptTimeout,
+}
+
+impl CancelReason {
+    /// The name used in reports (the same as its serialised form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelReason::LostRace => "lost-race",
+            CancelReason::Deadline => "deadline",
+            CancelReason::AttemptTimeout => "attempt-timeout",
+        }
+    }
 }
 
 /// What the driver must do.
@@ -244,10 +256,18 @@ pub struct Race {
     resolution_done: bool,
     resolution_error: Option<String>,
     first_answer_at: Option<Instant>,
-    endpoints: Vec<Endpoint>,
+    /// Every candidate known, in the order to try them (re-sorted on each
+    /// new address answer, including those already tried).
+    order: Vec<Endpoint>,
+    /// Candidates already attempted.
+    tried: HashSet<Endpoint>,
     attempts: Vec<AttemptRecord>,
     finished: bool,
 }
+
+/// Candidates beyond this many are ignored: a hostile DNS answer cannot
+/// make the race (whose sorting is O(n log n) per answer) arbitrarily slow.
+pub const MAX_CANDIDATES: usize = 256;
 
 impl Race {
     /// A new race starting at `now`. `families` are the address families
@@ -267,14 +287,11 @@ impl Race {
             resolution_done: false,
             resolution_error: None,
             first_answer_at: None,
-            endpoints: Vec::new(),
+            order: Vec::new(),
+            tried: HashSet::new(),
             attempts: Vec::new(),
             finished: false,
         }
-    }
-
-    pub fn config(&self) -> &RaceConfig {
-        &self.cfg
     }
 
     /// Every attempt so far, in start order.
@@ -349,6 +366,8 @@ impl Race {
                 if let Some(state) = self.hosts.get_mut(&host) {
                     state.answered[family_index(family)] = true;
                 }
+                let mut known: HashSet<Endpoint> = self.order.iter().cloned().collect();
+                let mut added = false;
                 for spec in self.specs.iter().filter(|s| s.host == host) {
                     for ip in addrs.iter().filter(|ip| Family::of(ip) == family) {
                         let endpoint = Endpoint {
@@ -357,10 +376,14 @@ impl Race {
                             host: spec.host.clone(),
                             rank: spec.rank,
                         };
-                        if !self.endpoints.contains(&endpoint) {
-                            self.endpoints.push(endpoint);
+                        if known.len() < MAX_CANDIDATES && known.insert(endpoint.clone()) {
+                            self.order.push(endpoint);
+                            added = true;
                         }
                     }
+                }
+                if added {
+                    self.resort();
                 }
             }
             Input::ResolutionDone => self.resolution_done = true,
@@ -368,9 +391,9 @@ impl Race {
                 self.resolution_done = true;
                 self.resolution_error = Some(reason);
             }
-            Input::TransportUp(id) => {
+            Input::TransportUp(id, at) => {
                 if let Some(a) = self.in_flight_mut(id) {
-                    a.transport_up = Some(now);
+                    a.transport_up = Some(at.clamp(a.started, now));
                 }
             }
             Input::Succeeded(id) => {
@@ -454,19 +477,19 @@ impl Race {
     }
 
     /// The candidates in the order they should be tried, including started ones.
-    fn ordered(&self) -> Vec<Endpoint> {
+    /// Re-sorts every known candidate (RFC 8305 §4: late answers are merged
+    /// by sorting the whole list again, so interleaving stays consistent).
+    fn resort(&mut self) {
         let policy = SortPolicy {
             rfc6724: self.cfg.rfc6724,
             first_family: self.cfg.preferred_family,
             preferred_family_count: self.cfg.preferred_family_count,
         };
-        sort::order(&self.endpoints, &self.history, policy)
+        self.order = sort::order(&self.order, &self.history, policy);
     }
 
-    fn next_candidate(&self) -> Option<Endpoint> {
-        self.ordered()
-            .into_iter()
-            .find(|e| !self.attempts.iter().any(|a| &a.endpoint == e))
+    fn next_candidate(&self) -> Option<&Endpoint> {
+        self.order.iter().find(|e| !self.tried.contains(*e))
     }
 
     fn dns_complete(&self) -> bool {
@@ -519,7 +542,7 @@ impl Race {
         let base = match self.history.verdict(&a.endpoint) {
             // Twice the RTT covers the answer plus its variance; HEv3 asks
             // for roughly the first retransmission time of the handshake.
-            PathVerdict::Worked { rtt } if self.cfg.use_history => rtt * 2,
+            PathVerdict::Worked { rtt } => rtt * 2,
             _ => self.cfg.attempt_delay,
         };
         base.clamp(self.cfg.min_attempt_delay, self.cfg.max_attempt_delay)
@@ -547,7 +570,7 @@ impl Race {
 
     fn start_attempts(&mut self, now: Instant, actions: &mut Vec<Action>) {
         while self.in_flight() < self.cfg.max_concurrent {
-            let Some(next) = self.next_candidate() else {
+            let Some(next) = self.next_candidate().cloned() else {
                 return;
             };
             match self.dns_hold(next.rank) {
@@ -565,6 +588,7 @@ impl Race {
                 }
             }
             let id = AttemptId(self.attempts.len() as u32 + 1);
+            self.tried.insert(next.clone());
             self.attempts.push(AttemptRecord {
                 id,
                 endpoint: next.clone(),
@@ -588,19 +612,35 @@ impl Race {
                 wake = wake.min(a.started + timeout);
             }
         }
-        if let Some(next) = self.next_candidate() {
-            if let Some(Some(until)) = self.dns_hold(next.rank) {
-                wake = wake.min(until.max(now));
-            } else if self.in_flight() > 0
-                && self.in_flight() < self.cfg.max_concurrent
-                && self.cfg.staggered
-            {
-                if let Some(until) = self.pacing_until() {
-                    wake = wake.min(until.max(now));
-                }
-            }
+        if let Some(start) = self.next_start(now) {
+            wake = wake.min(start);
         }
         wake
+    }
+
+    /// When the next candidate may start if no input arrives first, given
+    /// that [`Race::start_attempts`] could not start it now: the later of
+    /// the Resolution Delay's end and the attempt delay's end. `None` when
+    /// only an input can unblock it (concurrency cap, one-at-a-time mode,
+    /// waiting for every DNS answer) or there is no candidate.
+    fn next_start(&self, now: Instant) -> Option<Instant> {
+        let next = self.next_candidate()?;
+        let in_flight = self.in_flight();
+        if in_flight >= self.cfg.max_concurrent || (in_flight > 0 && !self.cfg.staggered) {
+            return None;
+        }
+        let mut at = now;
+        match self.dns_hold(next.rank) {
+            None => {}
+            Some(None) => return None,
+            Some(Some(until)) => at = at.max(until),
+        }
+        if in_flight > 0 {
+            at = at.max(self.pacing_until()?);
+        }
+        // A time already reached would have started the candidate in this
+        // step; never ask to be woken "now" (that would spin).
+        (at > now).then_some(at)
     }
 }
 

@@ -8,7 +8,7 @@
 //! when it picks a source, and an unusable family shows up as an immediate
 //! attempt failure anyway.
 
-use std::cmp::Ordering;
+use std::cmp::Reverse;
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
@@ -67,30 +67,55 @@ pub fn scope(ip: &IpAddr) -> u8 {
     }
 }
 
-/// Two historical RTTs closer than this are treated as equal, so that noise
-/// does not override the RFC 6724 order (Apple's documented 25 ms leeway).
-const RTT_LEEWAY: Duration = Duration::from_millis(25);
+/// Historical RTTs are compared in buckets of this width, so that noise
+/// does not override the RFC 6724 order (after Apple's documented 25 ms
+/// leeway); buckets keep the comparison a total order.
+const RTT_BUCKET: Duration = Duration::from_millis(25);
 
-/// Compares two endpoints of the same rank: history first (a path that
-/// failed goes last; a clearly faster path goes first), then RFC 6724
-/// precedence and scope. Equal keys keep DNS order (the sort is stable).
-fn compare(a: &Endpoint, b: &Endpoint, history: &HistoryView) -> Ordering {
-    let (ha, hb) = (history.verdict(a), history.verdict(b));
-    let demoted = |v: &PathVerdict| matches!(v, PathVerdict::Failed);
-    match (demoted(&ha), demoted(&hb)) {
-        (false, true) => return Ordering::Less,
-        (true, false) => return Ordering::Greater,
-        _ => {}
+/// The sort key of an endpoint within its rank: a path that failed goes
+/// last; then a clearly faster path (by RTT bucket) goes first; then RFC
+/// 6724 precedence (higher first) and scope (smaller first). A path without
+/// history counts as being in the fastest bucket of its group, so that
+/// history only ever reorders paths it knows. Equal keys keep DNS order.
+fn sort_key(
+    e: &Endpoint,
+    verdict: PathVerdict,
+    fastest_bucket: u128,
+) -> (bool, u128, Reverse<u8>, u8) {
+    let ip = e.addr.ip();
+    let bucket = match verdict {
+        PathVerdict::Worked { rtt } => rtt.as_micros() / RTT_BUCKET.as_micros(),
+        _ => fastest_bucket,
+    };
+    (
+        verdict == PathVerdict::Failed,
+        bucket,
+        Reverse(precedence(&ip)),
+        scope(&ip),
+    )
+}
+
+/// Sorts one rank's endpoints by [`sort_key`].
+fn sort_by_history_and_rfc6724(group: &mut [Endpoint], history: &HistoryView) {
+    let verdicts: Vec<PathVerdict> = group.iter().map(|e| history.verdict(e)).collect();
+    let fastest_bucket = verdicts
+        .iter()
+        .filter_map(|v| match v {
+            PathVerdict::Worked { rtt } => Some(rtt.as_micros() / RTT_BUCKET.as_micros()),
+            _ => None,
+        })
+        .min()
+        .unwrap_or(0);
+    let mut keyed: Vec<_> = group
+        .iter()
+        .cloned()
+        .zip(verdicts)
+        .map(|(e, v)| (sort_key(&e, v, fastest_bucket), e))
+        .collect();
+    keyed.sort_by_key(|(key, _)| *key);
+    for (slot, (_, e)) in group.iter_mut().zip(keyed) {
+        *slot = e;
     }
-    if let (PathVerdict::Worked { rtt: ra }, PathVerdict::Worked { rtt: rb }) = (&ha, &hb) {
-        if ra.abs_diff(*rb) > RTT_LEEWAY {
-            return ra.cmp(rb);
-        }
-    }
-    let (ia, ib) = (a.addr.ip(), b.addr.ip());
-    precedence(&ib)
-        .cmp(&precedence(&ia))
-        .then_with(|| scope(&ia).cmp(&scope(&ib)))
 }
 
 /// How to lay out the candidates.
@@ -108,7 +133,7 @@ pub struct SortPolicy {
 }
 
 /// Orders every known endpoint: by rank, then inside each rank by
-/// [`compare`] and interleaving. The result includes endpoints already
+/// [`sort_key`] and interleaving. The result includes endpoints already
 /// attempted, so that re-sorting after a late DNS answer keeps the
 /// interleaving consistent with what has already started.
 pub fn order(endpoints: &[Endpoint], history: &HistoryView, policy: SortPolicy) -> Vec<Endpoint> {
@@ -118,7 +143,7 @@ pub fn order(endpoints: &[Endpoint], history: &HistoryView, policy: SortPolicy) 
     for group in by_rank.chunk_by(|a, b| a.rank == b.rank) {
         let mut group = group.to_vec();
         if policy.rfc6724 {
-            group.sort_by(|a, b| compare(a, b, history));
+            sort_by_history_and_rfc6724(&mut group, history);
         } else {
             group.sort_by_key(|e| e.family() != policy.first_family);
         }
@@ -256,6 +281,33 @@ mod tests {
         view.insert(&list[0], PathVerdict::Failed);
         let out = order(&list, &view, POLICY);
         assert_eq!(addrs(&out), ["192.0.2.1:1", "[2001:db8::1]:1"]);
+    }
+
+    #[test]
+    fn history_order_is_total_with_many_rtts() {
+        // Pairwise leeway comparisons would not be transitive here.
+        let list: Vec<Endpoint> = (1..=6)
+            .map(|i| ep(&format!("[2001:db8::{i}]:1"), 0))
+            .chain((1..=6).map(|i| ep(&format!("192.0.2.{i}:1"), 0)))
+            .collect();
+        let mut view = HistoryView::default();
+        let host_v6 = &list[0];
+        view.insert(
+            host_v6,
+            PathVerdict::Worked {
+                rtt: Duration::from_millis(70),
+            },
+        );
+        view.insert(
+            &list[6],
+            PathVerdict::Worked {
+                rtt: Duration::from_millis(20),
+            },
+        );
+        let out = order(&list, &view, POLICY);
+        assert_eq!(out.len(), 12);
+        // IPv4 (20 ms) is a bucket ahead of IPv6 (70 ms): it leads.
+        assert_eq!(out[0].family(), Family::V4);
     }
 
     #[test]
