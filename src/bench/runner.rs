@@ -201,13 +201,10 @@ impl<T> NsService<T> {
         let lab = lab.clone();
         let thread = std::thread::spawn(move || {
             let result = lab.in_ns(role, move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
+                let rt = match ns_runtime() {
                     Ok(rt) => rt,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(format!("runtime: {e}")));
+                        let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
@@ -546,52 +543,56 @@ impl Bench {
     /// Dials once from the client namespace and returns the history it left.
     async fn warm_up(&self, job: &RowJob) -> Result<History, String> {
         let (cfg, target) = (job.cfg.clone(), job.target.clone());
-        let lab = self.lab.clone();
-        tokio::task::spawn_blocking(move || {
-            lab.in_ns(Role::Client, move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| format!("runtime: {e}"))?;
-                rt.block_on(async move {
-                    let dialer = Dialer::new(cfg).map_err(|e| e.to_string())?;
-                    let _ = dialer.dial(&target).await;
-                    Ok(dialer.history())
-                })
-            })
-            .map_err(|e| format!("client namespace: {e}"))?
+        run_in(&self.lab, Role::Client, move || async move {
+            let dialer = Dialer::new(cfg).map_err(|e| e.to_string())?;
+            let _ = dialer.dial(&target).await;
+            Ok(dialer.history())
         })
         .await
-        .map_err(|e| format!("client thread: {e}"))?
     }
 
     /// Runs jobs side by side on one thread in the client namespace.
     async fn in_client(&self, jobs: Vec<RowJob>) -> Result<Vec<RowRun>, String> {
-        let lab = self.lab.clone();
-        tokio::task::spawn_blocking(move || {
-            lab.in_ns(Role::Client, move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| format!("runtime: {e}"))?;
-                rt.block_on(async move {
-                    let mut set = JoinSet::new();
-                    for (i, job) in jobs.into_iter().enumerate() {
-                        set.spawn(async move { (i, job.run().await) });
-                    }
-                    let mut out = Vec::new();
-                    while let Some(joined) = set.join_next().await {
-                        out.push(joined.map_err(|e| format!("a dial task failed: {e}"))?);
-                    }
-                    out.sort_by_key(|(i, _)| *i);
-                    Ok(out.into_iter().map(|(_, r)| r).collect())
-                })
-            })
-            .map_err(|e| format!("client namespace: {e}"))?
+        run_in(&self.lab, Role::Client, move || async move {
+            let mut set = JoinSet::new();
+            for (i, job) in jobs.into_iter().enumerate() {
+                set.spawn(async move { (i, job.run().await) });
+            }
+            let mut out = Vec::new();
+            while let Some(joined) = set.join_next().await {
+                out.push(joined.map_err(|e| format!("a dial task failed: {e}"))?);
+            }
+            out.sort_by_key(|(i, _)| *i);
+            Ok(out.into_iter().map(|(_, r)| r).collect())
         })
         .await
-        .map_err(|e| format!("client thread: {e}"))?
     }
+}
+
+/// A current-thread runtime, for a thread that entered a namespace.
+fn ns_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))
+}
+
+/// Runs the future `make()` returns to completion on a thread inside
+/// `role`'s namespace (so every socket it opens is there), without
+/// blocking the caller's runtime.
+async fn run_in<T, F, Fut>(lab: &Lab, role: Role, make: F) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let lab = lab.clone();
+    tokio::task::spawn_blocking(move || {
+        lab.in_ns(role, move || ns_runtime()?.block_on(make()))
+            .map_err(|e| format!("{role:?} namespace: {e}"))?
+    })
+    .await
+    .map_err(|e| format!("{role:?} namespace thread: {e}"))?
 }
 
 /// The dials of one row.

@@ -195,15 +195,10 @@ fn provider() -> Arc<CryptoProvider> {
 
 fn build_client_config(key: &Key) -> Result<ClientConfig, String> {
     let provider = provider();
-    let verifier: Arc<dyn ServerCertVerifier> = if key.insecure {
+    let mut roots = RootCertStore::empty();
+    if key.insecure {
         tracing::warn!("TLS certificate verification is OFF (--insecure)");
-        Arc::new(InsecureVerifier {
-            signatures: Signatures {
-                provider: provider.clone(),
-            },
-        })
     } else {
-        let mut roots = RootCertStore::empty();
         if key.system_roots {
             let native = rustls_native_certs::load_native_certs();
             for e in &native.errors {
@@ -222,13 +217,14 @@ fn build_client_config(key: &Key) -> Result<ClientConfig, String> {
         if roots.is_empty() {
             return Err("no trusted root: the system store is empty and no --ca was given".into());
         }
-        Arc::new(SipDomainVerifier {
-            roots: Arc::new(roots),
-            signatures: Signatures {
-                provider: provider.clone(),
-            },
-        })
-    };
+    }
+    let verifier = Arc::new(SipDomainVerifier {
+        roots: Arc::new(roots),
+        signatures: Signatures {
+            provider: provider.clone(),
+        },
+        insecure: key.insecure,
+    });
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -473,11 +469,15 @@ impl Signatures {
     }
 }
 
-/// Chain to a trusted root with rustls, name per RFC 5922 with [`CertIdentities`].
+/// Chain to a trusted root with rustls, name per RFC 5922 with
+/// [`CertIdentities`]. With `insecure` (`--insecure`) any certificate is
+/// accepted; the handshake signatures are still checked (they bind the
+/// handshake to the certificate's key).
 #[derive(Debug)]
 struct SipDomainVerifier {
     roots: Arc<RootCertStore>,
     signatures: Signatures,
+    insecure: bool,
 }
 
 impl ServerCertVerifier for SipDomainVerifier {
@@ -490,6 +490,10 @@ impl ServerCertVerifier for SipDomainVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, TlsError> {
         let domain = server_name_text(server_name);
+        if self.insecure {
+            tracing::warn!(%domain, "accepting an unverified TLS certificate (--insecure)");
+            return Ok(ServerCertVerified::assertion());
+        }
         let ids = CertIdentities::from_der(end_entity.as_ref())
             .map_err(|e| cert_error(format!("certificate for {domain:?}: {e}")))?;
         let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
@@ -553,49 +557,6 @@ fn describe_chain_error(e: &TlsError) -> String {
         }
         TlsError::InvalidCertificate(c) => format!("{c:?}"),
         other => other.to_string(),
-    }
-}
-
-/// `--insecure`: any certificate is accepted; only the handshake signatures
-/// are checked (they bind the handshake to the certificate's key).
-#[derive(Debug)]
-struct InsecureVerifier {
-    signatures: Signatures,
-}
-
-impl ServerCertVerifier for InsecureVerifier {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, TlsError> {
-        tracing::warn!(domain = %server_name_text(server_name), "accepting an unverified TLS certificate (--insecure)");
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        self.signatures.verify_tls12(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        self.signatures.verify_tls13(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.signatures.schemes()
     }
 }
 

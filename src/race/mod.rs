@@ -497,10 +497,27 @@ impl Race {
             || (!self.hosts.is_empty() && self.hosts.values().all(|h| h.answered == [true; 2]))
     }
 
-    /// When may the next candidate (of rank `rank`) start, as far as DNS is
-    /// concerned? `None`: now. Otherwise the time the Resolution Delay ends
-    /// (or `Instant` far away when waiting for every answer).
-    fn dns_hold(&self, rank: u32) -> Option<Option<Instant>> {
+    /// Where a host's candidates stand in the order, as DNS waiting sees it:
+    /// its rank, after every live one if history says all its paths failed
+    /// (the same demotion the sort applies, see [`sort::order`]).
+    fn host_key(&self, host: &Arc<str>) -> (bool, u32) {
+        let rank = self.hosts.get(host).map(|h| h.rank).unwrap_or(u32::MAX);
+        let mut paths = self
+            .specs
+            .iter()
+            .filter(|s| &s.host == host)
+            .flat_map(|s| self.families.iter().map(move |f| (*f, s.transport)))
+            .peekable();
+        let dead = self.cfg.rfc6724
+            && paths.peek().is_some()
+            && paths.all(|(f, t)| self.history.verdict_of_path(host, f, t) == PathVerdict::Failed);
+        (dead, rank)
+    }
+
+    /// When may the next candidate (from `host`) start, as far as DNS is
+    /// concerned? `None`: now. `Some(Some(t))`: when the Resolution Delay
+    /// ends; `Some(None)`: only once more answers arrive.
+    fn dns_hold(&self, host: &Arc<str>) -> Option<Option<Instant>> {
         if self.dns_complete() {
             return None;
         }
@@ -508,9 +525,14 @@ impl Race {
             // getaddrinfo-style: nothing starts before every answer is in.
             return Some(None);
         };
-        let waiting = self.hosts.iter().any(|(host, h)| {
-            let preferred = family_index(self.preferred_family_for(host));
-            (h.rank < rank && h.answered != [true; 2]) || (h.rank == rank && !h.answered[preferred])
+        // Wait for hosts that would be tried before this one, and for this
+        // host's preferred family.
+        let key = self.host_key(host);
+        let waiting = self.hosts.iter().any(|(other, h)| {
+            let preferred = family_index(self.preferred_family_for(other));
+            let other_key = self.host_key(other);
+            (other_key < key && h.answered != [true; 2])
+                || (other == host && !h.answered[preferred])
         });
         if !waiting {
             return None;
@@ -573,7 +595,7 @@ impl Race {
             let Some(next) = self.next_candidate().cloned() else {
                 return;
             };
-            match self.dns_hold(next.rank) {
+            match self.dns_hold(&next.host) {
                 None => {}
                 Some(Some(until)) if now >= until => {}
                 Some(_) => return,
@@ -630,7 +652,7 @@ impl Race {
             return None;
         }
         let mut at = now;
-        match self.dns_hold(next.rank) {
+        match self.dns_hold(&next.host) {
             None => {}
             Some(None) => return None,
             Some(Some(until)) => at = at.max(until),

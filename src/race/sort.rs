@@ -139,6 +139,22 @@ pub struct SortPolicy {
 pub fn order(endpoints: &[Endpoint], history: &HistoryView, policy: SortPolicy) -> Vec<Endpoint> {
     let mut by_rank: Vec<Endpoint> = endpoints.to_vec();
     by_rank.sort_by_key(|e| e.rank);
+    if policy.rfc6724 {
+        // A service location (rank) all of whose paths failed recently goes
+        // after the others, so a dead first SRV target does not cost an
+        // attempt delay per family on every dial. The failures stop counting
+        // with the history's failure memory, so the order converges back.
+        let dead_ranks: Vec<u32> = by_rank
+            .chunk_by(|a, b| a.rank == b.rank)
+            .filter(|group| {
+                group
+                    .iter()
+                    .all(|e| history.verdict(e) == PathVerdict::Failed)
+            })
+            .map(|group| group[0].rank)
+            .collect();
+        by_rank.sort_by_key(|e| (dead_ranks.contains(&e.rank), e.rank));
+    }
     let mut out = Vec::with_capacity(by_rank.len());
     for group in by_rank.chunk_by(|a, b| a.rank == b.rank) {
         let mut group = group.to_vec();
@@ -281,6 +297,42 @@ mod tests {
         view.insert(&list[0], PathVerdict::Failed);
         let out = order(&list, &view, POLICY);
         assert_eq!(addrs(&out), ["192.0.2.1:1", "[2001:db8::1]:1"]);
+    }
+
+    #[test]
+    fn a_rank_whose_paths_all_failed_goes_last() {
+        let dead = |addr: &str| Endpoint {
+            host: Arc::from("dead"),
+            ..ep(addr, 0)
+        };
+        let list = [
+            dead("[2001:db8::1]:1"),
+            dead("192.0.2.1:1"),
+            ep("[2001:db8::2]:1", 1),
+            ep("192.0.2.2:1", 1),
+        ];
+        let mut view = HistoryView::default();
+        view.insert(&list[0], PathVerdict::Failed);
+        let out = order(&list, &view, POLICY);
+        // One family of the first target failed: rank order stays.
+        assert_eq!(out[0].rank, 0);
+        view.insert(&list[1], PathVerdict::Failed);
+        let out = order(&list, &view, POLICY);
+        assert_eq!(
+            addrs(&out),
+            [
+                "[2001:db8::2]:1",
+                "192.0.2.2:1",
+                "[2001:db8::1]:1",
+                "192.0.2.1:1"
+            ]
+        );
+        // Without history (today's stacks), RFC 3263 order is kept.
+        let plain = SortPolicy {
+            rfc6724: false,
+            ..POLICY
+        };
+        assert_eq!(order(&list, &view, plain)[0].rank, 0);
     }
 
     #[test]

@@ -574,3 +574,44 @@ fn sequential_v4_tries_ipv4_first_one_at_a_time() {
         vec![start(2, V6), Action::WakeAt(s.at(32_002))]
     );
 }
+
+#[test]
+fn a_dead_first_target_is_skipped_even_when_it_answers_first() {
+    let t0 = Instant::now();
+    let dead = |a: &str| Endpoint {
+        host: Arc::from("dead.test"),
+        transport: Transport::Udp,
+        addr: a.parse().unwrap(),
+        rank: 0,
+    };
+    let mut view = HistoryView::default();
+    view.insert(&dead("[2001:db8::d]:5060"), PathVerdict::Failed);
+    view.insert(&dead("192.0.2.13:5060"), PathVerdict::Failed);
+    let mut race = Race::new(RaceConfig::default(), view, &[Family::V6, Family::V4], t0);
+    let spec = |host: &str, rank| TargetSpec {
+        host: Arc::from(host),
+        port: 5060,
+        transport: Transport::Udp,
+        rank,
+    };
+    race.step(
+        t0,
+        Input::Targets(vec![spec("dead.test", 0), spec("live.test", 1)]),
+    );
+    let answer = |host: &str, family, ip: &str| Input::Addresses {
+        host: Arc::from(host),
+        family,
+        addrs: vec![ip.parse().unwrap()],
+    };
+    // The dead target answers first: wait (within the Resolution Delay) for the live one.
+    race.step(t0, answer("dead.test", Family::V6, "2001:db8::d"));
+    assert_eq!(
+        race.step(t0 + ms(1), answer("dead.test", Family::V4, "192.0.2.13")),
+        vec![Action::WakeAt(t0 + ms(50))]
+    );
+    let acts = race.step(t0 + ms(2), answer("live.test", Family::V6, "2001:db8::1"));
+    match &acts[0] {
+        Action::Start { endpoint, .. } => assert_eq!(&*endpoint.host, "live.test"),
+        other => panic!("expected the live target first, got {other:?}"),
+    }
+}
