@@ -350,7 +350,7 @@ pub fn plot_cdf(path: &Path, c: &CaseStats) -> Result<(), String> {
         .iter()
         .map(|r| ms(r.histogram.max()))
         .fold(1.0f64, f64::max);
-    let x_max = (max_ms * 1.1).max(1.0);
+    let x_max = (max_ms * 2.0).max(1.0);
     let mut chart = ChartBuilder::on(&root)
         .caption(
             format!("{} — setup latency CDF", c.key()),
@@ -369,12 +369,16 @@ pub fn plot_cdf(path: &Path, c: &CaseStats) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     for (i, r) in c.rows.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
+        // A step function: at each recorded value the fraction jumps, so
+        // a row whose dials all took the same time shows as a vertical line.
         let mut points = Vec::new();
         let total = r.histogram.len().max(1) as f64;
         let mut seen = 0u64;
         for v in r.histogram.iter_recorded() {
+            let x = ms(v.value_iterated_to()).max(0.01);
+            points.push((x, seen as f64 / total));
             seen += v.count_since_last_iteration();
-            points.push((ms(v.value_iterated_to()).max(0.01), seen as f64 / total));
+            points.push((x, seen as f64 / total));
         }
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
@@ -423,32 +427,42 @@ pub fn plot_overview(path: &Path, cases: &[CaseStats]) -> Result<(), String> {
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(230)
-        .build_cartesian_2d((0.1f64..max * 1.5).log_scale(), 0f64..labels.len() as f64)
+        .build_cartesian_2d(
+            // Room on the right for the legend.
+            (0.1f64..max * 30.0).log_scale(),
+            (0..labels.len()).into_segmented(),
+        )
         .map_err(|e| e.to_string())?;
     let names = labels.clone();
     chart
         .configure_mesh()
         .y_labels(labels.len())
-        .y_label_formatter(&move |y| {
-            let i = y.floor() as usize;
-            names.get(i).cloned().unwrap_or_default()
+        .y_label_formatter(&move |y| match y {
+            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
+                names.get(*i).cloned().unwrap_or_default()
+            }
+            SegmentValue::Last => String::new(),
         })
         .x_desc("ms over oracle p95 (values below 0.1 ms drawn at 0.1)")
         .draw()
         .map_err(|e| e.to_string())?;
     for (si, row) in rows.iter().enumerate() {
         let color = Palette99::pick(si + 1).to_rgba();
-        let points: Vec<(f64, f64)> = cases
+        let points: Vec<(f64, SegmentValue<usize>)> = cases
             .iter()
             .enumerate()
             .filter_map(|(ci, c)| {
                 c.row(row)
                     .and_then(|r| r.overhead_p95_ms)
-                    .map(|o| (o.max(0.1), ci as f64 + 0.5))
+                    .map(|o| (o.max(0.1), SegmentValue::CenterOf(ci)))
             })
             .collect();
         chart
-            .draw_series(points.iter().map(|p| Circle::new(*p, 5, color.filled())))
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 5, color.filled())),
+            )
             .map_err(|e| e.to_string())?
             .label(row.clone())
             .legend(move |(x, y)| Circle::new((x + 8, y), 5, color.filled()));
