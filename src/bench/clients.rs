@@ -361,16 +361,7 @@ fn dial(
     bound: Duration,
     dir: &Path,
 ) -> DialRecord {
-    let failed = |error: String| DialRecord {
-        ok: false,
-        latency_us: bound.as_micros() as u64,
-        family: None,
-        transport: None,
-        attempts: 0,
-        abandoned: 0,
-        dns_ms: BTreeMap::new(),
-        error: Some(error),
-    };
+    let failed = |error: String| DialRecord::failed(bound, error);
     // Whatever the capture still holds belongs to earlier dials.
     capture.drain();
     let out_path = dir.join("client.out");

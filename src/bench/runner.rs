@@ -112,7 +112,8 @@ impl DialRecord {
         }
     }
 
-    fn failed(bound: Duration, error: String) -> DialRecord {
+    /// A dial that gave no connection, counted at the bound.
+    pub fn failed(bound: Duration, error: String) -> DialRecord {
         DialRecord {
             ok: false,
             latency_us: bound.as_micros() as u64,

@@ -90,6 +90,14 @@ fn verdict(v4: io::Result<()>, v6: impl FnOnce() -> io::Result<()>) -> Verdict {
 }
 
 /// Hands a socket to tokio's reactor.
+/// The local IP address and port of a socket.
+fn ip_local_addr(socket: &Socket) -> io::Result<SocketAddr> {
+    socket
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("not an IP socket"))
+}
+
 fn register(socket: Socket) -> io::Result<AsyncFd<Socket>> {
     // SAFETY: a `Socket` owns its descriptor: it stays open, and `as_raw_fd`
     // returns the same one, until the `AsyncFd` (which owns the socket) drops it.
@@ -140,11 +148,7 @@ impl SctpStream {
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.fd
-            .get_ref()
-            .local_addr()?
-            .as_socket()
-            .ok_or_else(|| io::Error::other("not an IP socket"))
+        ip_local_addr(self.fd.get_ref())
     }
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
@@ -235,11 +239,7 @@ impl SctpListener {
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.fd
-            .get_ref()
-            .local_addr()?
-            .as_socket()
-            .ok_or_else(|| io::Error::other("not an IP socket"))
+        ip_local_addr(self.fd.get_ref())
     }
 
     /// The next association.
