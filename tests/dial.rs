@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use siprace::dialer::{DialError, Dialer, DialerConfig};
+use siprace::dialer::{Dial, DialError, Dialer, DialerConfig};
 use siprace::endpoint::{Family, Transport};
 use siprace::lab::dns::{DnsFault, DnsServer, DnsServerConfig};
 use siprace::race::strategy::Strategy;
@@ -124,6 +124,14 @@ impl Bed {
         cfg
     }
 
+    /// Dials `<scheme>example.test` with a fresh dialer.
+    async fn dial(&self, cfg: DialerConfig, scheme: &str) -> Result<Dial, DialError> {
+        Dialer::new(cfg)
+            .unwrap()
+            .dial(&format!("{scheme}{DOMAIN}"))
+            .await
+    }
+
     async fn stop(self) {
         self.responder.shutdown().await;
         self.dns.shutdown().await;
@@ -178,11 +186,7 @@ async fn healthy_dual_stack_uses_ipv6_with_a_single_attempt() {
         .await;
         let mut cfg = bed.config(Strategy::Siprace);
         cfg.connect.probe_streams = true;
-        let dial = Dialer::new(cfg)
-            .unwrap()
-            .dial(&format!("sip:{DOMAIN}"))
-            .await
-            .unwrap();
+        let dial = bed.dial(cfg, "sip:").await.unwrap();
         let report = &dial.report;
         println!("{}", report.render());
         assert_eq!(winner(report), (Family::V6, transport));
@@ -221,11 +225,7 @@ async fn ipv6_refused_fails_over_at_once() {
         // With a 10 s attempt delay, only the failure itself can start IPv4 in time.
         cfg.race.attempt_delay = Duration::from_secs(10);
         cfg.race.max_attempt_delay = Duration::from_secs(10);
-        let dial = Dialer::new(cfg)
-            .unwrap()
-            .dial(&format!("sip:{DOMAIN}"))
-            .await
-            .unwrap();
+        let dial = bed.dial(cfg, "sip:").await.unwrap();
         let report = &dial.report;
         println!("{}", report.render());
         assert_eq!(winner(report), (Family::V4, transport));
@@ -250,9 +250,8 @@ async fn ipv6_silent_over_udp_ipv4_wins_after_the_attempt_delay() {
         None,
     )
     .await;
-    let dial = Dialer::new(bed.config(Strategy::Siprace))
-        .unwrap()
-        .dial(&format!("sip:{DOMAIN}"))
+    let dial = bed
+        .dial(bed.config(Strategy::Siprace), "sip:")
         .await
         .unwrap();
     let report = &dial.report;
@@ -285,9 +284,8 @@ async fn delayed_aaaa_does_not_hold_ipv4_beyond_the_resolution_delay() {
         None,
     )
     .await;
-    let dial = Dialer::new(bed.config(Strategy::Siprace))
-        .unwrap()
-        .dial(&format!("sip:{DOMAIN}"))
+    let dial = bed
+        .dial(bed.config(Strategy::Siprace), "sip:")
         .await
         .unwrap();
     let report = &dial.report;
@@ -325,11 +323,7 @@ async fn without_naptr_srv_is_used() {
     .await;
     let mut cfg = bed.config(Strategy::Siprace);
     cfg.transports = Some(vec![Transport::Udp, Transport::Tcp]);
-    let dial = Dialer::new(cfg)
-        .unwrap()
-        .dial(&format!("sip:{DOMAIN}"))
-        .await
-        .unwrap();
+    let dial = bed.dial(cfg, "sip:").await.unwrap();
     let report = &dial.report;
     println!("{}", report.render());
     let naptr = report
@@ -355,9 +349,8 @@ async fn without_srv_the_default_port_is_used() {
         Some(5060),
     )
     .await;
-    let dial = Dialer::new(bed.config(Strategy::Siprace))
-        .unwrap()
-        .dial(&format!("sip:{DOMAIN}"))
+    let dial = bed
+        .dial(bed.config(Strategy::Siprace), "sip:")
         .await
         .unwrap();
     println!("{}", dial.report.render());
@@ -378,9 +371,8 @@ async fn sips_never_falls_back_to_plaintext() {
         None,
     )
     .await;
-    let err = Dialer::new(bed.config(Strategy::Siprace))
-        .unwrap()
-        .dial(&format!("sips:{DOMAIN}"))
+    let err = bed
+        .dial(bed.config(Strategy::Siprace), "sips:")
         .await
         .expect_err("a sips: dial to a plaintext-only domain must fail");
     let report = err.report().expect("a report").clone();
@@ -408,11 +400,7 @@ async fn everything_silent_ends_at_the_deadline_with_every_attempt_cancelled() {
     .await;
     let mut cfg = bed.config(Strategy::Siprace);
     cfg.race.deadline = Duration::from_millis(700);
-    let err = Dialer::new(cfg)
-        .unwrap()
-        .dial(&format!("sip:{DOMAIN}"))
-        .await
-        .unwrap_err();
+    let err = bed.dial(cfg, "sip:").await.unwrap_err();
     let report = err.report().unwrap();
     println!("{}", report.render());
     assert_eq!(report.result, DialResult::Failed);
@@ -457,9 +445,8 @@ async fn sequential_also_moves_on_after_a_refusal() {
         None,
     )
     .await;
-    let dial = Dialer::new(bed.config(Strategy::Sequential))
-        .unwrap()
-        .dial(&format!("sip:{DOMAIN}"))
+    let dial = bed
+        .dial(bed.config(Strategy::Sequential), "sip:")
         .await
         .unwrap();
     println!("{}", dial.report.render());
