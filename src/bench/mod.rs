@@ -132,6 +132,17 @@ impl Drop for LabGuard {
     }
 }
 
+/// Resolves when the process receives SIGTERM (never, if that cannot be watched).
+async fn terminated() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
 /// Runs the benchmark; returns whether every acceptance check passed.
 pub async fn run(args: BenchArgs) -> Result<bool, BoxError> {
     let started = Instant::now();
@@ -200,6 +211,7 @@ pub async fn run(args: BenchArgs) -> Result<bool, BoxError> {
     let outcome = tokio::select! {
         r = work => r.map_err(BoxError::from),
         _ = tokio::signal::ctrl_c() => Err("interrupted (Ctrl-C): the lab is being torn down".into()),
+        _ = terminated() => Err("terminated (SIGTERM): the lab is being torn down".into()),
     };
     bench.stop().await;
     bar.finish_and_clear();
