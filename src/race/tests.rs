@@ -25,15 +25,7 @@ impl Script {
         let t0 = Instant::now();
         let deadline = cfg.deadline;
         let mut race = Race::new(cfg, history, &[Family::V6, Family::V4], t0);
-        let acts = race.step(
-            t0,
-            Input::Targets(vec![TargetSpec {
-                host: Arc::from(HOST),
-                port: 5060,
-                transport: Transport::Udp,
-                rank: 0,
-            }]),
-        );
+        let acts = race.step(t0, Input::Targets(vec![host_spec(HOST, Transport::Udp, 0)]));
         assert_eq!(acts, vec![Action::WakeAt(t0 + deadline)]);
         Script { race, t0 }
     }
@@ -56,6 +48,25 @@ impl Script {
                 addrs,
             },
         )
+    }
+}
+
+/// A service location of `host` on port 5060.
+fn host_spec(host: &str, transport: Transport, rank: u32) -> TargetSpec {
+    TargetSpec {
+        host: Arc::from(host),
+        port: 5060,
+        transport,
+        rank,
+    }
+}
+
+/// One address answer for `host`.
+fn host_answer(host: &str, family: Family, ip: &str) -> Input {
+    Input::Addresses {
+        host: Arc::from(host),
+        family,
+        addrs: vec![ip.parse().unwrap()],
     }
 }
 
@@ -406,12 +417,7 @@ fn an_expired_resolution_delay_does_not_ask_to_be_woken_now() {
         &[Family::V6, Family::V4],
         t0,
     );
-    let spec = |transport, rank| TargetSpec {
-        host: Arc::from(HOST),
-        port: 5060,
-        transport,
-        rank,
-    };
+    let spec = |transport, rank| host_spec(HOST, transport, rank);
     race.step(
         t0,
         Input::Targets(vec![spec(Transport::Udp, 0), spec(Transport::Tcp, 0)]),
@@ -448,27 +454,17 @@ fn better_ranked_host_is_waited_for_within_the_resolution_delay() {
         &[Family::V6, Family::V4],
         t0,
     );
-    let spec = |host: &str, rank| TargetSpec {
-        host: Arc::from(host),
-        port: 5060,
-        transport: Transport::Tcp,
-        rank,
-    };
+    let spec = |host, rank| host_spec(host, Transport::Tcp, rank);
     race.step(
         t0,
         Input::Targets(vec![spec("a.test", 0), spec("b.test", 1)]),
     );
-    let answer = |host: &str, family, ip: &str| Input::Addresses {
-        host: Arc::from(host),
-        family,
-        addrs: vec![ip.parse().unwrap()],
-    };
     // The second-ranked host answers first: hold for the first-ranked one.
     assert_eq!(
-        race.step(t0 + ms(1), answer("b.test", Family::V6, "2001:db8::b")),
+        race.step(t0 + ms(1), host_answer("b.test", Family::V6, "2001:db8::b")),
         vec![Action::WakeAt(t0 + ms(51))]
     );
-    let acts = race.step(t0 + ms(2), answer("a.test", Family::V6, "2001:db8::a"));
+    let acts = race.step(t0 + ms(2), host_answer("a.test", Family::V6, "2001:db8::a"));
     match &acts[0] {
         Action::Start { endpoint, .. } => assert_eq!(&*endpoint.host, "a.test"),
         other => panic!("expected a start, got {other:?}"),
@@ -511,7 +507,7 @@ mod properties {
             let t0 = Instant::now();
             let mut now = t0;
             let mut race = Race::new(cfg, HistoryView::default(), &[Family::V6, Family::V4], t0);
-            race.step(now, Input::Targets(vec![TargetSpec { host: Arc::from(HOST), port: 5060, transport: Transport::Tcp, rank: 0 }]));
+            race.step(now, Input::Targets(vec![host_spec(HOST, Transport::Tcp, 0)]));
             let mut wins = 0;
             let mut done = false;
             let mut answered = 0u32;
@@ -588,28 +584,24 @@ fn a_dead_first_target_is_skipped_even_when_it_answers_first() {
     view.insert(&dead("[2001:db8::d]:5060"), PathVerdict::Failed);
     view.insert(&dead("192.0.2.13:5060"), PathVerdict::Failed);
     let mut race = Race::new(RaceConfig::default(), view, &[Family::V6, Family::V4], t0);
-    let spec = |host: &str, rank| TargetSpec {
-        host: Arc::from(host),
-        port: 5060,
-        transport: Transport::Udp,
-        rank,
-    };
+    let spec = |host, rank| host_spec(host, Transport::Udp, rank);
     race.step(
         t0,
         Input::Targets(vec![spec("dead.test", 0), spec("live.test", 1)]),
     );
-    let answer = |host: &str, family, ip: &str| Input::Addresses {
-        host: Arc::from(host),
-        family,
-        addrs: vec![ip.parse().unwrap()],
-    };
     // The dead target answers first: wait (within the Resolution Delay) for the live one.
-    race.step(t0, answer("dead.test", Family::V6, "2001:db8::d"));
+    race.step(t0, host_answer("dead.test", Family::V6, "2001:db8::d"));
     assert_eq!(
-        race.step(t0 + ms(1), answer("dead.test", Family::V4, "192.0.2.13")),
+        race.step(
+            t0 + ms(1),
+            host_answer("dead.test", Family::V4, "192.0.2.13")
+        ),
         vec![Action::WakeAt(t0 + ms(50))]
     );
-    let acts = race.step(t0 + ms(2), answer("live.test", Family::V6, "2001:db8::1"));
+    let acts = race.step(
+        t0 + ms(2),
+        host_answer("live.test", Family::V6, "2001:db8::1"),
+    );
     match &acts[0] {
         Action::Start { endpoint, .. } => assert_eq!(&*endpoint.host, "live.test"),
         other => panic!("expected the live target first, got {other:?}"),
