@@ -44,14 +44,15 @@ cargo clippy --all-targets --quiet -- -D warnings
 echo "== library without the CLI's dependencies"
 cargo build --quiet --lib --no-default-features
 echo "== cargo test"
-cargo test --all-targets 2>&1 | tee /tmp/siprace-test.log
+cargo test --all-targets 2>&1 | tee "${TMPDIR:-/tmp}/siprace-test.log"
 echo "== engine micro-benchmark and loopback dials per second"
 cargo bench --quiet --bench engine -- --warm-up-time 1 --measurement-time 2 2>&1 | grep -E "^race|time:" || true
 cargo bench --quiet --bench dials 2>&1 | grep -E "^dials" || true
 echo "== siprace bench --quick (the CI benchmark and its acceptance checks)"
 if [ "$(id -u)" = 0 ]; then
   cargo build --release --quiet
-  ./target/release/siprace bench --quick --out "${TMPDIR:-/tmp}/siprace-results"
+  # A lab name of this run's own, so that two runs on one machine never share (or remove) a lab.
+  ./target/release/siprace bench --quick --lab "ci$$" --out "${TMPDIR:-/tmp}/siprace-results"
 else
   echo "bench: not run (needs root for the lab)"
 fi
