@@ -203,7 +203,14 @@ impl Dialer {
             // A connection that has just succeeded; it is kept only if the
             // engine makes it the winner, and closed at once otherwise.
             let mut connected: Option<(AttemptId, Connected)> = None;
+            // Biased, in this order: what has already happened (answers,
+            // attempt results) goes to the engine before a timer that expired
+            // meanwhile. Picking at random, a loop that woke late (a loaded
+            // host) could start IPv4 on an expired Resolution Delay although
+            // the AAAA answer was already waiting, or fail on the deadline
+            // with a success in hand.
             let input = tokio::select! {
+                biased;
                 event = dns_rx.recv(), if dns_open => match event {
                     Some(event) => match self.on_locate_event(event, t0, &mut report) {
                         Some(input) => input,
