@@ -70,8 +70,14 @@ esac
 # The modules the guest loads, in this order; their dependencies (from
 # modules.dep) are loaded first. crc32c_generic comes first because sctp's
 # libcrc32c asks the crypto API for "crc32c", which the guest could only
-# load on demand with a modprobe and an alias table.
-guest_modules=(crc32c_generic sctp dummy)
+# load on demand with a modprobe and an alias table. dummy: a black hole for
+# IPv6; veth, tun, nf_tables and nft_reject_inet: the namespace lab.
+guest_modules=(crc32c_generic sctp dummy veth tun nf_tables nft_reject_inet)
+
+# The host's tools the lab runs (src/lab/sys.rs): they replace busybox's
+# applets of the same name in the guest. Without them the lab guest test
+# says it did not run.
+lab_tools=(ip nft sysctl)
 
 started=$(date +%s%N)
 elapsed() { echo "$(( ($(date +%s%N) - started) / 1000000 )) ms"; }
@@ -104,8 +110,13 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/siprace-vm.XXXXXX")
 
 # --- Fetch (cached) -----------------------------------------------------------
 
-# The newest version of a Debian package apt knows, or nothing.
-candidate() { apt-cache policy "$1" 2>/dev/null | awk '$1 == "Candidate:" && $2 != "(none)" { print $2 }'; }
+# "PACKAGE VERSION" for each package apt has a candidate of (one apt-cache
+# call: each takes a second or two on a loaded machine).
+candidates() {
+    apt-cache policy "$@" 2>/dev/null | awk '
+        /^[^ ].*:$/ { pkg = substr($0, 1, length($0) - 1) }
+        $1 == "Candidate:" && $2 != "(none)" { print pkg, $2 }'
+}
 
 # The kernel package linux-image-amd64 depends on (linux-image-6.1.0-NN-amd64).
 kernel_package() {
@@ -128,14 +139,20 @@ fetch() {
     exec 9>"$cache/.lock"
     flock -w 600 9 || cannot_run "cache $cache stayed locked for 10 minutes"
 
-    local kpkg kver bver
+    local kpkg kver= bver= versions
     kpkg=$(kernel_package)
-    if [ -z "$kpkg" ] || [ -z "$(candidate "$kpkg")" ] || [ -z "$(candidate busybox-static)" ]; then
+    versions=$(candidates ${kpkg:+"$kpkg"} busybox-static)
+    if [ -z "$kpkg" ] || [ "$(wc -l <<<"$versions")" != 2 ]; then
         say "apt knows no kernel or busybox package yet: apt-get update"
         apt-get update -qq >/dev/null 2>&1 || true
         kpkg=$(kernel_package)
+        versions=$(candidates ${kpkg:+"$kpkg"} busybox-static)
     fi
-    if [ -z "$kpkg" ]; then
+    if [ -n "$kpkg" ]; then
+        kver=$(awk -v p="$kpkg" '$1 == p { print $2 }' <<<"$versions")
+        bver=$(awk '$1 == "busybox-static" { print $2 }' <<<"$versions")
+    fi
+    if [ -z "$kver" ] || [ -z "$bver" ]; then
         # Offline with a warm cache: use what is there.
         kernel_dir=$(ls -d "$cache"/kernel-* 2>/dev/null | tail -1 || true)
         busybox=$(ls "$cache"/busybox-*/busybox 2>/dev/null | tail -1 || true)
@@ -143,8 +160,6 @@ fetch() {
             || cannot_run "apt has no linux-image-amd64 (apt-get update failed?) and the cache $cache is empty"
         say "apt has no linux-image-amd64; using the cached $(basename "$kernel_dir")"
     else
-        kver=$(candidate "$kpkg")
-        bver=$(candidate busybox-static)
         kernel_dir="$cache/kernel-$kpkg-$kver"
         busybox="$cache/busybox-$bver/busybox"
         if [ ! -x "$busybox" ]; then
@@ -237,7 +252,9 @@ if [ -z "$guest_tests" ] && [ "$guest_script" = "$guest_dir/guest.sh" ]; then
 fi
 
 stage="$tmp/root"
-mkdir -p "$stage"/{bin,sbin,dev,proc,sys,tmp,run,etc,vm/modules}
+mkdir -p "$stage"/{bin,sbin,dev,proc,sys,tmp,run,etc,var,vm/modules}
+ln -s /run "$stage/var/run" # iproute2 keeps network namespaces in /var/run/netns
+: >"$stage/etc/resolv.conf" # a mount point for `ip netns exec` (/etc/netns/NS/resolv.conf)
 
 # Copies an executable and the shared libraries it loads (ldd's list,
 # loader included) to the same paths in the guest, stripped.
@@ -256,8 +273,15 @@ install_exe() {
 }
 
 cp "$busybox" "$stage/bin/busybox"
+host_tools=()
+for tool in "${lab_tools[@]}"; do
+    if path=$(command -v "$tool"); then
+        install_exe "$path" "/bin/$tool"
+        host_tools+=("$tool")
+    fi
+done
 for applet in $("$busybox" --list); do
-    [ "$applet" = busybox ] || ln -sf busybox "$stage/bin/$applet"
+    [ "$applet" = busybox ] || [ -e "$stage/bin/$applet" ] || ln -s busybox "$stage/bin/$applet"
 done
 install_exe "$siprace_bin" /bin/siprace
 if [ -n "$guest_tests" ]; then install_exe "$guest_tests" /vm/guest-tests; fi
@@ -307,7 +331,7 @@ done
 
 initramfs="$tmp/initramfs.gz"
 (cd "$stage" && find . | "$busybox" cpio -o -H newc 2>/dev/null | gzip -1 >"$initramfs")
-say "initramfs $(( $(stat -c %s "$initramfs") / 1024 )) KiB: $(basename "$siprace_bin")${guest_tests:+, $(basename "$guest_tests")}, modules ${order[*]##*/} ($(elapsed))"
+say "initramfs $(( $(stat -c %s "$initramfs") / 1024 )) KiB: $(basename "$siprace_bin")${guest_tests:+, $(basename "$guest_tests")}, host tools: ${host_tools[*]:-none}, modules ${order[*]##*/} ($(elapsed))"
 
 # --- Boot ---------------------------------------------------------------------
 
@@ -326,7 +350,7 @@ timeout --kill-after=5 "$timeout_secs" \
 vm_pid=$!
 boot_started=$(date +%s%N)
 # Stream the console while the VM runs (tail stops when the VM's process is gone).
-tail -n +1 -f --pid="$vm_pid" "$console" | tr -d '\r'
+tail -n +1 -s 0.2 -f --pid="$vm_pid" "$console" | tr -d '\r'
 vm_status=0
 wait "$vm_pid" || vm_status=$?
 vm_pid=

@@ -32,6 +32,7 @@ const GUEST_TESTS: &[&str] = &[
     "guest_naptr_races_sctp_against_tcp",
     "guest_sctp_failures_are_classified",
     "guest_sctp_dial_needs_no_ca_store",
+    "guest_lab_sctp_through_namespaces",
 ];
 
 /// Whether `siprace dial` without TLS still needs a CA store. Until the fix
@@ -149,8 +150,15 @@ impl Server {
     /// starting with `ready_prefix` (its readiness message). Its output is
     /// echoed, prefixed with its name.
     fn start(name: &'static str, args: &[&str], ready_prefix: &str, ready: usize) -> Server {
-        let mut child = siprace()
-            .args(args)
+        let mut cmd = siprace();
+        cmd.args(args);
+        Server::spawn(name, cmd, ready_prefix, ready)
+    }
+
+    /// [`Server::start`] for any command (e.g. `ip netns exec NS siprace ...`,
+    /// which execs siprace: the PID stays the server's).
+    fn spawn(name: &'static str, mut cmd: Command, ready_prefix: &str, ready: usize) -> Server {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -217,6 +225,18 @@ fn responder(listen: &[&str], extra: &[&str], stats: &Path) -> Server {
     args.extend(extra);
     args.extend(["--stats-file", stats.to_str().unwrap()]);
     Server::start("responder", &args, "listening ", listen.len())
+}
+
+/// [`responder`] inside network namespace `ns`.
+fn responder_in(ns: &str, listen: &[&str], stats: &Path) -> Server {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns]).arg(siprace().get_program());
+    cmd.arg("responder");
+    for l in listen {
+        cmd.args(["--listen", l]);
+    }
+    cmd.arg("--stats-file").arg(stats);
+    Server::spawn("responder", cmd, "listening ", listen.len())
 }
 
 /// Stops the responder and returns its counters.
@@ -303,7 +323,17 @@ fn ms(v: &Value) -> f64 {
 /// gets the guest's CA bundle through SSL_CERT_FILE (the workaround of
 /// [`NO_CA_STORE_BUG_PENDING`]); without, the guest has no CA store at all.
 fn dial_with(target: &str, args: &[&str], ca_bundle: bool) -> Dial {
-    let mut cmd = siprace();
+    dial_cmd(siprace(), target, args, ca_bundle)
+}
+
+/// [`dial`] from inside network namespace `ns`.
+fn dial_in(ns: &str, target: &str, args: &[&str]) -> Dial {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns]).arg(siprace().get_program());
+    dial_cmd(cmd, target, args, true)
+}
+
+fn dial_cmd(mut cmd: Command, target: &str, args: &[&str], ca_bundle: bool) -> Dial {
     cmd.args(["dial", target, "--json"]).args(args);
     cmd.env_remove("SSL_CERT_FILE").env_remove("SSL_CERT_DIR");
     if ca_bundle && NO_CA_STORE_BUG_PENDING {
@@ -413,7 +443,7 @@ impl Drop for BlackholedIpv6 {
                 "-c",
                 &format!("ip link del {BLACKHOLE_DEV}; ip addr del 198.51.100.10/32 dev lo"),
             ])
-            .status();
+            .output();
     }
 }
 
@@ -787,4 +817,199 @@ fn guest_sctp_dial_needs_no_ca_store() {
     }
     let c = responder_counts(server, stats);
     assert_eq!(count(&c, "sctp", "ipv4", "options"), 1, "{c:#}");
+}
+
+/// Runs `siprace ARGS`, which must succeed; returns its stdout.
+fn siprace_ok(args: &[&str]) -> String {
+    let out = siprace().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "siprace {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const LAB: &str = "vm";
+
+/// The packets counted by the lab router's fault rule whose verdict is
+/// `verdict` ("drop", or "reject": ICMP port unreachable), from `nft list ruleset`.
+fn router_fault_packets(verdict: &str) -> u64 {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("sr-{LAB}-rtr"),
+            "nft",
+            "list",
+            "ruleset",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("counter packets") && l.trim_end().ends_with(verdict))
+        .unwrap_or_else(|| panic!("no {verdict} rule in the router: {text}"));
+    let after = line.split("counter packets ").nth(1).unwrap();
+    after.split(' ').next().unwrap().parse().unwrap()
+}
+
+/// `siprace lab up` (no shaper: no delay or loss here); `down` on drop.
+struct LabUp;
+
+impl LabUp {
+    fn up() -> LabUp {
+        println!(
+            "  {}",
+            siprace_ok(&["lab", "up", "--name", LAB, "--no-shaper"]).trim()
+        );
+        LabUp
+    }
+}
+
+impl Drop for LabUp {
+    fn drop(&mut self) {
+        // Its output through println!, so that the test harness keeps it with the test's.
+        if let Ok(out) = siprace().args(["lab", "down", "--name", LAB]).output() {
+            println!("  {}", String::from_utf8_lossy(&out.stdout).trim());
+        }
+    }
+}
+
+/// The namespace lab (netns-scripts/README.md) inside the VM, over SCTP: the
+/// client dials the server through the router, with the lab's own DNS and
+/// its nftables faults. Healthy, IPv6 wins; IPv6 blackholed, IPv4 wins after
+/// the attempt delay; IPv6 rejected (ICMPv6 port unreachable from the
+/// router), the IPv6 attempt fails on that error with its first INIT (the
+/// router sees no retransmission) and IPv4 starts long before a 10 s
+/// attempt delay.
+#[test]
+#[ignore = "runs inside the SCTP VM (sctp_suite_in_a_vm)"]
+fn guest_lab_sctp_through_namespaces() {
+    if !in_vm() {
+        return;
+    }
+    let iproute2 = Command::new("ip")
+        .arg("-V")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("iproute2"))
+        .unwrap_or(false);
+    if !iproute2 || !Path::new("/bin/nft").exists() {
+        println!(
+            "  SKIPPED: the lab needs iproute2 and nftables on the host (copied into the guest)"
+        );
+        return;
+    }
+    let _lab = LabUp::up();
+    println!(
+        "  {}",
+        siprace_ok(&["lab", "serve", "--name", LAB, "--dns"]).trim()
+    );
+    let stats = Path::new("/tmp/lab.stats.json");
+    let server = responder_in(
+        &format!("sr-{LAB}-srv"),
+        &["sctp:[2001:db8:5e::10]:5060", "sctp:198.51.100.10:5060"],
+        stats,
+    );
+    let client = format!("sr-{LAB}-cli");
+    let target = "sip:responder.example.test:5060;transport=sctp";
+    let dns = ["--dns", "203.0.113.53"];
+    let impair = |args: &[&str]| {
+        let mut all = vec!["lab", "impair", "--name", LAB, "--family", "v6"];
+        all.extend(args);
+        siprace_ok(&all);
+    };
+
+    // Healthy: IPv6 first, and it works.
+    let d = dial_in(&client, target, &[&["--probe"], &dns[..]].concat());
+    assert_eq!(d.code, 0, "{:#}", d.report);
+    let w = d.winner();
+    assert_eq!(w["family"], "ipv6", "{:#}", d.report);
+    assert_eq!(w["addr"], "[2001:db8:5e::10]:5060");
+    assert!(w["response"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("200"));
+
+    // IPv6 silently dropped by the router: IPv4 after the attempt delay.
+    impair(&["blackhole"]);
+    let d = dial_in(
+        &client,
+        target,
+        &[
+            &[
+                "--probe",
+                "--resolution-delay",
+                "2000",
+                "--attempt-delay",
+                "250",
+            ],
+            &dns[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(d.code, 0, "{:#}", d.report);
+    let w = d.winner();
+    assert_eq!(w["family"], "ipv4", "{:#}", d.report);
+    assert_eq!(w["addr"], "198.51.100.10:5060");
+    let v6 = d.attempts()[0];
+    assert_eq!(v6["family"], "ipv6", "{:#}", d.report);
+    assert_eq!(v6["error_class"], "lost-race", "{:#}", d.report);
+    let delay = ms(&w["started_ms"]) - ms(&v6["started_ms"]);
+    assert!(delay >= 250.0 - 0.01, "IPv4 started {delay} ms after IPv6");
+    println!("  MEASURED lab, IPv6 blackholed: IPv4 SCTP started {delay:.1} ms after IPv6");
+    let dropped = router_fault_packets("drop");
+    println!("  router: {dropped} packet(s) dropped");
+    assert!(
+        dropped >= 1,
+        "the INIT did not reach the router's black hole"
+    );
+
+    // IPv6 refused by the router with ICMPv6 port unreachable.
+    impair(&["clear"]);
+    impair(&["reject"]);
+    let d = dial_in(
+        &client,
+        target,
+        &[
+            &[
+                "--probe",
+                "--resolution-delay",
+                "2000",
+                "--attempt-delay",
+                "10000",
+                "--max-attempt-delay",
+                "10000",
+            ],
+            &dns[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(d.code, 0, "{:#}", d.report);
+    assert_eq!(d.winner()["family"], "ipv4", "{:#}", d.report);
+    let v6 = d.attempts()[0];
+    assert_eq!(v6["family"], "ipv6", "{:#}", d.report);
+    assert_eq!(v6["outcome"], "failed", "{:#}", d.report);
+    assert_eq!(v6["error_class"], "refused", "{:#}", d.report);
+    let v4_start = ms(&d.winner()["started_ms"]);
+    assert!(
+        v4_start < 10_000.0,
+        "IPv4 waited for the attempt delay although IPv6 was refused"
+    );
+    println!("  MEASURED lab, IPv6 rejected: IPv4 SCTP started at {v4_start:.1} ms");
+    // One INIT, refused at once: no retransmission (RTO.Initial, 3 s) reached the router.
+    let rejected = router_fault_packets("reject");
+    println!("  router: {rejected} packet(s) rejected");
+    assert_eq!(
+        rejected, 1,
+        "the INIT was sent again: the ICMP error did not end the attempt"
+    );
+    impair(&["clear"]);
+
+    let c = responder_counts(server, stats);
+    assert_eq!(count(&c, "sctp", "ipv6", "options"), 1, "{c:#}");
+    assert_eq!(count(&c, "sctp", "ipv4", "options"), 2, "{c:#}");
 }
