@@ -27,6 +27,9 @@ usage: netns-scripts/sctp-vm.sh [options]
                      `cargo test --test sctp_vm --no-run`)
   --filter TEXT      run only the guest tests whose name contains TEXT
   --script FILE      guest script to run instead of netns-scripts/sctp-vm/guest.sh
+                     (e.g. netns-scripts/sctp-vm/bench.sh: siprace bench --sctp)
+  --guest-args TEXT  words for the guest script (GUEST_ARGS), e.g. bench.sh's
+                     siprace bench arguments
   --timeout SECS     bound on the whole VM run, boot to power-off (default 600)
   --memory MB        guest memory (default 768)
   --cache DIR        download cache (default: $SIPRACE_VM_CACHE, else
@@ -45,7 +48,12 @@ memory_mb=768
 cache=${SIPRACE_VM_CACHE:-${XDG_CACHE_HOME:-/var/cache}/siprace-vm}
 fetch_only=
 console_log=
+guest_args=
 while [ $# -gt 0 ]; do
+    case "$1" in
+        --siprace|--guest-tests|--filter|--script|--timeout|--memory|--cache|--console-log|--guest-args)
+            [ $# -ge 2 ] || { echo "sctp-vm: $1 needs a value" >&2; usage >&2; exit 2; } ;;
+    esac
     case "$1" in
         --siprace) siprace_bin=$2; shift 2 ;;
         --guest-tests) guest_tests=$2; shift 2 ;;
@@ -55,16 +63,24 @@ while [ $# -gt 0 ]; do
         --memory) memory_mb=$2; shift 2 ;;
         --cache) cache=$2; shift 2 ;;
         --console-log) console_log=$2; shift 2 ;;
+        --guest-args) guest_args=$2; shift 2 ;;
         --fetch-only) fetch_only=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "sctp-vm: unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
 done
 case "$timeout_secs$memory_mb" in
-    *[!0-9]*) echo "sctp-vm: --timeout and --memory take whole numbers" >&2; exit 2 ;;
+    ''|*[!0-9]*) echo "sctp-vm: --timeout and --memory take whole numbers" >&2; exit 2 ;;
 esac
+if [ "$timeout_secs" -lt 10 ] || [ "$memory_mb" -lt 256 ]; then
+    echo "sctp-vm: --timeout is at least 10 (s), --memory at least 256 (MB)" >&2
+    exit 2
+fi
 case "$filter" in
     *[!A-Za-z0-9_]*) echo "sctp-vm: --filter takes a test name part ([A-Za-z0-9_])" >&2; exit 2 ;;
+esac
+case "$guest_args" in
+    *[!A-Za-z0-9_,.=:/\ -]*) echo "sctp-vm: --guest-args takes words of [A-Za-z0-9_,.=:/-]" >&2; exit 2 ;;
 esac
 
 # The modules the guest loads, in this order; their dependencies (from
@@ -244,6 +260,9 @@ if [ -z "$siprace_bin" ]; then
 fi
 [ -n "$siprace_bin" ] && [ -x "$siprace_bin" ] \
     || { say "no siprace binary (cargo build --release, or --siprace BIN)"; exit 2; }
+if [ -n "$(find "$root/src" -newer "$siprace_bin" -name '*.rs' 2>/dev/null | head -1)" ]; then
+    say "WARNING: $siprace_bin is older than the sources (cargo build --release?)"
+fi
 if [ -z "$guest_tests" ] && [ "$guest_script" = "$guest_dir/guest.sh" ]; then
     say "building the guest tests (cargo test --test sctp_vm --no-run)"
     guest_tests=$(cd "$root" && cargo test --quiet --test sctp_vm --no-run --message-format=json 2>/dev/null \
@@ -290,7 +309,10 @@ cp "$guest_script" "$stage/vm/guest.sh"
 chmod 755 "$stage/init" "$stage/vm/guest.sh"
 {
     printf 'GUEST_FILTER=%s\n' "$filter"
+    printf "GUEST_ARGS='%s'\n" "$guest_args"
 } >"$stage/vm/config"
+# The benchmark's scenarios, for bench.sh.
+cp -r "$root/bench-scenarios" "$stage/vm/bench-scenarios"
 
 # Modules: depth-first over modules.dep so that each comes after its dependencies.
 declare -A dep_of=() loaded=()

@@ -457,6 +457,11 @@ fn count(stats: &Value, transport: &str, family: &str, what: &str) -> u64 {
         .unwrap_or_else(|| panic!("no counter {transport}.{family}.{what}: {stats:#}"))
 }
 
+/// A counter of one transport, both families added up.
+fn count_both(stats: &Value, transport: &str, what: &str) -> u64 {
+    count(stats, transport, "ipv6", what) + count(stats, transport, "ipv4", what)
+}
+
 // ---------------------------------------------------------------------------
 // Guest tests
 
@@ -611,23 +616,33 @@ fn guest_naptr_races_sctp_against_tcp() {
     let target = "sip:both.example.test";
     let stats = Path::new("/tmp/naptr.stats.json");
     let tcp_listeners = ["tcp:127.0.0.1:5064", "tcp:[::1]:5064"];
+    // SCTP (",silent": associations come up, requests go unanswered) and TCP.
+    let sctp_and_tcp = |sctp_options: &str| {
+        let sctp = ["sctp:127.0.0.1:5064", "sctp:[::1]:5064"].map(|l| format!("{l}{sctp_options}"));
+        let listen: Vec<&str> = sctp
+            .iter()
+            .map(String::as_str)
+            .chain(tcp_listeners)
+            .collect();
+        responder(&listen, &[], stats)
+    };
+    let dial_naptr = |attempt_delay: &str| {
+        dial(
+            target,
+            &[
+                "--probe",
+                "--dns",
+                DNS_ADDR,
+                "--attempt-delay",
+                attempt_delay,
+            ],
+        )
+    };
 
     // Healthy: SCTP is first in NAPTR order and answers (an attempt delay
     // of 2 s keeps TCP out of it however slow the emulation).
-    let server = responder(
-        &[
-            "sctp:127.0.0.1:5064",
-            "sctp:[::1]:5064",
-            tcp_listeners[0],
-            tcp_listeners[1],
-        ],
-        &[],
-        stats,
-    );
-    let d = dial(
-        target,
-        &["--probe", "--dns", DNS_ADDR, "--attempt-delay", "2000"],
-    );
+    let server = sctp_and_tcp("");
+    let d = dial_naptr("2000");
     assert_eq!(d.code, 0, "{:#}", d.report);
     assert_eq!(d.winner()["transport"], "sctp", "{:#}", d.report);
     let services: Vec<&Value> = d.report["targets"].as_array().unwrap().iter().collect();
@@ -638,28 +653,12 @@ fn guest_naptr_races_sctp_against_tcp() {
         d.report["targets"]
     );
     let c = responder_counts(server, stats);
-    assert_eq!(
-        count(&c, "sctp", "ipv6", "options") + count(&c, "sctp", "ipv4", "options"),
-        1,
-        "{c:#}"
-    );
+    assert_eq!(count_both(&c, "sctp", "options"), 1, "{c:#}");
 
     // SCTP associations come up but never answer the OPTIONS: the race goes
     // on to TCP after the attempt delay.
-    let server = responder(
-        &[
-            "sctp:127.0.0.1:5064,silent",
-            "sctp:[::1]:5064,silent",
-            tcp_listeners[0],
-            tcp_listeners[1],
-        ],
-        &[],
-        stats,
-    );
-    let d = dial(
-        target,
-        &["--probe", "--dns", DNS_ADDR, "--attempt-delay", "250"],
-    );
+    let server = sctp_and_tcp(",silent");
+    let d = dial_naptr("250");
     assert_eq!(d.code, 0, "{:#}", d.report);
     let first = d.attempts()[0];
     assert_eq!(first["transport"], "sctp", "SCTP first: {:#}", d.report);
@@ -676,11 +675,9 @@ fn guest_naptr_races_sctp_against_tcp() {
     assert!(delay >= 250.0 - 0.01, "TCP started {delay} ms after SCTP");
     println!("  MEASURED silent SCTP: TCP started {delay:.1} ms after SCTP");
     let c = responder_counts(server, stats);
-    let silent =
-        count(&c, "sctp", "ipv6", "dropped_silent") + count(&c, "sctp", "ipv4", "dropped_silent");
+    let silent = count_both(&c, "sctp", "dropped_silent");
     assert!(silent >= 1, "no OPTIONS arrived over SCTP: {c:#}");
-    let tcp = count(&c, "tcp", "ipv6", "responses") + count(&c, "tcp", "ipv4", "responses");
-    assert!(tcp >= 1, "{c:#}");
+    assert!(count_both(&c, "tcp", "responses") >= 1, "{c:#}");
 
     // No SCTP listener at all: every INIT is answered with an ABORT, so TCP
     // starts at once instead of after the (10 s) attempt delay.
@@ -916,7 +913,25 @@ fn guest_lab_sctp_through_namespaces() {
     );
     let client = format!("sr-{LAB}-cli");
     let target = "sip:responder.example.test:5060;transport=sctp";
-    let dns = ["--dns", "203.0.113.53"];
+    // With the lab's DNS; a Resolution Delay of 2 s makes every race start
+    // with IPv6, whichever answer the emulated DNS server sends first.
+    let dial_lab = |attempt_delay: &str| {
+        dial_in(
+            &client,
+            target,
+            &[
+                "--probe",
+                "--dns",
+                "203.0.113.53",
+                "--resolution-delay",
+                "2000",
+                "--attempt-delay",
+                attempt_delay,
+                "--max-attempt-delay",
+                attempt_delay,
+            ],
+        )
+    };
     let impair = |args: &[&str]| {
         let mut all = vec!["lab", "impair", "--name", LAB, "--family", "v6"];
         all.extend(args);
@@ -924,7 +939,7 @@ fn guest_lab_sctp_through_namespaces() {
     };
 
     // Healthy: IPv6 first, and it works.
-    let d = dial_in(&client, target, &[&["--probe"], &dns[..]].concat());
+    let d = dial_lab("250");
     assert_eq!(d.code, 0, "{:#}", d.report);
     let w = d.winner();
     assert_eq!(w["family"], "ipv6", "{:#}", d.report);
@@ -936,21 +951,7 @@ fn guest_lab_sctp_through_namespaces() {
 
     // IPv6 silently dropped by the router: IPv4 after the attempt delay.
     impair(&["blackhole"]);
-    let d = dial_in(
-        &client,
-        target,
-        &[
-            &[
-                "--probe",
-                "--resolution-delay",
-                "2000",
-                "--attempt-delay",
-                "250",
-            ],
-            &dns[..],
-        ]
-        .concat(),
-    );
+    let d = dial_lab("250");
     assert_eq!(d.code, 0, "{:#}", d.report);
     let w = d.winner();
     assert_eq!(w["family"], "ipv4", "{:#}", d.report);
@@ -971,23 +972,7 @@ fn guest_lab_sctp_through_namespaces() {
     // IPv6 refused by the router with ICMPv6 port unreachable.
     impair(&["clear"]);
     impair(&["reject"]);
-    let d = dial_in(
-        &client,
-        target,
-        &[
-            &[
-                "--probe",
-                "--resolution-delay",
-                "2000",
-                "--attempt-delay",
-                "10000",
-                "--max-attempt-delay",
-                "10000",
-            ],
-            &dns[..],
-        ]
-        .concat(),
-    );
+    let d = dial_lab("10000");
     assert_eq!(d.code, 0, "{:#}", d.report);
     assert_eq!(d.winner()["family"], "ipv4", "{:#}", d.report);
     let v6 = d.attempts()[0];
