@@ -371,11 +371,15 @@ timeout --kill-after=5 "$timeout_secs" \
         </dev/null >"$console" 2>&1 &
 vm_pid=$!
 boot_started=$(date +%s%N)
-# Stream the console while the VM runs (tail stops when the VM's process is gone).
-tail -n +1 -s 0.2 -f --pid="$vm_pid" "$console" | tr -d '\r'
+# Stream the console while the VM runs (tail stops when the VM's process is
+# gone). In the background: a signal's trap runs during `wait`, but would
+# wait for a foreground pipeline, which here waits for the VM.
+tail -n +1 -s 0.2 -f --pid="$vm_pid" "$console" | tr -d '\r' &
+stream_pid=$!
 vm_status=0
 wait "$vm_pid" || vm_status=$?
 vm_pid=
+wait "$stream_pid" || true
 vm_ms=$(( ($(date +%s%N) - boot_started) / 1000000 ))
 if [ -n "$console_log" ]; then tr -d '\r' <"$console" >"$console_log"; fi
 
