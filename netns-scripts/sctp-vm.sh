@@ -33,7 +33,8 @@ usage: netns-scripts/sctp-vm.sh [options]
   --timeout SECS     bound on the whole VM run, boot to power-off (default 600)
   --memory MB        guest memory (default 768)
   --cache DIR        download cache (default: $SIPRACE_VM_CACHE, else
-                     ${XDG_CACHE_HOME:-/var/cache}/siprace-vm)
+                     ${XDG_CACHE_HOME:-/var/cache}/siprace-vm; ~/.cache
+                     instead of /var/cache where that is not writable)
   --console-log FILE also write the guest console to FILE
   --fetch-only       fetch and cache the kernel and busybox, then stop
 EOF
@@ -45,7 +46,9 @@ filter=
 guest_script="$guest_dir/guest.sh"
 timeout_secs=600
 memory_mb=768
-cache=${SIPRACE_VM_CACHE:-${XDG_CACHE_HOME:-/var/cache}/siprace-vm}
+default_cache_root=/var/cache
+[ -w "$default_cache_root" ] || default_cache_root=${HOME:-/tmp}/.cache
+cache=${SIPRACE_VM_CACHE:-${XDG_CACHE_HOME:-$default_cache_root}/siprace-vm}
 fetch_only=
 console_log=
 guest_args=
