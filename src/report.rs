@@ -12,6 +12,9 @@ use serde::Serialize;
 use crate::endpoint::{Family, TargetSpec, Transport};
 use crate::race::{AttemptEnd, AttemptRecord};
 
+/// Records of one answer printed in the timeline (the JSON lists more).
+const RECORDS_SHOWN: usize = 8;
+
 /// Milliseconds since the dial started, with microsecond resolution.
 pub fn millis(d: Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0
@@ -29,8 +32,33 @@ pub struct DnsEntry {
     pub answered_ms: Option<f64>,
     /// "ok", "no-records", "nxdomain", "servfail", "timeout" or "error".
     pub outcome: Option<String>,
-    /// The records, rendered as zone-file text, or the error detail.
+    /// The records, rendered as zone-file text (the first
+    /// `max_records` of the answer), or the error detail.
     pub records: Vec<String>,
+    /// How many records of the queried type the answer held (`records`
+    /// may show fewer); 0 when the query failed.
+    pub records_total: usize,
+}
+
+impl DnsEntry {
+    /// The "N record(s)" of an answer line.
+    fn count_text(&self) -> String {
+        format!("{} record(s)", self.records_total.max(self.records.len()))
+    }
+
+    /// The line that follows the first `shown` records, if any are left.
+    fn more_text(&self, shown: usize) -> Option<String> {
+        let total = self.records_total.max(self.records.len());
+        let more = total.checked_sub(shown).filter(|n| *n > 0)?;
+        Some(if self.records.len() < total {
+            format!(
+                "... {more} more (--json lists the first {})",
+                self.records.len()
+            )
+        } else {
+            format!("... {more} more")
+        })
+    }
 }
 
 /// One connection attempt.
@@ -75,7 +103,8 @@ pub enum DialResult {
 ///   "reason": null | "why it failed",
 ///   "total_ms": 12.3,
 ///   "targets": [ { "host", "port", "transport", "rank" } ],
-///   "dns": [ { "name", "type", "sent_ms", "answered_ms", "outcome", "records": [..] } ],
+///   "dns": [ { "name", "type", "sent_ms", "answered_ms", "outcome", "records": [..],
+///              "records_total" } ],
 ///   "addresses": [ { "host", "family", "at_ms", "addrs": [..] } ],
 ///   "attempts": [ { "id", "family", "transport", "addr", "host", "rank", "started_ms",
 ///                   "transport_up_ms", "ended_ms", "outcome", "error_class", "detail",
@@ -201,17 +230,18 @@ impl Report {
                     lines.push((
                         at,
                         format!(
-                            "< DNS {} {}: {} record(s) in {took:.1} ms",
+                            "< DNS {} {}: {} in {took:.1} ms",
                             q.rtype,
                             q.name,
-                            q.records.len()
+                            q.count_text()
                         ),
                     ));
-                    for r in q.records.iter().take(8) {
+                    let shown = q.records.len().min(RECORDS_SHOWN);
+                    for r in &q.records[..shown] {
                         lines.push((at, format!(";;   {r}")));
                     }
-                    if q.records.len() > 8 {
-                        lines.push((at, format!(";;   ... {} more", q.records.len() - 8)));
+                    if let Some(more) = q.more_text(shown) {
+                        lines.push((at, format!(";;   {more}")));
                     }
                 }
             }
