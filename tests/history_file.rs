@@ -1,0 +1,142 @@
+//! `siprace dial --history-file` with the real binary: concurrent processes
+//! sharing one file, and a corrupt file. Loopback only.
+#![cfg(feature = "tools")]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn siprace() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_siprace"))
+}
+
+/// A fresh directory under the system temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "siprace-test-{what}-{}-{:x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Waits for a child, killing it (and failing) if it outlives `limit`.
+fn wait_bounded(mut child: Child, limit: Duration) -> Output {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "siprace dial ran longer than {limit:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The hosts of the entries in a history file (which must be valid JSON).
+fn hosts_in(path: &Path) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("history file is not valid JSON ({e}):\n{text}"));
+    json["entries"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no entries in\n{text}"))
+        .iter()
+        .map(|e| e["key"]["host"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn concurrent_dials_sharing_a_history_file_lose_nothing() {
+    const N: u8 = 8;
+    let dir = TempDir::new("history-concurrent");
+    let path = dir.0.join("history.json");
+    // One silent UDP "server" per process, each on its own loopback
+    // address, so every dial learns about a different path. Nothing
+    // answers: each dial runs until its deadline, so all N processes have
+    // loaded the file before any of them saves.
+    let silent: Vec<std::net::UdpSocket> = (2..2 + N)
+        .map(|i| std::net::UdpSocket::bind(("127.0.0.".to_string() + &i.to_string(), 0)).unwrap())
+        .collect();
+    let children: Vec<Child> = silent
+        .iter()
+        .map(|s| {
+            let addr = s.local_addr().unwrap();
+            siprace()
+                .arg("dial")
+                .arg(format!("sip:{addr};transport=udp"))
+                .args(["--deadline", "1500", "--history-file"])
+                .arg(&path)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = wait_bounded(child, Duration::from_secs(60));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(!stderr.contains("history"), "{stderr}");
+    }
+    let expected: BTreeSet<String> = (2..2 + N).map(|i| format!("127.0.0.{i}")).collect();
+    assert_eq!(hosts_in(&path), expected);
+    // No temporary file is left behind; the lock file stays.
+    let mut names: Vec<String> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["history.json", "history.json.lock"]);
+}
+
+#[test]
+fn corrupt_history_file_warns_and_the_dial_still_runs() {
+    let dir = TempDir::new("history-corrupt");
+    let path = dir.0.join("history.json");
+    let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = live.local_addr().unwrap().port();
+    // Connected (exit 0), refused (exit 1): each as the dial deserves, not
+    // the usage error (2) a corrupt history used to be.
+    for (target, code) in [
+        (format!("sip:127.0.0.1:{port};transport=tcp"), 0),
+        (format!("sip:127.0.0.2:{port};transport=tcp"), 1),
+    ] {
+        std::fs::write(&path, "{\"entries\": [ {\"key\": ").unwrap();
+        let child = siprace()
+            .arg("dial")
+            .arg(&target)
+            .args(["--deadline", "5000", "--history-file"])
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = wait_bounded(child, Duration::from_secs(60));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{target}: {stderr}");
+        assert!(
+            stderr.contains("warning") && stderr.contains("not a valid history"),
+            "{stderr}"
+        );
+        // The save replaced the corrupt file with this dial's history.
+        let host = target[4..].split(':').next().unwrap().to_string();
+        assert_eq!(hosts_in(&path), BTreeSet::from([host]));
+    }
+}
