@@ -1,11 +1,16 @@
-//! `siprace dial --history-file` with the real binary: concurrent processes
-//! sharing one file, and a corrupt file. Loopback only.
+//! The history file: [`History::load_file`] and [`History::save_merged`]
+//! directly, and `siprace dial --history-file` with the real binary
+//! (concurrent processes sharing one file, a corrupt file). Loopback only.
 #![cfg(feature = "tools")]
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use siprace::endpoint::{Endpoint, Transport};
+use siprace::race::history::{History, PathOutcome, PathVerdict};
 
 fn siprace() -> Command {
     Command::new(env!("CARGO_BIN_EXE_siprace"))
@@ -30,6 +35,20 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A path endpoint of `host` for the history API.
+fn ep_at(host: &str, addr: &str) -> Endpoint {
+    Endpoint {
+        transport: Transport::Tcp,
+        addr: addr.parse().unwrap(),
+        host: Arc::from(host),
+        rank: 0,
+    }
+}
+
+fn ep(addr: &str) -> Endpoint {
+    ep_at("sip.example.test", addr)
 }
 
 /// Waits for a child, killing it (and failing) if it outlives `limit`.
@@ -138,5 +157,74 @@ fn corrupt_history_file_warns_and_the_dial_still_runs() {
         // The save replaced the corrupt file with this dial's history.
         let host = target[4..].split(':').next().unwrap().to_string();
         assert_eq!(hosts_in(&path), BTreeSet::from([host]));
+    }
+}
+
+#[test]
+fn history_file_missing_corrupt_and_saved() {
+    let dir = TempDir::new("file");
+    let path = dir.0.join("history.json");
+    let (h, warning) = History::load_file(&path);
+    assert!(h.is_empty() && warning.is_none());
+
+    std::fs::write(&path, "{\"entries\": [ {\"key\"").unwrap();
+    let (mut h, warning) = History::load_file(&path);
+    assert!(h.is_empty());
+    let warning = warning.expect("a warning for a corrupt file");
+    assert!(warning.contains("not a valid history"), "{warning}");
+
+    let now = SystemTime::now();
+    h.record(now, &[(ep("192.0.2.1:5060"), PathOutcome::Failed)]);
+    h.save_merged(&path).unwrap();
+    let (back, warning) = History::load_file(&path);
+    assert!(warning.is_none(), "{warning:?}");
+    assert_eq!(
+        back.view(now).verdict(&ep("192.0.2.1:1")),
+        PathVerdict::Failed
+    );
+    // Only the file and its lock are left: no temporary file.
+    let mut names: Vec<String> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["history.json", "history.json.lock"]);
+
+    // A directory is unreadable as a history: empty plus a warning.
+    let (h, warning) = History::load_file(&dir.0);
+    assert!(h.is_empty());
+    assert!(warning.unwrap().contains("cannot be read"));
+}
+
+#[test]
+fn concurrent_saves_from_threads_lose_nothing() {
+    let dir = TempDir::new("concurrent");
+    let path = dir.0.join("h.json");
+    let now = SystemTime::now();
+    // Each thread opens the lock file itself, as separate processes do,
+    // so the flock really excludes them from each other.
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let (mut h, _) = History::load_file(&path);
+                let host = format!("h{i}.example.test");
+                h.record(
+                    now,
+                    &[(ep_at(&host, "192.0.2.1:5060"), PathOutcome::Failed)],
+                );
+                h.save_merged(&path)
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap().unwrap();
+    }
+    let (h, warning) = History::load_file(&path);
+    assert!(warning.is_none(), "{warning:?}");
+    let view = h.view(now);
+    for i in 0..8 {
+        let e = ep_at(&format!("h{i}.example.test"), "192.0.2.1:5060");
+        assert_eq!(view.verdict(&e), PathVerdict::Failed, "h{i}");
     }
 }
