@@ -31,6 +31,18 @@ impl TempDir {
     }
 }
 
+impl TempDir {
+    /// The names in the directory, sorted.
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -117,12 +129,7 @@ fn concurrent_dials_sharing_a_history_file_lose_nothing() {
     let expected: BTreeSet<String> = (2..2 + N).map(|i| format!("127.0.0.{i}")).collect();
     assert_eq!(hosts_in(&path), expected);
     // No temporary file is left behind; the lock file stays.
-    let mut names: Vec<String> = std::fs::read_dir(&dir.0)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["history.json", "history.json.lock"]);
+    assert_eq!(dir.names(), ["history.json", "history.json.lock"]);
 }
 
 #[test]
@@ -183,12 +190,7 @@ fn history_file_missing_corrupt_and_saved() {
         PathVerdict::Failed
     );
     // Only the file and its lock are left: no temporary file.
-    let mut names: Vec<String> = std::fs::read_dir(&dir.0)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["history.json", "history.json.lock"]);
+    assert_eq!(dir.names(), ["history.json", "history.json.lock"]);
 
     // A directory is unreadable as a history: empty plus a warning.
     let (h, warning) = History::load_file(&dir.0);
