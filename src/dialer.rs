@@ -376,6 +376,7 @@ impl Dialer {
                     answered_ms: None,
                     outcome: None,
                     records: Vec::new(),
+                    records_total: 0,
                 });
                 None
             }
@@ -385,7 +386,7 @@ impl Dialer {
                 at,
                 outcome,
             } => {
-                let (label, records) = describe_outcome(outcome);
+                let (label, records, records_total) = describe_outcome(outcome);
                 if let Some(q) = report
                     .dns
                     .iter_mut()
@@ -394,6 +395,7 @@ impl Dialer {
                     q.answered_ms = Some(ms(at));
                     q.outcome = Some(label);
                     q.records = records;
+                    q.records_total = records_total;
                 }
                 None
             }
@@ -425,14 +427,14 @@ impl Dialer {
     }
 }
 
-/// A DNS outcome as the report shows it: its label ("ok" for records)
-/// and the records, or the error detail.
-fn describe_outcome(outcome: DnsOutcome) -> (String, Vec<String>) {
+/// A DNS outcome as the report shows it: its label ("ok" for records),
+/// the records shown or the error detail, and how many records arrived.
+fn describe_outcome(outcome: DnsOutcome) -> (String, Vec<String>, usize) {
     let label = outcome.label().to_string();
     match outcome {
-        DnsOutcome::Records(records) => ("ok".into(), records),
-        DnsOutcome::Error(detail) => (label, vec![detail]),
-        _ => (label, Vec::new()),
+        DnsOutcome::Records { shown, total } => ("ok".into(), shown, total),
+        DnsOutcome::Error(detail) => (label, vec![detail], 0),
+        _ => (label, Vec::new(), 0),
     }
 }
 

@@ -241,39 +241,20 @@ fn dial_config(args: &DialArgs) -> Result<DialerConfig, String> {
     Ok(cfg)
 }
 
-fn load_history(path: &PathBuf) -> Result<History, String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            serde_json::from_str(&text).map_err(|e| format!("history file {}: {e}", path.display()))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(History::default()),
-        Err(e) => Err(format!("history file {}: {e}", path.display())),
-    }
-}
-
-fn save_history(path: &PathBuf, history: &History) {
-    let text = match serde_json::to_string_pretty(history) {
-        Ok(t) => t,
-        Err(e) => return eprintln!("siprace: cannot encode the history: {e}"),
-    };
-    // Write then rename, so an interrupted save never leaves half a file.
-    let tmp = path.with_extension("tmp");
-    if let Err(e) = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)) {
-        eprintln!(
-            "siprace: cannot save the history to {}: {e}",
-            path.display()
-        );
-    }
-}
-
 async fn dial(args: DialArgs) -> ExitCode {
     let cfg = match dial_config(&args) {
         Ok(cfg) => cfg,
         Err(e) => return usage(e),
     };
-    let history = match args.history_file.as_ref().map(load_history).transpose() {
-        Ok(h) => h.unwrap_or_default(),
-        Err(e) => return usage(e),
+    let history = match &args.history_file {
+        Some(path) => {
+            let (history, warning) = History::load_file(path);
+            if let Some(warning) = warning {
+                eprintln!("siprace: warning: {warning}");
+            }
+            history
+        }
+        None => History::default(),
     };
     let dialer = match Dialer::with_history(cfg, history) {
         Ok(d) => d,
@@ -281,7 +262,9 @@ async fn dial(args: DialArgs) -> ExitCode {
     };
     let result = dialer.dial(&args.target).await;
     if let Some(path) = &args.history_file {
-        save_history(path, &dialer.history());
+        if let Err(e) = dialer.history().save_merged(path) {
+            eprintln!("siprace: {e}");
+        }
     }
     let (report, code) = match &result {
         Ok(Dial { report, .. }) => (report, EXIT_CONNECTED),
