@@ -13,7 +13,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::connect::{self, ConnectConfig, Connected, Connection, ProbeResponse, Progress};
-use crate::endpoint::{AttemptError, Endpoint, ErrorClass, Transport};
+use crate::endpoint::{AttemptError, ConfigError, Endpoint, ErrorClass, Transport};
 use crate::locate::{self, DnsOutcome, LocateConfig, LocateEvent};
 use crate::race::history::{self, History};
 use crate::race::strategy::Strategy;
@@ -62,6 +62,25 @@ impl DialerConfig {
     }
 }
 
+impl DialerConfig {
+    /// Checks every part ([`RaceConfig::validated`],
+    /// [`LocateConfig::validated`], [`ConnectConfig::validated`]) and that
+    /// some transport is left. The error names the field and its range.
+    pub fn validated(mut self) -> Result<DialerConfig, ConfigError> {
+        self.race = self.race.validated()?;
+        self.locate = self.locate.validated()?;
+        self.connect = self.connect.validated()?;
+        if self.transports.as_ref().is_some_and(|t| t.is_empty()) {
+            return Err(ConfigError::new(
+                "transports",
+                "at least one transport (or None for all)",
+                "none",
+            ));
+        }
+        Ok(self)
+    }
+}
+
 /// A successful dial: the winning connection and how it was found.
 #[derive(Debug)]
 pub struct Dial {
@@ -80,6 +99,9 @@ pub enum DialError {
     Target(#[from] TargetError),
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A configuration value out of its range (see [`DialerConfig::validated`]).
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(#[from] ConfigError),
     #[error("resolution failed: {}", .0.reason.as_deref().unwrap_or("no addresses"))]
     Resolution(Box<Report>),
     #[error("no candidate answered: {}", .0.reason.as_deref().unwrap_or("every attempt failed"))]
@@ -110,11 +132,9 @@ impl Dialer {
     }
 
     /// A dialer that starts from a saved history (`--history-file`).
-    pub fn with_history(mut cfg: DialerConfig, history: History) -> Result<Dialer, DialError> {
-        cfg.race = cfg.race.clone().validated().map_err(DialError::Config)?;
-        if cfg.locate.families.is_empty() {
-            return Err(DialError::Config("no address family left to query".into()));
-        }
+    /// The configuration is checked first ([`DialerConfig::validated`]).
+    pub fn with_history(cfg: DialerConfig, history: History) -> Result<Dialer, DialError> {
+        let cfg = cfg.validated()?;
         Ok(Dialer {
             cfg,
             history: Arc::new(Mutex::new(history)),

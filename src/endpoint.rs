@@ -273,3 +273,63 @@ pub struct TargetSpec {
     /// Position in NAPTR order, then SRV priority and weighted order: 0 first.
     pub rank: u32,
 }
+
+/// A configuration value outside its allowed range. `field` is the value's
+/// path in [`crate::dialer::DialerConfig`] (e.g. `race.deadline`), so the CLI
+/// can name the flag that set it and a library user the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} must be {allowed}, not {given}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    /// The allowed range or rule, e.g. "between 1 and 16".
+    pub allowed: String,
+    /// The value given, as the error shows it (durations in ms).
+    pub given: String,
+}
+
+impl ConfigError {
+    pub fn new(field: &'static str, allowed: impl Into<String>, given: impl fmt::Display) -> Self {
+        ConfigError {
+            field,
+            allowed: allowed.into(),
+            given: given.to_string(),
+        }
+    }
+
+    /// Checks that a count lies in `min..=max`.
+    pub fn check_count(
+        field: &'static str,
+        value: usize,
+        min: usize,
+        max: usize,
+    ) -> Result<(), ConfigError> {
+        if (min..=max).contains(&value) {
+            Ok(())
+        } else {
+            Err(ConfigError::new(
+                field,
+                format!("between {min} and {max}"),
+                value,
+            ))
+        }
+    }
+
+    /// Checks that a duration lies in `min..=max`; the error speaks in ms,
+    /// the unit of every duration flag.
+    pub fn check_duration(
+        field: &'static str,
+        value: std::time::Duration,
+        min: std::time::Duration,
+        max: std::time::Duration,
+    ) -> Result<(), ConfigError> {
+        if (min..=max).contains(&value) {
+            Ok(())
+        } else {
+            Err(ConfigError::new(
+                field,
+                format!("between {} ms and {} ms", min.as_millis(), max.as_millis()),
+                format!("{} ms", value.as_millis()),
+            ))
+        }
+    }
+}

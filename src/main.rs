@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use siprace::dialer::{Dial, DialError, Dialer, DialerConfig};
-use siprace::endpoint::{Family, Transport};
+use siprace::endpoint::{ConfigError, Family, Transport};
 use siprace::race::history::History;
 use siprace::race::strategy::Strategy;
 
@@ -225,20 +225,40 @@ fn dial_config(args: &DialArgs) -> Result<DialerConfig, String> {
         cfg.locate.families = vec![Family::V6];
     }
     if let Some(dns) = &args.dns {
-        cfg.locate.dns_server = Some(siprace::locate::parse_dns_server(dns)?);
+        cfg.locate.dns_server =
+            Some(siprace::locate::parse_dns_server(dns).map_err(|e| format!("--dns: {e}"))?);
     }
     if let Some(v) = args.dns_timeout {
         cfg.locate.query_timeout = ms(v);
     }
     cfg.connect.probe_streams = args.probe;
     cfg.sip_domain = args.sip_domain.clone();
-    if args.t1 == 0 {
-        return Err("--t1 must be positive".into());
-    }
     cfg.connect.t1 = ms(args.t1);
     args.tls.apply(&mut cfg.connect)?;
-    cfg.race = cfg.race.clone().validated()?;
-    Ok(cfg)
+    cfg.validated().map_err(flag_error)
+}
+
+/// The `siprace dial` flag behind each field the library validates, so that
+/// a range error names what the user typed.
+const FLAG_OF_FIELD: &[(&str, &str)] = &[
+    ("race.deadline", "--deadline"),
+    ("race.resolution_delay", "--resolution-delay"),
+    ("race.attempt_delay", "--attempt-delay"),
+    ("race.min_attempt_delay", "--min-attempt-delay"),
+    ("race.max_attempt_delay", "--max-attempt-delay"),
+    ("race.preferred_family_count", "--family-count"),
+    ("race.max_concurrent", "--max-concurrent"),
+    ("locate.query_timeout", "--dns-timeout"),
+    ("locate.dns_server", "--dns"),
+    ("connect.t1", "--t1"),
+];
+
+/// A configuration error in the words of the command line.
+fn flag_error(e: ConfigError) -> String {
+    match FLAG_OF_FIELD.iter().find(|(field, _)| *field == e.field) {
+        Some((_, flag)) => format!("{flag} must be {}, not {}", e.allowed, e.given),
+        None => e.to_string(),
+    }
 }
 
 fn load_history(path: &PathBuf) -> Result<History, String> {
@@ -287,6 +307,7 @@ async fn dial(args: DialArgs) -> ExitCode {
         Ok(Dial { report, .. }) => (report, EXIT_CONNECTED),
         Err(DialError::Target(e)) => return usage(e),
         Err(DialError::Config(e)) => return usage(e),
+        Err(DialError::InvalidConfig(e)) => return usage(flag_error(e.clone())),
         Err(DialError::Resolution(report)) => (report.as_ref(), EXIT_RESOLUTION),
         Err(DialError::Failed(report)) => (report.as_ref(), EXIT_NO_ANSWER),
     };

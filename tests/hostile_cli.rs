@@ -1,0 +1,147 @@
+//! The `siprace` binary against hostile or careless use: flags out of range,
+//! closed output pipes, a missing CA store, unusable address literals, a DNS
+//! server that refuses. Each test runs the real binary as a subprocess; every
+//! wait on it is bounded, and a child that outlives its bound is killed (by
+//! its own PID) and fails the test.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn siprace() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_siprace"));
+    // The tests read the CLI's own words, not a developer's RUST_LOG.
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+/// Waits for `child` at most `bound`; kills it and panics past that.
+fn wait_bounded(child: Child, bound: Duration, what: &str) -> Output {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(bound) {
+        Ok(out) => out.expect("wait for siprace"),
+        Err(_) => {
+            // SAFETY: kill(2) on the PID of a child this test spawned and
+            // has not reaped (the waiting thread still holds it).
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("{what}: still running after {bound:?}");
+        }
+    }
+}
+
+/// Runs `siprace ARGS` with captured output, bounded by `bound`.
+fn run(args: &[&str], bound: Duration) -> Output {
+    let child = siprace()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn siprace");
+    wait_bounded(child, bound, &args.join(" "))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+const USAGE: i32 = 2;
+
+#[test]
+fn out_of_range_dial_flags_are_usage_errors_naming_the_flag() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--family-count", "18446744073709551615"],
+            "--family-count",
+        ),
+        (&["--family-count", "17"], "--family-count"),
+        (&["--dns-timeout", "0"], "--dns-timeout"),
+        (&["--dns-timeout", "18446744073709551615"], "--dns-timeout"),
+        (&["--deadline", "0"], "--deadline"),
+        (&["--deadline", "18446744073709551615"], "--deadline"),
+        (&["--max-concurrent", "0"], "--max-concurrent"),
+        (&["--max-concurrent", "100000"], "--max-concurrent"),
+        (
+            &["--attempt-delay", "18446744073709551615"],
+            "--attempt-delay",
+        ),
+        (&["--min-attempt-delay", "1"], "--min-attempt-delay"),
+        (
+            &["--max-attempt-delay", "18446744073709551615"],
+            "--max-attempt-delay",
+        ),
+        (
+            &["--resolution-delay", "18446744073709551615"],
+            "--resolution-delay",
+        ),
+        (&["--t1", "0"], "--t1"),
+        (&["--t1", "18446744073709551615"], "--t1"),
+        (&["--dns", "127.0.0.1:0"], "--dns"),
+        (&["--dns", "0.0.0.0"], "--dns"),
+    ];
+    for (flags, flag) in cases {
+        let mut args = vec!["dial", "sip:127.0.0.1:9", "--transports", "udp"];
+        args.extend_from_slice(flags);
+        let out = run(&args, Duration::from_secs(20));
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(USAGE), "{flags:?}: {stderr}");
+        assert!(
+            stderr.contains(flag),
+            "{flags:?}: the error does not name {flag}: {stderr}"
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "{flags:?}: a usage error dialed anyway"
+        );
+    }
+}
+
+#[test]
+fn the_largest_family_count_still_ends_by_the_deadline() {
+    // This once spun at 100 % CPU for ever (with usize::MAX); the largest
+    // allowed count must leave the dial bounded by its deadline.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = format!("sip:{};transport=udp", silent.local_addr().unwrap());
+    let out = run(
+        &[
+            "dial",
+            &target,
+            "--family-count",
+            "16",
+            "--deadline",
+            "500",
+            "--json",
+        ],
+        Duration::from_secs(30),
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        report["reason"].as_str().unwrap().contains("deadline"),
+        "{report}"
+    );
+}
+
+#[test]
+fn out_of_range_responder_flags_are_usage_errors_naming_the_flag() {
+    let cases: &[(&str, &str)] = &[
+        ("--max-connections", "0"),
+        ("--max-connections", "18446744073709551615"),
+        ("--idle-timeout", "0"),
+        ("--idle-timeout", "18446744073709551615"),
+        ("--stats-every", "0"),
+        ("--stats-every", "18446744073709551615"),
+    ];
+    for (flag, value) in cases {
+        let args = ["responder", "--listen", "udp:127.0.0.1:0", flag, value];
+        let out = run(&args, Duration::from_secs(20));
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(USAGE), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{flag} {value}: {stderr}");
+    }
+}
