@@ -1,5 +1,6 @@
 //! The `siprace` command: `dial`, `responder`, `lab` (and later `bench`).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -110,10 +111,11 @@ struct DialArgs {
 }
 
 fn main() -> ExitCode {
+    closed_output::install_panic_hook();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let _ = e.print();
+            closed_output::check(e.print());
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
@@ -121,7 +123,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("siprace: cannot start the runtime: {e}");
+            complain(format_args!("siprace: cannot start the runtime: {e}"));
             return ExitCode::from(EXIT_NO_ANSWER);
         }
     };
@@ -131,25 +133,25 @@ fn main() -> ExitCode {
             Command::Bench(args) => match siprace::bench::run(args).await {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => {
-                    eprintln!("siprace bench: an acceptance check failed (see above)");
+                    complain("siprace bench: an acceptance check failed (see above)");
                     ExitCode::from(EXIT_NO_ANSWER)
                 }
                 Err(e) => {
-                    eprintln!("siprace bench: {e}");
+                    complain(format_args!("siprace bench: {e}"));
                     ExitCode::from(EXIT_NO_ANSWER)
                 }
             },
             Command::Lab(cmd) => match siprace::lab::cli::run(cmd).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("siprace lab: {e}");
+                    complain(format_args!("siprace lab: {e}"));
                     ExitCode::from(EXIT_NO_ANSWER)
                 }
             },
             Command::Responder(args) => match siprace::responder::run(args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("siprace responder: {e}");
+                    complain(format_args!("siprace responder: {e}"));
                     ExitCode::from(EXIT_NO_ANSWER)
                 }
             },
@@ -167,13 +169,99 @@ fn init_logging(verbose: u8) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| closed_output::Guarded(std::io::stderr()))
+        // Its own complaints go to stderr with eprintln!, which panics when
+        // stderr is gone; a closed stderr is handled by the writer instead.
+        .log_internal_errors(false)
         .try_init();
 }
 
+/// One line on stderr (see [`closed_output`]).
+fn complain(msg: impl std::fmt::Display) {
+    closed_output::check(writeln!(std::io::stderr(), "{msg}"));
+}
+
 fn usage(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("siprace dial: {msg}");
+    complain(format_args!("siprace dial: {msg}"));
     ExitCode::from(EXIT_USAGE)
+}
+
+/// Output to a closed pipe (`siprace dial ... | head -c5`) ends the program
+/// as it ends a Unix filter: killed by SIGPIPE, quietly, with the status a
+/// shell reports as 141 — never a panic (exit 101).
+///
+/// Rust ignores SIGPIPE, so writes fail with `EPIPE` instead, and
+/// `println!`/`eprintln!` panic on that. Restoring SIGPIPE's default action
+/// for the whole process is not an option: the dialer's sockets would then
+/// kill it too (a TLS peer that resets while rustls writes with `writev`).
+/// So the writes to stdout and stderr here check for `EPIPE` and die of
+/// SIGPIPE on it, the log writer does the same, and a panic hook does it for
+/// a `println!` elsewhere (the responder's, the lab's) that hit `EPIPE`.
+mod closed_output {
+    use std::io::{self, Write};
+
+    /// Ends the process as SIGPIPE's default action does.
+    pub fn die_of_sigpipe() -> ! {
+        // SAFETY: setting a signal's disposition to SIG_DFL and raising it
+        // touch no memory of this program.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            libc::raise(libc::SIGPIPE);
+        }
+        // Only reached if SIGPIPE is blocked: the same status by hand.
+        std::process::exit(128 + libc::SIGPIPE)
+    }
+
+    /// Dies of SIGPIPE if a write to stdout or stderr found the pipe
+    /// closed; other write errors are ignored (there is nowhere to report them).
+    pub fn check<T>(result: io::Result<T>) {
+        if let Err(e) = result {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                die_of_sigpipe();
+            }
+        }
+    }
+
+    /// A writer that dies of SIGPIPE when its stream's reader is gone.
+    pub struct Guarded<W>(pub W);
+
+    impl<W: Write> Write for Guarded<W> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let result = self.0.write(buf);
+            if matches!(&result, Err(e) if e.kind() == io::ErrorKind::BrokenPipe) {
+                die_of_sigpipe();
+            }
+            result
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            let result = self.0.flush();
+            if matches!(&result, Err(e) if e.kind() == io::ErrorKind::BrokenPipe) {
+                die_of_sigpipe();
+            }
+            result
+        }
+    }
+
+    /// `println!` and `eprintln!` panic with "failed printing to stdout: <the
+    /// io::Error>"; for `EPIPE` this hook dies of SIGPIPE before the panic
+    /// is reported or unwinds. Every other panic goes to the default hook.
+    pub fn install_panic_hook() {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("");
+            let epipe = format!("(os error {})", libc::EPIPE);
+            if message.starts_with("failed printing to std") && message.ends_with(&epipe) {
+                die_of_sigpipe();
+            }
+            default(info)
+        }));
+    }
 }
 
 fn ms(n: u64) -> Duration {
@@ -315,14 +403,18 @@ async fn dial(args: DialArgs) -> ExitCode {
         match serde_json::to_string_pretty(report) {
             Ok(text) => text + "\n",
             Err(e) => {
-                eprintln!("siprace: cannot encode the report: {e}");
+                complain(format_args!("siprace: cannot encode the report: {e}"));
                 String::new()
             }
         }
     } else {
         report.render()
     };
-    // A closed pipe (e.g. `| head`) is not an error worth a panic.
-    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+    let mut stdout = std::io::stdout().lock();
+    closed_output::check(
+        stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush()),
+    );
     ExitCode::from(code)
 }

@@ -145,3 +145,93 @@ fn out_of_range_responder_flags_are_usage_errors_naming_the_flag() {
         assert!(!stderr.contains("panicked"), "{flag} {value}: {stderr}");
     }
 }
+
+/// Which standard stream gets the closed pipe.
+#[derive(Clone, Copy, Debug)]
+enum Closed {
+    Stdout,
+    Stderr,
+}
+
+/// Runs `siprace ARGS` with one output stream connected to a pipe whose read
+/// end is already closed (so any write to it fails with EPIPE), the other
+/// captured.
+fn run_into_closed_pipe(args: &[&str], closed: Closed, bound: Duration) -> Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let mut cmd = siprace();
+    cmd.args(args).stdin(Stdio::null());
+    match closed {
+        Closed::Stdout => cmd.stdout(writer).stderr(Stdio::piped()),
+        Closed::Stderr => cmd.stdout(Stdio::piped()).stderr(writer),
+    };
+    let child = cmd.spawn().expect("spawn siprace");
+    // The parent's copy of the write end went with `cmd`'s Stdio: only the
+    // child holds it.
+    drop(cmd);
+    wait_bounded(child, bound, &args.join(" "))
+}
+
+/// Ended as a Unix filter does when its reader is gone: killed by SIGPIPE,
+/// nothing on the other stream about a panic.
+fn assert_ended_by_sigpipe(out: &Output, what: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let other = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_ne!(out.status.code(), Some(101), "{what}: panicked: {other}");
+    assert!(!other.contains("panicked"), "{what}: {other}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{what}: {:?}: {other}",
+        out.status
+    );
+}
+
+#[test]
+fn a_closed_stdout_or_stderr_ends_the_dial_like_sigpipe() {
+    let bound = Duration::from_secs(30);
+    let cases: &[(&[&str], Closed)] = &[
+        // A usage error's message.
+        (&["dial", ""], Closed::Stderr),
+        // clap's own error and help texts.
+        (&["dial"], Closed::Stderr),
+        (&["dial", "--help"], Closed::Stdout),
+        // The report.
+        (
+            &["dial", "sip:127.0.0.1:9", "--transports", "udp"],
+            Closed::Stdout,
+        ),
+        (
+            &["dial", "sip:127.0.0.1:9", "--transports", "udp", "--json"],
+            Closed::Stdout,
+        ),
+        // The log (tracing's writer).
+        (
+            &["dial", "sip:127.0.0.1:9", "--transports", "udp", "-vv"],
+            Closed::Stderr,
+        ),
+    ];
+    for (args, closed) in cases {
+        let out = run_into_closed_pipe(args, *closed, bound);
+        assert_ended_by_sigpipe(&out, &format!("{args:?} with {closed:?} closed"));
+    }
+}
+
+#[test]
+fn a_closed_stdout_ends_the_responder_and_the_lab_status_like_sigpipe() {
+    let bound = Duration::from_secs(30);
+    // The responder's startup lines are println!s in the library.
+    let out = run_into_closed_pipe(
+        &["responder", "--listen", "udp:127.0.0.1:0"],
+        Closed::Stdout,
+        bound,
+    );
+    assert_ended_by_sigpipe(&out, "responder");
+    // Reads the namespaces only; this name belongs to no lab.
+    let out = run_into_closed_pipe(
+        &["lab", "status", "--name", "hostile-cli-none"],
+        Closed::Stdout,
+        bound,
+    );
+    assert_ended_by_sigpipe(&out, "lab status");
+}
