@@ -235,3 +235,67 @@ fn a_closed_stdout_ends_the_responder_and_the_lab_status_like_sigpipe() {
     );
     assert_ended_by_sigpipe(&out, "lab status");
 }
+
+/// A dial that makes no TLS attempt needs no CA store; one that does fails
+/// those attempts with the reason (exit 1), not the whole dial as a usage
+/// error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_without_tls_needs_no_ca_store() {
+    use siprace::endpoint::{Family, Transport};
+    use siprace::responder::{self, ListenerConfig, ResponderConfig};
+    let listeners = [Transport::Udp, Transport::Tcp]
+        .map(|transport| ListenerConfig {
+            transport,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            silent: false,
+        })
+        .to_vec();
+    let responder = responder::start(ResponderConfig {
+        listeners,
+        ..ResponderConfig::default()
+    })
+    .await
+    .expect("responder");
+    let without_store = |target: String| {
+        tokio::task::spawn_blocking(move || {
+            let child = siprace()
+                .args(["dial", &target, "--json", "--probe"])
+                .env("SSL_CERT_FILE", "/nonexistent/ca.pem")
+                .env("SSL_CERT_DIR", "/nonexistent")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn siprace");
+            wait_bounded(child, Duration::from_secs(30), &target)
+        })
+    };
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let addr = responder.addr(transport, Family::V4).unwrap();
+        let out = without_store(format!("sip:{addr};transport={transport}"))
+            .await
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{transport}: {stderr}");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["result"], "connected", "{report}");
+    }
+    // The same store-less environment with a TLS attempt: that attempt fails
+    // and says why.
+    let tcp = responder.addr(Transport::Tcp, Family::V4).unwrap();
+    let out = without_store(format!("sips:{tcp}")).await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let attempt = &report["attempts"][0];
+    assert_eq!(attempt["transport"], "tls", "{report}");
+    assert!(
+        attempt.to_string().contains("no trusted root"),
+        "the TLS attempt does not say why: {report}"
+    );
+    let stats = responder.shutdown().await;
+    assert_eq!(
+        stats.get(Transport::Tcp, Family::V4).options,
+        1,
+        "{stats:?}"
+    );
+}
