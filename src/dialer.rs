@@ -19,7 +19,7 @@ use crate::race::history::{self, History};
 use crate::race::strategy::Strategy;
 use crate::race::{Action, AttemptId, Input, Outcome, Race, RaceConfig, RaceFailure};
 use crate::report::{millis, AddressEntry, DialResult, DnsEntry, Report};
-use crate::target::{Target, TargetError};
+use crate::target::{Host, Target, TargetError};
 
 /// Everything a dial can be told.
 #[derive(Debug, Clone)]
@@ -158,6 +158,15 @@ impl Dialer {
 
     /// Dials a parsed target.
     pub async fn dial_target(&self, target: &Target) -> Result<Dial, DialError> {
+        // A target built by hand skipped the parser's check of literals.
+        if let Host::Ip(ip) = target.host {
+            if let Some(reason) = crate::target::undialable(ip) {
+                return Err(DialError::Target(TargetError {
+                    input: target.to_string(),
+                    reason,
+                }));
+            }
+        }
         let transports: Vec<Transport> = target
             .allowed_transports()
             .into_iter()

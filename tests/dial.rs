@@ -507,3 +507,23 @@ async fn extreme_but_valid_settings_still_end_at_the_deadline() {
         assert!(took >= deadline, "{target}: ended before its deadline");
     }
 }
+
+#[tokio::test]
+async fn a_hand_built_target_with_an_unusable_literal_is_refused() {
+    use siprace::target::{Host, Scheme, Target};
+    let dialer = Dialer::new(DialerConfig::default()).unwrap();
+    for ip in ["0.0.0.0", "::", "224.0.0.1", "255.255.255.255"] {
+        // Built field by field, so the parser never saw it.
+        let target = Target {
+            scheme: Scheme::Sip,
+            user: None,
+            host: Host::Ip(ip.parse().unwrap()),
+            port: Some(5060),
+            transport: None,
+        };
+        match dialer.dial_target(&target).await {
+            Err(DialError::Target(e)) => assert!(e.reason.contains("cannot be dialed"), "{e}"),
+            other => panic!("{ip}: {other:?}"),
+        }
+    }
+}

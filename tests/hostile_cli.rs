@@ -299,3 +299,21 @@ async fn a_dial_without_tls_needs_no_ca_store() {
         "{stats:?}"
     );
 }
+
+#[test]
+fn unusable_address_literals_are_usage_errors() {
+    for (target, why) in [
+        ("sip:0.0.0.0", "unspecified"),
+        ("sip:[::]", "unspecified"),
+        ("sip:224.0.0.1", "multicast"),
+        ("sip:[ff02::1]:5060", "multicast"),
+        ("sip:255.255.255.255", "broadcast"),
+    ] {
+        let out = run(&["dial", target, "--json"], Duration::from_secs(20));
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(USAGE), "{target}: {stderr}");
+        assert!(stderr.contains("cannot be dialed"), "{target}: {stderr}");
+        assert!(stderr.contains(why), "{target}: {stderr}");
+        assert!(out.stdout.is_empty(), "{target}: it was dialed");
+    }
+}
