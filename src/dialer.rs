@@ -349,10 +349,9 @@ impl Dialer {
             Outcome::Failed(failure) => {
                 let (result, reason) = match &failure {
                     RaceFailure::Resolution(r) => (DialResult::ResolutionFailed, r.clone()),
-                    RaceFailure::NoAddresses => (
-                        DialResult::ResolutionFailed,
-                        "DNS gave no usable address".to_string(),
-                    ),
+                    RaceFailure::NoAddresses => {
+                        (DialResult::ResolutionFailed, no_address_reason(&report))
+                    }
                     RaceFailure::AllFailed => (
                         DialResult::Failed,
                         format!("all {} attempt(s) failed", report.attempts.len()),
@@ -451,6 +450,21 @@ impl Dialer {
             LocateEvent::Done => Some(Input::ResolutionDone),
             LocateEvent::Failed(err) => Some(Input::ResolutionFailed(err.to_string())),
         }
+    }
+}
+
+/// Why location found no address: said plainly, with the last query error
+/// (a refused query, no socket...) when one explains it.
+fn no_address_reason(report: &Report) -> String {
+    let error = report
+        .dns
+        .iter()
+        .rev()
+        .filter(|q| q.outcome.as_deref() == Some("error"))
+        .find_map(|q| q.records.first());
+    match error {
+        Some(detail) => format!("DNS gave no usable address: {detail}"),
+        None => "DNS gave no usable address".to_string(),
     }
 }
 

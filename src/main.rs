@@ -120,7 +120,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match build_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             complain(format_args!("siprace: cannot start the runtime: {e}"));
@@ -156,6 +156,20 @@ fn main() -> ExitCode {
                 }
             },
         }
+    })
+}
+
+/// The tokio runtime, or why there is none. tokio's signal driver panics
+/// (instead of returning an error) when no file descriptor is left for its
+/// socket pair; that panic is caught, unreported, and becomes the error.
+fn build_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    closed_output::SILENT_PANICS.store(true, std::sync::atomic::Ordering::SeqCst);
+    let built = std::panic::catch_unwind(tokio::runtime::Runtime::new);
+    closed_output::SILENT_PANICS.store(false, std::sync::atomic::Ordering::SeqCst);
+    built.unwrap_or_else(|payload| {
+        Err(std::io::Error::other(
+            closed_output::panic_message(payload.as_ref()).to_string(),
+        ))
     })
 }
 
@@ -198,7 +212,9 @@ fn usage(msg: impl std::fmt::Display) -> ExitCode {
 /// SIGPIPE on it, the log writer does the same, and a panic hook does it for
 /// a `println!` elsewhere (the responder's, the lab's) that hit `EPIPE`.
 mod closed_output {
+    use std::any::Any;
     use std::io::{self, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     /// Ends the process as SIGPIPE's default action does.
     pub fn die_of_sigpipe() -> ! {
@@ -243,23 +259,34 @@ mod closed_output {
         }
     }
 
+    /// While set, panics are not reported: they are caught and turned
+    /// into errors (see `build_runtime`).
+    pub static SILENT_PANICS: AtomicBool = AtomicBool::new(false);
+
+    /// The text of a panic's payload ("" if it is not text).
+    pub fn panic_message(payload: &(dyn Any + Send)) -> &str {
+        payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("")
+    }
+
     /// `println!` and `eprintln!` panic with "failed printing to stdout: <the
     /// io::Error>"; for `EPIPE` this hook dies of SIGPIPE before the panic
-    /// is reported or unwinds. Every other panic goes to the default hook.
+    /// is reported or unwinds. Every other panic goes to the default hook
+    /// (unless [`SILENT_PANICS`] is set).
     pub fn install_panic_hook() {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let message = payload
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| payload.downcast_ref::<&str>().copied())
-                .unwrap_or("");
+            let message = panic_message(info.payload());
             let epipe = format!("(os error {})", libc::EPIPE);
             if message.starts_with("failed printing to std") && message.ends_with(&epipe) {
                 die_of_sigpipe();
             }
-            default(info)
+            if !SILENT_PANICS.load(Ordering::SeqCst) {
+                default(info)
+            }
         }));
     }
 }

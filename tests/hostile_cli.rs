@@ -317,3 +317,112 @@ fn unusable_address_literals_are_usage_errors() {
         assert!(out.stdout.is_empty(), "{target}: it was dialed");
     }
 }
+
+/// A UDP port on loopback with nothing behind it (bound, then released).
+fn closed_udp_port() -> std::net::SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[test]
+fn a_refused_dns_port_is_named_not_timed_out() {
+    let dns = closed_udp_port();
+    // A DNS timeout so long that only the refusal can end the dial before it.
+    let timeout_ms = 20_000.0;
+    let out = run(
+        &[
+            "dial",
+            "sip:example.test",
+            "--dns",
+            &dns.to_string(),
+            "--dns-timeout",
+            "20000",
+            "--json",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let refused = format!("DNS server {dns} refused the query (port unreachable)");
+    let queries = report["dns"].as_array().unwrap();
+    assert!(!queries.is_empty(), "{report}");
+    for q in queries {
+        assert_eq!(q["outcome"], "error", "not classified as an error: {q}");
+        assert_eq!(q["records"][0], refused.as_str(), "{q}");
+    }
+    assert!(
+        report["reason"].as_str().unwrap().contains(&refused),
+        "{report}"
+    );
+    assert!(
+        report["total_ms"].as_f64().unwrap() < timeout_ms,
+        "the dial waited for the DNS timeout: {report}"
+    );
+}
+
+#[test]
+fn running_out_of_file_descriptors_is_named() {
+    use std::os::unix::process::CommandExt;
+    let dns = closed_udp_port().to_string();
+    let mut named = false;
+    // From too few descriptors to start at all to enough for every query:
+    // somewhere in between, the runtime starts and the DNS sockets do not.
+    for limit in 4..=24u64 {
+        let mut cmd = siprace();
+        cmd.args([
+            "dial",
+            "sip:example.test",
+            "--dns",
+            &dns,
+            "--transports",
+            "udp",
+            "--json",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        // SAFETY: only async-signal-safe system calls, in the child between
+        // fork and exec: inherited descriptors above stderr are marked
+        // close-on-exec (so every run starts with the same three), then the
+        // limit is set.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::close_range(
+                    3,
+                    libc::c_uint::MAX,
+                    libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+                );
+                let rlim = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &rlim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = wait_bounded(cmd.spawn().expect("spawn"), Duration::from_secs(30), "dial");
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(!stderr.contains("panicked"), "limit {limit}: {stderr}");
+        assert!(
+            !stdout.contains("no connections available"),
+            "limit {limit}: {stdout}"
+        );
+        match out.status.code() {
+            Some(1) => assert!(
+                stderr.contains("cannot start the runtime")
+                    && stderr.contains("Too many open files"),
+                "limit {limit}: {stderr}"
+            ),
+            Some(3) => named |= stdout.contains("too many open files (EMFILE"),
+            other => panic!("limit {limit}: exit {other:?}: {stderr}{stdout}"),
+        }
+    }
+    assert!(
+        named,
+        "no limit made the DNS sockets fail with a named EMFILE"
+    );
+}

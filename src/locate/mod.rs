@@ -52,6 +52,7 @@
 //!
 //! Event times are [`tokio::time::Instant`]s (re-exported as [`Instant`]).
 
+mod dns_io;
 pub mod select;
 
 use std::collections::HashMap;
@@ -64,11 +65,10 @@ use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
     ServerOrderingStrategy,
 };
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{RData, RecordType};
-use hickory_resolver::{Resolver, TokioResolver};
+use hickory_resolver::Resolver;
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
@@ -76,6 +76,7 @@ use tokio::task::JoinSet;
 use crate::endpoint::{ConfigError, Family, TargetSpec, Transport};
 use crate::target::{Host, Scheme, Target};
 
+pub use dns_io::DnsResolver;
 use select::{NaptrChoice, NaptrRecord, SrvChoice, SrvRecord};
 
 /// The clock of every event: tokio's, so paused-time tests work.
@@ -295,8 +296,9 @@ pub fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
 }
 
 /// A resolver for location: no cache, no hosts file, ndots 0, one retry,
-/// servers in the given order, UDP with TCP for truncated answers.
-pub fn build_resolver(cfg: &LocateConfig) -> Result<TokioResolver, LocateError> {
+/// servers in the given order, UDP with TCP for truncated answers, on
+/// sockets that report refusals and local errors (see [`DnsResolver`]).
+pub fn build_resolver(cfg: &LocateConfig) -> Result<DnsResolver, LocateError> {
     let servers = match cfg.dns_server {
         Some(sa) => vec![sa],
         None => {
@@ -333,10 +335,12 @@ pub fn build_resolver(cfg: &LocateConfig) -> Result<TokioResolver, LocateError> 
     o.edns0 = true;
     o.server_ordering_strategy = ServerOrderingStrategy::UserProvidedOrder;
     o.max_active_requests = 512;
-    Resolver::builder_with_config(config, TokioRuntimeProvider::default())
+    let faults = dns_io::Faults::default();
+    let resolver = Resolver::builder_with_config(config, dns_io::DnsRuntime::new(faults.clone()))
         .with_options(o)
         .build()
-        .map_err(|e| LocateError::Resolver(e.to_string()))
+        .map_err(|e| LocateError::Resolver(e.to_string()))?;
+    Ok(DnsResolver::new(resolver, faults))
 }
 
 /// Locates `target` over the allowed `transports`, streaming events to `tx`.
@@ -361,7 +365,7 @@ pub async fn locate(
 
 /// [`locate`] with a given resolver.
 pub async fn locate_with(
-    resolver: &TokioResolver,
+    resolver: &DnsResolver,
     target: &Target,
     transports: &[Transport],
     cfg: &LocateConfig,
@@ -472,7 +476,7 @@ struct QueryResult {
 
 #[derive(Clone)]
 struct Ctx {
-    resolver: TokioResolver,
+    resolver: DnsResolver,
     timeout: Duration,
     max: usize,
     tx: UnboundedSender<LocateEvent>,
