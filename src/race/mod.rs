@@ -467,8 +467,9 @@ impl Race {
                 self.resolution_error = Some(reason);
             }
             Input::TransportUp(id, at) => {
+                // The first report counts: the driver may pass one twice.
                 if let Some(a) = self.in_flight_mut(id) {
-                    a.transport_up = Some(at.clamp(a.started, now));
+                    a.transport_up.get_or_insert(at.clamp(a.started, now));
                 }
             }
             Input::Succeeded(id) => {

@@ -691,3 +691,17 @@ fn an_unvalidated_config_is_bounded_by_the_engine() {
         Some(&Action::Done(Outcome::Failed(RaceFailure::Deadline)))
     );
 }
+
+#[test]
+fn a_repeated_transport_up_keeps_the_first_time() {
+    let mut s = Script::new(RaceConfig::default());
+    s.answer(0, Family::V6, &["2001:db8::1"]);
+    s.answer(0, Family::V4, &["192.0.2.1"]);
+    s.step(100, Input::TransportUp(AttemptId(1), s.at(100)));
+    // The driver passes it again with a later time: the pacing stays.
+    assert_eq!(
+        s.step(200, Input::TransportUp(AttemptId(1), s.at(200))),
+        vec![Action::WakeAt(s.at(350))]
+    );
+    assert_eq!(s.race.attempts()[0].transport_up, Some(s.at(100)));
+}
