@@ -303,15 +303,7 @@ impl ConfigError {
         min: usize,
         max: usize,
     ) -> Result<(), ConfigError> {
-        if (min..=max).contains(&value) {
-            Ok(())
-        } else {
-            Err(ConfigError::new(
-                field,
-                format!("between {min} and {max}"),
-                value,
-            ))
-        }
+        check_range(field, value, min, max, |n| n.to_string())
     }
 
     /// Checks that a duration lies in `min..=max`; the error speaks in ms,
@@ -322,14 +314,26 @@ impl ConfigError {
         min: std::time::Duration,
         max: std::time::Duration,
     ) -> Result<(), ConfigError> {
-        if (min..=max).contains(&value) {
-            Ok(())
-        } else {
-            Err(ConfigError::new(
-                field,
-                format!("between {} ms and {} ms", min.as_millis(), max.as_millis()),
-                format!("{} ms", value.as_millis()),
-            ))
-        }
+        check_range(field, value, min, max, |d| format!("{} ms", d.as_millis()))
+    }
+}
+
+/// `Ok` if `value` lies in `min..=max`; otherwise the error, every value
+/// written with `show`.
+fn check_range<T: PartialOrd>(
+    field: &'static str,
+    value: T,
+    min: T,
+    max: T,
+    show: impl Fn(&T) -> String,
+) -> Result<(), ConfigError> {
+    if min <= value && value <= max {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!("between {} and {}", show(&min), show(&max)),
+            show(&value),
+        ))
     }
 }

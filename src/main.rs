@@ -229,13 +229,18 @@ mod closed_output {
     }
 
     /// Dies of SIGPIPE if a write to stdout or stderr found the pipe
-    /// closed; other write errors are ignored (there is nowhere to report them).
-    pub fn check<T>(result: io::Result<T>) {
-        if let Err(e) = result {
-            if e.kind() == io::ErrorKind::BrokenPipe {
-                die_of_sigpipe();
-            }
+    /// closed; passes any other result on.
+    fn or_die<T>(result: io::Result<T>) -> io::Result<T> {
+        match result {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => die_of_sigpipe(),
+            other => other,
         }
+    }
+
+    /// [`or_die`], ignoring any other write error (there is nowhere left
+    /// to report it).
+    pub fn check<T>(result: io::Result<T>) {
+        let _ = or_die(result);
     }
 
     /// A writer that dies of SIGPIPE when its stream's reader is gone.
@@ -243,19 +248,11 @@ mod closed_output {
 
     impl<W: Write> Write for Guarded<W> {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            let result = self.0.write(buf);
-            if matches!(&result, Err(e) if e.kind() == io::ErrorKind::BrokenPipe) {
-                die_of_sigpipe();
-            }
-            result
+            or_die(self.0.write(buf))
         }
 
         fn flush(&mut self) -> io::Result<()> {
-            let result = self.0.flush();
-            if matches!(&result, Err(e) if e.kind() == io::ErrorKind::BrokenPipe) {
-                die_of_sigpipe();
-            }
-            result
+            or_die(self.0.flush())
         }
     }
 
