@@ -60,6 +60,7 @@
 //!
 //! Event times are [`tokio::time::Instant`]s (re-exported as [`Instant`]).
 
+mod dns_io;
 pub mod select;
 
 use std::collections::HashMap;
@@ -72,18 +73,18 @@ use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
     ServerOrderingStrategy,
 };
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{RData, RecordType};
-use hickory_resolver::{Resolver, TokioResolver};
+use hickory_resolver::Resolver;
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 
-use crate::endpoint::{Family, TargetSpec, Transport};
+use crate::endpoint::{ConfigError, Family, TargetSpec, Transport};
 use crate::target::{Host, Scheme, Target};
 
+pub use dns_io::DnsResolver;
 use select::{NaptrChoice, NaptrRecord, SrvChoice, SrvRecord};
 
 /// The clock of every event: tokio's, so paused-time tests work.
@@ -117,6 +118,53 @@ impl Default for LocateConfig {
             families: vec![Family::V6, Family::V4],
         }
     }
+}
+
+/// The longest per-query DNS timeout: a server that needs more than this
+/// is as good as absent.
+pub const MAX_QUERY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most records taken from one answer (the race never uses more than
+/// [`crate::race::MAX_CANDIDATES`] endpoints anyway).
+pub const MAX_RECORDS: usize = 256;
+
+impl LocateConfig {
+    /// Checks every field; the error names it (`locate.<name>`) and the
+    /// allowed range.
+    pub fn validated(self) -> Result<LocateConfig, ConfigError> {
+        ConfigError::check_duration(
+            "locate.query_timeout",
+            self.query_timeout,
+            Duration::from_millis(1),
+            MAX_QUERY_TIMEOUT,
+        )?;
+        ConfigError::check_count("locate.max_records", self.max_records, 1, MAX_RECORDS)?;
+        if self.families.is_empty() {
+            return Err(ConfigError::new(
+                "locate.families",
+                "at least one address family",
+                "none",
+            ));
+        }
+        if let Some(server) = self.dns_server {
+            check_dns_server(server)
+                .map_err(|allowed| ConfigError::new("locate.dns_server", allowed, server))?;
+        }
+        Ok(self)
+    }
+}
+
+/// Whether `server` can be sent a query: a real port, and an address that
+/// can be a destination (the rule DNS answers are held to).
+fn check_dns_server(server: SocketAddr) -> Result<(), String> {
+    if server.port() == 0 {
+        return Err("an address with a port from 1 to 65535".into());
+    }
+    if let Some(why) = select::unusable_address(server.ip()) {
+        return Err(format!(
+            "an address that can be a destination (this one is {why})"
+        ));
+    }
+    Ok(())
 }
 
 /// How a query ended. Serialised with its [`label`](DnsOutcome::label) as
@@ -231,19 +279,26 @@ pub enum LocateError {
     NoFamilies,
 }
 
-/// Parses `--dns`: `IP`, `IP:PORT`, `[IPv6]` or `[IPv6]:PORT` (port 53 by default).
+/// Parses `--dns`: `IP`, `IP:PORT`, `[IPv6]` or `[IPv6]:PORT` (port 53 by
+/// default). Port 0 and addresses that cannot be a destination (unspecified,
+/// multicast, broadcast) are refused.
 pub fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
     let s = s.trim();
-    if let Ok(sa) = s.parse::<SocketAddr>() {
-        return Ok(sa);
-    }
-    let bare = s
-        .strip_prefix('[')
-        .and_then(|r| r.strip_suffix(']'))
-        .unwrap_or(s);
-    bare.parse::<IpAddr>()
-        .map(|ip| SocketAddr::new(ip, 53))
-        .map_err(|_| format!("{s:?} is not IP, IP:PORT or [IPv6]:PORT"))
+    let server = match s.parse::<SocketAddr>() {
+        Ok(sa) => sa,
+        Err(_) => {
+            let bare = s
+                .strip_prefix('[')
+                .and_then(|r| r.strip_suffix(']'))
+                .unwrap_or(s);
+            bare.parse::<IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+                .map_err(|_| format!("{s:?} is not IP, IP:PORT or [IPv6]:PORT"))?
+        }
+    };
+    check_dns_server(server)
+        .map_err(|allowed| format!("{s:?} cannot be the DNS server: it must be {allowed}"))?;
+    Ok(server)
 }
 
 /// The `nameserver` lines of a resolv.conf (at most 3, like glibc; scoped
@@ -261,8 +316,9 @@ pub fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
 }
 
 /// A resolver for location: no cache, no hosts file, ndots 0, one retry,
-/// servers in the given order, UDP with TCP for truncated answers.
-pub fn build_resolver(cfg: &LocateConfig) -> Result<TokioResolver, LocateError> {
+/// servers in the given order, UDP with TCP for truncated answers, on
+/// sockets that report refusals and local errors (see [`DnsResolver`]).
+pub fn build_resolver(cfg: &LocateConfig) -> Result<DnsResolver, LocateError> {
     let servers = match cfg.dns_server {
         Some(sa) => vec![sa],
         None => {
@@ -299,10 +355,12 @@ pub fn build_resolver(cfg: &LocateConfig) -> Result<TokioResolver, LocateError> 
     o.edns0 = true;
     o.server_ordering_strategy = ServerOrderingStrategy::UserProvidedOrder;
     o.max_active_requests = 512;
-    Resolver::builder_with_config(config, TokioRuntimeProvider::default())
+    let faults = dns_io::Faults::default();
+    let resolver = Resolver::builder_with_config(config, dns_io::DnsRuntime::new(faults.clone()))
         .with_options(o)
         .build()
-        .map_err(|e| LocateError::Resolver(e.to_string()))
+        .map_err(|e| LocateError::Resolver(e.to_string()))?;
+    Ok(DnsResolver::new(resolver, faults))
 }
 
 /// Locates `target` over the allowed `transports`, streaming events to `tx`.
@@ -327,7 +385,7 @@ pub async fn locate(
 
 /// [`locate`] with a given resolver.
 pub async fn locate_with(
-    resolver: &TokioResolver,
+    resolver: &DnsResolver,
     target: &Target,
     transports: &[Transport],
     cfg: &LocateConfig,
@@ -438,7 +496,7 @@ struct QueryResult {
 
 #[derive(Clone)]
 struct Ctx {
-    resolver: TokioResolver,
+    resolver: DnsResolver,
     timeout: Duration,
     max: usize,
     tx: UnboundedSender<LocateEvent>,
@@ -875,6 +933,17 @@ mod tests {
             "[::1]:5300".parse().unwrap()
         );
         assert!(parse_dns_server("dns.example").is_err());
+        // Nothing can be sent to port 0 or to these addresses.
+        for bad in [
+            "127.0.0.1:0",
+            "[::1]:0",
+            "0.0.0.0",
+            "[::]:53",
+            "224.0.0.251:5353",
+        ] {
+            let err = parse_dns_server(bad).unwrap_err();
+            assert!(err.contains("cannot be the DNS server"), "{bad}: {err}");
+        }
     }
 
     #[test]
