@@ -5,7 +5,8 @@
 //! back into engine inputs.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use tokio::sync::mpsc;
@@ -13,13 +14,13 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::connect::{self, ConnectConfig, Connected, Connection, ProbeResponse, Progress};
-use crate::endpoint::{AttemptError, Endpoint, ErrorClass, Transport};
+use crate::endpoint::{AttemptError, ConfigError, Endpoint, ErrorClass, Transport};
 use crate::locate::{self, DnsOutcome, LocateConfig, LocateEvent};
 use crate::race::history::{self, History};
 use crate::race::strategy::Strategy;
 use crate::race::{Action, AttemptId, Input, Outcome, Race, RaceConfig, RaceFailure};
 use crate::report::{millis, AddressEntry, DialResult, DnsEntry, Report};
-use crate::target::{Target, TargetError};
+use crate::target::{Host, Target, TargetError};
 
 /// Everything a dial can be told.
 #[derive(Debug, Clone)]
@@ -62,6 +63,25 @@ impl DialerConfig {
     }
 }
 
+impl DialerConfig {
+    /// Checks every part ([`RaceConfig::validated`],
+    /// [`LocateConfig::validated`], [`ConnectConfig::validated`]) and that
+    /// some transport is left. The error names the field and its range.
+    pub fn validated(mut self) -> Result<DialerConfig, ConfigError> {
+        self.race = self.race.validated()?;
+        self.locate = self.locate.validated()?;
+        self.connect = self.connect.validated()?;
+        if self.transports.as_ref().is_some_and(|t| t.is_empty()) {
+            return Err(ConfigError::new(
+                "transports",
+                "at least one transport (or None for all)",
+                "none",
+            ));
+        }
+        Ok(self)
+    }
+}
+
 /// A successful dial: the winning connection and how it was found.
 #[derive(Debug)]
 pub struct Dial {
@@ -80,6 +100,9 @@ pub enum DialError {
     Target(#[from] TargetError),
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A configuration value out of its range (see [`DialerConfig::validated`]).
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(#[from] ConfigError),
     #[error("resolution failed: {}", .0.reason.as_deref().unwrap_or("no addresses"))]
     Resolution(Box<Report>),
     #[error("no candidate answered: {}", .0.reason.as_deref().unwrap_or("every attempt failed"))]
@@ -102,7 +125,16 @@ pub struct Dialer {
     history: Arc<Mutex<History>>,
 }
 
-type AttemptResult = (AttemptId, Result<Connected, AttemptError>);
+/// What an attempt's task returns: its id, when its transport came up (if
+/// it reported that), and its result.
+type AttemptResult = (
+    AttemptId,
+    Option<std::time::Instant>,
+    Result<Connected, AttemptError>,
+);
+
+/// The progress callback an attempt is given.
+type ProgressFn = Box<dyn Fn(Progress) + Send + Sync>;
 
 impl Dialer {
     pub fn new(cfg: DialerConfig) -> Result<Dialer, DialError> {
@@ -110,11 +142,9 @@ impl Dialer {
     }
 
     /// A dialer that starts from a saved history (`--history-file`).
-    pub fn with_history(mut cfg: DialerConfig, history: History) -> Result<Dialer, DialError> {
-        cfg.race = cfg.race.clone().validated().map_err(DialError::Config)?;
-        if cfg.locate.families.is_empty() {
-            return Err(DialError::Config("no address family left to query".into()));
-        }
+    /// The configuration is checked first ([`DialerConfig::validated`]).
+    pub fn with_history(cfg: DialerConfig, history: History) -> Result<Dialer, DialError> {
+        let cfg = cfg.validated()?;
         Ok(Dialer {
             cfg,
             history: Arc::new(Mutex::new(history)),
@@ -138,6 +168,29 @@ impl Dialer {
 
     /// Dials a parsed target.
     pub async fn dial_target(&self, target: &Target) -> Result<Dial, DialError> {
+        self.dial_with(target, |endpoint, cfg, progress| async move {
+            connect::attempt(&endpoint, &cfg, &*progress).await
+        })
+        .await
+    }
+
+    /// [`Dialer::dial_target`] with the attempts made by `run_attempt`
+    /// (given the endpoint, the attempt configuration and the progress
+    /// callback): [`connect::attempt`] outside tests.
+    async fn dial_with<F, Fut>(&self, target: &Target, run_attempt: F) -> Result<Dial, DialError>
+    where
+        F: Fn(Endpoint, Arc<ConnectConfig>, ProgressFn) -> Fut,
+        Fut: Future<Output = Result<Connected, AttemptError>> + Send + 'static,
+    {
+        // A target built by hand skipped the parser's check of literals.
+        if let Host::Ip(ip) = target.host {
+            if let Some(reason) = crate::target::undialable(ip) {
+                return Err(DialError::Target(TargetError {
+                    input: target.to_string(),
+                    reason,
+                }));
+            }
+        }
         let transports: Vec<Transport> = target
             .allowed_transports()
             .into_iter()
@@ -203,28 +256,33 @@ impl Dialer {
             // A connection that has just succeeded; it is kept only if the
             // engine makes it the winner, and closed at once otherwise.
             let mut connected: Option<(AttemptId, Connected)> = None;
-            // Biased, in this order: what has already happened (answers,
-            // attempt results) goes to the engine before a timer that expired
-            // meanwhile. Picking at random, a loop that woke late (a loaded
-            // host) could start IPv4 on an expired Resolution Delay although
-            // the AAAA answer was already waiting, or fail on the deadline
-            // with a success in hand.
+            // A finished attempt's own record of its transport-up time.
+            let mut finished_up: Option<Input> = None;
+            // `biased`: the branches are polled in this order, so events that
+            // are ready together always reach the engine in this order:
+            // 1. Transport-ups: each was sent before its attempt could end,
+            //    and the engine ignores one that arrives after the end (it
+            //    once lost one in four TLS winners' TCP time this way); one
+            //    also postpones the next attempt (HEv3), so it must be seen
+            //    before a timer that would start that attempt.
+            // 2. Attempt results: a success ends the race before a DNS
+            //    answer or a timer of the same instant can start an attempt
+            //    that would only be cancelled.
+            // 3. DNS answers: before the timer, so that an answer that came
+            //    as the Resolution Delay ended is used (IPv6 first), not
+            //    overtaken by the delay's expiry.
+            // 4. The timer: it stands for "nothing else happened".
+            // Every branch's events are finite (one transport-up per attempt,
+            // one result per attempt, a bounded number of DNS answers), so
+            // the timer, and with it the deadline, is never starved.
             let input = tokio::select! {
                 biased;
-                event = dns_rx.recv(), if dns_open => match event {
-                    Some(event) => match self.on_locate_event(event, t0, &mut report) {
-                        Some(input) => input,
-                        None => continue,
-                    },
-                    None => {
-                        dns_open = false;
-                        Input::ResolutionDone
-                    }
-                },
+                Some((id, at)) = progress_rx.recv() => Input::TransportUp(id, at),
                 Some(joined) = attempts.join_next_with_id(), if !attempts.is_empty() => match joined {
-                    Ok((task, (id, result))) => {
+                    Ok((task, (id, transport_up, result))) => {
                         task_attempt.remove(&task);
                         aborts.remove(&id);
+                        finished_up = transport_up.map(|at| Input::TransportUp(id, at));
                         match result {
                             Ok(c) => {
                                 connected = Some((id, c));
@@ -244,37 +302,68 @@ impl Dialer {
                         _ => continue,
                     },
                 },
-                Some((id, at)) = progress_rx.recv() => Input::TransportUp(id, at),
+                event = dns_rx.recv(), if dns_open => match event {
+                    Some(event) => match self.on_locate_event(event, t0, &mut report) {
+                        Some(input) => input,
+                        None => continue,
+                    },
+                    None => {
+                        dns_open = false;
+                        Input::ResolutionDone
+                    }
+                },
                 _ = tokio::time::sleep_until(wake) => Input::Timer,
             };
+            // What the engine sees this turn, in order: transport-ups
+            // already sent (one may have come in after the select looked),
+            // the finished attempt's own (its message may not be in yet),
+            // then the input itself. A repeated transport-up changes nothing.
+            let mut inputs = Vec::new();
+            if !matches!(input, Input::TransportUp(..)) {
+                while let Ok((id, at)) = progress_rx.try_recv() {
+                    inputs.push(Input::TransportUp(id, at));
+                }
+            }
+            inputs.extend(finished_up);
+            inputs.push(input);
             let now = Instant::now();
             let mut done = None;
-            for action in race.step(now.into_std(), input) {
-                match action {
-                    Action::Start { id, endpoint } => {
-                        tracing::debug!(attempt = id.0, %endpoint, "starting attempt");
-                        let cfg = connect_cfg.clone();
-                        let progress_tx = progress_tx.clone();
-                        let handle = attempts.spawn(async move {
-                            let progress = move |p: Progress| match p {
-                                Progress::TransportUp { .. } => {
-                                    let _ = progress_tx.send((id, std::time::Instant::now()));
-                                }
+            for input in inputs {
+                for action in race.step(now.into_std(), input) {
+                    match action {
+                        Action::Start { id, endpoint } => {
+                            tracing::debug!(attempt = id.0, %endpoint, "starting attempt");
+                            let transport_up = Arc::new(OnceLock::new());
+                            let progress: ProgressFn = {
+                                let (transport_up, progress_tx) =
+                                    (transport_up.clone(), progress_tx.clone());
+                                Box::new(move |p: Progress| match p {
+                                    Progress::TransportUp { .. } => {
+                                        let at = std::time::Instant::now();
+                                        if transport_up.set(at).is_ok() {
+                                            let _ = progress_tx.send((id, at));
+                                        }
+                                    }
+                                })
                             };
-                            (id, connect::attempt(&endpoint, &cfg, &progress).await)
-                        });
-                        task_attempt.insert(handle.id(), id);
-                        aborts.insert(id, handle);
-                    }
-                    Action::Cancel { id, reason } => {
-                        tracing::debug!(attempt = id.0, ?reason, "cancelling attempt");
-                        // Aborting drops the attempt's future, which closes its socket.
-                        if let Some(h) = aborts.remove(&id) {
-                            h.abort();
+                            let attempt = run_attempt(endpoint, connect_cfg.clone(), progress);
+                            let handle = attempts.spawn(async move {
+                                let result = attempt.await;
+                                (id, transport_up.get().copied(), result)
+                            });
+                            task_attempt.insert(handle.id(), id);
+                            aborts.insert(id, handle);
                         }
+                        Action::Cancel { id, reason } => {
+                            tracing::debug!(attempt = id.0, ?reason, "cancelling attempt");
+                            // Aborting drops the attempt's future, which closes its socket.
+                            if let Some(h) = aborts.remove(&id) {
+                                h.abort();
+                            }
+                        }
+                        Action::WakeAt(at) => wake = Instant::from_std(at),
+                        Action::Done(outcome) => done = Some(outcome),
                     }
-                    Action::WakeAt(at) => wake = Instant::from_std(at),
-                    Action::Done(outcome) => done = Some(outcome),
                 }
             }
             if let (Some(Outcome::Won { id, .. }), Some((cid, c))) = (&done, connected.take()) {
@@ -327,10 +416,9 @@ impl Dialer {
             Outcome::Failed(failure) => {
                 let (result, reason) = match &failure {
                     RaceFailure::Resolution(r) => (DialResult::ResolutionFailed, r.clone()),
-                    RaceFailure::NoAddresses => (
-                        DialResult::ResolutionFailed,
-                        "DNS gave no usable address".to_string(),
-                    ),
+                    RaceFailure::NoAddresses => {
+                        (DialResult::ResolutionFailed, no_address_reason(&report))
+                    }
                     RaceFailure::AllFailed => (
                         DialResult::Failed,
                         format!("all {} attempt(s) failed", report.attempts.len()),
@@ -383,6 +471,7 @@ impl Dialer {
                     answered_ms: None,
                     outcome: None,
                     records: Vec::new(),
+                    records_total: 0,
                 });
                 None
             }
@@ -392,7 +481,7 @@ impl Dialer {
                 at,
                 outcome,
             } => {
-                let (label, records) = describe_outcome(outcome);
+                let (label, records, records_total) = describe_outcome(outcome);
                 if let Some(q) = report
                     .dns
                     .iter_mut()
@@ -401,6 +490,7 @@ impl Dialer {
                     q.answered_ms = Some(ms(at));
                     q.outcome = Some(label);
                     q.records = records;
+                    q.records_total = records_total;
                 }
                 None
             }
@@ -432,14 +522,29 @@ impl Dialer {
     }
 }
 
-/// A DNS outcome as the report shows it: its label ("ok" for records)
-/// and the records, or the error detail.
-fn describe_outcome(outcome: DnsOutcome) -> (String, Vec<String>) {
+/// Why location found no address: said plainly, with the last query error
+/// (a refused query, no socket...) when one explains it.
+fn no_address_reason(report: &Report) -> String {
+    let error = report
+        .dns
+        .iter()
+        .rev()
+        .filter(|q| q.outcome.as_deref() == Some("error"))
+        .find_map(|q| q.records.first());
+    match error {
+        Some(detail) => format!("DNS gave no usable address: {detail}"),
+        None => "DNS gave no usable address".to_string(),
+    }
+}
+
+/// A DNS outcome as the report shows it: its label ("ok" for records),
+/// the records shown or the error detail, and how many records arrived.
+fn describe_outcome(outcome: DnsOutcome) -> (String, Vec<String>, usize) {
     let label = outcome.label().to_string();
     match outcome {
-        DnsOutcome::Records(records) => ("ok".into(), records),
-        DnsOutcome::Error(detail) => (label, vec![detail]),
-        _ => (label, Vec::new()),
+        DnsOutcome::Records { shown, total } => ("ok".into(), shown, total),
+        DnsOutcome::Error(detail) => (label, vec![detail], 0),
+        _ => (label, Vec::new(), 0),
     }
 }
 
@@ -450,5 +555,66 @@ struct AbortOnDrop(AbortHandle);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connect::Connection;
+    use std::time::Duration;
+
+    /// An attempt that reports its transport up and succeeds in the same
+    /// poll: on a single-threaded runtime the dialer then finds the
+    /// transport-up message and the result ready together, every time.
+    async fn up_then_success(progress: ProgressFn) -> Result<Connected, AttemptError> {
+        progress(Progress::TransportUp {
+            after: Duration::ZERO,
+        });
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let local = socket.local_addr().unwrap();
+        Ok(Connected {
+            connection: Connection::Udp(socket),
+            local,
+            transport_ready: Duration::ZERO,
+            response: None,
+            requests_sent: 0,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_transport_up_ready_with_the_success_is_never_lost() {
+        let dialer = Dialer::new(DialerConfig::default()).unwrap();
+        // Never contacted: the attempts are the ones above.
+        let target = Target::parse("sip:192.0.2.1:5060;transport=tcp").unwrap();
+        for n in 0..60 {
+            let dial = dialer
+                .dial_with(&target, |_, _, progress| up_then_success(progress))
+                .await
+                .unwrap();
+            let w = dial.report.winner_entry().unwrap();
+            assert!(w.transport_up_ms.is_some(), "dial {n}: {w:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_transport_up_is_taken_before_a_failure_ready_with_it() {
+        // Attempt 1's transport comes up, then it fails; the record keeps both.
+        let dialer = Dialer::new(DialerConfig::default()).unwrap();
+        let target = Target::parse("sip:192.0.2.1:5060;transport=tcp").unwrap();
+        for n in 0..30 {
+            let err = dialer
+                .dial_with(&target, |_, _, progress| async move {
+                    progress(Progress::TransportUp {
+                        after: Duration::ZERO,
+                    });
+                    Err(AttemptError::new(ErrorClass::Reset, "closed after connect"))
+                })
+                .await
+                .unwrap_err();
+            let report = err.report().unwrap();
+            let first = &report.attempts[0];
+            assert!(first.transport_up_ms.is_some(), "dial {n}: {first:?}");
+        }
     }
 }

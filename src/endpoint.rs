@@ -273,3 +273,67 @@ pub struct TargetSpec {
     /// Position in NAPTR order, then SRV priority and weighted order: 0 first.
     pub rank: u32,
 }
+
+/// A configuration value outside its allowed range. `field` is the value's
+/// path in [`crate::dialer::DialerConfig`] (e.g. `race.deadline`), so the CLI
+/// can name the flag that set it and a library user the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} must be {allowed}, not {given}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    /// The allowed range or rule, e.g. "between 1 and 16".
+    pub allowed: String,
+    /// The value given, as the error shows it (durations in ms).
+    pub given: String,
+}
+
+impl ConfigError {
+    pub fn new(field: &'static str, allowed: impl Into<String>, given: impl fmt::Display) -> Self {
+        ConfigError {
+            field,
+            allowed: allowed.into(),
+            given: given.to_string(),
+        }
+    }
+
+    /// Checks that a count lies in `min..=max`.
+    pub fn check_count(
+        field: &'static str,
+        value: usize,
+        min: usize,
+        max: usize,
+    ) -> Result<(), ConfigError> {
+        check_range(field, value, min, max, |n| n.to_string())
+    }
+
+    /// Checks that a duration lies in `min..=max`; the error speaks in ms,
+    /// the unit of every duration flag.
+    pub fn check_duration(
+        field: &'static str,
+        value: std::time::Duration,
+        min: std::time::Duration,
+        max: std::time::Duration,
+    ) -> Result<(), ConfigError> {
+        check_range(field, value, min, max, |d| format!("{} ms", d.as_millis()))
+    }
+}
+
+/// `Ok` if `value` lies in `min..=max`; otherwise the error, every value
+/// written with `show`.
+fn check_range<T: PartialOrd>(
+    field: &'static str,
+    value: T,
+    min: T,
+    max: T,
+    show: impl Fn(&T) -> String,
+) -> Result<(), ConfigError> {
+    if min <= value && value <= max {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!("between {} and {}", show(&min), show(&max)),
+            show(&value),
+        ))
+    }
+}

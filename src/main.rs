@@ -1,5 +1,6 @@
 //! The `siprace` command: `dial`, `responder`, `lab` (and later `bench`).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use siprace::dialer::{Dial, DialError, Dialer, DialerConfig};
-use siprace::endpoint::{Family, Transport};
+use siprace::endpoint::{ConfigError, Family, Transport};
 use siprace::race::history::History;
 use siprace::race::strategy::Strategy;
 
@@ -110,18 +111,19 @@ struct DialArgs {
 }
 
 fn main() -> ExitCode {
+    closed_output::install_panic_hook();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let _ = e.print();
+            closed_output::check(e.print());
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
     init_logging(cli.verbose);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match build_runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("siprace: cannot start the runtime: {e}");
+            complain(format_args!("siprace: cannot start the runtime: {e}"));
             return ExitCode::from(EXIT_NO_ANSWER);
         }
     };
@@ -131,29 +133,43 @@ fn main() -> ExitCode {
             Command::Bench(args) => match siprace::bench::run(args).await {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => {
-                    eprintln!("siprace bench: an acceptance check failed (see above)");
+                    complain("siprace bench: an acceptance check failed (see above)");
                     ExitCode::from(EXIT_NO_ANSWER)
                 }
                 Err(e) => {
-                    eprintln!("siprace bench: {e}");
+                    complain(format_args!("siprace bench: {e}"));
                     ExitCode::from(EXIT_NO_ANSWER)
                 }
             },
             Command::Lab(cmd) => match siprace::lab::cli::run(cmd).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("siprace lab: {e}");
+                    complain(format_args!("siprace lab: {e}"));
                     ExitCode::from(EXIT_NO_ANSWER)
                 }
             },
             Command::Responder(args) => match siprace::responder::run(args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("siprace responder: {e}");
+                    complain(format_args!("siprace responder: {e}"));
                     ExitCode::from(EXIT_NO_ANSWER)
                 }
             },
         }
+    })
+}
+
+/// The tokio runtime, or why there is none. tokio's signal driver panics
+/// (instead of returning an error) when no file descriptor is left for its
+/// socket pair; that panic is caught, unreported, and becomes the error.
+fn build_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    closed_output::SILENT_PANICS.store(true, std::sync::atomic::Ordering::SeqCst);
+    let built = std::panic::catch_unwind(tokio::runtime::Runtime::new);
+    closed_output::SILENT_PANICS.store(false, std::sync::atomic::Ordering::SeqCst);
+    built.unwrap_or_else(|payload| {
+        Err(std::io::Error::other(
+            closed_output::panic_message(payload.as_ref()).to_string(),
+        ))
     })
 }
 
@@ -167,13 +183,109 @@ fn init_logging(verbose: u8) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| closed_output::Guarded(std::io::stderr()))
+        // Its own complaints go to stderr with eprintln!, which panics when
+        // stderr is gone; a closed stderr is handled by the writer instead.
+        .log_internal_errors(false)
         .try_init();
 }
 
+/// One line on stderr (see [`closed_output`]).
+fn complain(msg: impl std::fmt::Display) {
+    closed_output::check(writeln!(std::io::stderr(), "{msg}"));
+}
+
 fn usage(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("siprace dial: {msg}");
+    complain(format_args!("siprace dial: {msg}"));
     ExitCode::from(EXIT_USAGE)
+}
+
+/// Output to a closed pipe (`siprace dial ... | head -c5`) ends the program
+/// as it ends a Unix filter: killed by SIGPIPE, quietly, with the status a
+/// shell reports as 141 — never a panic (exit 101).
+///
+/// Rust ignores SIGPIPE, so writes fail with `EPIPE` instead, and
+/// `println!`/`eprintln!` panic on that. Restoring SIGPIPE's default action
+/// for the whole process is not an option: the dialer's sockets would then
+/// kill it too (a TLS peer that resets while rustls writes with `writev`).
+/// So the writes to stdout and stderr here check for `EPIPE` and die of
+/// SIGPIPE on it, the log writer does the same, and a panic hook does it for
+/// a `println!` elsewhere (the responder's, the lab's) that hit `EPIPE`.
+mod closed_output {
+    use std::any::Any;
+    use std::io::{self, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Ends the process as SIGPIPE's default action does.
+    pub fn die_of_sigpipe() -> ! {
+        // SAFETY: setting a signal's disposition to SIG_DFL and raising it
+        // touch no memory of this program.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            libc::raise(libc::SIGPIPE);
+        }
+        // Only reached if SIGPIPE is blocked: the same status by hand.
+        std::process::exit(128 + libc::SIGPIPE)
+    }
+
+    /// Dies of SIGPIPE if a write to stdout or stderr found the pipe
+    /// closed; passes any other result on.
+    fn or_die<T>(result: io::Result<T>) -> io::Result<T> {
+        match result {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => die_of_sigpipe(),
+            other => other,
+        }
+    }
+
+    /// [`or_die`], ignoring any other write error (there is nowhere left
+    /// to report it).
+    pub fn check<T>(result: io::Result<T>) {
+        let _ = or_die(result);
+    }
+
+    /// A writer that dies of SIGPIPE when its stream's reader is gone.
+    pub struct Guarded<W>(pub W);
+
+    impl<W: Write> Write for Guarded<W> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            or_die(self.0.write(buf))
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            or_die(self.0.flush())
+        }
+    }
+
+    /// While set, panics are not reported: they are caught and turned
+    /// into errors (see `build_runtime`).
+    pub static SILENT_PANICS: AtomicBool = AtomicBool::new(false);
+
+    /// The text of a panic's payload ("" if it is not text).
+    pub fn panic_message(payload: &(dyn Any + Send)) -> &str {
+        payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("")
+    }
+
+    /// `println!` and `eprintln!` panic with "failed printing to stdout: <the
+    /// io::Error>"; for `EPIPE` this hook dies of SIGPIPE before the panic
+    /// is reported or unwinds. Every other panic goes to the default hook
+    /// (unless [`SILENT_PANICS`] is set).
+    pub fn install_panic_hook() {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let message = panic_message(info.payload());
+            let epipe = format!("(os error {})", libc::EPIPE);
+            if message.starts_with("failed printing to std") && message.ends_with(&epipe) {
+                die_of_sigpipe();
+            }
+            if !SILENT_PANICS.load(Ordering::SeqCst) {
+                default(info)
+            }
+        }));
+    }
 }
 
 fn ms(n: u64) -> Duration {
@@ -225,44 +337,39 @@ fn dial_config(args: &DialArgs) -> Result<DialerConfig, String> {
         cfg.locate.families = vec![Family::V6];
     }
     if let Some(dns) = &args.dns {
-        cfg.locate.dns_server = Some(siprace::locate::parse_dns_server(dns)?);
+        cfg.locate.dns_server =
+            Some(siprace::locate::parse_dns_server(dns).map_err(|e| format!("--dns: {e}"))?);
     }
     if let Some(v) = args.dns_timeout {
         cfg.locate.query_timeout = ms(v);
     }
     cfg.connect.probe_streams = args.probe;
     cfg.sip_domain = args.sip_domain.clone();
-    if args.t1 == 0 {
-        return Err("--t1 must be positive".into());
-    }
     cfg.connect.t1 = ms(args.t1);
     args.tls.apply(&mut cfg.connect)?;
-    cfg.race = cfg.race.clone().validated()?;
-    Ok(cfg)
+    cfg.validated().map_err(flag_error)
 }
 
-fn load_history(path: &PathBuf) -> Result<History, String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            serde_json::from_str(&text).map_err(|e| format!("history file {}: {e}", path.display()))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(History::default()),
-        Err(e) => Err(format!("history file {}: {e}", path.display())),
-    }
-}
+/// The `siprace dial` flag behind each field the library validates, so that
+/// a range error names what the user typed.
+const FLAG_OF_FIELD: &[(&str, &str)] = &[
+    ("race.deadline", "--deadline"),
+    ("race.resolution_delay", "--resolution-delay"),
+    ("race.attempt_delay", "--attempt-delay"),
+    ("race.min_attempt_delay", "--min-attempt-delay"),
+    ("race.max_attempt_delay", "--max-attempt-delay"),
+    ("race.preferred_family_count", "--family-count"),
+    ("race.max_concurrent", "--max-concurrent"),
+    ("locate.query_timeout", "--dns-timeout"),
+    ("locate.dns_server", "--dns"),
+    ("connect.t1", "--t1"),
+];
 
-fn save_history(path: &PathBuf, history: &History) {
-    let text = match serde_json::to_string_pretty(history) {
-        Ok(t) => t,
-        Err(e) => return eprintln!("siprace: cannot encode the history: {e}"),
-    };
-    // Write then rename, so an interrupted save never leaves half a file.
-    let tmp = path.with_extension("tmp");
-    if let Err(e) = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)) {
-        eprintln!(
-            "siprace: cannot save the history to {}: {e}",
-            path.display()
-        );
+/// A configuration error in the words of the command line.
+fn flag_error(e: ConfigError) -> String {
+    match FLAG_OF_FIELD.iter().find(|(field, _)| *field == e.field) {
+        Some((_, flag)) => format!("{flag} must be {}, not {}", e.allowed, e.given),
+        None => e.to_string(),
     }
 }
 
@@ -271,9 +378,15 @@ async fn dial(args: DialArgs) -> ExitCode {
         Ok(cfg) => cfg,
         Err(e) => return usage(e),
     };
-    let history = match args.history_file.as_ref().map(load_history).transpose() {
-        Ok(h) => h.unwrap_or_default(),
-        Err(e) => return usage(e),
+    let history = match &args.history_file {
+        Some(path) => {
+            let (history, warning) = History::load_file(path);
+            if let Some(warning) = warning {
+                eprintln!("siprace: warning: {warning}");
+            }
+            history
+        }
+        None => History::default(),
     };
     let dialer = match Dialer::with_history(cfg, history) {
         Ok(d) => d,
@@ -281,12 +394,15 @@ async fn dial(args: DialArgs) -> ExitCode {
     };
     let result = dialer.dial(&args.target).await;
     if let Some(path) = &args.history_file {
-        save_history(path, &dialer.history());
+        if let Err(e) = dialer.history().save_merged(path) {
+            eprintln!("siprace: {e}");
+        }
     }
     let (report, code) = match &result {
         Ok(Dial { report, .. }) => (report, EXIT_CONNECTED),
         Err(DialError::Target(e)) => return usage(e),
         Err(DialError::Config(e)) => return usage(e),
+        Err(DialError::InvalidConfig(e)) => return usage(flag_error(e.clone())),
         Err(DialError::Resolution(report)) => (report.as_ref(), EXIT_RESOLUTION),
         Err(DialError::Failed(report)) => (report.as_ref(), EXIT_NO_ANSWER),
     };
@@ -294,14 +410,18 @@ async fn dial(args: DialArgs) -> ExitCode {
         match serde_json::to_string_pretty(report) {
             Ok(text) => text + "\n",
             Err(e) => {
-                eprintln!("siprace: cannot encode the report: {e}");
+                complain(format_args!("siprace: cannot encode the report: {e}"));
                 String::new()
             }
         }
     } else {
         report.render()
     };
-    // A closed pipe (e.g. `| head`) is not an error worth a panic.
-    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+    let mut stdout = std::io::stdout().lock();
+    closed_output::check(
+        stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush()),
+    );
     ExitCode::from(code)
 }

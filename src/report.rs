@@ -3,6 +3,7 @@
 //! `curl -v` meets `dig`) and serialises to one JSON object whose schema is
 //! documented on [`Report`].
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -12,9 +13,57 @@ use serde::Serialize;
 use crate::endpoint::{Family, TargetSpec, Transport};
 use crate::race::{AttemptEnd, AttemptRecord};
 
+/// Records of one answer printed in the timeline (the JSON lists more).
+const RECORDS_SHOWN: usize = 8;
+
 /// Milliseconds since the dial started, with microsecond resolution.
 pub fn millis(d: Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0
+}
+
+/// Makes text safe to print on a terminal: control characters (C0, DEL,
+/// C1) and the Unicode bidirectional formatting characters become visible
+/// escapes, everything else (ordinary UTF-8 included) stays as it is.
+///
+/// Text from peers and DNS (a SIP reason phrase, a NAPTR field, a host
+/// name, an error quoting any of them) must pass through this before it
+/// reaches a terminal: raw ESC sequences would recolour, clear or retitle
+/// the screen; CR and LF would forge whole lines of the timeline; the bidi
+/// overrides (U+202A..U+202E, U+2066..U+2069) would display text in another
+/// order than it is. The escapes are for reading, not a reversible
+/// encoding (a backslash stays a backslash): the JSON report keeps the
+/// exact values.
+pub fn terminal_safe(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs_escape(c) && u32::from(c) < 0x80 => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c if needs_escape(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn needs_escape(c: char) -> bool {
+    // `is_control` is Unicode's Cc: C0 (U+0000..U+001F), DEL and C1 (U+0080..U+009F).
+    c.is_control()
+        || matches!(c,
+            '\u{061c}'                    // ARABIC LETTER MARK
+            | '\u{200e}' | '\u{200f}'     // LEFT-TO-RIGHT / RIGHT-TO-LEFT MARK
+            | '\u{2028}' | '\u{2029}'     // LINE / PARAGRAPH SEPARATOR
+            | '\u{202a}'..='\u{202e}'     // LRE, RLE, PDF, LRO, RLO
+            | '\u{2066}'..='\u{2069}') // LRI, RLI, FSI, PDI
 }
 
 /// One DNS query and its answer.
@@ -29,8 +78,33 @@ pub struct DnsEntry {
     pub answered_ms: Option<f64>,
     /// "ok", "no-records", "nxdomain", "servfail", "timeout" or "error".
     pub outcome: Option<String>,
-    /// The records, rendered as zone-file text, or the error detail.
+    /// The records, rendered as zone-file text (the first
+    /// `max_records` of the answer), or the error detail.
     pub records: Vec<String>,
+    /// How many records of the queried type the answer held (`records`
+    /// may show fewer); 0 when the query failed.
+    pub records_total: usize,
+}
+
+impl DnsEntry {
+    /// The "N record(s)" of an answer line.
+    fn count_text(&self) -> String {
+        format!("{} record(s)", self.records_total.max(self.records.len()))
+    }
+
+    /// The line that follows the first `shown` records, if any are left.
+    fn more_text(&self, shown: usize) -> Option<String> {
+        let total = self.records_total.max(self.records.len());
+        let more = total.checked_sub(shown).filter(|n| *n > 0)?;
+        Some(if self.records.len() < total {
+            format!(
+                "... {more} more (--json lists the first {})",
+                self.records.len()
+            )
+        } else {
+            format!("... {more} more")
+        })
+    }
 }
 
 /// One connection attempt.
@@ -75,7 +149,8 @@ pub enum DialResult {
 ///   "reason": null | "why it failed",
 ///   "total_ms": 12.3,
 ///   "targets": [ { "host", "port", "transport", "rank" } ],
-///   "dns": [ { "name", "type", "sent_ms", "answered_ms", "outcome", "records": [..] } ],
+///   "dns": [ { "name", "type", "sent_ms", "answered_ms", "outcome", "records": [..],
+///              "records_total" } ],
 ///   "addresses": [ { "host", "family", "at_ms", "addrs": [..] } ],
 ///   "attempts": [ { "id", "family", "transport", "addr", "host", "rank", "started_ms",
 ///                   "transport_up_ms", "ended_ms", "outcome", "error_class", "detail",
@@ -169,14 +244,21 @@ impl Report {
             .and_then(|id| self.attempts.iter().find(|a| a.id == id))
     }
 
-    /// The human-readable timeline.
+    /// The human-readable timeline. Every line passes through
+    /// [`terminal_safe`] as it is written, so text from peers and DNS (reason
+    /// phrases, NAPTR fields, host names, error details) cannot move the
+    /// cursor, clear the screen or start a line of its own; the JSON form
+    /// keeps the exact values.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
+        let mut line = |text: String| {
+            out.push_str(&terminal_safe(&text));
+            out.push('\n');
+        };
+        line(format!(
             "* dialing {} (strategy {})",
             self.target, self.strategy
-        );
+        ));
         // Merge everything into one time-ordered list of lines.
         let mut lines: Vec<(f64, String)> = Vec::new();
         for q in &self.dns {
@@ -201,17 +283,18 @@ impl Report {
                     lines.push((
                         at,
                         format!(
-                            "< DNS {} {}: {} record(s) in {took:.1} ms",
+                            "< DNS {} {}: {} in {took:.1} ms",
                             q.rtype,
                             q.name,
-                            q.records.len()
+                            q.count_text()
                         ),
                     ));
-                    for r in q.records.iter().take(8) {
+                    let shown = q.records.len().min(RECORDS_SHOWN);
+                    for r in &q.records[..shown] {
                         lines.push((at, format!(";;   {r}")));
                     }
-                    if q.records.len() > 8 {
-                        lines.push((at, format!(";;   ... {} more", q.records.len() - 8)));
+                    if let Some(more) = q.more_text(shown) {
+                        lines.push((at, format!(";;   {more}")));
                     }
                 }
             }
@@ -255,13 +338,12 @@ impl Report {
             }
         }
         lines.sort_by(|a, b| a.0.total_cmp(&b.0));
-        for (at, line) in lines {
-            let _ = writeln!(out, "{at:>9.1} ms  {line}");
+        for (at, text) in lines {
+            line(format!("{at:>9.1} ms  {text}"));
         }
         match (self.result, self.winner_entry()) {
             (DialResult::Connected, Some(w)) => {
-                let _ = writeln!(
-                    out,
+                line(format!(
                     "* winner: #{} {} {} {} ({}) in {:.1} ms; {} other attempt(s) abandoned",
                     w.id,
                     w.family,
@@ -270,18 +352,16 @@ impl Report {
                     w.host,
                     self.total_ms,
                     self.abandoned_attempts()
-                );
+                ));
             }
             _ => {
-                let _ = writeln!(
-                    out,
+                line(format!(
                     "* no connection after {:.1} ms: {}",
                     self.total_ms,
                     self.reason.as_deref().unwrap_or("unknown reason")
-                );
+                ));
                 for a in self.attempts.iter().filter(|a| a.outcome != "won") {
-                    let _ = writeln!(
-                        out,
+                    line(format!(
                         "*   #{} {} {} {}: {} {}",
                         a.id,
                         a.family,
@@ -289,10 +369,92 @@ impl Report {
                         a.addr,
                         a.error_class.as_deref().unwrap_or(a.outcome),
                         a.detail.as_deref().unwrap_or("")
-                    );
+                    ));
                 }
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVIL: &str = "x\x1b[2J\r\n* winner: forged\x07\x7f\u{9b}\u{202e}rev\u{2066}";
+
+    #[test]
+    fn terminal_safe_escapes_controls_and_bidi_only() {
+        assert!(matches!(terminal_safe("plain é ü 日本"), Cow::Borrowed(_)));
+        assert_eq!(terminal_safe("a\\b \"q\""), "a\\b \"q\"");
+        assert_eq!(
+            terminal_safe(EVIL),
+            r"x\x1b[2J\r\n* winner: forged\x07\x7f\u{9b}\u{202e}rev\u{2066}"
+        );
+        assert_eq!(terminal_safe("\t\0\u{85}\u{2028}"), r"\t\x00\u{85}\u{2028}");
+    }
+
+    #[test]
+    fn render_escapes_every_field() {
+        let mut r = Report::new(format!("sip:{EVIL}"), EVIL.into());
+        r.result = DialResult::Failed;
+        r.reason = Some(EVIL.into());
+        r.dns = vec![
+            DnsEntry {
+                name: EVIL.into(),
+                rtype: "NAPTR",
+                sent_ms: 0.0,
+                answered_ms: Some(1.0),
+                outcome: Some("ok".into()),
+                records: vec![EVIL.into(); 10],
+                records_total: 40,
+            },
+            DnsEntry {
+                name: EVIL.into(),
+                rtype: "A",
+                sent_ms: 0.0,
+                answered_ms: Some(1.0),
+                outcome: Some("error".into()),
+                records: vec![EVIL.into()],
+                records_total: 0,
+            },
+        ];
+        let attempt = |id, outcome| AttemptEntry {
+            id,
+            family: Family::V4,
+            transport: Transport::Udp,
+            addr: "192.0.2.1:5060".parse().unwrap(),
+            host: EVIL.into(),
+            rank: 0,
+            started_ms: 1.0,
+            transport_up_ms: Some(1.5),
+            ended_ms: Some(2.0),
+            outcome,
+            error_class: Some(EVIL.into()),
+            detail: Some(EVIL.into()),
+            response: Some(EVIL.into()),
+        };
+        r.attempts = vec![attempt(1, "failed"), attempt(2, "cancelled")];
+        let failed = r.render();
+        r.result = DialResult::Connected;
+        r.winner = Some(3);
+        r.attempts.push(attempt(3, "won"));
+        let won = r.render();
+        for text in [&failed, &won] {
+            assert!(
+                text.chars().all(|c| c == '\n' || !needs_escape(c)),
+                "{text:?}"
+            );
+            assert!(text.contains(r"\x1b[2J\r\n* winner: forged"), "{text}");
+            assert!(!text.lines().any(|l| l.starts_with("* winner: forged")));
+        }
+        assert!(failed.contains(";;   ... 32 more (--json lists the first 10)"));
+        assert!(failed.contains(": 40 record(s) in 1.0 ms"), "{failed}");
+        // The JSON keeps the raw text.
+        let json = serde_json::to_string(&r).unwrap();
+        let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back["reason"], EVIL);
+        assert_eq!(back["attempts"][2]["response"], EVIL);
+        assert_eq!(back["dns"][0]["records_total"], 40);
     }
 }

@@ -901,17 +901,18 @@ pub struct ResponderArgs {
     #[arg(long)]
     pub silent: bool,
     /// Print the counters as one JSON line every SECS seconds (and write --stats-file).
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub stats_every: Option<u64>,
     /// Write the counters as JSON to this file on shutdown (and every --stats-every).
     #[arg(long, value_name = "PATH")]
     pub stats_file: Option<PathBuf>,
     /// Most TCP/TLS/SCTP connections served at once; more are closed on accept.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_TCP_CONNECTIONS)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_TCP_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
     pub max_connections: usize,
     /// Close TCP connections idle for this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_IDLE_TIMEOUT.as_secs(),
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub idle_timeout: u64,
     /// TLS certificate chain (PEM) for tls: listeners. Without it, a throwaway
     /// certificate for --domain is generated.

@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
 use crate::endpoint::Transport;
+use crate::locate::select;
 
 /// `sip:` or `sips:`. A `sips:` target must only ever be reached over TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -218,7 +219,11 @@ fn parse_hostport(s: &str) -> Result<(Host, Option<u16>), String> {
                     .ok_or_else(|| format!("unexpected {p:?} after the IPv6 address"))?,
             ),
         };
-        return Ok((Host::Ip(IpAddr::V6(ip)), port.map(parse_port).transpose()?));
+        let ip = IpAddr::V6(ip);
+        if let Some(why) = undialable(ip) {
+            return Err(why);
+        }
+        return Ok((Host::Ip(ip), port.map(parse_port).transpose()?));
     } else {
         match s.matches(':').count() {
             0 => (s, None),
@@ -235,11 +240,30 @@ fn parse_hostport(s: &str) -> Result<(Host, Option<u16>), String> {
     };
     let port = port_str.map(parse_port).transpose()?;
     if let Ok(ip) = host_str.parse::<std::net::Ipv4Addr>() {
-        return Ok((Host::Ip(IpAddr::V4(ip)), port));
+        let ip = IpAddr::V4(ip);
+        if let Some(why) = undialable(ip) {
+            return Err(why);
+        }
+        return Ok((Host::Ip(ip), port));
     }
     validate_hostname(host_str)?;
     let name = host_str.trim_end_matches('.').to_ascii_lowercase();
     Ok((Host::Name(name), port))
+}
+
+/// Why an address literal cannot be a destination, if it cannot: the rule
+/// DNS answers are held to ([`select::unusable_address`]: unspecified,
+/// multicast, broadcast, IPv4-mapped).
+pub(crate) fn undialable(ip: IpAddr) -> Option<String> {
+    let why = select::unusable_address(ip)?;
+    let hint = match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(|v4| format!("; write it as {v4}"))
+            .unwrap_or_default(),
+        IpAddr::V4(_) => String::new(),
+    };
+    Some(format!("{ip} cannot be dialed ({why} address){hint}"))
 }
 
 fn parse_port(p: &str) -> Result<u16, String> {
@@ -359,6 +383,33 @@ mod tests {
         assert!(err("sip:@example.test").contains("user part"));
         assert!(err("sip:999.1.1.1").contains("IPv4"));
         assert!(err("sip:example.test:").contains("empty"));
+    }
+
+    #[test]
+    fn addresses_that_cannot_be_destinations_are_refused() {
+        for (input, why) in [
+            ("sip:0.0.0.0", "unspecified"),
+            ("sip:[::]", "unspecified"),
+            ("sip:[::]:5060", "unspecified"),
+            ("sip:224.0.0.1", "multicast"),
+            ("sips:[ff02::1]", "multicast"),
+            ("255.255.255.255:5060", "broadcast"),
+            ("sip:[::ffff:192.0.2.1]", "IPv4-mapped"),
+        ] {
+            let reason = err(input);
+            assert!(reason.contains("cannot be dialed"), "{input}: {reason}");
+            assert!(reason.contains(why), "{input}: {reason}");
+        }
+        assert!(err("sip:[::ffff:192.0.2.1]").contains("write it as 192.0.2.1"));
+        // Neighbours of those stay dialable.
+        for good in [
+            "sip:192.0.2.1",
+            "sip:[::1]",
+            "sip:223.255.255.255",
+            "sip:[fe80::1]",
+        ] {
+            ok(good);
+        }
     }
 
     #[test]

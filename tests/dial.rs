@@ -454,3 +454,76 @@ async fn sequential_also_moves_on_after_a_refusal() {
     assert_eq!(dial.report.attempts[0].family, Family::V6);
     bed.stop().await;
 }
+
+/// The largest settings validation allows, everywhere at once, with a short
+/// deadline: whatever holds the dial up (a DNS server that never answers, a
+/// SIP server that never answers), the deadline is what ends it.
+#[tokio::test]
+async fn extreme_but_valid_settings_still_end_at_the_deadline() {
+    use siprace::race::limits;
+    // A DNS server that reads nothing and a SIP port that answers nothing.
+    let silent_dns = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent_sip = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let deadline = Duration::from_millis(800);
+    let extreme = |cfg: &mut DialerConfig| {
+        cfg.race.deadline = deadline;
+        cfg.race.preferred_family_count = limits::MAX_PREFERRED_FAMILY_COUNT;
+        cfg.race.max_concurrent = limits::MAX_CONCURRENT;
+        cfg.race.resolution_delay = Some(limits::MAX_RESOLUTION_DELAY);
+        cfg.race.attempt_delay = limits::MAX_ATTEMPT_DELAY;
+        cfg.race.max_attempt_delay = limits::MAX_ATTEMPT_DELAY;
+        cfg.race.attempt_timeout = Some(limits::MAX_DEADLINE);
+        cfg.locate.query_timeout = siprace::locate::MAX_QUERY_TIMEOUT;
+        cfg.locate.max_records = siprace::locate::MAX_RECORDS;
+        cfg.locate.dns_server = Some(silent_dns.local_addr().unwrap());
+        cfg.connect.t1 = siprace::connect::MAX_T1;
+        cfg.connect.t2 = siprace::connect::MAX_T2;
+    };
+    let targets = [
+        format!("sip:{DOMAIN}"),
+        format!("sip:{};transport=udp", silent_sip.local_addr().unwrap()),
+    ];
+    for target in targets {
+        let mut cfg = DialerConfig::for_strategy(Strategy::Siprace);
+        extreme(&mut cfg);
+        let dialer = Dialer::new(cfg).expect("every setting is within its limits");
+        let started = std::time::Instant::now();
+        // Far below every other timer in play (DNS 60 s, Timer F 640 s):
+        // only the deadline can end the dial inside this bound.
+        let bound = siprace::locate::MAX_QUERY_TIMEOUT / 2;
+        let err = tokio::time::timeout(bound, dialer.dial(&target))
+            .await
+            .unwrap_or_else(|_| panic!("{target}: the dial outlived its deadline"))
+            .expect_err("nothing answers");
+        let took = started.elapsed();
+        let report = err.report().expect("a report");
+        println!("{}", report.render());
+        assert_eq!(report.result, DialResult::Failed, "{target}");
+        assert!(
+            report.reason.as_deref().unwrap().contains("deadline"),
+            "{target}: {:?}",
+            report.reason
+        );
+        assert!(took >= deadline, "{target}: ended before its deadline");
+    }
+}
+
+#[tokio::test]
+async fn a_hand_built_target_with_an_unusable_literal_is_refused() {
+    use siprace::target::{Host, Scheme, Target};
+    let dialer = Dialer::new(DialerConfig::default()).unwrap();
+    for ip in ["0.0.0.0", "::", "224.0.0.1", "255.255.255.255"] {
+        // Built field by field, so the parser never saw it.
+        let target = Target {
+            scheme: Scheme::Sip,
+            user: None,
+            host: Host::Ip(ip.parse().unwrap()),
+            port: Some(5060),
+            transport: None,
+        };
+        match dialer.dial_target(&target).await {
+            Err(DialError::Target(e)) => assert!(e.reason.contains("cannot be dialed"), "{e}"),
+            other => panic!("{ip}: {other:?}"),
+        }
+    }
+}

@@ -574,7 +574,7 @@ worse IN A 224.0.0.1
     );
     // The timeline still shows what DNS said, and what was dropped.
     match answer(&events, "bad.example.test", "A") {
-        DnsOutcome::Records(r) => {
+        DnsOutcome::Records { shown: r, .. } => {
             assert_eq!(r.len(), 4, "{r:?}");
             assert!(
                 r.contains(&"224.0.0.1 (dropped: multicast)".to_string()),
@@ -585,7 +585,7 @@ worse IN A 224.0.0.1
         other => panic!("{other:?}"),
     }
     match answer(&events, "bad.example.test", "AAAA") {
-        DnsOutcome::Records(r) => {
+        DnsOutcome::Records { shown: r, .. } => {
             assert!(
                 r.contains(&":: (dropped: unspecified)".to_string()),
                 "{r:?}"
@@ -658,7 +658,7 @@ async fn cname_chains_are_followed() {
 }
 
 #[tokio::test]
-async fn huge_srv_set_is_capped() {
+async fn huge_srv_set_is_capped_without_starving_a_priority() {
     let mut body = String::new();
     for i in 0..100 {
         body.push_str(&format!(
@@ -673,21 +673,29 @@ async fn huge_srv_set_is_capped() {
     lab.cfg.families = vec![Family::V4];
     let events = run("sip:example.test;transport=tcp", None, &lab.cfg).await;
     let specs = targets(&events);
-    assert_eq!(specs.len(), 8);
-    // Priority 0 holds 34 records: all 8 come from it.
-    for s in &specs {
-        let i: u32 = s
-            .host
-            .trim_start_matches('h')
-            .split('.')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert_eq!(i % 3, 0, "{s:?}");
-    }
+    // Priority 0 holds 34 records, 1 and 2 hold 33 each. The 8 kept share
+    // the levels: one each, then up to 2 each, then the rest to priority 0.
+    let priorities: Vec<u32> = specs
+        .iter()
+        .map(|s| {
+            let i: u32 = s
+                .host
+                .trim_start_matches('h')
+                .split('.')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            i % 3
+        })
+        .collect();
+    assert_eq!(priorities, vec![0, 0, 0, 0, 1, 1, 2, 2], "{specs:?}");
+    // The answer says how many records arrived, not how many are shown.
     match answer(&events, "_sip._tcp.example.test", "SRV") {
-        DnsOutcome::Records(r) => assert_eq!(r.len(), 8),
+        DnsOutcome::Records { shown, total } => {
+            assert_eq!(shown.len(), 8);
+            assert_eq!(total, 100);
+        }
         other => panic!("{other:?}"),
     }
     lab.server.shutdown().await;

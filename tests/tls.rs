@@ -620,3 +620,46 @@ async fn resumption_off_gives_full_handshakes() {
     use rustls::HandshakeKind::Full;
     assert_eq!(two_dials(false).await, [Full, Full]);
 }
+
+// ---------------------------------------------------------------------------
+// Event order
+
+/// The TCP-up time of a TLS attempt is sent while the attempt goes on, and
+/// its success follows soon after on loopback: both are often ready at once.
+/// The dialer must never lose the first to the second. Many dials, some side
+/// by side, so that the two land together in many ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tls_winner_has_its_transport_up_time() {
+    let ca = Ca::new("test CA");
+    let responder = tls_responder(ca.responder_tls(&["uri:sip:example.test"])).await;
+    let addr = responder.addr(Transport::Tls, Family::V4).unwrap();
+    let mut cfg = DialerConfig::for_strategy(Strategy::Siprace);
+    cfg.connect.tls = ca.trusted_by();
+    cfg.sip_domain = Some(DOMAIN.into());
+    let dialer = Dialer::new(cfg).unwrap();
+    let target = format!("sips:{addr}");
+    let (rounds, side_by_side) = (20, 4);
+    let mut missing = Vec::new();
+    for round in 0..rounds {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..side_by_side {
+            let (dialer, target) = (dialer.clone(), target.clone());
+            set.spawn(async move { dialer.dial(&target).await });
+        }
+        while let Some(dial) = set.join_next().await {
+            let dial = dial.unwrap().expect("a loopback TLS dial");
+            let w = dial.report.winner_entry().unwrap();
+            match w.transport_up_ms {
+                Some(up) => assert!(up >= w.started_ms && up <= w.ended_ms.unwrap(), "{w:?}"),
+                None => missing.push(round),
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} winners lost their transport-up time",
+        missing.len(),
+        rounds * side_by_side
+    );
+    responder.shutdown().await;
+}

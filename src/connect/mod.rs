@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use crate::endpoint::{AttemptError, Endpoint, ErrorClass, Transport};
+use crate::endpoint::{AttemptError, ConfigError, Endpoint, ErrorClass, Transport};
 use crate::sip::uri_host;
 
 pub mod sctp;
@@ -62,7 +62,21 @@ impl Default for ConnectConfig {
     }
 }
 
+/// The largest T1 (RFC 3261 §17.1.1.1 only asks for more than 500 ms on
+/// high-latency paths); Timer F is then 64 × 10 s.
+pub const MAX_T1: Duration = Duration::from_secs(10);
+/// The largest T2, the cap on the retransmit interval (4 s by default).
+pub const MAX_T2: Duration = Duration::from_secs(60);
+
 impl ConnectConfig {
+    /// Checks the timers; the error names the field (`connect.<name>`) and
+    /// the allowed range.
+    pub fn validated(self) -> Result<ConnectConfig, ConfigError> {
+        ConfigError::check_duration("connect.t1", self.t1, Duration::from_millis(1), MAX_T1)?;
+        ConfigError::check_duration("connect.t2", self.t2, self.t1, MAX_T2)?;
+        Ok(self)
+    }
+
     /// Timer F = 64·T1 (RFC 3261 §17.1.2.2): how long a probe may wait, and
     /// also the bound on a TCP handshake.
     pub fn timer_f(&self) -> Duration {

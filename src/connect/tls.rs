@@ -23,7 +23,7 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::Resumption;
@@ -88,9 +88,12 @@ impl PemSource {
 }
 
 /// How TLS attempts verify and authenticate. Build with
-/// `TlsSettings { ..., ..TlsSettings::default() }`: the built rustls
-/// configuration is cached (and shared by clones), so TLS session resumption
-/// works across the attempts and dials that share these settings.
+/// `TlsSettings { ..., ..TlsSettings::default() }`. The rustls configuration
+/// is built lazily, by the first TLS attempt (a dial without TLS never loads
+/// a certificate store), then cached and shared by clones, so TLS session
+/// resumption works across the attempts and dials that share these settings.
+/// A configuration that cannot be built (no trusted root, say) fails the TLS
+/// attempts with the reason, and only them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsSettings {
     /// Extra trusted roots (`--ca`), added to the system roots.
@@ -141,8 +144,9 @@ struct Key {
 #[derive(Clone, Default)]
 pub struct ConfigCache(Arc<Mutex<Option<Built>>>);
 
-/// A built configuration and the settings it was built from.
-type Built = (Key, Arc<ClientConfig>);
+/// A built configuration (or why it could not be built: trying again would
+/// only fail again) and the settings it was built from.
+type Built = (Key, Result<Arc<ClientConfig>, String>);
 
 impl fmt::Debug for ConfigCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -170,23 +174,61 @@ impl TlsSettings {
         }
     }
 
-    /// The rustls client configuration for these settings, built once and
-    /// then shared (its session cache is what makes resumption work).
+    /// The rustls client configuration for these settings, built on the
+    /// first call and then shared (its session cache is what makes
+    /// resumption work).
     pub fn client_config(&self) -> Result<Arc<ClientConfig>, AttemptError> {
         let key = self.key();
         let mut cached = self.cache.0.lock().expect("tls config cache");
-        if let Some((k, cfg)) = cached.as_ref() {
-            if *k == key {
-                return Ok(cfg.clone());
+        let built = match cached.as_ref() {
+            Some((k, built)) if *k == key => built.clone(),
+            _ => {
+                let built = build_client_config(&key).map(Arc::new);
+                *cached = Some((key, built.clone()));
+                built
+            }
+        };
+        built.map_err(|e| AttemptError::new(ErrorClass::Local, format!("tls: {e}")))
+    }
+
+    /// Checks that the files named in these settings (`--ca`, `--cert`,
+    /// `--key`) hold what they should, without building anything or reading
+    /// the system store: a mistyped path is a usage error even for a dial
+    /// that turns out to need no TLS.
+    pub fn check_files(&self) -> Result<(), String> {
+        for src in &self.ca {
+            let mut roots = RootCertStore::empty();
+            for cert in src.certificates()? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: not a usable CA certificate: {e}", src.name()))?;
             }
         }
-        let cfg = Arc::new(
-            build_client_config(&key)
-                .map_err(|e| AttemptError::new(ErrorClass::Local, format!("tls: {e}")))?,
-        );
-        *cached = Some((key, cfg.clone()));
-        Ok(cfg)
+        match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => {
+                cert.certificates()?;
+                key.private_key()?;
+                Ok(())
+            }
+            (None, None) => Ok(()),
+            _ => Err("a client certificate needs both --cert and --key".into()),
+        }
     }
+}
+
+/// The system's trusted roots (`rustls-native-certs`: `SSL_CERT_FILE`,
+/// `SSL_CERT_DIR` or the distribution's store), read once per process:
+/// reading them costs milliseconds, and every configuration built here
+/// wants the same ones.
+fn system_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let native = rustls_native_certs::load_native_certs();
+        for e in &native.errors {
+            tracing::debug!("system root store: {e}");
+        }
+        native.certs
+    })
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -200,11 +242,7 @@ fn build_client_config(key: &Key) -> Result<ClientConfig, String> {
         tracing::warn!("TLS certificate verification is OFF (--insecure)");
     } else {
         if key.system_roots {
-            let native = rustls_native_certs::load_native_certs();
-            for e in &native.errors {
-                tracing::debug!("system root store: {e}");
-            }
-            let (added, ignored) = roots.add_parsable_certificates(native.certs);
+            let (added, ignored) = roots.add_parsable_certificates(system_roots().iter().cloned());
             tracing::debug!(added, ignored, "system roots loaded");
         }
         for src in &key.ca {
@@ -689,7 +727,8 @@ pub struct TlsArgs {
 
 #[cfg(feature = "tools")]
 impl TlsArgs {
-    /// Applies the flags and checks that the files load.
+    /// Applies the flags and checks that the files they name load. The
+    /// TLS configuration itself is built only if a TLS attempt is made.
     pub fn apply(&self, cfg: &mut ConnectConfig) -> Result<(), String> {
         let tls = &mut cfg.tls;
         tls.ca.extend(self.ca.iter().cloned().map(PemSource::File));
@@ -703,7 +742,7 @@ impl TlsArgs {
                  impersonate the server. Never use this outside a lab."
             );
         }
-        cfg.tls.client_config().map(|_| ()).map_err(|e| e.detail)
+        cfg.tls.check_files()
     }
 }
 
@@ -864,5 +903,34 @@ mod tests {
             .unwrap_err()
             .detail
             .contains("/nonexistent/ca.pem"));
+    }
+
+    #[test]
+    fn a_failed_build_is_kept_and_only_files_are_checked_up_front() {
+        let s = TlsSettings {
+            system_roots: false,
+            ..TlsSettings::default()
+        };
+        // No file to check; building finds no root at all.
+        s.check_files().unwrap();
+        let err = s.client_config().unwrap_err();
+        assert!(err.detail.contains("no trusted root"), "{err}");
+        let cached = s.cache.0.lock().unwrap().as_ref().map(|(_, b)| b.is_err());
+        assert_eq!(cached, Some(true), "the failure is cached, not retried");
+        // A named file that is not there is caught without building.
+        let bad = TlsSettings {
+            ca: vec![PemSource::File("/nonexistent/ca.pem".into())],
+            ..TlsSettings::default()
+        };
+        assert!(bad
+            .check_files()
+            .unwrap_err()
+            .contains("/nonexistent/ca.pem"));
+        assert!(bad.cache.0.lock().unwrap().is_none(), "nothing was built");
+        let half = TlsSettings {
+            client_key: Some(PemSource::Pem(String::new())),
+            ..TlsSettings::default()
+        };
+        assert!(half.check_files().unwrap_err().contains("--cert and --key"));
     }
 }

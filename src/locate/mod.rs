@@ -31,7 +31,10 @@
 //!   offered: it is skipped and excluded from the fallback; if nothing is
 //!   left, location fails.
 //! * SRV records: priority ascending, RFC 2782 weighted random order within a
-//!   priority ([`select::rfc2782_order`]).
+//!   priority ([`select::rfc2782_order`]), at most `max_records` per answer
+//!   shared among the priority levels so that every level keeps its first
+//!   pick while the budget allows (a live target behind 999 dead ones at a
+//!   better priority is still tried).
 //! * With [`LocateConfig::pipelined`], the constructed SRV queries go out
 //!   together with the NAPTR query; NAPTR replacements equal to one of them
 //!   reuse its answer, others are queried after NAPTR. Unused in-flight SRV
@@ -45,13 +48,19 @@
 //!
 //! Every query is bounded by [`LocateConfig::query_timeout`]; every answer
 //! is capped at [`LocateConfig::max_records`] records of the queried type
-//! (others, like CNAMEs, are ignored; NAPTR and SRV answers are ordered
-//! first and capped after, and the whole target list is capped at four times
-//! `max_records`). There is one NAPTR stage only, so NAPTR/SRV loops cannot
-//! recurse, and NAPTR records without the `s` flag are ignored.
+//! (others, like CNAMEs, are ignored). NAPTR and SRV answers are read whole
+//! (up to 4096 records) and bounded by selection, never by cutting the
+//! sorted list: at most `max_records` NAPTR services shared among the ORDER
+//! values, at most `max_records` targets per SRV answer shared among the
+//! priorities, at most four times `max_records` targets in all shared among
+//! the services ([`select::level_quotas`]). The Answer event counts every
+//! record that arrived and renders the first `max_records`. There is one
+//! NAPTR stage only, so NAPTR/SRV loops cannot recurse, and NAPTR records
+//! without the `s` flag are ignored.
 //!
 //! Event times are [`tokio::time::Instant`]s (re-exported as [`Instant`]).
 
+mod dns_io;
 pub mod select;
 
 use std::collections::HashMap;
@@ -64,18 +73,18 @@ use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
     ServerOrderingStrategy,
 };
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{RData, RecordType};
-use hickory_resolver::{Resolver, TokioResolver};
+use hickory_resolver::Resolver;
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 
-use crate::endpoint::{Family, TargetSpec, Transport};
+use crate::endpoint::{ConfigError, Family, TargetSpec, Transport};
 use crate::target::{Host, Scheme, Target};
 
+pub use dns_io::DnsResolver;
 use select::{NaptrChoice, NaptrRecord, SrvChoice, SrvRecord};
 
 /// The clock of every event: tokio's, so paused-time tests work.
@@ -91,7 +100,9 @@ pub struct LocateConfig {
     pub pipelined: bool,
     /// Bound on each query, retries included.
     pub query_timeout: Duration,
-    /// Records taken per answer.
+    /// Records taken per address answer and rendered per answer; also the
+    /// budget of NAPTR services and of SRV targets per answer (four times
+    /// this for all SRV answers together), see the module documentation.
     pub max_records: usize,
     /// Which of AAAA / A to query, in this order.
     pub families: Vec<Family>,
@@ -109,14 +120,65 @@ impl Default for LocateConfig {
     }
 }
 
+/// The longest per-query DNS timeout: a server that needs more than this
+/// is as good as absent.
+pub const MAX_QUERY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most records taken from one answer (the race never uses more than
+/// [`crate::race::MAX_CANDIDATES`] endpoints anyway).
+pub const MAX_RECORDS: usize = 256;
+
+impl LocateConfig {
+    /// Checks every field; the error names it (`locate.<name>`) and the
+    /// allowed range.
+    pub fn validated(self) -> Result<LocateConfig, ConfigError> {
+        ConfigError::check_duration(
+            "locate.query_timeout",
+            self.query_timeout,
+            Duration::from_millis(1),
+            MAX_QUERY_TIMEOUT,
+        )?;
+        ConfigError::check_count("locate.max_records", self.max_records, 1, MAX_RECORDS)?;
+        if self.families.is_empty() {
+            return Err(ConfigError::new(
+                "locate.families",
+                "at least one address family",
+                "none",
+            ));
+        }
+        if let Some(server) = self.dns_server {
+            check_dns_server(server)
+                .map_err(|allowed| ConfigError::new("locate.dns_server", allowed, server))?;
+        }
+        Ok(self)
+    }
+}
+
+/// Whether `server` can be sent a query: a real port, and an address that
+/// can be a destination (the rule DNS answers are held to).
+fn check_dns_server(server: SocketAddr) -> Result<(), String> {
+    if server.port() == 0 {
+        return Err("an address with a port from 1 to 65535".into());
+    }
+    if let Some(why) = select::unusable_address(server.ip()) {
+        return Err(format!(
+            "an address that can be a destination (this one is {why})"
+        ));
+    }
+    Ok(())
+}
+
 /// How a query ended. Serialised with its [`label`](DnsOutcome::label) as
 /// the `outcome` tag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "outcome", content = "detail")]
 pub enum DnsOutcome {
-    /// Records of the queried type, rendered as zone-file RDATA text (an
-    /// address that location drops is followed by `(dropped: why)`).
-    Records(Vec<String>),
+    /// Records of the queried type: the first [`LocateConfig::max_records`]
+    /// rendered as zone-file RDATA text (an address that location drops is
+    /// followed by `(dropped: why)`), and how many the answer held.
+    Records {
+        shown: Vec<String>,
+        total: usize,
+    },
     /// NOERROR without records of the type (NODATA).
     NoRecords,
     #[serde(rename = "nxdomain")]
@@ -133,7 +195,7 @@ impl DnsOutcome {
     /// "no-records", "nxdomain", "servfail", "timeout" or "error".
     pub fn label(&self) -> &'static str {
         match self {
-            DnsOutcome::Records(_) => "records",
+            DnsOutcome::Records { .. } => "records",
             DnsOutcome::NoRecords => "no-records",
             DnsOutcome::NxDomain => "nxdomain",
             DnsOutcome::ServFail => "servfail",
@@ -146,7 +208,13 @@ impl DnsOutcome {
 impl fmt::Display for DnsOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DnsOutcome::Records(r) => write!(f, "{} record(s): {}", r.len(), r.join("; ")),
+            DnsOutcome::Records { shown, total } => {
+                write!(f, "{total} record(s)")?;
+                if shown.len() < *total {
+                    write!(f, " (showing {})", shown.len())?;
+                }
+                write!(f, ": {}", shown.join("; "))
+            }
             DnsOutcome::NoRecords => f.write_str("no records"),
             DnsOutcome::NxDomain => f.write_str("NXDOMAIN"),
             DnsOutcome::ServFail => f.write_str("SERVFAIL"),
@@ -211,19 +279,26 @@ pub enum LocateError {
     NoFamilies,
 }
 
-/// Parses `--dns`: `IP`, `IP:PORT`, `[IPv6]` or `[IPv6]:PORT` (port 53 by default).
+/// Parses `--dns`: `IP`, `IP:PORT`, `[IPv6]` or `[IPv6]:PORT` (port 53 by
+/// default). Port 0 and addresses that cannot be a destination (unspecified,
+/// multicast, broadcast) are refused.
 pub fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
     let s = s.trim();
-    if let Ok(sa) = s.parse::<SocketAddr>() {
-        return Ok(sa);
-    }
-    let bare = s
-        .strip_prefix('[')
-        .and_then(|r| r.strip_suffix(']'))
-        .unwrap_or(s);
-    bare.parse::<IpAddr>()
-        .map(|ip| SocketAddr::new(ip, 53))
-        .map_err(|_| format!("{s:?} is not IP, IP:PORT or [IPv6]:PORT"))
+    let server = match s.parse::<SocketAddr>() {
+        Ok(sa) => sa,
+        Err(_) => {
+            let bare = s
+                .strip_prefix('[')
+                .and_then(|r| r.strip_suffix(']'))
+                .unwrap_or(s);
+            bare.parse::<IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+                .map_err(|_| format!("{s:?} is not IP, IP:PORT or [IPv6]:PORT"))?
+        }
+    };
+    check_dns_server(server)
+        .map_err(|allowed| format!("{s:?} cannot be the DNS server: it must be {allowed}"))?;
+    Ok(server)
 }
 
 /// The `nameserver` lines of a resolv.conf (at most 3, like glibc; scoped
@@ -241,8 +316,9 @@ pub fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
 }
 
 /// A resolver for location: no cache, no hosts file, ndots 0, one retry,
-/// servers in the given order, UDP with TCP for truncated answers.
-pub fn build_resolver(cfg: &LocateConfig) -> Result<TokioResolver, LocateError> {
+/// servers in the given order, UDP with TCP for truncated answers, on
+/// sockets that report refusals and local errors (see [`DnsResolver`]).
+pub fn build_resolver(cfg: &LocateConfig) -> Result<DnsResolver, LocateError> {
     let servers = match cfg.dns_server {
         Some(sa) => vec![sa],
         None => {
@@ -279,10 +355,12 @@ pub fn build_resolver(cfg: &LocateConfig) -> Result<TokioResolver, LocateError> 
     o.edns0 = true;
     o.server_ordering_strategy = ServerOrderingStrategy::UserProvidedOrder;
     o.max_active_requests = 512;
-    Resolver::builder_with_config(config, TokioRuntimeProvider::default())
+    let faults = dns_io::Faults::default();
+    let resolver = Resolver::builder_with_config(config, dns_io::DnsRuntime::new(faults.clone()))
         .with_options(o)
         .build()
-        .map_err(|e| LocateError::Resolver(e.to_string()))
+        .map_err(|e| LocateError::Resolver(e.to_string()))?;
+    Ok(DnsResolver::new(resolver, faults))
 }
 
 /// Locates `target` over the allowed `transports`, streaming events to `tx`.
@@ -307,7 +385,7 @@ pub async fn locate(
 
 /// [`locate`] with a given resolver.
 pub async fn locate_with(
-    resolver: &TokioResolver,
+    resolver: &DnsResolver,
     target: &Target,
     transports: &[Transport],
     cfg: &LocateConfig,
@@ -418,14 +496,14 @@ struct QueryResult {
 
 #[derive(Clone)]
 struct Ctx {
-    resolver: TokioResolver,
+    resolver: DnsResolver,
     timeout: Duration,
     max: usize,
     tx: UnboundedSender<LocateEvent>,
 }
 
-/// How many NAPTR/SRV records are ordered before the `max_records` cap
-/// applies (a 64 KiB message holds fewer SRV records than this).
+/// How many NAPTR/SRV records of one answer selection looks at (a 64 KiB
+/// message holds fewer SRV records than this).
 const ORDERING_CAP: usize = 4096;
 
 fn rtype_str(rtype: RecordType) -> &'static str {
@@ -489,8 +567,10 @@ impl Ctx {
     /// Emits the Query event now and returns the lookup, which emits its
     /// Answer event when it completes. `name` has no trailing dot. Address
     /// answers are capped at `max` records; NAPTR and SRV answers are kept
-    /// whole (up to [`ORDERING_CAP`]) so that ordering happens before the
-    /// cap, and only their first `max` records are rendered in the event.
+    /// whole (up to [`ORDERING_CAP`]) so that selection sees every priority
+    /// level before it bounds them. The event renders the first `max`
+    /// records and counts all of them, so the timeline tells how many
+    /// arrived.
     fn query(
         &self,
         name: &str,
@@ -518,19 +598,20 @@ impl Ctx {
                 Err(_) => (Vec::new(), DnsOutcome::Timeout),
                 Ok(Err(e)) => (Vec::new(), classify(&e)),
                 Ok(Ok(lookup)) => {
-                    let rdata: Vec<RData> = lookup
-                        .answers()
-                        .iter()
-                        .map(|r| &r.data)
-                        .filter(|d| d.record_type() == rtype)
-                        .take(take)
-                        .cloned()
-                        .collect();
+                    let of_type = || {
+                        lookup
+                            .answers()
+                            .iter()
+                            .map(|r| &r.data)
+                            .filter(|d| d.record_type() == rtype)
+                    };
+                    let total = of_type().count();
+                    let rdata: Vec<RData> = of_type().take(take).cloned().collect();
                     if rdata.is_empty() {
                         (rdata, DnsOutcome::NoRecords)
                     } else {
-                        let text = rdata.iter().take(this.max).map(render_rdata).collect();
-                        (rdata, DnsOutcome::Records(text))
+                        let shown = rdata.iter().take(this.max).map(render_rdata).collect();
+                        (rdata, DnsOutcome::Records { shown, total })
                     }
                 }
             };
@@ -603,9 +684,8 @@ async fn run_name(
                 _ => None,
             })
             .collect();
-        match select::select_naptr(&records, target.scheme, &allowed) {
-            NaptrChoice::Services(mut services) => {
-                services.truncate(ctx.max);
+        match select::select_naptr(&records, target.scheme, &allowed, ctx.max) {
+            NaptrChoice::Services(services) => {
                 srv.ensure(&services);
                 let answers = srv.collect(&services).await;
                 match srv_specs(ctx, &services, &answers) {
@@ -708,35 +788,56 @@ enum SrvSpecs {
     },
 }
 
-/// Turns the SRV answers of `services` (in service order) into specs.
+/// Turns the SRV answers of `services` (in service order) into specs: at
+/// most `max` targets per service and four times `max` in all, shared so
+/// that neither a crowded priority level nor a crowded service hides the
+/// targets after it (see [`select::level_quotas`]).
 fn srv_specs(
     ctx: &Ctx,
     services: &[(Transport, String)],
     answers: &HashMap<String, QueryResult>,
 ) -> SrvSpecs {
+    let answered: Vec<Vec<SrvRecord>> = services
+        .iter()
+        .map(|(_, name)| {
+            answers
+                .get(name)
+                .map(|r| {
+                    r.rdata
+                        .iter()
+                        .filter_map(|d| match d {
+                            RData::SRV(s) => Some(SrvRecord {
+                                priority: s.priority,
+                                weight: s.weight,
+                                port: s.port,
+                                target: select::normalize_name(&s.target.to_ascii()),
+                            }),
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    let dialable: Vec<usize> = answered
+        .iter()
+        .map(|records| records.iter().filter(|r| select::dialable(r)).count())
+        .collect();
+    let budgets = select::service_budgets(&dialable, ctx.max, ctx.max.saturating_mul(4));
     let mut ordered: Vec<(Transport, Vec<SrvRecord>)> = Vec::new();
     let mut not_offered: Vec<(Transport, String)> = Vec::new();
     let mut rng = rand::rng();
-    for (t, name) in services {
-        let records: Vec<SrvRecord> = answers
-            .get(name)
-            .map(|r| {
-                r.rdata
-                    .iter()
-                    .filter_map(|d| match d {
-                        RData::SRV(s) => Some(SrvRecord {
-                            priority: s.priority,
-                            weight: s.weight,
-                            port: s.port,
-                            target: select::normalize_name(&s.target.to_ascii()),
-                        }),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        match select::choose_srv(&records, ctx.max, &mut rng) {
-            SrvChoice::Targets(v) => ordered.push((*t, v)),
+    for (((t, name), records), budget) in services.iter().zip(&answered).zip(budgets) {
+        match select::choose_srv(records, budget, &mut rng) {
+            SrvChoice::Targets {
+                ordered: v,
+                dropped,
+            } => {
+                if dropped > 0 {
+                    tracing::debug!(%name, kept = v.len(), dropped, "SRV targets beyond the budget dropped");
+                }
+                ordered.push((*t, v));
+            }
             SrvChoice::NotOffered => not_offered.push((*t, name.clone())),
             SrvChoice::Empty => {}
         }
@@ -832,6 +933,17 @@ mod tests {
             "[::1]:5300".parse().unwrap()
         );
         assert!(parse_dns_server("dns.example").is_err());
+        // Nothing can be sent to port 0 or to these addresses.
+        for bad in [
+            "127.0.0.1:0",
+            "[::1]:0",
+            "0.0.0.0",
+            "[::]:53",
+            "224.0.0.251:5353",
+        ] {
+            let err = parse_dns_server(bad).unwrap_err();
+            assert!(err.contains("cannot be the DNS server"), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -852,10 +964,11 @@ mod tests {
     #[test]
     fn outcomes_render() {
         assert_eq!(DnsOutcome::Timeout.to_string(), "timeout");
-        assert!(matches!(
-            DnsOutcome::Records(vec!["a".into()]),
-            DnsOutcome::Records(_)
-        ));
+        let capped = DnsOutcome::Records {
+            shown: vec!["a".into(), "b".into()],
+            total: 1000,
+        };
+        assert_eq!(capped.to_string(), "1000 record(s) (showing 2): a; b");
         let json = serde_json::to_string(&DnsOutcome::ServFail).unwrap();
         assert!(json.contains("\"servfail\""), "{json}");
     }
@@ -863,7 +976,10 @@ mod tests {
     #[test]
     fn labels_are_the_serde_tags() {
         let all = [
-            DnsOutcome::Records(vec!["192.0.2.1".into()]),
+            DnsOutcome::Records {
+                shown: vec!["192.0.2.1".into()],
+                total: 1,
+            },
             DnsOutcome::NoRecords,
             DnsOutcome::NxDomain,
             DnsOutcome::ServFail,

@@ -15,7 +15,18 @@
 //! RFC 3263 §4.3 moves on across SRV targets and Happy Eyeballs v3 across
 //! protocol groups, instead of failing the whole location. Strict RFC 3403
 //! behaviour would be to keep only the lowest usable ORDER.
+//!
+//! # Bounded selection without starving a level
+//!
+//! A hostile or broken answer can hold thousands of NAPTR or SRV records.
+//! siprace bounds the work (how many services it queries, how many targets
+//! it resolves and races) but never by cutting a sorted list at its head:
+//! 999 dead targets at priority 0 would then hide the one live target at
+//! priority 1. [`level_quotas`] shares a budget among preference levels
+//! (SRV priorities, NAPTR ORDERs, services): first one item of every level,
+//! then a few more each, then the rest to the most preferred levels.
 
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -102,12 +113,21 @@ pub enum NaptrChoice {
 ///
 /// Services of higher ORDER values are kept after those of the lowest one,
 /// as fallbacks: a deliberate extension of RFC 3403 §4.1 (see the
-/// [module documentation](self)).
-pub fn select_naptr(records: &[NaptrRecord], scheme: Scheme, allowed: &[Transport]) -> NaptrChoice {
+/// [module documentation](self)). At most `limit` services are kept (each
+/// costs an SRV query), shared among the ORDER values by [`level_quotas`]
+/// so that a crowd of services at one ORDER cannot hide the next ORDER.
+pub fn select_naptr(
+    records: &[NaptrRecord],
+    scheme: Scheme,
+    allowed: &[Transport],
+    limit: usize,
+) -> NaptrChoice {
     let mut sorted: Vec<&NaptrRecord> = records.iter().collect();
     sorted.sort_by_key(|r| (r.order, r.preference));
     let mut offered = Vec::new();
-    let mut services: Vec<(Transport, String)> = Vec::new();
+    // Usable services with their ORDER, best first, without duplicates.
+    let mut usable: Vec<(u16, (Transport, String))> = Vec::new();
+    let mut seen: HashSet<(Transport, &str)> = HashSet::new();
     for r in sorted {
         let service = naptr_service(&r.services);
         if service == NaptrService::NotSip {
@@ -129,18 +149,33 @@ pub fn select_naptr(records: &[NaptrRecord], scheme: Scheme, allowed: &[Transpor
         {
             continue;
         }
-        let entry = (transport, r.replacement.clone());
-        if !services.contains(&entry) {
-            services.push(entry);
+        if seen.insert((transport, r.replacement.as_str())) {
+            usable.push((r.order, (transport, r.replacement.clone())));
         }
     }
-    if !services.is_empty() {
-        NaptrChoice::Services(services)
-    } else if offered.is_empty() {
-        NaptrChoice::NoSip
-    } else {
-        NaptrChoice::NoneUsable { offered }
+    if usable.is_empty() {
+        return if offered.is_empty() {
+            NaptrChoice::NoSip
+        } else {
+            NaptrChoice::NoneUsable { offered }
+        };
     }
+    let levels: Vec<&[(u16, (Transport, String))]> = usable.chunk_by(|a, b| a.0 == b.0).collect();
+    let sizes: Vec<usize> = levels.iter().map(|l| l.len()).collect();
+    let quotas = level_quotas(&sizes, limit);
+    let services: Vec<(Transport, String)> = levels
+        .iter()
+        .zip(quotas)
+        .flat_map(|(level, quota)| level[..quota].iter().map(|(_, s)| s.clone()))
+        .collect();
+    if services.len() < usable.len() {
+        tracing::debug!(
+            kept = services.len(),
+            dropped = usable.len() - services.len(),
+            "NAPTR: usable services beyond the limit dropped"
+        );
+    }
+    NaptrChoice::Services(services)
 }
 
 /// Explains why [`NaptrChoice::NoneUsable`] happened, for an error message.
@@ -163,22 +198,29 @@ pub fn none_usable_reason(scheme: Scheme, allowed: &[Transport]) -> String {
 /// What an SRV answer offers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SrvChoice {
-    /// Targets in the order to try them (already capped).
-    Targets(Vec<SrvRecord>),
+    /// Targets in the order to try them, bounded by [`rfc2782_order`];
+    /// `dropped` dialable records did not fit the budget.
+    Targets {
+        ordered: Vec<SrvRecord>,
+        dropped: usize,
+    },
     /// Only a `"."` target: the service is decidedly not offered (RFC 2782).
     NotOffered,
     /// Nothing usable (no records, or only port-0 entries).
     Empty,
 }
 
+/// True if an SRV record names something to dial: not the root (`"."`,
+/// "not offered") and not port 0.
+pub fn dialable(r: &SrvRecord) -> bool {
+    r.target != "." && r.port != 0
+}
+
 /// Filters an SRV answer (a `"."` target only counts when it is alone in
-/// the answer; port 0 cannot be dialed) and orders it with [`rfc2782_order`].
-pub fn choose_srv<R: Rng + ?Sized>(records: &[SrvRecord], max: usize, rng: &mut R) -> SrvChoice {
-    let usable: Vec<SrvRecord> = records
-        .iter()
-        .filter(|r| r.target != "." && r.port != 0)
-        .cloned()
-        .collect();
+/// the answer; port 0 cannot be dialed) and orders at most `budget` of its
+/// records with [`rfc2782_order`].
+pub fn choose_srv<R: Rng + ?Sized>(records: &[SrvRecord], budget: usize, rng: &mut R) -> SrvChoice {
+    let usable: Vec<SrvRecord> = records.iter().filter(|r| dialable(r)).cloned().collect();
     if usable.is_empty() {
         if records.iter().any(|r| r.target == ".") {
             SrvChoice::NotOffered
@@ -186,51 +228,88 @@ pub fn choose_srv<R: Rng + ?Sized>(records: &[SrvRecord], max: usize, rng: &mut 
             SrvChoice::Empty
         }
     } else {
-        SrvChoice::Targets(rfc2782_order(usable, max, rng))
+        let total = usable.len();
+        let ordered = rfc2782_order(usable, budget, rng);
+        SrvChoice::Targets {
+            dropped: total - ordered.len(),
+            ordered,
+        }
     }
 }
 
-/// RFC 2782 ordering: priority ascending; within a priority, repeatedly pick
-/// a record at random with probability proportional to its weight, where
-/// weight-0 records are placed first and so only win when the random sum is 0.
-/// Returns at most `limit` records (lower priorities are never ordered once
-/// the limit is reached).
+/// Shares `budget` items among preference levels, most preferred first:
+/// `sizes[i]` items are available at level `i`; the result says how many
+/// to keep of each. Three passes, each in level order and each until the
+/// budget runs out: one item per level, so a crowded level cannot starve
+/// the levels after it; then up to a quarter of the budget per level; then
+/// whatever is left to the most preferred levels. The total is at most
+/// `budget`, and with budget to spare every item is kept.
+pub fn level_quotas(sizes: &[usize], budget: usize) -> Vec<usize> {
+    let mut quotas = vec![0usize; sizes.len()];
+    let mut left = budget;
+    for cap in [1, (budget / 4).max(1), usize::MAX] {
+        for (quota, &size) in quotas.iter_mut().zip(sizes) {
+            let more = size.min(cap).saturating_sub(*quota).min(left);
+            *quota += more;
+            left -= more;
+        }
+    }
+    quotas
+}
+
+/// RFC 2782 ordering, bounded: priority ascending; within a priority,
+/// repeatedly pick a record at random with probability proportional to its
+/// weight, where weight-0 records are placed first and so only win when the
+/// random sum is 0. At most `limit` records are returned, shared among the
+/// priority levels by [`level_quotas`] (every level keeps at least its
+/// first pick while the limit allows), so a live target behind a crowd of
+/// dead ones at a better priority is still tried. Picking is
+/// O(`limit` × records).
 pub fn rfc2782_order<R: Rng + ?Sized>(
     mut records: Vec<SrvRecord>,
     limit: usize,
     rng: &mut R,
 ) -> Vec<SrvRecord> {
     records.sort_by_key(|r| r.priority);
-    let mut out = Vec::with_capacity(records.len().min(limit));
-    let mut rest = records.as_slice();
-    while !rest.is_empty() && out.len() < limit {
-        let p = rest[0].priority;
-        let n = rest.iter().take_while(|r| r.priority == p).count();
-        let (group, tail) = rest.split_at(n);
-        rest = tail;
-        // "Arrange in any order, except that weight-0 records go first":
-        // shuffle, then a stable sort moves the zeros to the front.
-        let mut group = group.to_vec();
-        for i in (1..group.len()).rev() {
-            let j = rng.random_range(0..=i);
-            group.swap(i, j);
-        }
-        group.sort_by_key(|r| r.weight != 0);
-        while !group.is_empty() && out.len() < limit {
-            let total: u64 = group.iter().map(|r| u64::from(r.weight)).sum();
-            let pick = rng.random_range(0..=total);
-            let mut running = 0u64;
-            let idx = group
-                .iter()
-                .position(|r| {
-                    running += u64::from(r.weight);
-                    running >= pick
-                })
-                .unwrap_or(0);
-            out.push(group.remove(idx));
+    let levels: Vec<&[SrvRecord]> = records.chunk_by(|a, b| a.priority == b.priority).collect();
+    let sizes: Vec<usize> = levels.iter().map(|l| l.len()).collect();
+    let quotas = level_quotas(&sizes, limit);
+    let mut out = Vec::with_capacity(quotas.iter().sum());
+    for (level, quota) in levels.into_iter().zip(quotas) {
+        if quota > 0 {
+            weighted_picks(level.to_vec(), quota, rng, &mut out);
         }
     }
     out
+}
+
+/// The first `n` RFC 2782 picks from one priority level, appended to `out`.
+fn weighted_picks<R: Rng + ?Sized>(
+    mut group: Vec<SrvRecord>,
+    n: usize,
+    rng: &mut R,
+    out: &mut Vec<SrvRecord>,
+) {
+    // "Arrange in any order, except that weight-0 records go first":
+    // shuffle, then a stable sort moves the zeros to the front.
+    for i in (1..group.len()).rev() {
+        let j = rng.random_range(0..=i);
+        group.swap(i, j);
+    }
+    group.sort_by_key(|r| r.weight != 0);
+    for _ in 0..n.min(group.len()) {
+        let total: u64 = group.iter().map(|r| u64::from(r.weight)).sum();
+        let pick = rng.random_range(0..=total);
+        let mut running = 0u64;
+        let idx = group
+            .iter()
+            .position(|r| {
+                running += u64::from(r.weight);
+                running >= pick
+            })
+            .unwrap_or(0);
+        out.push(group.remove(idx));
+    }
 }
 
 /// The transports to use without SRV (explicit port, IP literal, or the
@@ -324,28 +403,35 @@ pub fn direct_specs(host: &str, port: Option<u16>, transports: &[Transport]) -> 
         .collect()
 }
 
+/// How many SRV targets each service may contribute: each at most
+/// `per_service`, together at most `total`, shared by [`level_quotas`] in
+/// service order so that the first services cannot crowd out the rest.
+/// `dialable[i]` is the number of dialable records service `i` has.
+pub fn service_budgets(dialable: &[usize], per_service: usize, total: usize) -> Vec<usize> {
+    let sizes: Vec<usize> = dialable.iter().map(|&n| n.min(per_service)).collect();
+    level_quotas(&sizes, total)
+}
+
 /// Flattens ordered SRV targets per service (in service order) into specs
 /// ranked 0, 1, 2...; duplicates (same host, port, transport) are dropped and
 /// at most `limit` specs are kept.
 pub fn specs_from_srv(services: &[(Transport, Vec<SrvRecord>)], limit: usize) -> Vec<TargetSpec> {
     let mut specs: Vec<TargetSpec> = Vec::new();
+    let mut seen: HashSet<(&str, u16, Transport)> = HashSet::new();
+    // Share one Arc per host so the address stage can group them.
+    let mut hosts: HashMap<&str, Arc<str>> = HashMap::new();
     for (transport, records) in services {
         for r in records {
             if specs.len() >= limit {
                 return specs;
             }
-            let dup = specs
-                .iter()
-                .any(|s| *s.host == *r.target && s.port == r.port && s.transport == *transport);
-            if dup {
+            if !seen.insert((r.target.as_str(), r.port, *transport)) {
                 continue;
             }
-            // Share one Arc per host so the address stage can group them.
-            let host = specs
-                .iter()
-                .find(|s| *s.host == *r.target)
-                .map(|s| s.host.clone())
-                .unwrap_or_else(|| Arc::from(r.target.as_str()));
+            let host = hosts
+                .entry(r.target.as_str())
+                .or_insert_with(|| Arc::from(r.target.as_str()))
+                .clone();
             specs.push(TargetSpec {
                 host,
                 port: r.port,
@@ -410,7 +496,7 @@ mod tests {
             naptr(5, 3, "", "SIP+D2T", "loop.example.test."),
             naptr(30, 1, "s", "SIP+D2S", "_sip._sctp.example.test."),
         ];
-        let got = select_naptr(&recs, Scheme::Sip, &ALL);
+        let got = select_naptr(&recs, Scheme::Sip, &ALL, 32);
         assert_eq!(
             got,
             NaptrChoice::Services(vec![
@@ -421,13 +507,13 @@ mod tests {
             ])
         );
         // Allowed transports filter.
-        let got = select_naptr(&recs, Scheme::Sip, &[Transport::Udp]);
+        let got = select_naptr(&recs, Scheme::Sip, &[Transport::Udp], 32);
         assert_eq!(
             got,
             NaptrChoice::Services(vec![(Transport::Udp, "_sip._udp.example.test".into())])
         );
         // sips keeps SIPS only.
-        let got = select_naptr(&recs, Scheme::Sips, &[Transport::Tls]);
+        let got = select_naptr(&recs, Scheme::Sips, &[Transport::Tls], 32);
         assert_eq!(
             got,
             NaptrChoice::Services(vec![(Transport::Tls, "_sips._tcp.example.test".into())])
@@ -437,14 +523,17 @@ mod tests {
     #[test]
     fn naptr_without_sip_or_usable_services() {
         let other = vec![naptr(10, 10, "u", "E2U+sip", "!^.*$!sip:x@y!")];
-        assert_eq!(select_naptr(&other, Scheme::Sip, &ALL), NaptrChoice::NoSip);
-        assert_eq!(select_naptr(&[], Scheme::Sip, &ALL), NaptrChoice::NoSip);
+        assert_eq!(
+            select_naptr(&other, Scheme::Sip, &ALL, 32),
+            NaptrChoice::NoSip
+        );
+        assert_eq!(select_naptr(&[], Scheme::Sip, &ALL, 32), NaptrChoice::NoSip);
         let plain = vec![
             naptr(10, 10, "s", "SIP+D2U", "_sip._udp.example.test."),
             naptr(10, 20, "s", "SIP+D2T", "_sip._tcp.example.test."),
         ];
         assert_eq!(
-            select_naptr(&plain, Scheme::Sips, &[Transport::Tls]),
+            select_naptr(&plain, Scheme::Sips, &[Transport::Tls], 32),
             NaptrChoice::NoneUsable {
                 offered: vec!["SIP+D2U".into(), "SIP+D2T".into()]
             }
@@ -452,13 +541,13 @@ mod tests {
         // Only SIPS over SCTP: a SIP service, but no transport for it.
         let sctp = vec![naptr(10, 10, "s", "SIPS+D2S", "_sips._sctp.example.test.")];
         assert!(matches!(
-            select_naptr(&sctp, Scheme::Sip, &ALL),
+            select_naptr(&sctp, Scheme::Sip, &ALL, 32),
             NaptrChoice::NoneUsable { .. }
         ));
         // A "." replacement is no service.
         let root = vec![naptr(10, 10, "s", "SIP+D2T", ".")];
         assert!(matches!(
-            select_naptr(&root, Scheme::Sip, &ALL),
+            select_naptr(&root, Scheme::Sip, &ALL, 32),
             NaptrChoice::NoneUsable { .. }
         ));
         assert!(none_usable_reason(Scheme::Sips, &[Transport::Tls]).contains("SIPS+D2T"));
@@ -474,7 +563,7 @@ mod tests {
             naptr(10, 80, "s", "SIP+D2S", "_sip._sctp.example.test."),
         ];
         assert_eq!(
-            select_naptr(&recs, Scheme::Sip, &ALL),
+            select_naptr(&recs, Scheme::Sip, &ALL, 32),
             NaptrChoice::Services(vec![
                 (Transport::Sctp, "_sip._sctp.example.test".into()),
                 (Transport::Tcp, "_sip._tcp.example.test".into()),
@@ -483,7 +572,7 @@ mod tests {
         );
         // The lowest ORDER without a usable service does not block the next.
         assert_eq!(
-            select_naptr(&recs, Scheme::Sip, &[Transport::Udp]),
+            select_naptr(&recs, Scheme::Sip, &[Transport::Udp], 32),
             NaptrChoice::Services(vec![(Transport::Udp, "_sip._udp.example.test".into())])
         );
     }
@@ -519,7 +608,7 @@ mod tests {
             naptr(10, 20, "s", "SIP+D2T", "_SIP._tcp.example.test"),
         ];
         assert_eq!(
-            select_naptr(&recs, Scheme::Sip, &ALL),
+            select_naptr(&recs, Scheme::Sip, &ALL, 32),
             NaptrChoice::Services(vec![(Transport::Tcp, "_sip._tcp.example.test".into())])
         );
     }
@@ -543,7 +632,10 @@ mod tests {
                 32,
                 &mut rng
             ),
-            SrvChoice::Targets(vec![srv(1, 0, 5060, "a.test")])
+            SrvChoice::Targets {
+                ordered: vec![srv(1, 0, 5060, "a.test")],
+                dropped: 0
+            }
         );
     }
 
@@ -567,6 +659,78 @@ mod tests {
             .map(|i| srv(0, 1, 5060, &format!("h{i}.test")))
             .collect();
         assert_eq!(rfc2782_order(many, 32, &mut rng).len(), 32);
+    }
+
+    #[test]
+    fn level_quotas_share_the_budget() {
+        assert_eq!(level_quotas(&[34, 33, 33], 8), vec![4, 2, 2]);
+        // A crowd at the best level does not hide the next one.
+        assert_eq!(level_quotas(&[999, 1], 32), vec![31, 1]);
+        // More levels than budget: the first pick of the best levels.
+        let many = level_quotas(&[1; 1000], 32);
+        assert!(many[..32].iter().all(|&q| q == 1) && many[32..].iter().all(|&q| q == 0));
+        // Budget to spare: everything.
+        assert_eq!(level_quotas(&[5, 0, 5], 100), vec![5, 0, 5]);
+        assert_eq!(level_quotas(&[3, 3], 0), vec![0, 0]);
+        use proptest::prelude::*;
+        proptest!(|(sizes in proptest::collection::vec(0usize..50, 0..40), budget in 0usize..200)| {
+            let q = level_quotas(&sizes, budget);
+            let available: usize = sizes.iter().sum();
+            prop_assert_eq!(q.iter().sum::<usize>(), budget.min(available));
+            prop_assert!(q.iter().zip(&sizes).all(|(q, s)| q <= s));
+            // Every non-empty level gets one before any level gets a second.
+            let nonempty = sizes.iter().filter(|&&s| s > 0).count();
+            if budget >= nonempty {
+                prop_assert!(q.iter().zip(&sizes).all(|(q, s)| *s == 0 || *q >= 1));
+            }
+        });
+    }
+
+    #[test]
+    fn srv_live_target_behind_999_dead_is_kept() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut recs: Vec<SrvRecord> = (0..999)
+            .map(|i| srv(i % 10, 1, 5060, &format!("dead{i}.test")))
+            .collect();
+        recs.push(srv(10, 1, 5060, "live.test"));
+        let SrvChoice::Targets { ordered, dropped } = choose_srv(&recs, 32, &mut rng) else {
+            panic!("targets expected")
+        };
+        assert_eq!(ordered.len(), 32);
+        assert_eq!(dropped, 1000 - 32);
+        // Every priority level is there, in priority order, the live one last.
+        let prios: HashSet<u16> = ordered.iter().map(|r| r.priority).collect();
+        assert_eq!(prios.len(), 11);
+        assert!(ordered.windows(2).all(|w| w[0].priority <= w[1].priority));
+        assert_eq!(ordered.last().unwrap().target, "live.test");
+    }
+
+    #[test]
+    fn naptr_crowd_at_one_order_does_not_hide_the_next() {
+        let mut recs: Vec<NaptrRecord> = (0..200)
+            .map(|i| naptr(10, i, "s", "SIP+D2U", &format!("_sip._udp.d{i}.test.")))
+            .collect();
+        recs.push(naptr(20, 1, "s", "SIP+D2T", "_sip._tcp.live.test."));
+        let NaptrChoice::Services(services) = select_naptr(&recs, Scheme::Sip, &ALL, 32) else {
+            panic!("services expected")
+        };
+        assert_eq!(services.len(), 32);
+        assert_eq!(
+            services.last(),
+            Some(&(Transport::Tcp, "_sip._tcp.live.test".to_string()))
+        );
+        // The kept ORDER-10 services are the most preferred ones, in order.
+        assert_eq!(services[0].1, "_sip._udp.d0.test");
+        assert_eq!(services[30].1, "_sip._udp.d30.test");
+    }
+
+    #[test]
+    fn service_budgets_reach_every_service() {
+        assert_eq!(
+            service_budgets(&[100, 100, 100, 100, 100, 100], 32, 128),
+            vec![32, 32, 32, 30, 1, 1]
+        );
+        assert_eq!(service_budgets(&[3, 0, 2], 32, 128), vec![3, 0, 2]);
     }
 
     #[test]

@@ -5,10 +5,22 @@
 //! entry expires and the demoted path gets a normal race again.
 //!
 //! The store is plain data driven by the caller's wall clock, so the engine
-//! stays pure and the CLI can keep it in a file (`--history-file`).
+//! stays pure. The CLI keeps it in a file (`--history-file`) that several
+//! processes may share: [`History::load_file`] never fails a dial (a
+//! missing, unreadable or corrupt file is an empty history, with a warning
+//! for the latter two), and [`History::save_merged`] replaces the file
+//! atomically under an advisory lock, applying this process's observations
+//! to what the file holds by then, so concurrent dials lose nothing.
+//!
+//! Wall clocks step backwards: an entry dated more than [`FUTURE_SKEW`]
+//! after "now" was written by a clock we no longer trust. It is ignored and
+//! pruned, so it cannot demote its path until the clock catches up.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -136,6 +148,15 @@ struct Entry {
     updated_s: u64,
 }
 
+/// One outcome this process observed, kept until the history is saved so
+/// that [`History::save_merged`] can apply it to what the file holds then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Observation {
+    at_s: u64,
+    key: PathKey,
+    outcome: PathOutcome,
+}
+
 /// The history store. Cheap to clone; serialisable.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct History {
@@ -147,6 +168,10 @@ pub struct History {
     /// repaired path wins again (HEv3 convergence); its RTT is kept.
     #[serde(skip, default = "default_failure_memory")]
     pub failure_memory: Duration,
+    /// What [`History::record`] learnt since the history was loaded or last
+    /// saved, oldest first (at most [`MAX_ENTRIES`]).
+    #[serde(skip)]
+    unsaved: Vec<Observation>,
 }
 
 fn default_expiry() -> Duration {
@@ -163,12 +188,18 @@ impl Default for History {
             entries: Vec::new(),
             expiry: default_expiry(),
             failure_memory: default_failure_memory(),
+            unsaved: Vec::new(),
         }
     }
 }
 
 /// Bound on entries, so a long-running process dialing many hosts cannot grow without limit.
 const MAX_ENTRIES: usize = 4096;
+
+/// How far in the future an entry's date may be and still count as "now":
+/// clocks of processes sharing a file disagree a little, and dates are
+/// whole seconds. Later dates come from a clock that has since stepped back.
+pub const FUTURE_SKEW: Duration = Duration::from_secs(10);
 
 fn secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -179,55 +210,95 @@ fn secs(t: SystemTime) -> u64 {
 impl History {
     /// Records the attempts of a finished dial.
     pub fn record(&mut self, now: SystemTime, outcomes: &[(Endpoint, PathOutcome)]) {
+        // Entries from a clock that stepped back would outrank this dial's news.
+        self.prune(now);
         let now_s = secs(now);
         for (endpoint, outcome) in outcomes {
-            let key = PathKey::of(endpoint);
-            let idx = match self.entries.iter().position(|e| e.key == key) {
-                Some(i) => i,
-                None => {
-                    self.entries.push(Entry {
-                        key,
-                        srtt_us: None,
-                        last_failed: false,
-                        updated_s: now_s,
-                    });
-                    self.entries.len() - 1
-                }
+            let observation = Observation {
+                at_s: now_s,
+                key: PathKey::of(endpoint),
+                outcome: *outcome,
             };
-            let entry = &mut self.entries[idx];
-            entry.updated_s = now_s;
-            match outcome {
-                PathOutcome::Worked(rtt) => {
-                    let sample = rtt.as_micros().min(u128::from(u64::MAX)) as u64;
-                    entry.srtt_us = Some(match entry.srtt_us {
-                        Some(s) => s - s / 8 + sample / 8,
-                        None => sample,
-                    });
-                    entry.last_failed = false;
-                }
-                PathOutcome::Failed => entry.last_failed = true,
-            }
+            self.apply(&observation);
+            self.unsaved.push(observation);
+        }
+        if self.unsaved.len() > MAX_ENTRIES {
+            let excess = self.unsaved.len() - MAX_ENTRIES;
+            self.unsaved.drain(..excess);
         }
         self.prune(now);
+        self.cap_entries();
+    }
+
+    /// Applies one observation. The newer observation decides the verdict
+    /// (a failure seen before the entry's last update does not demote it,
+    /// an older success does not clear a newer failure), while every RTT
+    /// sample feeds the smoothed RTT, whichever process measured it.
+    fn apply(&mut self, observation: &Observation) {
+        let idx = match self.entries.iter().position(|e| e.key == observation.key) {
+            Some(i) => i,
+            None => {
+                self.entries.push(Entry {
+                    key: observation.key.clone(),
+                    srtt_us: None,
+                    last_failed: false,
+                    updated_s: observation.at_s,
+                });
+                self.entries.len() - 1
+            }
+        };
+        let entry = &mut self.entries[idx];
+        let newer = observation.at_s >= entry.updated_s;
+        match observation.outcome {
+            PathOutcome::Worked(rtt) => {
+                let sample = rtt.as_micros().min(u128::from(u64::MAX)) as u64;
+                entry.srtt_us = Some(match entry.srtt_us {
+                    Some(s) => s - s / 8 + sample / 8,
+                    None => sample,
+                });
+                if newer {
+                    entry.last_failed = false;
+                }
+            }
+            PathOutcome::Failed => {
+                if newer {
+                    entry.last_failed = true;
+                }
+            }
+        }
+        if newer {
+            entry.updated_s = observation.at_s;
+        }
+    }
+
+    /// Keeps the [`MAX_ENTRIES`] most recently updated entries.
+    fn cap_entries(&mut self) {
         if self.entries.len() > MAX_ENTRIES {
             self.entries.sort_by_key(|e| std::cmp::Reverse(e.updated_s));
             self.entries.truncate(MAX_ENTRIES);
         }
     }
 
-    /// Drops expired entries.
+    /// Drops expired entries, and entries dated after `now` + [`FUTURE_SKEW`]
+    /// (written before the clock stepped back).
     pub fn prune(&mut self, now: SystemTime) {
         let now_s = secs(now);
         let expiry = self.expiry.as_secs();
+        let latest = now_s.saturating_add(FUTURE_SKEW.as_secs());
         self.entries
-            .retain(|e| now_s.saturating_sub(e.updated_s) < expiry);
+            .retain(|e| e.updated_s <= latest && now_s.saturating_sub(e.updated_s) < expiry);
     }
 
-    /// The view the engine sorts with, at `now`.
+    /// The view the engine sorts with, at `now`. Entries dated after
+    /// `now` + [`FUTURE_SKEW`] are ignored.
     pub fn view(&self, now: SystemTime) -> HistoryView {
         let now_s = secs(now);
+        let latest = now_s.saturating_add(FUTURE_SKEW.as_secs());
         let mut view = HistoryView::default();
         for e in &self.entries {
+            if e.updated_s > latest {
+                continue;
+            }
             let age = now_s.saturating_sub(e.updated_s);
             if age >= self.expiry.as_secs() {
                 continue;
@@ -246,12 +317,195 @@ impl History {
         view
     }
 
+    /// This history's unsaved observations applied to `base` (what the file
+    /// holds now, pruned at `now`): the history a save writes.
+    fn merged_into(&self, mut base: History, now: SystemTime) -> History {
+        base.expiry = self.expiry;
+        base.failure_memory = self.failure_memory;
+        base.unsaved.clear();
+        base.prune(now);
+        for observation in &self.unsaved {
+            base.apply(observation);
+        }
+        base.prune(now);
+        base.cap_entries();
+        base
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The history file (`--history-file`), shared by concurrent processes
+
+/// How long a save waits for another process's save to finish.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// How often a waiting save retries the lock.
+const LOCK_RETRY: Duration = Duration::from_millis(5);
+
+/// Larger files are not read (a history of [`MAX_ENTRIES`] is far smaller;
+/// this also stops `--history-file /dev/zero` from reading forever).
+const MAX_FILE_BYTES: u64 = 16 << 20;
+
+impl History {
+    /// Loads a history file. A missing file is an empty history. An
+    /// unreadable or corrupt file is an empty history too, with a warning
+    /// to print: one bad file must not fail every later dial, and the next
+    /// [`save_merged`](History::save_merged) replaces it. Entries dated in
+    /// the future are dropped (see [`History::prune`]).
+    pub fn load_file(path: &Path) -> (History, Option<String>) {
+        let (mut history, warning) = read_history(path);
+        history.prune(SystemTime::now());
+        history.cap_entries();
+        (history, warning)
+    }
+
+    /// Saves this history's observations to `path`, safely when other
+    /// processes share the file: under an advisory lock (`flock`) on the
+    /// sidecar file `<path>.lock`, it re-reads `path` (corrupt counts as
+    /// empty), applies the observations made since this history was loaded
+    /// or last saved (the newer observation of a path wins, RTT samples
+    /// combine), writes the result to a uniquely named temporary file in
+    /// the same directory, syncs it and renames it over `path`. Readers
+    /// never see half a file; concurrent saves lose nothing. On success
+    /// `self` becomes the merged history, with nothing left unsaved.
+    pub fn save_merged(&mut self, path: &Path) -> Result<(), String> {
+        self.save_merged_at(path, SystemTime::now())
+    }
+
+    fn save_merged_at(&mut self, path: &Path, now: SystemTime) -> Result<(), String> {
+        let _lock = FileLock::acquire(&sidecar(path, "lock"), LOCK_WAIT)?;
+        let (on_disk, _corrupt_is_replaced) = read_history(path);
+        let merged = self.merged_into(on_disk, now);
+        let text = serde_json::to_string_pretty(&merged)
+            .map_err(|e| format!("cannot encode the history: {e}"))?;
+        write_atomically(path, text.as_bytes())?;
+        *self = merged;
+        Ok(())
+    }
+}
+
+/// Reads and parses a history file; see [`History::load_file`].
+fn read_history(path: &Path) -> (History, Option<String>) {
+    let empty = |why: String| {
+        let warning = format!(
+            "history file {}: {why}; starting with an empty history (the next save replaces it)",
+            path.display()
+        );
+        (History::default(), Some(warning))
+    };
+    let mut bytes = Vec::new();
+    let read = File::open(path).and_then(|f| {
+        use std::io::Read as _;
+        f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)
+    });
+    match read {
+        Ok(_) if bytes.len() as u64 > MAX_FILE_BYTES => {
+            empty(format!("larger than {MAX_FILE_BYTES} bytes"))
+        }
+        Ok(_) => match serde_json::from_slice::<History>(&bytes) {
+            Ok(history) => (history, None),
+            Err(e) => empty(format!("not a valid history ({e})")),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (History::default(), None),
+        Err(e) => empty(format!("cannot be read ({e})")),
+    }
+}
+
+/// `<path>.<suffix>`: a file next to `path`, e.g. `history.json.lock`.
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".");
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory
+/// (unique per process and call, created exclusively), synced before it is
+/// renamed over `path`; the directory is synced after, where it can be.
+/// The new file keeps the permissions of the one it replaces.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("history file {}: not a file name", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.{:016x}.tmp",
+        name.to_string_lossy(),
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            file.set_permissions(meta.permissions())?;
+        }
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // Best effort: some filesystems cannot sync a directory.
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot save the history to {}: {e}", path.display())
+    })
+}
+
+/// An exclusive `flock` on a lock file, released when dropped (closing the
+/// file releases it, also if the process dies). The lock file itself stays:
+/// removing it would let two processes lock two different files.
+struct FileLock {
+    _file: File,
+}
+
+impl FileLock {
+    /// Takes the lock, retrying for at most `wait` while another process
+    /// holds it (a save takes milliseconds; a process stuck holding it must
+    /// not stall this one for ever).
+    fn acquire(path: &Path, wait: Duration) -> Result<FileLock, String> {
+        use std::os::fd::AsRawFd as _;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| format!("cannot open the history lock {}: {e}", path.display()))?;
+        let started = Instant::now();
+        loop {
+            // SAFETY: flock only reads the descriptor, which `file` keeps open.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(FileLock { _file: file });
+            }
+            let err = std::io::Error::last_os_error();
+            match err.kind() {
+                std::io::ErrorKind::WouldBlock if started.elapsed() < wait => {
+                    std::thread::sleep(LOCK_RETRY)
+                }
+                std::io::ErrorKind::Interrupted => {}
+                std::io::ErrorKind::WouldBlock => {
+                    return Err(format!(
+                        "the history lock {} is still held by another process after {wait:?}",
+                        path.display()
+                    ))
+                }
+                _ => return Err(format!("cannot lock {}: {err}", path.display())),
+            }
+        }
     }
 }
 
@@ -369,5 +623,122 @@ mod tests {
             PathVerdict::Failed
         );
         assert_eq!(back.expiry, Duration::from_secs(600));
+    }
+
+    fn ep_at(host: &str, addr: &str) -> Endpoint {
+        Endpoint {
+            host: Arc::from(host),
+            ..ep(addr)
+        }
+    }
+
+    #[test]
+    fn future_dated_entries_do_not_demote() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let v6 = ep("[2001:db8::1]:5060");
+        // Written an hour "ahead", before the clock stepped back.
+        let mut h = History::default();
+        h.record(
+            now + Duration::from_secs(3600),
+            &[(v6.clone(), PathOutcome::Failed)],
+        );
+        assert_eq!(h.view(now).verdict(&v6), PathVerdict::Unknown);
+        // A small skew between clocks still counts as now.
+        let mut near = History::default();
+        near.record(now + FUTURE_SKEW, &[(v6.clone(), PathOutcome::Failed)]);
+        assert_eq!(near.view(now).verdict(&v6), PathVerdict::Failed);
+        // Pruning drops the future entry; a new observation stands alone.
+        h.record(
+            now,
+            &[(v6.clone(), PathOutcome::Worked(Duration::from_millis(30)))],
+        );
+        assert_eq!(h.len(), 1);
+        assert_eq!(
+            h.view(now).verdict(&v6),
+            PathVerdict::Worked {
+                rtt: Duration::from_millis(30)
+            }
+        );
+        // A future-dated entry in the file does not outrank this process's news.
+        let mut base = History::default();
+        base.record(
+            now + Duration::from_secs(3600),
+            &[(v6.clone(), PathOutcome::Failed)],
+        );
+        let mut mine = History::default();
+        mine.record(
+            now,
+            &[(v6.clone(), PathOutcome::Worked(Duration::from_millis(5)))],
+        );
+        let merged = mine.merged_into(base, now);
+        assert_eq!(
+            merged.view(now).verdict(&v6),
+            PathVerdict::Worked {
+                rtt: Duration::from_millis(5)
+            }
+        );
+    }
+
+    #[test]
+    fn merge_keeps_both_processes_news_and_the_newer_verdict() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let a = ep_at("a.example.test", "192.0.2.1:5060");
+        let b = ep_at("b.example.test", "192.0.2.2:5060");
+        let shared = ep("192.0.2.3:5060");
+        // Two processes load the same file...
+        let mut file = History::default();
+        file.record(
+            t0,
+            &[(
+                shared.clone(),
+                PathOutcome::Worked(Duration::from_millis(80)),
+            )],
+        );
+        file.unsaved.clear();
+        let mut p1 = file.clone();
+        let mut p2 = file.clone();
+        // ...p1 learns about a and that the shared path failed (at t0+10)...
+        p1.record(
+            t0 + Duration::from_secs(10),
+            &[
+                (a.clone(), PathOutcome::Failed),
+                (shared.clone(), PathOutcome::Failed),
+            ],
+        );
+        // ...p2 learns about b and that the shared path worked, later (t0+20).
+        p2.record(
+            t0 + Duration::from_secs(20),
+            &[
+                (b.clone(), PathOutcome::Worked(Duration::from_millis(10))),
+                (
+                    shared.clone(),
+                    PathOutcome::Worked(Duration::from_millis(0)),
+                ),
+            ],
+        );
+        let now = t0 + Duration::from_secs(30);
+        // p2 saves first, then p1 (whose shared-path news is older).
+        let after_p2 = p2.merged_into(file.clone(), now);
+        let after_both = p1.merged_into(after_p2.clone(), now);
+        let view = after_both.view(now);
+        assert_eq!(view.verdict(&a), PathVerdict::Failed);
+        assert_eq!(
+            view.verdict(&b),
+            PathVerdict::Worked {
+                rtt: Duration::from_millis(10)
+            }
+        );
+        // The newer success wins over p1's older failure; the RTT is 80 ms
+        // smoothed with p2's 0 ms sample.
+        assert_eq!(
+            view.verdict(&shared),
+            PathVerdict::Worked {
+                rtt: Duration::from_millis(70)
+            }
+        );
+        // Saving in the other order gives the same verdicts.
+        let other = p2.merged_into(p1.merged_into(file, now), now).view(now);
+        assert_eq!(other.verdict(&a), PathVerdict::Failed);
+        assert_eq!(other.verdict(&shared), view.verdict(&shared));
     }
 }

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::endpoint::{AttemptError, Endpoint, ErrorClass, Family, TargetSpec};
+use crate::endpoint::{AttemptError, ConfigError, Endpoint, ErrorClass, Family, TargetSpec};
 use history::{HistoryView, PathVerdict};
 use sort::SortPolicy;
 
@@ -95,29 +95,101 @@ impl Default for RaceConfig {
     }
 }
 
+/// Bounds of the race parameters ([`RaceConfig::validated`]).
+pub mod limits {
+    use std::time::Duration;
+
+    /// The longest overall deadline: an hour is far beyond any SIP timer
+    /// (Timer B is 32 s) and keeps every clock sum far from overflowing.
+    pub const MAX_DEADLINE: Duration = Duration::from_secs(3600);
+    /// HEv3: the attempt delay never goes below 10 ms.
+    pub const MIN_ATTEMPT_DELAY: Duration = Duration::from_millis(10);
+    /// The longest attempt delay: RFC 8305 suggests 2 s at most; a minute
+    /// leaves room for experiments.
+    pub const MAX_ATTEMPT_DELAY: Duration = Duration::from_secs(60);
+    /// The longest Resolution Delay (RFC 8305 recommends 50 ms).
+    pub const MAX_RESOLUTION_DELAY: Duration = Duration::from_secs(10);
+    /// RFC 8305 recommends a Preferred Address Family Count of 1 or 2.
+    pub const MAX_PREFERRED_FAMILY_COUNT: usize = 16;
+    /// The most attempts in flight at once (each holds a socket).
+    pub const MAX_CONCURRENT: usize = 64;
+}
+
 impl RaceConfig {
-    /// Checks the configuration and clamps the attempt delay into its bounds.
-    pub fn validated(mut self) -> Result<RaceConfig, String> {
-        const FLOOR: Duration = Duration::from_millis(10);
-        if self.min_attempt_delay < FLOOR {
-            return Err(format!(
-                "the minimum attempt delay must be at least 10 ms (HEv3), not {:?}",
-                self.min_attempt_delay
-            ));
+    /// Checks every parameter against [`limits`] and clamps the attempt
+    /// delay into its own bounds. The error names the field
+    /// (`race.<name>`) and the allowed range.
+    pub fn validated(mut self) -> Result<RaceConfig, ConfigError> {
+        use limits::*;
+        let ms = Duration::from_millis;
+        ConfigError::check_duration("race.deadline", self.deadline, ms(1), MAX_DEADLINE)?;
+        if let Some(rd) = self.resolution_delay {
+            ConfigError::check_duration(
+                "race.resolution_delay",
+                rd,
+                Duration::ZERO,
+                MAX_RESOLUTION_DELAY,
+            )?;
         }
-        if self.max_attempt_delay < self.min_attempt_delay {
-            return Err("the maximum attempt delay is below the minimum".into());
+        ConfigError::check_duration(
+            "race.min_attempt_delay",
+            self.min_attempt_delay,
+            MIN_ATTEMPT_DELAY,
+            MAX_ATTEMPT_DELAY,
+        )?;
+        ConfigError::check_duration(
+            "race.max_attempt_delay",
+            self.max_attempt_delay,
+            self.min_attempt_delay,
+            MAX_ATTEMPT_DELAY,
+        )?;
+        ConfigError::check_duration(
+            "race.attempt_delay",
+            self.attempt_delay,
+            Duration::ZERO,
+            MAX_ATTEMPT_DELAY,
+        )?;
+        if let Some(t) = self.attempt_timeout {
+            ConfigError::check_duration("race.attempt_timeout", t, ms(1), MAX_DEADLINE)?;
         }
-        if self.max_concurrent == 0 {
-            return Err("the concurrency cap must be at least 1".into());
-        }
-        if self.deadline.is_zero() {
-            return Err("the deadline must be positive".into());
-        }
+        ConfigError::check_count(
+            "race.preferred_family_count",
+            self.preferred_family_count,
+            0,
+            MAX_PREFERRED_FAMILY_COUNT,
+        )?;
+        ConfigError::check_count(
+            "race.max_concurrent",
+            self.max_concurrent,
+            1,
+            MAX_CONCURRENT,
+        )?;
         self.attempt_delay = self
             .attempt_delay
             .clamp(self.min_attempt_delay, self.max_attempt_delay);
         Ok(self)
+    }
+
+    /// The configuration forced into [`limits`], for an engine given one
+    /// that was never validated: no value can then size a loop or overflow
+    /// the clock arithmetic.
+    fn bounded(mut self) -> RaceConfig {
+        use limits::*;
+        self.deadline = self.deadline.min(MAX_DEADLINE);
+        self.resolution_delay = self.resolution_delay.map(|d| d.min(MAX_RESOLUTION_DELAY));
+        self.max_attempt_delay = self.max_attempt_delay.min(MAX_ATTEMPT_DELAY);
+        self.min_attempt_delay = self.min_attempt_delay.clamp(
+            MIN_ATTEMPT_DELAY,
+            self.max_attempt_delay.max(MIN_ATTEMPT_DELAY),
+        );
+        self.max_attempt_delay = self.max_attempt_delay.max(self.min_attempt_delay);
+        self.attempt_delay = self
+            .attempt_delay
+            .clamp(self.min_attempt_delay, self.max_attempt_delay);
+        self.attempt_timeout = self.attempt_timeout.map(|t| t.min(MAX_DEADLINE));
+        self.preferred_family_count = self.preferred_family_count.min(MAX_PREFERRED_FAMILY_COUNT);
+        self.max_concurrent = self.max_concurrent.clamp(1, MAX_CONCURRENT);
+        self
     }
 }
 
@@ -272,7 +344,10 @@ pub const MAX_CANDIDATES: usize = 256;
 impl Race {
     /// A new race starting at `now`. `families` are the address families
     /// the driver will query (the Resolution Delay only waits for those).
+    /// A configuration outside [`limits`] is forced into them (see
+    /// [`RaceConfig::validated`] to refuse it instead).
     pub fn new(cfg: RaceConfig, history: HistoryView, families: &[Family], now: Instant) -> Race {
+        let cfg = cfg.bounded();
         Race {
             history: if cfg.use_history {
                 history
@@ -392,8 +467,9 @@ impl Race {
                 self.resolution_error = Some(reason);
             }
             Input::TransportUp(id, at) => {
+                // The first report counts: the driver may pass one twice.
                 if let Some(a) = self.in_flight_mut(id) {
-                    a.transport_up = Some(at.clamp(a.started, now));
+                    a.transport_up.get_or_insert(at.clamp(a.started, now));
                 }
             }
             Input::Succeeded(id) => {
@@ -564,7 +640,7 @@ impl Race {
         let base = match self.history.verdict(&a.endpoint) {
             // Twice the RTT covers the answer plus its variance; HEv3 asks
             // for roughly the first retransmission time of the handshake.
-            PathVerdict::Worked { rtt } => rtt * 2,
+            PathVerdict::Worked { rtt } => rtt.saturating_mul(2),
             _ => self.cfg.attempt_delay,
         };
         base.clamp(self.cfg.min_attempt_delay, self.cfg.max_attempt_delay)

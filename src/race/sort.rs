@@ -181,11 +181,9 @@ fn interleave(sorted: Vec<Endpoint>, first_count: usize) -> Vec<Endpoint> {
     first.reverse();
     other.reverse();
     let mut out = Vec::with_capacity(first.len() + other.len());
-    for _ in 0..first_count {
-        if let Some(e) = first.pop() {
-            out.push(e);
-        }
-    }
+    // Bounded by the endpoints, never by the count (which may be anything).
+    let lead = first_count.min(first.len());
+    out.extend(first.drain(first.len() - lead..).rev());
     loop {
         match (other.pop(), first.pop()) {
             (None, None) => break,
@@ -386,6 +384,25 @@ mod tests {
             },
         );
         assert_eq!(addrs(&order(&list, &view, POLICY))[0], "192.0.2.1:1");
+    }
+
+    #[test]
+    fn a_huge_family_count_is_bounded_by_the_endpoints() {
+        // The count once bounded a loop: usize::MAX spun for ever.
+        let list = [
+            ep("[2001:db8::1]:1", 0),
+            ep("192.0.2.1:1", 0),
+            ep("[2001:db8::2]:1", 0),
+        ];
+        let policy = SortPolicy {
+            preferred_family_count: usize::MAX,
+            ..POLICY
+        };
+        let out = order(&list, &HistoryView::default(), policy);
+        assert_eq!(
+            addrs(&out),
+            ["[2001:db8::1]:1", "[2001:db8::2]:1", "192.0.2.1:1"]
+        );
     }
 
     #[test]

@@ -607,3 +607,101 @@ fn a_dead_first_target_is_skipped_even_when_it_answers_first() {
         other => panic!("expected the live target first, got {other:?}"),
     }
 }
+
+#[test]
+fn validation_names_the_field_and_its_range() {
+    type Edit = fn(&mut RaceConfig);
+    let cases: [(Edit, &str); 10] = [
+        (|c| c.deadline = Duration::ZERO, "race.deadline"),
+        (|c| c.deadline = Duration::MAX, "race.deadline"),
+        (
+            |c| c.resolution_delay = Some(Duration::MAX),
+            "race.resolution_delay",
+        ),
+        (|c| c.min_attempt_delay = ms(5), "race.min_attempt_delay"),
+        (|c| c.max_attempt_delay = ms(11), "race.max_attempt_delay"),
+        (|c| c.attempt_delay = Duration::MAX, "race.attempt_delay"),
+        (
+            |c| c.attempt_timeout = Some(Duration::ZERO),
+            "race.attempt_timeout",
+        ),
+        (
+            |c| c.preferred_family_count = usize::MAX,
+            "race.preferred_family_count",
+        ),
+        (|c| c.max_concurrent = 0, "race.max_concurrent"),
+        (|c| c.max_concurrent = usize::MAX, "race.max_concurrent"),
+    ];
+    for (edit, field) in cases {
+        let mut cfg = RaceConfig::default();
+        if field == "race.max_attempt_delay" {
+            cfg.min_attempt_delay = ms(20);
+        }
+        edit(&mut cfg);
+        let err = cfg.validated().expect_err(field);
+        assert_eq!(err.field, field, "{err}");
+        assert!(err.to_string().contains("between"), "{err}");
+    }
+    // Every preset is valid, and the bounds themselves are allowed.
+    for strategy in strategy::Strategy::ALL {
+        strategy.race_config().validated().unwrap();
+    }
+    let edge = RaceConfig {
+        deadline: limits::MAX_DEADLINE,
+        preferred_family_count: limits::MAX_PREFERRED_FAMILY_COUNT,
+        max_concurrent: limits::MAX_CONCURRENT,
+        max_attempt_delay: limits::MAX_ATTEMPT_DELAY,
+        ..RaceConfig::default()
+    };
+    assert_eq!(edge.clone().validated(), Ok(edge));
+}
+
+#[test]
+fn an_unvalidated_config_is_bounded_by_the_engine() {
+    // Values no validation would let through: the engine must neither spin
+    // (family count), overflow its clock (durations) nor panic (history RTT).
+    let cfg = RaceConfig {
+        deadline: Duration::MAX,
+        attempt_delay: Duration::MAX,
+        max_attempt_delay: Duration::MAX,
+        resolution_delay: Some(Duration::MAX),
+        attempt_timeout: Some(Duration::MAX),
+        preferred_family_count: usize::MAX,
+        max_concurrent: usize::MAX,
+        ..RaceConfig::default()
+    };
+    let mut history = HistoryView::default();
+    history.insert(&ep(V6), PathVerdict::Worked { rtt: Duration::MAX });
+    let t0 = Instant::now();
+    let mut race = Race::new(cfg, history, &[Family::V6, Family::V4], t0);
+    let deadline = t0 + limits::MAX_DEADLINE;
+    assert_eq!(
+        race.step(t0, Input::Targets(vec![host_spec(HOST, Transport::Udp, 0)])),
+        vec![Action::WakeAt(deadline)]
+    );
+    race.step(t0, host_answer(HOST, Family::V6, "2001:db8::1"));
+    let acts = race.step(t0, host_answer(HOST, Family::V4, "192.0.2.1"));
+    assert!(
+        matches!(acts.last(), Some(Action::WakeAt(t)) if *t <= deadline),
+        "{acts:?}"
+    );
+    let acts = race.step(deadline, Input::Timer);
+    assert_eq!(
+        acts.last(),
+        Some(&Action::Done(Outcome::Failed(RaceFailure::Deadline)))
+    );
+}
+
+#[test]
+fn a_repeated_transport_up_keeps_the_first_time() {
+    let mut s = Script::new(RaceConfig::default());
+    s.answer(0, Family::V6, &["2001:db8::1"]);
+    s.answer(0, Family::V4, &["192.0.2.1"]);
+    s.step(100, Input::TransportUp(AttemptId(1), s.at(100)));
+    // The driver passes it again with a later time: the pacing stays.
+    assert_eq!(
+        s.step(200, Input::TransportUp(AttemptId(1), s.at(200))),
+        vec![Action::WakeAt(s.at(350))]
+    );
+    assert_eq!(s.race.attempts()[0].transport_up, Some(s.at(100)));
+}
