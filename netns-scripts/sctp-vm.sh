@@ -347,13 +347,6 @@ for p in "${order[@]}"; do
     basename "$p" >>"$stage/vm/modules/order"
 done
 
-# Until `siprace dial` without TLS stops requiring a CA store (a separate fix),
-# the guest tests that are not about that give the dialer this bundle through
-# SSL_CERT_FILE. The guest has no /etc/ssl: its default store is empty.
-for bundle in /etc/ssl/certs/ca-certificates.crt /etc/pki/tls/certs/ca-bundle.crt; do
-    if [ -s "$bundle" ]; then cp "$bundle" "$stage/vm/ca-bundle.pem"; break; fi
-done
-
 initramfs="$tmp/initramfs.gz"
 (cd "$stage" && find . | "$busybox" cpio -o -H newc 2>/dev/null | gzip -1 >"$initramfs")
 say "initramfs $(( $(stat -c %s "$initramfs") / 1024 )) KiB: $(basename "$siprace_bin")${guest_tests:+, $(basename "$guest_tests")}, host tools: ${host_tools[*]:-none}, modules ${order[*]##*/} ($(elapsed))"

@@ -35,14 +35,6 @@ const GUEST_TESTS: &[&str] = &[
     "guest_lab_sctp_through_namespaces",
 ];
 
-/// Whether `siprace dial` without TLS still needs a CA store. Until the fix
-/// of the hardening issue ("a dial without TLS requires a CA store") is
-/// merged, the guest tests give the dialer a CA bundle through SSL_CERT_FILE,
-/// and [`guest_sctp_dial_needs_no_ca_store`] reports that bug instead of
-/// failing. Once the fix is in, set this to `false`: the workaround goes and
-/// that test becomes strict.
-const NO_CA_STORE_BUG_PENDING: bool = true;
-
 /// Bound on the whole VM run (boot, tests, power-off). A normal run takes
 /// well under a minute; this is for a badly loaded machine.
 const VM_TIMEOUT_SECS: u64 = 900;
@@ -319,26 +311,22 @@ fn ms(v: &Value) -> f64 {
         .unwrap_or_else(|| panic!("not a number of ms: {v}"))
 }
 
-/// Runs `siprace dial TARGET --json ARGS`. With `ca_bundle`, the dialer
-/// gets the guest's CA bundle through SSL_CERT_FILE (the workaround of
-/// [`NO_CA_STORE_BUG_PENDING`]); without, the guest has no CA store at all.
-fn dial_with(target: &str, args: &[&str], ca_bundle: bool) -> Dial {
-    dial_cmd(siprace(), target, args, ca_bundle)
+/// Runs `siprace dial TARGET --json ARGS`. The guest has no CA store at
+/// all (no /etc/ssl, no SSL_CERT_FILE): a dial without TLS needs none.
+fn dial(target: &str, args: &[&str]) -> Dial {
+    dial_cmd(siprace(), target, args)
 }
 
 /// [`dial`] from inside network namespace `ns`.
 fn dial_in(ns: &str, target: &str, args: &[&str]) -> Dial {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns]).arg(siprace().get_program());
-    dial_cmd(cmd, target, args, true)
+    dial_cmd(cmd, target, args)
 }
 
-fn dial_cmd(mut cmd: Command, target: &str, args: &[&str], ca_bundle: bool) -> Dial {
+fn dial_cmd(mut cmd: Command, target: &str, args: &[&str]) -> Dial {
     cmd.args(["dial", target, "--json"]).args(args);
     cmd.env_remove("SSL_CERT_FILE").env_remove("SSL_CERT_DIR");
-    if ca_bundle && NO_CA_STORE_BUG_PENDING {
-        cmd.env("SSL_CERT_FILE", "/vm/ca-bundle.pem");
-    }
     let out = cmd.output().expect("cannot run siprace dial");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let report = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
@@ -349,10 +337,6 @@ fn dial_cmd(mut cmd: Command, target: &str, args: &[&str], ca_bundle: bool) -> D
     };
     print_timeline(target, args, &dial);
     dial
-}
-
-fn dial(target: &str, args: &[&str]) -> Dial {
-    dial_with(target, args, true)
 }
 
 /// The dial's timeline, one line per attempt, for the console.
@@ -718,7 +702,7 @@ fn guest_naptr_races_sctp_against_tcp() {
 
 /// Issue #13, 4: the bad cases. Refused (INIT answered by ABORT) over both
 /// families, no route, an association closed by the server in the middle of
-/// the probe, and one closed at once on accept.
+/// the probe, and one closed at once on accept (connection cap reached).
 #[test]
 #[ignore = "runs inside the SCTP VM (sctp_suite_in_a_vm)"]
 fn guest_sctp_failures_are_classified() {
@@ -772,10 +756,20 @@ fn guest_sctp_failures_are_classified() {
         "{c:#}"
     );
 
-    // A responder allowed no connection: the kernel completes the
-    // association, the responder closes it on accept.
-    let server = responder(&["sctp:[::1]:5068"], &["--max-connections", "0"], stats);
+    // A responder allowed one connection, which an association of this
+    // test holds (accepted first: the listen queue is FIFO). The kernel
+    // completes the dial's association, the responder closes it on accept.
+    let server = responder(&["sctp:[::1]:5068"], &["--max-connections", "1"], stats);
+    let holder = socket2::Socket::new(
+        socket2::Domain::IPV6,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::SCTP),
+    )
+    .unwrap();
+    let addr: std::net::SocketAddr = "[::1]:5068".parse().unwrap();
+    holder.connect(&addr.into()).unwrap();
     let d = dial("sip:[::1]:5068;transport=sctp", &["--probe"]);
+    drop(holder);
     assert_eq!(d.code, 1, "{:#}", d.report);
     let a = d.attempts()[0];
     assert_eq!(a["outcome"], "failed", "{a:#}");
@@ -786,6 +780,7 @@ fn guest_sctp_failures_are_classified() {
         1,
         "{c:#}"
     );
+    assert_eq!(count(&c, "sctp", "ipv6", "connections"), 1, "{c:#}");
 }
 
 /// Issue #13, 4: a dial that uses no TLS needs no CA store. The guest has
@@ -802,22 +797,9 @@ fn guest_sctp_dial_needs_no_ca_store() {
     );
     let stats = Path::new("/tmp/noca.stats.json");
     let server = responder(&["sctp:127.0.0.1:5070"], &[], stats);
-    let d = dial_with("sip:127.0.0.1:5070;transport=sctp", &["--probe"], false);
-    let known_bug = d.stderr.contains("no trusted root");
-    if NO_CA_STORE_BUG_PENDING && known_bug {
-        println!(
-            "  KNOWN BUG (fix pending, hardening issue): a dial without TLS requires a CA store: {}\n  \
-             This test turns strict when NO_CA_STORE_BUG_PENDING is set to false.",
-            d.stderr.trim()
-        );
-        drop(responder_counts(server, stats));
-        return;
-    }
+    let d = dial("sip:127.0.0.1:5070;transport=sctp", &["--probe"]);
     assert_eq!(d.code, 0, "{} {:#}", d.stderr, d.report);
     assert_eq!(d.winner()["transport"], "sctp");
-    if NO_CA_STORE_BUG_PENDING {
-        println!("  the no-CA-store fix is in: set NO_CA_STORE_BUG_PENDING to false");
-    }
     let c = responder_counts(server, stats);
     assert_eq!(count(&c, "sctp", "ipv4", "options"), 1, "{c:#}");
 }
