@@ -262,16 +262,21 @@ impl<T> Drop for NsService<T> {
 }
 
 /// The responder on every server address of the lab, UDP, TCP and TLS
-/// (with a throwaway certificate for the benchmark's SIP domain).
+/// (with a throwaway certificate for the benchmark's SIP domain), and SCTP
+/// where the kernel has it (`siprace bench --sctp`).
 /// Returns the configuration and the CA that signed the certificate.
 fn responder_config(lab: &Lab) -> Result<(ResponderConfig, String), String> {
     let (tls, ca_pem) = ResponderTls::generate(DOMAIN)?;
+    let mut transports = vec![Transport::Udp, Transport::Tcp, Transport::Tls];
+    if crate::connect::sctp::kernel_supported() {
+        transports.push(Transport::Sctp);
+    }
     let listeners = lab
         .addrs
         .servers()
         .into_iter()
         .flat_map(|ip| {
-            [Transport::Udp, Transport::Tcp, Transport::Tls].map(|transport| ListenerConfig {
+            transports.iter().map(move |&transport| ListenerConfig {
                 transport,
                 addr: std::net::SocketAddr::new(ip, transport.default_port()),
                 silent: false,
