@@ -3,9 +3,10 @@
 //! It answers OPTIONS with 200 OK over UDP, TCP, TLS (with a given or a
 //! throwaway certificate, optionally requiring a client certificate) and SCTP
 //! (where the kernel has it), gives every other request a
-//! sensible final response (never crashing on garbage), counts what it sees
-//! per transport and address family, and can be told to stay silent (receive
-//! but never answer) to play a black-holed server.
+//! sensible final response (see [`respond`]) and malformed requests a 400
+//! (never crashing on garbage), counts what it sees per transport and
+//! address family, and can be told to stay silent (receive but never answer)
+//! to play a black-holed server.
 //!
 //! Library use: [`start`] a [`ResponderConfig`], read the bound addresses and
 //! [`stats`](ResponderHandle::stats) from the [`ResponderHandle`], then
@@ -30,7 +31,10 @@ use tokio::task::JoinSet;
 use crate::connect::sctp::{SctpListener, SctpStream};
 use crate::connect::tls::PemSource;
 use crate::endpoint::{Family, Transport};
-use crate::sip::{parse_request, Frame, Request, StreamFramer, ALLOWED_METHODS, MAX_MESSAGE_SIZE};
+use crate::sip::{
+    address_uri, is_sip_uri, parse_request, reject_invalid_request, split_comma_list, Frame,
+    Request, SipParseError, StreamFramer, ALLOWED_METHODS, MAX_MESSAGE_SIZE,
+};
 
 /// Default cap on concurrent TCP connections (all listeners together).
 pub const DEFAULT_MAX_TCP_CONNECTIONS: usize = 1024;
@@ -637,9 +641,15 @@ impl Ctx {
         let req = match parse_request(bytes) {
             Ok(req) => req,
             Err(err) => {
-                tracing::debug!(%peer, %err, "ignoring an invalid message");
                 bump(&cell.invalid);
-                return None;
+                if self.silent {
+                    return None;
+                }
+                // A 400 (or 505) when the message looks enough like a
+                // request to be answered; garbage and responses get nothing.
+                let reply = reject_invalid_request(bytes, Some(peer));
+                tracing::debug!(%peer, %err, answered = reply.is_some(), "an invalid message");
+                return reply;
             }
         };
         bump(&cell.requests);
@@ -654,30 +664,94 @@ impl Ctx {
     }
 }
 
+/// The methods the responder recognises but does not implement (405, with Allow).
+const EXTENSION_METHODS: [&str; 8] = [
+    "SUBSCRIBE",
+    "NOTIFY",
+    "MESSAGE",
+    "INFO",
+    "PRACK",
+    "UPDATE",
+    "REFER",
+    "PUBLISH",
+];
+
 /// The response the responder gives to `req`, if any (never to ACK).
+///
+/// The checks run in RFC 3261 §8.2 order, so the answer names the first
+/// thing wrong: method (§8.2.1: 405 or 501), Request-URI scheme (§8.2.2.1:
+/// 416), Require (§8.2.2.3: 420, as no extension is supported), body type
+/// (§8.2.3: 415, SDP only). Then OPTIONS gets 200, REGISTER 200 (echoing
+/// its Contacts) if its To is a SIP address-of-record (else 400, RFC 4475
+/// §3.3.4), INVITE 486, BYE and CANCEL 481.
 pub fn respond(req: &Request, peer: SocketAddr) -> Option<Vec<u8>> {
     let src = Some(peer);
-    let resp = match req.method.as_str() {
-        "ACK" => return None,
-        "OPTIONS" => return Some(req.options_ok(src)),
-        "REGISTER" => {
-            let mut b = req.response(200).received(src);
-            for contact in req.headers.get_all("contact") {
-                b = b.header("Contact", contact);
-            }
-            b
-        }
-        "INVITE" => req.response(486).received(src),
-        "BYE" | "CANCEL" => req.response(481).received(src),
-        "SUBSCRIBE" | "NOTIFY" | "MESSAGE" | "INFO" | "PRACK" | "UPDATE" | "REFER" | "PUBLISH" => {
-            req.response(405)
+    let method = req.method.as_str();
+    if method == "ACK" {
+        return None;
+    }
+    if !matches!(method, "OPTIONS" | "REGISTER" | "INVITE" | "BYE" | "CANCEL") {
+        let status = if EXTENSION_METHODS.contains(&method) {
+            405
+        } else {
+            501
+        };
+        return Some(
+            req.response(status)
                 .received(src)
                 .header("Allow", ALLOWED_METHODS)
+                .build(),
+        );
+    }
+    if !is_sip_uri(&req.uri) {
+        return Some(req.response(416).received(src).build());
+    }
+    // ACK and CANCEL never carry Require (RFC 3261 §8.2.2.3); ACK left above.
+    let required: Vec<&str> = req
+        .headers
+        .get_all("require")
+        .flat_map(split_comma_list)
+        .collect();
+    if !required.is_empty() && method != "CANCEL" {
+        return Some(
+            req.response(420)
+                .received(src)
+                .header("Unsupported", required.join(", "))
+                .build(),
+        );
+    }
+    let sdp = req.headers.get("content-type").is_none_or(|ct| {
+        ct.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .eq_ignore_ascii_case("application/sdp")
+    });
+    if !req.body.is_empty() && !sdp {
+        return Some(
+            req.response(415)
+                .received(src)
+                .header("Accept", "application/sdp")
+                .build(),
+        );
+    }
+    let resp = match method {
+        "OPTIONS" => return Some(req.options_ok(src)),
+        "REGISTER" => {
+            if !address_uri(&req.to).is_some_and(is_sip_uri) {
+                req.response(400)
+                    .reason("Bad Request (To is not a SIP address-of-record)")
+                    .received(src)
+            } else {
+                let mut b = req.response(200).received(src);
+                for contact in req.headers.get_all("contact") {
+                    b = b.header("Contact", contact);
+                }
+                b
+            }
         }
-        _ => req
-            .response(501)
-            .received(src)
-            .header("Allow", ALLOWED_METHODS),
+        "INVITE" => req.response(486).received(src),
+        _ => req.response(481).received(src), // BYE, CANCEL: no dialog, no transaction
     };
     Some(resp.build())
 }
@@ -852,10 +926,21 @@ async fn serve_connection<S>(
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(err) => {
-                    // The stream cannot be resynchronised: close it.
+                    // The stream cannot be resynchronised: answer 400 if the
+                    // message can be answered (RFC 4475 §3.1.2.3, §3.3.9),
+                    // then close.
                     tracing::debug!(%peer, %err, "closing a connection with a framing error");
                     bump(&cell.messages);
                     bump(&cell.invalid);
+                    let too_large = matches!(err, SipParseError::TooLarge { .. });
+                    let reply = (!ctx.silent && !too_large)
+                        .then(|| reject_invalid_request(framer.pending(), Some(peer)))
+                        .flatten();
+                    if let Some(reply) = reply {
+                        bump(&cell.responses);
+                        let _ = stream.write_all(&reply).await;
+                        let _ = stream.flush().await;
+                    }
                     ctx.stats.touched();
                     return;
                 }
@@ -1192,6 +1277,97 @@ mod tests {
         let reg =
             crate::sip::parse_response(&respond(&request("REGISTER"), peer).unwrap()).unwrap();
         assert_eq!(reg.headers.get("contact"), Some("<sip:a@127.0.0.1:5999>"));
+    }
+
+    /// `request(method)` with one line replaced.
+    fn altered(method: &str, from: &str, to: &str) -> Request {
+        let raw = format!(
+            "{method} sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKm\r\n\
+             From: <sip:a@x>;tag=f\r\nTo: <sip:x@127.0.0.1>\r\nCall-ID: m@x\r\nCSeq: 1 {method}\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        assert!(raw.contains(from), "{from}");
+        parse_request(raw.replacen(from, to, 1).as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn checks_run_in_rfc3261_order() {
+        let peer: SocketAddr = "127.0.0.1:5999".parse().unwrap();
+        /// A header the answer must carry.
+        type Carries = Option<(&'static str, &'static str)>;
+        // (method, line replaced, by, status, a header the answer carries)
+        let cases: [(&str, &str, &str, u16, Carries); 8] = [
+            // §8.2.2.1: a scheme other than sip/sips.
+            (
+                "OPTIONS",
+                "OPTIONS sip:x@127.0.0.1",
+                "OPTIONS mailto:x@example.test",
+                416,
+                None,
+            ),
+            // §8.2.2.3: every Require option-tag is unsupported, and listed...
+            (
+                "OPTIONS",
+                "Content-Length: 0",
+                "Require: foo, bar\r\nRequire: baz\r\nProxy-Require: p\r\nContent-Length: 0",
+                420,
+                Some(("unsupported", "foo, bar, baz")),
+            ),
+            // ...except on CANCEL; Proxy-Require is for proxies.
+            (
+                "CANCEL",
+                "Content-Length: 0",
+                "Require: foo\r\nContent-Length: 0",
+                481,
+                None,
+            ),
+            (
+                "OPTIONS",
+                "Content-Length: 0",
+                "Proxy-Require: foo\r\nContent-Length: 0",
+                200,
+                None,
+            ),
+            // §8.2.3: a body that is not SDP; SDP (with parameters) is fine.
+            (
+                "INVITE",
+                "Content-Length: 0",
+                "Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi",
+                415,
+                Some(("accept", "application/sdp")),
+            ),
+            (
+                "INVITE",
+                "Content-Length: 0",
+                "Content-Type: Application/SDP; charset=x\r\nContent-Length: 3\r\n\r\nv=0",
+                486,
+                None,
+            ),
+            // The method comes first: an unknown method with Require is a 501.
+            (
+                "FROB",
+                "Content-Length: 0",
+                "Require: foo\r\nContent-Length: 0",
+                501,
+                None,
+            ),
+            // REGISTER needs a SIP address-of-record in To.
+            (
+                "REGISTER",
+                "To: <sip:x@127.0.0.1>",
+                "To: <mailto:x@example.test>",
+                400,
+                None,
+            ),
+        ];
+        for (method, from, to, status, header) in cases {
+            let answer = respond(&altered(method, from, to), peer).unwrap();
+            let r = crate::sip::parse_response(&answer).unwrap();
+            assert_eq!(r.status, status, "{method} with {to:?}");
+            if let Some((name, value)) = header {
+                assert_eq!(r.headers.get(name), Some(value), "{method} with {to:?}");
+            }
+        }
     }
 
     #[test]
