@@ -152,19 +152,18 @@ fn client_udp(lab: &Lab, to: IpAddr) -> UdpSocket {
     .unwrap()
 }
 
-/// One UDP round trip; the RTT, or the error (timeout, refused).
+/// One UDP round trip; the RTT, or the error (`TimedOut`, `ConnectionRefused`).
+/// Echoes of other sequence numbers (late ones of earlier probes) are skipped.
 fn udp_rtt(s: &UdpSocket, seq: u32, timeout: Duration) -> Result<Duration, std::io::Error> {
-    s.set_read_timeout(Some(timeout)).unwrap();
     let t = Instant::now();
+    let deadline = t + timeout;
     s.send(&seq.to_be_bytes())?;
     let mut buf = [0u8; 64];
+    // Bounded by the deadline: read_with_deadline gives TimedOut once it has passed.
     loop {
-        let n = s.recv(&mut buf)?;
+        let n = lab::sys::read_with_deadline(s, deadline, |s| s.recv(&mut buf))?;
         if n == 4 && buf[..4] == seq.to_be_bytes() {
             return Ok(t.elapsed());
-        }
-        if t.elapsed() > timeout {
-            return Err(ErrorKind::TimedOut.into());
         }
     }
 }
@@ -335,10 +334,7 @@ fn blackhole_v6_only() {
     lab::impair(&l.name, Some(Family::V6), None, Fault::Blackhole).unwrap();
     let u6 = client_udp(&l, s6(0));
     let e = udp_rtt(&u6, 1, Duration::from_millis(500)).unwrap_err();
-    assert!(
-        matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
-        "{e:?}"
-    );
+    assert_eq!(e.kind(), ErrorKind::TimedOut, "{e:?}");
     let (r, took) = tcp_connect(&l, s6(0), Duration::from_millis(700));
     assert_eq!(r.unwrap_err().kind(), ErrorKind::TimedOut);
     eprintln!("MEASURED blackhole v6: tcp connect gave up after {took:?}");
@@ -488,36 +484,74 @@ fn loss_v4_50pct() {
     )
     .unwrap();
     assert_applied(&l);
-    let count = |to: IpAddr| -> u32 {
+    // Probes 0..PROBES to `to`, 5 ms apart; how many never came back. No step waits on
+    // the clock: a path that must lose nothing is read until every echo is in (the 10 s
+    // bound only ends a failing test); on the lossy path fences follow the probes until
+    // one is echoed, and since the shaper and the echo server keep the order, every probe
+    // that got through has been echoed by then.
+    const PROBES: u32 = 200;
+    const FENCE: u32 = 1_000_000;
+    let count = |to: IpAddr, lossless: bool| -> u32 {
         let s = client_udp(&l, to);
-        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
         let mut got = std::collections::HashSet::new();
         let mut buf = [0u8; 64];
-        for i in 0..200u32 {
+        let id = |buf: &[u8]| u32::from_be_bytes(buf[..4].try_into().unwrap());
+        s.set_nonblocking(true).unwrap();
+        for i in 0..PROBES {
             s.send(&i.to_be_bytes()).unwrap();
+            // Pacing, not waiting for anything; then take what is back already, so
+            // that the socket's buffer never overflows.
             std::thread::sleep(Duration::from_millis(5));
-            while let Ok(n) = s.recv(&mut buf) {
-                if n == 4 {
-                    got.insert(u32::from_be_bytes(buf[..4].try_into().unwrap()));
+            loop {
+                match s.recv(&mut buf) {
+                    Ok(4) => {
+                        got.insert(id(&buf));
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("echo from {to}: {e}"),
                 }
             }
         }
-        // late echoes: until all are in or nothing came for 1 s (generous, for a loaded machine)
-        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-        while got.len() < 200 {
-            match s.recv(&mut buf) {
-                Ok(4) => {
-                    got.insert(u32::from_be_bytes(buf[..4].try_into().unwrap()));
+        s.set_nonblocking(false).unwrap();
+        if lossless {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while got.len() < PROBES as usize {
+                match lab::sys::read_with_deadline(&s, deadline, |s| s.recv(&mut buf)) {
+                    Ok(4) => {
+                        got.insert(id(&buf));
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::TimedOut => break,
+                    Err(e) => panic!("echo from {to}: {e}"),
                 }
-                Ok(_) => {}
-                Err(_) => break,
             }
+        } else {
+            // A fence can be lost too: up to 50 of them (all lost: 2^-50), each given
+            // 2 s before the next goes (a late echo of an earlier one counts as well).
+            let fenced = (FENCE..FENCE + 50).any(|fence| {
+                s.send(&fence.to_be_bytes()).unwrap();
+                let deadline = Instant::now() + Duration::from_secs(2);
+                loop {
+                    match lab::sys::read_with_deadline(&s, deadline, |s| s.recv(&mut buf)) {
+                        Ok(4) if id(&buf) >= FENCE => return true,
+                        Ok(4) => {
+                            got.insert(id(&buf));
+                        }
+                        Ok(_) => {}
+                        Err(e) if e.kind() == ErrorKind::TimedOut => return false,
+                        Err(e) => panic!("echo from {to}: {e}"),
+                    }
+                }
+            });
+            assert!(fenced, "no fence came back from {to}");
         }
-        200 - got.len() as u32
+        PROBES - got.len() as u32
     };
-    let lost = count(s4(1));
-    let lost_other = count(s4(0));
-    let lost_v6 = count(s6(1));
+    let lost = count(s4(1), false);
+    let lost_other = count(s4(0), true);
+    let lost_v6 = count(s6(1), true);
     eprintln!("MEASURED loss 50% on {}: {lost}/200 lost; other v4 address {lost_other}/200; v6 {lost_v6}/200", s4(1));
     assert!((70..=130).contains(&lost), "{lost}/200");
     assert_eq!(lost_other, 0);
