@@ -266,8 +266,9 @@ fn down_after_sigkill() {
     for p in [shaper, sleeper] {
         unsafe { libc::kill(p as i32, libc::SIGKILL) };
     }
-    // Not our children (reparented to init): poll /proc until both are gone (bounded: 2 s).
-    let gone = lab::sys::poll(400, Duration::from_millis(5), || {
+    // Not our children (reparented to init): poll /proc until both are gone (bounded:
+    // 2000 × 5 ms, generous for a loaded machine; it ends as soon as they are gone).
+    let gone = lab::sys::poll(2000, Duration::from_millis(5), || {
         (!lab::sys::alive(shaper) && !lab::sys::alive(sleeper)).then_some(())
     });
     assert!(gone.is_some(), "SIGKILLed shaper/sleeper still alive");
@@ -307,7 +308,7 @@ fn down_after_sigkill() {
     let mut stray = l.command(Role::Client, "sleep").arg("300").spawn().unwrap();
     // `ip netns exec` enters the namespace, then execs sleep (same pid): wait until it is in there.
     let ns = l.ns(Role::Client);
-    let inside = lab::sys::poll(400, Duration::from_millis(5), || {
+    let inside = lab::sys::poll(2000, Duration::from_millis(5), || {
         lab::sys::netns_pids(&ns)
             .contains(&stray.id())
             .then_some(())

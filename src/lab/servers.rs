@@ -105,7 +105,9 @@ pub struct ServerOpts {
     /// The `siprace` binary (for `lab dns` and `responder`); `None`:
     /// [`topology::find_siprace_binary`].
     pub siprace_bin: Option<PathBuf>,
-    /// Bound on the wait for each server to answer.
+    /// Bound on the wait for each server to answer. The wait ends as soon as it does
+    /// (or at once when its process exits), so the default is generous: a loaded
+    /// machine can take seconds to start Kamailio and its children.
     pub ready_timeout: Duration,
 }
 
@@ -117,7 +119,7 @@ impl Default for ServerOpts {
             sipp: false,
             kamailio: false,
             siprace_bin: None,
-            ready_timeout: Duration::from_secs(10),
+            ready_timeout: Duration::from_secs(30),
         }
     }
 }

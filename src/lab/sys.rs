@@ -189,7 +189,8 @@ pub fn belongs_to_lab(pid: u32, name: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// SIGTERM, then SIGKILL after `grace`; waits (bounded) until every one is gone.
+/// SIGTERM, then SIGKILL after `grace`; waits (bounded: 10 s, generous for a loaded
+/// machine, ended as soon as they are) until every one is gone.
 pub fn kill_all(pids: &[u32], grace: Duration) {
     let pids: Vec<u32> = pids
         .iter()
@@ -212,7 +213,7 @@ pub fn kill_all(pids: &[u32], grace: Duration) {
         unsafe { libc::kill(*p as libc::pid_t, libc::SIGKILL) };
     }
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(2) && pids.iter().any(|p| alive(*p)) {
+    while start.elapsed() < Duration::from_secs(10) && pids.iter().any(|p| alive(*p)) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
