@@ -117,7 +117,8 @@ fn third_party_clients_healthy_and_ipv6_blackholed() {
         return;
     }
 
-    let name = format!("cl{}", std::process::id() % 100_000);
+    // The full PID: two test processes alive at once never share a lab.
+    let name = format!("cl{}", std::process::id());
     let _ = lab::down(&name); // leftovers of an earlier crashed run
     let cfg = LabConfig {
         name: name.clone(),

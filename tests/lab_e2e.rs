@@ -73,7 +73,8 @@ impl Drop for Guard {
 }
 
 fn start(base: &str) -> (Lab, Guard) {
-    let name = format!("e{base}{}", std::process::id() % 10000);
+    // The full PID: two test processes alive at once never share a lab (see tests/lab.rs).
+    let name = format!("e{base}{}", std::process::id());
     let _ = lab::down(&name); // leftovers of an earlier crashed run
     let cfg = LabConfig {
         name: name.clone(),
