@@ -739,6 +739,9 @@ impl Capture {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // The kernel stamps the packets, so tshark's own scheduling does not show in
+        // the figures: it need not share a benchmark run's real-time priority.
+        super::runner::at_ordinary_priority(&mut cmd);
         let mut child = cmd.spawn().map_err(|e| format!("starting tshark: {e}"))?;
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
