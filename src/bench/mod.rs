@@ -184,6 +184,10 @@ pub async fn run(args: BenchArgs) -> Result<bool, BoxError> {
         }
     }
 
+    // Before the lab's shaper is started, so that it inherits the priority.
+    if let Err(e) = runner::measure_at_realtime_priority() {
+        eprintln!("siprace bench: at ordinary priority ({e}): on a loaded machine the latencies include waits for a CPU");
+    }
     // A stale lab of our own name (e.g. after a SIGKILL) is ours to remove.
     topology::down(&args.lab)?;
     let lab = topology::up(&LabConfig::new(args.lab.clone()))?;
