@@ -484,9 +484,37 @@ fn is_sub_multiset(part: &[SrvRecord], whole: &[SrvRecord]) -> bool {
 // ---------------------------------------------------------------------------
 // History file
 
+/// [`history_load`] as the fuzz target runs it while the finding listed in
+/// `regressions/KNOWN-OPEN` is open: a file holding one path twice is
+/// skipped, so that fuzzing goes on to find something else. The replay test
+/// runs the full check on the kept input and reports when it passes.
+pub fn history_load_known_open_skipped(data: &[u8]) {
+    if holds_a_path_twice(data) {
+        return;
+    }
+    history_load(data)
+}
+
+/// Whether a history file has two entries with the same path key.
+fn holds_a_path_twice(data: &[u8]) -> bool {
+    let Ok(file) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return false;
+    };
+    let Some(entries) = file.get("entries").and_then(|e| e.as_array()) else {
+        return false;
+    };
+    let keys: Vec<String> = entries
+        .iter()
+        .filter_map(|e| e.get("key"))
+        .map(|k| k.to_string())
+        .collect();
+    keys.iter().enumerate().any(|(i, k)| keys[..i].contains(k))
+}
+
 /// The history file as `--history-file` loads it (JSON into `History`): no
 /// panic; what loads saves and loads again to the same text; using it at
-/// any clock (view, record, prune) neither panics nor breaks its bound.
+/// any clock (view, record, prune) neither panics nor breaks its bound; a
+/// failure just recorded is what the view then shows for that path.
 pub fn history_load(data: &[u8]) {
     let Ok(mut history) = serde_json::from_slice::<History>(data) else {
         return;
