@@ -24,6 +24,7 @@
 pub mod connect;
 pub mod dialer;
 pub mod endpoint;
+pub mod history_file;
 pub mod locate;
 pub mod race;
 pub mod report;
