@@ -22,6 +22,7 @@
 //! ```
 
 pub mod connect;
+pub mod dial_machine;
 pub mod dialer;
 pub mod endpoint;
 pub mod history_file;

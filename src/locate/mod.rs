@@ -61,6 +61,7 @@
 //! Event times are [`tokio::time::Instant`]s (re-exported as [`Instant`]).
 
 mod dns_io;
+mod machine;
 pub mod select;
 
 use std::collections::HashMap;
@@ -75,7 +76,7 @@ use hickory_resolver::config::{
 };
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
-use hickory_resolver::proto::rr::{RData, RecordType};
+use hickory_resolver::proto::rr::{RData, RecordType as WireType};
 use hickory_resolver::Resolver;
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
@@ -85,6 +86,10 @@ use crate::endpoint::{ConfigError, Family, TargetSpec, Transport};
 use crate::target::{Host, Scheme, Target};
 
 pub use dns_io::DnsResolver;
+pub use machine::{
+    Action, AddressAnswer, Answer, DnsFailure, Input, Location, Query, QueryId, QueryRecord,
+    Record, RecordData, RecordType,
+};
 use select::{NaptrChoice, NaptrRecord, SrvChoice, SrvRecord};
 
 /// The clock of every event: tokio's, so paused-time tests work.
@@ -506,20 +511,20 @@ struct Ctx {
 /// message holds fewer SRV records than this).
 const ORDERING_CAP: usize = 4096;
 
-fn rtype_str(rtype: RecordType) -> &'static str {
+fn rtype_str(rtype: WireType) -> &'static str {
     match rtype {
-        RecordType::NAPTR => "NAPTR",
-        RecordType::SRV => "SRV",
-        RecordType::AAAA => "AAAA",
-        RecordType::A => "A",
+        WireType::NAPTR => "NAPTR",
+        WireType::SRV => "SRV",
+        WireType::AAAA => "AAAA",
+        WireType::A => "A",
         _ => "OTHER",
     }
 }
 
-fn family_rtype(f: Family) -> RecordType {
+fn family_rtype(f: Family) -> WireType {
     match f {
-        Family::V6 => RecordType::AAAA,
-        Family::V4 => RecordType::A,
+        Family::V6 => WireType::AAAA,
+        Family::V4 => WireType::A,
     }
 }
 
@@ -574,10 +579,10 @@ impl Ctx {
     fn query(
         &self,
         name: &str,
-        rtype: RecordType,
+        rtype: WireType,
     ) -> impl std::future::Future<Output = QueryResult> + Send + 'static {
         let take = match rtype {
-            RecordType::NAPTR | RecordType::SRV => ORDERING_CAP.max(self.max),
+            WireType::NAPTR | WireType::SRV => ORDERING_CAP.max(self.max),
             _ => self.max,
         };
         let label = rtype_str(rtype);
@@ -664,7 +669,7 @@ async fn run_name(
         }
     } else {
         let constructed = select::constructed_services(target.scheme, &domain, &allowed);
-        let naptr = ctx.query(&domain, RecordType::NAPTR);
+        let naptr = ctx.query(&domain, WireType::NAPTR);
         let mut srv = SrvStage::new(ctx);
         if cfg.pipelined {
             srv.ensure(&constructed);
@@ -754,7 +759,7 @@ impl<'a> SrvStage<'a> {
         for (_, name) in services {
             if !self.started.contains(name) {
                 self.started.push(name.clone());
-                let fut = self.ctx.query(name, RecordType::SRV);
+                let fut = self.ctx.query(name, WireType::SRV);
                 let name = name.clone();
                 self.set.spawn(async move { (name, fut.await) });
             }
@@ -907,7 +912,10 @@ async fn resolve_hosts(ctx: &Ctx, specs: &[TargetSpec], fams: &[Family]) {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod old_api_tests {
     use super::*;
 
     #[test]

@@ -378,6 +378,16 @@ impl Race {
         self.finished
     }
 
+    /// The configuration in force (forced into [`limits`]).
+    pub fn config(&self) -> &RaceConfig {
+        &self.cfg
+    }
+
+    /// When the overall deadline passes.
+    pub fn deadline_at(&self) -> Instant {
+        self.started_at + self.cfg.deadline
+    }
+
     /// Feeds one input at `now` and returns what to do, in order. The last
     /// action is either a [`Action::WakeAt`] or a [`Action::Done`]; after
     /// `Done` every further input is ignored (and returns nothing).
