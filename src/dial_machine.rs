@@ -36,6 +36,9 @@ pub enum Input {
     /// The time of the last [`Action::WakeAt`] has come (a spurious one
     /// changes nothing).
     Timer,
+    /// The driver cannot send DNS queries (no resolver could be set up):
+    /// location, and with it the dial, fails at once.
+    DnsUnavailable(LocateError),
 }
 
 /// What the driver must do, in order.
@@ -140,6 +143,7 @@ impl DialMachine {
             }
             Input::Succeeded(id) => self.step_race(now, race::Input::Succeeded(id), &mut out),
             Input::Failed(id, err) => self.step_race(now, race::Input::Failed(id, err), &mut out),
+            Input::DnsUnavailable(e) => self.outcome = Some(Outcome::LocationFailed(e)),
         }
         self.close(&mut out);
         out

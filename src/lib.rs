@@ -24,6 +24,7 @@
 pub mod connect;
 pub mod dial_machine;
 pub mod dialer;
+pub mod dns;
 pub mod endpoint;
 pub mod history_file;
 pub mod locate;
@@ -31,6 +32,7 @@ pub mod race;
 pub mod report;
 pub mod sip;
 pub mod target;
+mod task_set;
 
 #[cfg(feature = "tools")]
 pub mod bench;

@@ -690,3 +690,92 @@ fn configuration_and_transport_failures_come_first() {
         })]
     );
 }
+
+#[test]
+fn dns_server_syntax() {
+    assert_eq!(
+        parse_dns_server("127.0.0.1").unwrap(),
+        "127.0.0.1:53".parse().unwrap()
+    );
+    assert_eq!(
+        parse_dns_server("127.0.0.1:5353").unwrap(),
+        "127.0.0.1:5353".parse().unwrap()
+    );
+    assert_eq!(
+        parse_dns_server("::1").unwrap(),
+        "[::1]:53".parse().unwrap()
+    );
+    assert_eq!(
+        parse_dns_server("[::1]").unwrap(),
+        "[::1]:53".parse().unwrap()
+    );
+    assert_eq!(
+        parse_dns_server("[::1]:5300").unwrap(),
+        "[::1]:5300".parse().unwrap()
+    );
+    assert_eq!(
+        parse_dns_server("dns.example"),
+        Err(DnsServerError::Syntax("dns.example".into()))
+    );
+    // Nothing can be sent to port 0 or to these addresses.
+    for bad in [
+        "127.0.0.1:0",
+        "[::1]:0",
+        "0.0.0.0",
+        "[::]:53",
+        "224.0.0.251:5353",
+    ] {
+        let err = parse_dns_server(bad).unwrap_err();
+        assert!(
+            matches!(err, DnsServerError::Unusable { .. }),
+            "{bad}: {err:?}"
+        );
+        assert!(
+            err.to_string().contains("cannot be the DNS server"),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
+fn outcomes_render() {
+    assert_eq!(DnsOutcome::Timeout.to_string(), "timeout");
+    let capped = DnsOutcome::Records {
+        shown: vec!["a".into(), "b".into()],
+        total: 1000,
+    };
+    assert_eq!(capped.to_string(), "1000 record(s) (showing 2): a; b");
+    let json = serde_json::to_string(&DnsOutcome::ServFail).unwrap();
+    assert!(json.contains("\"servfail\""), "{json}");
+}
+
+#[test]
+fn labels_are_the_serde_tags() {
+    let all = [
+        DnsOutcome::Records {
+            shown: vec!["192.0.2.1".into()],
+            total: 1,
+        },
+        DnsOutcome::NoRecords,
+        DnsOutcome::NxDomain,
+        DnsOutcome::ServFail,
+        DnsOutcome::Timeout,
+        DnsOutcome::Error("refused".into()),
+    ];
+    let labels: Vec<&str> = all.iter().map(DnsOutcome::label).collect();
+    assert_eq!(
+        labels,
+        [
+            "records",
+            "no-records",
+            "nxdomain",
+            "servfail",
+            "timeout",
+            "error"
+        ]
+    );
+    for o in &all {
+        let json = serde_json::to_value(o).unwrap();
+        assert_eq!(json["outcome"], o.label(), "{json}");
+    }
+}

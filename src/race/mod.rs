@@ -204,10 +204,9 @@ pub enum Input {
         family: Family,
         addrs: Vec<IpAddr>,
     },
-    /// Location finished: no more answers will come.
+    /// Location finished: no more answers will come. (A location that
+    /// fails ends the dial before the race; see [`crate::dial_machine`].)
     ResolutionDone,
-    /// Location failed before giving any target.
-    ResolutionFailed(String),
     /// An attempt's transport is up but it is not done yet (TCP connected,
     /// TLS or the probe still running), at the given time (which may be a
     /// little before the input is processed). HEv3 extends the attempt delay.
@@ -269,9 +268,8 @@ pub enum Outcome {
 /// Why a race found no winner.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind", content = "detail")]
+#[non_exhaustive]
 pub enum RaceFailure {
-    /// Location failed (the message says why).
-    Resolution(String),
     /// Location finished without any usable address.
     NoAddresses,
     /// Every candidate was tried and failed.
@@ -326,7 +324,6 @@ pub struct Race {
     specs: Vec<TargetSpec>,
     hosts: HashMap<Arc<str>, HostState>,
     resolution_done: bool,
-    resolution_error: Option<String>,
     first_answer_at: Option<Instant>,
     /// Every candidate known, in the order to try them (re-sorted on each
     /// new address answer, including those already tried).
@@ -360,7 +357,6 @@ impl Race {
             specs: Vec::new(),
             hosts: HashMap::new(),
             resolution_done: false,
-            resolution_error: None,
             first_answer_at: None,
             order: Vec::new(),
             tried: HashSet::new(),
@@ -408,9 +404,7 @@ impl Race {
         self.expire_attempts(now, &mut actions);
         self.start_attempts(now, &mut actions);
         if self.in_flight() == 0 && self.next_candidate().is_none() && self.dns_complete() {
-            let failure = if let Some(e) = &self.resolution_error {
-                RaceFailure::Resolution(e.clone())
-            } else if self.attempts.is_empty() {
+            let failure = if self.attempts.is_empty() {
                 RaceFailure::NoAddresses
             } else {
                 RaceFailure::AllFailed
@@ -472,10 +466,6 @@ impl Race {
                 }
             }
             Input::ResolutionDone => self.resolution_done = true,
-            Input::ResolutionFailed(reason) => {
-                self.resolution_done = true;
-                self.resolution_error = Some(reason);
-            }
             Input::TransportUp(id, at) => {
                 // The first report counts: the driver may pass one twice.
                 if let Some(a) = self.in_flight_mut(id) {
