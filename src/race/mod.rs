@@ -334,8 +334,9 @@ pub struct Race {
     finished: bool,
 }
 
-/// Candidates beyond this many are ignored: a hostile DNS answer cannot
-/// make the race (whose sorting is O(n log n) per answer) arbitrarily slow.
+/// The most candidates a race holds: a hostile DNS answer cannot make the
+/// race (whose sorting is O(n log n) per answer) arbitrarily slow. Shared
+/// fairly and kept for the best-ranked, see [`Race::add_candidates`].
 pub const MAX_CANDIDATES: usize = 256;
 
 impl Race {
@@ -445,23 +446,7 @@ impl Race {
                 if let Some(state) = self.hosts.get_mut(&host) {
                     state.answered[family_index(family)] = true;
                 }
-                let mut known: HashSet<Endpoint> = self.order.iter().cloned().collect();
-                let mut added = false;
-                for spec in self.specs.iter().filter(|s| s.host == host) {
-                    for ip in addrs.iter().filter(|ip| Family::of(ip) == family) {
-                        let endpoint = Endpoint {
-                            transport: spec.transport,
-                            addr: SocketAddr::new(*ip, spec.port),
-                            host: spec.host.clone(),
-                            rank: spec.rank,
-                        };
-                        if known.len() < MAX_CANDIDATES && known.insert(endpoint.clone()) {
-                            self.order.push(endpoint);
-                            added = true;
-                        }
-                    }
-                }
-                if added {
+                if self.add_candidates(&host, family, &addrs) {
                     self.resort();
                 }
             }
@@ -488,6 +473,66 @@ impl Race {
             Input::Timer => {}
         }
         None
+    }
+
+    /// Adds the endpoints of an address answer: each of `host`'s service
+    /// locations with each address of `family`, within the bounds of
+    /// [`MAX_CANDIDATES`]. Returns whether any was added.
+    ///
+    /// Candidates are bounded so that a hostile answer cannot crowd out a
+    /// reachable server, whichever answers first: each (service location,
+    /// family) keeps at most an equal share of the bound, and past the
+    /// bound the worst-ranked untried candidates give way to better-ranked
+    /// ones.
+    fn add_candidates(&mut self, host: &Arc<str>, family: Family, addrs: &[IpAddr]) -> bool {
+        let slots = (self.specs.len() * self.families.len()).max(1);
+        let share = (MAX_CANDIDATES / slots).max(1);
+        let mut known: HashSet<Endpoint> = self.order.iter().cloned().collect();
+        let before = self.order.len();
+        for spec in self.specs.iter().filter(|s| s.host == *host) {
+            let same_slot = |e: &Endpoint| {
+                e.host == spec.host
+                    && e.rank == spec.rank
+                    && e.transport == spec.transport
+                    && e.addr.port() == spec.port
+                    && e.family() == family
+            };
+            let mut held = self.order.iter().filter(|e| same_slot(e)).count();
+            for ip in addrs.iter().filter(|ip| Family::of(ip) == family) {
+                if held >= share {
+                    break;
+                }
+                let endpoint = Endpoint {
+                    transport: spec.transport,
+                    addr: SocketAddr::new(*ip, spec.port),
+                    host: spec.host.clone(),
+                    rank: spec.rank,
+                };
+                if known.insert(endpoint.clone()) {
+                    self.order.push(endpoint);
+                    held += 1;
+                }
+            }
+        }
+        let added = self.order.len() > before;
+        while self.order.len() > MAX_CANDIDATES {
+            // The worst-ranked untried candidate, the latest of its rank.
+            let worst = self
+                .order
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| !self.tried.contains(*e))
+                .max_by_key(|(i, e)| (e.rank, *i))
+                .map(|(i, _)| i);
+            match worst {
+                Some(i) => {
+                    self.order.remove(i);
+                }
+                // Only attempts already made are left: they stay.
+                None => break,
+            }
+        }
+        added
     }
 
     fn in_flight_mut(&mut self, id: AttemptId) -> Option<&mut AttemptRecord> {

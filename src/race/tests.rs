@@ -697,3 +697,103 @@ fn a_repeated_transport_up_keeps_the_first_time() {
     );
     assert_eq!(s.race.attempts()[0].transport_up, Some(s.at(100)));
 }
+
+/// `n` documentation addresses of `family`, distinct.
+fn many(family: Family, n: usize) -> Vec<IpAddr> {
+    (0..n)
+        .map(|i| match family {
+            Family::V6 => format!("2001:db8::{:x}", i + 1).parse().unwrap(),
+            Family::V4 => format!("10.0.{}.{}", i / 250, i % 250 + 1).parse().unwrap(),
+        })
+        .collect()
+}
+
+fn race_of(specs: Vec<TargetSpec>) -> Race {
+    let t0 = Instant::now();
+    let mut race = Race::new(
+        RaceConfig::default(),
+        HistoryView::default(),
+        &[Family::V6, Family::V4],
+        t0,
+    );
+    race.step(t0, Input::Targets(specs));
+    race
+}
+
+fn answer_of(race: &mut Race, host: &str, family: Family, addrs: Vec<IpAddr>) {
+    let at = race.started_at;
+    race.step(
+        at,
+        Input::Addresses {
+            host: Arc::from(host),
+            family,
+            addrs,
+        },
+    );
+}
+
+#[test]
+fn a_crowded_host_answering_first_cannot_crowd_out_a_better_one() {
+    // The worse-ranked host answers first with more addresses than the bound.
+    let mut race = race_of(vec![
+        host_spec("live.example.test", Transport::Udp, 0),
+        host_spec("crowd.example.test", Transport::Udp, 1),
+    ]);
+    answer_of(
+        &mut race,
+        "crowd.example.test",
+        Family::V6,
+        many(Family::V6, 300),
+    );
+    answer_of(
+        &mut race,
+        "live.example.test",
+        Family::V6,
+        many(Family::V6, 1),
+    );
+    assert!(race.order.len() <= MAX_CANDIDATES);
+    assert_eq!(
+        &*race.order[0].host, "live.example.test",
+        "live is tried first"
+    );
+    // The crowd keeps its share, not the whole bound.
+    let crowd = race.order.iter().filter(|e| e.rank == 1).count();
+    assert_eq!(crowd, MAX_CANDIDATES / 4);
+}
+
+#[test]
+fn a_crowded_family_cannot_crowd_out_the_other() {
+    let mut race = race_of(vec![host_spec(HOST, Transport::Udp, 0)]);
+    answer_of(&mut race, HOST, Family::V6, many(Family::V6, 300));
+    answer_of(&mut race, HOST, Family::V4, many(Family::V4, 1));
+    let v4 = race
+        .order
+        .iter()
+        .filter(|e| e.family() == Family::V4)
+        .count();
+    assert_eq!(v4, 1);
+    assert_eq!(race.order.len(), MAX_CANDIDATES / 2 + 1);
+}
+
+#[test]
+fn past_the_bound_the_best_ranked_candidates_stay() {
+    // 200 locations, two addresses each: 400 candidates for 256 places.
+    // Answers arrive worst rank first; the better ones must displace them.
+    let specs: Vec<TargetSpec> = (0..200)
+        .map(|i| host_spec(&format!("h{i}.example.test"), Transport::Udp, i))
+        .collect();
+    let mut race = race_of(specs);
+    for i in (0..200).rev() {
+        let host = format!("h{i}.example.test");
+        answer_of(&mut race, &host, Family::V6, many(Family::V6, 1));
+        answer_of(&mut race, &host, Family::V4, many(Family::V4, 1));
+    }
+    assert_eq!(race.order.len(), MAX_CANDIDATES);
+    let worst = race.order.iter().map(|e| e.rank).max().unwrap();
+    assert_eq!(worst, (MAX_CANDIDATES / 2 - 1) as u32);
+    // Candidates already tried are never dropped.
+    assert!(race
+        .order
+        .iter()
+        .all(|e| e.rank < 128 || race.tried.contains(e)));
+}
