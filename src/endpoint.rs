@@ -167,6 +167,7 @@ impl fmt::Display for Endpoint {
 /// Why an attempt did not succeed, in classes a report can count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum ErrorClass {
     /// ICMP port unreachable or TCP RST (`ECONNREFUSED`).
     Refused,
