@@ -15,9 +15,10 @@ use siprace::lab::dns::{DnsServer, DnsServerConfig};
 use siprace::locate::{DnsOutcome, LocateConfig, LocateError, Location, QueryRecord, RecordType};
 use siprace::target::Target;
 
-const HEAD: &str = "$ORIGIN example.test.\n$TTL 0\n\
-@ IN SOA ns.example.test. admin.example.test. 1 60 60 60 0\n\
-@ IN NS ns\nns IN A 127.0.0.1\n";
+mod common;
+
+/// The name server's own records, above every zone's body.
+const NS: &str = "@ IN NS ns\nns IN A 127.0.0.1\n";
 
 const HOSTS: &str =
     "sip1 IN AAAA ::1\nsip1 IN A 127.0.0.1\nsip2 IN AAAA ::2\nsip2 IN A 127.0.0.2\n";
@@ -40,13 +41,11 @@ async fn lab(body: &str, faults: &str) -> Lab {
 }
 
 async fn lab_with(body: &str, faults: &str, srv_additionals: bool) -> Lab {
-    let zone = format!("{HEAD}{body}");
+    let zone = common::zone(&format!("{NS}{body}"));
     let config = DnsServerConfig::parse(&zone, faults)
         .expect("zone parses")
         .with_srv_additionals(srv_additionals);
-    let server = DnsServer::start(config, &["127.0.0.1:0".parse().unwrap()])
-        .await
-        .expect("lab dns starts");
+    let server = common::serve(config).await;
     let cfg = LocateConfig {
         dns_server: Some(server.addrs()[0]),
         pipelined: true,
