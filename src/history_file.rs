@@ -4,7 +4,7 @@
 //! corrupt file is an empty history, with a warning for the latter two),
 //! and [`History::save_merged`] replaces the file atomically under an
 //! advisory lock, applying this process's observations to what the file
-//! holds by then ([`History::merged_into`]), so concurrent dials lose
+//! holds by then (the merge rules are the history's), so concurrent dials lose
 //! nothing. The history itself is plain data in [`crate::race::history`];
 //! this module is its storage, kept out of the pure engine.
 

@@ -5,7 +5,7 @@
 //! entry expires and the demoted path gets a normal race again.
 //!
 //! The store is plain data driven by the caller's wall clock, so the engine
-//! stays pure. Merging is here too ([`History::merged_into`]): the CLI
+//! stays pure. Merging is here too (`History::merged_into`): the CLI
 //! keeps the history in a file that several processes may share, and a
 //! save applies this process's observations to what the file holds by then
 //! (the file itself is [`crate::history_file`]'s business).

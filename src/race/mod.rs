@@ -1,10 +1,11 @@
 //! The race engine: a pure (sans-IO) Happy Eyeballs state machine for SIP,
 //! after RFC 8305 and draft-ietf-happy-happyeyeballs-v3.
 //!
-//! It owns every decision of a dial and none of the I/O. The driver (see
-//! [`crate::dialer`]) feeds it [`Input`]s — DNS answers, attempt outcomes,
-//! timer expiries — each with the current time, and carries out the
-//! [`Action`]s it returns: start an attempt, cancel one, wake me at, done.
+//! It owns every decision of a dial about attempts and none of the I/O. It
+//! is fed [`Input`]s — service locations and address answers (from the
+//! location machine, inside [`crate::dial_machine`]), attempt outcomes,
+//! timer expiries — each with the current time, and returns the
+//! [`Action`]s to carry out: start an attempt, cancel one, wake me at, done.
 //! There is no clock, socket or runtime in here, so tests drive it with a
 //! fake clock and assert exact action sequences.
 //!
@@ -336,7 +337,7 @@ pub struct Race {
 
 /// The most candidates a race holds: a hostile DNS answer cannot make the
 /// race (whose sorting is O(n log n) per answer) arbitrarily slow. Shared
-/// fairly and kept for the best-ranked, see [`Race::add_candidates`].
+/// fairly and kept for the best-ranked (see `Race::add_candidates`).
 pub const MAX_CANDIDATES: usize = 256;
 
 impl Race {
