@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::*;
 use crate::endpoint::{ErrorClass, Family};
-use crate::locate::select::{NaptrRecord, SrvRecord};
-use crate::locate::{DnsFailure, Record, RecordData, RecordType};
+use crate::locate::testing::{self, addr, naptr, srv};
+use crate::locate::{DnsFailure, Record, RecordType};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -64,40 +64,7 @@ impl Script {
 }
 
 fn query(id: u32, name: &str, rtype: RecordType) -> Action {
-    Action::Query(Query {
-        id: QueryId(id),
-        name: name.into(),
-        rtype,
-    })
-}
-
-fn srv(port: u16, target: &str) -> Record {
-    Record {
-        data: RecordData::Srv(SrvRecord {
-            priority: 0,
-            weight: 0,
-            port,
-            target: target.into(),
-        }),
-        text: format!("0 0 {port} {target}."),
-    }
-}
-
-fn naptr(services: &str, replacement: &str) -> Record {
-    Record {
-        data: RecordData::Naptr(NaptrRecord {
-            order: 10,
-            preference: 50,
-            flags: "s".into(),
-            services: services.into(),
-            replacement: replacement.into(),
-        }),
-        text: format!("10 50 \"s\" \"{services}\" \"\" {replacement}."),
-    }
-}
-
-fn addr(ip: &str) -> Record {
-    Record::address(ip.parse().unwrap())
+    Action::Query(testing::query(id, name, rtype))
 }
 
 fn endpoint(transport: Transport, addr: &str, host: &str) -> Endpoint {
@@ -137,12 +104,12 @@ fn a_full_chain_dial_takes_two_round_trips_of_dns_then_one_attempt() {
         ]
     );
     assert_eq!(
-        s.answer(60, 2, vec![srv(5060, HOST)]),
+        s.answer(60, 2, vec![srv(0, 0, 5060, HOST)]),
         vec![Action::WakeAt(s.at(2000))]
     );
     // NAPTR at 100 ms: the address queries leave at once.
     assert_eq!(
-        s.answer(100, 1, vec![naptr("SIP+D2U", "_sip._udp.example.test")]),
+        s.answer(100, 1, vec![naptr(10, "SIP+D2U", "_sip._udp.example.test")]),
         vec![
             query(3, HOST, RecordType::Aaaa),
             query(4, HOST, RecordType::A),
@@ -236,7 +203,7 @@ fn a_query_timeout_and_the_race_share_one_timer() {
 fn a_location_failure_ends_the_dial_and_abandons_its_queries() {
     let (mut s, first) = Script::start("sips:example.test", &[Transport::Tls], |_, _| {});
     assert_eq!(first.len(), 3, "NAPTR, SRV, wake: {first:?}");
-    let actions = s.answer(10, 1, vec![naptr("SIP+D2T", "_sip._tcp.example.test")]);
+    let actions = s.answer(10, 1, vec![naptr(10, "SIP+D2T", "_sip._tcp.example.test")]);
     assert_eq!(actions[0], Action::AbandonQuery(QueryId(2)));
     assert!(
         matches!(

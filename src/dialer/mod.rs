@@ -458,4 +458,30 @@ mod tests {
             assert!(first.transport_up_ms.is_some(), "dial {n}: {first:?}");
         }
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_attempt_fails_at_once_instead_of_holding_its_slot() {
+        let dialer = Dialer::new(DialerConfig::default()).unwrap();
+        let target = Target::parse("sip:192.0.2.1:5060;transport=tcp").unwrap();
+        let started = Instant::now();
+        let err = dialer
+            .dial_with(&target, |_, _, _| async move {
+                if true {
+                    panic!("a bug in the attempt");
+                }
+                Err(AttemptError::new(ErrorClass::Local, "unreachable"))
+            })
+            .await
+            .unwrap_err();
+        // Paused time: only a timer could have moved the clock.
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        let report = err.report().unwrap();
+        let first = &report.attempts[0];
+        assert_eq!(first.outcome, "failed");
+        assert!(
+            first.detail.as_deref().unwrap().contains("panicked"),
+            "{first:?}"
+        );
+        assert_eq!(report.reason.as_deref(), Some("all 1 attempt(s) failed"));
+    }
 }

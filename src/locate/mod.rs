@@ -303,4 +303,6 @@ pub fn parse_dns_server(s: &str) -> Result<SocketAddr, DnsServerError> {
 }
 
 #[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
 mod tests;

@@ -6,7 +6,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::select::{NaptrRecord, SrvRecord};
+use super::select::NaptrRecord;
+use super::testing::{self, addr, naptr, srv};
 use super::*;
 use crate::endpoint::{Family, TargetSpec, Transport};
 use crate::target::Target;
@@ -68,44 +69,11 @@ impl Script {
 }
 
 fn query(id: u32, name: &str, rtype: RecordType) -> Action {
-    Action::Query(Query {
-        id: QueryId(id),
-        name: name.into(),
-        rtype,
-    })
+    Action::Query(testing::query(id, name, rtype))
 }
 
 fn srv_query(id: u32, name: &str) -> Action {
     query(id, name, RecordType::Srv)
-}
-
-fn naptr(order: u16, services: &str, replacement: &str) -> Record {
-    Record {
-        data: RecordData::Naptr(NaptrRecord {
-            order,
-            preference: 50,
-            flags: "s".into(),
-            services: services.into(),
-            replacement: replacement.into(),
-        }),
-        text: format!("{order} 50 \"s\" \"{services}\" \"\" {replacement}."),
-    }
-}
-
-fn srv(priority: u16, weight: u16, port: u16, target: &str) -> Record {
-    Record {
-        data: RecordData::Srv(SrvRecord {
-            priority,
-            weight,
-            port,
-            target: target.into(),
-        }),
-        text: format!("{priority} {weight} {port} {target}."),
-    }
-}
-
-fn addr(ip: &str) -> Record {
-    Record::address(ip.parse().unwrap())
 }
 
 fn spec(host: &str, port: u16, transport: Transport, rank: u32) -> TargetSpec {

@@ -70,6 +70,19 @@ fn host_answer(host: &str, family: Family, ip: &str) -> Input {
     }
 }
 
+/// A race with the default configuration given these service locations at its start.
+fn race_of(specs: Vec<TargetSpec>) -> Race {
+    let t0 = Instant::now();
+    let mut race = Race::new(
+        RaceConfig::default(),
+        HistoryView::default(),
+        &[Family::V6, Family::V4],
+        t0,
+    );
+    race.step(t0, Input::Targets(specs));
+    race
+}
+
 fn ep(addr: &str) -> Endpoint {
     Endpoint {
         transport: Transport::Udp,
@@ -402,18 +415,9 @@ fn history_puts_the_working_family_first_and_shortens_the_delay() {
 fn an_expired_resolution_delay_does_not_ask_to_be_woken_now() {
     // Two candidates of IPv4 (UDP and TCP of one host), AAAA still pending:
     // after the first starts, the next waits for the attempt delay, not "now".
-    let t0 = Instant::now();
-    let mut race = Race::new(
-        RaceConfig::default(),
-        HistoryView::default(),
-        &[Family::V6, Family::V4],
-        t0,
-    );
     let spec = |transport, rank| host_spec(HOST, transport, rank);
-    race.step(
-        t0,
-        Input::Targets(vec![spec(Transport::Udp, 0), spec(Transport::Tcp, 0)]),
-    );
+    let mut race = race_of(vec![spec(Transport::Udp, 0), spec(Transport::Tcp, 0)]);
+    let t0 = race.started_at;
     let a = Input::Addresses {
         host: Arc::from(HOST),
         family: Family::V4,
@@ -439,18 +443,9 @@ fn transport_up_extends_the_attempt_delay() {
 
 #[test]
 fn better_ranked_host_is_waited_for_within_the_resolution_delay() {
-    let t0 = Instant::now();
-    let mut race = Race::new(
-        RaceConfig::default(),
-        HistoryView::default(),
-        &[Family::V6, Family::V4],
-        t0,
-    );
     let spec = |host, rank| host_spec(host, Transport::Tcp, rank);
-    race.step(
-        t0,
-        Input::Targets(vec![spec("a.test", 0), spec("b.test", 1)]),
-    );
+    let mut race = race_of(vec![spec("a.test", 0), spec("b.test", 1)]);
+    let t0 = race.started_at;
     // The second-ranked host answers first: hold for the first-ranked one.
     assert_eq!(
         race.step(t0 + ms(1), host_answer("b.test", Family::V6, "2001:db8::b")),
@@ -706,18 +701,6 @@ fn many(family: Family, n: usize) -> Vec<IpAddr> {
             Family::V4 => format!("10.0.{}.{}", i / 250, i % 250 + 1).parse().unwrap(),
         })
         .collect()
-}
-
-fn race_of(specs: Vec<TargetSpec>) -> Race {
-    let t0 = Instant::now();
-    let mut race = Race::new(
-        RaceConfig::default(),
-        HistoryView::default(),
-        &[Family::V6, Family::V4],
-        t0,
-    );
-    race.step(t0, Input::Targets(specs));
-    race
 }
 
 fn answer_of(race: &mut Race, host: &str, family: Family, addrs: Vec<IpAddr>) {
