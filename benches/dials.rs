@@ -70,19 +70,30 @@ fn main() {
         std::env::args().any(|a| a == "--test") || !std::env::args().any(|a| a == "--bench");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let probe = std::net::UdpSocket::bind("[::1]:0").expect("bind");
-        let port = probe.local_addr().unwrap().port();
-        drop(probe);
-        let listeners = ["[::1]", "127.0.0.1"]
-            .iter()
-            .flat_map(|ip| {
-                let addr = format!("{ip}:{port}").parse().unwrap();
-                [Transport::Udp, Transport::Tcp].map(|transport| ListenerConfig { transport, addr, silent: false })
-            })
-            .collect();
-        let responder = responder::start(ResponderConfig { listeners, ..ResponderConfig::default() })
-            .await
-            .expect("responder (port collision? run again)");
+        // The four listeners share one port (the SRV record names one). A port found free
+        // can be taken by another process before the responder binds it: then take another.
+        let mut started = None;
+        for _ in 0..20 {
+            let probe = std::net::UdpSocket::bind("[::1]:0").expect("bind");
+            let port = probe.local_addr().unwrap().port();
+            drop(probe);
+            let listeners = ["[::1]", "127.0.0.1"]
+                .iter()
+                .flat_map(|ip| {
+                    let addr = format!("{ip}:{port}").parse().unwrap();
+                    [Transport::Udp, Transport::Tcp].map(|transport| ListenerConfig { transport, addr, silent: false })
+                })
+                .collect();
+            match responder::start(ResponderConfig { listeners, ..ResponderConfig::default() }).await {
+                Ok(r) => {
+                    started = Some((r, port));
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                Err(e) => panic!("responder: {e}"),
+            }
+        }
+        let (responder, port) = started.expect("a port free for the responder in 20 tries");
         let dns = DnsServer::start(DnsServerConfig::new(zone(port)), &["127.0.0.1:0".parse().unwrap()])
             .await
             .expect("dns");

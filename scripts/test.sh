@@ -5,11 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Tools of the lab tests (tests/lab.rs, tests/lab_e2e.rs, tests/bench_clients.rs): TOOL:DEBIAN-PACKAGE.
+# Tools of the lab tests (tests/lab.rs, tests/lab_e2e.rs, tests/bench_clients.rs) and of
+# the SCTP VM (tests/sctp_vm.rs: qemu, and xz to unpack the guest kernel): TOOL:DEBIAN-PACKAGE.
 # (/usr/sbin holds ip, nft, sysctl and kamailio: make sure it is searched.)
 export PATH="$PATH:/usr/sbin:/sbin"
 need_pkgs=()
-for tool in ip:iproute2 nft:nftables ping:iputils-ping sysctl:procps sipp:sip-tester kamailio:kamailio sipsak:sipsak baresip:baresip tshark:tshark; do
+for tool in ip:iproute2 nft:nftables ping:iputils-ping sysctl:procps sipp:sip-tester kamailio:kamailio sipsak:sipsak baresip:baresip tshark:tshark qemu-system-x86_64:qemu-system-x86 xz:xz-utils; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need_pkgs+=("${tool##*:}")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
@@ -43,7 +44,7 @@ echo "== cargo clippy -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== library without the CLI's dependencies"
 cargo build --quiet --lib --no-default-features
-echo "== cargo test"
+echo "== cargo test (tests/sctp_vm.rs runs the SCTP suite in a qemu VM: netns-scripts/sctp-vm.sh)"
 cargo test --all-targets 2>&1 | tee "${TMPDIR:-/tmp}/siprace-test.log"
 echo "== engine micro-benchmark and loopback dials per second"
 cargo bench --quiet --bench engine -- --warm-up-time 1 --measurement-time 2 2>&1 | grep -E "^race|time:" || true

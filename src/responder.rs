@@ -3,39 +3,57 @@
 //! It answers OPTIONS with 200 OK over UDP, TCP, TLS (with a given or a
 //! throwaway certificate, optionally requiring a client certificate) and SCTP
 //! (where the kernel has it), gives every other request a
-//! sensible final response (never crashing on garbage), counts what it sees
-//! per transport and address family, and can be told to stay silent (receive
-//! but never answer) to play a black-holed server.
+//! sensible final response (see [`respond`]) and malformed requests a 400
+//! (never crashing on garbage), counts what it sees per transport and
+//! address family, and can be told to stay silent (receive but never answer)
+//! to play a black-holed server.
+//!
+//! A stream connection costs bounded resources whatever the peer does: idle,
+//! request (slowloris) and write (non-reader) deadlines, a capped send
+//! buffer, and a connection cap that hands the stalest slot to a newcomer
+//! rather than refusing it (see [`ResponderConfig`]).
 //!
 //! Library use: [`start`] a [`ResponderConfig`], read the bound addresses and
 //! [`stats`](ResponderHandle::stats) from the [`ResponderHandle`], then
 //! [`shutdown`](ResponderHandle::shutdown). The CLI is [`ResponderArgs`] + [`run`].
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::{watch, Notify};
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
 
 use crate::connect::sctp::{SctpListener, SctpStream};
 use crate::connect::tls::PemSource;
 use crate::endpoint::{Family, Transport};
-use crate::sip::{parse_request, Frame, Request, StreamFramer, ALLOWED_METHODS, MAX_MESSAGE_SIZE};
+use crate::sip::{
+    address_uri, is_sip_uri, parse_request, reject_invalid_request, split_comma_list, Frame,
+    Request, SipParseError, StreamFramer, ALLOWED_METHODS, MAX_MESSAGE_SIZE,
+};
 
 /// Default cap on concurrent TCP connections (all listeners together).
 pub const DEFAULT_MAX_TCP_CONNECTIONS: usize = 1024;
 /// Default time after which a TCP connection that sent nothing is closed.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time a request (head and body) may take to arrive, from its first byte.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time writing one answer may take.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default kernel send buffer per connection (SO_SNDBUF): unread output a
+/// peer can leave queued. About 150 answers to OPTIONS.
+pub const DEFAULT_MAX_PENDING_OUTPUT: usize = 64 * 1024;
 
 // ---------------------------------------------------------------------------
 // Configuration
@@ -55,12 +73,26 @@ pub struct ListenerConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponderConfig {
     pub listeners: Vec<ListenerConfig>,
-    /// Connections beyond this are accepted and closed at once (counted as rejected).
+    /// Most stream connections served at once (all listeners together). When
+    /// all are taken, a newcomer waits for one (at most `request_timeout`),
+    /// and the connection that went longest without progress is closed to
+    /// make room once that is `request_timeout` or more; see [`Counters`].
     pub max_tcp_connections: usize,
     /// Larger messages are dropped (UDP) or close the connection (TCP).
     pub max_message_size: usize,
     /// A TCP connection silent for this long is closed.
     pub idle_timeout: Duration,
+    /// A request on a stream must be complete (head and body) this long after
+    /// its first byte, or the connection is closed: the bound on a peer that
+    /// trickles a request (slowloris). It also bounds a TLS handshake.
+    pub request_timeout: Duration,
+    /// Writing one answer may take this long; a peer that does not read its
+    /// answers is cut off.
+    pub write_timeout: Duration,
+    /// The kernel send buffer (SO_SNDBUF) of each TCP and TLS connection: the
+    /// unread output a peer can leave queued before writes block (and
+    /// `write_timeout` starts to matter). The kernel may round it.
+    pub max_pending_output: usize,
     /// Certificate and key for the TLS listeners (required if there is one).
     pub tls: Option<ResponderTls>,
 }
@@ -153,6 +185,9 @@ impl Default for ResponderConfig {
             max_tcp_connections: DEFAULT_MAX_TCP_CONNECTIONS,
             max_message_size: MAX_MESSAGE_SIZE,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            max_pending_output: DEFAULT_MAX_PENDING_OUTPUT,
             tls: None,
         }
     }
@@ -280,10 +315,20 @@ pub struct Counters {
     pub keepalives: u64,
     /// TCP connections accepted and served.
     pub connections: u64,
-    /// TCP connections closed at once because of the connection cap.
+    /// Connections closed unserved: every slot was taken by a connection
+    /// that kept making progress while this one waited.
     pub connections_rejected: u64,
+    /// Connections closed to make room for a newcomer, having gone longest
+    /// without progress (no complete request or keep-alive).
+    pub connections_evicted: u64,
     /// TCP connections closed for being idle.
     pub connections_idle_closed: u64,
+    /// Connections closed because a request did not arrive complete within
+    /// the request timeout (or a TLS handshake did not finish in it).
+    pub connections_request_timeout: u64,
+    /// Connections closed because an answer could not be written within the
+    /// write timeout (a peer that does not read).
+    pub connections_write_timeout: u64,
     /// TLS connections whose handshake failed (or timed out); they are
     /// also counted in `connections`.
     pub handshake_failures: u64,
@@ -300,7 +345,10 @@ impl Counters {
         self.keepalives += o.keepalives;
         self.connections += o.connections;
         self.connections_rejected += o.connections_rejected;
+        self.connections_evicted += o.connections_evicted;
         self.connections_idle_closed += o.connections_idle_closed;
+        self.connections_request_timeout += o.connections_request_timeout;
+        self.connections_write_timeout += o.connections_write_timeout;
         self.handshake_failures += o.handshake_failures;
     }
 }
@@ -359,7 +407,10 @@ struct Cell {
     keepalives: AtomicU64,
     connections: AtomicU64,
     connections_rejected: AtomicU64,
+    connections_evicted: AtomicU64,
     connections_idle_closed: AtomicU64,
+    connections_request_timeout: AtomicU64,
+    connections_write_timeout: AtomicU64,
     handshake_failures: AtomicU64,
 }
 
@@ -376,7 +427,10 @@ impl Cell {
             keepalives: l(&self.keepalives),
             connections: l(&self.connections),
             connections_rejected: l(&self.connections_rejected),
+            connections_evicted: l(&self.connections_evicted),
             connections_idle_closed: l(&self.connections_idle_closed),
+            connections_request_timeout: l(&self.connections_request_timeout),
+            connections_write_timeout: l(&self.connections_write_timeout),
             handshake_failures: l(&self.handshake_failures),
         }
     }
@@ -515,7 +569,8 @@ impl ResponderHandle {
 pub async fn start(cfg: ResponderConfig) -> io::Result<ResponderHandle> {
     let stats = Arc::new(Stats::default());
     let (shutdown, _) = watch::channel(false);
-    let permits = Arc::new(Semaphore::new(cfg.max_tcp_connections));
+    let slots = Arc::new(Slots::new(cfg.max_tcp_connections, cfg.request_timeout));
+    let limits = StreamLimits::of(&cfg);
     let max_message = cfg.max_message_size.max(1);
     let mut tasks = JoinSet::new();
     let mut listeners = Vec::new();
@@ -559,8 +614,8 @@ pub async fn start(cfg: ResponderConfig) -> io::Result<ResponderHandle> {
                     listener,
                     ctx,
                     stop,
-                    permits.clone(),
-                    cfg.idle_timeout,
+                    slots.clone(),
+                    limits,
                 ));
                 addr
             }
@@ -573,8 +628,8 @@ pub async fn start(cfg: ResponderConfig) -> io::Result<ResponderHandle> {
                     StreamListener::Sctp(listener),
                     ctx,
                     stop,
-                    permits.clone(),
-                    cfg.idle_timeout,
+                    slots.clone(),
+                    limits,
                 ));
                 addr
             }
@@ -637,9 +692,15 @@ impl Ctx {
         let req = match parse_request(bytes) {
             Ok(req) => req,
             Err(err) => {
-                tracing::debug!(%peer, %err, "ignoring an invalid message");
                 bump(&cell.invalid);
-                return None;
+                if self.silent {
+                    return None;
+                }
+                // A 400 (or 505) when the message looks enough like a
+                // request to be answered; garbage and responses get nothing.
+                let reply = reject_invalid_request(bytes, Some(peer));
+                tracing::debug!(%peer, %err, answered = reply.is_some(), "an invalid message");
+                return reply;
             }
         };
         bump(&cell.requests);
@@ -654,30 +715,94 @@ impl Ctx {
     }
 }
 
+/// The methods the responder recognises but does not implement (405, with Allow).
+const EXTENSION_METHODS: [&str; 8] = [
+    "SUBSCRIBE",
+    "NOTIFY",
+    "MESSAGE",
+    "INFO",
+    "PRACK",
+    "UPDATE",
+    "REFER",
+    "PUBLISH",
+];
+
 /// The response the responder gives to `req`, if any (never to ACK).
+///
+/// The checks run in RFC 3261 §8.2 order, so the answer names the first
+/// thing wrong: method (§8.2.1: 405 or 501), Request-URI scheme (§8.2.2.1:
+/// 416), Require (§8.2.2.3: 420, as no extension is supported), body type
+/// (§8.2.3: 415, SDP only). Then OPTIONS gets 200, REGISTER 200 (echoing
+/// its Contacts) if its To is a SIP address-of-record (else 400, RFC 4475
+/// §3.3.4), INVITE 486, BYE and CANCEL 481.
 pub fn respond(req: &Request, peer: SocketAddr) -> Option<Vec<u8>> {
     let src = Some(peer);
-    let resp = match req.method.as_str() {
-        "ACK" => return None,
-        "OPTIONS" => return Some(req.options_ok(src)),
-        "REGISTER" => {
-            let mut b = req.response(200).received(src);
-            for contact in req.headers.get_all("contact") {
-                b = b.header("Contact", contact);
-            }
-            b
-        }
-        "INVITE" => req.response(486).received(src),
-        "BYE" | "CANCEL" => req.response(481).received(src),
-        "SUBSCRIBE" | "NOTIFY" | "MESSAGE" | "INFO" | "PRACK" | "UPDATE" | "REFER" | "PUBLISH" => {
-            req.response(405)
+    let method = req.method.as_str();
+    if method == "ACK" {
+        return None;
+    }
+    if !matches!(method, "OPTIONS" | "REGISTER" | "INVITE" | "BYE" | "CANCEL") {
+        let status = if EXTENSION_METHODS.contains(&method) {
+            405
+        } else {
+            501
+        };
+        return Some(
+            req.response(status)
                 .received(src)
                 .header("Allow", ALLOWED_METHODS)
+                .build(),
+        );
+    }
+    if !is_sip_uri(&req.uri) {
+        return Some(req.response(416).received(src).build());
+    }
+    // ACK and CANCEL never carry Require (RFC 3261 §8.2.2.3); ACK left above.
+    let required: Vec<&str> = req
+        .headers
+        .get_all("require")
+        .flat_map(split_comma_list)
+        .collect();
+    if !required.is_empty() && method != "CANCEL" {
+        return Some(
+            req.response(420)
+                .received(src)
+                .header("Unsupported", required.join(", "))
+                .build(),
+        );
+    }
+    let sdp = req.headers.get("content-type").is_none_or(|ct| {
+        ct.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .eq_ignore_ascii_case("application/sdp")
+    });
+    if !req.body.is_empty() && !sdp {
+        return Some(
+            req.response(415)
+                .received(src)
+                .header("Accept", "application/sdp")
+                .build(),
+        );
+    }
+    let resp = match method {
+        "OPTIONS" => return Some(req.options_ok(src)),
+        "REGISTER" => {
+            if !address_uri(&req.to).is_some_and(is_sip_uri) {
+                req.response(400)
+                    .reason("Bad Request (To is not a SIP address-of-record)")
+                    .received(src)
+            } else {
+                let mut b = req.response(200).received(src);
+                for contact in req.headers.get_all("contact") {
+                    b = b.header("Contact", contact);
+                }
+                b
+            }
         }
-        _ => req
-            .response(501)
-            .received(src)
-            .header("Allow", ALLOWED_METHODS),
+        "INVITE" => req.response(486).received(src),
+        _ => req.response(481).received(src), // BYE, CANCEL: no dialog, no transaction
     };
     Some(resp.build())
 }
@@ -753,12 +878,212 @@ impl StreamListener {
     }
 }
 
+/// The per-connection bounds of the stream listeners.
+#[derive(Debug, Clone, Copy)]
+struct StreamLimits {
+    idle: Duration,
+    request: Duration,
+    write: Duration,
+    send_buffer: usize,
+}
+
+impl StreamLimits {
+    fn of(cfg: &ResponderConfig) -> StreamLimits {
+        // Zero would close every connection at once; a millisecond is the floor.
+        let floor = |d: Duration| d.max(Duration::from_millis(1));
+        StreamLimits {
+            idle: floor(cfg.idle_timeout),
+            request: floor(cfg.request_timeout),
+            write: floor(cfg.write_timeout),
+            send_buffer: cfg.max_pending_output,
+        }
+    }
+}
+
+/// The connection slots every stream listener shares (the cap), and what
+/// happens when they are all taken.
+///
+/// Refusing newcomers when full, as a plain cap does, lets whoever opens N
+/// connections first keep the service to themselves until the idle timeout.
+/// Instead, a newcomer that finds every slot taken is held (the listener
+/// accepts nothing else meanwhile; later arrivals queue in the kernel
+/// backlog), and a slot is freed by closing the connection that has gone
+/// longest without progress (a complete request or keep-alive), as soon as
+/// that is at least `grace` (the request timeout: time enough for any
+/// client to send a request). A connection that keeps sending requests it
+/// reads the answers to keeps its slot. If none has been without progress
+/// for `grace` while the newcomer waited `grace`, the newcomer is closed.
+/// So a client waits at most `grace` for a slot however the others behave,
+/// and every connection, once admitted, has at least `grace` to be served.
+struct Slots {
+    max: usize,
+    grace: Duration,
+    epoch: Instant,
+    table: Mutex<SlotTable>,
+    /// Signalled whenever a connection ends and gives its slot back.
+    freed: Notify,
+}
+
+#[derive(Default)]
+struct SlotTable {
+    next_id: u64,
+    live: HashMap<u64, Slot>,
+}
+
+struct Slot {
+    /// When the connection last made progress, in ms since `Slots::epoch`.
+    progress: Arc<AtomicU64>,
+    /// Ends the connection's task; `None` until the task is spawned.
+    abort: Option<AbortHandle>,
+    transport: Transport,
+    peer: SocketAddr,
+}
+
+/// What holds a slot: dropped when the connection's task ends (or is
+/// aborted), which gives the slot back.
+struct SlotGuard {
+    id: u64,
+    slots: Arc<Slots>,
+    progress: Arc<AtomicU64>,
+}
+
+impl SlotGuard {
+    /// Records progress (a complete request or keep-alive): the connection
+    /// moves to the back of the eviction order.
+    fn touch(&self) {
+        self.progress.store(self.slots.now_ms(), Ordering::Relaxed);
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.slots.lock().live.remove(&self.id);
+        self.slots.freed.notify_waiters();
+    }
+}
+
+impl Slots {
+    fn new(max: usize, grace: Duration) -> Slots {
+        Slots {
+            max,
+            grace: grace.max(Duration::from_millis(1)),
+            epoch: Instant::now(),
+            table: Mutex::new(SlotTable::default()),
+            freed: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotTable> {
+        // A panic while holding the lock leaves the table consistent (every
+        // critical section is a single map operation): keep using it.
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A slot for a connection from `peer`, freeing one as described on
+    /// [`Slots`] if they are all taken; `None` if none could be had within
+    /// `grace`.
+    async fn admit(
+        self: &Arc<Self>,
+        transport: Transport,
+        peer: SocketAddr,
+        stats: &Stats,
+    ) -> Option<SlotGuard> {
+        if self.max == 0 {
+            return None;
+        }
+        let give_up = Instant::now() + self.grace;
+        loop {
+            // Registered before looking, so a slot freed meanwhile wakes us.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let next_chance = {
+                let mut table = self.lock();
+                if table.live.len() < self.max {
+                    return Some(self.insert(&mut table, transport, peer));
+                }
+                let grace_ms = u64::try_from(self.grace.as_millis()).unwrap_or(u64::MAX);
+                let stalest = table
+                    .live
+                    .iter()
+                    .filter(|(_, slot)| slot.abort.is_some())
+                    .map(|(id, slot)| (*id, slot.progress.load(Ordering::Relaxed)))
+                    // Ties (same millisecond) go to the earlier admitted.
+                    .min_by_key(|(id, progress)| (*progress, *id));
+                match stalest {
+                    Some((id, progress)) if self.now_ms().saturating_sub(progress) >= grace_ms => {
+                        if let Some(evicted) = table.live.remove(&id) {
+                            if let Some(abort) = evicted.abort {
+                                abort.abort();
+                            }
+                            tracing::debug!(peer = %evicted.peer, "evicting the stalest connection");
+                            bump(
+                                &stats
+                                    .cell(evicted.transport, &evicted.peer)
+                                    .connections_evicted,
+                            );
+                        }
+                        return Some(self.insert(&mut table, transport, peer));
+                    }
+                    Some((_, progress)) => {
+                        self.epoch + Duration::from_millis(progress.saturating_add(grace_ms))
+                    }
+                    None => give_up, // only slots still being set up: wait for a change
+                }
+            };
+            if Instant::now() >= give_up {
+                return None;
+            }
+            tokio::select! {
+                _ = freed => {}
+                _ = tokio::time::sleep_until(next_chance.min(give_up)) => {}
+            }
+        }
+    }
+
+    fn insert(
+        self: &Arc<Self>,
+        table: &mut SlotTable,
+        transport: Transport,
+        peer: SocketAddr,
+    ) -> SlotGuard {
+        let id = table.next_id;
+        table.next_id += 1;
+        let progress = Arc::new(AtomicU64::new(self.now_ms()));
+        table.live.insert(
+            id,
+            Slot {
+                progress: progress.clone(),
+                abort: None,
+                transport,
+                peer,
+            },
+        );
+        SlotGuard {
+            id,
+            slots: self.clone(),
+            progress,
+        }
+    }
+
+    /// Makes the connection in slot `id` evictable by handing over its task.
+    fn set_abort(&self, id: u64, abort: AbortHandle) {
+        if let Some(slot) = self.lock().live.get_mut(&id) {
+            slot.abort = Some(abort);
+        }
+    }
+}
+
 async fn serve_stream_listener(
     listener: StreamListener,
     ctx: Ctx,
     mut stop: watch::Receiver<bool>,
-    permits: Arc<Semaphore>,
-    idle: Duration,
+    slots: Arc<Slots>,
+    limits: StreamLimits,
 ) {
     let transport = listener.transport();
     // Dropping this set (on return or abort) aborts and closes every connection.
@@ -780,13 +1105,23 @@ async fn serve_stream_listener(
                         continue;
                     }
                 };
-                let cell = ctx.stats.cell(transport, &peer);
-                match permits.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        bump(&cell.connections);
-                        conns.spawn(serve_accepted(stream, peer, ctx.clone(), idle, permit));
+                // All slots may be taken: wait (at most the grace) for one.
+                let slot = tokio::select! {
+                    slot = slots.admit(transport, peer, &ctx.stats) => slot,
+                    _ = stop.changed() => {
+                        conns.shutdown().await;
+                        return;
                     }
-                    Err(_) => {
+                };
+                let cell = ctx.stats.cell(transport, &peer);
+                match slot {
+                    Some(slot) => {
+                        bump(&cell.connections);
+                        let id = slot.id;
+                        let task = conns.spawn(serve_accepted(stream, peer, ctx.clone(), limits, slot));
+                        slots.set_abort(id, task);
+                    }
+                    None => {
                         bump(&cell.connections_rejected);
                         drop(stream);
                     }
@@ -797,35 +1132,44 @@ async fn serve_stream_listener(
     }
 }
 
+/// Caps the kernel send buffer of a TCP connection (see `max_pending_output`).
+fn limit_send_buffer(stream: &TcpStream, bytes: usize) {
+    if let Err(e) = socket2::SockRef::from(stream).set_send_buffer_size(bytes) {
+        tracing::debug!("SO_SNDBUF {bytes}: {e}");
+    }
+}
+
 async fn serve_accepted(
     accepted: Accepted,
     peer: SocketAddr,
     ctx: Ctx,
-    idle: Duration,
-    permit: OwnedSemaphorePermit,
+    limits: StreamLimits,
+    slot: SlotGuard,
 ) {
     match accepted {
         Accepted::Tcp(stream) => {
             let _ = stream.set_nodelay(true);
-            serve_connection(stream, Transport::Tcp, peer, ctx, idle, permit).await
+            limit_send_buffer(&stream, limits.send_buffer);
+            serve_connection(stream, Transport::Tcp, peer, ctx, limits, slot).await
         }
         Accepted::Sctp(stream) => {
-            serve_connection(stream, Transport::Sctp, peer, ctx, idle, permit).await
+            serve_connection(stream, Transport::Sctp, peer, ctx, limits, slot).await
         }
         Accepted::Tls(stream, acceptor) => {
             let _ = stream.set_nodelay(true);
-            match tokio::time::timeout(idle, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => serve_connection(tls, Transport::Tls, peer, ctx, idle, permit).await,
+            limit_send_buffer(&stream, limits.send_buffer);
+            let cell = ctx.stats.cell(Transport::Tls, &peer);
+            match tokio::time::timeout(limits.request, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => serve_connection(tls, Transport::Tls, peer, ctx, limits, slot).await,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, "TLS handshake failed: {e}");
-                    bump(&ctx.stats.cell(Transport::Tls, &peer).handshake_failures);
+                    bump(&cell.handshake_failures);
                     ctx.stats.touched();
                 }
                 Err(_) => {
                     tracing::debug!(%peer, "TLS handshake timed out");
-                    let cell = ctx.stats.cell(Transport::Tls, &peer);
                     bump(&cell.handshake_failures);
-                    bump(&cell.connections_idle_closed);
+                    bump(&cell.connections_request_timeout);
                     ctx.stats.touched();
                 }
             }
@@ -833,33 +1177,69 @@ async fn serve_accepted(
     }
 }
 
+/// Writes one answer within the write timeout. `Err(true)` if it timed out,
+/// `Err(false)` if the connection failed.
+async fn write_answer<S>(stream: &mut S, bytes: &[u8], limit: Duration) -> Result<(), bool>
+where
+    S: AsyncWrite + Unpin,
+{
+    let write = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
+    match tokio::time::timeout(limit, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(false),
+        Err(_) => Err(true),
+    }
+}
+
+/// Serves one stream connection until the peer closes it or breaks a bound:
+/// idle for `limits.idle`, a request not complete `limits.request` after its
+/// first byte, an answer not written within `limits.write`, a framing error.
 async fn serve_connection<S>(
     mut stream: S,
     transport: Transport,
     peer: SocketAddr,
     ctx: Ctx,
-    idle: Duration,
-    _permit: OwnedSemaphorePermit,
+    limits: StreamLimits,
+    slot: SlotGuard,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let cell = ctx.stats.cell(transport, &peer);
     let mut framer = StreamFramer::new(ctx.max_message);
     let mut buf = vec![0u8; 16 * 1024];
+    // When the first byte of the request being received arrived; None
+    // between requests.
+    let mut request_started: Option<Instant> = None;
     loop {
+        let mut completed = false;
         loop {
             let frame = match framer.next_frame() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(err) => {
-                    // The stream cannot be resynchronised: close it.
+                    // The stream cannot be resynchronised: answer 400 if the
+                    // message can be answered (RFC 4475 §3.1.2.3, §3.3.9),
+                    // then close.
                     tracing::debug!(%peer, %err, "closing a connection with a framing error");
                     bump(&cell.messages);
                     bump(&cell.invalid);
+                    let too_large = matches!(err, SipParseError::TooLarge { .. });
+                    let reply = (!ctx.silent && !too_large)
+                        .then(|| reject_invalid_request(framer.pending(), Some(peer)))
+                        .flatten();
+                    if let Some(reply) = reply {
+                        bump(&cell.responses);
+                        let _ = write_answer(&mut stream, &reply, limits.write).await;
+                    }
                     ctx.stats.touched();
                     return;
                 }
             };
+            completed = true;
+            slot.touch();
             let reply = match frame {
                 Frame::KeepAlive => {
                     bump(&cell.keepalives);
@@ -869,16 +1249,42 @@ async fn serve_connection<S>(
                 Frame::Message(msg) => ctx.handle(transport, peer, &msg),
             };
             if let Some(reply) = reply {
-                if stream.write_all(&reply).await.is_err() || stream.flush().await.is_err() {
-                    return;
+                match write_answer(&mut stream, &reply, limits.write).await {
+                    Ok(()) => {}
+                    Err(timed_out) => {
+                        if timed_out {
+                            tracing::debug!(%peer, "closing a connection that does not read");
+                            bump(&cell.connections_write_timeout);
+                            ctx.stats.touched();
+                        }
+                        return;
+                    }
                 }
             }
         }
-        let n = match tokio::time::timeout(idle, stream.read(&mut buf)).await {
+        // A new request starts with its first byte that is not a line end
+        // (a stray CRLF after a message is not a request in progress).
+        if completed {
+            request_started = None;
+        }
+        if framer.pending().iter().any(|b| !matches!(b, b'\r' | b'\n')) {
+            request_started.get_or_insert_with(Instant::now);
+        } else {
+            request_started = None;
+        }
+        let idle_deadline = Instant::now() + limits.idle;
+        let request_deadline = request_started.map(|t| t + limits.request);
+        let deadline = request_deadline.map_or(idle_deadline, |r| r.min(idle_deadline));
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return,
             Ok(Ok(n)) => n,
             Err(_) => {
-                bump(&cell.connections_idle_closed);
+                if request_deadline.is_some_and(|r| r <= idle_deadline) {
+                    tracing::debug!(%peer, "closing a connection whose request is too slow");
+                    bump(&cell.connections_request_timeout);
+                } else {
+                    bump(&cell.connections_idle_closed);
+                }
                 ctx.stats.touched();
                 return;
             }
@@ -935,6 +1341,16 @@ pub struct ResponderArgs {
     /// Require TLS clients to present a certificate issued by this CA (PEM).
     #[arg(long, value_name = "FILE")]
     pub client_ca: Option<PathBuf>,
+    /// Close a TCP/TLS/SCTP connection whose request (head and body) is not
+    /// complete this many seconds after its first byte; also bounds TLS handshakes.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_REQUEST_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout: u64,
+    /// Close a connection when writing one answer takes this many seconds
+    /// (a peer that does not read).
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_WRITE_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub write_timeout: u64,
 }
 
 impl ResponderArgs {
@@ -952,6 +1368,9 @@ impl ResponderArgs {
             max_tcp_connections: self.max_connections,
             max_message_size: MAX_MESSAGE_SIZE,
             idle_timeout: Duration::from_secs(self.idle_timeout),
+            request_timeout: Duration::from_secs(self.request_timeout),
+            write_timeout: Duration::from_secs(self.write_timeout),
+            max_pending_output: DEFAULT_MAX_PENDING_OUTPUT,
             tls: match (&self.cert, &self.key) {
                 (Some(cert), Some(key)) => Some(ResponderTls {
                     cert: PemSource::File(cert.clone()),
@@ -1132,6 +1551,32 @@ mod tests {
         assert!(
             Cli::try_parse_from(["x", "--listen", "udp:[::1]:1", "--stats-every", "0"]).is_err()
         );
+        let cfg = Cli::try_parse_from(["x", "--listen", "tcp:[::1]:0"])
+            .unwrap()
+            .args
+            .config();
+        assert_eq!(
+            (cfg.request_timeout, cfg.write_timeout),
+            (DEFAULT_REQUEST_TIMEOUT, DEFAULT_WRITE_TIMEOUT)
+        );
+        let cli = Cli::try_parse_from([
+            "x",
+            "--listen",
+            "tcp:[::1]:0",
+            "--request-timeout",
+            "3",
+            "--write-timeout",
+            "4",
+        ])
+        .unwrap();
+        let cfg = cli.args.config();
+        assert_eq!(
+            (cfg.request_timeout, cfg.write_timeout),
+            (Duration::from_secs(3), Duration::from_secs(4))
+        );
+        for flag in ["--request-timeout", "--write-timeout"] {
+            assert!(Cli::try_parse_from(["x", "--listen", "tcp:[::1]:0", flag, "0"]).is_err());
+        }
     }
 
     #[test]
@@ -1193,6 +1638,97 @@ mod tests {
         let reg =
             crate::sip::parse_response(&respond(&request("REGISTER"), peer).unwrap()).unwrap();
         assert_eq!(reg.headers.get("contact"), Some("<sip:a@127.0.0.1:5999>"));
+    }
+
+    /// `request(method)` with one line replaced.
+    fn altered(method: &str, from: &str, to: &str) -> Request {
+        let raw = format!(
+            "{method} sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKm\r\n\
+             From: <sip:a@x>;tag=f\r\nTo: <sip:x@127.0.0.1>\r\nCall-ID: m@x\r\nCSeq: 1 {method}\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        assert!(raw.contains(from), "{from}");
+        parse_request(raw.replacen(from, to, 1).as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn checks_run_in_rfc3261_order() {
+        let peer: SocketAddr = "127.0.0.1:5999".parse().unwrap();
+        /// A header the answer must carry.
+        type Carries = Option<(&'static str, &'static str)>;
+        // (method, line replaced, by, status, a header the answer carries)
+        let cases: [(&str, &str, &str, u16, Carries); 8] = [
+            // §8.2.2.1: a scheme other than sip/sips.
+            (
+                "OPTIONS",
+                "OPTIONS sip:x@127.0.0.1",
+                "OPTIONS mailto:x@example.test",
+                416,
+                None,
+            ),
+            // §8.2.2.3: every Require option-tag is unsupported, and listed...
+            (
+                "OPTIONS",
+                "Content-Length: 0",
+                "Require: foo, bar\r\nRequire: baz\r\nProxy-Require: p\r\nContent-Length: 0",
+                420,
+                Some(("unsupported", "foo, bar, baz")),
+            ),
+            // ...except on CANCEL; Proxy-Require is for proxies.
+            (
+                "CANCEL",
+                "Content-Length: 0",
+                "Require: foo\r\nContent-Length: 0",
+                481,
+                None,
+            ),
+            (
+                "OPTIONS",
+                "Content-Length: 0",
+                "Proxy-Require: foo\r\nContent-Length: 0",
+                200,
+                None,
+            ),
+            // §8.2.3: a body that is not SDP; SDP (with parameters) is fine.
+            (
+                "INVITE",
+                "Content-Length: 0",
+                "Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi",
+                415,
+                Some(("accept", "application/sdp")),
+            ),
+            (
+                "INVITE",
+                "Content-Length: 0",
+                "Content-Type: Application/SDP; charset=x\r\nContent-Length: 3\r\n\r\nv=0",
+                486,
+                None,
+            ),
+            // The method comes first: an unknown method with Require is a 501.
+            (
+                "FROB",
+                "Content-Length: 0",
+                "Require: foo\r\nContent-Length: 0",
+                501,
+                None,
+            ),
+            // REGISTER needs a SIP address-of-record in To.
+            (
+                "REGISTER",
+                "To: <sip:x@127.0.0.1>",
+                "To: <mailto:x@example.test>",
+                400,
+                None,
+            ),
+        ];
+        for (method, from, to, status, header) in cases {
+            let answer = respond(&altered(method, from, to), peer).unwrap();
+            let r = crate::sip::parse_response(&answer).unwrap();
+            assert_eq!(r.status, status, "{method} with {to:?}");
+            if let Some((name, value)) = header {
+                assert_eq!(r.headers.get(name), Some(value), "{method} with {to:?}");
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! - [`parse_response`] / [`Response`]: reads a status line and the headers that
 //!   identify a transaction.
 //! - [`parse_request`] / [`Request`]: reads a request for the responder, and
-//!   [`Request::response`] builds the answer to it (RFC 3261 §8.2.6).
+//!   [`Request::response`] builds the answer to it (RFC 3261 §8.2.6);
+//!   [`reject_invalid_request`] builds the 400 (or 505) for what it refused.
+//!   The checks follow RFC 3261's grammar where the torture messages of
+//!   RFC 4475 and RFC 5118 probe it (see `tests/torture.rs`).
 //! - [`StreamFramer`]: cuts a TCP byte stream into messages by Content-Length
 //!   (RFC 3261 §18.3), skipping CRLF keep-alives (RFC 5626 §3.5.1).
 //!
@@ -58,6 +61,8 @@ pub enum SipParseError {
     MissingHeader(&'static str),
     #[error("invalid {name} header: {value:?}")]
     InvalidHeader { name: &'static str, value: String },
+    #[error("more than one {0} header (it takes a single value)")]
+    Repeated(&'static str),
 }
 
 fn truncated(s: &str) -> String {
@@ -139,6 +144,77 @@ fn is_token(s: &str) -> bool {
     !s.is_empty() && s.chars().all(is_token_char)
 }
 
+/// Linear white space inside a header value (after unfolding).
+const LWS: [char; 2] = [' ', '\t'];
+
+/// Whether `value` holds a control character (NUL, a bare CR, DEL...) that
+/// is not escaped inside a quoted string. RFC 3261 §25.1 allows them only as
+/// a quoted-pair (RFC 4475 §3.1.1.2 puts NUL, BEL and DEL in a display name
+/// that way); anywhere else they are malformed, and echoing them back into a
+/// response could split it.
+fn has_stray_control(value: &str) -> bool {
+    let (mut quoted, mut escaped) = (false, false);
+    for c in value.chars() {
+        if escaped {
+            escaped = false;
+            if c == '\r' || c == '\n' {
+                return true; // quoted-pair excludes CR and LF
+            }
+            continue;
+        }
+        match c {
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '\t' => {}
+            c if c.is_ascii_control() => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The byte index of the quote closing a quoted string whose opening quote
+/// came just before `s`, honouring backslash escapes.
+fn closing_quote(s: &str) -> Option<usize> {
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Splits `value` on `sep` outside quoted strings, keeping empty pieces (so
+/// that callers can refuse `;;` or `,,`).
+fn split_unquoted(value: &str, sep: char) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut quoted, mut escaped) = (false, false);
+    let mut start = 0;
+    for (i, c) in value.char_indices() {
+        if quoted {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => quoted = false,
+                _ => {}
+            }
+            continue;
+        }
+        if c == '"' {
+            quoted = true;
+        } else if c == sep {
+            out.push(&value[start..i]);
+            start = i + sep.len_utf8();
+        }
+    }
+    out.push(&value[start..]);
+    out
+}
+
 /// A message head split into its start line and headers, plus where the body starts.
 struct Head<'a> {
     start: &'a str,
@@ -216,6 +292,9 @@ fn parse_head(bytes: &[u8]) -> Result<Head<'_>, SipParseError> {
         }
         fields.push((canonical_name(name), value.trim().to_string()));
     }
+    if let Some((_, value)) = fields.iter().find(|(_, v)| has_stray_control(v)) {
+        return Err(SipParseError::HeaderLine(truncated(value)));
+    }
     Ok(Head {
         start,
         headers: Headers(fields),
@@ -223,8 +302,16 @@ fn parse_head(bytes: &[u8]) -> Result<Head<'_>, SipParseError> {
     })
 }
 
-/// Splits a header value on commas that are outside quotes and angle brackets.
+/// Splits a header value on commas that are outside quotes and angle
+/// brackets; empty entries are dropped.
 pub fn split_comma_list(value: &str) -> Vec<&str> {
+    let mut out = comma_items(value);
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+/// [`split_comma_list`] keeping empty entries, so that `a,,b` can be refused.
+fn comma_items(value: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let (mut quoted, mut escaped, mut angle) = (false, false, false);
     let mut start = 0;
@@ -250,7 +337,6 @@ pub fn split_comma_list(value: &str) -> Vec<&str> {
         }
     }
     out.push(value[start..].trim());
-    out.retain(|s| !s.is_empty());
     out
 }
 
@@ -298,30 +384,36 @@ pub struct Via {
 }
 
 impl Via {
+    /// Parses one Via entry. RFC 3261 §25.1 allows white space around the
+    /// `/` of sent-protocol and the `:` of sent-by (SLASH and COLON are
+    /// `SWS x SWS`; RFC 4475 §3.1.1.1 does it); sent-by must be a host and
+    /// port, and every parameter needs a name (RFC 4475 §3.1.2.1's `;;` is
+    /// invalid).
     pub fn parse(value: &str) -> Option<Via> {
-        let (proto_by, params) = match value.split_once(';') {
-            Some((a, b)) => (a, Some(b)),
-            None => (value, None),
-        };
-        let mut parts = proto_by.split_whitespace();
-        let proto = parts.next()?;
-        let sent_by = parts.next()?;
-        if parts.next().is_some() {
+        let mut pieces = split_unquoted(value, ';').into_iter();
+        let proto_by = squeeze_separators(pieces.next()?);
+        let mut parts = proto_by.split(' ');
+        let (proto, sent_by) = (parts.next()?, parts.next()?);
+        if parts.next().is_some() || !is_host_port(sent_by) {
             return None;
         }
-        let mut pieces = proto.splitn(3, '/').map(str::trim);
-        let (name, version, transport) = (pieces.next()?, pieces.next()?, pieces.next()?);
+        let mut proto = proto.splitn(3, '/');
+        let (name, version, transport) = (proto.next()?, proto.next()?, proto.next()?);
         if !name.eq_ignore_ascii_case("SIP") || version != "2.0" || !is_token(transport) {
             return None;
         }
-        let params = params
-            .into_iter()
-            .flat_map(|p| p.split(';'))
-            .map(|p| match p.split_once('=') {
-                Some((n, v)) => (n.trim().to_ascii_lowercase(), Some(v.trim().to_string())),
-                None => (p.trim().to_ascii_lowercase(), None),
-            })
-            .collect();
+        let mut params = Vec::new();
+        for p in pieces {
+            let (n, v) = match p.split_once('=') {
+                Some((n, v)) => (n, Some(v.trim().to_string())),
+                None => (p, None),
+            };
+            let n = n.trim();
+            if !is_token(n) {
+                return None;
+            }
+            params.push((n.to_ascii_lowercase(), v));
+        }
         Some(Via {
             transport: transport.to_string(),
             sent_by: sent_by.to_string(),
@@ -363,6 +455,21 @@ impl fmt::Display for Via {
     }
 }
 
+/// Removes the white space RFC 3261 allows around `/` and `:` and collapses
+/// the rest to single spaces: `SIP / 2.0 / UDP host : 5060` becomes
+/// `SIP/2.0/UDP host:5060`.
+fn squeeze_separators(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for word in text.split(LWS).filter(|w| !w.is_empty()) {
+        let glued = out.ends_with(['/', ':']) || word.starts_with(['/', ':']);
+        if !out.is_empty() && !glued {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
+}
+
 /// The value of the `tag` parameter of a From/To header, if any.
 pub fn tag_param(value: &str) -> Option<&str> {
     // Parameters follow the closing '>' of a name-addr, or the addr-spec itself.
@@ -376,6 +483,176 @@ pub fn tag_param(value: &str) -> Option<&str> {
     })
 }
 
+// ---------------------------------------------------------------------------
+// URIs (RFC 3261 §19.1, §25.1), checked as far as a UAS needs
+
+/// A character a URI may carry unescaped: unreserved, reserved, and the
+/// brackets of an IPv6 reference. `%` starts an escape, checked separately.
+fn is_uri_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-_.!~*'();/?:@&=+$,[]".contains(&b)
+}
+
+/// Every character of `uri` is a URI character and every `%` is followed by
+/// two hex digits (RFC 3261 `escaped`). No white space, quotes or `<>`.
+fn has_uri_chars(uri: &str) -> bool {
+    let b = uri.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+            {
+                return false;
+            }
+            i += 3;
+        } else if is_uri_char(b[i]) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// Splits an absolute URI into its scheme (lowercased) and the rest, if it
+/// has the shape `scheme ":" ...` with URI characters only.
+fn uri_scheme(uri: &str) -> Option<(String, &str)> {
+    let (scheme, rest) = uri.split_once(':')?;
+    let mut chars = scheme.chars();
+    let first_is_alpha = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    if !first_is_alpha
+        || !chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        || !has_uri_chars(uri)
+    {
+        return None;
+    }
+    Some((scheme.to_ascii_lowercase(), rest))
+}
+
+/// Whether `uri` is a `sip:` or `sips:` URI (any shape).
+pub fn is_sip_uri(uri: &str) -> bool {
+    matches!(uri_scheme(uri), Some((scheme, _)) if scheme == "sip" || scheme == "sips")
+}
+
+/// The text inside an IPv6 reference's brackets. RFC 5118 §4.10: the
+/// `IPv6address` rule RFC 3261 took from RFC 2373 also derives `:::` before
+/// an embedded IPv4 address (`2001:db8:::192.0.2.1`); implementations are to
+/// accept that form as well as the correct one.
+fn is_ipv6_reference_body(text: &str) -> bool {
+    if text.parse::<std::net::Ipv6Addr>().is_ok() {
+        return true;
+    }
+    match text.split_once(":::") {
+        Some((head, v4)) => {
+            v4.parse::<std::net::Ipv4Addr>().is_ok()
+                && format!("{head}::{v4}")
+                    .parse::<std::net::Ipv6Addr>()
+                    .is_ok()
+        }
+        None => false,
+    }
+}
+
+/// `host [":" port]`: a host name or IPv4 address, or an IPv6 reference in
+/// brackets; the port, if any, 1 to 5 digits.
+fn is_host_port(text: &str) -> bool {
+    let (host_ok, port) = if let Some(rest) = text.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return false;
+        };
+        let port = match after {
+            "" => None,
+            _ => match after.strip_prefix(':') {
+                Some(p) => Some(p),
+                None => return false,
+            },
+        };
+        (is_ipv6_reference_body(v6), port)
+    } else {
+        let (host, port) = match text.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (text, None),
+        };
+        // Host names and IPv4 addresses; '_' is tolerated as many stacks emit it.
+        let host_ok = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+        (host_ok, port)
+    };
+    host_ok
+        && port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Checks a Request-URI (RFC 3261 §25.1 `Request-URI`): a URI with a
+/// scheme, URI characters only (RFC 4475 §3.1.2.7 `<sip:...>` fails here),
+/// and for `sip:`/`sips:` a valid host and port (RFC 5118 §4.2: an IPv6
+/// address needs its brackets) and no headers: RFC 3261 §19.1.1 does not
+/// allow them in a Request-URI (RFC 4475 §3.1.2.11 allows rejecting them).
+fn is_request_uri(uri: &str) -> bool {
+    let Some((scheme, rest)) = uri_scheme(uri) else {
+        return false;
+    };
+    if scheme != "sip" && scheme != "sips" {
+        return true; // other schemes are opaque here; the UAS answers 416
+    }
+    // The user part cannot hold an unescaped '@', so the first one ends it.
+    let after_user = match rest.split_once('@') {
+        Some((user, after)) if !user.is_empty() => after,
+        Some(_) => return false,
+        None => rest,
+    };
+    !after_user.contains('?') && is_host_port(after_user.split(';').next().unwrap_or(""))
+}
+
+/// Generic parameters after a URI or a Via (`;name[=value]`...): none empty
+/// (RFC 4475 §3.1.2.1 `;;`), every name a token.
+fn are_params(params: &str) -> bool {
+    split_unquoted(params, ';').into_iter().all(|p| {
+        let name = p.split('=').next().unwrap_or("").trim_matches(LWS);
+        is_token(name)
+    })
+}
+
+/// A From, To or Contact entry (RFC 3261 §20.10, §25.1): `name-addr` or
+/// `addr-spec`, then parameters. What RFC 4475 §3.1.2 calls invalid fails
+/// here: an unterminated quote (§3.1.2.6), white space inside `<>`
+/// (§3.1.2.14), an unquoted display name that is not tokens (§3.1.2.15), a
+/// URI with `?` or `,` outside `<>` (§3.1.2.13), empty parameters (§3.1.2.1).
+fn is_address(value: &str) -> bool {
+    address_uri(value).is_some()
+}
+
+/// The URI of a valid From, To or Contact entry (see [`is_address`]).
+pub fn address_uri(value: &str) -> Option<&str> {
+    let v = value.trim_matches(LWS);
+    // The URI, and what follows it (parameters).
+    let (uri, after) = if let Some(quoted) = v.strip_prefix('"') {
+        let end = closing_quote(quoted)?;
+        let rest = quoted[end + 1..].trim_start_matches(LWS);
+        rest.strip_prefix('<')?.split_once('>')?
+    } else if let Some(lt) = v.find('<') {
+        if !v[..lt].split(LWS).filter(|w| !w.is_empty()).all(is_token) {
+            return None;
+        }
+        v[lt + 1..].split_once('>')?
+    } else {
+        // addr-spec: its parameters are the header's, so the URI ends at ';'.
+        let end = v.find(';').unwrap_or(v.len());
+        let uri = v[..end].trim_end_matches(LWS);
+        if uri.contains(['?', ',']) {
+            return None;
+        }
+        (uri, &v[end..])
+    };
+    let after = after.trim_start_matches(LWS);
+    let params_ok = after.is_empty() || after.strip_prefix(';').is_some_and(are_params);
+    (uri_scheme(uri).is_some() && params_ok).then_some(uri)
+}
+
+// ---------------------------------------------------------------------------
+// Header values
+
 fn required<'a>(headers: &'a Headers, name: &'static str) -> Result<&'a str, SipParseError> {
     headers.get(name).ok_or(SipParseError::MissingHeader(name))
 }
@@ -388,10 +665,51 @@ fn parse_cseq(headers: &Headers) -> Result<CSeq, SipParseError> {
     })
 }
 
+/// Header fields that take one value (RFC 3261 §20; RFC 4475 §3.3.8): a
+/// second one makes the message ambiguous, so it is refused, never guessed.
+const SINGLE_VALUED: [(&str, &str); 7] = [
+    ("call-id", "Call-ID"),
+    ("cseq", "CSeq"),
+    ("from", "From"),
+    ("to", "To"),
+    ("max-forwards", "Max-Forwards"),
+    ("content-length", "Content-Length"),
+    ("content-type", "Content-Type"),
+];
+
+fn check_single_valued(headers: &Headers) -> Result<(), SipParseError> {
+    for (name, display) in SINGLE_VALUED {
+        if headers.get_all(name).nth(1).is_some() {
+            return Err(SipParseError::Repeated(display));
+        }
+    }
+    Ok(())
+}
+
+/// The Call-ID (RFC 3261 §25.1 `callid = word ["@" word]`): not empty, and
+/// neither white space nor a comma, which would mean several values.
+fn parse_call_id(headers: &Headers) -> Result<String, SipParseError> {
+    let v = non_empty(headers, "call-id")?;
+    if v.contains([' ', '\t', ',']) {
+        return Err(SipParseError::InvalidHeader {
+            name: "Call-ID",
+            value: truncated(v),
+        });
+    }
+    Ok(v.to_string())
+}
+
+/// The Content-Length, if present. A second Content-Length is an error even
+/// if it agrees (RFC 4475 §3.3.9): on a stream, framing must never depend on
+/// which of two values a parser picks.
 fn parse_content_length(headers: &Headers) -> Result<Option<usize>, SipParseError> {
-    let Some(v) = headers.get("content-length") else {
+    let mut values = headers.get_all("content-length");
+    let Some(v) = values.next() else {
         return Ok(None);
     };
+    if values.next().is_some() {
+        return Err(SipParseError::Repeated("Content-Length"));
+    }
     if v.is_empty() || v.len() > 10 || !v.bytes().all(|b| b.is_ascii_digit()) {
         return Err(SipParseError::InvalidHeader {
             name: "Content-Length",
@@ -461,16 +779,26 @@ impl Response {
     }
 }
 
+/// `SIP/2.0`; the version is case-insensitive (RFC 3261 §7.1).
+fn is_sip_2_0(version: &str) -> bool {
+    version.eq_ignore_ascii_case("SIP/2.0")
+}
+
 /// Parses a complete response (e.g. one UDP datagram or one framed TCP message).
 pub fn parse_response(bytes: &[u8]) -> Result<Response, SipParseError> {
     let head = parse_head(bytes)?;
     let bad_start = || SipParseError::StartLine(truncated(head.start));
     let (version, rest) = head.start.split_once(' ').ok_or_else(bad_start)?;
-    if version != "SIP/2.0" {
+    if !is_sip_2_0(version) {
         return Err(bad_start());
     }
     let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
-    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+    // A reason phrase is text: control characters have no business there
+    // (and it may end up on a terminal).
+    if code.len() != 3
+        || !code.bytes().all(|b| b.is_ascii_digit())
+        || reason.chars().any(|c| c.is_control() && c != '\t')
+    {
         return Err(bad_start());
     }
     let status: u16 = code.parse().map_err(|_| bad_start())?;
@@ -478,6 +806,7 @@ pub fn parse_response(bytes: &[u8]) -> Result<Response, SipParseError> {
         return Err(bad_start());
     }
     let headers = head.headers;
+    check_single_valued(&headers)?;
     let top_via = required(&headers, "via")?;
     let top_via = split_comma_list(top_via)
         .first()
@@ -486,7 +815,7 @@ pub fn parse_response(bytes: &[u8]) -> Result<Response, SipParseError> {
             name: "Via",
             value: truncated(top_via),
         })?;
-    let call_id = non_empty(&headers, "call-id")?.to_string();
+    let call_id = parse_call_id(&headers)?;
     let cseq = parse_cseq(&headers)?;
     let content_length = parse_content_length(&headers)?;
     let to_tag = headers.get("to").and_then(tag_param).map(str::to_string);
@@ -627,6 +956,14 @@ pub struct Request {
 }
 
 /// Parses a complete request (one datagram or one framed TCP message).
+///
+/// Beyond framing, it checks what a UAS needs to trust before answering
+/// (RFC 3261 §8.2, and the RFC 4475 / RFC 5118 torture messages): the
+/// Request-Line (single spaces, a real URI, SIP/2.0), every Via entry, From
+/// and To and each Contact as addresses, single-valued headers appearing
+/// once, and a CSeq whose method is the request's (RFC 3261 §8.1.1.5).
+/// A message refused here may still deserve a 400: see
+/// [`reject_invalid_request`].
 pub fn parse_request(bytes: &[u8]) -> Result<Request, SipParseError> {
     let head = parse_head(bytes)?;
     let bad_start = || SipParseError::StartLine(truncated(head.start));
@@ -635,32 +972,51 @@ pub fn parse_request(bytes: &[u8]) -> Result<Request, SipParseError> {
         (Some(m), Some(u), Some(v), None) => (m, u, v),
         _ => return Err(bad_start()),
     };
-    if !is_token(method)
-        || uri.is_empty()
-        || !uri.contains(':')
-        || uri.chars().any(|c| c.is_control())
-        || version != "SIP/2.0"
-    {
+    if !is_token(method) || !is_request_uri(uri) || !is_sip_2_0(version) {
         return Err(bad_start());
     }
     let headers = head.headers;
+    check_single_valued(&headers)?;
     let vias: Vec<String> = headers.get_all("via").map(str::to_string).collect();
-    let top = vias.first().ok_or(SipParseError::MissingHeader("via"))?;
-    if split_comma_list(top)
-        .first()
-        .and_then(|v| Via::parse(v))
-        .is_none()
-    {
+    if vias.is_empty() {
+        return Err(SipParseError::MissingHeader("via"));
+    }
+    if let Some(bad) = vias.iter().find(|v| {
+        !comma_items(v)
+            .iter()
+            .all(|entry| Via::parse(entry).is_some())
+    }) {
         return Err(SipParseError::InvalidHeader {
             name: "Via",
-            value: truncated(top),
+            value: truncated(bad),
         });
     }
-    let from = non_empty(&headers, "from")?.to_string();
-    let to = non_empty(&headers, "to")?.to_string();
-    let call_id = non_empty(&headers, "call-id")?.to_string();
+    let from = address(&headers, "from", "From")?.to_string();
+    let to = address(&headers, "to", "To")?.to_string();
+    for contact in headers.get_all("contact") {
+        let entries = comma_items(contact);
+        let star = entries == ["*"];
+        if !star && !entries.iter().all(|e| is_address(e)) {
+            return Err(SipParseError::InvalidHeader {
+                name: "Contact",
+                value: truncated(contact),
+            });
+        }
+    }
+    let call_id = parse_call_id(&headers)?;
     let cseq = parse_cseq(&headers)?;
+    if cseq.method != method {
+        return Err(SipParseError::InvalidHeader {
+            name: "CSeq",
+            value: format!(
+                "method {}, request method {}",
+                cseq.method,
+                truncated(method)
+            ),
+        });
+    }
     let content_length = parse_content_length(&headers)?;
+    // RFC 4475 §3.1.2.4: a Max-Forwards that is not a number may be treated as absent.
     let max_forwards = headers.get("max-forwards").and_then(|v| v.parse().ok());
     let body = take_body(bytes, head.body_offset, content_length)?;
     Ok(Request {
@@ -678,6 +1034,22 @@ pub fn parse_request(bytes: &[u8]) -> Result<Request, SipParseError> {
     })
 }
 
+/// A From or To value that must be present and a valid address.
+fn address<'a>(
+    headers: &'a Headers,
+    name: &'static str,
+    display: &'static str,
+) -> Result<&'a str, SipParseError> {
+    let v = non_empty(headers, name)?;
+    if !is_address(v) {
+        return Err(SipParseError::InvalidHeader {
+            name: display,
+            value: truncated(v),
+        });
+    }
+    Ok(v)
+}
+
 /// The standard reason phrase for the status codes the responder uses.
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
@@ -688,12 +1060,16 @@ pub fn reason_phrase(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        415 => "Unsupported Media Type",
+        416 => "Unsupported URI Scheme",
+        420 => "Bad Extension",
         481 => "Call/Transaction Does Not Exist",
         483 => "Too Many Hops",
         486 => "Busy Here",
         500 => "Server Internal Error",
         501 => "Not Implemented",
         503 => "Service Unavailable",
+        505 => "Version Not Supported",
         _ => "Unknown",
     }
 }
@@ -761,31 +1137,137 @@ impl ResponseBuilder<'_> {
 
     pub fn build(self) -> Vec<u8> {
         let req = self.request;
-        let mut out = format!("SIP/2.0 {} {}\r\n", self.status, self.reason);
-        for (i, via) in req.vias.iter().enumerate() {
-            let value = match (i, self.received) {
-                (0, Some(src)) => stamp_top_via(via, src),
-                _ => via.clone(),
-            };
-            out.push_str(&format!("Via: {value}\r\n"));
-        }
-        out.push_str(&format!("From: {}\r\n", req.from));
-        let to = if tag_param(&req.to).is_some() || self.status == 100 {
-            req.to.clone()
-        } else {
-            let tag = self.to_tag.unwrap_or_else(|| random_token(10));
-            format!("{};tag={tag}", req.to)
+        let echoed = Echoed {
+            vias: &req.vias,
+            from: Some(&req.from),
+            to: Some(&req.to),
+            call_id: Some(&req.call_id),
+            cseq: Some(req.cseq.to_string()),
         };
-        out.push_str(&format!("To: {to}\r\n"));
-        out.push_str(&format!("Call-ID: {}\r\n", req.call_id));
-        out.push_str(&format!("CSeq: {}\r\n", req.cseq));
-        out.push_str(&format!("Server: {}\r\n", user_agent()));
-        for (n, v) in &self.extra {
-            out.push_str(&format!("{n}: {v}\r\n"));
-        }
-        out.push_str("Content-Length: 0\r\n\r\n");
-        out.into_bytes()
+        write_response(
+            self.status,
+            &self.reason,
+            &echoed,
+            self.to_tag,
+            self.received,
+            &self.extra,
+        )
     }
+}
+
+/// The request headers a response copies (RFC 3261 §8.2.6.2), as found.
+struct Echoed<'a> {
+    vias: &'a [String],
+    from: Option<&'a str>,
+    to: Option<&'a str>,
+    call_id: Option<&'a str>,
+    cseq: Option<String>,
+}
+
+/// Writes a response: status line, the echoed headers (the top Via stamped
+/// with `received`/`rport` for `source`, a To tag added unless the request
+/// had one or this is a 100), Server, `extra`, and an empty body.
+fn write_response(
+    status: u16,
+    reason: &str,
+    echoed: &Echoed<'_>,
+    to_tag: Option<String>,
+    source: Option<SocketAddr>,
+    extra: &[(String, String)],
+) -> Vec<u8> {
+    let mut out = format!("SIP/2.0 {status} {reason}\r\n");
+    for (i, via) in echoed.vias.iter().enumerate() {
+        let value = match (i, source) {
+            (0, Some(src)) => stamp_top_via(via, src),
+            _ => via.clone(),
+        };
+        out.push_str(&format!("Via: {value}\r\n"));
+    }
+    if let Some(from) = echoed.from {
+        out.push_str(&format!("From: {from}\r\n"));
+    }
+    if let Some(to) = echoed.to {
+        if tag_param(to).is_some() || status == 100 {
+            out.push_str(&format!("To: {to}\r\n"));
+        } else {
+            let tag = to_tag.unwrap_or_else(|| random_token(10));
+            out.push_str(&format!("To: {to};tag={tag}\r\n"));
+        }
+    }
+    if let Some(call_id) = echoed.call_id {
+        out.push_str(&format!("Call-ID: {call_id}\r\n"));
+    }
+    if let Some(cseq) = &echoed.cseq {
+        out.push_str(&format!("CSeq: {cseq}\r\n"));
+    }
+    out.push_str(&format!("Server: {}\r\n", user_agent()));
+    for (n, v) in extra {
+        out.push_str(&format!("{n}: {v}\r\n"));
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out.into_bytes()
+}
+
+/// The answer a UAS gives to bytes that [`parse_request`] refused but that
+/// still look like a request it can answer: `505 Version Not Supported` for
+/// another SIP version (RFC 4475 §3.1.2.16), else `400 Bad Request`
+/// (RFC 3261 §8.2, RFC 4475 §3.1.2 and §3.3). The headers a response copies
+/// are copied as found, even malformed, and missing ones are left out
+/// (RFC 4475 §3.3.1 lacks From, To and Call-ID): the sender matches its
+/// transaction by the Via branch.
+///
+/// `None` when nothing can be answered: the head cannot be read (not UTF-8,
+/// too large, no end), the start line is a response's or not a request's,
+/// the method is ACK (never answered, RFC 3261 §17.2.1), or there is no Via
+/// to send the answer along.
+pub fn reject_invalid_request(bytes: &[u8], source: Option<SocketAddr>) -> Option<Vec<u8>> {
+    let head = parse_head(bytes).ok()?;
+    let mut parts = head.start.split(' ').filter(|p| !p.is_empty());
+    let method = parts.next()?;
+    if !is_token(method) || method == "ACK" || method.to_ascii_uppercase().starts_with("SIP/") {
+        return None;
+    }
+    let headers = &head.headers;
+    let vias: Vec<String> = headers
+        .get_all("via")
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .collect();
+    if vias.is_empty() {
+        return None;
+    }
+    let version = head.start.split(' ').nth(2).unwrap_or("");
+    let other_version = !is_sip_2_0(version)
+        && version
+            .strip_prefix("SIP/")
+            .and_then(|v| v.split_once('.'))
+            .is_some_and(|(major, minor)| {
+                [major, minor]
+                    .iter()
+                    .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            });
+    let status = if other_version { 505 } else { 400 };
+    // The top Via is stamped only if it parses; otherwise it goes back as sent.
+    let source = source.filter(|_| {
+        split_comma_list(&vias[0])
+            .first()
+            .is_some_and(|v| Via::parse(v).is_some())
+    });
+    let echoed = Echoed {
+        vias: &vias,
+        from: headers.get("from"),
+        to: headers.get("to"),
+        call_id: headers.get("call-id"),
+        cseq: headers.get("cseq").map(str::to_string),
+    };
+    Some(write_response(
+        status,
+        reason_phrase(status),
+        &echoed,
+        None,
+        source,
+        &[],
+    ))
 }
 
 /// Adds `received` and fills `rport` on the first entry of a Via header value.
@@ -835,11 +1317,17 @@ pub enum Frame {
 /// Accumulates bytes from a stream transport and yields complete messages,
 /// framed by Content-Length (RFC 3261 §18.3; a missing Content-Length counts
 /// as 0). Any error is fatal for the stream: the caller should close it.
+///
+/// Consumed bytes are dropped lazily (an offset moves, the buffer is
+/// compacted on the next push), so a peer streaming keep-alives or stray
+/// line ends costs linear time, not quadratic.
 #[derive(Debug, Clone)]
 pub struct StreamFramer {
     buf: Vec<u8>,
+    /// Where the unconsumed bytes start in `buf`.
+    start: usize,
     max: usize,
-    /// Where to resume the search for the end of the head.
+    /// Where to resume the search for the end of the head, relative to `start`.
     scanned: usize,
 }
 
@@ -854,6 +1342,7 @@ impl StreamFramer {
     pub fn new(max_message: usize) -> Self {
         StreamFramer {
             buf: Vec::new(),
+            start: 0,
             max: max_message,
             scanned: 0,
         }
@@ -862,12 +1351,22 @@ impl StreamFramer {
     /// Appends received bytes. Call [`next_frame`](Self::next_frame) until it
     /// returns `Ok(None)` afterwards.
     pub fn push(&mut self, data: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(data);
     }
 
     /// Bytes held that are not yet part of a complete message.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
+    }
+
+    /// The bytes held that are not yet part of a complete message (after an
+    /// error: the message that could not be framed, from its first byte).
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
     }
 
     /// The next complete frame, `Ok(None)` if more bytes are needed.
@@ -875,11 +1374,12 @@ impl StreamFramer {
         // Leading CRLFs: a double CRLF is a keep-alive ping, a lone one (e.g. a
         // pong or stray line ending) is skipped.
         loop {
-            if self.buf.starts_with(b"\r\n\r\n") {
+            let rest = self.pending();
+            if rest.starts_with(b"\r\n\r\n") {
                 self.consume(4);
                 return Ok(Some(Frame::KeepAlive));
             }
-            match self.buf.as_slice() {
+            match rest {
                 [] | [b'\r'] | [b'\r', b'\n'] | [b'\r', b'\n', b'\r'] => return Ok(None),
                 [b'\r', b'\n', ..] => self.consume(2),
                 [b'\n', ..] => self.consume(1),
@@ -887,17 +1387,17 @@ impl StreamFramer {
             }
         }
         let from = self.scanned.saturating_sub(2);
-        let Some((_, head_len)) = find_head_end(&self.buf, from) else {
-            self.scanned = self.buf.len();
-            if self.buf.len() > self.max {
+        let Some((_, head_len)) = find_head_end(self.pending(), from) else {
+            self.scanned = self.buffered();
+            if self.buffered() > self.max {
                 return Err(SipParseError::TooLarge {
-                    size: self.buf.len(),
+                    size: self.buffered(),
                     limit: self.max,
                 });
             }
             return Ok(None);
         };
-        let head = parse_head(&self.buf[..head_len])?;
+        let head = parse_head(&self.pending()[..head_len])?;
         let cl = parse_content_length(&head.headers)?.unwrap_or(0);
         let total = head_len.saturating_add(cl);
         if total > self.max {
@@ -906,18 +1406,21 @@ impl StreamFramer {
                 limit: self.max,
             });
         }
-        if self.buf.len() < total {
+        if self.buffered() < total {
             return Ok(None);
         }
-        let rest = self.buf.split_off(total);
-        let msg = std::mem::replace(&mut self.buf, rest);
-        self.scanned = 0;
+        let msg = self.pending()[..total].to_vec();
+        self.consume(total);
         Ok(Some(Frame::Message(msg)))
     }
 
     fn consume(&mut self, n: usize) {
-        self.buf.drain(..n);
+        self.start += n;
         self.scanned = 0;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
     }
 }
 
@@ -1205,6 +1708,405 @@ mod tests {
         let mut f = StreamFramer::new(100);
         f.push(b"SIP/2.0 200 OK\r\nContent-Length: lots\r\n\r\n");
         assert!(f.next_frame().is_err());
+    }
+
+    /// A response head with `extra` header lines, and `body`.
+    fn response_with(extra: &str, body: &str) -> String {
+        format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\nCall-ID: c\r\n\
+             CSeq: 1 OPTIONS\r\n{extra}\r\n{body}"
+        )
+    }
+
+    #[test]
+    fn response_parser_survives_hostile_input() {
+        use SipParseError as E;
+        let repeated = |name| Err(E::Repeated(name));
+        let cases: Vec<(String, Result<(), SipParseError>)> = vec![
+            // Content-Length: huge, larger than the bytes, negative, repeated.
+            (
+                response_with("Content-Length: 99999999999999999999\r\n", ""),
+                Err(E::InvalidHeader {
+                    name: "Content-Length",
+                    value: "99999999999999999999".into(),
+                }),
+            ),
+            (
+                response_with("Content-Length: 4294967295\r\n", "short"),
+                Err(E::Incomplete("body shorter than Content-Length")),
+            ),
+            (
+                response_with("Content-Length: -5\r\n", "abcde"),
+                Err(E::InvalidHeader {
+                    name: "Content-Length",
+                    value: "-5".into(),
+                }),
+            ),
+            (
+                response_with("Content-Length: 5\r\nContent-Length: 7\r\n", "1234567"),
+                repeated("Content-Length"),
+            ),
+            // Agreeing, but in long and compact form: still two values.
+            (
+                response_with("l: 0\r\nContent-Length: 0\r\n", ""),
+                repeated("Content-Length"),
+            ),
+            (response_with("i: other\r\n", ""), repeated("Call-ID")),
+            (response_with("CSeq: 2 OPTIONS\r\n", ""), repeated("CSeq")),
+            (
+                response_with("Content-Length: 0,5\r\n", ""),
+                Err(E::InvalidHeader {
+                    name: "Content-Length",
+                    value: "0,5".into(),
+                }),
+            ),
+            // NUL, a bare CR, DEL in a header value; NUL in the reason phrase.
+            (
+                response_with("X-Nul: a\0b\r\n", ""),
+                Err(E::HeaderLine("a\0b".into())),
+            ),
+            (
+                response_with("X-Cr: a\rInjected: b\r\n", ""),
+                Err(E::HeaderLine("a\rInjected: b".into())),
+            ),
+            (
+                response_with("X-Del: \x7f\r\n", ""),
+                Err(E::HeaderLine("\x7f".into())),
+            ),
+            (
+                "SIP/2.0 200 O\0K\r\nVia: SIP/2.0/UDP h\r\nCall-ID: c\r\nCSeq: 1 X\r\n\r\n".into(),
+                Err(E::StartLine("SIP/2.0 200 O\0K".into())),
+            ),
+            // Folding: continuation lines join their header; a fold cannot come first.
+            (
+                "SIP/2.0 200 OK\r\n folded: first\r\nVia: SIP/2.0/UDP h\r\n\r\n".into(),
+                Err(E::HeaderLine(" folded: first".into())),
+            ),
+            (response_with("X-Long: a\r\n  \r\n\t b\r\n", ""), Ok(())),
+            // NUL bytes in a body are just bytes.
+            (response_with("Content-Length: 3\r\n", "\0\0\0"), Ok(())),
+            // Call-ID holding two values.
+            (
+                "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCall-ID: a, b\r\nCSeq: 1 X\r\n\r\n".into(),
+                Err(E::InvalidHeader {
+                    name: "Call-ID",
+                    value: "a, b".into(),
+                }),
+            ),
+        ];
+        for (text, expected) in cases {
+            let got = parse_response(text.as_bytes()).map(|_| ());
+            assert_eq!(got, expected, "{text:?}");
+        }
+        let folded =
+            parse_response(response_with("X-Long: a\r\n  \r\n\t b\r\n", "").as_bytes()).unwrap();
+        assert_eq!(folded.headers.get("x-long"), Some("a b"));
+
+        // An overlong line: within the size limit it is just long, beyond it refused.
+        let long = "v".repeat(MAX_MESSAGE_SIZE - 200);
+        let r =
+            parse_response(response_with(&format!("X-Long: {long}\r\n"), "").as_bytes()).unwrap();
+        assert_eq!(r.headers.get("x-long").map(str::len), Some(long.len()));
+        let longer = "v".repeat(MAX_MESSAGE_SIZE);
+        assert!(matches!(
+            parse_response(response_with(&format!("X-Long: {longer}\r\n"), "").as_bytes()),
+            Err(E::TooLarge { .. })
+        ));
+        // Many headers, many of them folded: the cap counts fields.
+        let many: String = (0..=MAX_HEADERS)
+            .map(|i| format!("X-{i}: a\r\n b\r\n"))
+            .collect();
+        assert_eq!(
+            parse_response(response_with(&many, "").as_bytes()),
+            Err(E::TooManyHeaders(MAX_HEADERS))
+        );
+    }
+
+    #[test]
+    fn framer_survives_hostile_streams() {
+        // A huge Content-Length fails as soon as the head is complete: the
+        // framer never waits for (or buffers) the promised bytes.
+        let mut f = StreamFramer::default();
+        f.push(response_with("Content-Length: 4294967295\r\n", "").as_bytes());
+        assert!(matches!(
+            f.next_frame(),
+            Err(SipParseError::TooLarge { .. })
+        ));
+        // Two Content-Lengths: no guessing which frames the stream.
+        let mut f = StreamFramer::default();
+        let text = response_with("Content-Length: 1\r\nl: 7\r\n", "1234567");
+        f.push(text.as_bytes());
+        assert_eq!(
+            f.next_frame(),
+            Err(SipParseError::Repeated("Content-Length"))
+        );
+        // After an error the message that failed is still there, from its start.
+        assert_eq!(f.pending(), text.as_bytes());
+        let mut f = StreamFramer::default();
+        f.push(b"\r\n\r\nSIP/2.0 200 OK\r\nContent-Length: -1\r\n\r\n");
+        assert_eq!(f.next_frame(), Ok(Some(Frame::KeepAlive)));
+        assert!(f.next_frame().is_err());
+        assert!(f.pending().starts_with(b"SIP/2.0 200 OK"));
+        // A NUL in the head.
+        let mut f = StreamFramer::default();
+        f.push(response_with("X: \0\r\n", "").as_bytes());
+        assert!(matches!(f.next_frame(), Err(SipParseError::HeaderLine(_))));
+        // A head that never ends is refused once it passes the limit.
+        let mut f = StreamFramer::new(4096);
+        f.push(b"SIP/2.0 200 OK\r\n");
+        let mut refused = false;
+        for _ in 0..1000 {
+            f.push(b"X-Endless: 0123456789abcdef\r\n");
+            match f.next_frame() {
+                Ok(None) => {}
+                Err(SipParseError::TooLarge { .. }) => {
+                    refused = true;
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(refused && f.buffered() <= 4096 + 64);
+        // A megabyte of keep-alives is a quarter million pings, each cut in
+        // constant time; a megabyte of bare line ends is nothing at all.
+        let mut f = StreamFramer::default();
+        f.push(&b"\r\n\r\n".repeat(256 * 1024));
+        let mut pings = 0;
+        while let Some(frame) = f.next_frame().unwrap() {
+            assert_eq!(frame, Frame::KeepAlive);
+            pings += 1;
+        }
+        assert_eq!((pings, f.buffered()), (256 * 1024, 0));
+        f.push(&[b'\n'; 1 << 20]);
+        assert_eq!((f.next_frame(), f.buffered()), (Ok(None), 0));
+    }
+
+    /// A request that parses; `replace` swaps one of its lines.
+    fn request_text(replace: &[(&str, &str)]) -> String {
+        let mut text = "OPTIONS sip:bob@example.test SIP/2.0\r\n\
+                        Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKr1\r\n\
+                        From: \"Alice\" <sip:alice@example.test>;tag=a\r\n\
+                        To: <sip:bob@example.test>\r\n\
+                        Call-ID: r1@example.test\r\n\
+                        CSeq: 1 OPTIONS\r\n\
+                        Contact: <sip:alice@192.0.2.1>\r\n\
+                        Content-Length: 0\r\n\r\n"
+            .to_string();
+        for (from, to) in replace {
+            assert!(text.contains(from), "{from}");
+            text = text.replacen(from, to, 1);
+        }
+        text
+    }
+
+    #[test]
+    fn request_parser_follows_the_rfc3261_grammar() {
+        assert!(parse_request(request_text(&[]).as_bytes()).is_ok());
+        let accepted = [
+            // LWS around Via's '/' and ':' and around parameters.
+            (
+                "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKr1",
+                "Via: SIP / 2.0 / UDP 192.0.2.1 : 5060 ; branch = z9hG4bKr1",
+            ),
+            (
+                "Via: SIP/2.0/UDP 192.0.2.1:5060;",
+                "Via: SIP/2.0/UDP [2001:db8::1]:5060;received=[2001:db8::2];",
+            ),
+            (
+                "Via: SIP/2.0/UDP 192.0.2.1:5060;",
+                "Via: SIP/2.0/UDP [2001:db8::1];received=2001:db8::2;",
+            ),
+            (
+                "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKr1",
+                "Via: SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/TCP b:5061",
+            ),
+            // Addresses: display names, quoted-pairs, addr-spec with parameters, '*'.
+            ("From: \"Alice\" <", "From: Alice  Liddell<"),
+            (
+                "From: \"Alice\" <",
+                "From: \"A \\\"quoted\\\" \\\\ name\" <",
+            ),
+            (
+                "To: <sip:bob@example.test>",
+                "To: sip:bob@example.test ; tag = 7",
+            ),
+            ("Contact: <sip:alice@192.0.2.1>", "Contact: *"),
+            (
+                "Contact: <sip:alice@192.0.2.1>",
+                "Contact: <sip:a@h;lr>;q=0.5, sip:b@h;expires=60",
+            ),
+            (
+                "Contact: <sip:alice@192.0.2.1>",
+                "Contact: <sip:a@h?Route=%3Csip:p%3E>",
+            ),
+            // Request-URIs: IPv6 references (RFC 5118 §4.3, §4.10), other schemes.
+            (
+                "OPTIONS sip:bob@example.test SIP/2.0",
+                "OPTIONS sip:[2001:db8::10:5070] SIP/2.0",
+            ),
+            (
+                "OPTIONS sip:bob@example.test SIP/2.0",
+                "OPTIONS sip:u@[2001:db8:::192.0.2.1]:5060 SIP/2.0",
+            ),
+            (
+                "OPTIONS sip:bob@example.test SIP/2.0",
+                "OPTIONS tel:+15551234 SIP/2.0",
+            ),
+            (
+                "OPTIONS sip:bob@example.test SIP/2.0",
+                "OPTIONS sip:a%20b;x=y@host;lr sip/2.0",
+            ),
+        ];
+        for (from, to) in accepted {
+            let text = request_text(&[(from, to)]);
+            assert!(parse_request(text.as_bytes()).is_ok(), "{text}");
+        }
+        let refused = [
+            (
+                "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKr1",
+                "Via: SIP/2.0/UDP 192.0.2.1;;branch=z9hG4bKr1",
+            ),
+            (
+                "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKr1",
+                "Via: SIP/2.0/UDP a;branch=z9hG4bK1,,SIP/2.0/UDP b",
+            ),
+            (
+                "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKr1",
+                "Via: SIP/2.0/UDP 2001:db8::1;branch=z9hG4bKr1",
+            ),
+            (
+                "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKr1",
+                "Via: SIP/2.0/UDP h:99999x",
+            ),
+            ("From: \"Alice\" <", "From: \"Alice <"),
+            ("From: \"Alice\" <", "From: Smith, Alice <"),
+            ("To: <sip:bob@example.test>", "To: < sip:bob@example.test >"),
+            ("To: <sip:bob@example.test>", "To: <sip:bob@example.test"),
+            (
+                "To: <sip:bob@example.test>",
+                "To: sip:bob@example.test?Route=x",
+            ),
+            ("To: <sip:bob@example.test>", "To: <sip:bob@example.test>;;"),
+            (
+                "Contact: <sip:alice@192.0.2.1>",
+                "Contact: <sip:a@h>,,<sip:b@h>",
+            ),
+            (
+                "OPTIONS sip:bob@example.test SIP/2.0",
+                "OPTIONS <sip:bob@example.test> SIP/2.0",
+            ),
+            (
+                "OPTIONS sip:bob@example.test SIP/2.0",
+                "OPTIONS sip:2001:db8::10 SIP/2.0",
+            ),
+            (
+                "OPTIONS sip:bob@example.test SIP/2.0",
+                "OPTIONS sip:bob@example.test?Subject=x SIP/2.0",
+            ),
+            (
+                "OPTIONS sip:bob@example.test SIP/2.0",
+                "OPTIONS sip:b%zz@example.test SIP/2.0",
+            ),
+            (
+                "OPTIONS sip:bob@example.test SIP/2.0",
+                "OPTIONS sip:@example.test SIP/2.0",
+            ),
+            (
+                "OPTIONS sip:bob@example.test SIP/2.0",
+                "OPTIONS 1sip:bob SIP/2.0",
+            ),
+            ("CSeq: 1 OPTIONS", "CSeq: 1 INVITE"),
+            ("CSeq: 1 OPTIONS", "CSeq: 1 options"),
+            (
+                "To: <sip:bob@example.test>",
+                "To: <sip:bob@example.test>\r\nt: <sip:carol@example.test>",
+            ),
+            (
+                "Call-ID: r1@example.test",
+                "Call-ID: r1@example.test\r\nMax-Forwards: 70\r\nMax-Forwards: 69",
+            ),
+        ];
+        for (from, to) in refused {
+            let text = request_text(&[(from, to)]);
+            assert!(parse_request(text.as_bytes()).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn invalid_requests_get_400_or_505_when_answerable() {
+        let src: SocketAddr = "198.51.100.7:5999".parse().unwrap();
+        let status_of = |bytes: &[u8]| -> u16 {
+            let text = std::str::from_utf8(bytes).unwrap();
+            text.split(' ').nth(1).unwrap().parse().unwrap()
+        };
+        // The copied headers come back as sent (a malformed To too), the top
+        // Via stamped, the To tagged.
+        let text = request_text(&[(
+            "To: <sip:bob@example.test>",
+            "To: \"Bob <sip:bob@example.test>",
+        )]);
+        assert!(parse_request(text.as_bytes()).is_err());
+        let reply = reject_invalid_request(text.as_bytes(), Some(src)).unwrap();
+        let r = String::from_utf8(reply).unwrap();
+        assert!(r.starts_with("SIP/2.0 400 Bad Request\r\n"), "{r}");
+        assert!(
+            r.contains(
+                "\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKr1;received=198.51.100.7\r\n"
+            ),
+            "{r}"
+        );
+        assert!(
+            r.contains("\r\nTo: \"Bob <sip:bob@example.test>;tag="),
+            "{r}"
+        );
+        assert!(
+            r.contains("\r\nCall-ID: r1@example.test\r\nCSeq: 1 OPTIONS\r\n"),
+            "{r}"
+        );
+        // Another SIP version: 505. Missing headers are left out.
+        let text = request_text(&[(
+            "sip:bob@example.test SIP/2.0",
+            "sip:bob@example.test SIP/3.0",
+        )]);
+        assert_eq!(
+            status_of(&reject_invalid_request(text.as_bytes(), Some(src)).unwrap()),
+            505
+        );
+        let text = request_text(&[
+            ("Call-ID: r1@example.test\r\n", ""),
+            ("To: <sip:bob@example.test>\r\n", ""),
+        ]);
+        let r =
+            String::from_utf8(reject_invalid_request(text.as_bytes(), Some(src)).unwrap()).unwrap();
+        assert!(
+            r.starts_with("SIP/2.0 400 ") && !r.contains("Call-ID") && !r.contains("\r\nTo:"),
+            "{r}"
+        );
+        // Nothing to answer: ACK, a response, no Via, garbage, no end of head.
+        for text in [
+            request_text(&[
+                (
+                    "OPTIONS sip:bob@example.test SIP/2.0",
+                    "ACK sip:bob@example.test SIP/2.0",
+                ),
+                ("CSeq: 1 OPTIONS", "CSeq: 1 INVITE"),
+            ])
+            .replace("Contact: ", "Contact: ,"),
+            response_with("", ""),
+            request_text(&[
+                ("Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKr1\r\n", ""),
+                ("CSeq: 1 OPTIONS", "CSeq: 1 X"),
+            ]),
+            "\u{1}\u{2}garbage\r\n\r\n".to_string(),
+            "OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n".to_string(),
+        ] {
+            assert!(parse_request(text.as_bytes()).is_err(), "{text}");
+            assert_eq!(
+                reject_invalid_request(text.as_bytes(), Some(src)),
+                None,
+                "{text}"
+            );
+        }
     }
 
     proptest! {

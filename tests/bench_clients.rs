@@ -117,7 +117,8 @@ fn third_party_clients_healthy_and_ipv6_blackholed() {
         return;
     }
 
-    let name = format!("cl{}", std::process::id() % 100_000);
+    // The full PID: two test processes alive at once never share a lab.
+    let name = format!("cl{}", std::process::id());
     let _ = lab::down(&name); // leftovers of an earlier crashed run
     let cfg = LabConfig {
         name: name.clone(),
@@ -185,10 +186,12 @@ fn third_party_clients_healthy_and_ipv6_blackholed() {
                     let e = r.error.as_deref().unwrap_or("");
                     assert!(e.contains("no response within 3 s"), "{e}");
                 }
-                // Bounded: each dial ends at the bound (plus the settle time),
-                // plus the capture's start-up.
+                // Bounded (no dial waits for SIPp's own end): each dial ends at the
+                // bound; on top come the capture's start-up and a marker sync per
+                // dial, each bounded in clients.rs (15 s), and the SRV lookup
+                // (3 s). The slack is for those on a loaded machine, not speed.
                 assert!(
-                    wall < BOUND * DIALS as u32 + Duration::from_secs(15),
+                    wall < BOUND * DIALS as u32 + Duration::from_secs(60),
                     "SIPp {t} took {wall:?}"
                 );
             }

@@ -74,7 +74,8 @@ impl Drop for Guard {
 }
 
 fn start(base: &str) -> (Lab, Guard) {
-    let name = format!("e{base}{}", std::process::id() % 10000);
+    // The full PID: two test processes alive at once never share a lab (see tests/lab.rs).
+    let name = format!("e{base}{}", std::process::id());
     let _ = lab::down(&name); // leftovers of an earlier crashed run
     let cfg = LabConfig {
         name: name.clone(),
@@ -375,10 +376,20 @@ fn dial_each_server_with_one_family_blackholed() {
                 let uri = format!("sip:{kind}.example.test;transport={transport}");
                 // --probe: over TCP too, a SIP answer (not just a connect) proves the server.
                 // The attempt delay is given explicitly: the IPv6 case checks it as a lower bound.
+                // --resolution-delay none: the race starts once both address answers are in,
+                // so IPv6 always goes first. With the default 50 ms an A answer that a loaded
+                // machine handles 50 ms before the AAAA one starts IPv4 first, and the order
+                // asserted below would be the scheduler's, not the race's.
                 let r = dial(
                     &lab,
                     &uri,
-                    &["--probe", "--attempt-delay", &ATTEMPT_DELAY_MS.to_string()],
+                    &[
+                        "--probe",
+                        "--attempt-delay",
+                        &ATTEMPT_DELAY_MS.to_string(),
+                        "--resolution-delay",
+                        "none",
+                    ],
                 );
                 let attempts = r["attempts"].as_array().cloned().unwrap_or_default();
                 assert_eq!(

@@ -23,24 +23,36 @@ fn open_fds() -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dials_leave_no_descriptor_behind() {
-    let probe = std::net::UdpSocket::bind("[::1]:0").unwrap();
-    let port = probe.local_addr().unwrap().port();
-    drop(probe);
-    let listener = |ip: &str, transport, silent| ListenerConfig {
-        transport,
-        addr: SocketAddr::new(ip.parse().unwrap(), port),
-        silent,
-    };
-    let responder = responder::start(ResponderConfig {
-        listeners: vec![
-            listener("::1", Transport::Udp, true),
-            listener("127.0.0.1", Transport::Udp, false),
-            listener("127.0.0.1", Transport::Tcp, false),
-        ],
-        ..ResponderConfig::default()
-    })
-    .await
-    .expect("responder");
+    // The three listeners share one port (the SRV record names one). A port found free
+    // can be taken by another process before the responder binds it: then take another.
+    let mut started = None;
+    for _ in 0..20 {
+        let probe = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        let port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let listener = |ip: &str, transport, silent| ListenerConfig {
+            transport,
+            addr: SocketAddr::new(ip.parse().unwrap(), port),
+            silent,
+        };
+        let config = ResponderConfig {
+            listeners: vec![
+                listener("::1", Transport::Udp, true),
+                listener("127.0.0.1", Transport::Udp, false),
+                listener("127.0.0.1", Transport::Tcp, false),
+            ],
+            ..ResponderConfig::default()
+        };
+        match responder::start(config).await {
+            Ok(r) => {
+                started = Some((r, port));
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => panic!("responder: {e}"),
+        }
+    }
+    let (responder, port) = started.expect("a port free for the responder in 20 tries");
     let zone = common::zone(&format!(
         "{}{}{}",
         common::srv("_sip._udp", port, "sip1"),
@@ -53,6 +65,10 @@ async fn dials_leave_no_descriptor_behind() {
         let mut cfg = DialerConfig::for_strategy(strategy);
         cfg.locate.dns_server = Some(dns.addrs()[0]);
         cfg.transports = Some(vec![transport]);
+        // Start only once both address answers are in, so IPv6 always goes first and
+        // every UDP dial has a loser. (With a Resolution Delay, an A answer handled
+        // 50 ms before the AAAA one on a loaded machine lets IPv4 win alone.)
+        cfg.race.resolution_delay = None;
         cfg.race.attempt_delay = Duration::from_millis(20);
         cfg.race.deadline = Duration::from_millis(deadline_ms);
         cfg

@@ -2,6 +2,7 @@
 #![cfg(feature = "tools")]
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -218,6 +219,16 @@ async fn garbage_does_not_kill_the_responder() {
     handle.shutdown().await;
 }
 
+/// Sends an OPTIONS on an open connection: the status of its answer, `None`
+/// if the connection closes first.
+async fn options_over(s: &mut TcpStream) -> Option<u16> {
+    let probe = OptionsProbe::new("sip:x", Transport::Tcp, s.local_addr().unwrap());
+    s.write_all(&probe.to_bytes()).await.ok()?;
+    let answer = parse_response(&read_message(s).await?).unwrap();
+    assert!(answer.matches(&probe));
+    Some(answer.status)
+}
+
 /// Reads one framed message; `None` when the peer closes first.
 async fn read_message(s: &mut TcpStream) -> Option<Vec<u8>> {
     let mut framer = StreamFramer::default();
@@ -268,34 +279,33 @@ async fn other_methods_get_final_responses_and_ack_none() {
     assert_eq!((c.requests, c.responses, c.options), (4, 3, 0));
 }
 
-#[tokio::test]
-async fn connection_cap_idle_timeout_and_shutdown() {
+/// A responder on one TCP listener (127.0.0.1) with these bounds.
+async fn tcp_responder(cfg: ResponderConfig) -> (ResponderHandle, SocketAddr) {
     let handle = start(ResponderConfig {
         listeners: vec![ListenerConfig {
             transport: Transport::Tcp,
             addr: "127.0.0.1:0".parse().unwrap(),
             silent: false,
         }],
-        max_tcp_connections: 1,
-        idle_timeout: Duration::from_millis(200),
-        ..ResponderConfig::default()
+        ..cfg
     })
     .await
     .unwrap();
     let addr = handle.addr(Transport::Tcp, Family::V4).unwrap();
+    (handle, addr)
+}
 
-    // The first connection takes the only slot; the second is closed at once.
-    let mut first = TcpStream::connect(addr).await.unwrap();
-    wait(&handle, |s| s.tcp.ipv4.connections == 1).await;
-    let mut second = TcpStream::connect(addr).await.unwrap();
-    assert!(tokio::time::timeout(LIMIT, read_message(&mut second))
-        .await
-        .unwrap()
-        .is_none());
-    wait(&handle, |s| s.tcp.ipv4.connections_rejected == 1).await;
+#[tokio::test]
+async fn idle_timeout_and_shutdown() {
+    let (handle, addr) = tcp_responder(ResponderConfig {
+        idle_timeout: Duration::from_millis(200),
+        ..ResponderConfig::default()
+    })
+    .await;
 
-    // The first one, silent, is closed for idleness; its slot is then free.
-    assert!(tokio::time::timeout(LIMIT, read_message(&mut first))
+    // A silent connection is closed for idleness.
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    assert!(tokio::time::timeout(LIMIT, read_message(&mut silent))
         .await
         .unwrap()
         .is_none());
@@ -316,4 +326,235 @@ async fn connection_cap_idle_timeout_and_shutdown() {
         .await
         .unwrap_err();
     assert_eq!(err.class, ErrorClass::Refused);
+}
+
+#[tokio::test]
+async fn full_slots_go_to_a_newcomer_by_evicting_the_stalest() {
+    // Idle connections would hold their slots for a minute; the grace (the
+    // request timeout) is what a newcomer waits at most.
+    let (handle, addr) = tcp_responder(ResponderConfig {
+        max_tcp_connections: 2,
+        idle_timeout: Duration::from_secs(60),
+        request_timeout: Duration::from_millis(300),
+        ..ResponderConfig::default()
+    })
+    .await;
+    let mut oldest = TcpStream::connect(addr).await.unwrap();
+    wait(&handle, |s| s.tcp.ipv4.connections == 1).await;
+    let mut younger = TcpStream::connect(addr).await.unwrap();
+    wait(&handle, |s| s.tcp.ipv4.connections == 2).await;
+
+    // A newcomer is served: the connection that went longest without
+    // progress, the oldest idle one, made room.
+    let c = dial(addr, Transport::Tcp, &probing()).await.unwrap();
+    assert_eq!(c.response.as_ref().unwrap().status, 200);
+    assert!(tokio::time::timeout(LIMIT, read_message(&mut oldest))
+        .await
+        .unwrap()
+        .is_none());
+    let snap = handle.stats();
+    assert_eq!(
+        (
+            snap.tcp.ipv4.connections_evicted,
+            snap.tcp.ipv4.connections_rejected
+        ),
+        (1, 0)
+    );
+    drop(c);
+
+    // The younger one kept its slot and is still served.
+    let answered = tokio::time::timeout(LIMIT, options_over(&mut younger)).await;
+    assert_eq!(
+        answered.unwrap(),
+        Some(200),
+        "the younger connection is still open"
+    );
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn newcomer_is_refused_while_every_slot_makes_progress() {
+    // The grace is generous so that a stalled test thread cannot make the
+    // busy connection look stale.
+    let (handle, addr) = tcp_responder(ResponderConfig {
+        max_tcp_connections: 1,
+        request_timeout: Duration::from_secs(2),
+        ..ResponderConfig::default()
+    })
+    .await;
+    let mut busy = TcpStream::connect(addr).await.unwrap();
+    wait(&handle, |s| s.tcp.ipv4.connections == 1).await;
+    let mut newcomer = TcpStream::connect(addr).await.unwrap();
+    let refused = async {
+        let closed = tokio::time::timeout(LIMIT, read_message(&mut newcomer)).await;
+        assert!(closed.expect("the newcomer is closed").is_none());
+    };
+    // The busy connection sends OPTIONS and reads each answer until the
+    // newcomer is turned away: it never goes a grace without progress.
+    let keep_busy = async {
+        for round in 0.. {
+            assert!(round < 1_000_000, "the newcomer was never turned away");
+            assert_eq!(
+                options_over(&mut busy).await,
+                Some(200),
+                "busy stays served"
+            );
+        }
+    };
+    tokio::select! {
+        () = refused => {}
+        () = keep_busy => unreachable!(),
+    }
+    let snap = wait(&handle, |s| s.tcp.ipv4.connections_rejected == 1).await;
+    assert_eq!(snap.tcp.ipv4.connections_evicted, 0);
+    assert_eq!(snap.tcp.ipv4.connections, 1);
+    handle.shutdown().await;
+}
+
+/// The two ways of holding a slot that the deadlines are for.
+#[derive(Debug, Clone, Copy)]
+enum Abuser {
+    /// Sends a request one byte at a time, never finishing it in time.
+    Trickler,
+    /// Pipelines requests and never reads the answers, with a small
+    /// receive buffer.
+    NonReader,
+}
+
+/// How often a trickler sends its next byte: faster than the idle timeout
+/// of the tests, so only the request deadline can stop it.
+const TRICKLE: Duration = Duration::from_millis(100);
+
+/// One abusive connection; returns once the responder has closed it.
+async fn abuse_once(addr: SocketAddr, kind: Abuser) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Abuser::NonReader = kind {
+        socket.set_recv_buffer_size(4096).unwrap();
+    }
+    let mut s = socket.connect(addr).await.unwrap();
+    let request = OptionsProbe::new("sip:x", Transport::Tcp, s.local_addr().unwrap()).to_bytes();
+    match kind {
+        Abuser::Trickler => {
+            let mut tick = tokio::time::interval(TRICKLE);
+            let mut buf = [0u8; 512];
+            // A whole request at this pace takes half a minute or more.
+            for byte in request.iter().take(request.len() - 1) {
+                tokio::select! {
+                    read = s.read(&mut buf) => match read {
+                        Ok(0) | Err(_) => return, // cut off
+                        Ok(_) => panic!("an incomplete request got an answer"),
+                    },
+                    _ = tick.tick() => {
+                        if s.write_all(std::slice::from_ref(byte)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            panic!("the trickler was never cut off");
+        }
+        Abuser::NonReader => {
+            let batch = request.repeat(50);
+            for _ in 0..10_000 {
+                if s.write_all(&batch).await.is_err() {
+                    return; // cut off (reset)
+                }
+            }
+            panic!("the non-reader was never cut off");
+        }
+    }
+}
+
+/// Abusive connections one after the other until `stop` (at most 100).
+async fn keep_abusing(addr: SocketAddr, kind: Abuser, stop: Arc<AtomicBool>) {
+    for _ in 0..100 {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        abuse_once(addr, kind).await;
+    }
+}
+
+/// Bounds that make abusers cost little: long idle timeout (so it is not
+/// what saves the service), short request and write timeouts, a small send
+/// buffer.
+fn abuse_bounds(max_tcp_connections: usize) -> ResponderConfig {
+    ResponderConfig {
+        max_tcp_connections,
+        idle_timeout: Duration::from_secs(60),
+        request_timeout: Duration::from_secs(1),
+        write_timeout: Duration::from_secs(1),
+        max_pending_output: 8 * 1024,
+        ..ResponderConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_stalled_connections_are_cut_off() {
+    let (handle, addr) = tcp_responder(abuse_bounds(16)).await;
+    tokio::time::timeout(LIMIT, async {
+        tokio::join!(
+            abuse_once(addr, Abuser::Trickler),
+            abuse_once(addr, Abuser::NonReader)
+        )
+    })
+    .await
+    .expect("both abusers are cut off");
+    let snap = wait(&handle, |s| {
+        s.tcp.ipv4.connections_request_timeout == 1 && s.tcp.ipv4.connections_write_timeout == 1
+    })
+    .await;
+    let tcp = snap.tcp.ipv4;
+    assert_eq!(
+        (
+            tcp.connections_idle_closed,
+            tcp.connections_evicted,
+            tcp.connections_rejected
+        ),
+        (0, 0, 0),
+        "{tcp:?}"
+    );
+    // The non-reader got some answers before its writes stalled.
+    assert!(tcp.responses > 0);
+    let c = dial(addr, Transport::Tcp, &probing()).await.unwrap();
+    assert_eq!(c.response.unwrap().status, 200);
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abused_slots_do_not_stop_service() {
+    let (handle, addr) = tcp_responder(abuse_bounds(4)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut abusers = tokio::task::JoinSet::new();
+    for kind in [
+        Abuser::Trickler,
+        Abuser::Trickler,
+        Abuser::NonReader,
+        Abuser::NonReader,
+    ] {
+        abusers.spawn(keep_abusing(addr, kind, stop.clone()));
+    }
+    // Every slot is taken by an abuser, and they keep coming back.
+    wait(&handle, |s| s.tcp.ipv4.connections >= 4).await;
+    for _ in 0..3 {
+        let c = dial(addr, Transport::Tcp, &probing())
+            .await
+            .expect("a well-behaved client is served while the slots are abused");
+        assert_eq!(c.response.unwrap().status, 200);
+    }
+    stop.store(true, Ordering::Relaxed);
+    tokio::time::timeout(LIMIT, async {
+        while let Some(done) = abusers.join_next().await {
+            done.unwrap();
+        }
+    })
+    .await
+    .expect("every abusive connection ends");
+    let tcp = handle.shutdown().await.tcp.ipv4;
+    // Every abusive connection was cut off by a deadline or evicted.
+    assert!(
+        tcp.connections_request_timeout + tcp.connections_write_timeout + tcp.connections_evicted
+            >= 4,
+        "{tcp:?}"
+    );
 }

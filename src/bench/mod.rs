@@ -44,6 +44,11 @@ pub struct BenchArgs {
     /// Also copy the summary to `<out>/README.md` (for a full run of the default set).
     #[arg(long)]
     pub publish: bool,
+    /// Also run every selected scenario over SCTP (cases `<name>/sctp`). Needs a
+    /// kernel with SCTP, such as the VM of netns-scripts/sctp-vm.sh
+    /// (`--script netns-scripts/sctp-vm/bench.sh`).
+    #[arg(long)]
+    pub sctp: bool,
 }
 
 /// Everything `results.json` holds.
@@ -163,8 +168,26 @@ pub async fn run(args: BenchArgs) -> Result<bool, BoxError> {
     } else if args.quick {
         scenarios.retain(|s| s.quick);
     }
-    let scenarios: Vec<Scenario> = scenarios.iter().map(|s| s.for_run(args.quick)).collect();
+    let mut scenarios: Vec<Scenario> = scenarios.iter().map(|s| s.for_run(args.quick)).collect();
+    if args.sctp {
+        if !crate::connect::sctp::kernel_supported() {
+            return Err(format!(
+                "--sctp: {} (netns-scripts/sctp-vm.sh runs the benchmark in a VM that has it)",
+                crate::connect::sctp::UNSUPPORTED
+            )
+            .into());
+        }
+        for s in &mut scenarios {
+            if !s.transports.contains(&crate::endpoint::Transport::Sctp) {
+                s.transports.push(crate::endpoint::Transport::Sctp);
+            }
+        }
+    }
 
+    // Before the lab's shaper is started, so that it inherits the priority.
+    if let Err(e) = runner::measure_at_realtime_priority() {
+        eprintln!("siprace bench: at ordinary priority ({e}): on a loaded machine the latencies include waits for a CPU");
+    }
     // A stale lab of our own name (e.g. after a SIGKILL) is ours to remove.
     topology::down(&args.lab)?;
     let lab = topology::up(&LabConfig::new(args.lab.clone()))?;

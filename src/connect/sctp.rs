@@ -111,16 +111,21 @@ fn unsupported_io() -> io::Error {
     )
 }
 
-fn set_nodelay(socket: &Socket) -> io::Result<()> {
+/// Sets an integer socket option that socket2 has no method for.
+fn set_int_option(
+    socket: &Socket,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let one: libc::c_int = 1;
     // SAFETY: a valid fd, a pointer to a c_int and its size.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
-            IPPROTO_SCTP,
-            SCTP_NODELAY,
-            (&one as *const libc::c_int).cast(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
@@ -129,6 +134,28 @@ fn set_nodelay(socket: &Socket) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+fn set_nodelay(socket: &Socket) -> io::Result<()> {
+    set_int_option(socket, IPPROTO_SCTP, SCTP_NODELAY, 1)
+}
+
+/// Turns ICMP errors about this socket's packets into errors the connect
+/// sees (`on`), or back into soft errors (off). Linux SCTP, unlike TCP in
+/// SYN-SENT, only records an ICMP error (port or host unreachable,
+/// administratively prohibited) as a soft error, reported when the INIT
+/// finally times out, unless IP_RECVERR / IPV6_RECVERR is set
+/// (`sctp_v4_err_handle` in net/sctp/input.c, `sctp_v6_err` in
+/// net/sctp/ipv6.c). Without it an INIT refused by a firewall's reject is
+/// retransmitted until Timer F instead of failing at once. On while the
+/// association is set up; off once it is, so that the association's own
+/// retransmissions deal with transient errors as usual.
+fn set_icmp_errors_fatal(socket: &Socket, dst: &SocketAddr, on: bool) -> io::Result<()> {
+    let (level, name) = match dst {
+        SocketAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_RECVERR),
+        SocketAddr::V6(_) => (libc::IPPROTO_IPV6, libc::IPV6_RECVERR),
+    };
+    set_int_option(socket, level, name, libc::c_int::from(on))
 }
 
 /// An established one-to-one SCTP association, readable and writable as a
@@ -274,10 +301,17 @@ pub async fn attempt(
     let dst = canonical(endpoint.addr);
     let socket = new_socket(&dst, Type::STREAM, Protocol::SCTP, cfg)?;
     set_nodelay(&socket).map_err(|e| local_error("SCTP_NODELAY", &e))?;
+    set_icmp_errors_fatal(&socket, &dst, true).map_err(|e| local_error("IP_RECVERR", &e))?;
     match socket.connect(&SockAddr::from(dst)) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) => return Err(AttemptError::io(&format!("connect {dst}"), &e)),
+    }
+    // An ICMP error that came back while connect() still held the socket
+    // (a nearby firewall answers within the system call) was kept as a soft
+    // error whatever IP_RECVERR says; SO_ERROR hands it over.
+    if let Ok(Some(e)) = socket.take_error() {
+        return Err(AttemptError::io(&format!("connect {dst}"), &e));
     }
     let fd = register(socket).map_err(|e| local_error("register socket", &e))?;
     let established = async {
@@ -298,6 +332,7 @@ pub async fn attempt(
         }
     }
     let transport_ready = start.elapsed();
+    set_icmp_errors_fatal(fd.get_ref(), &dst, false).map_err(|e| local_error("IP_RECVERR", &e))?;
     let mut stream = SctpStream { fd };
     let local = stream
         .local_addr()

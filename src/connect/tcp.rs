@@ -85,6 +85,64 @@ pub(crate) async fn connect(
     Ok((stream, transport_ready, local, dst))
 }
 
+/// Messages a peer may send an attempt that are not the answer to its
+/// OPTIONS (keep-alives, requests, responses to other transactions) before
+/// the attempt gives up on it. A real server sends a handful at most; a
+/// hostile one streaming them would otherwise keep a core busy until
+/// Timer F.
+pub const MAX_IGNORED_MESSAGES: u32 = 1000;
+/// Bytes a peer may send an attempt in all (answer included): bounds what a
+/// stream of bare line ends, which frames no message at all, can cost.
+pub const MAX_PEER_BYTES: usize = 1024 * 1024;
+
+/// The work a peer has made an attempt do, capped by
+/// [`MAX_IGNORED_MESSAGES`] and [`MAX_PEER_BYTES`]. Shared by the UDP and
+/// stream probes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PeerWork {
+    /// Messages (datagrams, keep-alives, framed messages) that were not the answer.
+    pub ignored: u32,
+    /// Bytes received from the peer.
+    pub bytes: usize,
+}
+
+impl PeerWork {
+    /// Counts `n` received bytes; an error once the peer has sent too many.
+    pub(crate) fn received(
+        &mut self,
+        n: usize,
+        dst: std::net::SocketAddr,
+    ) -> Result<(), AttemptError> {
+        self.bytes = self.bytes.saturating_add(n);
+        if self.bytes > MAX_PEER_BYTES {
+            return Err(AttemptError::new(
+                ErrorClass::InvalidResponse,
+                format!(
+                    "{dst}: peer sent {} bytes without answering the OPTIONS (cap {MAX_PEER_BYTES})",
+                    self.bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Counts one message that was not the answer; an error at the cap.
+    pub(crate) fn ignored(&mut self, dst: std::net::SocketAddr) -> Result<(), AttemptError> {
+        self.ignored += 1;
+        if self.ignored >= MAX_IGNORED_MESSAGES {
+            return Err(AttemptError::new(
+                ErrorClass::InvalidResponse,
+                format!(
+                    "{dst}: peer sent {} non-matching messages (keep-alives, requests or \
+                     other transactions' responses) without answering the OPTIONS",
+                    self.ignored
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Sends `probe` on an established stream and reads until its response.
 /// Shared with the other stream transports (TLS, SCTP).
 pub(crate) async fn probe_stream<S>(
@@ -92,6 +150,22 @@ pub(crate) async fn probe_stream<S>(
     probe: &OptionsProbe,
     timer_f: Duration,
     dst: std::net::SocketAddr,
+) -> Result<ProbeResponse, AttemptError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    probe_stream_counted(stream, probe, timer_f, dst, &mut PeerWork::default()).await
+}
+
+/// [`probe_stream`], counting the peer's work in `work` (which the caps
+/// bound: at most [`MAX_IGNORED_MESSAGES`] messages and [`MAX_PEER_BYTES`]
+/// bytes plus one read are processed).
+async fn probe_stream_counted<S>(
+    stream: &mut S,
+    probe: &OptionsProbe,
+    timer_f: Duration,
+    dst: std::net::SocketAddr,
+    work: &mut PeerWork,
 ) -> Result<ProbeResponse, AttemptError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -106,23 +180,25 @@ where
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             while let Some(frame) = framer.next_frame().map_err(|e| invalid(dst, &e))? {
-                let Frame::Message(msg) = frame else {
-                    continue; // keep-alive
-                };
-                if msg.starts_with(b"SIP/") {
-                    let resp = parse_response(&msg).map_err(|e| invalid(dst, &e))?;
-                    if resp.matches(probe) {
-                        return Ok(ProbeResponse {
-                            status: resp.status,
-                            reason: resp.reason,
-                            rtt: sent_at.elapsed(),
-                        });
+                match frame {
+                    Frame::KeepAlive => {}
+                    Frame::Message(msg) if msg.starts_with(b"SIP/") => {
+                        let resp = parse_response(&msg).map_err(|e| invalid(dst, &e))?;
+                        if resp.matches(probe) {
+                            return Ok(ProbeResponse {
+                                status: resp.status,
+                                reason: resp.reason,
+                                rtt: sent_at.elapsed(),
+                            });
+                        }
+                        tracing::debug!(%dst, status = resp.status, "ignoring a non-matching response");
                     }
-                    tracing::debug!(%dst, status = resp.status, "ignoring a non-matching response");
-                } else {
-                    // A request from the server (e.g. its own OPTIONS) is legal: ignore it.
-                    parse_request(&msg).map_err(|e| invalid(dst, &e))?;
+                    Frame::Message(msg) => {
+                        // A request from the server (e.g. its own OPTIONS) is legal: ignore it.
+                        parse_request(&msg).map_err(|e| invalid(dst, &e))?;
+                    }
                 }
+                work.ignored(dst)?;
             }
             let n = stream
                 .read(&mut buf)
@@ -134,6 +210,7 @@ where
                     format!("{dst} closed the connection before answering the OPTIONS"),
                 ));
             }
+            work.received(n, dst)?;
             framer.push(&buf[..n]);
         }
     };
@@ -325,6 +402,80 @@ mod tests {
         };
         let (res, _s) = tokio::join!(run(addr, probing(), &|_| {}), serve);
         assert_eq!(res.unwrap_err().class, ErrorClass::Timeout);
+    }
+
+    #[tokio::test]
+    async fn probe_work_is_capped_against_a_flooding_peer() {
+        // What the peer streams after reading the OPTIONS, and what the cap
+        // that stops the attempt says.
+        type Flood = fn(&crate::sip::Request) -> Vec<u8>;
+        let floods: [(&str, Flood, &str); 3] = [
+            (
+                "keep-alives",
+                |_| b"\r\n\r\n".to_vec(),
+                "non-matching messages",
+            ),
+            (
+                "other transactions' responses",
+                |req| {
+                    String::from_utf8(req.response(200).build())
+                        .unwrap()
+                        .replace(&req.call_id, "someone-else")
+                        .into_bytes()
+                },
+                "non-matching messages",
+            ),
+            (
+                "bare line ends",
+                |_| b"\n".to_vec(),
+                "bytes without answering",
+            ),
+        ];
+        for (what, unit, cap) in floods {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let flood = async {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let req = read_request(&mut s).await;
+                let batch = unit(&req).repeat(64 * 1024 / unit(&req).len() + 1);
+                let mut written = 0usize;
+                // Until the attempt hangs up (bounded: 256 MiB).
+                while written < 256 << 20 && s.write_all(&batch).await.is_ok() {
+                    written += batch.len();
+                }
+                written
+            };
+            let probe_it = async {
+                let mut stream = TcpStream::connect(addr).await.unwrap();
+                let local = stream.local_addr().unwrap();
+                let probe = OptionsProbe::new("sip:x", Transport::Tcp, local);
+                let mut work = PeerWork::default();
+                // Timer F is far away: only the cap can end this early.
+                let result = probe_stream_counted(
+                    &mut stream,
+                    &probe,
+                    Duration::from_secs(60),
+                    addr,
+                    &mut work,
+                )
+                .await;
+                drop(stream);
+                (result, work)
+            };
+            let ((result, work), written) = tokio::time::timeout(Duration::from_secs(30), async {
+                tokio::join!(probe_it, flood)
+            })
+            .await
+            .expect("the cap ends the attempt");
+            let err = result.unwrap_err();
+            assert_eq!(err.class, ErrorClass::InvalidResponse, "{what}: {err}");
+            assert!(err.detail.contains(cap), "{what}: {err}");
+            // The work done stays within the caps (plus one read), while the
+            // peer kept sending.
+            assert!(work.ignored <= MAX_IGNORED_MESSAGES, "{what}: {work:?}");
+            assert!(work.bytes <= MAX_PEER_BYTES + 16 * 1024, "{what}: {work:?}");
+            assert!(written >= work.bytes, "{what}");
+        }
     }
 
     #[tokio::test]

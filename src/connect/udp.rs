@@ -12,6 +12,7 @@ use socket2::{Protocol, Type};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
+use super::tcp::PeerWork;
 use super::{
     canonical, local_error, new_socket, ConnectConfig, Connected, Connection, ProbeResponse,
 };
@@ -20,6 +21,10 @@ use crate::sip::{parse_response, OptionsProbe};
 
 /// Datagrams that are not SIP responses we tolerate before giving up with
 /// [`ErrorClass::InvalidResponse`]: a peer spraying garbage is not a SIP server.
+/// Well-formed responses to other transactions are capped too, by
+/// [`MAX_IGNORED_MESSAGES`](super::tcp::MAX_IGNORED_MESSAGES) in all and
+/// [`MAX_PEER_BYTES`](super::tcp::MAX_PEER_BYTES), so that a peer flooding
+/// them costs bounded work, not a core until Timer F.
 pub const MAX_GARBAGE_DATAGRAMS: u32 = 64;
 
 /// The Timer E schedule (RFC 3261 §17.1.2.2): offsets from the first
@@ -65,6 +70,7 @@ pub async fn attempt(endpoint: &Endpoint, cfg: &ConnectConfig) -> Result<Connect
     let mut sent: usize = 0;
     let mut garbage: u32 = 0;
     let mut strays: u32 = 0;
+    let mut work = PeerWork::default();
     let mut buf = vec![0u8; 65_536];
 
     loop {
@@ -108,7 +114,11 @@ pub async fn attempt(endpoint: &Endpoint, cfg: &ConnectConfig) -> Result<Connect
                             requests_sent: sent as u32,
                         });
                     }
-                    Ok(_) => strays += 1,
+                    Ok(_) => {
+                        strays += 1;
+                        work.received(n, dst)?;
+                        work.ignored(dst)?;
+                    }
                     Err(err) => {
                         garbage += 1;
                         tracing::debug!(%dst, %err, "ignoring an invalid datagram");
@@ -118,6 +128,7 @@ pub async fn attempt(endpoint: &Endpoint, cfg: &ConnectConfig) -> Result<Connect
                                 format!("{dst}: {garbage} invalid datagrams, last: {err}"),
                             ));
                         }
+                        work.received(n, dst)?;
                     }
                 }
             }
@@ -315,6 +326,54 @@ mod tests {
             "no transmission beyond the schedule"
         );
         assert!(branches.windows(2).all(|w| w[0] == w[1]));
+    }
+
+    #[tokio::test]
+    async fn stray_response_flood_is_bounded() {
+        use crate::connect::tcp::MAX_IGNORED_MESSAGES;
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let done = std::cell::Cell::new(false);
+        let flood = async {
+            let mut buf = vec![0; 65536];
+            let (n, peer) = server.recv_from(&mut buf).await.unwrap();
+            let req = parse_request(&buf[..n]).unwrap();
+            // Well-formed answers to some other transaction, far more than
+            // the cap, until the attempt gives up.
+            let stray = String::from_utf8(req.options_ok(Some(peer)))
+                .unwrap()
+                .replace(&req.call_id, "someone-else");
+            let mut sent = 0u32;
+            while !done.get() && sent < 20 * MAX_IGNORED_MESSAGES {
+                server.send_to(stray.as_bytes(), peer).await.unwrap();
+                sent += 1;
+                if sent.is_multiple_of(16) {
+                    tokio::task::yield_now().await; // let the attempt drain its socket
+                }
+            }
+            sent
+        };
+        // Timer F (12.8 s) is far away: only the cap can end this early.
+        let cfg = ConnectConfig {
+            t1: Duration::from_millis(200),
+            ..ConnectConfig::default()
+        };
+        let attempt = async {
+            let res = run(addr, cfg, &|_| {}).await;
+            done.set(true);
+            res
+        };
+        let (res, sent) = tokio::join!(attempt, flood);
+        let err = res.unwrap_err();
+        assert_eq!(err.class, ErrorClass::InvalidResponse, "{err}");
+        // It stopped exactly at the cap while the peer was still sending.
+        assert!(
+            err.detail.contains(&format!(
+                "peer sent {MAX_IGNORED_MESSAGES} non-matching messages"
+            )),
+            "{err}"
+        );
+        assert!(sent >= MAX_IGNORED_MESSAGES, "{sent}");
     }
 
     #[tokio::test]

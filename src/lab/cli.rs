@@ -166,7 +166,7 @@ pub enum LabCommand {
         #[arg(long)]
         kamailio: bool,
         /// Seconds to wait for each server to answer.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 30)]
         timeout: u64,
         /// Print what was started as JSON.
         #[arg(long)]

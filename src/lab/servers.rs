@@ -105,7 +105,9 @@ pub struct ServerOpts {
     /// The `siprace` binary (for `lab dns` and `responder`); `None`:
     /// [`topology::find_siprace_binary`].
     pub siprace_bin: Option<PathBuf>,
-    /// Bound on the wait for each server to answer.
+    /// Bound on the wait for each server to answer. The wait ends as soon as it does
+    /// (or at once when its process exits), so the default is generous: a loaded
+    /// machine can take seconds to start Kamailio and its children.
     pub ready_timeout: Duration,
 }
 
@@ -117,7 +119,7 @@ impl Default for ServerOpts {
             sipp: false,
             kamailio: false,
             siprace_bin: None,
-            ready_timeout: Duration::from_secs(10),
+            ready_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -492,7 +494,8 @@ where
 }
 
 /// Sends one SIP OPTIONS over `transport` to `to` (from the calling thread's
-/// namespace) and waits up to `timeout` for a final response; returns its status line.
+/// namespace) and waits up to `timeout` for a response, which must be final;
+/// returns its status line.
 pub fn options_ping(
     transport: Transport,
     to: SocketAddr,
@@ -548,24 +551,25 @@ pub fn options_ping(
             tag = &branch[8..],
         )
     };
+    // One deadline for the whole exchange; every read keeps to it, also when a
+    // signal interrupts it (see [`sys::read_with_deadline`]).
+    let deadline = Instant::now() + timeout;
     let mut buf = [0u8; 4096];
     let text = match sock_udp {
         Some(s) => {
-            s.set_read_timeout(Some(timeout))?;
             s.send(mk("UDP", local).as_bytes())?;
-            let n = s.recv(&mut buf)?;
+            let n = sys::read_with_deadline(&s, deadline, |s| s.recv(&mut buf))?;
             String::from_utf8_lossy(&buf[..n]).into_owned()
         }
         None => {
-            let mut s = TcpStream::connect_timeout(&to, timeout)?;
-            s.set_read_timeout(Some(timeout))?;
+            let s = TcpStream::connect_timeout(&to, timeout)?;
             s.set_write_timeout(Some(timeout))?;
             let local = s.local_addr()?;
-            s.write_all(mk("TCP", local).as_bytes())?;
+            (&s).write_all(mk("TCP", local).as_bytes())?;
             let mut got = Vec::new();
-            // Bounded: stops at the end of the headers, at 16 reads or on the read timeout.
+            // Bounded: stops at the end of the headers, at 16 reads or at the deadline.
             for _ in 0..16 {
-                let n = s.read(&mut buf)?;
+                let n = sys::read_with_deadline(&s, deadline, |mut s| s.read(&mut buf))?;
                 if n == 0 {
                     break;
                 }

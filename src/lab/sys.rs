@@ -1,8 +1,10 @@
 //! Small system helpers: running `ip`/`sysctl`/`nft`, privilege and tool checks,
-//! entering a namespace on a dedicated thread, process bookkeeping.
+//! entering a namespace on a dedicated thread, process bookkeeping, blocking socket
+//! reads that survive signals.
 
 use std::ffi::OsStr;
-use std::io::Write;
+use std::io::{self, Write};
+use std::net::{TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -187,7 +189,8 @@ pub fn belongs_to_lab(pid: u32, name: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// SIGTERM, then SIGKILL after `grace`; waits (bounded) until every one is gone.
+/// SIGTERM, then SIGKILL after `grace`; waits (bounded: 10 s, generous for a loaded
+/// machine, ended as soon as they are) until every one is gone.
 pub fn kill_all(pids: &[u32], grace: Duration) {
     let pids: Vec<u32> = pids
         .iter()
@@ -210,7 +213,7 @@ pub fn kill_all(pids: &[u32], grace: Duration) {
         unsafe { libc::kill(*p as libc::pid_t, libc::SIGKILL) };
     }
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(2) && pids.iter().any(|p| alive(*p)) {
+    while start.elapsed() < Duration::from_secs(10) && pids.iter().any(|p| alive(*p)) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -234,6 +237,65 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), LabError> {
     })
 }
 
+/// A socket whose blocking reads take a timeout (`SO_RCVTIMEO`).
+pub trait ReadTimeout {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+impl ReadTimeout for UdpSocket {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        UdpSocket::set_read_timeout(self, timeout)
+    }
+}
+
+impl ReadTimeout for TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+}
+
+/// Runs the blocking read `read` (a `recv`, `recv_from` or `read` on `sock`, which
+/// must be in blocking mode) until it gives data or an error, or `deadline` passes:
+/// then the error is `TimedOut`.
+///
+/// One plain call with a socket timeout is not enough: Linux cuts such a call short
+/// with EINTR whenever a signal is delivered to the thread, whatever its handler or
+/// `SA_RESTART` (signal(7)), and also after a stop/continue or a cgroup freeze. The
+/// lab and its tests start many processes, and a child's SIGCHLD that arrives while
+/// the spawning thread has every signal blocked (glibc's `posix_spawn` does that) is
+/// queued and handed to another thread of the process, e.g. one waiting here. So
+/// each call gets what is left of the deadline as its timeout, and an interrupted
+/// call (or one that timed out a little early) is simply made again.
+pub fn read_with_deadline<S, T>(
+    sock: &S,
+    deadline: Instant,
+    mut read: impl FnMut(&S) -> io::Result<T>,
+) -> io::Result<T>
+where
+    S: ReadTimeout + ?Sized,
+{
+    // Bounded: every pass either returns or waits in the kernel until a signal or
+    // the deadline, which ends the loop.
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "nothing received before the deadline",
+            ));
+        }
+        sock.set_read_timeout(Some(left))?;
+        match read(sock) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                ) => {}
+            result => return result,
+        }
+    }
+}
+
 /// Bounded polling: calls `check` up to `tries` times, `every` apart, until it gives
 /// `Some`; `None` if it never does (the caller names what did not happen).
 pub fn poll<T>(tries: u32, every: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
@@ -246,4 +308,104 @@ pub fn poll<T>(tries: u32, every: Duration, mut check: impl FnMut() -> Option<T>
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::thread::JoinHandleExt;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    extern "C" fn on_sigusr1(_: libc::c_int) {}
+
+    /// A no-op SIGUSR1 handler with SA_RESTART, the kind that "should not" interrupt anything.
+    fn install_restarting_handler() {
+        // SAFETY: a zeroed sigaction with a valid handler and an empty mask.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_sigusr1 as *const () as libc::sighandler_t;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+        }
+    }
+
+    /// Sends SIGUSR1 to `thread` every 2 ms until `enough()` (at most 5000 times).
+    fn pester(thread: libc::pthread_t, enough: impl Fn() -> bool) {
+        for _ in 0..5000 {
+            if enough() {
+                return;
+            }
+            // SAFETY: the thread is alive: the caller joins it only after this returns.
+            unsafe { libc::pthread_kill(thread, libc::SIGUSR1) };
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        panic!("the reading thread never got far enough");
+    }
+
+    fn local_pair() -> (UdpSocket, UdpSocket) {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.connect(rx.local_addr().unwrap()).unwrap();
+        (rx, tx)
+    }
+
+    #[test]
+    fn a_signal_interrupts_a_plain_timed_recv() {
+        // The failure read_with_deadline exists for, shown on a plain recv.
+        install_restarting_handler();
+        let (rx, _tx) = local_pair();
+        rx.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let done = Arc::new(AtomicU64::new(0));
+        let reader = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let r = rx.recv(&mut [0u8; 16]).map_err(|e| e.kind());
+                done.store(1, Ordering::SeqCst);
+                r
+            })
+        };
+        pester(reader.as_pthread_t(), || done.load(Ordering::SeqCst) == 1);
+        assert_eq!(reader.join().unwrap(), Err(io::ErrorKind::Interrupted));
+    }
+
+    #[test]
+    fn read_with_deadline_survives_signals() {
+        install_restarting_handler();
+        let (rx, tx) = local_pair();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let reader = {
+            let calls = calls.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16];
+                let deadline = Instant::now() + Duration::from_secs(60);
+                let n = read_with_deadline(&rx, deadline, |s| {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    s.recv(&mut buf)
+                });
+                n.map(|n| buf[..n].to_vec())
+            })
+        };
+        // Each interrupted recv is made again: wait until that happened twice.
+        pester(reader.as_pthread_t(), || calls.load(Ordering::SeqCst) >= 3);
+        tx.send(b"hello").unwrap();
+        assert_eq!(reader.join().unwrap().unwrap(), b"hello");
+    }
+
+    #[test]
+    fn read_with_deadline_times_out_at_the_deadline_not_before() {
+        let (rx, _tx) = local_pair();
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(100);
+        let e = read_with_deadline(&rx, deadline, |s| s.recv(&mut [0u8; 16])).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(Instant::now() >= deadline);
+        // A deadline already passed: no call at all.
+        let e = read_with_deadline(&rx, start, |_| -> io::Result<()> {
+            panic!("called after the deadline")
+        })
+        .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
 }

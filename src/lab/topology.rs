@@ -582,10 +582,15 @@ pub fn find_siprace_binary() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Bound on the shaper's start (process start and TUN attach: milliseconds on an idle
+/// machine). Generous, because a loaded one can take seconds, and it costs nothing:
+/// the wait ends when the shaper is ready, or at once when it exits.
+const SHAPER_START: Duration = Duration::from_secs(20);
+
 fn wait_shaper_ready(name: &str, pid: u32) -> Result<(), LabError> {
     let ready = state_dir(name).join("shaper.ready");
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(5) {
+    while start.elapsed() < SHAPER_START {
         if ready.exists() {
             return Ok(());
         }
@@ -599,9 +604,10 @@ fn wait_shaper_ready(name: &str, pid: u32) -> Result<(), LabError> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    Err(LabError::Invalid(
-        "the shaper did not become ready within 5 s".into(),
-    ))
+    Err(LabError::Invalid(format!(
+        "the shaper did not become ready within {} s",
+        SHAPER_START.as_secs()
+    )))
 }
 
 /// Starts `program args...` in `role`'s namespace, detached (survives the caller),
