@@ -137,6 +137,25 @@ impl fmt::Display for Family {
     }
 }
 
+/// Why an address cannot be a destination, if it cannot (the rule for
+/// A/AAAA answers, address literals and the DNS server): unspecified (`0.0.0.0`, `::`), multicast, the limited broadcast
+/// `255.255.255.255`, or an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, an
+/// IPv4 destination in disguise that would be raced as IPv6). Loopback,
+/// private and documentation addresses are fine.
+pub fn unusable_address(ip: IpAddr) -> Option<&'static str> {
+    if ip.is_unspecified() {
+        return Some("unspecified");
+    }
+    if ip.is_multicast() {
+        return Some("multicast");
+    }
+    match ip {
+        IpAddr::V4(v4) if v4.is_broadcast() => Some("broadcast"),
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => Some("IPv4-mapped"),
+        _ => None,
+    }
+}
+
 /// One place to try: a transport to a socket address, found through a
 /// target host name (kept for the report, for history and, for TLS, to know
 /// which SIP domain the certificate must match — that is the URI's domain,
@@ -167,6 +186,7 @@ impl fmt::Display for Endpoint {
 /// Why an attempt did not succeed, in classes a report can count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum ErrorClass {
     /// ICMP port unreachable or TCP RST (`ECONNREFUSED`).
     Refused,

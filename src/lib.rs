@@ -3,14 +3,17 @@
 //! The crate is laid out as the pipeline a dial runs through:
 //!
 //! 1. [`target`]: parse what the user asked for (`sip:`/`sips:` URI or `host[:port]`).
-//! 2. [`locate`]: RFC 3263 location (NAPTR → SRV → AAAA and A), each answer
-//!    streamed the moment it arrives.
-//! 3. [`race`]: a pure (sans-IO) Happy Eyeballs engine (RFC 8305 / HEv3) that
+//! 2. [`locate`]: RFC 3263 location (NAPTR → SRV → AAAA and A) as a pure
+//!    (sans-IO) machine that says which query to send when and hands on
+//!    each answer the moment it arrives.
+//! 3. [`race`]: a pure Happy Eyeballs engine (RFC 8305 / HEv3) that
 //!    decides which endpoint to try when.
 //! 4. [`connect`]: the attempts themselves, one per transport (UDP probe, TCP...).
 //! 5. [`report`]: the timeline of a dial, for humans and as JSON.
 //!
-//! [`dialer`] glues them together.
+//! [`dial_machine`] composes location and the race into one pure machine
+//! per dial; [`dialer`] is the driver that performs its actions, with
+//! [`dns`] for the lookups.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -22,13 +25,17 @@
 //! ```
 
 pub mod connect;
+pub mod dial_machine;
 pub mod dialer;
+pub mod dns;
 pub mod endpoint;
+pub mod history_file;
 pub mod locate;
 pub mod race;
 pub mod report;
 pub mod sip;
 pub mod target;
+mod task_set;
 
 #[cfg(feature = "tools")]
 pub mod bench;

@@ -401,10 +401,10 @@ async fn dial(args: DialArgs) -> ExitCode {
     let (report, code) = match &result {
         Ok(Dial { report, .. }) => (report, EXIT_CONNECTED),
         Err(DialError::Target(e)) => return usage(e),
-        Err(DialError::Config(e)) => return usage(e),
         Err(DialError::InvalidConfig(e)) => return usage(flag_error(e.clone())),
         Err(DialError::Resolution(report)) => (report.as_ref(), EXIT_RESOLUTION),
         Err(DialError::Failed(report)) => (report.as_ref(), EXIT_NO_ANSWER),
+        Err(e) => return usage(e),
     };
     let text = if args.json {
         match serde_json::to_string_pretty(report) {

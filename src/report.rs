@@ -6,12 +6,15 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::connect::ProbeResponse;
+use crate::dial_machine::{DialMachine, Outcome};
 use crate::endpoint::{Family, TargetSpec, Transport};
-use crate::race::{AttemptEnd, AttemptRecord};
+use crate::locate::{AddressAnswer, DnsOutcome, QueryRecord};
+use crate::race::{AttemptEnd, AttemptId, AttemptRecord, RaceFailure};
 
 /// Records of one answer printed in the timeline (the JSON lists more).
 const RECORDS_SHOWN: usize = 8;
@@ -76,7 +79,8 @@ pub struct DnsEntry {
     pub sent_ms: f64,
     /// When its answer arrived (absent if it never did before the dial ended).
     pub answered_ms: Option<f64>,
-    /// "ok", "no-records", "nxdomain", "servfail", "timeout" or "error".
+    /// The [`DnsOutcome`] label: "records", "no-records", "nxdomain",
+    /// "servfail", "timeout" or "error".
     pub outcome: Option<String>,
     /// The records, rendered as zone-file text (the first
     /// `max_records` of the answer), or the error detail.
@@ -149,7 +153,10 @@ pub enum DialResult {
 ///   "reason": null | "why it failed",
 ///   "total_ms": 12.3,
 ///   "targets": [ { "host", "port", "transport", "rank" } ],
-///   "dns": [ { "name", "type", "sent_ms", "answered_ms", "outcome", "records": [..],
+///   "dns": [ { "name", "type", "sent_ms", "answered_ms",
+///              "outcome": null (never answered) | "records" | "no-records" | "nxdomain"
+///                         | "servfail" | "timeout" | "error",
+///              "records": [ zone-file text of the first records | the error's detail ],
 ///              "records_total" } ],
 ///   "addresses": [ { "host", "family", "at_ms", "addrs": [..] } ],
 ///   "attempts": [ { "id", "family", "transport", "addr", "host", "rank", "started_ms",
@@ -199,12 +206,94 @@ impl Report {
         }
     }
 
+    /// The report of a decided dial, from the records its machine kept:
+    /// the targets, the DNS timeline, the address answers and the attempts,
+    /// with the result and reason of its outcome. Times count from
+    /// `started`, the machine's start; `total` is the whole dial, teardown
+    /// included.
+    pub fn of_dial(
+        target: String,
+        strategy: String,
+        machine: &DialMachine,
+        started: Instant,
+        total: Duration,
+    ) -> Report {
+        let since = |t: Instant| millis(t.saturating_duration_since(started));
+        let location = machine.location();
+        let mut report = Report::new(target, strategy);
+        report.total = total;
+        report.total_ms = millis(total);
+        report.targets = location.targets().to_vec();
+        report.dns = location
+            .queries()
+            .iter()
+            .map(|q| dns_entry(q, since))
+            .collect();
+        report.addresses = location
+            .address_answers()
+            .iter()
+            .map(|a| address_entry(a, since))
+            .collect();
+        report.set_attempts(machine.race().attempts(), started);
+        let deadline = machine.race().config().deadline;
+        let (result, reason) = match machine.outcome() {
+            Some(Outcome::Won { id, .. }) => {
+                report.winner = Some(id.0);
+                (DialResult::Connected, None)
+            }
+            Some(Outcome::LocationFailed(e)) => (DialResult::ResolutionFailed, Some(e.to_string())),
+            Some(Outcome::Failed(RaceFailure::NoAddresses)) => (
+                DialResult::ResolutionFailed,
+                Some(report.no_address_reason()),
+            ),
+            Some(Outcome::Failed(RaceFailure::AllFailed)) => (
+                DialResult::Failed,
+                Some(format!("all {} attempt(s) failed", report.attempts.len())),
+            ),
+            Some(Outcome::Failed(RaceFailure::Deadline)) => (
+                DialResult::Failed,
+                Some(format!("deadline of {} ms passed", deadline.as_millis())),
+            ),
+            None => (DialResult::Failed, Some("the dial was not decided".into())),
+        };
+        report.result = result;
+        report.reason = reason;
+        report
+    }
+
+    /// Shows the SIP response that proved attempt `id` reachable.
+    pub fn show_response(&mut self, id: AttemptId, response: &ProbeResponse) {
+        if let Some(entry) = self.attempts.iter_mut().find(|a| a.id == id.0) {
+            entry.response = Some(format!(
+                "{} {} in {:.1} ms",
+                response.status,
+                response.reason,
+                millis(response.rtt)
+            ));
+        }
+    }
+
+    /// Why location found no address: said plainly, with the last query
+    /// error (a refused query, no socket...) when one explains it.
+    fn no_address_reason(&self) -> String {
+        let error = self
+            .dns
+            .iter()
+            .rev()
+            .filter(|q| q.outcome.as_deref() == Some("error"))
+            .find_map(|q| q.records.first());
+        match error {
+            Some(detail) => format!("DNS gave no usable address: {detail}"),
+            None => "DNS gave no usable address".to_string(),
+        }
+    }
+
     /// Fills the attempt list from the engine's records.
-    pub fn set_attempts(&mut self, records: &[AttemptRecord], since: std::time::Instant) {
+    pub fn set_attempts(&mut self, records: &[AttemptRecord], since: Instant) {
         self.attempts = records
             .iter()
             .map(|r| {
-                let at = |t: std::time::Instant| millis(t.saturating_duration_since(since));
+                let at = |t: Instant| millis(t.saturating_duration_since(since));
                 let (outcome, class, detail) = match &r.end {
                     AttemptEnd::InFlight => ("in-flight", None, None),
                     AttemptEnd::Won => ("won", None, None),
@@ -266,7 +355,7 @@ impl Report {
             if let Some(at) = q.answered_ms {
                 let outcome = q.outcome.as_deref().unwrap_or("?");
                 let took = at - q.sent_ms;
-                if q.records.is_empty() || outcome != "ok" {
+                if q.records.is_empty() || outcome != "records" {
                     let detail = q
                         .records
                         .first()
@@ -377,6 +466,34 @@ impl Report {
     }
 }
 
+/// A query of the timeline as the report shows it: its outcome's label,
+/// the records shown or the error detail, and how many records arrived.
+fn dns_entry(q: &QueryRecord, since: impl Fn(Instant) -> f64) -> DnsEntry {
+    let (records, records_total) = match &q.outcome {
+        Some(DnsOutcome::Records { shown, total }) => (shown.clone(), *total),
+        Some(DnsOutcome::Error(detail)) => (vec![detail.clone()], 0),
+        _ => (Vec::new(), 0),
+    };
+    DnsEntry {
+        name: q.name.clone(),
+        rtype: q.rtype.as_str(),
+        sent_ms: since(q.sent),
+        answered_ms: q.answered.map(&since),
+        outcome: q.outcome.as_ref().map(|o| o.label().to_string()),
+        records,
+        records_total,
+    }
+}
+
+fn address_entry(a: &AddressAnswer, since: impl Fn(Instant) -> f64) -> AddressEntry {
+    AddressEntry {
+        host: a.host.to_string(),
+        family: a.family,
+        at_ms: since(a.at),
+        addrs: a.addrs.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,7 +522,7 @@ mod tests {
                 rtype: "NAPTR",
                 sent_ms: 0.0,
                 answered_ms: Some(1.0),
-                outcome: Some("ok".into()),
+                outcome: Some("records".into()),
                 records: vec![EVIL.into(); 10],
                 records_total: 40,
             },

@@ -4,8 +4,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
-use crate::endpoint::Transport;
-use crate::locate::select;
+use crate::endpoint::{unusable_address, Transport};
 
 /// `sip:` or `sips:`. A `sips:` target must only ever be reached over TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -252,10 +251,10 @@ fn parse_hostport(s: &str) -> Result<(Host, Option<u16>), String> {
 }
 
 /// Why an address literal cannot be a destination, if it cannot: the rule
-/// DNS answers are held to ([`select::unusable_address`]: unspecified,
+/// DNS answers are held to ([`unusable_address`]: unspecified,
 /// multicast, broadcast, IPv4-mapped).
 pub(crate) fn undialable(ip: IpAddr) -> Option<String> {
-    let why = select::unusable_address(ip)?;
+    let why = unusable_address(ip)?;
     let hint = match ip {
         IpAddr::V6(v6) => v6
             .to_ipv4_mapped()

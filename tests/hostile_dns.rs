@@ -17,20 +17,16 @@ use siprace::endpoint::{Family, Transport};
 use siprace::lab::dns::{DnsServer, DnsServerConfig};
 use siprace::report::Report;
 
-const HEAD: &str = "$ORIGIN example.test.\n$TTL 0\n\
-@ IN SOA ns.example.test. admin.example.test. 1 60 60 60 0\n";
+mod common;
 
 /// The forged line a hostile peer tries to print.
 const FORGED: &str = "\x1b[2J\r\n* winner: forged";
 
 async fn dns(body: &str) -> DnsServer {
-    let zone = format!("{HEAD}{body}");
-    let cfg = DnsServerConfig::parse(&zone, "")
+    let cfg = DnsServerConfig::parse(&common::zone(body), "")
         .expect("zone parses")
         .with_srv_additionals(false);
-    DnsServer::start(cfg, &["127.0.0.1:0".parse().unwrap()])
-        .await
-        .expect("lab dns starts")
+    common::serve(cfg).await
 }
 
 fn config(dns: &DnsServer) -> DialerConfig {

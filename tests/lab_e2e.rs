@@ -16,9 +16,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hickory_resolver::proto::rr::RecordType;
+use siprace::dns::build_resolver;
 use siprace::lab::servers::{self, DnsOpts, ServerKind, ServerOpts};
 use siprace::lab::{self, Fault, Lab, LabConfig, Role, ShaperLaunch};
-use siprace::locate::{build_resolver, LocateConfig};
+use siprace::locate::LocateConfig;
 use siprace::Family;
 
 fn siprace_bin() -> PathBuf {

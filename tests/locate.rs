@@ -1,20 +1,24 @@
-//! RFC 3263 location against the lab DNS server on 127.0.0.1:0.
+//! RFC 3263 location against the lab DNS server on 127.0.0.1:0: the
+//! location machine driven by real lookups ([`siprace::dns::locate`]). The
+//! exact query sequences are tested with a fake clock in `src/locate/tests.rs`.
 #![cfg(feature = "tools")]
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use hickory_server::proto::rr::RecordType;
+use hickory_server::proto::rr::RecordType as WireType;
+use siprace::dns::locate;
 use siprace::endpoint::{Family, TargetSpec, Transport};
 use siprace::lab::dns::{DnsServer, DnsServerConfig};
-use siprace::locate::{locate, DnsOutcome, LocateConfig, LocateError, LocateEvent};
+use siprace::locate::{DnsOutcome, LocateConfig, LocateError, Location, QueryRecord, RecordType};
 use siprace::target::Target;
 
-const HEAD: &str = "$ORIGIN example.test.\n$TTL 0\n\
-@ IN SOA ns.example.test. admin.example.test. 1 60 60 60 0\n\
-@ IN NS ns\nns IN A 127.0.0.1\n";
+mod common;
+
+/// The name server's own records, above every zone's body.
+const NS: &str = "@ IN NS ns\nns IN A 127.0.0.1\n";
 
 const HOSTS: &str =
     "sip1 IN AAAA ::1\nsip1 IN A 127.0.0.1\nsip2 IN AAAA ::2\nsip2 IN A 127.0.0.2\n";
@@ -37,13 +41,11 @@ async fn lab(body: &str, faults: &str) -> Lab {
 }
 
 async fn lab_with(body: &str, faults: &str, srv_additionals: bool) -> Lab {
-    let zone = format!("{HEAD}{body}");
+    let zone = common::zone(&format!("{NS}{body}"));
     let config = DnsServerConfig::parse(&zone, faults)
         .expect("zone parses")
         .with_srv_additionals(srv_additionals);
-    let server = DnsServer::start(config, &["127.0.0.1:0".parse().unwrap()])
-        .await
-        .expect("lab dns starts");
+    let server = common::serve(config).await;
     let cfg = LocateConfig {
         dns_server: Some(server.addrs()[0]),
         pipelined: true,
@@ -54,8 +56,9 @@ async fn lab_with(body: &str, faults: &str, srv_additionals: bool) -> Lab {
     Lab { server, cfg }
 }
 
-/// Runs location to its end (Done or Failed) and checks the event contract.
-async fn run(uri: &str, transports: Option<&[Transport]>, cfg: &LocateConfig) -> Vec<LocateEvent> {
+/// Runs location to its end (done or failed) with real lookups and checks
+/// the result's contract.
+async fn run(uri: &str, transports: Option<&[Transport]>, cfg: &LocateConfig) -> Location {
     let target = Target::parse(uri).unwrap();
     let allowed: Vec<Transport> = match transports {
         Some(t) => target
@@ -65,77 +68,46 @@ async fn run(uri: &str, transports: Option<&[Transport]>, cfg: &LocateConfig) ->
             .collect(),
         None => target.allowed_transports(),
     };
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let cfg2 = cfg.clone();
-    let task = tokio::spawn(async move { locate(&target, &allowed, &cfg2, tx).await });
-    let mut events = Vec::new();
-    let collect = async {
-        while let Some(e) = rx.recv().await {
-            events.push(e);
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), collect)
+    let location = tokio::time::timeout(Duration::from_secs(20), locate(&target, &allowed, cfg))
         .await
-        .expect("locate ends");
-    task.await.unwrap();
-    check_contract(&events, cfg);
-    events
+        .expect("locate ends")
+        .expect("a resolver");
+    check_contract(&location, cfg);
+    location
 }
 
-fn check_contract(events: &[LocateEvent], cfg: &LocateConfig) {
-    let last = events.last().expect("some event");
-    let terminal = events
-        .iter()
-        .filter(|e| matches!(e, LocateEvent::Done | LocateEvent::Failed(_)))
-        .count();
-    assert_eq!(terminal, 1, "{events:#?}");
-    assert!(matches!(last, LocateEvent::Done | LocateEvent::Failed(_)));
-    let targets_at = events
-        .iter()
-        .position(|e| matches!(e, LocateEvent::Targets(_)));
-    let targets_count = events
-        .iter()
-        .filter(|e| matches!(e, LocateEvent::Targets(_)))
-        .count();
-    if let LocateEvent::Failed(_) = last {
-        assert_eq!(targets_count, 0, "{events:#?}");
+fn check_contract(location: &Location, cfg: &LocateConfig) {
+    let result = location.result().expect("location is over");
+    let specs = location.targets();
+    if result.is_err() {
+        assert!(specs.is_empty(), "{location:#?}");
+        assert!(location.address_answers().is_empty(), "{location:#?}");
         return;
     }
-    assert_eq!(targets_count, 1, "{events:#?}");
-    let targets_at = targets_at.unwrap();
-    let LocateEvent::Targets(specs) = &events[targets_at] else {
-        unreachable!()
-    };
     assert!(!specs.is_empty());
     for (i, s) in specs.iter().enumerate() {
         assert_eq!(s.rank, i as u32);
     }
     let mut seen = HashSet::new();
-    for (i, e) in events.iter().enumerate() {
-        if let LocateEvent::Addresses { host, family, .. } = e {
-            assert!(i > targets_at, "Addresses before Targets: {events:#?}");
-            assert!(
-                seen.insert((host.to_string(), *family)),
-                "duplicate Addresses: {events:#?}"
-            );
-        }
+    for a in location.address_answers() {
+        assert!(
+            seen.insert((a.host.to_string(), a.family)),
+            "duplicate address answer: {location:#?}"
+        );
     }
     let hosts: HashSet<&str> = specs.iter().map(|s| &*s.host).collect();
     let expected: HashSet<(String, Family)> = hosts
         .iter()
         .flat_map(|h| cfg.families.iter().map(move |f| (h.to_string(), *f)))
         .collect();
-    assert_eq!(seen, expected, "{events:#?}");
+    assert_eq!(seen, expected, "{location:#?}");
+    // Every query was answered or timed out: nothing left in flight.
+    assert!(location.queries().iter().all(|q| q.outcome.is_some()));
 }
 
-fn targets(events: &[LocateEvent]) -> Vec<TargetSpec> {
-    events
-        .iter()
-        .find_map(|e| match e {
-            LocateEvent::Targets(t) => Some(t.clone()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no Targets: {events:#?}"))
+fn targets(location: &Location) -> Vec<TargetSpec> {
+    assert!(!location.targets().is_empty(), "no targets: {location:#?}");
+    location.targets().to_vec()
 }
 
 fn summary(specs: &[TargetSpec]) -> Vec<(String, u16, Transport)> {
@@ -145,77 +117,47 @@ fn summary(specs: &[TargetSpec]) -> Vec<(String, u16, Transport)> {
         .collect()
 }
 
-fn pos(events: &[LocateEvent], f: impl Fn(&LocateEvent) -> bool) -> Option<usize> {
-    events.iter().position(f)
+fn of_type(location: &Location, rt: RecordType) -> impl Iterator<Item = &QueryRecord> {
+    location.queries().iter().filter(move |q| q.rtype == rt)
 }
 
-fn is_query(e: &LocateEvent, rt: &str) -> bool {
-    matches!(e, LocateEvent::Query { rtype, .. } if *rtype == rt)
+fn queries_of(location: &Location, rt: RecordType) -> Vec<String> {
+    of_type(location, rt).map(|q| q.name.clone()).collect()
 }
 
-fn is_answer(e: &LocateEvent, rt: &str) -> bool {
-    matches!(e, LocateEvent::Answer { rtype, .. } if *rtype == rt)
+fn query<'a>(location: &'a Location, n: &str, rt: RecordType) -> &'a QueryRecord {
+    of_type(location, rt)
+        .find(|q| q.name == n)
+        .unwrap_or_else(|| panic!("no {rt:?} query for {n}: {location:#?}"))
 }
 
-fn queries_of(events: &[LocateEvent], rt: &str) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            LocateEvent::Query { name, rtype, .. } if *rtype == rt => Some(name.clone()),
-            _ => None,
-        })
-        .collect()
+fn answered(q: &QueryRecord) -> Instant {
+    q.answered.unwrap_or_else(|| panic!("unanswered: {q:?}"))
 }
 
-fn addresses(
-    events: &[LocateEvent],
-    h: &str,
-    fam: Family,
-) -> (usize, Vec<IpAddr>, tokio::time::Instant) {
-    events
+/// The address answer for `h`, `fam`: its place among the address
+/// answers, its addresses and its time.
+fn addresses(location: &Location, h: &str, fam: Family) -> (usize, Vec<IpAddr>, Instant) {
+    location
+        .address_answers()
         .iter()
         .enumerate()
-        .find_map(|(i, e)| match e {
-            LocateEvent::Addresses {
-                host,
-                family,
-                addrs,
-                at,
-            } if &**host == h && *family == fam => Some((i, addrs.clone(), *at)),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no Addresses for {h} {fam}: {events:#?}"))
+        .find(|(_, a)| &*a.host == h && a.family == fam)
+        .map(|(i, a)| (i, a.addrs.clone(), a.at))
+        .unwrap_or_else(|| panic!("no address answer for {h} {fam}: {location:#?}"))
 }
 
-fn query_at(events: &[LocateEvent], n: &str, rt: &str) -> tokio::time::Instant {
-    events
-        .iter()
-        .find_map(|e| match e {
-            LocateEvent::Query { name, rtype, at } if name == n && *rtype == rt => Some(*at),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no {rt} query for {n}"))
+fn answer(location: &Location, n: &str, rt: RecordType) -> DnsOutcome {
+    query(location, n, rt)
+        .outcome
+        .clone()
+        .unwrap_or_else(|| panic!("no {rt:?} answer for {n}"))
 }
 
-fn answer(events: &[LocateEvent], n: &str, rt: &str) -> DnsOutcome {
-    events
-        .iter()
-        .find_map(|e| match e {
-            LocateEvent::Answer {
-                name,
-                rtype,
-                outcome,
-                ..
-            } if name == n && *rtype == rt => Some(outcome.clone()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no {rt} answer for {n}"))
-}
-
-fn failure(events: &[LocateEvent]) -> LocateError {
-    match events.last() {
-        Some(LocateEvent::Failed(e)) => e.clone(),
-        _ => panic!("expected Failed: {events:#?}"),
+fn failure(location: &Location) -> LocateError {
+    match location.result() {
+        Some(Err(e)) => e.clone(),
+        _ => panic!("expected a failure: {location:#?}"),
     }
 }
 
@@ -232,20 +174,20 @@ fn full_chain_targets() -> Vec<(String, u16, Transport)> {
 async fn full_chain_pipelined_sends_srv_with_naptr() {
     // A delayed NAPTR makes the overlap visible: the SRV answers come back first.
     let lab = lab(&format!("{FULL}{HOSTS}"), "NAPTR=delay:150ms").await;
-    let events = run(
+    let location = run(
         "sip:example.test",
         Some(&[Transport::Udp, Transport::Tcp, Transport::Tls]),
         &lab.cfg,
     )
     .await;
-    assert_eq!(summary(&targets(&events)), full_chain_targets());
-    let naptr_answer = pos(&events, |e| is_answer(e, "NAPTR")).unwrap();
-    let first_srv_query = pos(&events, |e| is_query(e, "SRV")).unwrap();
-    let first_srv_answer = pos(&events, |e| is_answer(e, "SRV")).unwrap();
-    assert!(first_srv_query < naptr_answer, "{events:#?}");
-    assert!(first_srv_answer < naptr_answer, "{events:#?}");
+    assert_eq!(summary(&targets(&location)), full_chain_targets());
+    let naptr = query(&location, "example.test", RecordType::Naptr);
+    let srv: Vec<&QueryRecord> = of_type(&location, RecordType::Srv).collect();
+    // Sent with NAPTR, answered before it.
+    assert!(srv.iter().all(|q| q.sent == naptr.sent), "{location:#?}");
+    assert!(answered(srv[0]) < answered(naptr), "{location:#?}");
     // The replacements equal the constructed names: no second SRV round.
-    let mut srv = queries_of(&events, "SRV");
+    let mut srv = queries_of(&location, RecordType::Srv);
     srv.sort();
     assert_eq!(
         srv,
@@ -255,12 +197,12 @@ async fn full_chain_pipelined_sends_srv_with_naptr() {
             "_sips._tcp.example.test"
         ]
     );
-    let (_, v6, _) = addresses(&events, "sip1.example.test", Family::V6);
-    let (_, v4, _) = addresses(&events, "sip2.example.test", Family::V4);
+    let (_, v6, _) = addresses(&location, "sip1.example.test", Family::V6);
+    let (_, v4, _) = addresses(&location, "sip2.example.test", Family::V4);
     assert_eq!(v6, vec!["::1".parse::<IpAddr>().unwrap()]);
     assert_eq!(v4, vec!["127.0.0.2".parse::<IpAddr>().unwrap()]);
-    assert_eq!(events.last(), Some(&LocateEvent::Done));
-    assert!(lab.server.queries().get(RecordType::NAPTR) >= 1);
+    assert_eq!(location.result(), Some(&Ok(())));
+    assert!(lab.server.queries().get(WireType::NAPTR) >= 1);
     lab.server.shutdown().await;
 }
 
@@ -268,16 +210,17 @@ async fn full_chain_pipelined_sends_srv_with_naptr() {
 async fn full_chain_sequential_waits_for_naptr() {
     let mut lab = lab(&format!("{FULL}{HOSTS}"), "").await;
     lab.cfg.pipelined = false;
-    let events = run("sip:example.test", None, &lab.cfg).await;
-    assert_eq!(summary(&targets(&events)), full_chain_targets());
-    let naptr_answer = pos(&events, |e| is_answer(e, "NAPTR")).unwrap();
-    let first_srv_query = pos(&events, |e| is_query(e, "SRV")).unwrap();
-    assert!(first_srv_query > naptr_answer, "{events:#?}");
+    let location = run("sip:example.test", None, &lab.cfg).await;
+    assert_eq!(summary(&targets(&location)), full_chain_targets());
+    let naptr_answer = answered(query(&location, "example.test", RecordType::Naptr));
+    let srv: Vec<&QueryRecord> = of_type(&location, RecordType::Srv).collect();
+    assert!(srv.iter().all(|q| q.sent >= naptr_answer), "{location:#?}");
     // Only the NAPTR replacements are queried (no _sip._sctp).
-    assert_eq!(queries_of(&events, "SRV").len(), 3);
-    let first_addr_query = pos(&events, |e| is_query(e, "AAAA") || is_query(e, "A")).unwrap();
-    let last_srv_answer = events.iter().rposition(|e| is_answer(e, "SRV")).unwrap();
-    assert!(first_addr_query > last_srv_answer);
+    assert_eq!(srv.len(), 3);
+    let last_srv_answer = srv.iter().map(|q| answered(q)).max().unwrap();
+    let addr_queries =
+        of_type(&location, RecordType::Aaaa).chain(of_type(&location, RecordType::A));
+    assert!(addr_queries.into_iter().all(|q| q.sent >= last_srv_answer));
     lab.server.shutdown().await;
 }
 
@@ -287,17 +230,14 @@ async fn naptr_replacement_outside_the_constructed_names_is_queried_after() {
                 _sip._tcp.pool IN SRV 0 0 5070 sip1.example.test.\n\
                 _sip._tcp IN SRV 0 0 5060 sip2.example.test.\n";
     let lab = lab(&format!("{body}{HOSTS}"), "").await;
-    let events = run("sip:example.test", Some(&[Transport::Tcp]), &lab.cfg).await;
+    let location = run("sip:example.test", Some(&[Transport::Tcp]), &lab.cfg).await;
     assert_eq!(
-        summary(&targets(&events)),
+        summary(&targets(&location)),
         vec![("sip1.example.test".into(), 5070, Transport::Tcp)]
     );
-    let naptr_answer = pos(&events, |e| is_answer(e, "NAPTR")).unwrap();
-    let pool_query = pos(&events, |e| {
-        matches!(e, LocateEvent::Query { name, rtype: "SRV", .. } if name == "_sip._tcp.pool.example.test")
-    })
-    .unwrap();
-    assert!(pool_query > naptr_answer);
+    let naptr_answer = answered(query(&location, "example.test", RecordType::Naptr));
+    let pool = query(&location, "_sip._tcp.pool.example.test", RecordType::Srv);
+    assert!(pool.sent >= naptr_answer);
     lab.server.shutdown().await;
 }
 
@@ -306,13 +246,13 @@ async fn no_naptr_uses_srv_per_transport() {
     let body = "_sip._tcp IN SRV 0 0 5062 sip1.example.test.\n\
                 _sip._udp IN SRV 0 0 5064 sip2.example.test.\n";
     let lab = lab(&format!("{body}{HOSTS}"), "").await;
-    let events = run("sip:example.test", None, &lab.cfg).await;
+    let location = run("sip:example.test", None, &lab.cfg).await;
     assert_eq!(
-        answer(&events, "example.test", "NAPTR"),
+        answer(&location, "example.test", RecordType::Naptr),
         DnsOutcome::NoRecords
     );
     assert_eq!(
-        summary(&targets(&events)),
+        summary(&targets(&location)),
         vec![
             ("sip2.example.test".into(), 5064, Transport::Udp),
             ("sip1.example.test".into(), 5062, Transport::Tcp),
@@ -325,13 +265,13 @@ async fn no_naptr_uses_srv_per_transport() {
 async fn naptr_servfail_still_falls_back_to_srv() {
     let body = "_sip._tcp IN SRV 0 0 5062 sip1.example.test.\n";
     let lab = lab(&format!("{body}{HOSTS}"), "NAPTR=servfail").await;
-    let events = run("sip:example.test", Some(&[Transport::Tcp]), &lab.cfg).await;
+    let location = run("sip:example.test", Some(&[Transport::Tcp]), &lab.cfg).await;
     assert_eq!(
-        answer(&events, "example.test", "NAPTR"),
+        answer(&location, "example.test", RecordType::Naptr),
         DnsOutcome::ServFail
     );
     assert_eq!(
-        summary(&targets(&events)),
+        summary(&targets(&location)),
         vec![("sip1.example.test".into(), 5062, Transport::Tcp)]
     );
     lab.server.shutdown().await;
@@ -343,9 +283,9 @@ async fn unknown_naptr_services_are_ignored() {
                 @ IN NAPTR 10 60 \"s\" \"X-FOO\" \"\" _foo._tcp.example.test.\n\
                 _sip._tcp IN SRV 0 0 5062 sip1.example.test.\n";
     let lab = lab(&format!("{body}{HOSTS}"), "").await;
-    let events = run("sip:example.test", Some(&[Transport::Tcp]), &lab.cfg).await;
+    let location = run("sip:example.test", Some(&[Transport::Tcp]), &lab.cfg).await;
     assert_eq!(
-        summary(&targets(&events)),
+        summary(&targets(&location)),
         vec![("sip1.example.test".into(), 5062, Transport::Tcp)]
     );
     lab.server.shutdown().await;
@@ -355,44 +295,50 @@ async fn unknown_naptr_services_are_ignored() {
 async fn no_srv_falls_back_to_the_domain_on_default_ports() {
     let body = "@ IN AAAA ::1\n@ IN A 127.0.0.1\n";
     let lab = lab(body, "").await;
-    let events = run("sip:example.test", None, &lab.cfg).await;
+    let location = run("sip:example.test", None, &lab.cfg).await;
     assert_eq!(
-        summary(&targets(&events)),
+        summary(&targets(&location)),
         vec![
             ("example.test".into(), 5060, Transport::Udp),
             ("example.test".into(), 5060, Transport::Tcp),
         ]
     );
-    let (_, v4, _) = addresses(&events, "example.test", Family::V4);
+    let (_, v4, _) = addresses(&location, "example.test", Family::V4);
     assert_eq!(v4, vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
     // sips: falls back to TLS on 5061.
-    let events = run("sips:example.test", None, &lab.cfg).await;
+    let location = run("sips:example.test", None, &lab.cfg).await;
     assert_eq!(
-        summary(&targets(&events)),
+        summary(&targets(&location)),
         vec![("example.test".into(), 5061, Transport::Tls)]
     );
-    assert_eq!(queries_of(&events, "SRV"), vec!["_sips._tcp.example.test"]);
+    assert_eq!(
+        queries_of(&location, RecordType::Srv),
+        vec!["_sips._tcp.example.test"]
+    );
     lab.server.shutdown().await;
 }
 
 #[tokio::test]
 async fn transport_param_queries_only_its_srv() {
     let lab = lab(&format!("{FULL}{HOSTS}"), "").await;
-    let events = run("sip:example.test;transport=tcp", None, &lab.cfg).await;
-    assert!(queries_of(&events, "NAPTR").is_empty());
-    assert_eq!(queries_of(&events, "SRV"), vec!["_sip._tcp.example.test"]);
+    let location = run("sip:example.test;transport=tcp", None, &lab.cfg).await;
+    assert!(queries_of(&location, RecordType::Naptr).is_empty());
     assert_eq!(
-        summary(&targets(&events)),
+        queries_of(&location, RecordType::Srv),
+        vec!["_sip._tcp.example.test"]
+    );
+    assert_eq!(
+        summary(&targets(&location)),
         vec![
             ("sip1.example.test".into(), 5060, Transport::Tcp),
             ("sip2.example.test".into(), 5060, Transport::Tcp),
         ]
     );
-    assert_eq!(lab.server.queries().get(RecordType::NAPTR), 0);
+    assert_eq!(lab.server.queries().get(WireType::NAPTR), 0);
     // Without its SRV: the host on the default port.
-    let events = run("sip:sip1.example.test;transport=udp", None, &lab.cfg).await;
+    let location = run("sip:sip1.example.test;transport=udp", None, &lab.cfg).await;
     assert_eq!(
-        summary(&targets(&events)),
+        summary(&targets(&location)),
         vec![("sip1.example.test".into(), 5060, Transport::Udp)]
     );
     lab.server.shutdown().await;
@@ -401,22 +347,22 @@ async fn transport_param_queries_only_its_srv() {
 #[tokio::test]
 async fn explicit_port_skips_naptr_and_srv() {
     let lab = lab(&format!("{FULL}{HOSTS}"), "").await;
-    let events = run("sip:sip1.example.test:5080", None, &lab.cfg).await;
-    assert!(queries_of(&events, "NAPTR").is_empty());
-    assert!(queries_of(&events, "SRV").is_empty());
+    let location = run("sip:sip1.example.test:5080", None, &lab.cfg).await;
+    assert!(queries_of(&location, RecordType::Naptr).is_empty());
+    assert!(queries_of(&location, RecordType::Srv).is_empty());
     assert_eq!(
-        summary(&targets(&events)),
+        summary(&targets(&location)),
         vec![
             ("sip1.example.test".into(), 5080, Transport::Udp),
             ("sip1.example.test".into(), 5080, Transport::Tcp),
         ]
     );
     let q = lab.server.queries();
-    assert_eq!(q.get(RecordType::NAPTR) + q.get(RecordType::SRV), 0);
-    assert!(q.get(RecordType::AAAA) >= 1 && q.get(RecordType::A) >= 1);
-    let events = run("sips:sip1.example.test:5081", None, &lab.cfg).await;
+    assert_eq!(q.get(WireType::NAPTR) + q.get(WireType::SRV), 0);
+    assert!(q.get(WireType::AAAA) >= 1 && q.get(WireType::A) >= 1);
+    let location = run("sips:sip1.example.test:5081", None, &lab.cfg).await;
     assert_eq!(
-        summary(&targets(&events)),
+        summary(&targets(&location)),
         vec![("sip1.example.test".into(), 5081, Transport::Tls)]
     );
     lab.server.shutdown().await;
@@ -425,19 +371,17 @@ async fn explicit_port_skips_naptr_and_srv() {
 #[tokio::test]
 async fn numeric_ip_sends_no_query() {
     let lab = lab(&format!("{FULL}{HOSTS}"), "").await;
-    let events = run("sip:127.0.0.1:5070;transport=tcp", None, &lab.cfg).await;
-    assert!(!events
-        .iter()
-        .any(|e| matches!(e, LocateEvent::Query { .. })));
+    let location = run("sip:127.0.0.1:5070;transport=tcp", None, &lab.cfg).await;
+    assert!(location.queries().is_empty());
     assert_eq!(
-        summary(&targets(&events)),
+        summary(&targets(&location)),
         vec![("127.0.0.1".into(), 5070, Transport::Tcp)]
     );
-    let (_, v4, _) = addresses(&events, "127.0.0.1", Family::V4);
+    let (_, v4, _) = addresses(&location, "127.0.0.1", Family::V4);
     assert_eq!(v4, vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
-    let events = run("sips:[::1]", None, &lab.cfg).await;
+    let location = run("sips:[::1]", None, &lab.cfg).await;
     assert_eq!(
-        summary(&targets(&events)),
+        summary(&targets(&location)),
         vec![("::1".into(), 5061, Transport::Tls)]
     );
     assert_eq!(lab.server.queries().total(), 0);
@@ -451,8 +395,8 @@ async fn sips_with_plaintext_only_naptr_fails_clearly() {
                 _sip._tcp IN SRV 0 0 5060 sip1.example.test.\n\
                 _sips._tcp IN SRV 0 0 5061 sip1.example.test.\n";
     let lab = lab(&format!("{body}{HOSTS}"), "").await;
-    let events = run("sips:example.test", None, &lab.cfg).await;
-    let err = failure(&events);
+    let location = run("sips:example.test", None, &lab.cfg).await;
+    let err = failure(&location);
     assert!(
         matches!(err, LocateError::NoUsableService { .. }),
         "{err:?}"
@@ -468,33 +412,33 @@ async fn sips_with_plaintext_only_naptr_fails_clearly() {
 async fn srv_root_target_means_not_offered() {
     let body = "_sip._tcp IN SRV 0 0 0 .\n_sip._udp IN SRV 0 0 0 .\n@ IN A 127.0.0.1\n";
     let lab = lab(body, "").await;
-    let events = run("sip:example.test;transport=tcp", None, &lab.cfg).await;
-    let err = failure(&events);
+    let location = run("sip:example.test;transport=tcp", None, &lab.cfg).await;
+    let err = failure(&location);
     assert!(
         matches!(err, LocateError::ServiceNotOffered { .. }),
         "{err:?}"
     );
     assert!(err.to_string().contains("_sip._tcp.example.test"), "{err}");
     // Both allowed transports say ".": nothing to fall back to.
-    let events = run(
+    let location = run(
         "sip:example.test",
         Some(&[Transport::Udp, Transport::Tcp]),
         &lab.cfg,
     )
     .await;
     assert!(matches!(
-        failure(&events),
+        failure(&location),
         LocateError::ServiceNotOffered { .. }
     ));
     // With TLS allowed too and no _sips._tcp SRV, TLS is still tried on the domain.
-    let events = run(
+    let location = run(
         "sip:example.test",
         Some(&[Transport::Udp, Transport::Tcp, Transport::Tls]),
         &lab.cfg,
     )
     .await;
     assert_eq!(
-        summary(&targets(&events)),
+        summary(&targets(&location)),
         vec![("example.test".into(), 5061, Transport::Tls)]
     );
     lab.server.shutdown().await;
@@ -503,14 +447,14 @@ async fn srv_root_target_means_not_offered() {
 #[tokio::test]
 async fn delayed_aaaa_does_not_hold_back_a() {
     let lab = lab(HOSTS, "AAAA=delay:300ms").await;
-    let events = run("sip:sip1.example.test:5060", None, &lab.cfg).await;
-    let (i4, v4, at4) = addresses(&events, "sip1.example.test", Family::V4);
-    let (i6, v6, at6) = addresses(&events, "sip1.example.test", Family::V6);
-    assert!(i4 < i6, "{events:#?}");
+    let location = run("sip:sip1.example.test:5060", None, &lab.cfg).await;
+    let (i4, v4, at4) = addresses(&location, "sip1.example.test", Family::V4);
+    let (i6, v6, at6) = addresses(&location, "sip1.example.test", Family::V6);
+    assert!(i4 < i6, "{location:#?}");
     assert!(at4 < at6);
     assert_eq!(v4.len(), 1);
     assert_eq!(v6, vec!["::1".parse::<IpAddr>().unwrap()]);
-    let q6 = query_at(&events, "sip1.example.test", "AAAA");
+    let q6 = query(&location, "sip1.example.test", RecordType::Aaaa).sent;
     assert!(
         at6.duration_since(q6) >= Duration::from_millis(300),
         "{:?}",
@@ -523,27 +467,27 @@ async fn delayed_aaaa_does_not_hold_back_a() {
 async fn dropped_aaaa_times_out_empty_while_a_arrives() {
     let mut lab = lab(HOSTS, "AAAA=drop").await;
     lab.cfg.query_timeout = Duration::from_millis(800);
-    let events = run("sip:sip1.example.test:5060", None, &lab.cfg).await;
-    let (i4, v4, at4) = addresses(&events, "sip1.example.test", Family::V4);
-    let (i6, v6, at6) = addresses(&events, "sip1.example.test", Family::V6);
+    let location = run("sip:sip1.example.test:5060", None, &lab.cfg).await;
+    let (i4, v4, at4) = addresses(&location, "sip1.example.test", Family::V4);
+    let (i6, v6, at6) = addresses(&location, "sip1.example.test", Family::V6);
     assert_eq!(v4.len(), 1);
     assert!(v6.is_empty());
     // A is answered and its addresses are out before AAAA gives up.
-    let a_answer = pos(&events, |e| is_answer(e, "A")).unwrap();
-    let aaaa_answer = pos(&events, |e| is_answer(e, "AAAA")).unwrap();
-    assert!(a_answer < i4, "{events:#?}");
-    assert!(i4 < aaaa_answer, "{events:#?}");
-    assert!(aaaa_answer < i6, "{events:#?}");
-    assert!(at4 <= at6);
+    let a_answer = answered(query(&location, "sip1.example.test", RecordType::A));
+    let aaaa_answer = answered(query(&location, "sip1.example.test", RecordType::Aaaa));
+    assert_eq!(a_answer, at4);
+    assert!(i4 < i6, "{location:#?}");
+    assert!(at4 < aaaa_answer, "{location:#?}");
+    assert_eq!(aaaa_answer, at6);
     assert_eq!(
-        answer(&events, "sip1.example.test", "AAAA"),
+        answer(&location, "sip1.example.test", RecordType::Aaaa),
         DnsOutcome::Timeout
     );
     // The dropped query gets no answer, so AAAA ends at the timeout at the earliest.
-    let q6 = query_at(&events, "sip1.example.test", "AAAA");
+    let q6 = query(&location, "sip1.example.test", RecordType::Aaaa).sent;
     let waited = at6.duration_since(q6);
     assert!(waited >= Duration::from_millis(790), "{waited:?}");
-    assert_eq!(events.last(), Some(&LocateEvent::Done));
+    assert_eq!(location.result(), Some(&Ok(())));
     lab.server.shutdown().await;
 }
 
@@ -563,17 +507,17 @@ bad IN A 255.255.255.255
 worse IN A 224.0.0.1
 ";
     let lab = lab(body, "").await;
-    let events = run("sip:bad.example.test:5060", None, &lab.cfg).await;
+    let location = run("sip:bad.example.test:5060", None, &lab.cfg).await;
     assert_eq!(
-        addresses(&events, "bad.example.test", Family::V6).1,
+        addresses(&location, "bad.example.test", Family::V6).1,
         vec!["::1".parse::<IpAddr>().unwrap()]
     );
     assert_eq!(
-        addresses(&events, "bad.example.test", Family::V4).1,
+        addresses(&location, "bad.example.test", Family::V4).1,
         vec!["127.0.0.1".parse::<IpAddr>().unwrap()]
     );
     // The timeline still shows what DNS said, and what was dropped.
-    match answer(&events, "bad.example.test", "A") {
+    match answer(&location, "bad.example.test", RecordType::A) {
         DnsOutcome::Records { shown: r, .. } => {
             assert_eq!(r.len(), 4, "{r:?}");
             assert!(
@@ -584,7 +528,7 @@ worse IN A 224.0.0.1
         }
         other => panic!("{other:?}"),
     }
-    match answer(&events, "bad.example.test", "AAAA") {
+    match answer(&location, "bad.example.test", RecordType::Aaaa) {
         DnsOutcome::Records { shown: r, .. } => {
             assert!(
                 r.contains(&":: (dropped: unspecified)".to_string()),
@@ -594,52 +538,56 @@ worse IN A 224.0.0.1
         other => panic!("{other:?}"),
     }
     // Nothing usable at all: empty Addresses, location itself still done.
-    let events = run("sip:worse.example.test:5060", None, &lab.cfg).await;
-    assert!(addresses(&events, "worse.example.test", Family::V6)
+    let location = run("sip:worse.example.test:5060", None, &lab.cfg).await;
+    assert!(addresses(&location, "worse.example.test", Family::V6)
         .1
         .is_empty());
-    assert!(addresses(&events, "worse.example.test", Family::V4)
+    assert!(addresses(&location, "worse.example.test", Family::V4)
         .1
         .is_empty());
-    assert_eq!(events.last(), Some(&LocateEvent::Done));
+    assert_eq!(location.result(), Some(&Ok(())));
     lab.server.shutdown().await;
 }
 
 #[tokio::test]
 async fn servfail_and_nxdomain_give_empty_addresses() {
     let sf = lab(HOSTS, "AAAA=servfail").await;
-    let events = run("sip:sip1.example.test:5060", None, &sf.cfg).await;
+    let location = run("sip:sip1.example.test:5060", None, &sf.cfg).await;
     assert_eq!(
-        answer(&events, "sip1.example.test", "AAAA"),
+        answer(&location, "sip1.example.test", RecordType::Aaaa),
         DnsOutcome::ServFail
     );
-    assert!(addresses(&events, "sip1.example.test", Family::V6)
+    assert!(addresses(&location, "sip1.example.test", Family::V6)
         .1
         .is_empty());
     assert_eq!(
-        addresses(&events, "sip1.example.test", Family::V4).1.len(),
+        addresses(&location, "sip1.example.test", Family::V4)
+            .1
+            .len(),
         1
     );
     // A name that does not exist.
-    let events = run("sip:nowhere.example.test:5060", None, &sf.cfg).await;
+    let location = run("sip:nowhere.example.test:5060", None, &sf.cfg).await;
     assert_eq!(
-        answer(&events, "nowhere.example.test", "A"),
+        answer(&location, "nowhere.example.test", RecordType::A),
         DnsOutcome::NxDomain
     );
-    assert!(addresses(&events, "nowhere.example.test", Family::V4)
+    assert!(addresses(&location, "nowhere.example.test", Family::V4)
         .1
         .is_empty());
-    assert_eq!(events.last(), Some(&LocateEvent::Done));
+    assert_eq!(location.result(), Some(&Ok(())));
     sf.server.shutdown().await;
     // The NXDOMAIN fault.
     let lab = lab(HOSTS, "A=nxdomain").await;
-    let events = run("sip:sip1.example.test:5060", None, &lab.cfg).await;
+    let location = run("sip:sip1.example.test:5060", None, &lab.cfg).await;
     assert_eq!(
-        answer(&events, "sip1.example.test", "A"),
+        answer(&location, "sip1.example.test", RecordType::A),
         DnsOutcome::NxDomain
     );
     assert_eq!(
-        addresses(&events, "sip1.example.test", Family::V6).1.len(),
+        addresses(&location, "sip1.example.test", Family::V6)
+            .1
+            .len(),
         1
     );
     lab.server.shutdown().await;
@@ -649,9 +597,9 @@ async fn servfail_and_nxdomain_give_empty_addresses() {
 async fn cname_chains_are_followed() {
     let body = "alias IN CNAME sip1.example.test.\n";
     let lab = lab(&format!("{body}{HOSTS}"), "").await;
-    let events = run("sip:alias.example.test:5060", None, &lab.cfg).await;
+    let location = run("sip:alias.example.test:5060", None, &lab.cfg).await;
     assert_eq!(
-        addresses(&events, "alias.example.test", Family::V4).1,
+        addresses(&location, "alias.example.test", Family::V4).1,
         vec!["127.0.0.1".parse::<IpAddr>().unwrap()]
     );
     lab.server.shutdown().await;
@@ -671,8 +619,8 @@ async fn huge_srv_set_is_capped_without_starving_a_priority() {
     let mut lab = lab_with(&body, "", true).await;
     lab.cfg.max_records = 8;
     lab.cfg.families = vec![Family::V4];
-    let events = run("sip:example.test;transport=tcp", None, &lab.cfg).await;
-    let specs = targets(&events);
+    let location = run("sip:example.test;transport=tcp", None, &lab.cfg).await;
+    let specs = targets(&location);
     // Priority 0 holds 34 records, 1 and 2 hold 33 each. The 8 kept share
     // the levels: one each, then up to 2 each, then the rest to priority 0.
     let priorities: Vec<u32> = specs
@@ -691,7 +639,7 @@ async fn huge_srv_set_is_capped_without_starving_a_priority() {
         .collect();
     assert_eq!(priorities, vec![0, 0, 0, 0, 1, 1, 2, 2], "{specs:?}");
     // The answer says how many records arrived, not how many are shown.
-    match answer(&events, "_sip._tcp.example.test", "SRV") {
+    match answer(&location, "_sip._tcp.example.test", RecordType::Srv) {
         DnsOutcome::Records { shown, total } => {
             assert_eq!(shown.len(), 8);
             assert_eq!(total, 100);
@@ -705,12 +653,12 @@ async fn huge_srv_set_is_capped_without_starving_a_priority() {
 async fn truncated_udp_answers_are_retried_over_tcp() {
     let body = "_sip._tcp IN SRV 0 0 5062 sip1.example.test.\n";
     let lab = lab(&format!("{body}{HOSTS}"), "SRV=truncate").await;
-    let events = run("sip:example.test;transport=tcp", None, &lab.cfg).await;
+    let location = run("sip:example.test;transport=tcp", None, &lab.cfg).await;
     assert_eq!(
-        summary(&targets(&events)),
+        summary(&targets(&location)),
         vec![("sip1.example.test".into(), 5062, Transport::Tcp)]
     );
-    assert!(lab.server.queries().tcp(RecordType::SRV) >= 1);
+    assert!(lab.server.queries().tcp(WireType::SRV) >= 1);
     lab.server.shutdown().await;
 }
 
@@ -727,8 +675,8 @@ async fn srv_weights_shape_the_order() {
     // 200 runs miss it with probability ~3e-10.
     let runs = 200;
     for _ in 0..runs {
-        let events = run("sip:example.test;transport=tcp", None, &lab.cfg).await;
-        let hosts: Vec<String> = targets(&events)
+        let location = run("sip:example.test;transport=tcp", None, &lab.cfg).await;
+        let hosts: Vec<String> = targets(&location)
             .iter()
             .map(|s| s.host.to_string())
             .collect();
@@ -752,10 +700,10 @@ async fn srv_weights_shape_the_order() {
 #[tokio::test]
 async fn shared_hosts_are_resolved_once() {
     let lab = lab(&format!("{FULL}{HOSTS}"), "").await;
-    let events = run("sip:example.test", None, &lab.cfg).await;
-    let aaaa = queries_of(&events, "AAAA");
+    let location = run("sip:example.test", None, &lab.cfg).await;
+    let aaaa = queries_of(&location, RecordType::Aaaa);
     assert_eq!(aaaa.len(), 2, "{aaaa:?}");
-    let hosts: Vec<Arc<str>> = targets(&events).into_iter().map(|s| s.host).collect();
+    let hosts: Vec<Arc<str>> = targets(&location).into_iter().map(|s| s.host).collect();
     assert!(Arc::ptr_eq(&hosts[0], &hosts[1]));
     lab.server.shutdown().await;
 }

@@ -4,12 +4,14 @@
 //! before. This file has a single test so nothing else opens descriptors
 //! meanwhile.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use siprace::dialer::{Dialer, DialerConfig};
 use siprace::endpoint::Transport;
-use siprace::lab::dns::{DnsServer, DnsServerConfig};
+use siprace::lab::dns::DnsServerConfig;
 use siprace::race::strategy::Strategy;
 use siprace::responder::{self, ListenerConfig, ResponderConfig};
 
@@ -51,18 +53,13 @@ async fn dials_leave_no_descriptor_behind() {
         }
     }
     let (responder, port) = started.expect("a port free for the responder in 20 tries");
-    let zone = format!(
-        "$ORIGIN example.test.\n$TTL 0\n@ IN SOA ns admin 1 60 60 60 0\n\
-         _sip._udp IN SRV 0 10 {port} sip1.example.test.\n\
-         _sip._tcp IN SRV 0 10 {port} sip1.example.test.\n\
-         sip1 IN AAAA ::1\nsip1 IN A 127.0.0.1\n"
-    );
-    let dns = DnsServer::start(
-        DnsServerConfig::new(zone),
-        &["127.0.0.1:0".parse().unwrap()],
-    )
-    .await
-    .expect("dns");
+    let zone = common::zone(&format!(
+        "{}{}{}",
+        common::srv("_sip._udp", port, "sip1"),
+        common::srv("_sip._tcp", port, "sip1"),
+        common::SIP1_LOOPBACK
+    ));
+    let dns = common::serve(DnsServerConfig::new(zone)).await;
 
     let config = |strategy, transport, deadline_ms| {
         let mut cfg = DialerConfig::for_strategy(strategy);

@@ -24,7 +24,8 @@ use siprace::lab::dns::{DnsServer, DnsServerConfig};
 use siprace::race::strategy::Strategy;
 use siprace::responder::{self, ListenerConfig, ResponderConfig, ResponderHandle, ResponderTls};
 
-const DOMAIN: &str = "example.test";
+mod common;
+use common::DOMAIN;
 
 /// A test CA.
 struct Ca {
@@ -92,7 +93,7 @@ impl Ca {
 async fn tls_responder(tls: ResponderTls) -> ResponderHandle {
     let mut last = None;
     for _ in 0..20 {
-        let port = free_tcp_port_on_both();
+        let port = common::free_port_on_both();
         let listeners = ["::1", "127.0.0.1"]
             .map(|ip| ListenerConfig {
                 transport: Transport::Tls,
@@ -112,17 +113,6 @@ async fn tls_responder(tls: ResponderTls) -> ResponderHandle {
         }
     }
     panic!("cannot start the responder: {last:?}");
-}
-
-fn free_tcp_port_on_both() -> u16 {
-    for _ in 0..50 {
-        let probe = std::net::TcpListener::bind("[::1]:0").unwrap();
-        let port = probe.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port");
 }
 
 /// One TLS attempt to the responder's IPv6 listener, found through the SRV
@@ -397,10 +387,7 @@ async fn a_client_certificate_from_an_unknown_ca_fails() {
 // End to end through DNS
 
 fn zone(port: u16, services: &str) -> String {
-    let mut z = format!(
-        "$ORIGIN {DOMAIN}.\n$TTL 0\n@ IN SOA ns.{DOMAIN}. admin.{DOMAIN}. 1 60 60 60 0\n\
-         @ IN AAAA ::1\n@ IN A 127.0.0.1\nsip1 IN AAAA ::1\nsip1 IN A 127.0.0.1\n"
-    );
+    let mut body = format!("@ IN AAAA ::1\n@ IN A 127.0.0.1\n{}", common::SIP1_LOOPBACK);
     for (i, svc) in services.split(',').filter(|s| !s.is_empty()).enumerate() {
         let (naptr, srv) = match svc {
             "tls" => ("SIPS+D2T", "_sips._tcp"),
@@ -411,23 +398,15 @@ fn zone(port: u16, services: &str) -> String {
             other => panic!("{other}"),
         };
         if !naptr.is_empty() {
-            z += &format!(
-                "@ IN NAPTR {} 50 \"s\" \"{naptr}\" \"\" {srv}.{DOMAIN}.\n",
-                10 + i
-            );
+            body += &common::naptr(10 + i as u16, naptr, srv);
         }
-        z += &format!("{srv} IN SRV 0 10 {port} sip1.{DOMAIN}.\n");
+        body += &common::srv(srv, port, "sip1");
     }
-    z
+    common::zone(&body)
 }
 
 async fn dns(zone: String) -> DnsServer {
-    DnsServer::start(
-        DnsServerConfig::new(zone),
-        &["127.0.0.1:0".parse().unwrap()],
-    )
-    .await
-    .expect("dns server")
+    common::serve(DnsServerConfig::new(zone)).await
 }
 
 fn dial_config(dns: &DnsServer, tls: TlsSettings) -> DialerConfig {
@@ -509,7 +488,7 @@ async fn a_host_serving_another_domain_is_not_used_for_this_one() {
 /// A responder for plaintext UDP and TCP on one port of both families.
 async fn plaintext_responder() -> ResponderHandle {
     for _ in 0..20 {
-        let port = free_tcp_port_on_both();
+        let port = common::free_port_on_both();
         let mut listeners = Vec::new();
         for ip in ["::1", "127.0.0.1"] {
             for transport in [Transport::Udp, Transport::Tcp] {

@@ -307,7 +307,8 @@ fn prepare(
 /// of the domain for `transport`, else the domain itself on 5060. Looked up
 /// from the client namespace through the lab DNS, before any timed dial.
 fn sipp_target(lab: &Lab, domain: &str, transport: Transport) -> (String, u16) {
-    use crate::locate::{build_resolver, LocateConfig};
+    use crate::dns::build_resolver;
+    use crate::locate::LocateConfig;
     use hickory_resolver::proto::rr::{RData, RecordType};
 
     let fallback = (domain.to_string(), transport.default_port());

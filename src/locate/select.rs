@@ -27,11 +27,11 @@
 //! then a few more each, then the rest to the most preferred levels.
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use rand::Rng;
 
+pub use crate::endpoint::unusable_address;
 use crate::endpoint::{TargetSpec, Transport};
 use crate::target::Scheme;
 
@@ -366,25 +366,6 @@ pub fn constructed_services(
         .filter(|t| allowed.contains(t))
         .map(|t| (t, srv_name(t, domain)))
         .collect()
-}
-
-/// Why an address from an A/AAAA answer cannot be a destination, if it
-/// cannot: unspecified (`0.0.0.0`, `::`), multicast, the limited broadcast
-/// `255.255.255.255`, or an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, an
-/// IPv4 destination in disguise that would be raced as IPv6). Loopback,
-/// private and documentation addresses are fine.
-pub fn unusable_address(ip: IpAddr) -> Option<&'static str> {
-    if ip.is_unspecified() {
-        return Some("unspecified");
-    }
-    if ip.is_multicast() {
-        return Some("multicast");
-    }
-    match ip {
-        IpAddr::V4(v4) if v4.is_broadcast() => Some("broadcast"),
-        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => Some("IPv4-mapped"),
-        _ => None,
-    }
 }
 
 /// One spec per transport for `host`, on `port` or each transport's default

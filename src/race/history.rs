@@ -5,22 +5,17 @@
 //! entry expires and the demoted path gets a normal race again.
 //!
 //! The store is plain data driven by the caller's wall clock, so the engine
-//! stays pure. The CLI keeps it in a file (`--history-file`) that several
-//! processes may share: [`History::load_file`] never fails a dial (a
-//! missing, unreadable or corrupt file is an empty history, with a warning
-//! for the latter two), and [`History::save_merged`] replaces the file
-//! atomically under an advisory lock, applying this process's observations
-//! to what the file holds by then, so concurrent dials lose nothing.
+//! stays pure. Merging is here too (`History::merged_into`): the CLI
+//! keeps the history in a file that several processes may share, and a
+//! save applies this process's observations to what the file holds by then
+//! (the file itself is [`crate::history_file`]'s business).
 //!
 //! Wall clocks step backwards: an entry dated more than [`FUTURE_SKEW`]
 //! after "now" was written by a clock we no longer trust. It is ignored and
 //! pruned, so it cannot demote its path until the clock catches up.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -272,7 +267,7 @@ impl History {
     }
 
     /// Keeps the [`MAX_ENTRIES`] most recently updated entries.
-    fn cap_entries(&mut self) {
+    pub(crate) fn cap_entries(&mut self) {
         if self.entries.len() > MAX_ENTRIES {
             self.entries.sort_by_key(|e| std::cmp::Reverse(e.updated_s));
             self.entries.truncate(MAX_ENTRIES);
@@ -319,7 +314,7 @@ impl History {
 
     /// This history's unsaved observations applied to `base` (what the file
     /// holds now, pruned at `now`): the history a save writes.
-    fn merged_into(&self, mut base: History, now: SystemTime) -> History {
+    pub(crate) fn merged_into(&self, mut base: History, now: SystemTime) -> History {
         base.expiry = self.expiry;
         base.failure_memory = self.failure_memory;
         base.unsaved.clear();
@@ -338,174 +333,6 @@ impl History {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The history file (`--history-file`), shared by concurrent processes
-
-/// How long a save waits for another process's save to finish.
-const LOCK_WAIT: Duration = Duration::from_secs(5);
-
-/// How often a waiting save retries the lock.
-const LOCK_RETRY: Duration = Duration::from_millis(5);
-
-/// Larger files are not read (a history of [`MAX_ENTRIES`] is far smaller;
-/// this also stops `--history-file /dev/zero` from reading forever).
-const MAX_FILE_BYTES: u64 = 16 << 20;
-
-impl History {
-    /// Loads a history file. A missing file is an empty history. An
-    /// unreadable or corrupt file is an empty history too, with a warning
-    /// to print: one bad file must not fail every later dial, and the next
-    /// [`save_merged`](History::save_merged) replaces it. Entries dated in
-    /// the future are dropped (see [`History::prune`]).
-    pub fn load_file(path: &Path) -> (History, Option<String>) {
-        let (mut history, warning) = read_history(path);
-        history.prune(SystemTime::now());
-        history.cap_entries();
-        (history, warning)
-    }
-
-    /// Saves this history's observations to `path`, safely when other
-    /// processes share the file: under an advisory lock (`flock`) on the
-    /// sidecar file `<path>.lock`, it re-reads `path` (corrupt counts as
-    /// empty), applies the observations made since this history was loaded
-    /// or last saved (the newer observation of a path wins, RTT samples
-    /// combine), writes the result to a uniquely named temporary file in
-    /// the same directory, syncs it and renames it over `path`. Readers
-    /// never see half a file; concurrent saves lose nothing. On success
-    /// `self` becomes the merged history, with nothing left unsaved.
-    pub fn save_merged(&mut self, path: &Path) -> Result<(), String> {
-        self.save_merged_at(path, SystemTime::now())
-    }
-
-    fn save_merged_at(&mut self, path: &Path, now: SystemTime) -> Result<(), String> {
-        let _lock = FileLock::acquire(&sidecar(path, "lock"), LOCK_WAIT)?;
-        let (on_disk, _corrupt_is_replaced) = read_history(path);
-        let merged = self.merged_into(on_disk, now);
-        let text = serde_json::to_string_pretty(&merged)
-            .map_err(|e| format!("cannot encode the history: {e}"))?;
-        write_atomically(path, text.as_bytes())?;
-        *self = merged;
-        Ok(())
-    }
-}
-
-/// Reads and parses a history file; see [`History::load_file`].
-fn read_history(path: &Path) -> (History, Option<String>) {
-    let empty = |why: String| {
-        let warning = format!(
-            "history file {}: {why}; starting with an empty history (the next save replaces it)",
-            path.display()
-        );
-        (History::default(), Some(warning))
-    };
-    let mut bytes = Vec::new();
-    let read = File::open(path).and_then(|f| {
-        use std::io::Read as _;
-        f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)
-    });
-    match read {
-        Ok(_) if bytes.len() as u64 > MAX_FILE_BYTES => {
-            empty(format!("larger than {MAX_FILE_BYTES} bytes"))
-        }
-        Ok(_) => match serde_json::from_slice::<History>(&bytes) {
-            Ok(history) => (history, None),
-            Err(e) => empty(format!("not a valid history ({e})")),
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (History::default(), None),
-        Err(e) => empty(format!("cannot be read ({e})")),
-    }
-}
-
-/// `<path>.<suffix>`: a file next to `path`, e.g. `history.json.lock`.
-fn sidecar(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".");
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same directory
-/// (unique per process and call, created exclusively), synced before it is
-/// renamed over `path`; the directory is synced after, where it can be.
-/// The new file keeps the permissions of the one it replaces.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| format!("history file {}: not a file name", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.{:016x}.tmp",
-        name.to_string_lossy(),
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        if let Ok(meta) = std::fs::metadata(path) {
-            file.set_permissions(meta.permissions())?;
-        }
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // Best effort: some filesystems cannot sync a directory.
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("cannot save the history to {}: {e}", path.display())
-    })
-}
-
-/// An exclusive `flock` on a lock file, released when dropped (closing the
-/// file releases it, also if the process dies). The lock file itself stays:
-/// removing it would let two processes lock two different files.
-struct FileLock {
-    _file: File,
-}
-
-impl FileLock {
-    /// Takes the lock, retrying for at most `wait` while another process
-    /// holds it (a save takes milliseconds; a process stuck holding it must
-    /// not stall this one for ever).
-    fn acquire(path: &Path, wait: Duration) -> Result<FileLock, String> {
-        use std::os::fd::AsRawFd as _;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| format!("cannot open the history lock {}: {e}", path.display()))?;
-        let started = Instant::now();
-        loop {
-            // SAFETY: flock only reads the descriptor, which `file` keeps open.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                return Ok(FileLock { _file: file });
-            }
-            let err = std::io::Error::last_os_error();
-            match err.kind() {
-                std::io::ErrorKind::WouldBlock if started.elapsed() < wait => {
-                    std::thread::sleep(LOCK_RETRY)
-                }
-                std::io::ErrorKind::Interrupted => {}
-                std::io::ErrorKind::WouldBlock => {
-                    return Err(format!(
-                        "the history lock {} is still held by another process after {wait:?}",
-                        path.display()
-                    ))
-                }
-                _ => return Err(format!("cannot lock {}: {err}", path.display())),
-            }
-        }
     }
 }
 

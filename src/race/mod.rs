@@ -1,10 +1,11 @@
 //! The race engine: a pure (sans-IO) Happy Eyeballs state machine for SIP,
 //! after RFC 8305 and draft-ietf-happy-happyeyeballs-v3.
 //!
-//! It owns every decision of a dial and none of the I/O. The driver (see
-//! [`crate::dialer`]) feeds it [`Input`]s — DNS answers, attempt outcomes,
-//! timer expiries — each with the current time, and carries out the
-//! [`Action`]s it returns: start an attempt, cancel one, wake me at, done.
+//! It owns every decision of a dial about attempts and none of the I/O. It
+//! is fed [`Input`]s — service locations and address answers (from the
+//! location machine, inside [`crate::dial_machine`]), attempt outcomes,
+//! timer expiries — each with the current time, and returns the
+//! [`Action`]s to carry out: start an attempt, cancel one, wake me at, done.
 //! There is no clock, socket or runtime in here, so tests drive it with a
 //! fake clock and assert exact action sequences.
 //!
@@ -204,10 +205,9 @@ pub enum Input {
         family: Family,
         addrs: Vec<IpAddr>,
     },
-    /// Location finished: no more answers will come.
+    /// Location finished: no more answers will come. (A location that
+    /// fails ends the dial before the race; see [`crate::dial_machine`].)
     ResolutionDone,
-    /// Location failed before giving any target.
-    ResolutionFailed(String),
     /// An attempt's transport is up but it is not done yet (TCP connected,
     /// TLS or the probe still running), at the given time (which may be a
     /// little before the input is processed). HEv3 extends the attempt delay.
@@ -269,9 +269,8 @@ pub enum Outcome {
 /// Why a race found no winner.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind", content = "detail")]
+#[non_exhaustive]
 pub enum RaceFailure {
-    /// Location failed (the message says why).
-    Resolution(String),
     /// Location finished without any usable address.
     NoAddresses,
     /// Every candidate was tried and failed.
@@ -326,7 +325,6 @@ pub struct Race {
     specs: Vec<TargetSpec>,
     hosts: HashMap<Arc<str>, HostState>,
     resolution_done: bool,
-    resolution_error: Option<String>,
     first_answer_at: Option<Instant>,
     /// Every candidate known, in the order to try them (re-sorted on each
     /// new address answer, including those already tried).
@@ -337,8 +335,9 @@ pub struct Race {
     finished: bool,
 }
 
-/// Candidates beyond this many are ignored: a hostile DNS answer cannot
-/// make the race (whose sorting is O(n log n) per answer) arbitrarily slow.
+/// The most candidates a race holds: a hostile DNS answer cannot make the
+/// race (whose sorting is O(n log n) per answer) arbitrarily slow. Shared
+/// fairly and kept for the best-ranked (see `Race::add_candidates`).
 pub const MAX_CANDIDATES: usize = 256;
 
 impl Race {
@@ -360,7 +359,6 @@ impl Race {
             specs: Vec::new(),
             hosts: HashMap::new(),
             resolution_done: false,
-            resolution_error: None,
             first_answer_at: None,
             order: Vec::new(),
             tried: HashSet::new(),
@@ -376,6 +374,16 @@ impl Race {
 
     pub fn is_finished(&self) -> bool {
         self.finished
+    }
+
+    /// The configuration in force (forced into [`limits`]).
+    pub fn config(&self) -> &RaceConfig {
+        &self.cfg
+    }
+
+    /// When the overall deadline passes.
+    pub fn deadline_at(&self) -> Instant {
+        self.started_at + self.cfg.deadline
     }
 
     /// Feeds one input at `now` and returns what to do, in order. The last
@@ -398,9 +406,7 @@ impl Race {
         self.expire_attempts(now, &mut actions);
         self.start_attempts(now, &mut actions);
         if self.in_flight() == 0 && self.next_candidate().is_none() && self.dns_complete() {
-            let failure = if let Some(e) = &self.resolution_error {
-                RaceFailure::Resolution(e.clone())
-            } else if self.attempts.is_empty() {
+            let failure = if self.attempts.is_empty() {
                 RaceFailure::NoAddresses
             } else {
                 RaceFailure::AllFailed
@@ -441,31 +447,11 @@ impl Race {
                 if let Some(state) = self.hosts.get_mut(&host) {
                     state.answered[family_index(family)] = true;
                 }
-                let mut known: HashSet<Endpoint> = self.order.iter().cloned().collect();
-                let mut added = false;
-                for spec in self.specs.iter().filter(|s| s.host == host) {
-                    for ip in addrs.iter().filter(|ip| Family::of(ip) == family) {
-                        let endpoint = Endpoint {
-                            transport: spec.transport,
-                            addr: SocketAddr::new(*ip, spec.port),
-                            host: spec.host.clone(),
-                            rank: spec.rank,
-                        };
-                        if known.len() < MAX_CANDIDATES && known.insert(endpoint.clone()) {
-                            self.order.push(endpoint);
-                            added = true;
-                        }
-                    }
-                }
-                if added {
+                if self.add_candidates(&host, family, &addrs) {
                     self.resort();
                 }
             }
             Input::ResolutionDone => self.resolution_done = true,
-            Input::ResolutionFailed(reason) => {
-                self.resolution_done = true;
-                self.resolution_error = Some(reason);
-            }
             Input::TransportUp(id, at) => {
                 // The first report counts: the driver may pass one twice.
                 if let Some(a) = self.in_flight_mut(id) {
@@ -488,6 +474,66 @@ impl Race {
             Input::Timer => {}
         }
         None
+    }
+
+    /// Adds the endpoints of an address answer: each of `host`'s service
+    /// locations with each address of `family`, within the bounds of
+    /// [`MAX_CANDIDATES`]. Returns whether any was added.
+    ///
+    /// Candidates are bounded so that a hostile answer cannot crowd out a
+    /// reachable server, whichever answers first: each (service location,
+    /// family) keeps at most an equal share of the bound, and past the
+    /// bound the worst-ranked untried candidates give way to better-ranked
+    /// ones.
+    fn add_candidates(&mut self, host: &Arc<str>, family: Family, addrs: &[IpAddr]) -> bool {
+        let slots = (self.specs.len() * self.families.len()).max(1);
+        let share = (MAX_CANDIDATES / slots).max(1);
+        let mut known: HashSet<Endpoint> = self.order.iter().cloned().collect();
+        let before = self.order.len();
+        for spec in self.specs.iter().filter(|s| s.host == *host) {
+            let same_slot = |e: &Endpoint| {
+                e.host == spec.host
+                    && e.rank == spec.rank
+                    && e.transport == spec.transport
+                    && e.addr.port() == spec.port
+                    && e.family() == family
+            };
+            let mut held = self.order.iter().filter(|e| same_slot(e)).count();
+            for ip in addrs.iter().filter(|ip| Family::of(ip) == family) {
+                if held >= share {
+                    break;
+                }
+                let endpoint = Endpoint {
+                    transport: spec.transport,
+                    addr: SocketAddr::new(*ip, spec.port),
+                    host: spec.host.clone(),
+                    rank: spec.rank,
+                };
+                if known.insert(endpoint.clone()) {
+                    self.order.push(endpoint);
+                    held += 1;
+                }
+            }
+        }
+        let added = self.order.len() > before;
+        while self.order.len() > MAX_CANDIDATES {
+            // The worst-ranked untried candidate, the latest of its rank.
+            let worst = self
+                .order
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| !self.tried.contains(*e))
+                .max_by_key(|(i, e)| (e.rank, *i))
+                .map(|(i, _)| i);
+            match worst {
+                Some(i) => {
+                    self.order.remove(i);
+                }
+                // Only attempts already made are left: they stay.
+                None => break,
+            }
+        }
+        added
     }
 
     fn in_flight_mut(&mut self, id: AttemptId) -> Option<&mut AttemptRecord> {

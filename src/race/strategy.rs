@@ -10,8 +10,10 @@ use serde::Serialize;
 use crate::endpoint::Family;
 use crate::race::RaceConfig;
 
+/// A named behaviour: siprace's, or one it is compared against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Strategy {
     /// What today's SIP stacks do: wait for every DNS answer, try one address
     /// at a time in DNS order with IPv6 first (RFC 6724 `getaddrinfo` order,
@@ -98,15 +100,34 @@ impl fmt::Display for Strategy {
     }
 }
 
+/// A strategy name that is none of [`Strategy::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown strategy {0:?} (expected sequential, sequential-v4, rfc6555, rfc8305 or siprace)")]
+pub struct UnknownStrategy(pub String);
+
 impl FromStr for Strategy {
-    type Err = String;
+    type Err = UnknownStrategy;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Strategy::ALL
             .into_iter()
             .find(|st| st.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| {
-                format!("unknown strategy {s:?} (expected sequential, sequential-v4, rfc6555, rfc8305 or siprace)")
-            })
+            .ok_or_else(|| UnknownStrategy(s.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_ones_are_named() {
+        for s in Strategy::ALL {
+            assert_eq!(s.as_str().parse(), Ok(s));
+            assert_eq!(s.as_str().to_uppercase().parse(), Ok(s));
+        }
+        let err = "happy".parse::<Strategy>().unwrap_err();
+        assert_eq!(err, UnknownStrategy("happy".into()));
+        assert!(err.to_string().contains("expected sequential"), "{err}");
     }
 }

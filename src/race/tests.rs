@@ -70,6 +70,19 @@ fn host_answer(host: &str, family: Family, ip: &str) -> Input {
     }
 }
 
+/// A race with the default configuration given these service locations at its start.
+fn race_of(specs: Vec<TargetSpec>) -> Race {
+    let t0 = Instant::now();
+    let mut race = Race::new(
+        RaceConfig::default(),
+        HistoryView::default(),
+        &[Family::V6, Family::V4],
+        t0,
+    );
+    race.step(t0, Input::Targets(specs));
+    race
+}
+
 fn ep(addr: &str) -> Endpoint {
     Endpoint {
         transport: Transport::Udp,
@@ -357,26 +370,18 @@ fn sequential_waits_for_all_dns_and_for_each_timeout() {
 }
 
 #[test]
-fn no_addresses_and_resolution_failure() {
+fn no_addresses() {
     let mut s = Script::new(RaceConfig::default());
     s.answer(0, Family::V6, &[]);
     assert_eq!(
         s.answer(1, Family::V4, &[]),
         vec![Action::Done(Outcome::Failed(RaceFailure::NoAddresses))]
     );
-
-    let t0 = Instant::now();
-    let mut race = Race::new(
-        RaceConfig::default(),
-        HistoryView::default(),
-        &[Family::V6, Family::V4],
-        t0,
-    );
+    // Location done without any answer for a host: nothing to try either.
+    let mut s = Script::new(RaceConfig::default());
     assert_eq!(
-        race.step(t0, Input::ResolutionFailed("NXDOMAIN".into())),
-        vec![Action::Done(Outcome::Failed(RaceFailure::Resolution(
-            "NXDOMAIN".into()
-        )))]
+        s.step(2, Input::ResolutionDone),
+        vec![Action::Done(Outcome::Failed(RaceFailure::NoAddresses))]
     );
 }
 
@@ -410,18 +415,9 @@ fn history_puts_the_working_family_first_and_shortens_the_delay() {
 fn an_expired_resolution_delay_does_not_ask_to_be_woken_now() {
     // Two candidates of IPv4 (UDP and TCP of one host), AAAA still pending:
     // after the first starts, the next waits for the attempt delay, not "now".
-    let t0 = Instant::now();
-    let mut race = Race::new(
-        RaceConfig::default(),
-        HistoryView::default(),
-        &[Family::V6, Family::V4],
-        t0,
-    );
     let spec = |transport, rank| host_spec(HOST, transport, rank);
-    race.step(
-        t0,
-        Input::Targets(vec![spec(Transport::Udp, 0), spec(Transport::Tcp, 0)]),
-    );
+    let mut race = race_of(vec![spec(Transport::Udp, 0), spec(Transport::Tcp, 0)]);
+    let t0 = race.started_at;
     let a = Input::Addresses {
         host: Arc::from(HOST),
         family: Family::V4,
@@ -447,18 +443,9 @@ fn transport_up_extends_the_attempt_delay() {
 
 #[test]
 fn better_ranked_host_is_waited_for_within_the_resolution_delay() {
-    let t0 = Instant::now();
-    let mut race = Race::new(
-        RaceConfig::default(),
-        HistoryView::default(),
-        &[Family::V6, Family::V4],
-        t0,
-    );
     let spec = |host, rank| host_spec(host, Transport::Tcp, rank);
-    race.step(
-        t0,
-        Input::Targets(vec![spec("a.test", 0), spec("b.test", 1)]),
-    );
+    let mut race = race_of(vec![spec("a.test", 0), spec("b.test", 1)]);
+    let t0 = race.started_at;
     // The second-ranked host answers first: hold for the first-ranked one.
     assert_eq!(
         race.step(t0 + ms(1), host_answer("b.test", Family::V6, "2001:db8::b")),
@@ -704,4 +691,92 @@ fn a_repeated_transport_up_keeps_the_first_time() {
         vec![Action::WakeAt(s.at(350))]
     );
     assert_eq!(s.race.attempts()[0].transport_up, Some(s.at(100)));
+}
+
+/// `n` documentation addresses of `family`, distinct.
+fn many(family: Family, n: usize) -> Vec<IpAddr> {
+    (0..n)
+        .map(|i| match family {
+            Family::V6 => format!("2001:db8::{:x}", i + 1).parse().unwrap(),
+            Family::V4 => format!("10.0.{}.{}", i / 250, i % 250 + 1).parse().unwrap(),
+        })
+        .collect()
+}
+
+fn answer_of(race: &mut Race, host: &str, family: Family, addrs: Vec<IpAddr>) {
+    let at = race.started_at;
+    race.step(
+        at,
+        Input::Addresses {
+            host: Arc::from(host),
+            family,
+            addrs,
+        },
+    );
+}
+
+#[test]
+fn a_crowded_host_answering_first_cannot_crowd_out_a_better_one() {
+    // The worse-ranked host answers first with more addresses than the bound.
+    let mut race = race_of(vec![
+        host_spec("live.example.test", Transport::Udp, 0),
+        host_spec("crowd.example.test", Transport::Udp, 1),
+    ]);
+    answer_of(
+        &mut race,
+        "crowd.example.test",
+        Family::V6,
+        many(Family::V6, 300),
+    );
+    answer_of(
+        &mut race,
+        "live.example.test",
+        Family::V6,
+        many(Family::V6, 1),
+    );
+    assert!(race.order.len() <= MAX_CANDIDATES);
+    assert_eq!(
+        &*race.order[0].host, "live.example.test",
+        "live is tried first"
+    );
+    // The crowd keeps its share, not the whole bound.
+    let crowd = race.order.iter().filter(|e| e.rank == 1).count();
+    assert_eq!(crowd, MAX_CANDIDATES / 4);
+}
+
+#[test]
+fn a_crowded_family_cannot_crowd_out_the_other() {
+    let mut race = race_of(vec![host_spec(HOST, Transport::Udp, 0)]);
+    answer_of(&mut race, HOST, Family::V6, many(Family::V6, 300));
+    answer_of(&mut race, HOST, Family::V4, many(Family::V4, 1));
+    let v4 = race
+        .order
+        .iter()
+        .filter(|e| e.family() == Family::V4)
+        .count();
+    assert_eq!(v4, 1);
+    assert_eq!(race.order.len(), MAX_CANDIDATES / 2 + 1);
+}
+
+#[test]
+fn past_the_bound_the_best_ranked_candidates_stay() {
+    // 200 locations, two addresses each: 400 candidates for 256 places.
+    // Answers arrive worst rank first; the better ones must displace them.
+    let specs: Vec<TargetSpec> = (0..200)
+        .map(|i| host_spec(&format!("h{i}.example.test"), Transport::Udp, i))
+        .collect();
+    let mut race = race_of(specs);
+    for i in (0..200).rev() {
+        let host = format!("h{i}.example.test");
+        answer_of(&mut race, &host, Family::V6, many(Family::V6, 1));
+        answer_of(&mut race, &host, Family::V4, many(Family::V4, 1));
+    }
+    assert_eq!(race.order.len(), MAX_CANDIDATES);
+    let worst = race.order.iter().map(|e| e.rank).max().unwrap();
+    assert_eq!(worst, (MAX_CANDIDATES / 2 - 1) as u32);
+    // Candidates already tried are never dropped.
+    assert!(race
+        .order
+        .iter()
+        .all(|e| e.rank < 128 || race.tried.contains(e)));
 }

@@ -32,7 +32,7 @@ use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::{IntoName, RecordType};
 use hickory_resolver::Resolver;
 
-/// The resolver location uses: hickory's, on [`DnsRuntime`] sockets.
+/// The resolver location uses: hickory's, on this module's sockets.
 #[derive(Clone)]
 pub struct DnsResolver {
     resolver: Resolver<DnsRuntime>,

@@ -1,0 +1,243 @@
+//! One dial as one pure (sans-IO) state machine: the location machine
+//! ([`crate::locate::Location`]) feeding the race engine ([`crate::race::Race`]).
+//!
+//! Its actions are everything a dial does to the world: send a DNS query,
+//! abandon one, start an attempt, cancel one, wake me at, done. A driver
+//! ([`crate::dialer`]) performs them and feeds back what happened
+//! ([`Input`]): DNS answers, attempt milestones and results, timer
+//! expiries, each with the current time. Location's results (service
+//! locations, address answers, done) go straight to the race inside the
+//! machine, so tests assert whole DNS-plus-connect sequences at chosen
+//! instants, and the driver has no event protocol to translate.
+//!
+//! When the dial is decided, every query still in flight is abandoned
+//! before [`Action::Done`]. The machine keeps the records a report is
+//! built from: the DNS timeline and address answers ([`DialMachine::location`])
+//! and the attempts ([`DialMachine::race`]).
+
+use std::time::Instant;
+
+use crate::endpoint::{AttemptError, Endpoint, Transport};
+use crate::locate::{self, Answer, LocateConfig, LocateError, Location, Query, QueryId};
+use crate::race::history::HistoryView;
+use crate::race::{self, AttemptId, CancelReason, Race, RaceConfig, RaceFailure};
+use crate::target::Target;
+
+/// What happens to a dial.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// The answer to a query the machine asked for.
+    DnsAnswer(Answer),
+    /// An attempt's transport is up but the attempt is not done (see
+    /// [`race::Input::TransportUp`]), at the given time.
+    TransportUp(AttemptId, Instant),
+    Succeeded(AttemptId),
+    Failed(AttemptId, AttemptError),
+    /// The time of the last [`Action::WakeAt`] has come (a spurious one
+    /// changes nothing).
+    Timer,
+    /// The driver cannot send DNS queries (no resolver could be set up):
+    /// location, and with it the dial, fails at once.
+    DnsUnavailable(LocateError),
+}
+
+/// What the driver must do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send this DNS query and feed its answer back.
+    Query(Query),
+    /// Stop this query: its answer is not needed any more.
+    AbandonQuery(QueryId),
+    Start {
+        id: AttemptId,
+        endpoint: Endpoint,
+    },
+    Cancel {
+        id: AttemptId,
+        reason: CancelReason,
+    },
+    /// Feed [`Input::Timer`] at this time (replaces any earlier wake-up).
+    WakeAt(Instant),
+    Done(Outcome),
+}
+
+/// How a dial ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Won {
+        id: AttemptId,
+        endpoint: Endpoint,
+    },
+    /// Location found no service location at all.
+    LocationFailed(LocateError),
+    /// The race found no winner.
+    Failed(RaceFailure),
+}
+
+/// The machine of one dial. See the module docs.
+#[derive(Debug)]
+pub struct DialMachine {
+    location: Location,
+    race: Race,
+    /// The race's last wake-up time.
+    race_wake: Instant,
+    /// Set once the dial is decided; [`Action::Done`] has then been given.
+    outcome: Option<Outcome>,
+}
+
+impl DialMachine {
+    /// A dial of `target` over the allowed `transports` starting at `now`.
+    /// `seed` seeds location's RFC 2782 weighted choices.
+    pub fn new(
+        target: &Target,
+        transports: &[Transport],
+        locate: &LocateConfig,
+        race: RaceConfig,
+        history: HistoryView,
+        seed: u64,
+        now: Instant,
+    ) -> DialMachine {
+        let race = Race::new(race, history, &locate.families, now);
+        DialMachine {
+            location: Location::new(target, transports, locate, seed),
+            race_wake: race.deadline_at(),
+            race,
+            outcome: None,
+        }
+    }
+
+    /// The first actions (the first queries, or for an IP literal the
+    /// first attempt); nothing after the first call.
+    pub fn start(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        let located = self.location.start(now);
+        self.follow_location(now, located, &mut out);
+        self.close(&mut out);
+        out
+    }
+
+    /// Feeds one input at `now` and returns what to do, in order. The last
+    /// action is a [`Action::WakeAt`] or, once, [`Action::Done`]; after it
+    /// every input is ignored.
+    pub fn step(&mut self, now: Instant, input: Input) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.outcome.is_some() {
+            return out;
+        }
+        match input {
+            Input::DnsAnswer(answer) => {
+                let located = self.location.step(now, locate::Input::Answer(answer));
+                self.follow_location(now, located, &mut out);
+            }
+            Input::Timer => {
+                // Query timeouts first: a DNS event of the same instant
+                // reaches the race before its own timer does.
+                let located = self.location.step(now, locate::Input::Timer);
+                self.follow_location(now, located, &mut out);
+                if now >= self.race_wake {
+                    self.step_race(now, race::Input::Timer, &mut out);
+                }
+            }
+            Input::TransportUp(id, at) => {
+                self.step_race(now, race::Input::TransportUp(id, at), &mut out)
+            }
+            Input::Succeeded(id) => self.step_race(now, race::Input::Succeeded(id), &mut out),
+            Input::Failed(id, err) => self.step_race(now, race::Input::Failed(id, err), &mut out),
+            Input::DnsUnavailable(e) => self.outcome = Some(Outcome::LocationFailed(e)),
+        }
+        self.close(&mut out);
+        out
+    }
+
+    /// The dial's outcome, once decided.
+    pub fn outcome(&self) -> Option<&Outcome> {
+        self.outcome.as_ref()
+    }
+
+    /// Location, with the DNS timeline, the targets and the address answers.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The race, with its attempts.
+    pub fn race(&self) -> &Race {
+        &self.race
+    }
+
+    /// Queries go out; location's results go to the race.
+    fn follow_location(
+        &mut self,
+        now: Instant,
+        located: Vec<locate::Action>,
+        out: &mut Vec<Action>,
+    ) {
+        for action in located {
+            match action {
+                locate::Action::Query(query) => out.push(Action::Query(query)),
+                locate::Action::Abandon(id) => out.push(Action::AbandonQuery(id)),
+                locate::Action::Targets(specs) => {
+                    self.step_race(now, race::Input::Targets(specs), out)
+                }
+                locate::Action::Addresses {
+                    host,
+                    family,
+                    addrs,
+                } => self.step_race(
+                    now,
+                    race::Input::Addresses {
+                        host,
+                        family,
+                        addrs,
+                    },
+                    out,
+                ),
+                locate::Action::Done => self.step_race(now, race::Input::ResolutionDone, out),
+                // Location only fails before it gives any target, so no
+                // attempt can be running.
+                locate::Action::Failed(e) => {
+                    self.outcome.get_or_insert(Outcome::LocationFailed(e));
+                }
+            }
+        }
+    }
+
+    fn step_race(&mut self, now: Instant, input: race::Input, out: &mut Vec<Action>) {
+        if self.outcome.is_some() {
+            return;
+        }
+        for action in self.race.step(now, input) {
+            match action {
+                race::Action::Start { id, endpoint } => out.push(Action::Start { id, endpoint }),
+                race::Action::Cancel { id, reason } => out.push(Action::Cancel { id, reason }),
+                race::Action::WakeAt(at) => self.race_wake = at,
+                race::Action::Done(race::Outcome::Won { id, endpoint }) => {
+                    self.outcome = Some(Outcome::Won { id, endpoint })
+                }
+                race::Action::Done(race::Outcome::Failed(failure)) => {
+                    self.outcome = Some(Outcome::Failed(failure))
+                }
+            }
+        }
+    }
+
+    /// Ends a step: once the dial is decided, every query still in flight
+    /// is abandoned and Done given; otherwise the next wake-up.
+    fn close(&mut self, out: &mut Vec<Action>) {
+        match &self.outcome {
+            Some(outcome) => {
+                out.extend(self.location.stop().into_iter().map(Action::AbandonQuery));
+                out.push(Action::Done(outcome.clone()));
+            }
+            None => {
+                let wake = match self.location.next_wake() {
+                    Some(dns) => dns.min(self.race_wake),
+                    None => self.race_wake,
+                };
+                out.push(Action::WakeAt(wake));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

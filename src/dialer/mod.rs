@@ -1,0 +1,487 @@
+//! The dialer: the driver of one dial. The dial itself is a pure machine
+//! ([`DialMachine`]: location feeding the race); this module only performs
+//! its actions (DNS lookups, attempts, timers) and feeds back what
+//! happened. It is the only place where the machine meets tokio.
+//!
+//! [`Dialer::dial_target`] is configuration, one loop and the return; the
+//! task bookkeeping is in the attempts helper and [`crate::dns`]'s lookups,
+//! the report is built by [`Report::of_dial`] from the machine's records.
+
+mod attempts;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+
+use crate::connect::{self, ConnectConfig, Connected, Connection, ProbeResponse};
+use crate::dial_machine::{Action, DialMachine, Input, Outcome};
+use crate::dns::{self, DnsResolver, Lookups};
+use crate::endpoint::{AttemptError, ConfigError, Endpoint, Transport};
+use crate::locate::LocateConfig;
+use crate::race::history::{self, History};
+use crate::race::strategy::Strategy;
+use crate::race::{AttemptId, RaceConfig};
+use crate::report::{DialResult, Report};
+use crate::target::{Host, Target, TargetError};
+use attempts::{AttemptEnded, Attempts, ProgressFn, TransportUps};
+
+/// Everything a dial can be told.
+#[derive(Debug, Clone)]
+pub struct DialerConfig {
+    /// Which behaviour to use; [`DialerConfig::for_strategy`] fills `race`
+    /// and `locate.pipelined` to match.
+    pub strategy: Strategy,
+    pub race: RaceConfig,
+    pub locate: LocateConfig,
+    pub connect: ConnectConfig,
+    /// Restrict the transports (intersected with what the target allows).
+    pub transports: Option<Vec<Transport>>,
+    /// The SIP domain TLS certificates must match, when it is not the
+    /// target's host: e.g. dialing a known address of `example.test`'s
+    /// server (`sips:[2001:db8::1]`) that must still prove it serves
+    /// `example.test` (RFC 5922 §4). `None`: the target's host.
+    pub sip_domain: Option<String>,
+}
+
+impl Default for DialerConfig {
+    fn default() -> Self {
+        DialerConfig::for_strategy(Strategy::Siprace)
+    }
+}
+
+impl DialerConfig {
+    pub fn for_strategy(strategy: Strategy) -> DialerConfig {
+        let locate = LocateConfig {
+            pipelined: strategy.pipelined_dns(),
+            ..LocateConfig::default()
+        };
+        DialerConfig {
+            strategy,
+            race: strategy.race_config(),
+            locate,
+            connect: ConnectConfig::default(),
+            transports: None,
+            sip_domain: None,
+        }
+    }
+}
+
+impl DialerConfig {
+    /// Checks every part ([`RaceConfig::validated`],
+    /// [`LocateConfig::validated`], [`ConnectConfig::validated`]) and that
+    /// some transport is left. The error names the field and its range.
+    pub fn validated(mut self) -> Result<DialerConfig, ConfigError> {
+        self.race = self.race.validated()?;
+        self.locate = self.locate.validated()?;
+        self.connect = self.connect.validated()?;
+        if self.transports.as_ref().is_some_and(|t| t.is_empty()) {
+            return Err(ConfigError::new(
+                "transports",
+                "at least one transport (or None for all)",
+                "none",
+            ));
+        }
+        Ok(self)
+    }
+}
+
+/// A successful dial: the winning connection and how it was found.
+#[derive(Debug)]
+pub struct Dial {
+    pub endpoint: Endpoint,
+    pub connection: Connection,
+    /// The probe's SIP response, where one was sent.
+    pub response: Option<ProbeResponse>,
+    pub report: Report,
+}
+
+/// Why a dial gave no connection. Failures carry the report, so the caller
+/// can show every attempt's reason.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DialError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// [`DialerConfig::transports`] leaves none of those the target allows.
+    #[error("invalid configuration: {target} allows none of the transports asked for (a sips: target only uses TLS)")]
+    NoTransport { target: String },
+    /// A configuration value out of its range (see [`DialerConfig::validated`]).
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(#[from] ConfigError),
+    #[error("resolution failed: {}", .0.reason.as_deref().unwrap_or("no addresses"))]
+    Resolution(Box<Report>),
+    #[error("no candidate answered: {}", .0.reason.as_deref().unwrap_or("every attempt failed"))]
+    Failed(Box<Report>),
+}
+
+impl DialError {
+    pub fn report(&self) -> Option<&Report> {
+        match self {
+            DialError::Resolution(r) | DialError::Failed(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// A reusable dialer. It keeps the history of its dials (shared by clones).
+#[derive(Debug, Clone)]
+pub struct Dialer {
+    cfg: DialerConfig,
+    history: Arc<Mutex<History>>,
+}
+
+impl Dialer {
+    pub fn new(cfg: DialerConfig) -> Result<Dialer, DialError> {
+        Dialer::with_history(cfg, History::default())
+    }
+
+    /// A dialer that starts from a saved history (`--history-file`).
+    /// The configuration is checked first ([`DialerConfig::validated`]).
+    pub fn with_history(cfg: DialerConfig, history: History) -> Result<Dialer, DialError> {
+        let cfg = cfg.validated()?;
+        Ok(Dialer {
+            cfg,
+            history: Arc::new(Mutex::new(history)),
+        })
+    }
+
+    pub fn config(&self) -> &DialerConfig {
+        &self.cfg
+    }
+
+    /// A copy of the history, e.g. to save it.
+    pub fn history(&self) -> History {
+        self.history.lock().expect("history lock").clone()
+    }
+
+    /// Parses `target` and dials it.
+    pub async fn dial(&self, target: &str) -> Result<Dial, DialError> {
+        let target = Target::parse(target)?;
+        self.dial_target(&target).await
+    }
+
+    /// Dials a parsed target.
+    pub async fn dial_target(&self, target: &Target) -> Result<Dial, DialError> {
+        self.dial_with(target, |endpoint, cfg, progress| async move {
+            connect::attempt(&endpoint, &cfg, &*progress).await
+        })
+        .await
+    }
+
+    /// [`Dialer::dial_target`] with the attempts made by `run_attempt`
+    /// (given the endpoint, the attempt configuration and the progress
+    /// callback): [`connect::attempt`] outside tests.
+    async fn dial_with<F, Fut>(&self, target: &Target, run_attempt: F) -> Result<Dial, DialError>
+    where
+        F: Fn(Endpoint, Arc<ConnectConfig>, ProgressFn) -> Fut,
+        Fut: Future<Output = Result<Connected, AttemptError>> + Send + 'static,
+    {
+        let transports = self.transports_for(target)?;
+        let t0 = Instant::now();
+        let history = self
+            .history
+            .lock()
+            .expect("history lock")
+            .view(SystemTime::now());
+        let mut machine = DialMachine::new(
+            target,
+            &transports,
+            &self.cfg.locate,
+            self.cfg.race.clone(),
+            history,
+            rand::random(),
+            t0.into_std(),
+        );
+        let resolver = dns::resolver_for(target, &self.cfg.locate);
+        let now = Instant::now().into_std();
+        let (resolver, mut actions) = match resolver {
+            Ok(resolver) => (resolver, machine.start(now)),
+            Err(e) => (None, machine.step(now, Input::DnsUnavailable(e))),
+        };
+        let connect = Arc::new(self.connect_config(target));
+        let mut io = DialIo::new(run_attempt, connect, resolver, t0 + self.cfg.race.deadline);
+        let mut winner = None;
+        while !io.perform(actions) {
+            let (inputs, connected) = io.next().await;
+            let now = Instant::now().into_std();
+            actions = inputs
+                .into_iter()
+                .flat_map(|input| machine.step(now, input))
+                .collect();
+            // A success the machine does not make the winner (a late one,
+            // from an attempt already cancelled) is closed here.
+            if let Some((id, c)) = connected {
+                if matches!(machine.outcome(), Some(Outcome::Won { id: w, .. }) if *w == id) {
+                    winner = Some(c);
+                }
+            }
+        }
+        io.close().await;
+
+        self.learn(&machine);
+        let mut report = Report::of_dial(
+            target.to_string(),
+            self.cfg.strategy.to_string(),
+            &machine,
+            t0.into_std(),
+            t0.elapsed(),
+        );
+        match machine.outcome() {
+            Some(Outcome::Won { id, endpoint }) => {
+                let connected =
+                    winner.expect("the machine only declares a winner that just reported success");
+                if let Some(response) = &connected.response {
+                    report.show_response(*id, response);
+                }
+                Ok(Dial {
+                    endpoint: endpoint.clone(),
+                    connection: connected.connection,
+                    response: connected.response,
+                    report,
+                })
+            }
+            _ if report.result == DialResult::ResolutionFailed => {
+                Err(DialError::Resolution(Box::new(report)))
+            }
+            _ => Err(DialError::Failed(Box::new(report))),
+        }
+    }
+
+    /// The transports to try: those the target allows, narrowed by the
+    /// configuration. A hand-built target's literal is checked here too
+    /// (the parser checks the others).
+    fn transports_for(&self, target: &Target) -> Result<Vec<Transport>, DialError> {
+        if let Host::Ip(ip) = target.host {
+            if let Some(reason) = crate::target::undialable(ip) {
+                return Err(DialError::Target(TargetError {
+                    input: target.to_string(),
+                    reason,
+                }));
+            }
+        }
+        let transports: Vec<Transport> = target
+            .allowed_transports()
+            .into_iter()
+            .filter(|t| {
+                self.cfg
+                    .transports
+                    .as_ref()
+                    .is_none_or(|only| only.contains(t))
+            })
+            .collect();
+        if transports.is_empty() {
+            return Err(DialError::NoTransport {
+                target: target.to_string(),
+            });
+        }
+        Ok(transports)
+    }
+
+    /// The attempts' settings for `target`: its Request-URI, and the SIP
+    /// domain certificates must match.
+    fn connect_config(&self, target: &Target) -> ConnectConfig {
+        let mut cfg = self.cfg.connect.clone();
+        cfg.request_uri = target.request_uri();
+        cfg.sip_domain = self
+            .cfg
+            .sip_domain
+            .clone()
+            .unwrap_or_else(|| target.domain());
+        cfg
+    }
+
+    /// Records the finished dial's attempts in the history.
+    fn learn(&self, machine: &DialMachine) {
+        if !self.cfg.race.use_history {
+            return;
+        }
+        let outcomes = history::outcomes_of(machine.race().attempts());
+        self.history
+            .lock()
+            .expect("history lock")
+            .record(SystemTime::now(), &outcomes);
+    }
+}
+
+/// What a dial drives for its machine: the attempts, the DNS lookups and
+/// the timer.
+struct DialIo<F> {
+    attempts: Attempts<F>,
+    transport_ups: TransportUps,
+    lookups: Lookups,
+    wake: Instant,
+}
+
+impl<F, Fut> DialIo<F>
+where
+    F: Fn(Endpoint, Arc<ConnectConfig>, ProgressFn) -> Fut,
+    Fut: Future<Output = Result<Connected, AttemptError>> + Send + 'static,
+{
+    fn new(
+        run_attempt: F,
+        connect: Arc<ConnectConfig>,
+        resolver: Option<DnsResolver>,
+        wake: Instant,
+    ) -> Self {
+        let (attempts, transport_ups) = Attempts::new(run_attempt, connect);
+        DialIo {
+            attempts,
+            transport_ups,
+            lookups: Lookups::new(resolver),
+            wake,
+        }
+    }
+
+    /// Performs the machine's actions; true once the dial is decided.
+    fn perform(&mut self, actions: Vec<Action>) -> bool {
+        let mut done = false;
+        for action in actions {
+            match action {
+                Action::Query(query) => self.lookups.spawn(query),
+                Action::AbandonQuery(id) => self.lookups.abandon(id),
+                Action::Start { id, endpoint } => self.attempts.start(id, endpoint),
+                Action::Cancel { id, .. } => self.attempts.cancel(id),
+                Action::WakeAt(at) => self.wake = Instant::from_std(at),
+                Action::Done(_) => done = true,
+            }
+        }
+        done
+    }
+
+    /// Waits for what happens next: the machine's inputs, and the
+    /// connection of an attempt that has just succeeded.
+    ///
+    /// `biased`: the branches are polled in this order, so events that are
+    /// ready together always reach the machine in this order:
+    /// 1. Transport-ups: each was sent before its attempt could end, and
+    ///    the engine ignores one that arrives after the end (it once lost
+    ///    one in four TLS winners' TCP time this way); one also postpones
+    ///    the next attempt (HEv3), so it must be seen before a timer that
+    ///    would start that attempt.
+    /// 2. Attempt results: a success ends the race before a DNS answer or
+    ///    a timer of the same instant can start an attempt that would only
+    ///    be cancelled.
+    /// 3. DNS answers: before the timer, so that an answer that came as the
+    ///    Resolution Delay ended is used (IPv6 first), not overtaken by the
+    ///    delay's expiry (nor by its own query's timeout).
+    /// 4. The timer: it stands for "nothing else happened".
+    ///
+    /// Every branch's events are finite (one transport-up per attempt, one
+    /// result per attempt, a bounded number of DNS answers), so the timer,
+    /// and with it the deadline, is never starved. Transport-ups already
+    /// sent go first in every other branch (one may have come in after the
+    /// select looked); a repeated one changes nothing.
+    async fn next(&mut self) -> (Vec<Input>, Option<(AttemptId, Connected)>) {
+        let ups = &mut self.transport_ups;
+        tokio::select! {
+            biased;
+            up = ups.next() => (vec![up], None),
+            AttemptEnded { inputs, connected } = self.attempts.ended() => {
+                ([ups.sent(), inputs].concat(), connected)
+            }
+            answer = self.lookups.next() => {
+                ([ups.sent(), vec![Input::DnsAnswer(answer)]].concat(), None)
+            }
+            _ = tokio::time::sleep_until(self.wake) => {
+                ([ups.sent(), vec![Input::Timer]].concat(), None)
+            }
+        }
+    }
+
+    /// Aborts whatever still runs and waits until each task has ended, so
+    /// no socket (attempt or DNS) outlives the dial: every loser is closed.
+    async fn close(&mut self) {
+        self.attempts.close().await;
+        self.lookups.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connect::{Connection, Progress};
+    use crate::endpoint::ErrorClass;
+    use std::time::Duration;
+
+    /// An attempt that reports its transport up and succeeds in the same
+    /// poll: on a single-threaded runtime the dialer then finds the
+    /// transport-up message and the result ready together, every time.
+    async fn up_then_success(progress: ProgressFn) -> Result<Connected, AttemptError> {
+        progress(Progress::TransportUp {
+            after: Duration::ZERO,
+        });
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let local = socket.local_addr().unwrap();
+        Ok(Connected {
+            connection: Connection::Udp(socket),
+            local,
+            transport_ready: Duration::ZERO,
+            response: None,
+            requests_sent: 0,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_transport_up_ready_with_the_success_is_never_lost() {
+        let dialer = Dialer::new(DialerConfig::default()).unwrap();
+        // Never contacted: the attempts are the ones above.
+        let target = Target::parse("sip:192.0.2.1:5060;transport=tcp").unwrap();
+        for n in 0..60 {
+            let dial = dialer
+                .dial_with(&target, |_, _, progress| up_then_success(progress))
+                .await
+                .unwrap();
+            let w = dial.report.winner_entry().unwrap();
+            assert!(w.transport_up_ms.is_some(), "dial {n}: {w:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_transport_up_is_taken_before_a_failure_ready_with_it() {
+        // Attempt 1's transport comes up, then it fails; the record keeps both.
+        let dialer = Dialer::new(DialerConfig::default()).unwrap();
+        let target = Target::parse("sip:192.0.2.1:5060;transport=tcp").unwrap();
+        for n in 0..30 {
+            let err = dialer
+                .dial_with(&target, |_, _, progress| async move {
+                    progress(Progress::TransportUp {
+                        after: Duration::ZERO,
+                    });
+                    Err(AttemptError::new(ErrorClass::Reset, "closed after connect"))
+                })
+                .await
+                .unwrap_err();
+            let report = err.report().unwrap();
+            let first = &report.attempts[0];
+            assert!(first.transport_up_ms.is_some(), "dial {n}: {first:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_attempt_fails_at_once_instead_of_holding_its_slot() {
+        let dialer = Dialer::new(DialerConfig::default()).unwrap();
+        let target = Target::parse("sip:192.0.2.1:5060;transport=tcp").unwrap();
+        let started = Instant::now();
+        let err = dialer
+            .dial_with(&target, |_, _, _| async move {
+                if true {
+                    panic!("a bug in the attempt");
+                }
+                Err(AttemptError::new(ErrorClass::Local, "unreachable"))
+            })
+            .await
+            .unwrap_err();
+        // Paused time: only a timer could have moved the clock.
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        let report = err.report().unwrap();
+        let first = &report.attempts[0];
+        assert_eq!(first.outcome, "failed");
+        assert!(
+            first.detail.as_deref().unwrap().contains("panicked"),
+            "{first:?}"
+        );
+        assert_eq!(report.reason.as_deref(), Some("all 1 attempt(s) failed"));
+    }
+}

@@ -1,0 +1,59 @@
+//! Test beds shared by the integration tests: zones for the lab's DNS
+//! server (real hickory-server answering real queries) and the server on
+//! loopback, and loopback ports that are free right now.
+//!
+//! Each test file uses the part it needs (`mod common;`).
+#![allow(dead_code)]
+
+use siprace::lab::dns::{DnsServer, DnsServerConfig};
+
+/// The domain every zone serves.
+pub const DOMAIN: &str = "example.test";
+
+/// `sip1.example.test` on both loopback addresses.
+pub const SIP1_LOOPBACK: &str = "sip1 IN AAAA ::1\nsip1 IN A 127.0.0.1\n";
+
+/// A zone for [`DOMAIN`]: `body` (records relative to the origin) after
+/// the origin, a TTL of 0 (so no answer is ever cached) and the SOA.
+pub fn zone(body: &str) -> String {
+    format!("$ORIGIN {DOMAIN}.\n$TTL 0\n@ IN SOA ns.{DOMAIN}. admin.{DOMAIN}. 1 60 60 60 0\n{body}")
+}
+
+/// A NAPTR record of the domain for `service` (e.g. `SIP+D2T`) with the
+/// `s` flag, pointing at `srv` (e.g. `_sip._tcp`) in the domain.
+pub fn naptr(order: u16, service: &str, srv: &str) -> String {
+    format!("@ IN NAPTR {order} 50 \"s\" \"{service}\" \"\" {srv}.{DOMAIN}.\n")
+}
+
+/// An SRV record `srv` (e.g. `_sip._tcp`) giving `port` on `target.<domain>`.
+pub fn srv(srv: &str, port: u16, target: &str) -> String {
+    format!("{srv} IN SRV 0 10 {port} {target}.{DOMAIN}.\n")
+}
+
+/// The lab DNS server serving `config` on 127.0.0.1 (a port of its own).
+pub async fn serve(config: DnsServerConfig) -> DnsServer {
+    DnsServer::start(config, &["127.0.0.1:0".parse().unwrap()])
+        .await
+        .expect("the lab DNS server starts")
+}
+
+/// The lab DNS server serving `zone(body)` with `faults` (the lab's fault
+/// spec, e.g. `"AAAA=delay:300ms"`; `""` for none).
+pub async fn serve_zone(body: &str, faults: &str) -> DnsServer {
+    serve(DnsServerConfig::parse(&zone(body), faults).expect("the zone parses")).await
+}
+
+/// A port free for UDP and TCP on both loopback addresses right now.
+pub fn free_port_on_both() -> u16 {
+    for _ in 0..50 {
+        let probe = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        let port = probe.local_addr().unwrap().port();
+        let ok = std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("::1", port)).is_ok();
+        if ok {
+            return port;
+        }
+    }
+    panic!("no free loopback port");
+}
