@@ -117,13 +117,3 @@ fn lab_faults() {
 fn cert_identities() {
     replay("cert_identities", &[], checks::cert_identities);
 }
-
-/// The history target as fuzzed (stepping around the KNOWN-OPEN finding)
-/// passes on every kept input, the open one included.
-#[test]
-fn history_load_as_fuzzed() {
-    for file in inputs("history_load", &[]) {
-        let data = std::fs::read(&file).expect("readable input");
-        checks::history_load_known_open_skipped(&data);
-    }
-}

@@ -322,8 +322,9 @@ pub fn locate_select(data: &[u8]) {
         })
         .collect();
 
-    let services = match select_naptr(&naptrs, scheme, &allowed) {
+    let services = match select_naptr(&naptrs, scheme, &allowed, max) {
         NaptrChoice::Services(services) => {
+            assert!(services.len() <= max, "NAPTR selection exceeded its limit");
             check_naptr_services(&naptrs, &services, scheme, &allowed);
             services
         }
@@ -373,8 +374,12 @@ pub fn locate_select(data: &[u8]) {
             .filter(|r| r.target != "." && r.port != 0)
             .collect();
         match choose_srv(&records, max, &mut rng) {
-            SrvChoice::Targets(targets) => {
+            SrvChoice::Targets {
+                ordered: targets,
+                dropped,
+            } => {
                 assert_eq!(targets.len(), usable.len().min(max));
+                assert_eq!(targets.len() + dropped, usable.len());
                 assert!(is_sub_multiset(&targets, &records));
                 assert!(targets.iter().all(|r| r.target != "." && r.port != 0));
                 assert!(targets.windows(2).all(|w| w[0].priority <= w[1].priority));
@@ -483,33 +488,6 @@ fn is_sub_multiset(part: &[SrvRecord], whole: &[SrvRecord]) -> bool {
 
 // ---------------------------------------------------------------------------
 // History file
-
-/// [`history_load`] as the fuzz target runs it while the finding listed in
-/// `regressions/KNOWN-OPEN` is open: a file holding one path twice is
-/// skipped, so that fuzzing goes on to find something else. The replay test
-/// runs the full check on the kept input and reports when it passes.
-pub fn history_load_known_open_skipped(data: &[u8]) {
-    if holds_a_path_twice(data) {
-        return;
-    }
-    history_load(data)
-}
-
-/// Whether a history file has two entries with the same path key.
-fn holds_a_path_twice(data: &[u8]) -> bool {
-    let Ok(file) = serde_json::from_slice::<serde_json::Value>(data) else {
-        return false;
-    };
-    let Some(entries) = file.get("entries").and_then(|e| e.as_array()) else {
-        return false;
-    };
-    let keys: Vec<String> = entries
-        .iter()
-        .filter_map(|e| e.get("key"))
-        .map(|k| k.to_string())
-        .collect();
-    keys.iter().enumerate().any(|(i, k)| keys[..i].contains(k))
-}
 
 /// The history file as `--history-file` loads it (JSON into `History`): no
 /// panic; what loads saves and loads again to the same text; using it at

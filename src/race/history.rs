@@ -14,7 +14,7 @@
 //! after "now" was written by a clock we no longer trust. It is ignored and
 //! pruned, so it cannot demote its path until the clock catches up.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -155,6 +155,9 @@ struct Observation {
 /// The history store. Cheap to clone; serialisable.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct History {
+    /// One entry per path (a file holding a path twice is read as its
+    /// newest entry, so that recording and viewing agree on which counts).
+    #[serde(deserialize_with = "one_entry_per_path")]
     entries: Vec<Entry>,
     /// Entries older than this are forgotten (RFC 6555: ~10 minutes).
     #[serde(skip, default = "default_expiry")]
@@ -167,6 +170,25 @@ pub struct History {
     /// saved, oldest first (at most [`MAX_ENTRIES`]).
     #[serde(skip)]
     unsaved: Vec<Observation>,
+}
+
+/// Reads the entries, keeping only the most recently updated one of each
+/// path (the first of equals), in file order.
+fn one_entry_per_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Entry>, D::Error> {
+    let entries = Vec::<Entry>::deserialize(d)?;
+    let mut newest: HashMap<&PathKey, usize> = HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        let best = newest.entry(&e.key).or_insert(i);
+        if e.updated_s > entries[*best].updated_s {
+            *best = i;
+        }
+    }
+    let keep: HashSet<usize> = newest.into_values().collect();
+    Ok(entries
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, e)| keep.contains(&i).then_some(e))
+        .collect())
 }
 
 fn default_expiry() -> Duration {
@@ -457,6 +479,51 @@ mod tests {
             host: Arc::from(host),
             ..ep(addr)
         }
+    }
+
+    #[test]
+    fn a_file_holding_a_path_twice_is_read_as_its_newest_entry() {
+        // Found by fuzzing (fuzz/regressions/history_load): recording
+        // updated the first entry of a path while the view let the last one
+        // win, so a failure just recorded stayed hidden behind a stale twin.
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+        let entry = |failed: bool, at: u64| {
+            format!(
+                r#"{{"key":{{"host":"sip1.example.test","family":"ipv6","transport":"udp"}},"srtt_us":12000,"last_failed":{failed},"updated_s":{at}}}"#
+            )
+        };
+        let text = format!(
+            r#"{{"entries":[{},{},{}]}}"#,
+            entry(false, 1_700_000_000),
+            entry(true, 1_700_000_050),
+            entry(false, 1_700_000_010)
+        );
+        let mut h: History = serde_json::from_str(&text).unwrap();
+        assert_eq!(h.len(), 1, "one entry per path");
+        let v6 = Endpoint {
+            host: "sip1.example.test".into(),
+            transport: Transport::Udp,
+            ..ep("[2001:db8::1]:5060")
+        };
+        assert_eq!(
+            h.view(now).verdict(&v6),
+            PathVerdict::Failed,
+            "the newest entry counts"
+        );
+        h.record(
+            now,
+            &[(v6.clone(), PathOutcome::Worked(Duration::from_millis(7)))],
+        );
+        assert!(matches!(
+            h.view(now).verdict(&v6),
+            PathVerdict::Worked { .. }
+        ));
+        h.record(now, &[(v6.clone(), PathOutcome::Failed)]);
+        assert_eq!(
+            h.view(now).verdict(&v6),
+            PathVerdict::Failed,
+            "news is never hidden"
+        );
     }
 
     #[test]
