@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::{Protocol, Type};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{watch, Notify};
@@ -42,6 +42,7 @@ use crate::sip::{
     address_uri, is_sip_uri, parse_request, reject_invalid_request, split_comma_list, Frame,
     Request, SipParseError, StreamFramer, ALLOWED_METHODS, MAX_MESSAGE_SIZE,
 };
+use crate::socket::{new_socket, Bind};
 
 /// Default cap on concurrent TCP connections (all listeners together).
 pub const DEFAULT_MAX_TCP_CONNECTIONS: usize = 1024;
@@ -583,7 +584,7 @@ pub async fn start(cfg: ResponderConfig) -> io::Result<ResponderHandle> {
         let stop = shutdown.subscribe();
         let addr = match l.transport {
             Transport::Udp => {
-                let socket = bind_socket(l.addr, Type::DGRAM, Protocol::UDP)?;
+                let socket = new_socket(l.addr, Type::DGRAM, Protocol::UDP, Bind::Listen)?;
                 let socket = UdpSocket::from_std(socket.into())?;
                 let addr = socket.local_addr()?;
                 tasks.spawn(serve_udp(socket, ctx, stop));
@@ -602,7 +603,7 @@ pub async fn start(cfg: ResponderConfig) -> io::Result<ResponderHandle> {
                     }
                     _ => None,
                 };
-                let socket = bind_socket(l.addr, Type::STREAM, Protocol::TCP)?;
+                let socket = new_socket(l.addr, Type::STREAM, Protocol::TCP, Bind::Listen)?;
                 socket.listen(1024)?;
                 let listener = TcpListener::from_std(socket.into())?;
                 let addr = listener.local_addr()?;
@@ -646,22 +647,6 @@ pub async fn start(cfg: ResponderConfig) -> io::Result<ResponderHandle> {
         shutdown,
         tasks,
     })
-}
-
-/// A non-blocking bound socket; IPv6 sockets are V6ONLY so `[::]` and
-/// `0.0.0.0` listeners can share a port and families are counted apart.
-fn bind_socket(addr: SocketAddr, ty: Type, protocol: Protocol) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(addr), ty.nonblocking(), Some(protocol))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    if ty == Type::STREAM {
-        socket.set_reuse_address(true)?;
-    }
-    socket
-        .bind(&SockAddr::from(addr))
-        .map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
-    Ok(socket)
 }
 
 #[derive(Clone)]

@@ -35,6 +35,7 @@ use rustls::{Error as TlsError, SignatureScheme};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::stream::classify_io;
 use super::{ConnectConfig, Connected, Connection, Progress};
 use crate::endpoint::{AttemptError, Endpoint, ErrorClass, Transport};
 use crate::sip::OptionsProbe;
@@ -622,32 +623,6 @@ fn server_name(cfg: &ConnectConfig) -> Result<ServerName<'static>, AttemptError>
     })
 }
 
-/// Classifies an I/O error from a TLS stream: rustls errors become
-/// [`ErrorClass::Certificate`] or [`ErrorClass::Tls`], others as usual.
-pub(crate) fn classify_io(context: &str, err: &std::io::Error) -> AttemptError {
-    let Some(tls) = err.get_ref().and_then(|e| e.downcast_ref::<TlsError>()) else {
-        return AttemptError::io(context, err);
-    };
-    match tls {
-        TlsError::InvalidCertificate(CertificateError::Other(OtherError(inner))) => {
-            AttemptError::new(ErrorClass::Certificate, format!("{context}: {inner}"))
-        }
-        TlsError::InvalidCertificate(c) => AttemptError::new(
-            ErrorClass::Certificate,
-            format!("{context}: certificate: {c:?}"),
-        ),
-        TlsError::AlertReceived(rustls::AlertDescription::CertificateRequired) => {
-            AttemptError::new(
-                ErrorClass::Tls,
-                format!(
-                    "{context}: the server requires a client certificate (--cert/--key): {tls}"
-                ),
-            )
-        }
-        other => AttemptError::new(ErrorClass::Tls, format!("{context}: {other}")),
-    }
-}
-
 /// Connects over TCP, completes a TLS handshake verified against the SIP
 /// domain, then optionally probes with OPTIONS over TLS.
 pub async fn attempt(
@@ -680,7 +655,7 @@ pub async fn attempt(
     let response = if cfg.probe_streams {
         let probe = OptionsProbe::new(cfg.request_uri_for(endpoint), Transport::Tls, local);
         requests_sent = 1;
-        Some(super::tcp::probe_stream(&mut tls, &probe, cfg.timer_f(), dst).await?)
+        Some(super::stream::probe_stream(&mut tls, &probe, cfg.timer_f(), dst).await?)
     } else {
         None
     };

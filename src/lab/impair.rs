@@ -16,25 +16,6 @@ use super::topology::{
 };
 use crate::endpoint::Family;
 
-/// Serde for [`Family`] as "v6"/"v4" (the crate type only serializes).
-mod family_serde {
-    use crate::endpoint::Family;
-    use serde::{Deserialize, Deserializer, Serializer};
-    pub fn serialize<S: Serializer>(f: &Family, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(match f {
-            Family::V6 => "v6",
-            Family::V4 => "v4",
-        })
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Family, D::Error> {
-        match String::deserialize(d)?.as_str() {
-            "v6" | "ipv6" => Ok(Family::V6),
-            "v4" | "ipv4" => Ok(Family::V4),
-            other => Err(serde::de::Error::custom(format!("bad family {other}"))),
-        }
-    }
-}
-
 /// A silent drop or an active refusal of client→server traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -73,7 +54,6 @@ impl Direction {
 /// unless its address is named as `server`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Impairment {
-    #[serde(with = "family_serde")]
     pub family: Family,
     pub server: Option<IpAddr>,
     pub filter: Option<Filter>,
