@@ -36,7 +36,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::bench::runner::DialRecord;
+use crate::bench::priority::at_ordinary_priority;
+use crate::bench::records::DialRecord;
 use crate::endpoint::{Family, Transport};
 use crate::lab::sys;
 use crate::lab::topology::{Lab, Role, HOST_IF};
@@ -742,7 +743,7 @@ impl Capture {
             .stderr(Stdio::piped());
         // The kernel stamps the packets, so tshark's own scheduling does not show in
         // the figures: it need not share a benchmark run's real-time priority.
-        super::runner::at_ordinary_priority(&mut cmd);
+        at_ordinary_priority(&mut cmd);
         let mut child = cmd.spawn().map_err(|e| format!("starting tshark: {e}"))?;
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");

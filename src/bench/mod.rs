@@ -7,6 +7,8 @@
 
 pub mod clients;
 pub mod output;
+pub mod priority;
+pub mod records;
 pub mod runner;
 pub mod scenario;
 
@@ -19,7 +21,8 @@ use serde::Serialize;
 
 use crate::lab::topology::{self, LabConfig};
 use output::{CaseStats, Check};
-use runner::{Bench, CaseResult, Row};
+use records::CaseResult;
+use runner::{Bench, Row};
 use scenario::Scenario;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -185,7 +188,7 @@ pub async fn run(args: BenchArgs) -> Result<bool, BoxError> {
     }
 
     // Before the lab's shaper is started, so that it inherits the priority.
-    if let Err(e) = runner::measure_at_realtime_priority() {
+    if let Err(e) = priority::measure_at_realtime_priority() {
         eprintln!("siprace bench: at ordinary priority ({e}): on a loaded machine the latencies include waits for a CPU");
     }
     // A stale lab of our own name (e.g. after a SIGKILL) is ours to remove.

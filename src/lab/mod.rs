@@ -10,14 +10,17 @@ pub mod dns;
 pub mod cli;
 pub mod error;
 pub mod impair;
+pub mod names;
 pub mod servers;
 pub mod shaper;
+pub mod state;
 pub mod sys;
 pub mod topology;
 
 pub use error::LabError;
-pub use impair::{impair, Direction, Fault, Filter, Impairment};
+pub use impair::{impair, Fault};
+pub use names::Role;
+pub use state::{Direction, Filter, Impairment};
 pub use topology::{
-    down, list, spawn_in, status, up, Lab, LabAddrs, LabConfig, LabStatus, Prefix, Role,
-    ShaperLaunch,
+    down, list, spawn_in, status, up, Lab, LabAddrs, LabConfig, LabStatus, Prefix, ShaperLaunch,
 };
