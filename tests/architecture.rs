@@ -14,11 +14,12 @@
 //!   (declaring, dispatching to, re-exporting them) is structure, not a
 //!   dependency; every other path counts, and a path through a re-export
 //!   counts as one to the module that defines the item.
-//! - The command line lives at the edge: `clap` and `indicatif` appear only
-//!   in the binary (`src/main.rs`, `src/cli/`); `plotters` only where the
-//!   benchmark draws (`src/bench/plot.rs`); `hickory_server` only in the
-//!   lab's DNS server (`src/lab/dns.rs`). All of those are behind the `tools`
-//!   feature, so the library built with `default-features = false` has none.
+//! - The command line lives at the edge: `clap` appears only in the binary
+//!   (`src/main.rs`, `src/cli/`), never in a library module; the crates only
+//!   the tools need (`clap`, `indicatif`, `plotters`, `hickory_server`)
+//!   appear only in the binary and in the modules `lib.rs` builds with the
+//!   `tools` feature (`bench`, `lab`, `responder`), so the library built
+//!   with `default-features = false` has none of them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -676,4 +677,75 @@ fn the_graph_check_sees_paths_of_every_form() {
     ]
     .into();
     assert_eq!(find_cycle(&g).unwrap(), ["a", "b", "c", "a"]);
+}
+
+// ---------------------------------------------------------------------------
+// The command line at the edge
+
+/// Where the binary's sources are: `src/main.rs` and `src/cli/`.
+fn is_binary(rel: &Path) -> bool {
+    rel == Path::new("main.rs") || rel.starts_with("cli")
+}
+
+/// The library modules `lib.rs` declares behind the `tools` feature.
+const TOOLS_MODULES: &[&str] = &["bench", "lab", "responder"];
+
+/// The crates only the tools (CLI, lab, benchmark) use.
+const TOOLS_CRATES: &[&str] = &["clap", "indicatif", "plotters", "hickory_server"];
+
+/// What a source file under `src/` (path relative to it) may not use:
+/// clap outside the binary, a tools-only crate outside the binary and the
+/// tools modules.
+fn edge_violations(rel: &Path, text: &str) -> Vec<String> {
+    if is_binary(rel) {
+        return Vec::new();
+    }
+    let code = code_of(text);
+    let tools = TOOLS_MODULES.iter().any(|m| rel.starts_with(m));
+    TOOLS_CRATES
+        .iter()
+        .filter(|word| (**word == "clap" || !tools) && mentions(&code, word))
+        .map(|word| format!("{}: uses {word}", rel.display()))
+        .collect()
+}
+
+#[test]
+fn the_command_line_and_the_tools_crates_stay_at_the_edge() {
+    let mut found = Vec::new();
+    let mut library_files = 0;
+    for file in rust_files(&src()) {
+        let rel = file.strip_prefix(src()).unwrap();
+        library_files += usize::from(!is_binary(rel));
+        found.extend(edge_violations(
+            rel,
+            &std::fs::read_to_string(&file).unwrap(),
+        ));
+    }
+    assert!(library_files >= 40, "only {library_files} library files");
+    assert!(found.is_empty(), "{}", found.join("\n"));
+    // The tools modules are built only with the feature.
+    let lib = code_of(&std::fs::read_to_string(src().join("lib.rs")).unwrap());
+    for module in TOOLS_MODULES {
+        let declared = format!("#[cfg(feature = \"tools\")]\npub mod {module};");
+        assert!(lib.contains(&declared), "lib.rs: {declared:?} missing");
+    }
+    // The binary has its parser.
+    assert!(src().join("cli/mod.rs").exists());
+}
+
+#[test]
+fn the_edge_check_itself_catches_clap() {
+    let clap = "#[derive(clap::Args)]\nstruct A;\n";
+    assert_eq!(
+        edge_violations(Path::new("responder/config.rs"), clap).len(),
+        1
+    );
+    assert_eq!(edge_violations(Path::new("connect/tls.rs"), clap).len(), 1);
+    assert!(edge_violations(Path::new("cli/responder.rs"), clap).is_empty());
+    assert!(edge_violations(Path::new("main.rs"), clap).is_empty());
+    let bar = "use indicatif::ProgressBar;\n";
+    assert!(edge_violations(Path::new("bench/mod.rs"), bar).is_empty());
+    assert_eq!(edge_violations(Path::new("dialer/mod.rs"), bar).len(), 1);
+    // A comment may name it.
+    assert!(edge_violations(Path::new("lib.rs"), "//! no clap here\n").is_empty());
 }

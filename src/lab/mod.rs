@@ -2,12 +2,10 @@
 //! veths on documentation prefixes, with faults per family and per server address
 //! (blackhole, reject, delay, loss) applied in the router.
 //!
-//! [`topology`] is the single source of the topology; `siprace lab ...` ([`cli`])
+//! [`topology`] is the single source of the topology; `siprace lab ...` (in the binary)
 //! and `netns-scripts/*.sh` are thin layers over it.
-pub mod dns;
 
-#[cfg(feature = "tools")]
-pub mod cli;
+pub mod dns;
 pub mod error;
 pub mod impair;
 pub mod names;

@@ -15,9 +15,9 @@
 //!
 //! Library use: [`start`] a [`ResponderConfig`], read the bound addresses and
 //! [`stats`](ResponderHandle::stats) from the [`ResponderHandle`], then
-//! [`shutdown`](ResponderHandle::shutdown). The CLI is [`ResponderArgs`] + [`run`].
+//! [`shutdown`](ResponderHandle::shutdown). The command line
+//! (`siprace responder`) lives in the binary and fills a [`ResponderConfig`].
 
-mod cli;
 mod config;
 mod counters;
 mod respond;
@@ -37,7 +37,6 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-pub use cli::{run, ResponderArgs};
 pub use config::{
     ListenSpec, ListenSpecError, ListenTransports, ListenerConfig, ResponderConfig,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_PENDING_OUTPUT, DEFAULT_MAX_TCP_CONNECTIONS,

@@ -1,12 +1,17 @@
-//! The `siprace responder` command line (moves to the binary).
+//! `siprace responder`: its flags, the [`ResponderConfig`] they make, and
+//! the command's run (serve until Ctrl-C or SIGTERM, printing counters).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::*;
-use crate::connect::tls::PemSource;
-use crate::endpoint::Transport;
-use crate::sip::MAX_MESSAGE_SIZE;
+use siprace::connect::tls::PemSource;
+use siprace::endpoint::Transport;
+use siprace::responder::{
+    start, write_stats, ListenSpec, ResponderConfig, ResponderTls, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_PENDING_OUTPUT, DEFAULT_MAX_TCP_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_WRITE_TIMEOUT,
+};
+use siprace::sip::MAX_MESSAGE_SIZE;
 
 /// `siprace responder`: answer SIP requests for tests and the lab.
 #[derive(Debug, Clone, clap::Args)]
@@ -264,7 +269,7 @@ mod tests {
         let cfg = cli.args.config_with_tls().unwrap();
         let tls = cfg.tls.expect("a throwaway identity");
         let leaf = &tls.cert.certificates().unwrap()[0];
-        let ids = crate::connect::tls::CertIdentities::from_der(leaf.as_ref()).unwrap();
+        let ids = siprace::connect::tls::CertIdentities::from_der(leaf.as_ref()).unwrap();
         assert_eq!(ids.sip_uris, ["sip.example.test"]);
         assert_eq!(ids.dns, ["sip.example.test"]);
         assert!(tls.server_config().is_ok());
