@@ -231,9 +231,20 @@ impl History {
         self.prune(now);
         let now_s = secs(now);
         for (endpoint, outcome) in outcomes {
+            let key = PathKey::of(endpoint);
+            // What this dial just saw is the newest news of its path, even
+            // when the entry it updates is dated a few seconds ahead (within
+            // FUTURE_SKEW: another process's clock, or ours before a step
+            // back); dated `now`, it would lose to that entry and a failure
+            // just seen would stay hidden behind an older success.
+            let held = self
+                .entries
+                .iter()
+                .find(|e| e.key == key)
+                .map_or(0, |e| e.updated_s);
             let observation = Observation {
-                at_s: now_s,
-                key: PathKey::of(endpoint),
+                at_s: now_s.max(held),
+                key,
                 outcome: *outcome,
             };
             self.apply(&observation);
@@ -524,6 +535,28 @@ mod tests {
             PathVerdict::Failed,
             "news is never hidden"
         );
+    }
+
+    #[test]
+    fn news_outranks_an_entry_dated_a_few_seconds_ahead() {
+        // Found by fuzzing (fuzz/regressions/history_load): a file entry
+        // dated within FUTURE_SKEW after `now` counts as current, and a
+        // failure recorded at `now` was older than it, so the path kept
+        // its old verdict.
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let text = r#"{"entries":[{"key":{"host":"sip1.example.test","family":"ipv6","transport":"udp"},"srtt_us":12000,"last_failed":false,"updated_s":1700000005}]}"#;
+        let v6 = Endpoint {
+            host: "sip1.example.test".into(),
+            transport: Transport::Udp,
+            ..ep("[2001:db8::1]:5060")
+        };
+        let mut h: History = serde_json::from_str(text).unwrap();
+        h.record(now, &[(v6.clone(), PathOutcome::Failed)]);
+        assert_eq!(h.view(now).verdict(&v6), PathVerdict::Failed);
+        // Saving applies the same news over what the file holds.
+        let file: History = serde_json::from_str(text).unwrap();
+        let saved = h.merged_into(file, now);
+        assert_eq!(saved.view(now).verdict(&v6), PathVerdict::Failed);
     }
 
     #[test]
