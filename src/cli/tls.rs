@@ -42,6 +42,6 @@ impl TlsArgs {
                  impersonate the server. Never use this outside a lab."
             );
         }
-        cfg.tls.check_files()
+        cfg.tls.check_files().map_err(|e| e.to_string())
     }
 }

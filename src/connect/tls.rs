@@ -51,12 +51,49 @@ pub enum PemSource {
     Pem(String),
 }
 
+/// Why TLS settings cannot be used: a PEM document that cannot be read or
+/// holds the wrong thing, an incomplete client identity, no root to trust.
+/// `document` names the PEM document (its path, or "in-memory PEM"); the
+/// messages are the ones `siprace dial` shows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsConfigError {
+    /// The file could not be read.
+    #[error("cannot read {document}: {reason}")]
+    Unreadable { document: String, reason: String },
+    /// The document is not valid PEM.
+    #[error("{document}: {reason}")]
+    InvalidPem { document: String, reason: String },
+    /// The document holds no certificate.
+    #[error("{document}: no PEM certificate in it")]
+    NoCertificate { document: String },
+    /// The document holds no private key.
+    #[error("{document}: no private key: {reason}")]
+    NoPrivateKey { document: String, reason: String },
+    /// A `--ca` certificate cannot serve as a trust anchor.
+    #[error("{document}: not a usable CA certificate: {reason}")]
+    UnusableCa { document: String, reason: String },
+    /// A client certificate without its key, or a key without a certificate.
+    #[error("a client certificate needs both --cert and --key")]
+    IncompleteClientIdentity,
+    /// The client certificate and key do not make a usable identity.
+    #[error("client certificate {document}: {reason}")]
+    UnusableClientIdentity { document: String, reason: String },
+    /// Nothing to verify a server against (and verification is on).
+    #[error("no trusted root: the system store is empty and no --ca was given")]
+    NoTrustedRoot,
+    /// rustls refused the configuration (its protocol versions).
+    #[error("{0}")]
+    Rustls(String),
+}
+
 impl PemSource {
-    fn read(&self) -> Result<Vec<u8>, String> {
+    fn read(&self) -> Result<Vec<u8>, TlsConfigError> {
         match self {
-            PemSource::File(path) => {
-                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-            }
+            PemSource::File(path) => std::fs::read(path).map_err(|e| TlsConfigError::Unreadable {
+                document: self.name(),
+                reason: e.to_string(),
+            }),
             PemSource::Pem(text) => Ok(text.clone().into_bytes()),
         }
     }
@@ -69,22 +106,40 @@ impl PemSource {
     }
 
     /// Every certificate in the document (at least one).
-    pub fn certificates(&self) -> Result<Vec<CertificateDer<'static>>, String> {
+    pub fn certificates(&self) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
         let bytes = self.read()?;
         let certs = CertificateDer::pem_slice_iter(&bytes)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{}: {e}", self.name()))?;
+            .map_err(|e| TlsConfigError::InvalidPem {
+                document: self.name(),
+                reason: e.to_string(),
+            })?;
         if certs.is_empty() {
-            return Err(format!("{}: no PEM certificate in it", self.name()));
+            return Err(TlsConfigError::NoCertificate {
+                document: self.name(),
+            });
         }
         Ok(certs)
     }
 
     /// The first private key in the document.
-    pub fn private_key(&self) -> Result<PrivateKeyDer<'static>, String> {
+    pub fn private_key(&self) -> Result<PrivateKeyDer<'static>, TlsConfigError> {
         let bytes = self.read()?;
-        PrivateKeyDer::from_pem_slice(&bytes)
-            .map_err(|e| format!("{}: no private key: {e}", self.name()))
+        PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| TlsConfigError::NoPrivateKey {
+            document: self.name(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Every certificate in the document, added to `roots` as trust anchors.
+    fn add_to(&self, roots: &mut RootCertStore) -> Result<(), TlsConfigError> {
+        for cert in self.certificates()? {
+            roots.add(cert).map_err(|e| TlsConfigError::UnusableCa {
+                document: self.name(),
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -147,7 +202,7 @@ pub struct ConfigCache(Arc<Mutex<Option<Built>>>);
 
 /// A built configuration (or why it could not be built: trying again would
 /// only fail again) and the settings it was built from.
-type Built = (Key, Result<Arc<ClientConfig>, String>);
+type Built = (Key, Result<Arc<ClientConfig>, TlsConfigError>);
 
 impl fmt::Debug for ConfigCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -196,14 +251,9 @@ impl TlsSettings {
     /// `--key`) hold what they should, without building anything or reading
     /// the system store: a mistyped path is a usage error even for a dial
     /// that turns out to need no TLS.
-    pub fn check_files(&self) -> Result<(), String> {
+    pub fn check_files(&self) -> Result<(), TlsConfigError> {
         for src in &self.ca {
-            let mut roots = RootCertStore::empty();
-            for cert in src.certificates()? {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: not a usable CA certificate: {e}", src.name()))?;
-            }
+            src.add_to(&mut RootCertStore::empty())?;
         }
         match (&self.client_cert, &self.client_key) {
             (Some(cert), Some(key)) => {
@@ -212,7 +262,7 @@ impl TlsSettings {
                 Ok(())
             }
             (None, None) => Ok(()),
-            _ => Err("a client certificate needs both --cert and --key".into()),
+            _ => Err(TlsConfigError::IncompleteClientIdentity),
         }
     }
 }
@@ -236,7 +286,7 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn build_client_config(key: &Key) -> Result<ClientConfig, String> {
+fn build_client_config(key: &Key) -> Result<ClientConfig, TlsConfigError> {
     let provider = provider();
     let mut roots = RootCertStore::empty();
     if key.insecure {
@@ -247,14 +297,10 @@ fn build_client_config(key: &Key) -> Result<ClientConfig, String> {
             tracing::debug!(added, ignored, "system roots loaded");
         }
         for src in &key.ca {
-            for cert in src.certificates()? {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: not a usable CA certificate: {e}", src.name()))?;
-            }
+            src.add_to(&mut roots)?;
         }
         if roots.is_empty() {
-            return Err("no trusted root: the system store is empty and no --ca was given".into());
+            return Err(TlsConfigError::NoTrustedRoot);
         }
     }
     let verifier = Arc::new(SipDomainVerifier {
@@ -266,15 +312,18 @@ fn build_client_config(key: &Key) -> Result<ClientConfig, String> {
     });
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| TlsConfigError::Rustls(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     let mut cfg = match (&key.client_cert, &key.client_key) {
         (Some(cert), Some(k)) => builder
             .with_client_auth_cert(cert.certificates()?, k.private_key()?)
-            .map_err(|e| format!("client certificate {}: {e}", cert.name()))?,
+            .map_err(|e| TlsConfigError::UnusableClientIdentity {
+                document: cert.name(),
+                reason: e.to_string(),
+            })?,
         (None, None) => builder.with_no_client_auth(),
-        _ => return Err("a client certificate needs both --cert and --key".into()),
+        _ => return Err(TlsConfigError::IncompleteClientIdentity),
     };
     if !key.resumption {
         cfg.resumption = Resumption::disabled();
@@ -852,15 +901,36 @@ mod tests {
             ca: vec![PemSource::File("/nonexistent/ca.pem".into())],
             ..TlsSettings::default()
         };
-        assert!(bad
-            .check_files()
-            .unwrap_err()
-            .contains("/nonexistent/ca.pem"));
+        let err = bad.check_files().unwrap_err();
+        assert!(
+            matches!(&err, TlsConfigError::Unreadable { document, .. } if document == "/nonexistent/ca.pem"),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("cannot read /nonexistent/ca.pem: "),
+            "{err}"
+        );
         assert!(bad.cache.0.lock().unwrap().is_none(), "nothing was built");
         let half = TlsSettings {
             client_key: Some(PemSource::Pem(String::new())),
             ..TlsSettings::default()
         };
-        assert!(half.check_files().unwrap_err().contains("--cert and --key"));
+        assert_eq!(
+            half.check_files(),
+            Err(TlsConfigError::IncompleteClientIdentity)
+        );
+        // Text that is no certificate, and a certificate where a key should be.
+        let garbage = PemSource::Pem("not pem".into());
+        assert_eq!(
+            garbage.certificates(),
+            Err(TlsConfigError::NoCertificate {
+                document: "in-memory PEM".into()
+            })
+        );
+        assert!(matches!(
+            garbage.private_key(),
+            Err(TlsConfigError::NoPrivateKey { .. })
+        ));
     }
 }

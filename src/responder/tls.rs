@@ -53,37 +53,37 @@ impl ResponderTls {
 
     /// The rustls server configuration.
     pub fn server_config(&self) -> io::Result<Arc<rustls::ServerConfig>> {
-        let bad = |what: &str, e: String| {
+        let bad = |what: &str, e: &dyn std::fmt::Display| {
             io::Error::new(io::ErrorKind::InvalidInput, format!("tls {what}: {e}"))
         };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let certs = self
             .cert
             .certificates()
-            .map_err(|e| bad("certificate", e))?;
-        let key = self.key.private_key().map_err(|e| bad("key", e))?;
+            .map_err(|e| bad("certificate", &e))?;
+        let key = self.key.private_key().map_err(|e| bad("key", &e))?;
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| bad("versions", e.to_string()))?;
+            .map_err(|e| bad("versions", &e))?;
         let builder = match &self.client_ca {
             Some(ca) => {
                 let mut roots = rustls::RootCertStore::empty();
-                for c in ca.certificates().map_err(|e| bad("client CA", e))? {
-                    roots.add(c).map_err(|e| bad("client CA", e.to_string()))?;
+                for c in ca.certificates().map_err(|e| bad("client CA", &e))? {
+                    roots.add(c).map_err(|e| bad("client CA", &e))?;
                 }
                 let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                     Arc::new(roots),
                     provider,
                 )
                 .build()
-                .map_err(|e| bad("client CA", e.to_string()))?;
+                .map_err(|e| bad("client CA", &e))?;
                 builder.with_client_cert_verifier(verifier)
             }
             None => builder.with_no_client_auth(),
         };
         let cfg = builder
             .with_single_cert(certs, key)
-            .map_err(|e| bad("certificate", e.to_string()))?;
+            .map_err(|e| bad("certificate", &e))?;
         Ok(Arc::new(cfg))
     }
 }
