@@ -34,6 +34,7 @@ pub mod locate;
 pub mod race;
 pub mod report;
 pub mod sip;
+mod socket;
 pub mod target;
 mod task_set;
 

@@ -21,7 +21,7 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::bench::runner::{CaseResult, DialRecord, RowResult, ServerSeen};
+use crate::bench::records::{CaseResult, DialRecord, RowResult, ServerSeen};
 use crate::endpoint::Family;
 
 /// Latency figures of one row.
