@@ -31,7 +31,9 @@ pub enum Input {
     /// An attempt's transport is up but the attempt is not done (see
     /// [`race::Input::TransportUp`]), at the given time.
     TransportUp(AttemptId, Instant),
+    /// An attempt is ready to use (for UDP: a matching response came back).
     Succeeded(AttemptId),
+    /// An attempt failed, and why.
     Failed(AttemptId, AttemptError),
     /// The time of the last [`Action::WakeAt`] has come (a spurious one
     /// changes nothing).
@@ -48,24 +50,35 @@ pub enum Action {
     Query(Query),
     /// Stop this query: its answer is not needed any more.
     AbandonQuery(QueryId),
+    /// Start an attempt to this endpoint and report its end with `id`.
     Start {
+        /// Names the attempt in later inputs and actions.
         id: AttemptId,
+        /// Where to connect, and over which transport.
         endpoint: Endpoint,
     },
+    /// Stop this attempt and close its socket.
     Cancel {
+        /// The attempt to stop.
         id: AttemptId,
+        /// Why it is stopped (for the report).
         reason: CancelReason,
     },
     /// Feed [`Input::Timer`] at this time (replaces any earlier wake-up).
     WakeAt(Instant),
+    /// The dial is decided; always the last action. Every attempt still running
+    /// has been cancelled by an earlier action.
     Done(Outcome),
 }
 
 /// How a dial ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
+    /// An attempt succeeded: the dial's connection.
     Won {
+        /// The winning attempt.
         id: AttemptId,
+        /// Where it connected.
         endpoint: Endpoint,
     },
     /// Location found no service location at all.

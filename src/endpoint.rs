@@ -13,9 +13,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
+    /// UDP (RFC 3261 §18); siprace probes it with OPTIONS.
     Udp,
+    /// TCP (RFC 3261 §18).
     Tcp,
+    /// TLS over TCP (RFC 3261 §26.2, RFC 5630); what `sips:` requires.
     Tls,
+    /// SCTP (RFC 4168).
     Sctp,
 }
 
@@ -118,6 +122,7 @@ pub enum Family {
 }
 
 impl Family {
+    /// The family of `ip`; an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) counts as IPv4.
     pub fn of(ip: &IpAddr) -> Family {
         match ip {
             IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => Family::V6,
@@ -126,6 +131,7 @@ impl Family {
         }
     }
 
+    /// The other family (V6 for V4 and back).
     pub fn other(self) -> Family {
         match self {
             Family::V6 => Family::V4,
@@ -133,6 +139,7 @@ impl Family {
         }
     }
 
+    /// `ipv6` or `ipv4`, as in reports and JSON.
     pub fn as_str(self) -> &'static str {
         match self {
             Family::V6 => "ipv6",
@@ -197,7 +204,9 @@ pub fn unusable_address(ip: IpAddr) -> Option<&'static str> {
 /// never this host).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Endpoint {
+    /// The transport the attempt uses.
     pub transport: Transport,
+    /// The address and port to connect to (or send the UDP probe to).
     pub addr: SocketAddr,
     /// The SRV target (or URI host) whose A/AAAA answer gave `addr`.
     pub host: Arc<str>,
@@ -207,6 +216,7 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// The address family of [`Endpoint::addr`] (IPv4-mapped counts as IPv4).
     pub fn family(&self) -> Family {
         Family::of(&self.addr.ip())
     }
@@ -244,6 +254,7 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    /// The kebab-case name used in reports and JSON (`refused`, `invalid-response`...).
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorClass::Refused => "refused",
@@ -290,11 +301,14 @@ impl fmt::Display for ErrorClass {
 /// An attempt's failure: its class plus a human-readable detail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AttemptError {
+    /// What kind of failure, for counting.
     pub class: ErrorClass,
+    /// What happened, for humans (may hold peer text: escape before printing).
     pub detail: String,
 }
 
 impl AttemptError {
+    /// A failure of `class` described by `detail`.
     pub fn new(class: ErrorClass, detail: impl Into<String>) -> Self {
         AttemptError {
             class,
@@ -302,6 +316,8 @@ impl AttemptError {
         }
     }
 
+    /// An I/O failure, classified by [`ErrorClass::of_io`], with `context`
+    /// (e.g. `connect`) before the error's text.
     pub fn io(context: &str, err: &std::io::Error) -> Self {
         AttemptError::new(ErrorClass::of_io(err), format!("{context}: {err}"))
     }
@@ -323,7 +339,9 @@ impl std::error::Error for AttemptError {}
 pub struct TargetSpec {
     /// Host name without the trailing dot, or an IP literal's text.
     pub host: Arc<str>,
+    /// The port: from SRV, the URI, or the transport's default (5060, 5061 for TLS).
     pub port: u16,
+    /// The transport endpoints from this spec use.
     pub transport: Transport,
     /// Position in NAPTR order, then SRV priority and weighted order: 0 first.
     pub rank: u32,
@@ -335,6 +353,7 @@ pub struct TargetSpec {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field} must be {allowed}, not {given}")]
 pub struct ConfigError {
+    /// The path of the value in the configuration, e.g. `race.deadline`.
     pub field: &'static str,
     /// The allowed range or rule, e.g. "between 1 and 16".
     pub allowed: String,
@@ -343,6 +362,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// The error for `field`: `allowed` is the rule, `given` is shown as is.
     pub fn new(field: &'static str, allowed: impl Into<String>, given: impl fmt::Display) -> Self {
         ConfigError {
             field,

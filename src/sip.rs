@@ -45,22 +45,41 @@ pub fn random_token(len: usize) -> String {
 /// Why bytes are not a (complete, acceptable) SIP message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SipParseError {
+    /// The message (or the bytes buffered for it) is longer than the limit.
     #[error("message of {size} bytes exceeds the {limit}-byte limit")]
-    TooLarge { size: usize, limit: usize },
+    TooLarge {
+        /// Bytes seen so far, header and body.
+        size: usize,
+        /// The limit in bytes ([`MAX_MESSAGE_SIZE`] unless the framer was given another).
+        limit: usize,
+    },
+    /// The message has more header fields than the limit carried ([`MAX_HEADERS`]).
     #[error("more than {0} header fields")]
     TooManyHeaders(usize),
+    /// The message ends early; the text says what is missing (blank line, body...).
     #[error("incomplete message: {0}")]
     Incomplete(&'static str),
+    /// The start line or a header field is not valid UTF-8.
     #[error("message head is not UTF-8")]
     NotUtf8,
+    /// The request or status line is malformed (its first 80 bytes).
     #[error("invalid start line: {0:?}")]
     StartLine(String),
+    /// A header line has no `name:` or breaks the grammar (its first 80 bytes).
     #[error("invalid header line: {0:?}")]
     HeaderLine(String),
+    /// A header the message must carry is absent (its lowercase name).
     #[error("missing {0} header")]
     MissingHeader(&'static str),
+    /// A header's value breaks its grammar (RFC 3261 §25.1).
     #[error("invalid {name} header: {value:?}")]
-    InvalidHeader { name: &'static str, value: String },
+    InvalidHeader {
+        /// The header's name as RFC 3261 spells it (`Via`, `CSeq`...).
+        name: &'static str,
+        /// The offending value (its first 80 bytes).
+        value: String,
+    },
+    /// A single-valued header (Call-ID, CSeq, Content-Length...) appears more than once.
     #[error("more than one {0} header (it takes a single value)")]
     Repeated(&'static str),
 }
@@ -101,14 +120,17 @@ impl Headers {
             .map(|(_, v)| v.as_str())
     }
 
+    /// How many header fields (one per header line, after unfolding).
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// True if there are no header fields at all.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
+    /// Every header field as (lowercase long name, value), in message order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
@@ -360,11 +382,15 @@ fn comma_items(value: &str) -> Vec<&str> {
 /// A CSeq header: sequence number and method (RFC 3261 §20.16).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CSeq {
+    /// The sequence number, below 2**31 (RFC 3261 §8.1.1.5).
     pub seq: u32,
+    /// The method token, case kept as sent (`OPTIONS`, `INVITE`...).
     pub method: String,
 }
 
 impl CSeq {
+    /// Parses a CSeq value (`4711 OPTIONS`); None if it is not exactly a
+    /// number below 2**31 and a method token.
     pub fn parse(value: &str) -> Option<CSeq> {
         let mut parts = value.split_whitespace();
         let seq = parts.next()?;
@@ -438,6 +464,8 @@ impl Via {
         })
     }
 
+    /// The parameter `name` (case-insensitive): None if absent, `Some(None)` if
+    /// present without a value (`;rport`), `Some(Some(v))` otherwise.
     pub fn param(&self, name: &str) -> Option<Option<&str>> {
         self.params
             .iter()
@@ -445,6 +473,7 @@ impl Via {
             .map(|(_, v)| v.as_deref())
     }
 
+    /// The `branch` parameter (RFC 3261 §8.1.1.7), if present with a value.
     pub fn branch(&self) -> Option<&str> {
         self.param("branch").flatten()
     }
@@ -631,16 +660,17 @@ fn are_params(params: &str) -> bool {
     })
 }
 
-/// A From, To or Contact entry (RFC 3261 §20.10, §25.1): `name-addr` or
-/// `addr-spec`, then parameters. What RFC 4475 §3.1.2 calls invalid fails
-/// here: an unterminated quote (§3.1.2.6), white space inside `<>`
-/// (§3.1.2.14), an unquoted display name that is not tokens (§3.1.2.15), a
-/// URI with `?` or `,` outside `<>` (§3.1.2.13), empty parameters (§3.1.2.1).
+/// True if `value` is a valid From, To or Contact entry (see [`address_uri`]).
 fn is_address(value: &str) -> bool {
     address_uri(value).is_some()
 }
 
-/// The URI of a valid From, To or Contact entry (see [`is_address`]).
+/// The URI of a valid From, To or Contact entry (RFC 3261 §20.10, §25.1):
+/// `name-addr` or `addr-spec`, then parameters; None if the entry is invalid.
+/// What RFC 4475 §3.1.2 calls invalid fails here: an unterminated quote
+/// (§3.1.2.6), white space inside `<>` (§3.1.2.14), an unquoted display name
+/// that is not tokens (§3.1.2.15), a URI with `?` or `,` outside `<>`
+/// (§3.1.2.13), empty parameters (§3.1.2.1).
 pub fn address_uri(value: &str) -> Option<&str> {
     let v = value.trim_matches(LWS);
     // The URI, and what follows it (parameters).
@@ -771,16 +801,24 @@ fn take_body(bytes: &[u8], offset: usize, cl: Option<usize>) -> Result<Vec<u8>, 
 /// A parsed SIP response: what identifies its transaction, plus every header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
+    /// The status code, 100 to 699.
     pub status: u16,
+    /// The reason phrase, trimmed; may be empty. Peer text: escape before printing.
     pub reason: String,
     /// The branch of the top Via, if it has one.
     pub branch: Option<String>,
+    /// The Call-ID header value.
     pub call_id: String,
+    /// The CSeq header.
     pub cseq: CSeq,
+    /// The Content-Length value; None if the header is absent (the body is then
+    /// the rest of the bytes).
     pub content_length: Option<usize>,
     /// The tag of the To header, if any.
     pub to_tag: Option<String>,
+    /// Every header field, in message order.
     pub headers: Headers,
+    /// The body: Content-Length bytes after the blank line (or the rest if absent).
     pub body: Vec<u8>,
 }
 
@@ -896,30 +934,37 @@ impl OptionsProbe {
         self
     }
 
+    /// The branch of the Via header (starts with [`BRANCH_MAGIC`]).
     pub fn branch(&self) -> &str {
         &self.branch
     }
 
+    /// The Call-ID the response must echo.
     pub fn call_id(&self) -> &str {
         &self.call_id
     }
 
+    /// The CSeq number the response must echo.
     pub fn cseq(&self) -> u32 {
         self.cseq
     }
 
+    /// The tag of the From header.
     pub fn from_tag(&self) -> &str {
         &self.from_tag
     }
 
+    /// The Request-URI (also the To URI).
     pub fn request_uri(&self) -> &str {
         &self.request_uri
     }
 
+    /// The transport named in the Via header.
     pub fn transport(&self) -> Transport {
         self.transport
     }
 
+    /// The local address put into Via and From.
     pub fn local(&self) -> SocketAddr {
         self.local
     }
@@ -958,17 +1003,27 @@ impl OptionsProbe {
 /// A parsed SIP request with the headers a UAS needs to answer it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
+    /// The method token as sent (`OPTIONS`, `INVITE`...).
     pub method: String,
+    /// The Request-URI as sent.
     pub uri: String,
     /// Every Via header line's value, in order (a line may hold several entries).
     pub vias: Vec<String>,
+    /// The From header value, echoed in the response.
     pub from: String,
+    /// The To header value, echoed in the response (with a tag added if it has none).
     pub to: String,
+    /// The Call-ID header value.
     pub call_id: String,
+    /// The CSeq header; its method equals [`Request::method`].
     pub cseq: CSeq,
+    /// The Content-Length value; None if the header is absent.
     pub content_length: Option<usize>,
+    /// The Max-Forwards value; None if absent or not a number.
     pub max_forwards: Option<u32>,
+    /// Every header field, in message order.
     pub headers: Headers,
+    /// The body: Content-Length bytes after the blank line (or the rest if absent).
     pub body: Vec<u8>,
 }
 
@@ -1129,6 +1184,7 @@ impl Request {
 }
 
 impl ResponseBuilder<'_> {
+    /// Replaces the standard reason phrase.
     pub fn reason(mut self, reason: impl Into<String>) -> Self {
         self.reason = reason.into();
         self
@@ -1147,11 +1203,13 @@ impl ResponseBuilder<'_> {
         self
     }
 
+    /// Adds a header field after the copied ones (e.g. Allow, Supported).
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.extra.push((name.into(), value.into()));
         self
     }
 
+    /// The response on the wire.
     pub fn build(self) -> Vec<u8> {
         let req = self.request;
         let echoed = Echoed {

@@ -48,7 +48,9 @@ impl fmt::Display for Step {
 /// A socket that could not be set up: the step and the kernel's error.
 #[derive(Debug)]
 pub(crate) struct SetupError {
+    /// The call that failed.
     pub step: Step,
+    /// The error it returned.
     pub source: io::Error,
 }
 

@@ -9,7 +9,9 @@ use crate::endpoint::{unusable_address, Transport};
 /// `sip:` or `sips:`. A `sips:` target must only ever be reached over TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scheme {
+    /// `sip:` (RFC 3261 §19.1); also what a bare `host[:port]` means.
     Sip,
+    /// `sips:` (RFC 3261 §19.1): TLS on every hop, never a non-TLS fallback.
     Sips,
 }
 
@@ -18,6 +20,8 @@ pub enum Scheme {
 pub enum Host {
     /// Lowercased, without a trailing dot.
     Name(String),
+    /// An IPv4 or IPv6 literal (IPv6 in brackets in a URI); RFC 3263 §4.2
+    /// uses it as is, without DNS.
     Ip(IpAddr),
 }
 
@@ -34,9 +38,13 @@ impl fmt::Display for Host {
 /// A parsed dial target.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Target {
+    /// `sip:` or `sips:` (`sip:` for a bare `host[:port]`).
     pub scheme: Scheme,
+    /// The user part before `@`, if any (never empty).
     pub user: Option<String>,
+    /// The host to locate: a name for RFC 3263 lookups or a literal address.
     pub host: Host,
+    /// The explicit port, if given; None lets RFC 3263 use SRV or the default.
     pub port: Option<u16>,
     /// The `;transport=` parameter, if given.
     pub transport: Option<Transport>,
@@ -46,7 +54,9 @@ pub struct Target {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid target {input:?}: {reason}")]
 pub struct TargetError {
+    /// The string as the user gave it.
     pub input: String,
+    /// What is wrong with it, in words for the user.
     pub reason: String,
 }
 

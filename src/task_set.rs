@@ -13,10 +13,12 @@ pub(crate) struct TaskSet<K, T> {
     set: JoinSet<T>,
     /// Which id a task serves, to name the one that panicked.
     ids: HashMap<Id, K>,
+    /// How to abort the running task of an id.
     aborts: HashMap<K, AbortHandle>,
 }
 
 impl<K: Copy + Eq + Hash, T: Send + 'static> TaskSet<K, T> {
+    /// An empty set.
     pub(crate) fn new() -> Self {
         TaskSet {
             set: JoinSet::new(),
@@ -25,6 +27,7 @@ impl<K: Copy + Eq + Hash, T: Send + 'static> TaskSet<K, T> {
         }
     }
 
+    /// Runs `task` on the tokio runtime as the task of `id` (one task per id).
     pub(crate) fn spawn(&mut self, id: K, task: impl Future<Output = T> + Send + 'static) {
         let handle = self.set.spawn(task);
         self.ids.insert(handle.id(), id);

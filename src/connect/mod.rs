@@ -114,6 +114,7 @@ impl ConnectConfig {
 pub enum Connection {
     /// A UDP socket `connect()`ed to the endpoint.
     Udp(tokio::net::UdpSocket),
+    /// A TCP connection, established (and probed if `probe_streams` is set).
     Tcp(tokio::net::TcpStream),
     /// A TLS session over TCP, handshake done and certificate verified.
     Tls(Box<tls::TlsStream>),
@@ -124,7 +125,9 @@ pub enum Connection {
 /// The answer to the OPTIONS probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeResponse {
+    /// The status code (100 to 699) of the first matching response, provisional or final.
     pub status: u16,
+    /// The reason phrase as received (peer text: escape before printing).
     pub reason: String,
     /// From the first transmission of the OPTIONS to its answer.
     pub rtt: Duration,
@@ -133,6 +136,7 @@ pub struct ProbeResponse {
 /// A successful attempt.
 #[derive(Debug)]
 pub struct Connected {
+    /// The open connection, ready for the caller to use.
     pub connection: Connection,
     /// The local address the attempt used.
     pub local: SocketAddr,
@@ -151,8 +155,11 @@ pub struct Connected {
 #[non_exhaustive]
 pub enum Progress {
     /// The transport connection is up (e.g. TCP established) but the attempt
-    /// goes on (probe, TLS handshake). `after` is since the attempt started.
-    TransportUp { after: Duration },
+    /// goes on (probe, TLS handshake).
+    TransportUp {
+        /// Time since the attempt started.
+        after: Duration,
+    },
 }
 
 /// Makes one attempt to `endpoint`. `progress` is called synchronously at

@@ -175,10 +175,12 @@ impl SctpStream {
         })
     }
 
+    /// The local address of the association's socket.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         ip_local_addr(self.fd.get_ref())
     }
 
+    /// The peer's primary address (the one the association was set up to).
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.fd
             .get_ref()
@@ -259,6 +261,7 @@ impl SctpListener {
         })
     }
 
+    /// The address the listener is bound to (with the kernel's port if it was 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         ip_local_addr(self.fd.get_ref())
     }

@@ -1,6 +1,7 @@
 //! TCP attempts: a non-blocking connect (V6ONLY, TCP_NODELAY, optional source
 //! address) handed to tokio; with `probe_streams`, an OPTIONS on the new
-//! connection and its answer read as [`super::stream`] does for every stream.
+//! connection and its answer read as the shared stream probe does for every
+//! stream (`connect/stream.rs`).
 
 use std::time::Duration;
 

@@ -39,9 +39,13 @@ pub struct QueryId(pub u32);
 /// The record types location asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RecordType {
+    /// NAPTR (RFC 3403), the first step of RFC 3263 §4.1.
     Naptr,
+    /// SRV (RFC 2782), RFC 3263 §4.2.
     Srv,
+    /// AAAA: IPv6 addresses (RFC 3596).
     Aaaa,
+    /// A: IPv4 addresses.
     A,
 }
 
@@ -68,8 +72,11 @@ impl RecordType {
 /// A query to send. `name` has no trailing dot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Query {
+    /// Names the query; its [`Answer`] carries the same id.
     pub id: QueryId,
+    /// The name to look up, e.g. `_sip._udp.example.test`.
     pub name: String,
+    /// The record type to ask for.
     pub rtype: RecordType,
 }
 
@@ -77,7 +84,9 @@ pub struct Query {
 /// [`select::normalize_name`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordData {
+    /// A NAPTR record (RFC 3403).
     Naptr(NaptrRecord),
+    /// An SRV record (RFC 2782).
     Srv(SrvRecord),
     /// An A (IPv4) or AAAA (IPv6) record.
     Address(IpAddr),
@@ -100,6 +109,7 @@ impl RecordData {
 /// One record of an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
+    /// The record's data, parsed.
     pub data: RecordData,
     /// The RDATA as zone-file text, for the timeline.
     pub text: String,
@@ -119,8 +129,11 @@ impl Record {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DnsFailure {
+    /// The name does not exist (NXDOMAIN).
     NxDomain,
+    /// The server failed to answer (SERVFAIL).
     ServFail,
+    /// No answer within the query timeout.
     Timeout,
     /// Anything else (REFUSED, a network error...), said plainly.
     Error(String),
@@ -129,6 +142,7 @@ pub enum DnsFailure {
 /// A query's answer, as the driver got it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
+    /// The query this answers.
     pub id: QueryId,
     /// When it arrived (it may be a little before it is fed in).
     pub at: Instant,
@@ -140,6 +154,7 @@ pub struct Answer {
 /// What happens to location.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
+    /// The answer to a query location asked for.
     Answer(Answer),
     /// The time [`Location::next_wake`] asked for has come (a spurious one
     /// changes nothing).
@@ -160,8 +175,11 @@ pub enum Action {
     /// One per (host in Targets, configured family): the usable addresses
     /// of that answer; empty on NODATA, NXDOMAIN, timeout or error.
     Addresses {
+        /// The host name of a [`TargetSpec`].
         host: Arc<str>,
+        /// The family of the answer (AAAA: V6, A: V4).
         family: Family,
+        /// Its usable addresses, in answer order.
         addrs: Vec<IpAddr>,
     },
     /// Nothing more will come.
@@ -173,22 +191,31 @@ pub enum Action {
 /// One query of the timeline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryRecord {
+    /// The query's id.
     pub id: QueryId,
+    /// The name looked up, without the trailing dot.
     pub name: String,
+    /// The record type asked for.
     pub rtype: RecordType,
+    /// When the query was sent.
     pub sent: Instant,
     /// When its answer came, or its timeout passed; `None` if it was
     /// abandoned or location stopped first.
     pub answered: Option<Instant>,
+    /// How it ended; `None` while pending, or if abandoned or stopped first.
     pub outcome: Option<DnsOutcome>,
 }
 
 /// An address answer as handed on ([`Action::Addresses`]), with its time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AddressAnswer {
+    /// The host name of a [`TargetSpec`].
     pub host: Arc<str>,
+    /// The family of the answer (AAAA: V6, A: V4).
     pub family: Family,
+    /// When the answer arrived.
     pub at: Instant,
+    /// Its usable addresses, in answer order (empty on NODATA or failure).
     pub addrs: Vec<IpAddr>,
 }
 

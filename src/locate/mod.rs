@@ -186,11 +186,15 @@ impl UnusableServer {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DnsServerError {
+    /// The text (given here) is not an address with an optional port.
     #[error("{0:?} is not IP, IP:PORT or [IPv6]:PORT")]
     Syntax(String),
+    /// The text parses, but the address cannot be a DNS server.
     #[error("{given:?} cannot be the DNS server: it must be {}", .problem.requirement())]
     Unusable {
+        /// The text as given.
         given: String,
+        /// What is wrong with the address.
         problem: UnusableServer,
     },
 }
@@ -204,15 +208,20 @@ pub enum DnsOutcome {
     /// rendered as zone-file RDATA text (an address that location drops is
     /// followed by `(dropped: why)`), and how many the answer held.
     Records {
+        /// RDATA text of the first records, at most `max_records` of them.
         shown: Vec<String>,
+        /// How many records of the type the answer held.
         total: usize,
     },
     /// NOERROR without records of the type (NODATA).
     NoRecords,
+    /// The name does not exist (NXDOMAIN, RFC 1035 §4.1.1 RCODE 3).
     #[serde(rename = "nxdomain")]
     NxDomain,
+    /// The server failed to answer (SERVFAIL, RCODE 2).
     #[serde(rename = "servfail")]
     ServFail,
+    /// No answer within the query timeout.
     Timeout,
     /// Anything else (REFUSED, a network error...).
     Error(String),
@@ -256,22 +265,50 @@ impl fmt::Display for DnsOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LocateError {
+    /// The resolver could not be built (its error's text).
     #[error("cannot set up the DNS resolver: {0}")]
     Resolver(String),
+    /// No DNS server was given and the system names none usable (why).
     #[error("no DNS server: {0} (give one with --dns)")]
     NoNameServer(String),
+    /// The target's scheme, port or `;transport=` and the allowed transports
+    /// leave no transport to try (RFC 3263 §4.1).
     #[error("{target} cannot be reached over any allowed transport ({allowed})")]
-    NoTransport { target: String, allowed: String },
+    NoTransport {
+        /// The target as written.
+        target: String,
+        /// The allowed transports, comma-separated, or `none`.
+        allowed: String,
+    },
+    /// NAPTR records exist, but none names a service siprace may use
+    /// (RFC 3263 §4.1).
     #[error("{domain}: its NAPTR records offer {offered}, none usable: {reason}")]
     NoUsableService {
+        /// The domain whose NAPTR records were read.
         domain: String,
+        /// The services the records offer, comma-separated (peer text).
         offered: String,
+        /// What a usable service would have needed.
         reason: String,
     },
+    /// SRV records with the target `.` (RFC 2782: "decidedly not available")
+    /// rule out every transport that was left to try.
     #[error("{domain}: the SRV records say the service is not offered (target \".\" at {names})")]
-    ServiceNotOffered { domain: String, names: String },
+    ServiceNotOffered {
+        /// The domain being located.
+        domain: String,
+        /// The SRV names that answered `.`, comma-separated.
+        names: String,
+    },
+    /// The target is an IP literal of a family the configuration disables.
     #[error("{ip} is an {family} address, but {family} is not enabled")]
-    FamilyDisabled { ip: IpAddr, family: Family },
+    FamilyDisabled {
+        /// The literal address.
+        ip: IpAddr,
+        /// Its family.
+        family: Family,
+    },
+    /// The configuration enables neither IPv6 nor IPv4.
     #[error("no address family is enabled")]
     NoFamilies,
 }

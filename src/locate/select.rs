@@ -38,9 +38,13 @@ use crate::target::Scheme;
 /// A NAPTR record as far as RFC 3263 cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NaptrRecord {
+    /// ORDER: lower values are used first (RFC 3403 §4.1).
     pub order: u16,
+    /// PREFERENCE: breaks ties within one ORDER, lower first.
     pub preference: u16,
+    /// FLAGS, e.g. `s` (the next lookup is SRV); RFC 3263 uses only terminal `s` records.
     pub flags: String,
+    /// SERVICES, e.g. `SIP+D2U` or `SIPS+D2T` (see [`naptr_service`]).
     pub services: String,
     /// Normalised with [`normalize_name`].
     pub replacement: String,
@@ -50,9 +54,13 @@ pub struct NaptrRecord {
 /// root (RFC 2782's "service not offered") is `"."`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SrvRecord {
+    /// PRIORITY: lower values are tried first.
     pub priority: u16,
+    /// WEIGHT: within one priority, the share of selections (RFC 2782's weighted order).
     pub weight: u16,
+    /// The port on the target; 0 means nothing to dial there.
     pub port: u16,
+    /// The host to resolve, or `"."` for "service not offered".
     pub target: String,
 }
 
@@ -74,7 +82,12 @@ pub fn srv_name(transport: Transport, domain: &str) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NaptrService {
     /// A SIP service siprace can use.
-    Usable { secure: bool, transport: Transport },
+    Usable {
+        /// A SIPS service (`SIPS+D2T`): fit for a `sips:` URI.
+        secure: bool,
+        /// The transport it names (D2U: UDP, D2T: TCP or TLS, D2S: SCTP).
+        transport: Transport,
+    },
     /// A SIP service without a transport here (SIPS+D2S, SIP+D2W...).
     Unsupported,
     /// Not SIP at all (E2U+sip, x-foo...).
@@ -104,7 +117,10 @@ pub enum NaptrChoice {
     NoSip,
     /// SIP services are published but none fits the scheme or the allowed
     /// transports: the domain's NAPTR set is authoritative, so location fails.
-    NoneUsable { offered: Vec<String> },
+    NoneUsable {
+        /// The SIP services the records offer, uppercased, each once (peer text).
+        offered: Vec<String>,
+    },
 }
 
 /// RFC 3263 §4.1 NAPTR selection: order by (order, preference); keep
@@ -201,7 +217,9 @@ pub enum SrvChoice {
     /// Targets in the order to try them, bounded by [`rfc2782_order`];
     /// `dropped` dialable records did not fit the budget.
     Targets {
+        /// The dialable records, in the order to try them.
         ordered: Vec<SrvRecord>,
+        /// How many dialable records were left out.
         dropped: usize,
     },
     /// Only a `"."` target: the service is decidedly not offered (RFC 2782).
