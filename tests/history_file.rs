@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use siprace::endpoint::{Endpoint, Transport};
-use siprace::race::history::{History, PathOutcome, PathVerdict};
+use siprace::race::history::{History, NetworkId, PathOutcome, PathVerdict};
 
 fn siprace() -> Command {
     Command::new(env!("CARGO_BIN_EXE_siprace"))
@@ -80,17 +80,23 @@ fn wait_bounded(mut child: Child, limit: Duration) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// The hosts of the entries in a history file (which must be valid JSON).
+/// The hosts of the entries in a history file (which must be valid JSON),
+/// over every network.
 fn hosts_in(path: &Path) -> BTreeSet<String> {
     let text = std::fs::read_to_string(path).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("history file is not valid JSON ({e}):\n{text}"));
-    json["entries"]
+    json["networks"]
         .as_array()
-        .unwrap_or_else(|| panic!("no entries in\n{text}"))
+        .unwrap_or_else(|| panic!("no networks in\n{text}"))
         .iter()
-        .map(|e| e["key"]["host"].as_str().unwrap().to_string())
+        .flat_map(|n| n["paths"].as_array().unwrap().iter())
+        .map(|e| e["host"].as_str().unwrap().to_string())
         .collect()
+}
+
+fn net() -> NetworkId {
+    NetworkId::of("the test's network")
 }
 
 #[test]
@@ -181,16 +187,27 @@ fn history_file_missing_corrupt_and_saved() {
     assert!(warning.contains("not a valid history"), "{warning}");
 
     let now = SystemTime::now();
-    h.record(now, &[(ep("192.0.2.1:5060"), PathOutcome::Failed)]);
+    h.record(now, &net(), &[(ep("192.0.2.1:5060"), PathOutcome::Failed)]);
     h.save_merged(&path).unwrap();
     let (back, warning) = History::load_file(&path);
     assert!(warning.is_none(), "{warning:?}");
     assert_eq!(
-        back.view(now).verdict(&ep("192.0.2.1:1")),
+        back.view(now, &net()).verdict(&ep("192.0.2.1:1")),
         PathVerdict::Failed
     );
     // Only the file and its lock are left: no temporary file.
     assert_eq!(dir.names(), ["history.json", "history.json.lock"]);
+
+    // A file of format 1 (before networks): empty, with a warning that says why.
+    std::fs::write(
+        &path,
+        r#"{"entries":[{"key":{"host":"h","family":"ipv6","transport":"udp"},"srtt_us":null,"last_failed":true,"updated_s":1700000000}]}"#,
+    )
+    .unwrap();
+    let (h, warning) = History::load_file(&path);
+    assert!(h.is_empty());
+    let warning = warning.expect("a warning for a format-1 file");
+    assert!(warning.contains("older siprace"), "{warning}");
 
     // A directory is unreadable as a history: empty plus a warning.
     let (h, warning) = History::load_file(&dir.0);
@@ -213,6 +230,7 @@ fn concurrent_saves_from_threads_lose_nothing() {
                 let host = format!("h{i}.example.test");
                 h.record(
                     now,
+                    &net(),
                     &[(ep_at(&host, "192.0.2.1:5060"), PathOutcome::Failed)],
                 );
                 h.save_merged(&path)
@@ -224,7 +242,7 @@ fn concurrent_saves_from_threads_lose_nothing() {
     }
     let (h, warning) = History::load_file(&path);
     assert!(warning.is_none(), "{warning:?}");
-    let view = h.view(now);
+    let view = h.view(now, &net());
     for i in 0..8 {
         let e = ep_at(&format!("h{i}.example.test"), "192.0.2.1:5060");
         assert_eq!(view.verdict(&e), PathVerdict::Failed, "h{i}");
