@@ -6,7 +6,10 @@
 # fuzz/regressions/TARGET/ once understood, so tests/fuzz_regressions.rs
 # replays it under the stable `cargo test`.
 #
-#   scripts/fuzz.sh [SECONDS]      e.g. scripts/fuzz.sh 20 (CI), scripts/fuzz.sh 600
+#   scripts/fuzz.sh [SECONDS]      e.g. scripts/fuzz.sh 600 (exploring: a new random seed each run)
+#   scripts/fuzz.sh --runs N       N executions per target from seed 1 (CI: the
+#                                  same inputs every run, so a red CI is
+#                                  reproducible and never a lucky draw)
 #   FUZZ_TARGETS="sip_request target_parse" scripts/fuzz.sh 60   (a subset)
 #
 # Needs the nightly toolchain (libFuzzer's sanitizer flags); installs
@@ -14,10 +17,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-seconds="${1:-60}"
-case "$seconds" in
-  '' | *[!0-9]* | 0) echo "usage: scripts/fuzz.sh [SECONDS] (a positive whole number)" >&2; exit 2 ;;
-esac
+usage="usage: scripts/fuzz.sh [SECONDS] | --runs N (positive whole numbers)"
+runs=
+if [ "${1:-}" = --runs ]; then
+  runs="${2:-}"
+  case "$runs" in '' | *[!0-9]* | 0) echo "$usage" >&2; exit 2 ;; esac
+  # A bound on time too, so a slow machine cannot stall CI; reaching it is
+  # not a failure (the summary shows how many executions ran).
+  seconds=300
+  budget=(-seed=1 -runs="$runs" -max_total_time="$seconds")
+  label="$runs runs from seed 1 per target"
+else
+  seconds="${1:-60}"
+  case "$seconds" in '' | *[!0-9]* | 0) echo "$usage" >&2; exit 2 ;; esac
+  budget=(-max_total_time="$seconds")
+  label="${seconds}s per target"
+fi
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
   echo "fuzz: the nightly Rust toolchain is missing (cargo-fuzz needs it): rustup toolchain install nightly" >&2
@@ -61,13 +76,14 @@ for target in $targets; do
   log="fuzz/artifacts/$target.log"       # the whole libFuzzer output of the last run
   start_mark="$marks/$target.start"
   touch "$start_mark"
-  echo "== $target: ${seconds}s (inputs: ${inputs[*]})"
-  # libFuzzer stops by itself after max_total_time; the outer timeout only
-  # guards against a wedged process. -timeout: one input taking longer is a hang.
+  echo "== $target: $label (inputs: ${inputs[*]})"
+  # libFuzzer stops by itself after -runs / max_total_time; the outer timeout
+  # only guards against a wedged process. -timeout: one input taking longer
+  # is a hang.
   status=0
   timeout --kill-after=30 "$((seconds + 300))" \
     cargo +nightly fuzz run "${fuzz_flags[@]}" "$target" "${inputs[@]}" -- \
-      -max_total_time="$seconds" -timeout=10 -print_final_stats=1 >"$log" 2>&1 || status=$?
+      "${budget[@]}" -timeout=10 -print_final_stats=1 >"$log" 2>&1 || status=$?
   new_artifacts="$(find "$artifacts" -type f -newer "$start_mark")"
   crashes="$(printf '%s' "$new_artifacts" | grep -c . || true)"
   # Executions: libFuzzer's final statistics, else the last "#N" status line.
@@ -86,7 +102,7 @@ for target in $targets; do
 done
 
 echo
-echo "== fuzzing summary (${seconds}s per target)"
+echo "== fuzzing summary ($label)"
 printf '%-16s %12s %8s %8s\n' target executions cov crashes
 printf '%s\n' "${rows[@]}"
 if [ "$failed" -ne 0 ]; then

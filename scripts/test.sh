@@ -51,8 +51,8 @@ cargo bench --quiet --bench engine -- --warm-up-time 1 --measurement-time 2 2>&1
 cargo bench --quiet --bench dials 2>&1 | grep -E "^dials" || true
 echo "== soak: 5000 dials in one process (fails on a failed healthy dial, a double winner or descriptor growth)"
 SIPRACE_SOAK_DIALS=5000 cargo bench --quiet --bench soak
-echo "== fuzz targets, 20 s each (so that none rots; needs the nightly toolchain)"
-bash scripts/fuzz.sh 20
+echo "== fuzz targets, 50000 runs each from a fixed seed (so that none rots; needs the nightly toolchain)"
+bash scripts/fuzz.sh --runs 50000
 echo "== siprace bench --quick (the CI benchmark and its acceptance checks)"
 if [ "$(id -u)" = 0 ]; then
   cargo build --release --quiet

@@ -144,6 +144,23 @@ fn is_token(s: &str) -> bool {
     !s.is_empty() && s.chars().all(is_token_char)
 }
 
+/// A parameter value (RFC 3261 §25.1 `gen-value`, and `via-received`'s bare
+/// IPv6 address): a token, a host, or one whole quoted string. A stray quote
+/// inside a value is refused, as it would swallow whatever parameter a
+/// proxy or responder appends after it (`;received=`).
+fn is_gen_value(value: &str) -> bool {
+    if let Some(inner) = value.strip_prefix('"') {
+        return closing_quote(inner).is_some_and(|end| end + 1 == inner.len());
+    }
+    is_token(value)
+        || is_host_port(value) && !value.contains(':')
+        || value
+            .strip_prefix('[')
+            .and_then(|v| v.strip_suffix(']'))
+            .is_some_and(is_ipv6_reference_body)
+        || value.parse::<std::net::Ipv6Addr>().is_ok()
+}
+
 /// Linear white space inside a header value (after unfolding).
 const LWS: [char; 2] = [' ', '\t'];
 
@@ -409,7 +426,7 @@ impl Via {
                 None => (p, None),
             };
             let n = n.trim();
-            if !is_token(n) {
+            if !is_token(n) || v.as_deref().is_some_and(|v| !is_gen_value(v)) {
                 return None;
             }
             params.push((n.to_ascii_lowercase(), v));
@@ -1431,6 +1448,31 @@ mod tests {
 
     fn local4() -> SocketAddr {
         "192.0.2.10:5070".parse().unwrap()
+    }
+
+    #[test]
+    fn via_parameter_values_are_tokens_hosts_or_whole_quoted_strings() {
+        let via = |params: &str| Via::parse(&format!("SIP/2.0/UDP h.example.test{params}"));
+        for good in [
+            ";branch=z9hG4bK-1.x",
+            ";received=192.0.2.1",
+            ";received=2001:db8::1",
+            ";maddr=[2001:db8::1]",
+            ";x=\"a;b \\\" c\"",
+            ";rport",
+        ] {
+            assert!(via(good).is_some(), "{good}");
+        }
+        // Found by fuzzing (fuzz/regressions/sip_request): the stray quote
+        // swallowed the `;received=` a responder appends after it.
+        for bad in [
+            ";branch=z9hG4\"Kx",
+            ";branch=\"open",
+            ";x=a\"b\"",
+            ";branch=a b",
+        ] {
+            assert!(via(bad).is_none(), "{bad}");
+        }
     }
 
     fn probe() -> OptionsProbe {

@@ -516,18 +516,19 @@ impl History {
         let now_ms = millis(now);
         for (endpoint, outcome) in outcomes {
             let key = PathKey::of(endpoint);
-            // This dial's news is the newest this process knows of the path:
-            // an entry dated a little ahead (another process's clock, within
-            // FUTURE_SKEW) counts as "now" and does not outrank it.
-            let known = self
+            // What this dial just saw is the newest news of its path, even
+            // when the entry it updates is dated a few seconds ahead (within
+            // FUTURE_SKEW: another process's clock, or ours before a step
+            // back); dated `now`, it would lose to that entry and a failure
+            // just seen would stay hidden behind an older success.
+            let held = self
                 .networks
                 .iter()
                 .find(|p| &p.network == network)
                 .and_then(|p| p.paths.iter().find(|e| e.key == key))
-                .map(PathEntry::updated_ms)
-                .unwrap_or(0);
+                .map_or(0, PathEntry::updated_ms);
             let observation = Observation {
-                at_ms: now_ms.max(known),
+                at_ms: now_ms.max(held),
                 network: network.clone(),
                 key,
                 outcome: *outcome,

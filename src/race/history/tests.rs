@@ -352,6 +352,35 @@ fn a_file_holding_a_path_twice_is_read_as_its_newest_entry() {
 }
 
 #[test]
+fn news_outranks_an_entry_dated_a_few_seconds_ahead() {
+    // Found by fuzzing (fuzz/regressions/history_load/
+    // entry-dated-seconds-ahead*.json): a file entry dated within
+    // FUTURE_SKEW after `now` counts as current, and a failure recorded at
+    // `now` was older than it, so the path kept its old verdict.
+    let now = UNIX_EPOCH + secs(1_700_000_000);
+    let net = home();
+    let text = format!(
+        r#"{{"version":2,"networks":[{{"network":"{net}","paths":[{{"host":"sip1.example.test","family":"ipv6","transport":"udp","srtt_us":12000,"rttvar_us":6000,"worked_ms":1700000005000,"failed_ms":null,"last_failed":false}}]}}]}}"#
+    );
+    let v6 = Endpoint {
+        host: "sip1.example.test".into(),
+        transport: Transport::Udp,
+        ..ep("[2001:db8::1]:5060")
+    };
+    let mut h: History = serde_json::from_str(&text).unwrap();
+    assert!(matches!(
+        h.view(now, &net).verdict(&v6),
+        PathVerdict::Worked { .. }
+    ));
+    h.record(now, &net, &[(v6.clone(), PathOutcome::Failed)]);
+    assert_eq!(h.view(now, &net).verdict(&v6), PathVerdict::Failed);
+    // Saving applies the same news over what the file holds.
+    let file: History = serde_json::from_str(&text).unwrap();
+    let saved = h.merged_into(file, now);
+    assert_eq!(saved.view(now, &net).verdict(&v6), PathVerdict::Failed);
+}
+
+#[test]
 fn future_dated_entries_do_not_demote() {
     let now = t0();
     let v6 = ep("[2001:db8::1]:5060");
