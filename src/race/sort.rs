@@ -150,7 +150,7 @@ pub struct SortPolicy {
 }
 
 /// Orders every known endpoint: by rank, then inside each rank by
-/// `sort_key` and interleaving. The result includes endpoints already
+/// `sort_by_history_and_rfc6724` and interleaving. The result includes endpoints already
 /// attempted, so that re-sorting after a late DNS answer keeps the
 /// interleaving consistent with what has already started.
 pub fn order(endpoints: &[Endpoint], history: &HistoryView, policy: SortPolicy) -> Vec<Endpoint> {

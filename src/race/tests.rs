@@ -462,6 +462,19 @@ fn a_steady_rtt_keeps_the_leeway_and_a_noisy_one_waits_longer() {
         s.answer(0, Family::V6, &["2001:db8::1"]),
         vec![start(1, V6), Action::WakeAt(s.at(100))]
     );
+    // ...and at least the lower bound: the steady path's 28 ms become 50.
+    let mut view = HistoryView::default();
+    view.insert(&ep(V6), PathVerdict::Worked { rtt: steady });
+    let floored = RaceConfig {
+        min_attempt_delay: ms(50),
+        ..RaceConfig::default()
+    };
+    let mut s = Script::with_history(floored, view);
+    s.answer(0, Family::V4, &["192.0.2.1"]);
+    assert_eq!(
+        s.answer(0, Family::V6, &["2001:db8::1"]),
+        vec![start(1, V6), Action::WakeAt(s.at(50))]
+    );
 }
 
 #[test]

@@ -548,3 +548,60 @@ fn networks_and_entries_are_bounded() {
         MAX_ENTRIES
     );
 }
+
+/// Convergence, with the bound the module docs state: a host's IPv6 is
+/// broken, then repaired at a chosen instant; dials every few seconds
+/// order their candidates with the engine's sort on this history and
+/// record what a race would teach. The first dial started at least
+/// `failure_memory` after the repair wins over IPv6 again, and a new host
+/// is tried over IPv6 first all along (the family is never locked out).
+#[test]
+fn a_repaired_family_is_used_again_within_the_failure_memory() {
+    use crate::race::sort::{order, SortPolicy};
+    let policy = SortPolicy {
+        rfc6724: true,
+        first_family: Family::V6,
+        preferred_family_count: 1,
+    };
+    let v6 = ep("[2001:db8::1]:5060");
+    let v4 = ep("192.0.2.1:5060");
+    let repaired_at = secs(95);
+    let every = secs(7);
+    let mut h = History::default();
+    let mut back_on_v6 = None;
+    for n in 0..40u32 {
+        let at = every * n;
+        let now = t0() + at;
+        let view = h.view(now, &home());
+        let first = order(&[v4.clone(), v6.clone()], &view, policy)[0].family();
+        // A new host is never dialled over IPv4 first, however broken IPv6 is.
+        let stranger = ep_at("new.example.test", "[2001:db8::9]:5060");
+        let other = ep_at("new.example.test", "192.0.2.9:5060");
+        assert_eq!(
+            order(&[other, stranger], &view, policy)[0].family(),
+            Family::V6
+        );
+        let v6_works = at >= repaired_at;
+        // What the race teaches: IPv6 tried first either wins or fails
+        // (IPv4 then wins); IPv4 first wins, and IPv6 is never tried.
+        let outcomes = match (first, v6_works) {
+            (Family::V6, true) => vec![(v6.clone(), PathOutcome::Worked(ms(20)))],
+            (Family::V6, false) => vec![
+                (v6.clone(), PathOutcome::Failed),
+                (v4.clone(), PathOutcome::Worked(ms(20))),
+            ],
+            (Family::V4, _) => vec![(v4.clone(), PathOutcome::Worked(ms(20)))],
+        };
+        h.record(now, &home(), &outcomes);
+        if first == Family::V6 && v6_works {
+            back_on_v6 = Some(at);
+            break;
+        }
+    }
+    let back = back_on_v6.expect("IPv6 is used again");
+    assert!(back >= repaired_at);
+    assert!(
+        back < repaired_at + h.failure_memory + every,
+        "back on IPv6 {back:?} after a repair at {repaired_at:?}"
+    );
+}
