@@ -24,7 +24,6 @@ use crate::endpoint::{Family, Transport};
 use crate::lab::dns::{DnsServer, DnsServerConfig};
 use crate::lab::impair::{self, Fault};
 use crate::lab::topology::{Lab, Role};
-use crate::race::history::History;
 use crate::race::strategy::Strategy;
 use crate::report::Report;
 use crate::responder::{
@@ -421,9 +420,14 @@ impl Bench {
                     scenario.concurrency,
                     bound,
                 );
-                if row == Row::SipraceWarm {
-                    // One unmeasured dial fills the history the measured ones start from.
-                    job.history = Some(self.warm_up(&job).await?);
+                if row == Row::SipraceWarm && scenario.hosts == 1 {
+                    // One unmeasured dial fills the history (and the DNS
+                    // cache) the measured ones start from.
+                    job.warm = Some(self.warm_up(&job).await?);
+                } else if row == Row::SipraceWarm {
+                    // Distinct hosts: one dialer from an empty history, so
+                    // each dial meets a host it has never dialled.
+                    job.warm = Some(Dialer::new(job.cfg.clone()).map_err(|e| e.to_string())?);
                 }
                 let before = self.responder.get().stats();
                 let run = self.in_client(vec![job]).await?.remove(0);
@@ -431,6 +435,7 @@ impl Bench {
                 let note = (scenario.concurrency > 1)
                     .then(|| format!("{} dials in flight at once", scenario.concurrency))
                     .or(run.note);
+                let note = join_notes(note, dns_cache_note(run.dns, scenario.dns.ttl));
                 case.rows.push(RowResult {
                     row: row.label(),
                     dials: run.records,
@@ -525,19 +530,19 @@ impl Bench {
         cfg.connect.tls.system_roots = false;
         // Every TLS dial measures a full handshake: no session resumption.
         cfg.connect.tls.resumption = false;
-        let target = match row {
+        let targets = match row {
             Row::Oracle => {
                 // The oracle dials the address but verifies the same certificate.
                 cfg.sip_domain = Some(DOMAIN.to_string());
-                scenario.oracle_target(transport, &self.lab.addrs)
+                vec![scenario.oracle_target(transport, &self.lab.addrs)]
             }
-            _ => scenario.target(transport),
+            _ => scenario.targets(transport),
         };
         RowJob {
             label: format!("{}/{} {}", scenario.name, transport, row.label()),
             cfg,
-            target,
-            history: None,
+            targets,
+            warm: None,
             n,
             concurrency,
             spacing: Duration::ZERO,
@@ -546,13 +551,14 @@ impl Bench {
         }
     }
 
-    /// Dials once from the client namespace and returns the history it left.
-    async fn warm_up(&self, job: &RowJob) -> Result<History, String> {
-        let (cfg, target) = (job.cfg.clone(), job.target.clone());
+    /// Dials once from the client namespace and returns the dialer, with
+    /// the history and the DNS answers that dial left.
+    async fn warm_up(&self, job: &RowJob) -> Result<Dialer, String> {
+        let (cfg, target) = (job.cfg.clone(), job.targets[0].clone());
         run_in(&self.lab, Role::Client, move || async move {
             let dialer = Dialer::new(cfg).map_err(|e| e.to_string())?;
             let _ = dialer.dial(&target).await;
-            Ok(dialer.history())
+            Ok(dialer)
         })
         .await
     }
@@ -573,6 +579,23 @@ impl Bench {
         })
         .await
     }
+}
+
+/// Joins two optional notes of a row.
+fn join_notes(a: Option<String>, b: Option<String>) -> Option<String> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What the dialers' DNS caches answered in a row, when they answered
+/// anything (the zone's TTL allows it).
+fn dns_cache_note(dns: DnsCount, ttl: u32) -> Option<String> {
+    let DnsCount { queries, cached } = dns;
+    (cached > 0).then(|| {
+        format!("DNS: {cached} of {queries} answers from the dialer's cache (zone TTL {ttl} s)")
+    })
 }
 
 /// The real-time priority (SCHED_RR) a benchmark run measures at: above every
@@ -664,9 +687,10 @@ where
 struct RowJob {
     label: String,
     cfg: DialerConfig,
-    target: String,
-    /// For the warm row: the history its dials start from.
-    history: Option<History>,
+    /// Dial `i` goes to `targets[i % len]`.
+    targets: Vec<String>,
+    /// For the warm row: the dialer all its dials share.
+    warm: Option<Dialer>,
     n: usize,
     concurrency: usize,
     /// Pause between dial starts when several run at once, so that their
@@ -676,9 +700,32 @@ struct RowJob {
     tick: Tick,
 }
 
+/// A row's DNS queries, and how many of them the dialers' caches answered
+/// (no query sent).
+#[derive(Debug, Clone, Copy, Default)]
+struct DnsCount {
+    queries: usize,
+    cached: usize,
+}
+
+impl DnsCount {
+    fn of(report: &Report) -> DnsCount {
+        DnsCount {
+            queries: report.dns.len(),
+            cached: report.dns.iter().filter(|q| q.cached).count(),
+        }
+    }
+
+    fn add(&mut self, other: DnsCount) {
+        self.queries += other.queries;
+        self.cached += other.cached;
+    }
+}
+
 /// What a row job gives back.
 struct RowRun {
     records: Vec<DialRecord>,
+    dns: DnsCount,
     wall: Duration,
     /// Set when the job switched to concurrent dials (see [`SLOW_DIAL`]).
     note: Option<String>,
@@ -693,16 +740,18 @@ impl RowJob {
     async fn run(mut self) -> RowRun {
         let started = Instant::now();
         let mut note = None;
-        let warm = self.history.is_some();
-        let shared = match Dialer::with_history(
-            self.cfg.clone(),
-            self.history.clone().unwrap_or_default(),
-        ) {
+        let warm = self.warm.is_some();
+        let shared = match self
+            .warm
+            .clone()
+            .map_or_else(|| Dialer::new(self.cfg.clone()), Ok)
+        {
             Ok(d) => d,
             Err(e) => {
                 let rec = DialRecord::failed(self.bound, e.to_string());
                 return RowRun {
                     records: vec![rec; self.n],
+                    dns: DnsCount::default(),
                     wall: started.elapsed(),
                     note,
                 };
@@ -710,7 +759,8 @@ impl RowJob {
         };
         let deadline = tokio::time::Instant::now() + self.bound;
         let mut records = Vec::with_capacity(self.n);
-        let mut set: JoinSet<DialRecord> = JoinSet::new();
+        let mut dns = DnsCount::default();
+        let mut set: JoinSet<(DialRecord, DnsCount)> = JoinSet::new();
         let mut launched = 0;
         while records.len() < self.n {
             while launched < self.n && set.len() < self.concurrency {
@@ -720,14 +770,21 @@ impl RowJob {
                 } else {
                     Dialer::new(self.cfg.clone()).expect("checked above")
                 };
-                let (target, bound) = (self.target.clone(), self.bound);
+                let target = self.targets[launched % self.targets.len()].clone();
+                let bound = self.bound;
                 set.spawn(async move {
                     match dialer.dial(&target).await {
-                        Ok(dial) => DialRecord::from_report(&dial.report, bound),
+                        Ok(dial) => (
+                            DialRecord::from_report(&dial.report, bound),
+                            DnsCount::of(&dial.report),
+                        ),
                         Err(DialError::Failed(r)) | Err(DialError::Resolution(r)) => {
-                            DialRecord::from_report(&r, bound)
+                            (DialRecord::from_report(&r, bound), DnsCount::of(&r))
                         }
-                        Err(e) => DialRecord::failed(bound, e.to_string()),
+                        Err(e) => (
+                            DialRecord::failed(bound, e.to_string()),
+                            DnsCount::default(),
+                        ),
                     }
                 });
                 launched += 1;
@@ -743,7 +800,8 @@ impl RowJob {
                 deadline
             };
             match tokio::time::timeout_at(wait_until, set.join_next()).await {
-                Ok(Some(Ok(rec))) => {
+                Ok(Some(Ok((rec, dial_dns)))) => {
+                    dns.add(dial_dns);
                     (self.tick)(&self.label);
                     records.push(rec);
                 }
@@ -773,6 +831,7 @@ impl RowJob {
         }
         RowRun {
             records,
+            dns,
             wall: started.elapsed(),
             note,
         }
