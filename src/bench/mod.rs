@@ -3,12 +3,14 @@
 //!
 //! - [`scenario`]: the TOML scenario format (`bench-scenarios/*.toml`).
 //! - [`runner`]: runs a scenario in the lab and records every dial.
+//! - [`timeline`]: scenarios that change the network while one dialer dials.
 //! - [`output`]: percentiles, tables, checks, `.hgrm` files and SVG plots.
 
 pub mod clients;
 pub mod output;
 pub mod runner;
 pub mod scenario;
+pub mod timeline;
 
 use std::path::PathBuf;
 use std::sync::Arc;

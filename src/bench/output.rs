@@ -23,6 +23,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::bench::runner::{CaseResult, DialRecord, RowResult, ServerSeen};
+use crate::bench::timeline::TimelineOutcome;
 use crate::endpoint::Family;
 
 /// Latency figures of one row.
@@ -64,6 +65,8 @@ pub struct CaseStats {
     pub transport: String,
     pub description: String,
     pub rows: Vec<RowStats>,
+    /// What a timeline scenario showed.
+    pub timeline: Option<TimelineOutcome>,
 }
 
 impl CaseStats {
@@ -165,6 +168,7 @@ pub fn case_stats(c: &CaseResult) -> CaseStats {
         transport: c.transport.to_string(),
         description: c.description.clone(),
         rows,
+        timeline: c.timeline.clone(),
     }
 }
 
@@ -369,6 +373,16 @@ fn learning_checks(cases: &[CaseStats]) -> Vec<Check> {
                 warm.ipv6_share >= 0.95,
                 format!("IPv6 won {:.0}%", warm.ipv6_share * 100.0),
             ));
+        }
+    }
+    // Timelines (history following a changing network) judge themselves.
+    for c in cases {
+        if let Some(t) = &c.timeline {
+            out.push(Check {
+                what: format!("{}/{}: {}", c.scenario, c.transport, t.what),
+                passed: t.passed,
+                detail: t.detail.clone(),
+            });
         }
     }
     // A burst from a warm dialer: its DNS answers are cached for their TTL.

@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 
 use crate::bench::clients::{self, Client};
 use crate::bench::scenario::{Scenario, DOMAIN};
+use crate::bench::timeline::{self, TimelineKind, TimelineOutcome};
 use crate::connect::tls::PemSource;
 use crate::dialer::{DialError, Dialer, DialerConfig};
 use crate::endpoint::{Family, Transport};
@@ -85,7 +86,7 @@ pub struct DialRecord {
 }
 
 impl DialRecord {
-    fn from_report(report: &Report, bound: Duration) -> DialRecord {
+    pub(crate) fn from_report(report: &Report, bound: Duration) -> DialRecord {
         let winner = report.winner_entry();
         // Up to the winner's success; the teardown of losers is not setup.
         let setup_us = winner
@@ -169,6 +170,8 @@ pub struct CaseResult {
     pub transport: Transport,
     pub description: String,
     pub rows: Vec<RowResult>,
+    /// What a timeline scenario showed ([`timeline`]).
+    pub timeline: Option<TimelineOutcome>,
 }
 
 impl CaseResult {
@@ -371,8 +374,15 @@ impl Bench {
                 transport,
                 description: scenario.description.clone(),
                 rows: Vec::new(),
+                timeline: None,
             })
             .collect();
+        if let Some(kind) = scenario.timeline {
+            for case in cases.iter_mut() {
+                self.run_timeline(scenario, kind, case).await?;
+            }
+            return Ok(cases);
+        }
 
         // The sequential rows wait out 32 s timeouts: their dials run all at
         // once, and both variants and every transport side by side, so the
@@ -457,6 +467,42 @@ impl Bench {
             });
         }
         Ok(cases)
+    }
+
+    /// A timeline scenario over one transport: the oracle's dials (faults
+    /// in force), then the timeline with one siprace dialer.
+    async fn run_timeline(
+        &self,
+        scenario: &Scenario,
+        kind: TimelineKind,
+        case: &mut CaseResult,
+    ) -> Result<(), String> {
+        let n = scenario.dials(self.quick);
+        let bound = Duration::from_secs(scenario.time_bound_s);
+        let oracle = self.job(scenario, Row::Oracle, case.transport, n, 1, bound);
+        let run = self.in_client(vec![oracle]).await?.remove(0);
+        case.rows.push(RowResult {
+            row: Row::Oracle.label(),
+            dials: run.records,
+            server: ServerSeen::default(),
+            note: run.note,
+            wall_ms: run.wall.as_secs_f64() * 1000.0,
+        });
+        let job = self.job(scenario, Row::SipraceWarm, case.transport, n, 1, bound);
+        let target = job.targets[0].clone();
+        let (mut row, outcome) = timeline::run(
+            &self.lab,
+            scenario,
+            kind,
+            job.cfg,
+            target,
+            self.tick.clone(),
+        )
+        .await?;
+        row.row = Row::SipraceWarm.label();
+        case.rows.push(row);
+        case.timeline = Some(outcome);
+        Ok(())
     }
 
     /// The responder's counters once packets still in the delay lines
@@ -668,7 +714,7 @@ fn ns_runtime() -> Result<tokio::runtime::Runtime, String> {
 /// Runs the future `make()` returns to completion on a thread inside
 /// `role`'s namespace (so every socket it opens is there), without
 /// blocking the caller's runtime.
-async fn run_in<T, F, Fut>(lab: &Lab, role: Role, make: F) -> Result<T, String>
+pub(crate) async fn run_in<T, F, Fut>(lab: &Lab, role: Role, make: F) -> Result<T, String>
 where
     T: Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,

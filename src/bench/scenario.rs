@@ -17,6 +17,10 @@
 //! hosts = 10                                # distinct host names h1..h10 (records = "addresses"):
 //!                                           # dial i goes to h(i mod hosts + 1), and the warm row
 //!                                           # is one dialer from an empty history (no warm-up dial)
+//! timeline = "v6-repaired"                 # v6-repaired | network-change: one dialer while the
+//!                                           # network changes (see siprace::bench::timeline)
+//! repair_after_s = 35                       # v6-repaired: the faults are cleared after this
+//! interval_ms = 1000                        # v6-repaired: one dial every this long
 //!
 //! [dns]
 //! records = "naptr-srv"                     # naptr-srv | srv | addresses
@@ -43,6 +47,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bench::timeline::TimelineKind;
 use crate::endpoint::{Family, Transport};
 use crate::lab::impair::{Direction, Fault};
 use crate::lab::topology::LabAddrs;
@@ -77,6 +82,11 @@ pub struct Scenario {
     pub client_bound_s: u64,
     #[serde(default = "one")]
     pub hosts: usize,
+    pub timeline: Option<TimelineKind>,
+    #[serde(default = "default_repair_after")]
+    pub repair_after_s: u64,
+    #[serde(default = "default_interval")]
+    pub interval_ms: u64,
     #[serde(default)]
     pub dns: DnsSpec,
     #[serde(default)]
@@ -162,6 +172,12 @@ fn default_quick_dials() -> usize {
 fn default_time_bound() -> u64 {
     90
 }
+fn default_repair_after() -> u64 {
+    35
+}
+fn default_interval() -> u64 {
+    1000
+}
 fn default_client_dials() -> usize {
     3
 }
@@ -214,6 +230,9 @@ impl Scenario {
         }
         if self.dials > 10_000 || self.concurrency > 1000 {
             return Err("dials is capped at 10000 and concurrency at 1000".into());
+        }
+        if self.repair_after_s > 600 || !(100..=60_000).contains(&self.interval_ms) {
+            return Err("repair_after_s is capped at 600 and interval_ms must be 100-60000".into());
         }
         if self.hosts == 0 || self.hosts > 100 {
             return Err("hosts must be 1-100".into());
