@@ -23,6 +23,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::bench::runner::{CaseResult, DialRecord, RowResult, ServerSeen};
+use crate::bench::sweep::{self, SweepPoint};
 use crate::bench::timeline::TimelineOutcome;
 use crate::endpoint::Family;
 
@@ -67,6 +68,8 @@ pub struct CaseStats {
     pub rows: Vec<RowStats>,
     /// What a timeline scenario showed.
     pub timeline: Option<TimelineOutcome>,
+    /// A sweep scenario's figures.
+    pub sweep: Option<Vec<SweepPoint>>,
 }
 
 impl CaseStats {
@@ -169,6 +172,7 @@ pub fn case_stats(c: &CaseResult) -> CaseStats {
         description: c.description.clone(),
         rows,
         timeline: c.timeline.clone(),
+        sweep: c.sweep.clone(),
     }
 }
 
@@ -183,6 +187,13 @@ fn opt(v: Option<f64>, prec: usize) -> String {
 pub fn case_table(c: &CaseStats) -> String {
     let mut t = String::new();
     let _ = writeln!(t, "### {} — {}\n", c.key(), c.description);
+    if c.rows.is_empty() {
+        // A sweep: its own table, no rows of the usual kind.
+        if let Some(points) = &c.sweep {
+            let _ = writeln!(t, "{}", sweep::table(&c.key(), points, 50));
+        }
+        return t;
+    }
     let _ = writeln!(
         t,
         "| strategy | ok/dials | p50 ms | p95 ms | p99 ms | max ms | +p50 ms | +p95 ms | ×p50 | IPv6 wins | extra attempts/dial | server req v6/v4 |"
@@ -210,6 +221,9 @@ pub fn case_table(c: &CaseStats) -> String {
             r.server.requests_v6 + r.server.connections_v6,
             r.server.requests_v4 + r.server.connections_v4,
         );
+    }
+    if let Some(points) = &c.sweep {
+        let _ = writeln!(t, "\n{}", sweep::table(&c.key(), points, 50));
     }
     let notes: Vec<String> = c
         .rows

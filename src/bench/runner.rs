@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 
 use crate::bench::clients::{self, Client};
 use crate::bench::scenario::{Scenario, DOMAIN};
+use crate::bench::sweep::{SweepPoint, SweepRow, SweepSpec};
 use crate::bench::timeline::{self, TimelineKind, TimelineOutcome};
 use crate::connect::tls::PemSource;
 use crate::dialer::{DialError, Dialer, DialerConfig};
@@ -172,6 +173,8 @@ pub struct CaseResult {
     pub rows: Vec<RowResult>,
     /// What a timeline scenario showed ([`timeline`]).
     pub timeline: Option<TimelineOutcome>,
+    /// A sweep scenario's figures ([`sweep`]).
+    pub sweep: Option<Vec<SweepPoint>>,
 }
 
 impl CaseResult {
@@ -375,8 +378,15 @@ impl Bench {
                 description: scenario.description.clone(),
                 rows: Vec::new(),
                 timeline: None,
+                sweep: None,
             })
             .collect();
+        if let Some(sweep) = &scenario.sweep {
+            for case in cases.iter_mut() {
+                case.sweep = Some(self.run_sweep(scenario, sweep, case.transport).await?);
+            }
+            return Ok(cases);
+        }
         if let Some(kind) = scenario.timeline {
             for case in cases.iter_mut() {
                 self.run_timeline(scenario, kind, case).await?;
@@ -467,6 +477,47 @@ impl Bench {
             });
         }
         Ok(cases)
+    }
+
+    /// A sweep over one transport: at each value of the scenario's delay,
+    /// the sweep's rows of cold dials.
+    async fn run_sweep(
+        &self,
+        scenario: &Scenario,
+        sweep: &SweepSpec,
+        transport: Transport,
+    ) -> Result<Vec<SweepPoint>, String> {
+        let n = scenario.dials(self.quick);
+        let bound = Duration::from_secs(scenario.time_bound_s);
+        let swept = scenario.impair.first().ok_or("a sweep needs a delay")?;
+        let server = swept.server_addr(&self.lab.addrs);
+        let mut points = Vec::new();
+        for delay in sweep.delays() {
+            let fault = match delay {
+                0 => Fault::Clear,
+                ms => Fault::Delay {
+                    ms,
+                    jitter_ms: swept.jitter_ms,
+                    direction: swept.direction,
+                },
+            };
+            impair::impair(&self.lab.name, Some(swept.family), server, fault)
+                .map_err(|e| format!("impair: {e}"))?;
+            let mut rows = Vec::new();
+            for (label, strategy, attempt_delay) in sweep.rows() {
+                let mut job = self.job(scenario, Row::Cold(strategy), transport, n, 1, bound);
+                if let Some(d) = attempt_delay {
+                    job.cfg.race.attempt_delay = d;
+                }
+                let run = self.in_client(vec![job]).await?.remove(0);
+                rows.push(SweepRow::of(label, &run.records));
+            }
+            points.push(SweepPoint {
+                delay_ms: delay,
+                rows,
+            });
+        }
+        Ok(points)
     }
 
     /// A timeline scenario over one transport: the oracle's dials (faults

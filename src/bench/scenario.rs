@@ -22,6 +22,12 @@
 //! repair_after_s = 35                       # v6-repaired: the faults are cleared after this
 //! interval_ms = 1000                        # v6-repaired: one dial every this long
 //!
+//! [sweep]                                   # the cold attempt delay sweep (siprace::bench::sweep):
+//! from_ms = 0                               # the first [[impair]] (a delay) at every value
+//! to_ms = 400                               # from_ms..=to_ms in step_ms steps
+//! step_ms = 10
+//! siprace_delays_ms = [50, 100, 150, 200]   # siprace's cold attempt delays compared
+//!
 //! [dns]
 //! records = "naptr-srv"                     # naptr-srv | srv | addresses
 //! srv_targets = 1                           # 1-3 SRV targets: sip1..sip3 → server addresses 0..2
@@ -47,6 +53,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bench::sweep::SweepSpec;
 use crate::bench::timeline::TimelineKind;
 use crate::endpoint::{Family, Transport};
 use crate::lab::impair::{Direction, Fault};
@@ -83,6 +90,7 @@ pub struct Scenario {
     #[serde(default = "one")]
     pub hosts: usize,
     pub timeline: Option<TimelineKind>,
+    pub sweep: Option<SweepSpec>,
     #[serde(default = "default_repair_after")]
     pub repair_after_s: u64,
     #[serde(default = "default_interval")]
@@ -233,6 +241,12 @@ impl Scenario {
         }
         if self.repair_after_s > 600 || !(100..=60_000).contains(&self.interval_ms) {
             return Err("repair_after_s is capped at 600 and interval_ms must be 100-60000".into());
+        }
+        if let Some(sweep) = &self.sweep {
+            sweep.check()?;
+            if !matches!(self.impair.as_slice(), [one] if one.fault == FaultKind::Delay) {
+                return Err("a sweep needs exactly one [[impair]], a delay".into());
+            }
         }
         if self.hosts == 0 || self.hosts > 100 {
             return Err("hosts must be 1-100".into());
