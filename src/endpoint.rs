@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -90,11 +91,28 @@ impl fmt::Display for Transport {
     }
 }
 
-/// An IP address family.
+/// A transport name that is none of `udp`, `tcp`, `tls`, `sctp`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown transport {0:?} (udp, tcp, tls, sctp)")]
+pub struct UnknownTransport(pub String);
+
+impl FromStr for Transport {
+    type Err = UnknownTransport;
+
+    /// [`Transport::parse`], with an error that names the choices.
+    fn from_str(s: &str) -> Result<Transport, UnknownTransport> {
+        Transport::parse(s).ok_or_else(|| UnknownTransport(s.to_string()))
+    }
+}
+
+/// An IP address family. Its one text form, `ipv6` / `ipv4`, is the same
+/// in [`Display`](fmt::Display), [`Family::as_str`], [`FromStr`] and serde.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Family {
+    /// IPv6 (AAAA records).
     #[serde(rename = "ipv6")]
     V6,
+    /// IPv4 (A records).
     #[serde(rename = "ipv4")]
     V4,
 }
@@ -134,6 +152,23 @@ impl Family {
 impl fmt::Display for Family {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// A family name that is neither `ipv6` nor `ipv4`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown address family {0:?} (ipv6, ipv4)")]
+pub struct UnknownFamily(pub String);
+
+impl FromStr for Family {
+    type Err = UnknownFamily;
+
+    /// `ipv6` or `ipv4`, in any case.
+    fn from_str(s: &str) -> Result<Family, UnknownFamily> {
+        [Family::V6, Family::V4]
+            .into_iter()
+            .find(|f| f.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| UnknownFamily(s.to_string()))
     }
 }
 
@@ -355,5 +390,44 @@ fn check_range<T: PartialOrd>(
             format!("between {} and {}", show(&min), show(&max)),
             show(&value),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_family_has_one_text_form() {
+        for family in [Family::V6, Family::V4] {
+            let text = family.as_str();
+            assert_eq!(family.to_string(), text);
+            assert_eq!(serde_json::to_value(family).unwrap(), text);
+            assert_eq!(
+                serde_json::from_value::<Family>(text.into()).unwrap(),
+                family
+            );
+            assert_eq!(text.parse::<Family>(), Ok(family));
+            assert_eq!(text.to_uppercase().parse::<Family>(), Ok(family));
+        }
+        let err = "v6".parse::<Family>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown address family \"v6\" (ipv6, ipv4)"
+        );
+    }
+
+    #[test]
+    fn a_transport_has_one_text_form() {
+        for transport in Transport::ALL {
+            let text = transport.as_str();
+            assert_eq!(transport.to_string(), text);
+            assert_eq!(serde_json::to_value(transport).unwrap(), text);
+            assert_eq!(text.parse::<Transport>(), Ok(transport));
+        }
+        assert_eq!(
+            "quic".parse::<Transport>().unwrap_err().to_string(),
+            "unknown transport \"quic\" (udp, tcp, tls, sctp)"
+        );
     }
 }

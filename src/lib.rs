@@ -37,6 +37,7 @@ pub mod network;
 pub mod race;
 pub mod report;
 pub mod sip;
+mod socket;
 pub mod target;
 mod task_set;
 

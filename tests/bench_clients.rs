@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use siprace::bench::clients::{self, Client};
-use siprace::bench::runner::DialRecord;
+use siprace::bench::records::DialRecord;
 use siprace::lab::servers::{self, DnsOpts, ServerOpts};
 use siprace::lab::{self, Fault, LabConfig, ShaperLaunch};
 use siprace::{Family, Transport};

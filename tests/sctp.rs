@@ -11,7 +11,6 @@
 //! that only an immediate failure can let TCP start in time.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +22,8 @@ use siprace::lab::dns::{DnsServer, DnsServerConfig};
 use siprace::race::strategy::Strategy;
 use siprace::responder::{self, ListenerConfig, ResponderConfig, ResponderHandle};
 
+mod common;
+
 const DOMAIN: &str = "example.test";
 
 /// Says, past the harness's output capture, that part of a test did not run.
@@ -33,39 +34,8 @@ fn skipped(what: &str) {
     );
 }
 
-fn free_port_on_both() -> u16 {
-    for _ in 0..50 {
-        let probe = std::net::TcpListener::bind("[::1]:0").unwrap();
-        let port = probe.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port");
-}
-
 async fn responder_on_both(transport: Transport) -> ResponderHandle {
-    let mut last = None;
-    for _ in 0..20 {
-        let port = free_port_on_both();
-        let listeners = ["::1", "127.0.0.1"]
-            .map(|ip| ListenerConfig {
-                transport,
-                addr: SocketAddr::new(ip.parse().unwrap(), port),
-                silent: false,
-            })
-            .to_vec();
-        match responder::start(ResponderConfig {
-            listeners,
-            ..ResponderConfig::default()
-        })
-        .await
-        {
-            Ok(h) => return h,
-            Err(e) => last = Some(e),
-        }
-    }
-    panic!("cannot start the responder: {last:?}");
+    common::responder_on_both(&[transport], ResponderConfig::default()).await
 }
 
 #[tokio::test]

@@ -8,7 +8,6 @@
 //!
 //! No assertion here is a latency claim.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +21,7 @@ use siprace::dialer::{DialError, Dialer, DialerConfig};
 use siprace::endpoint::{AttemptError, Endpoint, ErrorClass, Family, Transport};
 use siprace::lab::dns::{DnsServer, DnsServerConfig};
 use siprace::race::strategy::Strategy;
-use siprace::responder::{self, ListenerConfig, ResponderConfig, ResponderHandle, ResponderTls};
+use siprace::responder::{ResponderConfig, ResponderHandle, ResponderTls};
 
 mod common;
 use common::DOMAIN;
@@ -91,28 +90,11 @@ impl Ca {
 
 /// A responder serving TLS on `::1` and `127.0.0.1` on one port.
 async fn tls_responder(tls: ResponderTls) -> ResponderHandle {
-    let mut last = None;
-    for _ in 0..20 {
-        let port = common::free_port_on_both();
-        let listeners = ["::1", "127.0.0.1"]
-            .map(|ip| ListenerConfig {
-                transport: Transport::Tls,
-                addr: SocketAddr::new(ip.parse().unwrap(), port),
-                silent: false,
-            })
-            .to_vec();
-        match responder::start(ResponderConfig {
-            listeners,
-            tls: Some(tls.clone()),
-            ..ResponderConfig::default()
-        })
-        .await
-        {
-            Ok(h) => return h,
-            Err(e) => last = Some(e),
-        }
-    }
-    panic!("cannot start the responder: {last:?}");
+    let config = ResponderConfig {
+        tls: Some(tls),
+        ..ResponderConfig::default()
+    };
+    common::responder_on_both(&[Transport::Tls], config).await
 }
 
 /// One TLS attempt to the responder's IPv6 listener, found through the SRV
@@ -487,28 +469,11 @@ async fn a_host_serving_another_domain_is_not_used_for_this_one() {
 
 /// A responder for plaintext UDP and TCP on one port of both families.
 async fn plaintext_responder() -> ResponderHandle {
-    for _ in 0..20 {
-        let port = common::free_port_on_both();
-        let mut listeners = Vec::new();
-        for ip in ["::1", "127.0.0.1"] {
-            for transport in [Transport::Udp, Transport::Tcp] {
-                listeners.push(ListenerConfig {
-                    transport,
-                    addr: SocketAddr::new(ip.parse().unwrap(), port),
-                    silent: false,
-                });
-            }
-        }
-        if let Ok(h) = responder::start(ResponderConfig {
-            listeners,
-            ..ResponderConfig::default()
-        })
-        .await
-        {
-            return h;
-        }
-    }
-    panic!("cannot start the responder");
+    common::responder_on_both(
+        &[Transport::Udp, Transport::Tcp],
+        ResponderConfig::default(),
+    )
+    .await
 }
 
 #[tokio::test]

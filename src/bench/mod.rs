@@ -9,6 +9,8 @@
 
 pub mod clients;
 pub mod output;
+pub mod priority;
+pub mod records;
 pub mod runner;
 pub mod scenario;
 pub mod sweep;
@@ -23,36 +25,45 @@ use serde::Serialize;
 
 use crate::lab::topology::{self, LabConfig};
 use output::{CaseStats, Check};
-use runner::{Bench, CaseResult, Row};
+use records::CaseResult;
+use runner::{Bench, Row};
 use scenario::Scenario;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct BenchArgs {
-    /// The reduced set (scenarios marked `quick`, few dials): under 90 s.
-    #[arg(long)]
+/// What `siprace bench` runs and where it writes (the command line fills it;
+/// its defaults are the CLI's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BenchConfig {
+    /// The reduced set (scenarios marked `quick`, few dials).
     pub quick: bool,
-    /// Where the scenario files are.
-    #[arg(long, default_value = "bench-scenarios")]
+    /// The directory of the scenario files.
     pub scenarios: PathBuf,
-    /// Only these scenarios (comma-separated names).
-    #[arg(long, value_delimiter = ',')]
+    /// Only these scenarios (by name); `None` runs the set (`quick` or all).
     pub only: Option<Vec<String>>,
     /// Where to write `<UTC timestamp>/`.
-    #[arg(long, default_value = "results")]
     pub out: PathBuf,
-    /// The lab's name (its namespaces are sr-NAME-*); a stale lab of this name is removed first.
-    #[arg(long, default_value = "bench")]
+    /// The lab's name (its namespaces are sr-NAME-*); a stale lab of this
+    /// name is removed first.
     pub lab: String,
-    /// Also copy the summary to `<out>/README.md` (for a full run of the default set).
-    #[arg(long)]
+    /// Also copy the summary to `<out>/README.md`.
     pub publish: bool,
-    /// Also run every selected scenario over SCTP (cases `<name>/sctp`). Needs a
-    /// kernel with SCTP, such as the VM of netns-scripts/sctp-vm.sh
-    /// (`--script netns-scripts/sctp-vm/bench.sh`).
-    #[arg(long)]
+    /// Also run every selected scenario over SCTP (needs a kernel with SCTP).
     pub sctp: bool,
+}
+
+impl Default for BenchConfig {
+    fn default() -> BenchConfig {
+        BenchConfig {
+            quick: false,
+            scenarios: PathBuf::from("bench-scenarios"),
+            only: None,
+            out: PathBuf::from("results"),
+            lab: "bench".to_string(),
+            publish: false,
+            sctp: false,
+        }
+    }
 }
 
 /// Everything `results.json` holds.
@@ -153,7 +164,7 @@ async fn terminated() {
 }
 
 /// Runs the benchmark; returns whether every acceptance check passed.
-pub async fn run(args: BenchArgs) -> Result<bool, BoxError> {
+pub async fn run(args: BenchConfig) -> Result<bool, BoxError> {
     let started = Instant::now();
     let started_utc = output::utc_stamp(SystemTime::now());
     let mut scenarios = scenario::load_dir(&args.scenarios)?;
@@ -189,7 +200,7 @@ pub async fn run(args: BenchArgs) -> Result<bool, BoxError> {
     }
 
     // Before the lab's shaper is started, so that it inherits the priority.
-    if let Err(e) = runner::measure_at_realtime_priority() {
+    if let Err(e) = priority::measure_at_realtime_priority() {
         eprintln!("siprace bench: at ordinary priority ({e}): on a loaded machine the latencies include waits for a CPU");
     }
     // A stale lab of our own name (e.g. after a SIGKILL) is ours to remove.

@@ -22,9 +22,10 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::bench::runner::{CaseResult, DialRecord, RowResult, ServerSeen};
-use crate::bench::sweep::{self, SweepPoint};
-use crate::bench::timeline::TimelineOutcome;
+use crate::bench::records::{
+    CaseResult, DialRecord, RowResult, ServerSeen, SweepPoint, TimelineOutcome,
+};
+use crate::bench::sweep;
 use crate::endpoint::Family;
 
 /// Latency figures of one row.

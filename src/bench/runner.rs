@@ -7,7 +7,6 @@
 //! entered it (`setns` is per thread) with its own current-thread runtime,
 //! so every socket a task opens there belongs to that namespace.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,12 +16,16 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use crate::bench::clients::{self, Client};
+// The records moved to their own module; re-exported at their old path.
+pub use crate::bench::records::{CaseResult, DialRecord, RowResult, ServerSeen};
+use crate::bench::records::{SweepPoint, SweepRow};
+use crate::bench::scenario::TimelineKind;
 use crate::bench::scenario::{Scenario, DOMAIN};
-use crate::bench::sweep::{SweepPoint, SweepRow, SweepSpec};
-use crate::bench::timeline::{self, TimelineKind, TimelineOutcome};
+use crate::bench::sweep::SweepSpec;
+use crate::bench::timeline;
 use crate::connect::tls::PemSource;
 use crate::dialer::{DialError, Dialer, DialerConfig};
-use crate::endpoint::{Family, Transport};
+use crate::endpoint::Transport;
 use crate::lab::dns::{DnsServer, DnsServerConfig};
 use crate::lab::impair::{self, Fault};
 use crate::lab::topology::{Lab, Role};
@@ -64,122 +67,6 @@ impl Row {
             Row::Cold(s) => s.to_string(),
             Row::SipraceWarm => "siprace-warm".into(),
         }
-    }
-}
-
-/// What one dial did.
-#[derive(Debug, Clone, Serialize)]
-pub struct DialRecord {
-    pub ok: bool,
-    /// Setup latency: from the dial's start to the winning attempt's
-    /// success. A failed dial counts as the row's time bound, so failures
-    /// sit at the top of the distribution (the convention for every row,
-    /// third-party clients included).
-    pub latency_us: u64,
-    pub family: Option<Family>,
-    pub transport: Option<Transport>,
-    pub attempts: usize,
-    /// Attempts started that did not win (failed or cancelled).
-    pub abandoned: usize,
-    /// When the first answer of each record type arrived, ms since the start.
-    pub dns_ms: BTreeMap<String, f64>,
-    pub error: Option<String>,
-}
-
-impl DialRecord {
-    pub(crate) fn from_report(report: &Report, bound: Duration) -> DialRecord {
-        let winner = report.winner_entry();
-        // Up to the winner's success; the teardown of losers is not setup.
-        let setup_us = winner
-            .and_then(|w| w.ended_ms)
-            .map(|ms| (ms * 1000.0) as u64);
-        let mut dns_ms = BTreeMap::new();
-        for q in &report.dns {
-            if let Some(at) = q.answered_ms {
-                let e = dns_ms.entry(q.rtype.to_string()).or_insert(at);
-                *e = f64::min(*e, at);
-            }
-        }
-        let ok = setup_us.is_some();
-        DialRecord {
-            ok,
-            latency_us: setup_us.unwrap_or(bound.as_micros() as u64),
-            family: winner.map(|w| w.family),
-            transport: winner.map(|w| w.transport),
-            attempts: report.attempts.len(),
-            abandoned: report.abandoned_attempts(),
-            dns_ms,
-            error: (!ok).then(|| report.reason.clone().unwrap_or_default()),
-        }
-    }
-
-    /// A dial that gave no connection, counted at the bound.
-    pub fn failed(bound: Duration, error: String) -> DialRecord {
-        DialRecord {
-            ok: false,
-            latency_us: bound.as_micros() as u64,
-            family: None,
-            transport: None,
-            attempts: 0,
-            abandoned: 0,
-            dns_ms: BTreeMap::new(),
-            error: Some(error),
-        }
-    }
-}
-
-/// Requests and connections the responder saw during a row, per family.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct ServerSeen {
-    pub requests_v6: u64,
-    pub requests_v4: u64,
-    pub connections_v6: u64,
-    pub connections_v4: u64,
-}
-
-impl ServerSeen {
-    fn delta(before: &StatsSnapshot, after: &StatsSnapshot, transport: Transport) -> ServerSeen {
-        let d = |f: Family| {
-            let (a, b) = (after.get(transport, f), before.get(transport, f));
-            (a.requests - b.requests, a.connections - b.connections)
-        };
-        let ((r6, c6), (r4, c4)) = (d(Family::V6), d(Family::V4));
-        ServerSeen {
-            requests_v6: r6,
-            requests_v4: r4,
-            connections_v6: c6,
-            connections_v4: c4,
-        }
-    }
-}
-
-/// One strategy's dials in one case.
-#[derive(Debug, Clone, Serialize)]
-pub struct RowResult {
-    pub row: String,
-    pub dials: Vec<DialRecord>,
-    pub server: ServerSeen,
-    /// How the row was run, when it differs from one dial at a time.
-    pub note: Option<String>,
-    pub wall_ms: f64,
-}
-
-/// One scenario over one transport.
-#[derive(Debug, Clone, Serialize)]
-pub struct CaseResult {
-    pub scenario: String,
-    pub transport: Transport,
-    pub description: String,
-    pub rows: Vec<RowResult>,
-    /// What a timeline scenario showed ([`timeline`]).
-    pub timeline: Option<TimelineOutcome>,
-    /// A sweep scenario's figures ([`sweep`]).
-    pub sweep: Option<Vec<SweepPoint>>,
-}
-
-impl CaseResult {
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.scenario, self.transport)
     }
 }
 
@@ -541,14 +428,10 @@ impl Bench {
         });
         let job = self.job(scenario, Row::SipraceWarm, case.transport, n, 1, bound);
         let target = job.targets[0].clone();
-        let (mut row, outcome) = timeline::run(
-            &self.lab,
-            scenario,
-            kind,
-            job.cfg,
-            target,
-            self.tick.clone(),
-        )
+        let (lab, scenario, tick) = (self.lab.clone(), scenario.clone(), self.tick.clone());
+        let (mut row, outcome) = run_in(&self.lab, Role::Client, move || async move {
+            timeline::run(&lab, &scenario, kind, job.cfg, &target, &*tick).await
+        })
         .await?;
         row.row = Row::SipraceWarm.label();
         case.rows.push(row);
@@ -695,65 +578,6 @@ fn dns_cache_note(dns: DnsCount, ttl: u32) -> Option<String> {
     })
 }
 
-/// The real-time priority (SCHED_RR) a benchmark run measures at: above every
-/// ordinary process, below the kernel's threaded interrupt handlers (50).
-pub const RT_PRIORITY: libc::c_int = 10;
-
-/// Moves every thread of this process to the real-time round-robin class at
-/// [`RT_PRIORITY`]; threads and processes started afterwards (the lab's shaper,
-/// third-party clients) inherit it. Call it before the lab is built.
-///
-/// Why: the latencies are measured in this process, and the DNS server and the
-/// responder of the run are threads of it too, so a dial wakes several threads.
-/// At normal priority each wake-up waits for a CPU on a loaded machine: with four
-/// busy processes on two cores, `bench --quick` measured healthy siprace dials at a
-/// p95 of 12-89 ms (1 ms idle) and failed 1-6 of its 16 checks in each of 3 runs
-/// (at nice -20 still 1 of 3). Real-time threads preempt ordinary work when they
-/// wake, so the figures are the protocol's again (3 of 3 runs passed, figures as
-/// on an idle machine). The run mostly waits on timers and sockets; the kernel
-/// keeps 5 % of each CPU for ordinary work anyway (`sched_rt_runtime_us`).
-pub fn measure_at_realtime_priority() -> Result<(), String> {
-    let param = libc::sched_param {
-        sched_priority: RT_PRIORITY,
-    };
-    let tasks = std::fs::read_dir("/proc/self/task")
-        .map_err(|e| format!("listing this process's threads: {e}"))?;
-    for task in tasks.flatten() {
-        let Some(tid) = task
-            .file_name()
-            .to_str()
-            .and_then(|t| t.parse::<libc::pid_t>().ok())
-        else {
-            continue;
-        };
-        // SAFETY: a valid sched_param; tid is a thread of this process (one that
-        // ended meanwhile gives ESRCH).
-        if unsafe { libc::sched_setscheduler(tid, libc::SCHED_RR, &param) } != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::ESRCH) {
-                return Err(format!("SCHED_RR {RT_PRIORITY}: {e}"));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Makes `cmd` run at ordinary priority (SCHED_OTHER), for helpers that take part
-/// in no measurement (the packet capture, whose timestamps the kernel takes).
-pub fn at_ordinary_priority(cmd: &mut std::process::Command) -> &mut std::process::Command {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the hook only calls sched_setscheduler, which is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            let param = libc::sched_param { sched_priority: 0 };
-            if libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        })
-    }
-}
-
 /// A current-thread runtime, for a thread that entered a namespace.
 fn ns_runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_current_thread()
@@ -765,7 +589,7 @@ fn ns_runtime() -> Result<tokio::runtime::Runtime, String> {
 /// Runs the future `make()` returns to completion on a thread inside
 /// `role`'s namespace (so every socket it opens is there), without
 /// blocking the caller's runtime.
-pub(crate) async fn run_in<T, F, Fut>(lab: &Lab, role: Role, make: F) -> Result<T, String>
+async fn run_in<T, F, Fut>(lab: &Lab, role: Role, make: F) -> Result<T, String>
 where
     T: Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,

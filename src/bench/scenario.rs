@@ -54,7 +54,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::bench::sweep::SweepSpec;
-use crate::bench::timeline::TimelineKind;
 use crate::endpoint::{Family, Transport};
 use crate::lab::impair::{Direction, Fault};
 use crate::lab::topology::LabAddrs;
@@ -99,6 +98,14 @@ pub struct Scenario {
     pub dns: DnsSpec,
     #[serde(default)]
     pub impair: Vec<ImpairSpec>,
+}
+
+/// Which timeline a scenario runs (see `crate::bench::timeline`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimelineKind {
+    V6Repaired,
+    NetworkChange,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]

@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::bench::runner::DialRecord;
-use crate::endpoint::Family;
+use crate::bench::records::{SweepPoint, SweepRow};
 use crate::race::strategy::Strategy;
 
 /// What a scenario's `[sweep]` asks.
@@ -70,47 +69,6 @@ impl SweepSpec {
         }
         rows
     }
-}
-
-/// One row at one swept value.
-#[derive(Debug, Clone, Serialize)]
-pub struct SweepRow {
-    pub row: String,
-    pub dials: usize,
-    pub ok: usize,
-    pub p50_ms: f64,
-    /// Share of the successful dials won over IPv6.
-    pub ipv6_share: f64,
-}
-
-impl SweepRow {
-    pub fn of(row: String, records: &[DialRecord]) -> SweepRow {
-        let ok: Vec<&DialRecord> = records.iter().filter(|r| r.ok).collect();
-        let mut ms: Vec<f64> = records
-            .iter()
-            .map(|r| r.latency_us as f64 / 1000.0)
-            .collect();
-        ms.sort_by(f64::total_cmp);
-        let v6 = ok.iter().filter(|r| r.family == Some(Family::V6)).count();
-        SweepRow {
-            row,
-            dials: records.len(),
-            ok: ok.len(),
-            p50_ms: ms.get(ms.len() / 2).copied().unwrap_or(0.0),
-            ipv6_share: if ok.is_empty() {
-                0.0
-            } else {
-                v6 as f64 / ok.len() as f64
-            },
-        }
-    }
-}
-
-/// Every row at one swept value.
-#[derive(Debug, Clone, Serialize)]
-pub struct SweepPoint {
-    pub delay_ms: u32,
-    pub rows: Vec<SweepRow>,
 }
 
 /// The markdown table of a sweep: per row, the median setup latency and

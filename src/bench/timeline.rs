@@ -20,31 +20,13 @@
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-use crate::bench::runner::{DialRecord, RowResult, ServerSeen, Tick};
-use crate::bench::scenario::Scenario;
+use crate::bench::records::{DialRecord, RowResult, ServerSeen, TimelineOutcome};
+use crate::bench::scenario::{Scenario, TimelineKind};
 use crate::dialer::{DialError, Dialer, DialerConfig, NETWORK_RECHECK};
 use crate::endpoint::Family;
 use crate::lab::impair::{self, Fault};
 use crate::lab::sys;
 use crate::lab::topology::{Lab, Role, HOST_IF, RTR_CLIENT_IF};
-
-/// Which timeline a scenario runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TimelineKind {
-    V6Repaired,
-    NetworkChange,
-}
-
-/// What a timeline showed: its figure and whether it met its goal.
-#[derive(Debug, Clone, Serialize)]
-pub struct TimelineOutcome {
-    pub what: String,
-    pub passed: bool,
-    pub detail: String,
-}
 
 /// The goal of `v6-repaired`: back on IPv6 within this long of the repair.
 pub const REPAIR_GOAL: Duration = Duration::from_secs(60);
@@ -101,30 +83,27 @@ fn row(label: &str, steps: &[Step], started: Instant, note: String) -> RowResult
     }
 }
 
-/// Runs `kind` with a dialer of `cfg` dialling `target`, in the client
-/// namespace; the scenario's faults are in force when it is called.
+/// Called after every dial (the progress bar).
+pub type Tick = dyn Fn(&str) + Send + Sync;
+
+/// Runs `kind` with a dialer of `cfg` dialling `target`; call it on a
+/// thread in the client namespace, with the scenario's faults in force.
 pub(crate) async fn run(
     lab: &Lab,
     scenario: &Scenario,
     kind: TimelineKind,
     cfg: DialerConfig,
-    target: String,
-    tick: Tick,
+    target: &str,
+    tick: &Tick,
 ) -> Result<(RowResult, TimelineOutcome), String> {
-    let (lab, scenario) = (lab.clone(), scenario.clone());
     let label = format!("{} siprace-warm", scenario.name);
-    crate::bench::runner::run_in(&lab.clone(), Role::Client, move || async move {
-        let dialer = Dialer::new(cfg).map_err(|e| e.to_string())?;
-        match kind {
-            TimelineKind::V6Repaired => {
-                v6_repaired(&lab, &scenario, &dialer, &target, &tick, &label).await
-            }
-            TimelineKind::NetworkChange => {
-                network_change(&lab, &scenario, &dialer, &target, &tick, &label).await
-            }
+    let dialer = Dialer::new(cfg).map_err(|e| e.to_string())?;
+    match kind {
+        TimelineKind::V6Repaired => v6_repaired(lab, scenario, &dialer, target, tick, &label).await,
+        TimelineKind::NetworkChange => {
+            network_change(lab, scenario, &dialer, target, tick, &label).await
         }
-    })
-    .await
+    }
 }
 
 async fn v6_repaired(

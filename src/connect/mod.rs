@@ -9,15 +9,19 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::{Protocol, Socket, Type};
 
 use crate::endpoint::{AttemptError, ConfigError, Endpoint, ErrorClass, Transport};
 use crate::sip::uri_host;
+use crate::socket::{self, Bind, Step};
 
 pub mod sctp;
+mod stream;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
+
+pub use stream::{MAX_IGNORED_MESSAGES, MAX_PEER_BYTES};
 
 /// How attempts are made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,27 +182,22 @@ pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// A non-blocking socket for `dst`'s family: V6ONLY on IPv6, bound to the
-/// configured source address if any. Errors are classified for the report.
+/// A non-blocking socket for `dst`'s family (see [`crate::socket`]),
+/// bound to the configured source address if any. Errors are classified
+/// for the report.
 pub(crate) fn new_socket(
     dst: &SocketAddr,
     ty: Type,
     protocol: Protocol,
     cfg: &ConnectConfig,
 ) -> Result<Socket, AttemptError> {
-    let socket = Socket::new(Domain::for_address(*dst), ty.nonblocking(), Some(protocol))
-        .map_err(|e| AttemptError::io("socket", &e))?;
-    if dst.is_ipv6() {
-        socket
-            .set_only_v6(true)
-            .map_err(|e| local_error("IPV6_V6ONLY", &e))?;
-    }
-    if let Some(src) = cfg.bind_for(dst) {
-        socket
-            .bind(&SockAddr::from(src))
-            .map_err(|e| local_error(&format!("bind {src}"), &e))?;
-    }
-    Ok(socket)
+    socket::new_socket(*dst, ty, protocol, Bind::Source(cfg.bind_for(dst))).map_err(|e| {
+        match e.step {
+            // Creation fails for reasons of the path too (no IPv6, say).
+            Step::Create => AttemptError::io("socket", &e.source),
+            step => local_error(&step.to_string(), &e.source),
+        }
+    })
 }
 
 /// Socket setup failures are ours, not the path's: classify them as Local

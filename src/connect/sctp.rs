@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use super::{canonical, local_error, new_socket, ConnectConfig, Connected, Connection, Progress};
 use crate::endpoint::{AttemptError, Endpoint, ErrorClass, Transport};
 use crate::sip::OptionsProbe;
+use crate::socket::{new_socket as new_listener, Bind, Step};
 
 /// The detail of the error SCTP candidates fail with on a kernel without SCTP.
 pub const UNSUPPORTED: &str = "sctp: not supported by this kernel";
@@ -245,20 +246,13 @@ impl SctpListener {
         if !kernel_supported() {
             return Err(unsupported_io());
         }
-        let socket = Socket::new(
-            Domain::for_address(addr),
-            Type::STREAM.nonblocking(),
-            Some(Protocol::SCTP),
-        )
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::EPROTONOSUPPORT) => unsupported_io(),
-            _ => e,
-        })?;
-        if addr.is_ipv6() {
-            socket.set_only_v6(true)?;
-        }
-        socket.set_reuse_address(true)?;
-        socket.bind(&SockAddr::from(addr))?;
+        let socket =
+            new_listener(addr, Type::STREAM, Protocol::SCTP, Bind::Listen).map_err(|e| {
+                match (e.step, e.source.raw_os_error()) {
+                    (Step::Create, Some(libc::EPROTONOSUPPORT)) => unsupported_io(),
+                    _ => io::Error::from(e),
+                }
+            })?;
         socket.listen(1024)?;
         Ok(SctpListener {
             fd: register(socket)?,
@@ -344,7 +338,7 @@ pub async fn attempt(
         });
         let probe = OptionsProbe::new(cfg.request_uri_for(endpoint), Transport::Sctp, local);
         requests_sent = 1;
-        Some(super::tcp::probe_stream(&mut stream, &probe, cfg.timer_f(), dst).await?)
+        Some(super::stream::probe_stream(&mut stream, &probe, cfg.timer_f(), dst).await?)
     } else {
         None
     };

@@ -35,6 +35,7 @@ use rustls::{Error as TlsError, SignatureScheme};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::stream::classify_io;
 use super::{ConnectConfig, Connected, Connection, Progress};
 use crate::endpoint::{AttemptError, Endpoint, ErrorClass, Transport};
 use crate::sip::OptionsProbe;
@@ -50,12 +51,49 @@ pub enum PemSource {
     Pem(String),
 }
 
+/// Why TLS settings cannot be used: a PEM document that cannot be read or
+/// holds the wrong thing, an incomplete client identity, no root to trust.
+/// `document` names the PEM document (its path, or "in-memory PEM"); the
+/// messages are the ones `siprace dial` shows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsConfigError {
+    /// The file could not be read.
+    #[error("cannot read {document}: {reason}")]
+    Unreadable { document: String, reason: String },
+    /// The document is not valid PEM.
+    #[error("{document}: {reason}")]
+    InvalidPem { document: String, reason: String },
+    /// The document holds no certificate.
+    #[error("{document}: no PEM certificate in it")]
+    NoCertificate { document: String },
+    /// The document holds no private key.
+    #[error("{document}: no private key: {reason}")]
+    NoPrivateKey { document: String, reason: String },
+    /// A `--ca` certificate cannot serve as a trust anchor.
+    #[error("{document}: not a usable CA certificate: {reason}")]
+    UnusableCa { document: String, reason: String },
+    /// A client certificate without its key, or a key without a certificate.
+    #[error("a client certificate needs both --cert and --key")]
+    IncompleteClientIdentity,
+    /// The client certificate and key do not make a usable identity.
+    #[error("client certificate {document}: {reason}")]
+    UnusableClientIdentity { document: String, reason: String },
+    /// Nothing to verify a server against (and verification is on).
+    #[error("no trusted root: the system store is empty and no --ca was given")]
+    NoTrustedRoot,
+    /// rustls refused the configuration (its protocol versions).
+    #[error("{0}")]
+    Rustls(String),
+}
+
 impl PemSource {
-    fn read(&self) -> Result<Vec<u8>, String> {
+    fn read(&self) -> Result<Vec<u8>, TlsConfigError> {
         match self {
-            PemSource::File(path) => {
-                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-            }
+            PemSource::File(path) => std::fs::read(path).map_err(|e| TlsConfigError::Unreadable {
+                document: self.name(),
+                reason: e.to_string(),
+            }),
             PemSource::Pem(text) => Ok(text.clone().into_bytes()),
         }
     }
@@ -68,22 +106,40 @@ impl PemSource {
     }
 
     /// Every certificate in the document (at least one).
-    pub fn certificates(&self) -> Result<Vec<CertificateDer<'static>>, String> {
+    pub fn certificates(&self) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
         let bytes = self.read()?;
         let certs = CertificateDer::pem_slice_iter(&bytes)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{}: {e}", self.name()))?;
+            .map_err(|e| TlsConfigError::InvalidPem {
+                document: self.name(),
+                reason: e.to_string(),
+            })?;
         if certs.is_empty() {
-            return Err(format!("{}: no PEM certificate in it", self.name()));
+            return Err(TlsConfigError::NoCertificate {
+                document: self.name(),
+            });
         }
         Ok(certs)
     }
 
     /// The first private key in the document.
-    pub fn private_key(&self) -> Result<PrivateKeyDer<'static>, String> {
+    pub fn private_key(&self) -> Result<PrivateKeyDer<'static>, TlsConfigError> {
         let bytes = self.read()?;
-        PrivateKeyDer::from_pem_slice(&bytes)
-            .map_err(|e| format!("{}: no private key: {e}", self.name()))
+        PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| TlsConfigError::NoPrivateKey {
+            document: self.name(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Every certificate in the document, added to `roots` as trust anchors.
+    fn add_to(&self, roots: &mut RootCertStore) -> Result<(), TlsConfigError> {
+        for cert in self.certificates()? {
+            roots.add(cert).map_err(|e| TlsConfigError::UnusableCa {
+                document: self.name(),
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -146,7 +202,7 @@ pub struct ConfigCache(Arc<Mutex<Option<Built>>>);
 
 /// A built configuration (or why it could not be built: trying again would
 /// only fail again) and the settings it was built from.
-type Built = (Key, Result<Arc<ClientConfig>, String>);
+type Built = (Key, Result<Arc<ClientConfig>, TlsConfigError>);
 
 impl fmt::Debug for ConfigCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -195,14 +251,9 @@ impl TlsSettings {
     /// `--key`) hold what they should, without building anything or reading
     /// the system store: a mistyped path is a usage error even for a dial
     /// that turns out to need no TLS.
-    pub fn check_files(&self) -> Result<(), String> {
+    pub fn check_files(&self) -> Result<(), TlsConfigError> {
         for src in &self.ca {
-            let mut roots = RootCertStore::empty();
-            for cert in src.certificates()? {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: not a usable CA certificate: {e}", src.name()))?;
-            }
+            src.add_to(&mut RootCertStore::empty())?;
         }
         match (&self.client_cert, &self.client_key) {
             (Some(cert), Some(key)) => {
@@ -211,7 +262,7 @@ impl TlsSettings {
                 Ok(())
             }
             (None, None) => Ok(()),
-            _ => Err("a client certificate needs both --cert and --key".into()),
+            _ => Err(TlsConfigError::IncompleteClientIdentity),
         }
     }
 }
@@ -235,7 +286,7 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn build_client_config(key: &Key) -> Result<ClientConfig, String> {
+fn build_client_config(key: &Key) -> Result<ClientConfig, TlsConfigError> {
     let provider = provider();
     let mut roots = RootCertStore::empty();
     if key.insecure {
@@ -246,14 +297,10 @@ fn build_client_config(key: &Key) -> Result<ClientConfig, String> {
             tracing::debug!(added, ignored, "system roots loaded");
         }
         for src in &key.ca {
-            for cert in src.certificates()? {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: not a usable CA certificate: {e}", src.name()))?;
-            }
+            src.add_to(&mut roots)?;
         }
         if roots.is_empty() {
-            return Err("no trusted root: the system store is empty and no --ca was given".into());
+            return Err(TlsConfigError::NoTrustedRoot);
         }
     }
     let verifier = Arc::new(SipDomainVerifier {
@@ -265,15 +312,18 @@ fn build_client_config(key: &Key) -> Result<ClientConfig, String> {
     });
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| TlsConfigError::Rustls(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     let mut cfg = match (&key.client_cert, &key.client_key) {
         (Some(cert), Some(k)) => builder
             .with_client_auth_cert(cert.certificates()?, k.private_key()?)
-            .map_err(|e| format!("client certificate {}: {e}", cert.name()))?,
+            .map_err(|e| TlsConfigError::UnusableClientIdentity {
+                document: cert.name(),
+                reason: e.to_string(),
+            })?,
         (None, None) => builder.with_no_client_auth(),
-        _ => return Err("a client certificate needs both --cert and --key".into()),
+        _ => return Err(TlsConfigError::IncompleteClientIdentity),
     };
     if !key.resumption {
         cfg.resumption = Resumption::disabled();
@@ -622,32 +672,6 @@ fn server_name(cfg: &ConnectConfig) -> Result<ServerName<'static>, AttemptError>
     })
 }
 
-/// Classifies an I/O error from a TLS stream: rustls errors become
-/// [`ErrorClass::Certificate`] or [`ErrorClass::Tls`], others as usual.
-pub(crate) fn classify_io(context: &str, err: &std::io::Error) -> AttemptError {
-    let Some(tls) = err.get_ref().and_then(|e| e.downcast_ref::<TlsError>()) else {
-        return AttemptError::io(context, err);
-    };
-    match tls {
-        TlsError::InvalidCertificate(CertificateError::Other(OtherError(inner))) => {
-            AttemptError::new(ErrorClass::Certificate, format!("{context}: {inner}"))
-        }
-        TlsError::InvalidCertificate(c) => AttemptError::new(
-            ErrorClass::Certificate,
-            format!("{context}: certificate: {c:?}"),
-        ),
-        TlsError::AlertReceived(rustls::AlertDescription::CertificateRequired) => {
-            AttemptError::new(
-                ErrorClass::Tls,
-                format!(
-                    "{context}: the server requires a client certificate (--cert/--key): {tls}"
-                ),
-            )
-        }
-        other => AttemptError::new(ErrorClass::Tls, format!("{context}: {other}")),
-    }
-}
-
 /// Connects over TCP, completes a TLS handshake verified against the SIP
 /// domain, then optionally probes with OPTIONS over TLS.
 pub async fn attempt(
@@ -680,7 +704,7 @@ pub async fn attempt(
     let response = if cfg.probe_streams {
         let probe = OptionsProbe::new(cfg.request_uri_for(endpoint), Transport::Tls, local);
         requests_sent = 1;
-        Some(super::tcp::probe_stream(&mut tls, &probe, cfg.timer_f(), dst).await?)
+        Some(super::stream::probe_stream(&mut tls, &probe, cfg.timer_f(), dst).await?)
     } else {
         None
     };
@@ -698,51 +722,6 @@ pub fn into_stream(connection: Connection) -> Option<TlsStream> {
     match connection {
         Connection::Tls(s) => Some(*s),
         _ => None,
-    }
-}
-
-// ---------------------------------------------------------------------------
-// CLI
-
-/// The TLS flags of `siprace dial`.
-#[cfg(feature = "tools")]
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct TlsArgs {
-    /// Also trust this CA certificate (PEM) for TLS, besides the system roots. Repeatable.
-    #[arg(long = "ca", value_name = "FILE")]
-    pub ca: Vec<PathBuf>,
-    /// Client certificate chain (PEM) for mutual TLS.
-    #[arg(long, value_name = "FILE", requires = "key")]
-    pub cert: Option<PathBuf>,
-    /// Private key (PEM) of --cert.
-    #[arg(long, value_name = "FILE", requires = "cert")]
-    pub key: Option<PathBuf>,
-    /// DANGEROUS: accept any TLS certificate (no chain, no name check).
-    #[arg(long)]
-    pub insecure: bool,
-    /// Full TLS handshakes every time (no session resumption), e.g. for benchmarks.
-    #[arg(long)]
-    pub no_tls_resumption: bool,
-}
-
-#[cfg(feature = "tools")]
-impl TlsArgs {
-    /// Applies the flags and checks that the files they name load. The
-    /// TLS configuration itself is built only if a TLS attempt is made.
-    pub fn apply(&self, cfg: &mut ConnectConfig) -> Result<(), String> {
-        let tls = &mut cfg.tls;
-        tls.ca.extend(self.ca.iter().cloned().map(PemSource::File));
-        tls.client_cert = self.cert.clone().map(PemSource::File);
-        tls.client_key = self.key.clone().map(PemSource::File);
-        tls.insecure = self.insecure;
-        tls.resumption = !self.no_tls_resumption;
-        if self.insecure {
-            eprintln!(
-                "WARNING: --insecure: TLS certificates are NOT verified; anyone on the path can \
-                 impersonate the server. Never use this outside a lab."
-            );
-        }
-        cfg.tls.check_files()
     }
 }
 
@@ -922,15 +901,36 @@ mod tests {
             ca: vec![PemSource::File("/nonexistent/ca.pem".into())],
             ..TlsSettings::default()
         };
-        assert!(bad
-            .check_files()
-            .unwrap_err()
-            .contains("/nonexistent/ca.pem"));
+        let err = bad.check_files().unwrap_err();
+        assert!(
+            matches!(&err, TlsConfigError::Unreadable { document, .. } if document == "/nonexistent/ca.pem"),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("cannot read /nonexistent/ca.pem: "),
+            "{err}"
+        );
         assert!(bad.cache.0.lock().unwrap().is_none(), "nothing was built");
         let half = TlsSettings {
             client_key: Some(PemSource::Pem(String::new())),
             ..TlsSettings::default()
         };
-        assert!(half.check_files().unwrap_err().contains("--cert and --key"));
+        assert_eq!(
+            half.check_files(),
+            Err(TlsConfigError::IncompleteClientIdentity)
+        );
+        // Text that is no certificate, and a certificate where a key should be.
+        let garbage = PemSource::Pem("not pem".into());
+        assert_eq!(
+            garbage.certificates(),
+            Err(TlsConfigError::NoCertificate {
+                document: "in-memory PEM".into()
+            })
+        );
+        assert!(matches!(
+            garbage.private_key(),
+            Err(TlsConfigError::NoPrivateKey { .. })
+        ));
     }
 }

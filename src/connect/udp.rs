@@ -12,7 +12,7 @@ use socket2::{Protocol, Type};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
-use super::tcp::PeerWork;
+use super::stream::PeerWork;
 use super::{
     canonical, local_error, new_socket, ConnectConfig, Connected, Connection, ProbeResponse,
 };
@@ -22,8 +22,8 @@ use crate::sip::{parse_response, OptionsProbe};
 /// Datagrams that are not SIP responses we tolerate before giving up with
 /// [`ErrorClass::InvalidResponse`]: a peer spraying garbage is not a SIP server.
 /// Well-formed responses to other transactions are capped too, by
-/// [`MAX_IGNORED_MESSAGES`](super::tcp::MAX_IGNORED_MESSAGES) in all and
-/// [`MAX_PEER_BYTES`](super::tcp::MAX_PEER_BYTES), so that a peer flooding
+/// [`MAX_IGNORED_MESSAGES`](super::stream::MAX_IGNORED_MESSAGES) in all and
+/// [`MAX_PEER_BYTES`](super::stream::MAX_PEER_BYTES), so that a peer flooding
 /// them costs bounded work, not a core until Timer F.
 pub const MAX_GARBAGE_DATAGRAMS: u32 = 64;
 
@@ -330,7 +330,7 @@ mod tests {
 
     #[tokio::test]
     async fn stray_response_flood_is_bounded() {
-        use crate::connect::tcp::MAX_IGNORED_MESSAGES;
+        use crate::connect::stream::MAX_IGNORED_MESSAGES;
         let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = server.local_addr().unwrap();
         let done = std::cell::Cell::new(false);

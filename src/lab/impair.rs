@@ -7,105 +7,16 @@ use std::net::IpAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use super::error::LabError;
-use super::sys;
-use super::topology::{
-    ns_name, state_dir, LabAddrs, Prefix, Role, State, RTR_CLIENT_IF, SHAPE_MARK, TUN_DEV,
+use super::names::{ns_name, state_dir, Role};
+use super::state::State;
+pub use super::state::{
+    read_shaper_ack, read_shaper_config, write_shaper_config, Direction, Filter, Impairment,
+    ShaperAck, ShaperConfig, SHAPER_APPLIED, SHAPER_CONFIG,
 };
+use super::sys;
+use super::topology::{LabAddrs, Prefix, RTR_CLIENT_IF, SHAPE_MARK, TUN_DEV};
 use crate::endpoint::Family;
-
-/// Serde for [`Family`] as "v6"/"v4" (the crate type only serializes).
-mod family_serde {
-    use crate::endpoint::Family;
-    use serde::{Deserialize, Deserializer, Serializer};
-    pub fn serialize<S: Serializer>(f: &Family, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(match f {
-            Family::V6 => "v6",
-            Family::V4 => "v4",
-        })
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Family, D::Error> {
-        match String::deserialize(d)?.as_str() {
-            "v6" | "ipv6" => Ok(Family::V6),
-            "v4" | "ipv4" => Ok(Family::V4),
-            other => Err(serde::de::Error::custom(format!("bad family {other}"))),
-        }
-    }
-}
-
-/// A silent drop or an active refusal of client→server traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Filter {
-    /// nftables `drop`: nothing comes back, attempts time out.
-    Blackhole,
-    /// TCP RST for TCP, ICMP/ICMPv6 port unreachable for the rest: attempts fail at once.
-    Reject,
-}
-
-/// Which way a delay or loss applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Direction {
-    /// Client → server only (the default: a delay of D ms adds D ms to the RTT).
-    #[default]
-    ToServer,
-    /// Server → client only.
-    ToClient,
-    /// Both ways (a delay of D ms adds 2·D ms to the RTT).
-    Both,
-}
-
-impl Direction {
-    pub fn covers(self, to_server: bool) -> bool {
-        match self {
-            Direction::ToServer => to_server,
-            Direction::ToClient => !to_server,
-            Direction::Both => true,
-        }
-    }
-}
-
-/// The faults on one (family, server) key. `server: None` means every server
-/// address of the family (the whole server prefix; DNS traffic is not affected
-/// unless its address is named as `server`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Impairment {
-    #[serde(with = "family_serde")]
-    pub family: Family,
-    pub server: Option<IpAddr>,
-    pub filter: Option<Filter>,
-    pub delay_ms: u32,
-    pub jitter_ms: u32,
-    pub delay_direction: Direction,
-    /// 0..=100
-    pub loss_pct: f64,
-    pub loss_direction: Direction,
-}
-
-impl Impairment {
-    fn new(family: Family, server: Option<IpAddr>) -> Impairment {
-        Impairment {
-            family,
-            server,
-            filter: None,
-            delay_ms: 0,
-            jitter_ms: 0,
-            delay_direction: Direction::ToServer,
-            loss_pct: 0.0,
-            loss_direction: Direction::ToServer,
-        }
-    }
-    /// Needs the delay line.
-    pub fn shaped(&self) -> bool {
-        self.delay_ms > 0 || self.jitter_ms > 0 || self.loss_pct > 0.0
-    }
-    fn is_empty(&self) -> bool {
-        self.filter.is_none() && !self.shaped()
-    }
-}
 
 /// One change to the faults.
 #[derive(Debug, Clone, PartialEq)]
@@ -203,58 +114,9 @@ pub fn impair(
     Ok(st.impairments)
 }
 
-/// The shaper's configuration file in the state directory.
-pub const SHAPER_CONFIG: &str = "shaper.json";
-/// What the shaper writes (atomically) after it has read a configuration: a [`ShaperAck`].
-pub const SHAPER_APPLIED: &str = "shaper.applied";
 /// How often and how many times [`apply`] looks for the shaper's acknowledgement (5 ms × 600 = 3 s).
 pub const ACK_POLL: Duration = Duration::from_millis(5);
 pub const ACK_TRIES: u32 = 600;
-
-/// `<state>/shaper.json`: the shaped faults, with a generation number that grows
-/// with every write, so that the writer can tell when the shaper has applied it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ShaperConfig {
-    pub generation: u64,
-    pub rules: Vec<Impairment>,
-}
-
-impl ShaperConfig {
-    /// Parses a configuration; a bare list of faults (the format before generations) is generation 0.
-    pub fn parse(data: &[u8]) -> Result<ShaperConfig, serde_json::Error> {
-        serde_json::from_slice::<ShaperConfig>(data).or_else(|e| {
-            serde_json::from_slice::<Vec<Impairment>>(data)
-                .map(|rules| ShaperConfig {
-                    generation: 0,
-                    rules,
-                })
-                .map_err(|_| e)
-        })
-    }
-}
-
-/// `<state>/shaper.applied`: the generation of the configuration the shaper read last,
-/// and whether it could use it (`error`: it kept the previous rules).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ShaperAck {
-    pub generation: u64,
-    pub rules: usize,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// The shaper configuration of lab `name` as on disk, if readable.
-pub fn read_shaper_config(name: &str) -> Option<ShaperConfig> {
-    let data = std::fs::read(state_dir(name).join(SHAPER_CONFIG)).ok()?;
-    ShaperConfig::parse(&data).ok()
-}
-
-/// The shaper's last acknowledgement in lab `name`, if any.
-pub fn read_shaper_ack(name: &str) -> Option<ShaperAck> {
-    let data = std::fs::read(state_dir(name).join(SHAPER_APPLIED)).ok()?;
-    serde_json::from_slice(&data).ok()
-}
-
 /// Pushes the faults to the router: first the shaper config (waiting until the shaper
 /// has applied it, if any fault is shaped), then the nftables table `inet siprace`.
 /// In this order a delay or loss is in force for the first packet nftables diverts,
@@ -326,20 +188,7 @@ pub fn wait_shaper_applied(name: &str, pid: Option<u32>, generation: u64) -> Res
     })
 }
 
-/// Writes the shaper's view of the faults, `<state>/shaper.json` (the shaped ones, under
-/// the next generation number); the shaper picks it up at once. Returns the generation.
-/// Does not wait: see [`apply`].
-pub fn write_shaper_config(name: &str, imps: &[Impairment]) -> Result<u64, LabError> {
-    let generation = read_shaper_config(name).map_or(0, |c| c.generation) + 1;
-    let cfg = ShaperConfig {
-        generation,
-        rules: imps.iter().filter(|i| i.shaped()).cloned().collect(),
-    };
-    let data = serde_json::to_vec_pretty(&cfg).expect("serializes");
-    sys::write_atomic(&state_dir(name).join(SHAPER_CONFIG), &data)?;
-    Ok(generation)
-}
-
+/// The nftables keyword of a family's address matches.
 fn fam_kw(f: Family) -> &'static str {
     match f {
         Family::V6 => "ip6",
@@ -410,33 +259,4 @@ pub fn nft_script(a: &LabAddrs, imps: &[Impairment]) -> String {
     }
     s.push_str("  }\n}\n");
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shaper_config_round_trips_and_reads_the_old_format() {
-        let mut rule = Impairment::new(Family::V6, None);
-        rule.delay_ms = 200;
-        let cfg = ShaperConfig {
-            generation: 7,
-            rules: vec![rule.clone()],
-        };
-        let data = serde_json::to_vec(&cfg).unwrap();
-        assert_eq!(ShaperConfig::parse(&data).unwrap(), cfg);
-        // a bare list (before generations) is generation 0
-        let old = serde_json::to_vec(&vec![rule.clone()]).unwrap();
-        assert_eq!(
-            ShaperConfig::parse(&old).unwrap(),
-            ShaperConfig {
-                generation: 0,
-                rules: vec![rule]
-            }
-        );
-        assert!(ShaperConfig::parse(b"{\"generation\": 3}").is_err());
-        let ack: ShaperAck = serde_json::from_str(r#"{"generation":3,"rules":1}"#).unwrap();
-        assert_eq!(ack.error, None);
-    }
 }

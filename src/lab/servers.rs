@@ -27,8 +27,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::error::LabError;
+use super::names::Role;
 use super::sys;
-use super::topology::{self, Lab, Role};
+use super::topology::{self, Lab};
 use crate::endpoint::Transport;
 
 /// The zone `lab/zones/example.test.zone`, served when no other is given.

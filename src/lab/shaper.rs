@@ -29,8 +29,9 @@ use rand::Rng;
 use serde::Serialize;
 
 use super::error::LabError;
-use super::impair::{Impairment, ShaperAck, ShaperConfig, SHAPER_APPLIED, SHAPER_CONFIG};
-use super::topology::{state_dir, LabAddrs, TUN_DEV};
+use super::names::state_dir;
+use super::state::{Impairment, ShaperAck, ShaperConfig, SHAPER_APPLIED, SHAPER_CONFIG};
+use super::topology::{LabAddrs, TUN_DEV};
 use crate::endpoint::Family;
 
 /// Most packets held at once.
@@ -492,7 +493,7 @@ pub fn run_from_env(name: Option<&str>) -> Result<(), LabError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::impair::Direction;
+    use crate::lab::state::Direction;
 
     fn rule(family: Family, server: Option<IpAddr>, delay_ms: u32, loss_pct: f64) -> Impairment {
         Impairment {

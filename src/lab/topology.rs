@@ -23,13 +23,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::error::LabError;
-use super::impair::Impairment;
+pub use super::names::{check_name, ns_name, state_dir, Role, NS_PREFIX, STATE_ROOT};
+use super::state::Impairment;
+pub use super::state::{Spawned, State};
 use super::sys;
 
-/// Where a lab keeps its state (pids, faults, shaper config): `/run/siprace-lab/<name>/`.
-pub const STATE_ROOT: &str = "/run/siprace-lab";
-/// Prefix of every namespace: `sr-<name>-<role>`.
-pub const NS_PREFIX: &str = "sr-";
 /// The TUN device of the shaper, in the router namespace.
 pub const TUN_DEV: &str = "shp0";
 /// Firewall mark of the packets the router diverts through the shaper.
@@ -42,51 +40,6 @@ pub const RTR_SERVER_IF: &str = "s0";
 pub const RTR_DNS_IF: &str = "d0";
 /// The interface name on the client, server and DNS side of each veth.
 pub const HOST_IF: &str = "eth0";
-
-/// A namespace of the lab.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Client,
-    Router,
-    Server,
-    Dns,
-}
-
-impl Role {
-    pub const ALL: [Role; 4] = [Role::Client, Role::Router, Role::Server, Role::Dns];
-
-    /// The short suffix used in the namespace name.
-    pub fn short(self) -> &'static str {
-        match self {
-            Role::Client => "cli",
-            Role::Router => "rtr",
-            Role::Server => "srv",
-            Role::Dns => "dns",
-        }
-    }
-}
-
-impl std::str::FromStr for Role {
-    type Err = LabError;
-    fn from_str(s: &str) -> Result<Role, LabError> {
-        match s.to_ascii_lowercase().as_str() {
-            "cli" | "client" => Ok(Role::Client),
-            "rtr" | "router" => Ok(Role::Router),
-            "srv" | "server" => Ok(Role::Server),
-            "dns" => Ok(Role::Dns),
-            _ => Err(LabError::Invalid(format!(
-                "unknown role {s:?} (client|router|server|dns)"
-            ))),
-        }
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.short())
-    }
-}
 
 /// An IPv6 or IPv4 prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -282,56 +235,6 @@ impl Lab {
             state_dir: state_dir(name),
             shaper_pid: st.shaper_pid,
         })
-    }
-}
-
-pub fn ns_name(name: &str, role: Role) -> String {
-    format!("{NS_PREFIX}{name}-{}", role.short())
-}
-
-pub fn state_dir(name: &str) -> PathBuf {
-    Path::new(STATE_ROOT).join(name)
-}
-
-pub fn check_name(name: &str) -> Result<(), LabError> {
-    let ok = !name.is_empty()
-        && name.len() <= 16
-        && !name.starts_with('-')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(LabError::InvalidName(name.to_string()))
-    }
-}
-
-/// A process the lab started (killed by [`down`]).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Spawned {
-    pub pid: u32,
-    pub role: Role,
-    pub what: String,
-}
-
-/// What a lab keeps on disk, in `state.json` of its state directory.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct State {
-    pub name: String,
-    pub shaper_pid: Option<u32>,
-    pub processes: Vec<Spawned>,
-    pub impairments: Vec<Impairment>,
-}
-
-impl State {
-    pub fn load(name: &str) -> Option<State> {
-        let data = std::fs::read(state_dir(name).join("state.json")).ok()?;
-        serde_json::from_slice(&data).ok()
-    }
-    pub fn save(&self) -> Result<(), LabError> {
-        let data = serde_json::to_vec_pretty(self).expect("state serializes");
-        sys::write_atomic(&state_dir(&self.name).join("state.json"), &data)
     }
 }
 
@@ -533,7 +436,7 @@ fn build(cfg: &LabConfig) -> Result<Lab, LabError> {
         state_dir: state_dir(name),
         shaper_pid: None,
     };
-    super::impair::write_shaper_config(name, &[])?;
+    super::state::write_shaper_config(name, &[])?;
     if let Some((program, args)) = shaper_command(cfg)? {
         let pid = spawn_detached(name, Role::Router, "shaper", &program, &args)?;
         lab.shaper_pid = Some(pid);

@@ -1,11 +1,16 @@
 //! Test beds shared by the integration tests: zones for the lab's DNS
 //! server (real hickory-server answering real queries) and the server on
-//! loopback, and loopback ports that are free right now.
+//! loopback, loopback ports that are free right now, and the responder
+//! serving one port on both loopback addresses.
 //!
 //! Each test file uses the part it needs (`mod common;`).
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
+
+use siprace::endpoint::Transport;
 use siprace::lab::dns::{DnsServer, DnsServerConfig};
+use siprace::responder::{self, ListenerConfig, ResponderConfig, ResponderHandle};
 
 /// The domain every zone serves.
 pub const DOMAIN: &str = "example.test";
@@ -56,4 +61,43 @@ pub fn free_port_on_both() -> u16 {
         }
     }
     panic!("no free loopback port");
+}
+
+/// Listeners for each of `transports` on `port` of `::1` and of `127.0.0.1`.
+pub fn on_both_loopbacks(port: u16, transports: &[Transport]) -> Vec<ListenerConfig> {
+    let mut listeners = Vec::new();
+    for ip in ["::1", "127.0.0.1"] {
+        for &transport in transports {
+            listeners.push(ListenerConfig {
+                transport,
+                addr: SocketAddr::new(ip.parse().unwrap(), port),
+                silent: false,
+            });
+        }
+    }
+    listeners
+}
+
+/// A responder serving `transports` on one port of both loopback addresses
+/// (one SRV record names one port for both families), otherwise configured
+/// as `config` says (its listeners are replaced). A port found free can be
+/// taken by another process before the responder binds it: then another
+/// port is tried, 20 at most.
+pub async fn responder_on_both(
+    transports: &[Transport],
+    config: ResponderConfig,
+) -> ResponderHandle {
+    let mut last = None;
+    for _ in 0..20 {
+        let port = free_port_on_both();
+        let config = ResponderConfig {
+            listeners: on_both_loopbacks(port, transports),
+            ..config.clone()
+        };
+        match responder::start(config).await {
+            Ok(handle) => return handle,
+            Err(e) => last = Some(e),
+        }
+    }
+    panic!("cannot start the responder: {last:?}");
 }

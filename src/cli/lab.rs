@@ -1,14 +1,16 @@
-//! `siprace lab ...`: the command-line face of [`super::topology`] and [`super::impair`].
+//! `siprace lab ...`: its flags, and each subcommand run as calls to the
+//! library's lab ([`siprace::lab::topology`], [`siprace::lab::impair`],
+//! [`siprace::lab::servers`], [`siprace::lab::dns`]).
 
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use super::impair::{Direction, Fault};
-use super::servers::{self, DnsOpts, ServerOpts};
-use super::topology::{self, LabConfig, Role, ShaperLaunch};
-use super::{sys, LabError};
-use crate::endpoint::Family;
+use siprace::endpoint::Family;
+use siprace::lab::impair::{Direction, Fault};
+use siprace::lab::servers::{self, DnsOpts, ServerOpts};
+use siprace::lab::topology::{self, LabConfig, Role, ShaperLaunch};
+use siprace::lab::{sys, LabError};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -199,7 +201,7 @@ pub async fn run(cmd: LabCommand) -> Result<(), BoxError> {
     tokio::task::spawn_blocking(move || run_blocking(cmd)).await?
 }
 
-pub fn run_blocking(cmd: LabCommand) -> Result<(), BoxError> {
+fn run_blocking(cmd: LabCommand) -> Result<(), BoxError> {
     match cmd {
         LabCommand::Up {
             name,
@@ -368,7 +370,7 @@ pub fn run_blocking(cmd: LabCommand) -> Result<(), BoxError> {
                 },
                 FaultArg::Clear => Fault::Clear,
             };
-            let now = super::impair::impair(&name, family.map(Into::into), server, fault)?;
+            let now = siprace::lab::impair::impair(&name, family.map(Into::into), server, fault)?;
             if now.is_empty() {
                 println!("lab {name}: no faults");
             }
@@ -376,7 +378,7 @@ pub fn run_blocking(cmd: LabCommand) -> Result<(), BoxError> {
                 println!("{}", serde_json::to_string(&i)?);
             }
         }
-        LabCommand::Shaper { name } => super::shaper::run_from_env(name.as_deref())?,
+        LabCommand::Shaper { name } => siprace::lab::shaper::run_from_env(name.as_deref())?,
         LabCommand::Exec {
             name,
             role,
@@ -440,7 +442,7 @@ async fn run_dns(
     no_srv_additionals: bool,
     mut listen: Vec<SocketAddr>,
 ) -> Result<(), BoxError> {
-    use super::dns::{DnsServer, DnsServerConfig};
+    use siprace::lab::dns::{DnsServer, DnsServerConfig};
     let text =
         std::fs::read_to_string(&zone).map_err(|e| format!("zone file {}: {e}", zone.display()))?;
     let cfg = DnsServerConfig::parse(&text, &faults)
@@ -449,7 +451,7 @@ async fn run_dns(
     if listen.is_empty() {
         if let Some(n) = &name {
             topology::check_name(n)?;
-            let a = super::LabAddrs::standard();
+            let a = siprace::lab::LabAddrs::standard();
             listen = vec![
                 SocketAddr::new(a.dns_v6.into(), servers::DNS_PORT),
                 SocketAddr::new(a.dns_v4.into(), servers::DNS_PORT),

@@ -1,0 +1,304 @@
+//! Real third-party SIP clients as extra benchmark rows: SIPp as a UAC
+//! (OPTIONS over UDP and TCP), sipsak (OPTIONS) and baresip (one REGISTER),
+//! each started as its own process in the lab's client namespace and given
+//! the SIP domain, so each resolves it the way it normally does.
+//!
+//! Timing (the same for every client): a `tshark` capture on `eth0` of the
+//! client namespace runs through all dials of a [`run`]; the dials run one
+//! at a time, so each dial's packets form a clean time window. A dial's
+//! latency is from the **first packet the client sends** (its first DNS
+//! query included, as siprace's own figures include DNS) to the **first SIP
+//! response it receives** (any status code; only a response to a port the
+//! client sent SIP from in this dial counts). Both instants are kernel
+//! capture timestamps, so process start-up before the first packet is not
+//! counted, and neither is the delay until `tshark` shows the packet.
+//!
+//! A dial with no SIP response within the bound (counted from the client's
+//! start) is failed with `latency_us` = the bound and
+//! `error: "no response within N s"`; the client is killed by PID at the
+//! bound. A client that exits earlier without a response is failed the same
+//! way, with its exit status and the tail of its output in `error`.
+//!
+//! How each client is invoked (all in the client namespace, whose
+//! `resolv.conf` points at the lab DNS; `T` = `udp`|`tcp`):
+//!
+//! | client | command | resolution |
+//! |---|---|---|
+//! | SIPp | `sipp -sf options.xml -m 1 -r 1000 -t u1\|t1 -nostdin -timeout S HOST:PORT` | No SRV support in SIPp: HOST:PORT is the lowest-priority target of `_sip._T.<domain>` (looked up by siprace before the dial, outside the timed window), else `<domain>:5060`. SIPp resolves HOST itself with `getaddrinfo` and uses the first result only (normally IPv6). `-r 1000`: the first call goes out at once instead of after SIPp's default 100 ms pacing. |
+//! | sipsak | `sipsak -vv -s sip:bench@<domain> --transport T` | Its own c-ares SRV lookup (TLS, TCP, UDP), then `gethostbyname`: IPv4 only. |
+//! | baresip | `baresip -f DIR -t S` with the account `<sip:bench@<domain>;transport=T>;regint=3600` | libre's RFC 3263 resolver (SRV of the given transport, then A/AAAA or the SRV additionals); one REGISTER, the process is killed on the first response. |
+//!
+//! The parts of a client run ([`run`]): the client's command line is built
+//! once ([`sipp`], [`sipsak`], [`baresip`], one file per client, each saying
+//! how that client resolves and what it sends); the capture is started
+//! ([`capture`]: `tshark` in the client namespace, its lines read as
+//! [`packet`]s); then each dial ([`dial`]) starts the client, collects the
+//! packets of its time window and reads the dial's figures off them
+//! ([`window`], pure and unit-tested).
+
+mod baresip;
+mod capture;
+mod dial;
+mod packet;
+mod sipp;
+mod sipsak;
+mod window;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::bench::records::DialRecord;
+use crate::endpoint::Transport;
+use crate::lab::sys;
+use crate::lab::topology::Lab;
+use capture::{Capture, SYNC};
+
+/// Pause between dials, so kernel packets of the previous one (FIN, RST) are
+/// not in the next dial's window.
+const GAP: Duration = Duration::from_millis(100);
+/// The timing definition every client row uses.
+pub const TIMING_SOURCE: &str = "tshark capture on eth0 of the client namespace: from the first packet the client process sends (its first DNS query included) to the first SIP response it receives (kernel capture timestamps; dials one at a time)";
+
+/// A third-party SIP client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Client {
+    /// SIPp as UAC: one OPTIONS (`lab/sipp/options.xml`).
+    SippUac,
+    /// sipsak: one OPTIONS (its default "shoot" mode).
+    Sipsak,
+    /// baresip: one REGISTER.
+    Baresip,
+}
+
+impl Client {
+    pub const ALL: [Client; 3] = [Client::SippUac, Client::Sipsak, Client::Baresip];
+
+    /// The row label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Client::SippUac => "sipp-uac",
+            Client::Sipsak => "sipsak",
+            Client::Baresip => "baresip",
+        }
+    }
+
+    /// The program run.
+    pub fn program(self) -> &'static str {
+        match self {
+            Client::SippUac => "sipp",
+            Client::Sipsak => "sipsak",
+            Client::Baresip => "baresip",
+        }
+    }
+
+    /// The Debian package that has it.
+    pub fn package(self) -> &'static str {
+        match self {
+            Client::SippUac => "sip-tester",
+            Client::Sipsak => "sipsak",
+            Client::Baresip => "baresip",
+        }
+    }
+
+    /// The request it sends.
+    pub fn method(self) -> &'static str {
+        match self {
+            Client::Baresip => "REGISTER",
+            _ => "OPTIONS",
+        }
+    }
+
+    /// The transports it is run over.
+    pub fn transports(self) -> &'static [Transport] {
+        &[Transport::Udp, Transport::Tcp]
+    }
+
+    /// Whether its program is in PATH (a capture needs `tshark` too, see [`capture_available`]).
+    pub fn installed(self) -> bool {
+        sys::which(self.program()).is_some()
+    }
+
+    /// How the client finds the server, for the report.
+    pub fn resolution(self) -> &'static str {
+        match self {
+            Client::SippUac => "no SRV support: given the lowest-priority SRV target of the domain (looked up before the dial, not timed), resolved by SIPp with getaddrinfo, first result only",
+            Client::Sipsak => "its own SRV lookup (c-ares), then gethostbyname: IPv4 only",
+            Client::Baresip => "libre's RFC 3263 resolver for sip:DOMAIN;transport=T (SRV, then A/AAAA), one REGISTER",
+        }
+    }
+}
+
+impl std::fmt::Display for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// Whether `tshark` (the timing source) is in PATH.
+pub fn capture_available() -> bool {
+    sys::which("tshark").is_some()
+}
+
+/// Why `client` cannot run here, if it cannot.
+pub fn unavailable(client: Client) -> Option<String> {
+    if !client.installed() {
+        Some(format!(
+            "{} not installed (package {})",
+            client.program(),
+            client.package()
+        ))
+    } else if !capture_available() {
+        Some("tshark not installed (package tshark): it times the third-party clients".into())
+    } else {
+        None
+    }
+}
+
+/// Runs `n` dials of `client` over `transport` toward `domain`, one at a
+/// time, from `lab`'s client namespace, and returns one record per dial.
+/// Blocking (up to about `n` × (`bound` + 0.5 s) plus the capture's start).
+/// Nothing else should send from the client namespace meanwhile: packets
+/// are attributed to a dial by time.
+pub fn run(
+    lab: &Lab,
+    client: Client,
+    transport: Transport,
+    domain: &str,
+    n: usize,
+    bound: Duration,
+) -> Result<Vec<DialRecord>, String> {
+    if let Some(why) = unavailable(client) {
+        return Err(why);
+    }
+    if !client.transports().contains(&transport) {
+        return Err(format!("{client} is not run over {transport}"));
+    }
+    if bound.is_zero() {
+        return Err("the time bound must be positive".into());
+    }
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let dir = TempDir::new(client.label())?;
+    let invocation = prepare(lab, client, transport, domain, bound, &dir.0)?;
+    // The capture may run at most this long (dumpcap's own bound).
+    let capture_bound = (bound + SYNC + GAP) * n as u32 + Duration::from_secs(60);
+    let capture = Capture::start(lab, &dir.0, capture_bound)?;
+    let client_addrs = [
+        IpAddr::V6(lab.addrs.client_v6),
+        IpAddr::V4(lab.addrs.client_v4),
+    ];
+    let mut records = Vec::with_capacity(n);
+    for i in 0..n {
+        if i > 0 {
+            std::thread::sleep(GAP);
+        }
+        records.push(dial::dial(
+            lab,
+            client,
+            transport,
+            &invocation,
+            &capture,
+            &client_addrs,
+            bound,
+            &dir.0,
+        ));
+    }
+    capture.stop();
+    Ok(records)
+}
+
+/// The command line of a client (program and arguments), the same for every dial.
+struct Invocation {
+    program: &'static str,
+    args: Vec<String>,
+}
+
+/// Writes the client's files into `dir` and builds its command line.
+fn prepare(
+    lab: &Lab,
+    client: Client,
+    transport: Transport,
+    domain: &str,
+    bound: Duration,
+    dir: &Path,
+) -> Result<Invocation, String> {
+    // The client's own time limit, past the dial's bound (which kills it).
+    let self_bound = (ceil_secs(bound) + 2).to_string();
+    match client {
+        Client::SippUac => sipp::invocation(lab, transport, domain, self_bound, dir),
+        Client::Sipsak => Ok(sipsak::invocation(transport, domain)),
+        Client::Baresip => baresip::invocation(transport, domain, self_bound, dir),
+    }
+}
+
+/// Kills our own child by PID (SIGKILL) and reaps it, bounded.
+fn kill(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    let _ = child.kill();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(2) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Writes `text` to the file `name` in `dir`.
+fn write_file(dir: &Path, name: &str, text: &str) -> Result<PathBuf, String> {
+    let p = dir.join(name);
+    std::fs::write(&p, text).map_err(|e| format!("writing {}: {e}", p.display()))?;
+    Ok(p)
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+fn bound_text(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+fn epoch_ns(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// A private temporary directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Result<TempDir, String> {
+        let base = std::env::temp_dir();
+        // Bounded: a handful of names.
+        for i in 0..16u32 {
+            let p = base.join(format!(
+                "siprace-{tag}-{}-{}-{i}",
+                std::process::id(),
+                epoch_ns(SystemTime::now()) % 1_000_000_000
+            ));
+            match std::fs::create_dir(&p) {
+                Ok(()) => return Ok(TempDir(p)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(format!("creating {}: {e}", p.display())),
+            }
+        }
+        Err("cannot create a temporary directory".into())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

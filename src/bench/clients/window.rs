@@ -1,0 +1,275 @@
+//! The packets of one dial and the figures read off them: when the client
+//! sent its first packet (DNS included, never a kernel RST), when the first
+//! SIP response to a port it sent SIP from arrived, where it sent SIP, and
+//! when each DNS record type was answered. Pure: unit-tested on capture
+//! lines.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use super::packet::Packet;
+
+/// The packets of one dial.
+pub(super) struct Window {
+    start_ns: u64,
+    /// The source port of the capture's marker datagrams (not the client's).
+    marker_port: u16,
+    client: Vec<IpAddr>,
+    packets: Vec<Packet>,
+    /// Local ports the client sent SIP from (UDP or TCP).
+    sip_ports: BTreeSet<(bool, u16)>,
+    response: Option<usize>,
+}
+
+impl Window {
+    pub(super) fn new(start_ns: u64, client: &[IpAddr], marker_port: u16) -> Window {
+        Window {
+            start_ns,
+            marker_port,
+            client: client.to_vec(),
+            packets: Vec::new(),
+            sip_ports: BTreeSet::new(),
+            response: None,
+        }
+    }
+
+    fn outgoing(&self, p: &Packet) -> bool {
+        self.client.contains(&p.src)
+    }
+
+    pub(super) fn add(&mut self, p: Packet) {
+        if p.ts_ns < self.start_ns || (self.outgoing(&p) && p.sport == self.marker_port) {
+            return;
+        }
+        if self.outgoing(&p) && p.dns.is_none() && !p.rst {
+            self.sip_ports.insert((p.tcp, p.sport));
+        }
+        if self.response.is_none()
+            && !self.outgoing(&p)
+            && self.client.contains(&p.dst)
+            && p.status.is_some()
+            && self.sip_ports.contains(&(p.tcp, p.dport))
+        {
+            self.response = Some(self.packets.len());
+        }
+        self.packets.push(p);
+    }
+
+    pub(super) fn response(&self) -> Option<&Packet> {
+        self.response.map(|i| &self.packets[i])
+    }
+
+    /// The first packet the client sent (DNS included; not a kernel RST).
+    pub(super) fn first_sent(&self) -> Option<&Packet> {
+        self.packets
+            .iter()
+            .filter(|p| self.outgoing(p) && !p.rst)
+            .min_by_key(|p| p.ts_ns)
+    }
+
+    /// The server addresses the client sent SIP (or a TCP SYN) to, up to `until`.
+    pub(super) fn sip_destinations(&self, until: Option<u64>) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = Vec::new();
+        let mut sorted: Vec<&Packet> = self.packets.iter().collect();
+        sorted.sort_by_key(|p| p.ts_ns);
+        for p in sorted {
+            if until.is_some_and(|u| p.ts_ns > u) {
+                break;
+            }
+            if self.outgoing(p) && p.dns.is_none() && !p.rst && !v.contains(&p.dst) {
+                v.push(p.dst);
+            }
+        }
+        v
+    }
+
+    /// When the first DNS answer of each record type arrived, ms after `first`.
+    pub(super) fn dns_ms(&self, first: Option<u64>, until: Option<u64>) -> BTreeMap<String, f64> {
+        let mut m = BTreeMap::new();
+        let Some(first) = first else {
+            return m;
+        };
+        for p in &self.packets {
+            if until.is_some_and(|u| p.ts_ns > u) {
+                continue;
+            }
+            if let Some((true, t)) = p.dns {
+                if self.client.contains(&p.dst) && t != 0 {
+                    let ms = p.ts_ns.saturating_sub(first) as f64 / 1e6;
+                    let e = m.entry(rtype_name(t)).or_insert(ms);
+                    *e = f64::min(*e, ms);
+                }
+            }
+        }
+        m
+    }
+}
+
+fn rtype_name(t: u16) -> String {
+    match t {
+        1 => "A".into(),
+        28 => "AAAA".into(),
+        33 => "SRV".into(),
+        35 => "NAPTR".into(),
+        other => format!("TYPE{other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::clients::packet::parse_line;
+    use crate::bench::clients::packet::tests::line;
+    use crate::endpoint::Family;
+
+    #[test]
+    fn window_times_first_packet_to_first_response() {
+        let c6: IpAddr = "2001:db8:c1::10".parse().unwrap();
+        let c4: IpAddr = "192.0.2.10".parse().unwrap();
+        let mut w = Window::new(1_000, &[c6, c4], 1);
+        let pkts = [
+            // an old packet: before the window
+            line(&[
+                "0.000000500",
+                "",
+                "2001:db8:c1::10",
+                "",
+                "2001:db8:d5::53",
+                "5000",
+                "53",
+                "",
+                "",
+                "",
+                "0",
+                "1",
+            ]),
+            // DNS query (first packet) and answer
+            line(&[
+                "1.000000000",
+                "",
+                "2001:db8:c1::10",
+                "",
+                "2001:db8:d5::53",
+                "40000",
+                "53",
+                "",
+                "",
+                "",
+                "0",
+                "28",
+            ]),
+            line(&[
+                "1.001000000",
+                "",
+                "2001:db8:d5::53",
+                "",
+                "2001:db8:c1::10",
+                "53",
+                "40000",
+                "",
+                "",
+                "",
+                "1",
+                "28",
+            ]),
+            // OPTIONS to v6, then to v4
+            line(&[
+                "1.002000000",
+                "",
+                "2001:db8:c1::10",
+                "",
+                "2001:db8:5e::10",
+                "41000",
+                "5060",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "OPTIONS",
+            ]),
+            line(&[
+                "1.003000000",
+                "192.0.2.10",
+                "",
+                "198.51.100.10",
+                "",
+                "41001",
+                "5060",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "OPTIONS",
+            ]),
+            // a response to a port we never used: ignored
+            line(&[
+                "1.004000000",
+                "198.51.100.10",
+                "",
+                "192.0.2.10",
+                "",
+                "5060",
+                "9999",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "200",
+            ]),
+            // the answer
+            line(&[
+                "1.005000000",
+                "198.51.100.10",
+                "",
+                "192.0.2.10",
+                "",
+                "5060",
+                "41001",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "200",
+            ]),
+        ];
+        for l in &pkts {
+            w.add(parse_line(l).expect("parses"));
+        }
+        let r = w.response().expect("a response").clone();
+        let first = w.first_sent().expect("first").ts_ns;
+        assert_eq!(r.ts_ns - first, 5_000_000);
+        assert_eq!(Family::of(&r.src), Family::V4);
+        assert_eq!(w.sip_destinations(Some(r.ts_ns)).len(), 2);
+        let dns = w.dns_ms(Some(first), Some(r.ts_ns));
+        assert_eq!(dns.get("AAAA"), Some(&1.0));
+    }
+
+    #[test]
+    fn tcp_rst_is_not_a_first_packet() {
+        let c4: IpAddr = "192.0.2.10".parse().unwrap();
+        let mut w = Window::new(0, &[c4], 1);
+        w.add(
+            parse_line(&line(&[
+                "1.0",
+                "192.0.2.10",
+                "",
+                "198.51.100.10",
+                "",
+                "",
+                "",
+                "40000",
+                "5060",
+                "1",
+            ]))
+            .unwrap(),
+        );
+        assert!(w.first_sent().is_none());
+        assert!(w.sip_destinations(None).is_empty());
+    }
+}

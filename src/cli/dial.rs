@@ -1,0 +1,229 @@
+//! `siprace dial`: its flags, the [`DialerConfig`] they make (range errors
+//! in the words of the command line), and the command's run: one dial, its
+//! report on stdout, an exit status that says how it ended.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::tls::TlsArgs;
+use super::{EXIT_CONNECTED, EXIT_NO_ANSWER, EXIT_RESOLUTION, EXIT_USAGE};
+use crate::{closed_output, complain};
+use siprace::dialer::{Dial, DialError, Dialer, DialerConfig};
+use siprace::endpoint::{ConfigError, Family, Transport};
+use siprace::race::history::History;
+use siprace::race::strategy::Strategy;
+
+#[derive(Args)]
+#[command(
+    after_help = "Exit status: 0 connected, 1 no candidate answered (every reason is listed), \
+2 usage error, 3 resolution failed."
+)]
+pub struct DialArgs {
+    /// sip:/sips: URI or host[:port], e.g. sip:example.test;transport=tcp or [2001:db8::1]:5060
+    target: String,
+    /// sequential | sequential-v4 | rfc6555 | rfc8305 | siprace
+    #[arg(long, default_value = "siprace")]
+    strategy: Strategy,
+    /// Resolution Delay in ms (wait for AAAA after A); "none" waits for every answer.
+    #[arg(long, value_name = "MS")]
+    resolution_delay: Option<String>,
+    /// Connection Attempt Delay in ms when history knows nothing.
+    #[arg(long, value_name = "MS")]
+    attempt_delay: Option<u64>,
+    /// Lower bound of the attempt delay in ms (at least 10).
+    #[arg(long, value_name = "MS")]
+    min_attempt_delay: Option<u64>,
+    /// Upper bound of the attempt delay in ms.
+    #[arg(long, value_name = "MS")]
+    max_attempt_delay: Option<u64>,
+    /// Preferred Address Family Count (RFC 8305); 0 turns interleaving off.
+    #[arg(long, value_name = "N")]
+    family_count: Option<usize>,
+    /// Maximum attempts in flight.
+    #[arg(long, value_name = "N")]
+    max_concurrent: Option<usize>,
+    /// Overall deadline of the dial in ms (default 32000, Timer B).
+    #[arg(long, value_name = "MS")]
+    deadline: Option<u64>,
+    /// Only these transports (comma-separated: udp,tcp,tls,sctp).
+    #[arg(long, value_delimiter = ',')]
+    transports: Option<Vec<String>>,
+    /// IPv4 only.
+    #[arg(short = '4', conflicts_with = "ipv6_only")]
+    ipv4_only: bool,
+    /// IPv6 only.
+    #[arg(short = '6')]
+    ipv6_only: bool,
+    /// DNS server to ask, IP[:PORT] (default: /etc/resolv.conf).
+    #[arg(long, value_name = "IP[:PORT]")]
+    dns: Option<String>,
+    /// Per-query DNS timeout in ms.
+    #[arg(long, value_name = "MS")]
+    dns_timeout: Option<u64>,
+    /// Over TCP, TLS and SCTP, also send OPTIONS and wait for its answer (UDP always probes).
+    #[arg(long)]
+    probe: bool,
+    /// The SIP domain TLS certificates must match when the target is an
+    /// address (or another host) of that domain's server.
+    #[arg(long, value_name = "DOMAIN")]
+    sip_domain: Option<String>,
+    /// SIP Timer T1 in ms for the UDP probe's retransmissions.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    t1: u64,
+    /// Print the report as one JSON object instead of the timeline.
+    #[arg(long)]
+    json: bool,
+    /// Load history from this file before the dial and save it after.
+    #[arg(long, value_name = "FILE")]
+    history_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Builds the dialer configuration from the flags.
+pub fn dial_config(args: &DialArgs) -> Result<DialerConfig, String> {
+    let mut cfg = DialerConfig::for_strategy(args.strategy);
+    if let Some(rd) = &args.resolution_delay {
+        cfg.race.resolution_delay = match rd.as_str() {
+            "none" => None,
+            n => Some(ms(n.parse().map_err(|_| {
+                format!("--resolution-delay takes ms or \"none\", not {n:?}")
+            })?)),
+        };
+    }
+    if let Some(v) = args.attempt_delay {
+        cfg.race.attempt_delay = ms(v);
+    }
+    if let Some(v) = args.min_attempt_delay {
+        cfg.race.min_attempt_delay = ms(v);
+    }
+    if let Some(v) = args.max_attempt_delay {
+        cfg.race.max_attempt_delay = ms(v);
+    }
+    if let Some(v) = args.family_count {
+        cfg.race.preferred_family_count = v;
+    }
+    if let Some(v) = args.max_concurrent {
+        cfg.race.max_concurrent = v;
+    }
+    if let Some(v) = args.deadline {
+        cfg.race.deadline = ms(v);
+    }
+    if let Some(list) = &args.transports {
+        let parsed: Result<Vec<Transport>, String> = list
+            .iter()
+            .map(|t| {
+                Transport::parse(t)
+                    .ok_or_else(|| format!("unknown transport {t:?} (udp, tcp, tls, sctp)"))
+            })
+            .collect();
+        cfg.transports = Some(parsed?);
+    }
+    if args.ipv4_only {
+        cfg.locate.families = vec![Family::V4];
+    } else if args.ipv6_only {
+        cfg.locate.families = vec![Family::V6];
+    }
+    if let Some(dns) = &args.dns {
+        cfg.locate.dns_server =
+            Some(siprace::locate::parse_dns_server(dns).map_err(|e| format!("--dns: {e}"))?);
+    }
+    if let Some(v) = args.dns_timeout {
+        cfg.locate.query_timeout = ms(v);
+    }
+    cfg.connect.probe_streams = args.probe;
+    cfg.sip_domain = args.sip_domain.clone();
+    cfg.connect.t1 = ms(args.t1);
+    args.tls.apply(&mut cfg.connect)?;
+    cfg.validated().map_err(flag_error)
+}
+
+/// The `siprace dial` flag behind each field the library validates, so that
+/// a range error names what the user typed.
+const FLAG_OF_FIELD: &[(&str, &str)] = &[
+    ("race.deadline", "--deadline"),
+    ("race.resolution_delay", "--resolution-delay"),
+    ("race.attempt_delay", "--attempt-delay"),
+    ("race.min_attempt_delay", "--min-attempt-delay"),
+    ("race.max_attempt_delay", "--max-attempt-delay"),
+    ("race.preferred_family_count", "--family-count"),
+    ("race.max_concurrent", "--max-concurrent"),
+    ("locate.query_timeout", "--dns-timeout"),
+    ("locate.dns_server", "--dns"),
+    ("connect.t1", "--t1"),
+];
+
+/// A configuration error in the words of the command line.
+fn flag_error(e: ConfigError) -> String {
+    match FLAG_OF_FIELD.iter().find(|(field, _)| *field == e.field) {
+        Some((_, flag)) => format!("{flag} must be {}, not {}", e.allowed, e.given),
+        None => e.to_string(),
+    }
+}
+
+fn usage(msg: impl std::fmt::Display) -> ExitCode {
+    complain(format_args!("siprace dial: {msg}"));
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// Runs `siprace dial`.
+pub async fn run(args: DialArgs) -> ExitCode {
+    let cfg = match dial_config(&args) {
+        Ok(cfg) => cfg,
+        Err(e) => return usage(e),
+    };
+    let history = match &args.history_file {
+        Some(path) => {
+            let (history, warning) = History::load_file(path);
+            if let Some(warning) = warning {
+                eprintln!("siprace: warning: {warning}");
+            }
+            history
+        }
+        None => History::default(),
+    };
+    let dialer = match Dialer::with_history(cfg, history) {
+        Ok(d) => d,
+        Err(e) => return usage(e),
+    };
+    let result = dialer.dial(&args.target).await;
+    if let Some(path) = &args.history_file {
+        if let Err(e) = dialer.history().save_merged(path) {
+            eprintln!("siprace: {e}");
+        }
+    }
+    let (report, code) = match &result {
+        Ok(Dial { report, .. }) => (report, EXIT_CONNECTED),
+        Err(DialError::Target(e)) => return usage(e),
+        Err(DialError::InvalidConfig(e)) => return usage(flag_error(e.clone())),
+        Err(DialError::Resolution(report)) => (report.as_ref(), EXIT_RESOLUTION),
+        Err(DialError::Failed(report)) => (report.as_ref(), EXIT_NO_ANSWER),
+        Err(e) => return usage(e),
+    };
+    let text = if args.json {
+        match serde_json::to_string_pretty(report) {
+            Ok(text) => text + "\n",
+            Err(e) => {
+                complain(format_args!("siprace: cannot encode the report: {e}"));
+                String::new()
+            }
+        }
+    } else {
+        report.render()
+    };
+    let mut stdout = std::io::stdout().lock();
+    closed_output::check(
+        stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush()),
+    );
+    ExitCode::from(code)
+}

@@ -1,0 +1,286 @@
+//! `siprace responder`: its flags, the [`ResponderConfig`] they make, and
+//! the command's run (serve until Ctrl-C or SIGTERM, printing counters).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use siprace::connect::tls::PemSource;
+use siprace::endpoint::Transport;
+use siprace::responder::{
+    start, write_stats, ListenSpec, ResponderConfig, ResponderTls, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_PENDING_OUTPUT, DEFAULT_MAX_TCP_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_WRITE_TIMEOUT,
+};
+use siprace::sip::MAX_MESSAGE_SIZE;
+
+/// `siprace responder`: answer SIP requests for tests and the lab.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ResponderArgs {
+    /// Where to listen: udp|tcp|both|tls|sctp:ADDR:PORT[,silent], e.g. udp:[::1]:5060,
+    /// tcp:127.0.0.1:5060, both:[::]:5060, tls:[::1]:5061, sctp:[::1]:5060. Repeatable.
+    #[arg(long = "listen", value_name = "SPEC", required = true)]
+    pub listen: Vec<ListenSpec>,
+    /// Never answer on any listener (receive and count only): a black-holed server.
+    #[arg(long)]
+    pub silent: bool,
+    /// Print the counters as one JSON line every SECS seconds (and write --stats-file).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub stats_every: Option<u64>,
+    /// Write the counters as JSON to this file on shutdown (and every --stats-every).
+    #[arg(long, value_name = "PATH")]
+    pub stats_file: Option<PathBuf>,
+    /// Most TCP/TLS/SCTP connections served at once; more are closed on accept.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_TCP_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
+    pub max_connections: usize,
+    /// Close TCP connections idle for this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_IDLE_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout: u64,
+    /// TLS certificate chain (PEM) for tls: listeners. Without it, a throwaway
+    /// certificate for --domain is generated.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// The SIP domain of the throwaway certificate (URI SAN sip:DOMAIN and dNSName DOMAIN).
+    #[arg(
+        long,
+        value_name = "DOMAIN",
+        default_value = "example.test",
+        conflicts_with = "cert"
+    )]
+    pub domain: String,
+    /// Write the throwaway certificate's CA (PEM) here, for clients' --ca.
+    #[arg(long, value_name = "FILE", conflicts_with = "cert")]
+    pub write_ca: Option<PathBuf>,
+    /// Require TLS clients to present a certificate issued by this CA (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+    /// Close a TCP/TLS/SCTP connection whose request (head and body) is not
+    /// complete this many seconds after its first byte; also bounds TLS handshakes.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_REQUEST_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout: u64,
+    /// Close a connection when writing one answer takes this many seconds
+    /// (a peer that does not read).
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_WRITE_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub write_timeout: u64,
+}
+
+impl ResponderArgs {
+    pub fn config(&self) -> ResponderConfig {
+        ResponderConfig {
+            listeners: self
+                .listen
+                .iter()
+                .flat_map(|spec| spec.listeners())
+                .map(|mut l| {
+                    l.silent |= self.silent;
+                    l
+                })
+                .collect(),
+            max_tcp_connections: self.max_connections,
+            max_message_size: MAX_MESSAGE_SIZE,
+            idle_timeout: Duration::from_secs(self.idle_timeout),
+            request_timeout: Duration::from_secs(self.request_timeout),
+            write_timeout: Duration::from_secs(self.write_timeout),
+            max_pending_output: DEFAULT_MAX_PENDING_OUTPUT,
+            tls: match (&self.cert, &self.key) {
+                (Some(cert), Some(key)) => Some(ResponderTls {
+                    cert: PemSource::File(cert.clone()),
+                    key: PemSource::File(key.clone()),
+                    client_ca: self.client_ca.clone().map(PemSource::File),
+                }),
+                _ => None,
+            },
+        }
+    }
+
+    /// [`config`](Self::config), plus a throwaway certificate for --domain
+    /// when a TLS listener has none (its CA written to --write-ca).
+    pub fn config_with_tls(&self) -> Result<ResponderConfig, String> {
+        let mut cfg = self.config();
+        let serves_tls = cfg.listeners.iter().any(|l| l.transport == Transport::Tls);
+        if serves_tls && cfg.tls.is_none() {
+            let (mut tls, ca_pem) = ResponderTls::generate(&self.domain)?;
+            tls.client_ca = self.client_ca.clone().map(PemSource::File);
+            if let Some(path) = &self.write_ca {
+                std::fs::write(path, &ca_pem)
+                    .map_err(|e| format!("cannot write the CA to {}: {e}", path.display()))?;
+            }
+            cfg.tls = Some(tls);
+        } else if self.write_ca.is_some() && !serves_tls {
+            return Err("--write-ca needs a tls: listener".into());
+        }
+        Ok(cfg)
+    }
+}
+
+/// Runs the responder until Ctrl-C or SIGTERM.
+pub async fn run(args: ResponderArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let cfg = args.config_with_tls()?;
+    let handle = start(cfg.clone()).await?;
+    for l in handle.listeners() {
+        println!("listening {l}");
+    }
+    if handle
+        .listeners()
+        .iter()
+        .any(|l| l.transport == Transport::Tls)
+    {
+        match (&args.cert, &args.write_ca) {
+            (Some(cert), _) => println!("tls certificate {}", cert.display()),
+            (None, Some(ca)) => println!(
+                "tls throwaway certificate for sip:{} (CA written to {})",
+                args.domain,
+                ca.display()
+            ),
+            (None, None) => println!(
+                "tls throwaway certificate for sip:{} (its CA is not saved: use --write-ca FILE)",
+                args.domain
+            ),
+        }
+        if let Some(ca) = &args.client_ca {
+            println!(
+                "tls requires a client certificate issued by {}",
+                ca.display()
+            );
+        }
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut ticker = args.stats_every.map(|secs| {
+        let period = Duration::from_secs(secs);
+        tokio::time::interval_at(tokio::time::Instant::now() + period, period)
+    });
+    loop {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => { r?; break; }
+            _ = term.recv() => break,
+            _ = async {
+                match ticker.as_mut() {
+                    Some(t) => { t.tick().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {
+                let snap = handle.stats();
+                println!("stats {}", serde_json::to_string(&snap)?);
+                if let Some(path) = &args.stats_file {
+                    write_stats(path, &snap)?;
+                }
+            }
+        }
+    }
+    let snap = handle.shutdown().await;
+    if let Some(path) = &args.stats_file {
+        write_stats(path, &snap)?;
+    }
+    let t = snap.total();
+    println!(
+        "stopped: {} requests, {} responses, {} invalid, {} connections",
+        t.requests, t.responses, t.invalid, t.connections
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ResponderArgs,
+    }
+
+    #[test]
+    fn cli_args() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--listen",
+            "udp:[::1]:5060",
+            "--listen",
+            "both:127.0.0.1:0,silent",
+            "--stats-every",
+            "5",
+        ])
+        .unwrap();
+        let cfg = cli.args.config();
+        assert_eq!(cfg.listeners.len(), 3);
+        assert_eq!(
+            cfg.listeners.iter().map(|l| l.silent).collect::<Vec<_>>(),
+            [false, true, true]
+        );
+        assert_eq!(cli.args.stats_every, Some(5));
+        assert_eq!(cfg.max_tcp_connections, DEFAULT_MAX_TCP_CONNECTIONS);
+        let cli = Cli::try_parse_from(["x", "--listen", "udp:[::1]:5060", "--silent"]).unwrap();
+        assert!(cli.args.config().listeners[0].silent);
+        assert!(Cli::try_parse_from(["x"]).is_err(), "--listen is required");
+        assert!(Cli::try_parse_from(["x", "--listen", "nope"]).is_err());
+        assert!(
+            Cli::try_parse_from(["x", "--listen", "udp:[::1]:1", "--stats-every", "0"]).is_err()
+        );
+        let cfg = Cli::try_parse_from(["x", "--listen", "tcp:[::1]:0"])
+            .unwrap()
+            .args
+            .config();
+        assert_eq!(
+            (cfg.request_timeout, cfg.write_timeout),
+            (DEFAULT_REQUEST_TIMEOUT, DEFAULT_WRITE_TIMEOUT)
+        );
+        let cli = Cli::try_parse_from([
+            "x",
+            "--listen",
+            "tcp:[::1]:0",
+            "--request-timeout",
+            "3",
+            "--write-timeout",
+            "4",
+        ])
+        .unwrap();
+        let cfg = cli.args.config();
+        assert_eq!(
+            (cfg.request_timeout, cfg.write_timeout),
+            (Duration::from_secs(3), Duration::from_secs(4))
+        );
+        for flag in ["--request-timeout", "--write-timeout"] {
+            assert!(Cli::try_parse_from(["x", "--listen", "tcp:[::1]:0", flag, "0"]).is_err());
+        }
+    }
+
+    #[test]
+    fn tls_cli_and_throwaway_certificate() {
+        let dir = std::env::temp_dir().join(format!("siprace-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        let cli = Cli::try_parse_from([
+            "x",
+            "--listen",
+            "tls:[::1]:0",
+            "--domain",
+            "sip.example.test",
+            "--write-ca",
+            ca.to_str().unwrap(),
+        ])
+        .unwrap();
+        let cfg = cli.args.config_with_tls().unwrap();
+        let tls = cfg.tls.expect("a throwaway identity");
+        let leaf = &tls.cert.certificates().unwrap()[0];
+        let ids = siprace::connect::tls::CertIdentities::from_der(leaf.as_ref()).unwrap();
+        assert_eq!(ids.sip_uris, ["sip.example.test"]);
+        assert_eq!(ids.dns, ["sip.example.test"]);
+        assert!(tls.server_config().is_ok());
+        // The written CA is the one that issued the leaf.
+        let ca_pem = PemSource::File(ca.clone());
+        assert_eq!(ca_pem.certificates().unwrap().len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+        // --cert needs --key; --write-ca without a TLS listener is refused.
+        assert!(Cli::try_parse_from(["x", "--listen", "tls:[::1]:0", "--cert", "c.pem"]).is_err());
+        let cli =
+            Cli::try_parse_from(["x", "--listen", "udp:[::1]:0", "--write-ca", "/tmp/x"]).unwrap();
+        assert!(cli.args.config_with_tls().is_err());
+    }
+}

@@ -1,0 +1,259 @@
+//! `siprace responder`: a minimal SIP UAS for tests and the lab.
+//!
+//! It answers OPTIONS with 200 OK over UDP, TCP, TLS (with a given or a
+//! throwaway certificate, optionally requiring a client certificate) and SCTP
+//! (where the kernel has it), gives every other request a
+//! sensible final response (see [`respond`]) and malformed requests a 400
+//! (never crashing on garbage), counts what it sees per transport and
+//! address family, and can be told to stay silent (receive but never answer)
+//! to play a black-holed server.
+//!
+//! A stream connection costs bounded resources whatever the peer does: idle,
+//! request (slowloris) and write (non-reader) deadlines, a capped send
+//! buffer, and a connection cap that hands the stalest slot to a newcomer
+//! rather than refusing it (see [`ResponderConfig`]).
+//!
+//! Library use: [`start`] a [`ResponderConfig`], read the bound addresses and
+//! [`stats`](ResponderHandle::stats) from the [`ResponderHandle`], then
+//! [`shutdown`](ResponderHandle::shutdown). The command line
+//! (`siprace responder`) lives in the binary and fills a [`ResponderConfig`].
+
+mod config;
+mod counters;
+mod respond;
+mod slots;
+mod stream;
+mod tls;
+mod udp;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde::Serialize;
+use socket2::{Protocol, Type};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use config::{
+    ListenSpec, ListenSpecError, ListenTransports, ListenerConfig, ResponderConfig,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_PENDING_OUTPUT, DEFAULT_MAX_TCP_CONNECTIONS,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
+};
+pub use counters::{write_stats, Counters, FamilyCounters, StatsSnapshot};
+pub use respond::respond;
+use respond::Received;
+pub use tls::ResponderTls;
+
+use crate::connect::sctp::SctpListener;
+use crate::endpoint::{Family, Transport};
+use crate::socket::{new_socket, Bind};
+use counters::{bump, Stats};
+use slots::Slots;
+use stream::{serve_stream_listener, StreamLimits, StreamListener};
+use udp::serve_udp;
+
+/// A listener as bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BoundListener {
+    pub transport: Transport,
+    /// The actual address (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    pub silent: bool,
+}
+
+impl fmt::Display for BoundListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.transport, self.addr)?;
+        if self.silent {
+            f.write_str(" (silent)")?;
+        }
+        Ok(())
+    }
+}
+
+/// A running responder. Dropping it stops every task at once; prefer
+/// [`shutdown`](Self::shutdown) for the final counters.
+pub struct ResponderHandle {
+    listeners: Vec<BoundListener>,
+    stats: Arc<Stats>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl fmt::Debug for ResponderHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponderHandle")
+            .field("listeners", &self.listeners)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResponderHandle {
+    pub fn listeners(&self) -> &[BoundListener] {
+        &self.listeners
+    }
+
+    /// The address of the first listener with this transport and family.
+    pub fn addr(&self, transport: Transport, family: Family) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|l| l.transport == transport && Family::of(&l.addr.ip()) == family)
+            .map(|l| l.addr)
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Waits until `pred` holds for the counters (re-checked after every
+    /// change). Meant for tests and the lab: bound it with a timeout.
+    pub async fn wait_for_stats(&self, pred: impl Fn(&StatsSnapshot) -> bool) -> StatsSnapshot {
+        loop {
+            let notified = self.stats.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let snap = self.stats.snapshot();
+            if pred(&snap) {
+                return snap;
+            }
+            notified.await;
+        }
+    }
+
+    /// Stops accepting and receiving, closes every connection, waits for the
+    /// tasks to end and returns the final counters.
+    pub async fn shutdown(mut self) -> StatsSnapshot {
+        let _ = self.shutdown.send(true);
+        while let Some(res) = self.tasks.join_next().await {
+            if let Err(e) = res {
+                if e.is_panic() {
+                    tracing::error!("a responder task panicked: {e}");
+                }
+            }
+        }
+        self.stats.snapshot()
+    }
+}
+
+/// Binds every listener and starts serving. Fails if any bind fails (nothing
+/// keeps running then).
+pub async fn start(cfg: ResponderConfig) -> io::Result<ResponderHandle> {
+    let stats = Arc::new(Stats::default());
+    let (shutdown, _) = watch::channel(false);
+    let slots = Arc::new(Slots::new(cfg.max_tcp_connections, cfg.request_timeout));
+    let limits = StreamLimits::of(&cfg);
+    let max_message = cfg.max_message_size.max(1);
+    let mut tasks = JoinSet::new();
+    let mut listeners = Vec::new();
+    for l in &cfg.listeners {
+        let ctx = Ctx {
+            stats: stats.clone(),
+            silent: l.silent,
+            max_message,
+        };
+        let stop = shutdown.subscribe();
+        let addr = match l.transport {
+            Transport::Udp => {
+                let socket = new_socket(l.addr, Type::DGRAM, Protocol::UDP, Bind::Listen)?;
+                let socket = UdpSocket::from_std(socket.into())?;
+                let addr = socket.local_addr()?;
+                tasks.spawn(serve_udp(socket, ctx, stop));
+                addr
+            }
+            Transport::Tcp | Transport::Tls => {
+                let acceptor = match l.transport {
+                    Transport::Tls => {
+                        let tls = cfg.tls.as_ref().ok_or_else(|| {
+                            io::Error::new(
+                                io::ErrorKind::InvalidInput,
+                                format!("tls:{} needs a certificate and key", l.addr),
+                            )
+                        })?;
+                        Some(tokio_rustls::TlsAcceptor::from(tls.server_config()?))
+                    }
+                    _ => None,
+                };
+                let socket = new_socket(l.addr, Type::STREAM, Protocol::TCP, Bind::Listen)?;
+                socket.listen(1024)?;
+                let listener = TcpListener::from_std(socket.into())?;
+                let addr = listener.local_addr()?;
+                let listener = match acceptor {
+                    Some(acceptor) => StreamListener::Tls(listener, acceptor),
+                    None => StreamListener::Tcp(listener),
+                };
+                tasks.spawn(serve_stream_listener(
+                    listener,
+                    ctx,
+                    stop,
+                    slots.clone(),
+                    limits,
+                ));
+                addr
+            }
+            Transport::Sctp => {
+                let listener = SctpListener::bind(l.addr).map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot serve sctp:{}: {e}", l.addr))
+                })?;
+                let addr = listener.local_addr()?;
+                tasks.spawn(serve_stream_listener(
+                    StreamListener::Sctp(listener),
+                    ctx,
+                    stop,
+                    slots.clone(),
+                    limits,
+                ));
+                addr
+            }
+        };
+        listeners.push(BoundListener {
+            transport: l.transport,
+            addr,
+            silent: l.silent,
+        });
+    }
+    Ok(ResponderHandle {
+        listeners,
+        stats,
+        shutdown,
+        tasks,
+    })
+}
+
+/// What every listener's task shares: the counters, whether to answer,
+/// and the size bound.
+#[derive(Clone)]
+struct Ctx {
+    stats: Arc<Stats>,
+    silent: bool,
+    max_message: usize,
+}
+
+impl Ctx {
+    /// Handles one datagram / framed message: counts it and returns the
+    /// bytes to send back.
+    fn handle(&self, transport: Transport, peer: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+        let cell = self.stats.cell(transport, &peer);
+        bump(&cell.messages);
+        let answer = respond::answer(bytes, peer, self.silent, self.max_message);
+        match answer.received {
+            Received::Invalid => bump(&cell.invalid),
+            Received::Request { options } => {
+                bump(&cell.requests);
+                if options {
+                    bump(&cell.options);
+                }
+                if self.silent {
+                    bump(&cell.dropped_silent);
+                }
+            }
+        }
+        if answer.reply.is_some() {
+            bump(&cell.responses);
+        }
+        self.stats.touched();
+        answer.reply
+    }
+}
