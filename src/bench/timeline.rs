@@ -96,25 +96,50 @@ pub(crate) async fn run(
     target: &str,
     tick: &Tick,
 ) -> Result<(RowResult, TimelineOutcome), String> {
-    let label = format!("{} siprace-warm", scenario.name);
-    let dialer = Dialer::new(cfg).map_err(|e| e.to_string())?;
+    let timeline = Timeline {
+        lab,
+        scenario,
+        dialer: Dialer::new(cfg).map_err(|e| e.to_string())?,
+        target,
+        tick,
+        label: format!("{} siprace-warm", scenario.name),
+        bound: Duration::from_secs(scenario.time_bound_s),
+    };
     match kind {
-        TimelineKind::V6Repaired => v6_repaired(lab, scenario, &dialer, target, tick, &label).await,
-        TimelineKind::NetworkChange => {
-            network_change(lab, scenario, &dialer, target, tick, &label).await
-        }
+        TimelineKind::V6Repaired => v6_repaired(&timeline).await,
+        TimelineKind::NetworkChange => network_change(&timeline).await,
     }
 }
 
-async fn v6_repaired(
-    lab: &Lab,
-    scenario: &Scenario,
-    dialer: &Dialer,
-    target: &str,
-    tick: &Tick,
-    label: &str,
-) -> Result<(RowResult, TimelineOutcome), String> {
-    let bound = Duration::from_secs(scenario.time_bound_s);
+/// What every step of a timeline needs: the lab, the scenario, and the
+/// one dialer with its target.
+struct Timeline<'a> {
+    lab: &'a Lab,
+    scenario: &'a Scenario,
+    dialer: Dialer,
+    target: &'a str,
+    tick: &'a Tick,
+    label: String,
+    /// A dial that fails counts at this bound.
+    bound: Duration,
+}
+
+impl Timeline<'_> {
+    /// One dial of the timeline, now.
+    async fn dial(&self) -> Step {
+        dial(
+            &self.dialer,
+            self.target,
+            self.bound,
+            self.tick,
+            &self.label,
+        )
+        .await
+    }
+}
+
+async fn v6_repaired(t: &Timeline<'_>) -> Result<(RowResult, TimelineOutcome), String> {
+    let (lab, scenario, label) = (t.lab, t.scenario, t.label.as_str());
     let interval = Duration::from_millis(scenario.interval_ms);
     let started = Instant::now();
     let repair_at = started + Duration::from_secs(scenario.repair_after_s);
@@ -127,7 +152,7 @@ async fn v6_repaired(
                 .map_err(|e| format!("repairing: {e}"))?;
             repaired = Some(Instant::now());
         }
-        let step = dial(dialer, target, bound, tick, label).await;
+        let step = t.dial().await;
         let on_v6 = step.record.family == Some(Family::V6);
         let after_repair = repaired.is_some_and(|r| step.at >= r);
         let at = step.at;
@@ -229,15 +254,8 @@ fn impair_as_scenario(lab: &Lab, scenario: &Scenario) -> Result<(), String> {
     Ok(())
 }
 
-async fn network_change(
-    lab: &Lab,
-    scenario: &Scenario,
-    dialer: &Dialer,
-    target: &str,
-    tick: &Tick,
-    label: &str,
-) -> Result<(RowResult, TimelineOutcome), String> {
-    let bound = Duration::from_secs(scenario.time_bound_s);
+async fn network_change(t: &Timeline<'_>) -> Result<(RowResult, TimelineOutcome), String> {
+    let (lab, scenario, label) = (t.lab, t.scenario, t.label.as_str());
     let started = Instant::now();
     let mut phases: Vec<Vec<Step>> = Vec::new();
     // The dialer notices a new network at its next dial at most
@@ -247,7 +265,7 @@ async fn network_change(
         // A: learn (faults in force).
         let mut a = Vec::new();
         for _ in 0..PHASE_DIALS {
-            a.push(dial(dialer, target, bound, tick, label).await);
+            a.push(t.dial().await);
         }
         phases.push(a);
         // B: another uplink, nothing impaired.
@@ -256,7 +274,7 @@ async fn network_change(
         tokio::time::sleep(settle).await;
         let mut b = Vec::new();
         for _ in 0..PHASE_DIALS {
-            b.push(dial(dialer, target, bound, tick, label).await);
+            b.push(t.dial().await);
         }
         phases.push(b);
         // Back on A, faults again.
@@ -265,7 +283,7 @@ async fn network_change(
         tokio::time::sleep(settle).await;
         let mut back = Vec::new();
         for _ in 0..PHASE_DIALS {
-            back.push(dial(dialer, target, bound, tick, label).await);
+            back.push(t.dial().await);
         }
         phases.push(back);
         Ok::<(), String>(())
