@@ -1,7 +1,9 @@
 //! The history file (`--history-file`), shared by concurrent processes.
 //!
 //! [`History::load_file`] never fails a dial (a missing, unreadable or
-//! corrupt file is an empty history, with a warning for the latter two),
+//! corrupt file is an empty history, with a warning for the latter two; so
+//! is a file of the format before networks, whose entries cannot be placed
+//! on one),
 //! and [`History::save_merged`] replaces the file atomically under an
 //! advisory lock, applying this process's observations to what the file
 //! holds by then (the merge rules are the history's), so concurrent dials lose
@@ -105,11 +107,28 @@ fn read_history(path: &Path) -> (History, Option<String>) {
         }
         Ok(_) => match serde_json::from_slice::<History>(&bytes) {
             Ok(history) => (history, None),
+            Err(_) if is_version_1(&bytes) => empty(
+                "was written by an older siprace (format 1, history not kept per network); \
+                 its entries cannot be placed on a network, so they are not used"
+                    .into(),
+            ),
             Err(e) => empty(format!("not a valid history ({e})")),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => (History::default(), None),
         Err(e) => empty(format!("cannot be read ({e})")),
     }
+}
+
+/// Whether `bytes` are a history file of format 1 (before networks): an
+/// object with an `entries` list and no `version`.
+fn is_version_1(bytes: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Version1 {
+        #[allow(dead_code)]
+        entries: Vec<serde::de::IgnoredAny>,
+        version: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Version1>(bytes).is_ok_and(|v| v.version.is_none())
 }
 
 /// `<path>.<suffix>`: a file next to `path`, e.g. `history.json.lock`.

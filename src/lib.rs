@@ -13,7 +13,9 @@
 //!
 //! [`dial_machine`] composes location and the race into one pure machine
 //! per dial; [`dialer`] is the driver that performs its actions, with
-//! [`dns`] for the lookups.
+//! [`dns`] for the lookups (and the answers kept for their TTL) and
+//! [`network`] for which network the dial is on (history is kept per
+//! network).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -31,6 +33,7 @@ pub mod dns;
 pub mod endpoint;
 pub mod history_file;
 pub mod locate;
+pub mod network;
 pub mod race;
 pub mod report;
 pub mod sip;

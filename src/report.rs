@@ -88,6 +88,10 @@ pub struct DnsEntry {
     /// How many records of the queried type the answer held (`records`
     /// may show fewer); 0 when the query failed.
     pub records_total: usize,
+    /// The answer came from the dialer's DNS cache (kept for its TTL): no
+    /// query was sent.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
 }
 
 impl DnsEntry {
@@ -122,6 +126,9 @@ pub struct AttemptEntry {
     pub host: String,
     pub rank: u32,
     pub started_ms: f64,
+    /// The Connection Attempt Delay it got (from history or the configured
+    /// one): how long it ran alone before the next attempt could start.
+    pub attempt_delay_ms: f64,
     /// When the transport was up (TCP connected) if later steps followed.
     pub transport_up_ms: Option<f64>,
     pub ended_ms: Option<f64>,
@@ -152,15 +159,16 @@ pub enum DialResult {
 ///   "result": "connected" | "failed" | "resolution-failed",
 ///   "reason": null | "why it failed",
 ///   "total_ms": 12.3,
+///   "network": null | "<id> (<routes, prefixes and DNS servers it was identified by>)",
 ///   "targets": [ { "host", "port", "transport", "rank" } ],
 ///   "dns": [ { "name", "type", "sent_ms", "answered_ms",
 ///              "outcome": null (never answered) | "records" | "no-records" | "nxdomain"
 ///                         | "servfail" | "timeout" | "error",
 ///              "records": [ zone-file text of the first records | the error's detail ],
-///              "records_total" } ],
+///              "records_total", "cached": true (only when answered from the cache) } ],
 ///   "addresses": [ { "host", "family", "at_ms", "addrs": [..] } ],
 ///   "attempts": [ { "id", "family", "transport", "addr", "host", "rank", "started_ms",
-///                   "transport_up_ms", "ended_ms", "outcome", "error_class", "detail",
+///                   "attempt_delay_ms", "transport_up_ms", "ended_ms", "outcome", "error_class", "detail",
 ///                   "response" } ],
 ///   "winner": null | <attempt id> }
 /// ```
@@ -173,6 +181,9 @@ pub struct Report {
     pub total_ms: f64,
     #[serde(skip)]
     pub total: Duration,
+    /// The network the dial ran on, whose history it used (see
+    /// [`crate::network`]): its id and description.
+    pub network: Option<String>,
     pub targets: Vec<TargetSpec>,
     pub dns: Vec<DnsEntry>,
     pub addresses: Vec<AddressEntry>,
@@ -198,6 +209,7 @@ impl Report {
             reason: None,
             total_ms: 0.0,
             total: Duration::ZERO,
+            network: None,
             targets: Vec::new(),
             dns: Vec::new(),
             addresses: Vec::new(),
@@ -312,6 +324,7 @@ impl Report {
                     host: r.endpoint.host.to_string(),
                     rank: r.endpoint.rank,
                     started_ms: at(r.started),
+                    attempt_delay_ms: millis(r.delay),
                     transport_up_ms: r.transport_up.map(at),
                     ended_ms: r.ended.map(at),
                     outcome,
@@ -355,6 +368,7 @@ impl Report {
             if let Some(at) = q.answered_ms {
                 let outcome = q.outcome.as_deref().unwrap_or("?");
                 let took = at - q.sent_ms;
+                let cached = if q.cached { " (cached)" } else { "" };
                 if q.records.is_empty() || outcome != "records" {
                     let detail = q
                         .records
@@ -364,7 +378,7 @@ impl Report {
                     lines.push((
                         at,
                         format!(
-                            "< DNS {} {}: {outcome}{detail} in {took:.1} ms",
+                            "< DNS {} {}: {outcome}{detail} in {took:.1} ms{cached}",
                             q.rtype, q.name
                         ),
                     ));
@@ -372,7 +386,7 @@ impl Report {
                     lines.push((
                         at,
                         format!(
-                            "< DNS {} {}: {} in {took:.1} ms",
+                            "< DNS {} {}: {} in {took:.1} ms{cached}",
                             q.rtype,
                             q.name,
                             q.count_text()
@@ -482,6 +496,7 @@ fn dns_entry(q: &QueryRecord, since: impl Fn(Instant) -> f64) -> DnsEntry {
         outcome: q.outcome.as_ref().map(|o| o.label().to_string()),
         records,
         records_total,
+        cached: false,
     }
 }
 
@@ -525,6 +540,7 @@ mod tests {
                 outcome: Some("records".into()),
                 records: vec![EVIL.into(); 10],
                 records_total: 40,
+                cached: false,
             },
             DnsEntry {
                 name: EVIL.into(),
@@ -534,6 +550,7 @@ mod tests {
                 outcome: Some("error".into()),
                 records: vec![EVIL.into()],
                 records_total: 0,
+                cached: true,
             },
         ];
         let attempt = |id, outcome| AttemptEntry {
@@ -544,6 +561,7 @@ mod tests {
             host: EVIL.into(),
             rank: 0,
             started_ms: 1.0,
+            attempt_delay_ms: 250.0,
             transport_up_ms: Some(1.5),
             ended_ms: Some(2.0),
             outcome,

@@ -237,19 +237,20 @@ async fn ipv6_silent_over_udp_ipv4_wins_after_the_attempt_delay() {
         None,
     )
     .await;
-    let dial = bed
-        .dial(bed.config(Strategy::Siprace), "sip:")
-        .await
-        .unwrap();
+    let cfg = bed.config(Strategy::Siprace);
+    let delay_ms = cfg.race.attempt_delay.as_secs_f64() * 1000.0;
+    let dial = bed.dial(cfg, "sip:").await.unwrap();
     let report = &dial.report;
     println!("{}", report.render());
     assert_eq!(winner(report), (Family::V4, Transport::Udp));
     let v6 = attempt_of(report, Family::V6);
     assert_eq!(v6.outcome, "cancelled");
     assert_eq!(v6.error_class.as_deref(), Some("lost-race"));
+    // A fresh dialer knows nothing: the cold attempt delay.
+    assert_eq!(v6.attempt_delay_ms, delay_ms);
     let v4 = attempt_of(report, Family::V4);
     // The engine never starts the fallback before the attempt delay.
-    assert!(v4.started_ms - v6.started_ms >= 250.0 - 0.001);
+    assert!(v4.started_ms - v6.started_ms >= delay_ms - 0.001);
     // The silent server did receive the IPv6 probe.
     let stats = bed.responder.stats();
     assert!(stats.get(Transport::Udp, Family::V6).dropped_silent >= 1);

@@ -8,7 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use rcgen::{CertificateParams, DnType, KeyPair, SanType};
 use siprace::endpoint::{Endpoint, Transport};
-use siprace::race::history::{History, PathOutcome};
+use siprace::race::history::{History, NetworkId, PathOutcome};
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -104,8 +104,10 @@ fn main() {
         "empty.json",
         serde_json::to_string(&history).unwrap().as_bytes(),
     );
+    let home = NetworkId::of("ipv6 default via 2001:db8:c1::1 dev eth0");
     history.record(
         t0,
+        &home,
         &[
             (
                 endpoint("[2001:db8::1]:5060", Transport::Udp, "sip1.example.test"),
@@ -124,6 +126,27 @@ fn main() {
     write(
         "history_load",
         "three-paths.json",
+        serde_json::to_string_pretty(&history).unwrap().as_bytes(),
+    );
+    // Two networks, IPv6 suspect on the second (failures to two hosts).
+    let away = NetworkId::named("away");
+    history.record(
+        t0 + Duration::from_secs(1),
+        &away,
+        &[
+            (
+                endpoint("[2001:db8::3]:5060", Transport::Udp, "sip3.example.test"),
+                PathOutcome::Failed,
+            ),
+            (
+                endpoint("[2001:db8::4]:5060", Transport::Tcp, "sip4.example.test"),
+                PathOutcome::Failed,
+            ),
+        ],
+    );
+    write(
+        "history_load",
+        "two-networks.json",
         serde_json::to_string_pretty(&history).unwrap().as_bytes(),
     );
 }

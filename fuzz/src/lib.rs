@@ -24,7 +24,7 @@ use siprace::locate::select::{
     self, choose_srv, rfc2782_order, select_naptr, specs_from_srv, NaptrChoice, NaptrRecord,
     NaptrService, SrvChoice, SrvRecord,
 };
-use siprace::race::history::{History, PathOutcome, PathVerdict};
+use siprace::race::history::{History, NetworkId, PathOutcome, PathVerdict, MAX_NETWORKS};
 use siprace::responder;
 use siprace::sip::{
     parse_request, parse_response, Frame, SipParseError, StreamFramer, MAX_HEADERS,
@@ -489,10 +489,12 @@ fn is_sub_multiset(part: &[SrvRecord], whole: &[SrvRecord]) -> bool {
 // ---------------------------------------------------------------------------
 // History file
 
-/// The history file as `--history-file` loads it (JSON into `History`): no
-/// panic; what loads saves and loads again to the same text; using it at
-/// any clock (view, record, prune) neither panics nor breaks its bound; a
-/// failure just recorded is what the view then shows for that path.
+/// The history file as `--history-file` loads it (JSON into `History`,
+/// format 2: partitions per network): no panic; what loads saves and loads
+/// again to the same text; using it at any clock and on any network (view,
+/// record, prune) neither panics nor breaks its bounds; a failure just
+/// recorded is what the view then shows for that path on that network, and
+/// nothing of it shows on another network.
 pub fn history_load(data: &[u8]) {
     let Ok(mut history) = serde_json::from_slice::<History>(data) else {
         return;
@@ -508,22 +510,34 @@ pub fn history_load(data: &[u8]) {
         host: "sip1.example.test".into(),
         rank: 0,
     };
+    let mut networks = history.network_ids();
+    networks.push(NetworkId::unknown());
     for secs in clocks {
         let Some(now) = UNIX_EPOCH.checked_add(Duration::from_secs(secs)) else {
             continue;
         };
-        let view = history.view(now);
-        if view.is_empty() {
-            assert_eq!(view.verdict(&endpoint), PathVerdict::Unknown);
+        for network in &networks {
+            let view = history.view(now, network);
+            if view.is_empty() {
+                assert_eq!(view.verdict(&endpoint), PathVerdict::Unknown);
+            }
+            let _ = history.view(SystemTime::now(), network);
         }
-        let _ = history.view(SystemTime::now());
     }
     let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    // The file's first network (or one of our own), and one it cannot hold.
+    let here = networks[0].clone();
+    let elsewhere = NetworkId::named("a network no file names: more than 16 hex digits");
     let before = history.len();
-    history.record(now, &[(endpoint.clone(), PathOutcome::Failed)]);
+    history.record(now, &here, &[(endpoint.clone(), PathOutcome::Failed)]);
     assert!(history.len() <= before + 1);
+    assert!(history.networks() <= MAX_NETWORKS);
     history.prune(now);
-    assert_eq!(history.view(now).verdict(&endpoint), PathVerdict::Failed);
+    assert_eq!(
+        history.view(now, &here).verdict(&endpoint),
+        PathVerdict::Failed
+    );
+    assert!(history.view(now, &elsewhere).is_empty());
 }
 
 // ---------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 //!
 //! - [`scenario`]: the TOML scenario format (`bench-scenarios/*.toml`).
 //! - [`runner`]: runs a scenario in the lab and records every dial.
+//! - [`timeline`]: scenarios that change the network while one dialer dials.
+//! - [`sweep`]: the cold attempt delay sweep (the IPv6 delay from 0 to 400 ms).
 //! - [`output`]: percentiles, tables, checks, `.hgrm` files and SVG plots.
 
 pub mod clients;
@@ -11,6 +13,8 @@ pub mod priority;
 pub mod records;
 pub mod runner;
 pub mod scenario;
+pub mod sweep;
+pub mod timeline;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -285,6 +289,12 @@ pub async fn run(args: BenchConfig) -> Result<bool, BoxError> {
         for r in &c.rows {
             let file = dir.join(format!("{}-{}-{}.hgrm", c.scenario, c.transport, r.row));
             std::fs::write(file, output::hgrm(&r.histogram))?;
+        }
+        if let Some(points) = &c.sweep {
+            let svg = dir.join(format!("sweep-{}-{}.svg", c.scenario, c.transport));
+            if let Err(e) = sweep::plot(&svg, &c.key(), points) {
+                eprintln!("siprace bench: plot {}: {e}", svg.display());
+            }
         }
         let svg = dir.join(format!("cdf-{}-{}.svg", c.scenario, c.transport));
         if let Err(e) = output::plot_cdf(&svg, c) {

@@ -7,7 +7,8 @@
 //!   "p99_ms", "max_ms", "overhead_p50_ms", "overhead_p95_ms", "ratio_p50",
 //!   "ratio_p95", "ipv6_share", "extra_attempts_per_dial", "abandoned_per_dial",
 //!   "server": { "requests_v6", "requests_v4", "connections_v6", "connections_v4" },
-//!   "dns_first_answer_ms": { "NAPTR": p50, ... }, "wall_ms" } ] } ],
+//!   "dns_first_answer_ms": { "NAPTR": p50, ... }, "latencies_ms": [ in dial order ],
+//!   "wall_ms" } ] } ],
 //!   "checks": [ { "what", "passed", "detail" } ] }`;
 //! - `summary.md`: the tables printed at the end of the run;
 //! - `<scenario>-<transport>-<row>.hgrm`: HdrHistogram percentile distributions (ms);
@@ -21,7 +22,10 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::bench::records::{CaseResult, DialRecord, RowResult, ServerSeen};
+use crate::bench::records::{
+    CaseResult, DialRecord, RowResult, ServerSeen, SweepPoint, TimelineOutcome,
+};
+use crate::bench::sweep;
 use crate::endpoint::Family;
 
 /// Latency figures of one row.
@@ -48,6 +52,9 @@ pub struct RowStats {
     pub server: ServerSeen,
     /// Median arrival of the first answer per record type, ms.
     pub dns_first_answer_ms: BTreeMap<String, f64>,
+    /// Every dial's latency, in the order the dials finished (one at a
+    /// time: the order they were made).
+    pub latencies_ms: Vec<f64>,
     pub wall_ms: f64,
     #[serde(skip)]
     pub histogram: Histogram<u64>,
@@ -60,6 +67,10 @@ pub struct CaseStats {
     pub transport: String,
     pub description: String,
     pub rows: Vec<RowStats>,
+    /// What a timeline scenario showed.
+    pub timeline: Option<TimelineOutcome>,
+    /// A sweep scenario's figures.
+    pub sweep: Option<Vec<SweepPoint>>,
 }
 
 impl CaseStats {
@@ -134,6 +145,7 @@ fn row_stats(r: &RowResult) -> RowStats {
             .into_iter()
             .filter_map(|(t, v)| median(v).map(|m| (t, m)))
             .collect(),
+        latencies_ms: r.dials.iter().map(|d| ms(d.latency_us)).collect(),
         wall_ms: r.wall_ms,
         histogram: h,
     }
@@ -160,6 +172,8 @@ pub fn case_stats(c: &CaseResult) -> CaseStats {
         transport: c.transport.to_string(),
         description: c.description.clone(),
         rows,
+        timeline: c.timeline.clone(),
+        sweep: c.sweep.clone(),
     }
 }
 
@@ -174,6 +188,13 @@ fn opt(v: Option<f64>, prec: usize) -> String {
 pub fn case_table(c: &CaseStats) -> String {
     let mut t = String::new();
     let _ = writeln!(t, "### {} — {}\n", c.key(), c.description);
+    if c.rows.is_empty() {
+        // A sweep: its own table, no rows of the usual kind.
+        if let Some(points) = &c.sweep {
+            let _ = writeln!(t, "{}", sweep::table(&c.key(), points, 50));
+        }
+        return t;
+    }
     let _ = writeln!(
         t,
         "| strategy | ok/dials | p50 ms | p95 ms | p99 ms | max ms | +p50 ms | +p95 ms | ×p50 | IPv6 wins | extra attempts/dial | server req v6/v4 |"
@@ -201,6 +222,9 @@ pub fn case_table(c: &CaseStats) -> String {
             r.server.requests_v6 + r.server.connections_v6,
             r.server.requests_v4 + r.server.connections_v4,
         );
+    }
+    if let Some(points) = &c.sweep {
+        let _ = writeln!(t, "\n{}", sweep::table(&c.key(), points, 50));
     }
     let notes: Vec<String> = c
         .rows
@@ -265,10 +289,10 @@ pub fn checks(cases: &[CaseStats]) -> Vec<Check> {
                 continue;
             };
             out.push(compare(
-                format!("{key}: siprace cold p95 <= oracle p95 + 300 ms"),
+                format!("{key}: siprace cold p95 <= oracle p95 + 150 ms"),
                 &[oracle, cold],
-                cold.p95_ms <= oracle.p95_ms + 300.0,
-                format!("{:.1} vs {:.1} + 300", cold.p95_ms, oracle.p95_ms),
+                cold.p95_ms <= oracle.p95_ms + 150.0,
+                format!("{:.1} vs {:.1} + 150", cold.p95_ms, oracle.p95_ms),
             ));
             out.push(compare(
                 format!("{key}: siprace warm p95 <= oracle p95 + 20 ms"),
@@ -293,15 +317,97 @@ pub fn checks(cases: &[CaseStats]) -> Vec<Check> {
         for label in ["siprace-cold", "siprace-warm"] {
             let Some(r) = c.row(label) else { continue };
             out.push(compare(
-                format!("{key}: {label} p95 <= oracle p95 + 5 ms, no abandoned attempt"),
+                format!("{key}: {label} p95 <= oracle p95 + 5 ms, no extra attempt"),
                 &[oracle, r],
-                r.p95_ms <= oracle.p95_ms + 5.0 && r.abandoned_per_dial == 0.0,
+                r.p95_ms <= oracle.p95_ms + 5.0 && r.extra_attempts_per_dial == 0.0,
                 format!(
-                    "{:.2} vs {:.2} + 5; abandoned per dial {:.2}",
-                    r.p95_ms, oracle.p95_ms, r.abandoned_per_dial
+                    "{:.2} vs {:.2} + 5; extra attempts per dial {:.2}",
+                    r.p95_ms, oracle.p95_ms, r.extra_attempts_per_dial
                 ),
             ));
         }
+    }
+    out.extend(learning_checks(cases));
+    out
+}
+
+/// The checks of what history and the DNS cache buy (issue 12), each
+/// against the oracle of the same case.
+fn learning_checks(cases: &[CaseStats]) -> Vec<Check> {
+    let mut out = Vec::new();
+    let rows = |key: &str, label: &str| {
+        let c = cases.iter().find(|c| c.key() == key)?;
+        Some((c.row("oracle")?, c.row(label)?))
+    };
+    // The cold bound over TLS too (UDP and TCP are checked above; TLS only
+    // runs in full runs).
+    if let Some((oracle, cold)) = rows("ipv6-blackholed/tls", "siprace-cold") {
+        out.push(compare(
+            "ipv6-blackholed/tls: siprace cold p95 <= oracle p95 + 150 ms".into(),
+            &[oracle, cold],
+            cold.p95_ms <= oracle.p95_ms + 150.0,
+            format!("{:.1} vs {:.1} + 150", cold.p95_ms, oracle.p95_ms),
+        ));
+    }
+    // One dialer meeting new hosts on a network whose IPv6 is broken: from
+    // the third host on, the cross-host evidence leaves IPv6 only the
+    // shortest head start.
+    for transport in ["udp", "tcp", "tls"] {
+        let key = format!("new-hosts-v6-broken/{transport}");
+        if let Some((oracle, warm)) = rows(&key, "siprace-warm") {
+            let later = warm.latencies_ms.get(2..).unwrap_or_default();
+            let worst = later.iter().copied().fold(0.0, f64::max);
+            out.push(compare(
+                format!("{key}: siprace warm dials 3.. each <= oracle p95 + 30 ms"),
+                &[oracle, warm],
+                !later.is_empty() && worst <= oracle.p95_ms + 30.0,
+                format!(
+                    "slowest of dials 3..{}: {:.1} vs {:.1} + 30",
+                    warm.latencies_ms.len(),
+                    worst,
+                    oracle.p95_ms
+                ),
+            ));
+        }
+    }
+    // A slower IPv6: left when clearly slower, kept when within reach.
+    if let Some((oracle, warm)) = rows("ipv6-slower-150/udp", "siprace-warm") {
+        out.push(compare(
+            "ipv6-slower-150/udp: siprace warm p95 <= oracle p95 + 30 ms".into(),
+            &[oracle, warm],
+            warm.p95_ms <= oracle.p95_ms + 30.0,
+            format!("{:.1} vs {:.1} + 30", warm.p95_ms, oracle.p95_ms),
+        ));
+    }
+    for scenario in ["ipv6-slower-10", "ipv6-slower-50"] {
+        let key = format!("{scenario}/udp");
+        if let Some((oracle, warm)) = rows(&key, "siprace-warm") {
+            out.push(compare(
+                format!("{key}: siprace warm stays on IPv6 (>= 95% of dials)"),
+                &[oracle, warm],
+                warm.ipv6_share >= 0.95,
+                format!("IPv6 won {:.0}%", warm.ipv6_share * 100.0),
+            ));
+        }
+    }
+    // Timelines (history following a changing network) judge themselves.
+    for c in cases {
+        if let Some(t) = &c.timeline {
+            out.push(Check {
+                what: format!("{}/{}: {}", c.scenario, c.transport, t.what),
+                passed: t.passed,
+                detail: t.detail.clone(),
+            });
+        }
+    }
+    // A burst from a warm dialer: its DNS answers are cached for their TTL.
+    if let Some((oracle, warm)) = rows("burst-100/udp", "siprace-warm") {
+        out.push(compare(
+            "burst-100/udp: siprace warm p95 <= oracle p95 + 5 ms".into(),
+            &[oracle, warm],
+            warm.p95_ms <= oracle.p95_ms + 5.0,
+            format!("{:.1} vs {:.1} + 5", warm.p95_ms, oracle.p95_ms),
+        ));
     }
     out
 }

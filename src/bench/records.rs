@@ -124,10 +124,63 @@ pub struct CaseResult {
     pub transport: Transport,
     pub description: String,
     pub rows: Vec<RowResult>,
+    /// What a timeline scenario showed ([`crate::bench::timeline`]).
+    pub timeline: Option<TimelineOutcome>,
+    /// A sweep scenario's figures ([`crate::bench::sweep`]).
+    pub sweep: Option<Vec<SweepPoint>>,
 }
 
 impl CaseResult {
     pub fn key(&self) -> String {
         format!("{}/{}", self.scenario, self.transport)
     }
+}
+
+/// What a timeline showed: its figure and whether it met its goal.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineOutcome {
+    pub what: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// One row at one swept value.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepRow {
+    pub row: String,
+    pub dials: usize,
+    pub ok: usize,
+    pub p50_ms: f64,
+    /// Share of the successful dials won over IPv6.
+    pub ipv6_share: f64,
+}
+
+impl SweepRow {
+    pub fn of(row: String, records: &[DialRecord]) -> SweepRow {
+        let ok: Vec<&DialRecord> = records.iter().filter(|r| r.ok).collect();
+        let mut ms: Vec<f64> = records
+            .iter()
+            .map(|r| r.latency_us as f64 / 1000.0)
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        let v6 = ok.iter().filter(|r| r.family == Some(Family::V6)).count();
+        SweepRow {
+            row,
+            dials: records.len(),
+            ok: ok.len(),
+            p50_ms: ms.get(ms.len() / 2).copied().unwrap_or(0.0),
+            ipv6_share: if ok.is_empty() {
+                0.0
+            } else {
+                v6 as f64 / ok.len() as f64
+            },
+        }
+    }
+}
+
+/// Every row at one swept value.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepPoint {
+    pub delay_ms: u32,
+    pub rows: Vec<SweepRow>,
 }

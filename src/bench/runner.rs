@@ -18,15 +18,19 @@ use tokio::task::JoinSet;
 use crate::bench::clients::{self, Client};
 // The records moved to their own module; re-exported at their old path.
 pub use crate::bench::records::{CaseResult, DialRecord, RowResult, ServerSeen};
+use crate::bench::records::{SweepPoint, SweepRow};
+use crate::bench::scenario::TimelineKind;
 use crate::bench::scenario::{Scenario, DOMAIN};
+use crate::bench::sweep::SweepSpec;
+use crate::bench::timeline;
 use crate::connect::tls::PemSource;
 use crate::dialer::{DialError, Dialer, DialerConfig};
 use crate::endpoint::Transport;
 use crate::lab::dns::{DnsServer, DnsServerConfig};
 use crate::lab::impair::{self, Fault};
 use crate::lab::topology::{Lab, Role};
-use crate::race::history::History;
 use crate::race::strategy::Strategy;
+use crate::report::Report;
 use crate::responder::{
     self, ListenerConfig, ResponderConfig, ResponderHandle, ResponderTls, StatsSnapshot,
 };
@@ -260,8 +264,22 @@ impl Bench {
                 transport,
                 description: scenario.description.clone(),
                 rows: Vec::new(),
+                timeline: None,
+                sweep: None,
             })
             .collect();
+        if let Some(sweep) = &scenario.sweep {
+            for case in cases.iter_mut() {
+                case.sweep = Some(self.run_sweep(scenario, sweep, case.transport).await?);
+            }
+            return Ok(cases);
+        }
+        if let Some(kind) = scenario.timeline {
+            for case in cases.iter_mut() {
+                self.run_timeline(scenario, kind, case).await?;
+            }
+            return Ok(cases);
+        }
 
         // The sequential rows wait out 32 s timeouts: their dials run all at
         // once, and both variants and every transport side by side, so the
@@ -309,9 +327,14 @@ impl Bench {
                     scenario.concurrency,
                     bound,
                 );
-                if row == Row::SipraceWarm {
-                    // One unmeasured dial fills the history the measured ones start from.
-                    job.history = Some(self.warm_up(&job).await?);
+                if row == Row::SipraceWarm && scenario.hosts == 1 {
+                    // One unmeasured dial fills the history (and the DNS
+                    // cache) the measured ones start from.
+                    job.warm = Some(self.warm_up(&job).await?);
+                } else if row == Row::SipraceWarm {
+                    // Distinct hosts: one dialer from an empty history, so
+                    // each dial meets a host it has never dialled.
+                    job.warm = Some(Dialer::new(job.cfg.clone()).map_err(|e| e.to_string())?);
                 }
                 let before = self.responder.get().stats();
                 let run = self.in_client(vec![job]).await?.remove(0);
@@ -319,6 +342,7 @@ impl Bench {
                 let note = (scenario.concurrency > 1)
                     .then(|| format!("{} dials in flight at once", scenario.concurrency))
                     .or(run.note);
+                let note = join_notes(note, dns_cache_note(run.dns, scenario.dns.ttl));
                 case.rows.push(RowResult {
                     row: row.label(),
                     dials: run.records,
@@ -340,6 +364,79 @@ impl Bench {
             });
         }
         Ok(cases)
+    }
+
+    /// A sweep over one transport: at each value of the scenario's delay,
+    /// the sweep's rows of cold dials.
+    async fn run_sweep(
+        &self,
+        scenario: &Scenario,
+        sweep: &SweepSpec,
+        transport: Transport,
+    ) -> Result<Vec<SweepPoint>, String> {
+        let n = scenario.dials(self.quick);
+        let bound = Duration::from_secs(scenario.time_bound_s);
+        let swept = scenario.impair.first().ok_or("a sweep needs a delay")?;
+        let server = swept.server_addr(&self.lab.addrs);
+        let mut points = Vec::new();
+        for delay in sweep.delays() {
+            let fault = match delay {
+                0 => Fault::Clear,
+                ms => Fault::Delay {
+                    ms,
+                    jitter_ms: swept.jitter_ms,
+                    direction: swept.direction,
+                },
+            };
+            impair::impair(&self.lab.name, Some(swept.family), server, fault)
+                .map_err(|e| format!("impair: {e}"))?;
+            let mut rows = Vec::new();
+            for (label, strategy, attempt_delay) in sweep.rows() {
+                let mut job = self.job(scenario, Row::Cold(strategy), transport, n, 1, bound);
+                if let Some(d) = attempt_delay {
+                    job.cfg.race.attempt_delay = d;
+                }
+                let run = self.in_client(vec![job]).await?.remove(0);
+                rows.push(SweepRow::of(label, &run.records));
+            }
+            points.push(SweepPoint {
+                delay_ms: delay,
+                rows,
+            });
+        }
+        Ok(points)
+    }
+
+    /// A timeline scenario over one transport: the oracle's dials (faults
+    /// in force), then the timeline with one siprace dialer.
+    async fn run_timeline(
+        &self,
+        scenario: &Scenario,
+        kind: TimelineKind,
+        case: &mut CaseResult,
+    ) -> Result<(), String> {
+        let n = scenario.dials(self.quick);
+        let bound = Duration::from_secs(scenario.time_bound_s);
+        let oracle = self.job(scenario, Row::Oracle, case.transport, n, 1, bound);
+        let run = self.in_client(vec![oracle]).await?.remove(0);
+        case.rows.push(RowResult {
+            row: Row::Oracle.label(),
+            dials: run.records,
+            server: ServerSeen::default(),
+            note: run.note,
+            wall_ms: run.wall.as_secs_f64() * 1000.0,
+        });
+        let job = self.job(scenario, Row::SipraceWarm, case.transport, n, 1, bound);
+        let target = job.targets[0].clone();
+        let (lab, scenario, tick) = (self.lab.clone(), scenario.clone(), self.tick.clone());
+        let (mut row, outcome) = run_in(&self.lab, Role::Client, move || async move {
+            timeline::run(&lab, &scenario, kind, job.cfg, &target, &*tick).await
+        })
+        .await?;
+        row.row = Row::SipraceWarm.label();
+        case.rows.push(row);
+        case.timeline = Some(outcome);
+        Ok(())
     }
 
     /// The responder's counters once packets still in the delay lines
@@ -413,19 +510,19 @@ impl Bench {
         cfg.connect.tls.system_roots = false;
         // Every TLS dial measures a full handshake: no session resumption.
         cfg.connect.tls.resumption = false;
-        let target = match row {
+        let targets = match row {
             Row::Oracle => {
                 // The oracle dials the address but verifies the same certificate.
                 cfg.sip_domain = Some(DOMAIN.to_string());
-                scenario.oracle_target(transport, &self.lab.addrs)
+                vec![scenario.oracle_target(transport, &self.lab.addrs)]
             }
-            _ => scenario.target(transport),
+            _ => scenario.targets(transport),
         };
         RowJob {
             label: format!("{}/{} {}", scenario.name, transport, row.label()),
             cfg,
-            target,
-            history: None,
+            targets,
+            warm: None,
             n,
             concurrency,
             spacing: Duration::ZERO,
@@ -434,13 +531,14 @@ impl Bench {
         }
     }
 
-    /// Dials once from the client namespace and returns the history it left.
-    async fn warm_up(&self, job: &RowJob) -> Result<History, String> {
-        let (cfg, target) = (job.cfg.clone(), job.target.clone());
+    /// Dials once from the client namespace and returns the dialer, with
+    /// the history and the DNS answers that dial left.
+    async fn warm_up(&self, job: &RowJob) -> Result<Dialer, String> {
+        let (cfg, target) = (job.cfg.clone(), job.targets[0].clone());
         run_in(&self.lab, Role::Client, move || async move {
             let dialer = Dialer::new(cfg).map_err(|e| e.to_string())?;
             let _ = dialer.dial(&target).await;
-            Ok(dialer.history())
+            Ok(dialer)
         })
         .await
     }
@@ -461,6 +559,23 @@ impl Bench {
         })
         .await
     }
+}
+
+/// Joins two optional notes of a row.
+fn join_notes(a: Option<String>, b: Option<String>) -> Option<String> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What the dialers' DNS caches answered in a row, when they answered
+/// anything (the zone's TTL allows it).
+fn dns_cache_note(dns: DnsCount, ttl: u32) -> Option<String> {
+    let DnsCount { queries, cached } = dns;
+    (cached > 0).then(|| {
+        format!("DNS: {cached} of {queries} answers from the dialer's cache (zone TTL {ttl} s)")
+    })
 }
 
 /// A current-thread runtime, for a thread that entered a namespace.
@@ -493,9 +608,10 @@ where
 struct RowJob {
     label: String,
     cfg: DialerConfig,
-    target: String,
-    /// For the warm row: the history its dials start from.
-    history: Option<History>,
+    /// Dial `i` goes to `targets[i % len]`.
+    targets: Vec<String>,
+    /// For the warm row: the dialer all its dials share.
+    warm: Option<Dialer>,
     n: usize,
     concurrency: usize,
     /// Pause between dial starts when several run at once, so that their
@@ -505,9 +621,32 @@ struct RowJob {
     tick: Tick,
 }
 
+/// A row's DNS queries, and how many of them the dialers' caches answered
+/// (no query sent).
+#[derive(Debug, Clone, Copy, Default)]
+struct DnsCount {
+    queries: usize,
+    cached: usize,
+}
+
+impl DnsCount {
+    fn of(report: &Report) -> DnsCount {
+        DnsCount {
+            queries: report.dns.len(),
+            cached: report.dns.iter().filter(|q| q.cached).count(),
+        }
+    }
+
+    fn add(&mut self, other: DnsCount) {
+        self.queries += other.queries;
+        self.cached += other.cached;
+    }
+}
+
 /// What a row job gives back.
 struct RowRun {
     records: Vec<DialRecord>,
+    dns: DnsCount,
     wall: Duration,
     /// Set when the job switched to concurrent dials (see [`SLOW_DIAL`]).
     note: Option<String>,
@@ -522,16 +661,18 @@ impl RowJob {
     async fn run(mut self) -> RowRun {
         let started = Instant::now();
         let mut note = None;
-        let warm = self.history.is_some();
-        let shared = match Dialer::with_history(
-            self.cfg.clone(),
-            self.history.clone().unwrap_or_default(),
-        ) {
+        let warm = self.warm.is_some();
+        let shared = match self
+            .warm
+            .clone()
+            .map_or_else(|| Dialer::new(self.cfg.clone()), Ok)
+        {
             Ok(d) => d,
             Err(e) => {
                 let rec = DialRecord::failed(self.bound, e.to_string());
                 return RowRun {
                     records: vec![rec; self.n],
+                    dns: DnsCount::default(),
                     wall: started.elapsed(),
                     note,
                 };
@@ -539,7 +680,8 @@ impl RowJob {
         };
         let deadline = tokio::time::Instant::now() + self.bound;
         let mut records = Vec::with_capacity(self.n);
-        let mut set: JoinSet<DialRecord> = JoinSet::new();
+        let mut dns = DnsCount::default();
+        let mut set: JoinSet<(DialRecord, DnsCount)> = JoinSet::new();
         let mut launched = 0;
         while records.len() < self.n {
             while launched < self.n && set.len() < self.concurrency {
@@ -549,14 +691,21 @@ impl RowJob {
                 } else {
                     Dialer::new(self.cfg.clone()).expect("checked above")
                 };
-                let (target, bound) = (self.target.clone(), self.bound);
+                let target = self.targets[launched % self.targets.len()].clone();
+                let bound = self.bound;
                 set.spawn(async move {
                     match dialer.dial(&target).await {
-                        Ok(dial) => DialRecord::from_report(&dial.report, bound),
+                        Ok(dial) => (
+                            DialRecord::from_report(&dial.report, bound),
+                            DnsCount::of(&dial.report),
+                        ),
                         Err(DialError::Failed(r)) | Err(DialError::Resolution(r)) => {
-                            DialRecord::from_report(&r, bound)
+                            (DialRecord::from_report(&r, bound), DnsCount::of(&r))
                         }
-                        Err(e) => DialRecord::failed(bound, e.to_string()),
+                        Err(e) => (
+                            DialRecord::failed(bound, e.to_string()),
+                            DnsCount::default(),
+                        ),
                     }
                 });
                 launched += 1;
@@ -572,7 +721,8 @@ impl RowJob {
                 deadline
             };
             match tokio::time::timeout_at(wait_until, set.join_next()).await {
-                Ok(Some(Ok(rec))) => {
+                Ok(Some(Ok((rec, dial_dns)))) => {
+                    dns.add(dial_dns);
                     (self.tick)(&self.label);
                     records.push(rec);
                 }
@@ -602,6 +752,7 @@ impl RowJob {
         }
         RowRun {
             records,
+            dns,
             wall: started.elapsed(),
             note,
         }

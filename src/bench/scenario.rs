@@ -14,12 +14,26 @@
 //! clients = true                            # also run SIPp, sipsak, baresip (full runs only)
 //! client_dials = 3                          # dials per third-party client and transport
 //! client_bound_s = 5                        # a client dial without an answer by then fails
+//! hosts = 10                                # distinct host names h1..h10 (records = "addresses"):
+//!                                           # dial i goes to h(i mod hosts + 1), and the warm row
+//!                                           # is one dialer from an empty history (no warm-up dial)
+//! timeline = "v6-repaired"                 # v6-repaired | network-change: one dialer while the
+//!                                           # network changes (see siprace::bench::timeline)
+//! repair_after_s = 35                       # v6-repaired: the faults are cleared after this
+//! interval_ms = 1000                        # v6-repaired: one dial every this long
+//!
+//! [sweep]                                   # the cold attempt delay sweep (siprace::bench::sweep):
+//! from_ms = 0                               # the first [[impair]] (a delay) at every value
+//! to_ms = 400                               # from_ms..=to_ms in step_ms steps
+//! step_ms = 10
+//! siprace_delays_ms = [50, 100, 150, 200]   # siprace's cold attempt delays compared
 //!
 //! [dns]
 //! records = "naptr-srv"                     # naptr-srv | srv | addresses
 //! srv_targets = 1                           # 1-3 SRV targets: sip1..sip3 → server addresses 0..2
 //! faults = "AAAA=delay:50ms"                # lab DNS fault spec (see siprace::lab::dns)
 //! srv_additionals = true                    # A/AAAA of SRV targets in the additional section
+//! ttl = 0                                   # the zone's TTL, s (0: no answer may be cached)
 //!
 //! [[impair]]                                # any number; see `siprace lab impair`
 //! family = "ipv6"                           # ipv6 | ipv4
@@ -39,6 +53,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bench::sweep::SweepSpec;
 use crate::endpoint::{Family, Transport};
 use crate::lab::impair::{Direction, Fault};
 use crate::lab::topology::LabAddrs;
@@ -71,10 +86,26 @@ pub struct Scenario {
     pub client_dials: usize,
     #[serde(default = "default_client_bound")]
     pub client_bound_s: u64,
+    #[serde(default = "one")]
+    pub hosts: usize,
+    pub timeline: Option<TimelineKind>,
+    pub sweep: Option<SweepSpec>,
+    #[serde(default = "default_repair_after")]
+    pub repair_after_s: u64,
+    #[serde(default = "default_interval")]
+    pub interval_ms: u64,
     #[serde(default)]
     pub dns: DnsSpec,
     #[serde(default)]
     pub impair: Vec<ImpairSpec>,
+}
+
+/// Which timeline a scenario runs (see `crate::bench::timeline`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimelineKind {
+    V6Repaired,
+    NetworkChange,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]
@@ -105,6 +136,8 @@ pub struct DnsSpec {
     pub faults: String,
     #[serde(default = "yes")]
     pub srv_additionals: bool,
+    #[serde(default)]
+    pub ttl: u32,
 }
 
 impl Default for DnsSpec {
@@ -114,6 +147,7 @@ impl Default for DnsSpec {
             srv_targets: 1,
             faults: String::new(),
             srv_additionals: true,
+            ttl: 0,
         }
     }
 }
@@ -152,6 +186,12 @@ fn default_quick_dials() -> usize {
 }
 fn default_time_bound() -> u64 {
     90
+}
+fn default_repair_after() -> u64 {
+    35
+}
+fn default_interval() -> u64 {
+    1000
 }
 fn default_client_dials() -> usize {
     3
@@ -206,6 +246,21 @@ impl Scenario {
         if self.dials > 10_000 || self.concurrency > 1000 {
             return Err("dials is capped at 10000 and concurrency at 1000".into());
         }
+        if self.repair_after_s > 600 || !(100..=60_000).contains(&self.interval_ms) {
+            return Err("repair_after_s is capped at 600 and interval_ms must be 100-60000".into());
+        }
+        if let Some(sweep) = &self.sweep {
+            sweep.check()?;
+            if !matches!(self.impair.as_slice(), [one] if one.fault == FaultKind::Delay) {
+                return Err("a sweep needs exactly one [[impair]], a delay".into());
+            }
+        }
+        if self.hosts == 0 || self.hosts > 100 {
+            return Err("hosts must be 1-100".into());
+        }
+        if self.hosts > 1 && self.dns.records != Records::Addresses {
+            return Err("hosts > 1 needs dns.records = \"addresses\"".into());
+        }
         if !(1..=SERVERS).contains(&self.dns.srv_targets) {
             return Err(format!("dns.srv_targets must be 1-{SERVERS}"));
         }
@@ -227,16 +282,25 @@ impl Scenario {
     /// scenario leaves those record types out.
     pub fn zone_for_all(&self, addrs: &LabAddrs) -> String {
         let mut z = format!(
-            "$ORIGIN {DOMAIN}.\n$TTL 0\n@ IN SOA ns.{DOMAIN}. admin.{DOMAIN}. 1 60 60 60 0\n\
+            "$ORIGIN {DOMAIN}.\n$TTL {}\n@ IN SOA ns.{DOMAIN}. admin.{DOMAIN}. 1 60 60 60 0\n\
              @ IN NS ns.{DOMAIN}.\nns IN AAAA {}\nns IN A {}\n",
-            addrs.dns_v6, addrs.dns_v4
+            self.dns.ttl, addrs.dns_v6, addrs.dns_v4
         );
         if self.dns.records == Records::Addresses {
-            // Without SRV, the domain itself carries the addresses (of server 0).
+            // Without SRV, the domain itself carries the addresses (of server
+            // 0), and so does each of the distinct host names.
             z += &format!(
                 "@ IN AAAA {}\n@ IN A {}\n",
                 addrs.servers_v6[0], addrs.servers_v4[0]
             );
+            if self.hosts > 1 {
+                for n in 1..=self.hosts {
+                    z += &format!(
+                        "h{n} IN AAAA {}\nh{n} IN A {}\n",
+                        addrs.servers_v6[0], addrs.servers_v4[0]
+                    );
+                }
+            }
             return z;
         }
         for i in 0..self.dns.srv_targets {
@@ -278,6 +342,23 @@ impl Scenario {
             Transport::Tls => format!("sips:{DOMAIN}"),
             _ => format!("sip:{DOMAIN}"),
         }
+    }
+
+    /// The URIs dials go to in turn: [`Scenario::target`], or one per
+    /// distinct host name (`hosts`), with the transport given, since host
+    /// names carry addresses only.
+    pub fn targets(&self, transport: Transport) -> Vec<String> {
+        if self.hosts == 1 {
+            return vec![self.target(transport)];
+        }
+        let scheme = if transport == Transport::Tls {
+            "sips"
+        } else {
+            "sip"
+        };
+        (1..=self.hosts)
+            .map(|n| format!("{scheme}:h{n}.{DOMAIN};transport={transport}"))
+            .collect()
     }
 
     /// What the oracle dials: the working address directly, no DNS.
@@ -430,6 +511,33 @@ mod tests {
         assert_eq!(
             s.oracle_target(Transport::Udp, &LabAddrs::standard()),
             "sip:198.51.100.10:5060;transport=udp"
+        );
+        assert!(z.contains("$TTL 0\n"));
+        assert_eq!(s.targets(Transport::Tcp), ["sip:example.test"]);
+    }
+
+    #[test]
+    fn distinct_hosts_and_a_ttl() {
+        let base = "name = \"x\"\ndescription = \"d\"\noracle = { family = \"ipv4\" }\nhosts = 3\n";
+        assert!(Scenario::parse(base, "t")
+            .unwrap_err()
+            .contains("addresses"));
+        let s = Scenario::parse(
+            &format!("{base}[dns]\nrecords = \"addresses\"\nttl = 300\n"),
+            "t",
+        )
+        .unwrap();
+        let z = s.zone_for_all(&LabAddrs::standard());
+        assert!(z.contains("$TTL 300\n"), "{z}");
+        assert!(z.contains("h3 IN A 198.51.100.10\n"), "{z}");
+        assert!(!z.contains("h4 "), "{z}");
+        assert_eq!(
+            s.targets(Transport::Udp),
+            [
+                "sip:h1.example.test;transport=udp",
+                "sip:h2.example.test;transport=udp",
+                "sip:h3.example.test;transport=udp"
+            ]
         );
     }
 }

@@ -8,6 +8,7 @@
 //! the report is built by [`Report::of_dial`] from the machine's records.
 
 mod attempts;
+mod surroundings;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -17,15 +18,17 @@ use tokio::time::Instant;
 
 use crate::connect::{self, ConnectConfig, Connected, Connection, ProbeResponse};
 use crate::dial_machine::{Action, DialMachine, Input, Outcome};
-use crate::dns::{self, DnsResolver, Lookups};
+use crate::dns::Lookups;
 use crate::endpoint::{AttemptError, ConfigError, Endpoint, Transport};
 use crate::locate::LocateConfig;
-use crate::race::history::{self, History};
+use crate::race::history::{self, History, NetworkId};
 use crate::race::strategy::Strategy;
 use crate::race::{AttemptId, RaceConfig};
 use crate::report::{DialResult, Report};
 use crate::target::{Host, Target, TargetError};
 use attempts::{AttemptEnded, Attempts, ProgressFn, TransportUps};
+use surroundings::Surroundings;
+pub use surroundings::NETWORK_RECHECK;
 
 /// Everything a dial can be told.
 #[derive(Debug, Clone)]
@@ -43,6 +46,14 @@ pub struct DialerConfig {
     /// server (`sips:[2001:db8::1]`) that must still prove it serves
     /// `example.test` (RFC 5922 §4). `None`: the target's host.
     pub sip_domain: Option<String>,
+    /// The network dials are on, for an application that knows it (e.g.
+    /// from its OS's network handle). `None`: identified from the routes,
+    /// prefixes and DNS servers ([`crate::network`]), again at most every
+    /// [`NETWORK_RECHECK`]. History is kept per network.
+    pub network: Option<NetworkId>,
+    /// How many DNS answers the dialer keeps for their TTL
+    /// ([`crate::dns::cache`]); 0 keeps none.
+    pub dns_cache_entries: usize,
 }
 
 impl Default for DialerConfig {
@@ -64,6 +75,8 @@ impl DialerConfig {
             connect: ConnectConfig::default(),
             transports: None,
             sip_domain: None,
+            network: None,
+            dns_cache_entries: 1024,
         }
     }
 }
@@ -125,11 +138,13 @@ impl DialError {
     }
 }
 
-/// A reusable dialer. It keeps the history of its dials (shared by clones).
+/// A reusable dialer. It keeps the history of its dials, per network, and
+/// the DNS answers they got, for their TTL (both shared by clones).
 #[derive(Debug, Clone)]
 pub struct Dialer {
     cfg: DialerConfig,
     history: Arc<Mutex<History>>,
+    surroundings: Arc<Mutex<Surroundings>>,
 }
 
 impl Dialer {
@@ -141,9 +156,11 @@ impl Dialer {
     /// The configuration is checked first ([`DialerConfig::validated`]).
     pub fn with_history(cfg: DialerConfig, history: History) -> Result<Dialer, DialError> {
         let cfg = cfg.validated()?;
+        let surroundings = Surroundings::new(cfg.network.clone(), cfg.dns_cache_entries);
         Ok(Dialer {
             cfg,
             history: Arc::new(Mutex::new(history)),
+            surroundings: Arc::new(Mutex::new(surroundings)),
         })
     }
 
@@ -154,6 +171,15 @@ impl Dialer {
     /// A copy of the history, e.g. to save it.
     pub fn history(&self) -> History {
         self.history.lock().expect("history lock").clone()
+    }
+
+    /// Makes the next dial identify the network afresh, however recently it
+    /// was identified (for an application its OS told of a change).
+    pub fn network_changed(&self) {
+        self.surroundings
+            .lock()
+            .expect("surroundings lock")
+            .recheck();
     }
 
     /// Parses `target` and dials it.
@@ -180,11 +206,17 @@ impl Dialer {
     {
         let transports = self.transports_for(target)?;
         let t0 = Instant::now();
+        let needs_dns = matches!(target.host, Host::Name(_));
+        let setting = self
+            .surroundings
+            .lock()
+            .expect("surroundings lock")
+            .for_dial(&self.cfg.locate, needs_dns);
         let history = self
             .history
             .lock()
             .expect("history lock")
-            .view(SystemTime::now());
+            .view(SystemTime::now(), &setting.network.id);
         let mut machine = DialMachine::new(
             target,
             &transports,
@@ -194,14 +226,20 @@ impl Dialer {
             rand::random(),
             t0.into_std(),
         );
-        let resolver = dns::resolver_for(target, &self.cfg.locate);
         let now = Instant::now().into_std();
-        let (resolver, mut actions) = match resolver {
-            Ok(resolver) => (resolver, machine.start(now)),
+        let (resolver, mut actions) = match setting.resolver {
+            _ if !needs_dns => (None, machine.start(now)),
+            Ok(resolver) => (Some(resolver), machine.start(now)),
             Err(e) => (None, machine.step(now, Input::DnsUnavailable(e))),
         };
         let connect = Arc::new(self.connect_config(target));
-        let mut io = DialIo::new(run_attempt, connect, resolver, t0 + self.cfg.race.deadline);
+        let cache = (self.cfg.dns_cache_entries > 0).then_some(setting.cache);
+        let mut io = DialIo::new(
+            run_attempt,
+            connect,
+            Lookups::new(resolver, cache),
+            t0 + self.cfg.race.deadline,
+        );
         let mut winner = None;
         while !io.perform(actions) {
             let (inputs, connected) = io.next().await;
@@ -220,7 +258,7 @@ impl Dialer {
         }
         io.close().await;
 
-        self.learn(&machine);
+        self.learn(&machine, &setting.network.id);
         let mut report = Report::of_dial(
             target.to_string(),
             self.cfg.strategy.to_string(),
@@ -228,6 +266,13 @@ impl Dialer {
             t0.into_std(),
             t0.elapsed(),
         );
+        report.network = Some(format!(
+            "{} ({})",
+            setting.network.id, setting.network.description
+        ));
+        for (entry, query) in report.dns.iter_mut().zip(machine.location().queries()) {
+            entry.cached = io.lookups.was_cached(query.id);
+        }
         match machine.outcome() {
             Some(Outcome::Won { id, endpoint }) => {
                 let connected =
@@ -292,8 +337,8 @@ impl Dialer {
         cfg
     }
 
-    /// Records the finished dial's attempts in the history.
-    fn learn(&self, machine: &DialMachine) {
+    /// Records the finished dial's attempts in the history of its network.
+    fn learn(&self, machine: &DialMachine, network: &NetworkId) {
         if !self.cfg.race.use_history {
             return;
         }
@@ -301,7 +346,7 @@ impl Dialer {
         self.history
             .lock()
             .expect("history lock")
-            .record(SystemTime::now(), &outcomes);
+            .record(SystemTime::now(), network, &outcomes);
     }
 }
 
@@ -319,17 +364,12 @@ where
     F: Fn(Endpoint, Arc<ConnectConfig>, ProgressFn) -> Fut,
     Fut: Future<Output = Result<Connected, AttemptError>> + Send + 'static,
 {
-    fn new(
-        run_attempt: F,
-        connect: Arc<ConnectConfig>,
-        resolver: Option<DnsResolver>,
-        wake: Instant,
-    ) -> Self {
+    fn new(run_attempt: F, connect: Arc<ConnectConfig>, lookups: Lookups, wake: Instant) -> Self {
         let (attempts, transport_ups) = Attempts::new(run_attempt, connect);
         DialIo {
             attempts,
             transport_ups,
-            lookups: Lookups::new(resolver),
+            lookups,
             wake,
         }
     }

@@ -3,19 +3,25 @@
 //! turned into the machine's own records (the machine never sees a
 //! hickory type).
 //!
+//! A dialer keeps the answers for their TTL ([`cache`]), so a dial whose
+//! queries are cached sends none: [`Lookups`] answers them at once.
+//!
 //! [`locate`] runs location on its own (no race), with real lookups: the
 //! way to ask "where would a dial of this target go?".
 
+pub mod cache;
 mod runtime;
 
+use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
     ServerOrderingStrategy,
 };
-use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::net::{DnsError, NetError, NoRecords};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{RData, RecordType as WireType};
 use hickory_resolver::Resolver;
@@ -46,26 +52,37 @@ pub fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// A resolver for location: no cache, no hosts file, ndots 0, one retry,
+/// The DNS servers location asks: [`LocateConfig::dns_server`], else the
+/// `nameserver` lines of `/etc/resolv.conf`.
+pub fn name_servers(cfg: &LocateConfig) -> Result<Vec<SocketAddr>, LocateError> {
+    if let Some(sa) = cfg.dns_server {
+        return Ok(vec![sa]);
+    }
+    let text = std::fs::read_to_string("/etc/resolv.conf")
+        .map_err(|e| LocateError::NoNameServer(format!("/etc/resolv.conf: {e}")))?;
+    let servers = parse_resolv_conf(&text);
+    if servers.is_empty() {
+        return Err(LocateError::NoNameServer(
+            "/etc/resolv.conf lists no usable nameserver".into(),
+        ));
+    }
+    Ok(servers)
+}
+
+/// A resolver for location on [`name_servers`]; see [`resolver_on`].
+pub fn build_resolver(cfg: &LocateConfig) -> Result<DnsResolver, LocateError> {
+    resolver_on(&name_servers(cfg)?, cfg)
+}
+
+/// A resolver for location asking `servers`: no cache of its own (a
+/// dialer keeps answers for their TTL in a [`cache::DnsCache`], where it
+/// can tell which answers came from it), no hosts file, ndots 0, one retry,
 /// servers in the given order, UDP with TCP for truncated answers, on
 /// sockets that report refusals and local errors (see [`DnsResolver`]).
 /// Its timeout is the query timeout, a backstop to the location machine's
-/// own.
-pub fn build_resolver(cfg: &LocateConfig) -> Result<DnsResolver, LocateError> {
-    let servers = match cfg.dns_server {
-        Some(sa) => vec![sa],
-        None => {
-            let text = std::fs::read_to_string("/etc/resolv.conf")
-                .map_err(|e| LocateError::NoNameServer(format!("/etc/resolv.conf: {e}")))?;
-            let servers = parse_resolv_conf(&text);
-            if servers.is_empty() {
-                return Err(LocateError::NoNameServer(
-                    "/etc/resolv.conf lists no usable nameserver".into(),
-                ));
-            }
-            servers
-        }
-    };
+/// own. Records keep their TTLs (hickory's cache is off, so nothing it
+/// would clamp them for).
+pub fn resolver_on(servers: &[SocketAddr], cfg: &LocateConfig) -> Result<DnsResolver, LocateError> {
     let name_servers = servers
         .iter()
         .map(|sa| {
@@ -79,9 +96,10 @@ pub fn build_resolver(cfg: &LocateConfig) -> Result<DnsResolver, LocateError> {
     let config = ResolverConfig::from_parts(None, vec![], name_servers);
     let mut o = ResolverOpts::default();
     o.use_hosts_file = ResolveHosts::Never;
+    // Capacity 0 disables hickory's (moka) cache entirely: every lookup is
+    // a query. positive_min_ttl stays unset, which would make hickory keep
+    // TTL-0 answers.
     o.cache_size = 0;
-    o.positive_max_ttl = Some(Duration::ZERO);
-    o.negative_max_ttl = Some(Duration::ZERO);
     o.timeout = cfg.query_timeout;
     o.attempts = 1;
     o.ndots = 0;
@@ -111,6 +129,16 @@ pub fn resolver_for(
 /// Performs one query of the location machine: the records of the answer
 /// in the machine's terms, or why there are none.
 pub async fn lookup(resolver: &DnsResolver, query: &Query) -> Result<Vec<Record>, DnsFailure> {
+    lookup_with_ttl(resolver, query).await.0
+}
+
+/// [`lookup`], with how long the answer may be kept: the smallest TTL of
+/// its records, the negative TTL of NODATA and NXDOMAIN (RFC 2308), zero
+/// for anything else.
+pub async fn lookup_with_ttl(
+    resolver: &DnsResolver,
+    query: &Query,
+) -> (Result<Vec<Record>, DnsFailure>, Duration) {
     let rtype = match query.rtype {
         RecordType::Naptr => WireType::NAPTR,
         RecordType::Srv => WireType::SRV,
@@ -119,12 +147,24 @@ pub async fn lookup(resolver: &DnsResolver, query: &Query) -> Result<Vec<Record>
     };
     let fqdn = format!("{}.", query.name);
     match resolver.lookup(fqdn.as_str(), rtype).await {
-        Ok(lookup) => Ok(lookup
-            .answers()
-            .iter()
-            .filter_map(|r| record_of(&r.data))
-            .collect()),
-        Err(err) => failure_of(&err),
+        Ok(lookup) => {
+            let ttl = lookup.answers().iter().map(|r| r.ttl).min().unwrap_or(0);
+            let records = lookup
+                .answers()
+                .iter()
+                .filter_map(|r| record_of(&r.data))
+                .collect();
+            (Ok(records), Duration::from_secs(u64::from(ttl)))
+        }
+        Err(err) => {
+            let ttl = match &err {
+                NetError::Dns(DnsError::NoRecordsFound(NoRecords { negative_ttl, .. })) => {
+                    negative_ttl.unwrap_or(0)
+                }
+                _ => 0,
+            };
+            (failure_of(&err), Duration::from_secs(u64::from(ttl)))
+        }
     }
 }
 
@@ -170,28 +210,69 @@ fn failure_of(err: &NetError) -> Result<Vec<Record>, DnsFailure> {
     })
 }
 
+/// A dialer's DNS cache, shared by its dials.
+pub type SharedCache = Arc<Mutex<cache::DnsCache>>;
+
 /// The lookups of one dial in flight, one task per query: spawned for each
-/// query the machine sends, aborted when it abandons one, joined into the
-/// machine's [`Answer`]s.
+/// query the machine sends (or answered at once from the cache), aborted
+/// when it abandons one, joined into the machine's [`Answer`]s.
 pub(crate) struct Lookups {
     resolver: Option<DnsResolver>,
+    cache: Option<SharedCache>,
     tasks: TaskSet<QueryId, Answer>,
+    /// Answers from the cache, not yet handed to the machine.
+    ready: VecDeque<Answer>,
+    /// The queries answered from the cache.
+    cached: HashSet<QueryId>,
 }
 
 impl Lookups {
     /// `resolver` is `None` where the machine sends no query (an IP literal).
-    pub(crate) fn new(resolver: Option<DnsResolver>) -> Lookups {
+    pub(crate) fn new(resolver: Option<DnsResolver>, cache: Option<SharedCache>) -> Lookups {
         Lookups {
             resolver,
+            cache,
             tasks: TaskSet::new(),
+            ready: VecDeque::new(),
+            cached: HashSet::new(),
         }
     }
 
     pub(crate) fn spawn(&mut self, query: Query) {
+        let now = Instant::now().into_std();
+        if let Some(cache) = &self.cache {
+            let hit = cache
+                .lock()
+                .expect("dns cache")
+                .get(&query.name, query.rtype, now);
+            if let Some(result) = hit {
+                self.cached.insert(query.id);
+                self.ready.push_back(Answer {
+                    id: query.id,
+                    at: now,
+                    result,
+                });
+                return;
+            }
+        }
         let resolver = self.resolver.clone();
+        let cache = self.cache.clone();
         self.tasks.spawn(query.id, async move {
             let result = match &resolver {
-                Some(resolver) => lookup(resolver, &query).await,
+                Some(resolver) => {
+                    let (result, ttl) = lookup_with_ttl(resolver, &query).await;
+                    if let Some(cache) = &cache {
+                        let now = Instant::now().into_std();
+                        cache.lock().expect("dns cache").insert(
+                            &query.name,
+                            query.rtype,
+                            &result,
+                            ttl,
+                            now,
+                        );
+                    }
+                    result
+                }
                 None => Err(DnsFailure::Error("no DNS resolver".into())),
             };
             Answer {
@@ -204,12 +285,22 @@ impl Lookups {
     }
 
     pub(crate) fn abandon(&mut self, id: QueryId) {
+        self.ready.retain(|a| a.id != id);
         self.tasks.abort(id);
     }
 
-    /// The next answer (a lookup that panicked answers with an error).
-    /// Cancel-safe; pending for ever while no lookup runs.
+    /// Whether the answer to `id` came from the cache.
+    pub(crate) fn was_cached(&self, id: QueryId) -> bool {
+        self.cached.contains(&id)
+    }
+
+    /// The next answer: one from the cache first, else the next lookup's
+    /// (a lookup that panicked answers with an error). Cancel-safe;
+    /// pending for ever while nothing is left.
     pub(crate) async fn next(&mut self) -> Answer {
+        if let Some(answer) = self.ready.pop_front() {
+            return answer;
+        }
         let (id, result) = self.tasks.next().await;
         result.unwrap_or_else(|panic| Answer {
             id,
@@ -220,6 +311,7 @@ impl Lookups {
 
     /// Aborts every lookup and waits until each has ended (and closed its sockets).
     pub(crate) async fn close(&mut self) {
+        self.ready.clear();
         self.tasks.close().await;
     }
 }
@@ -233,7 +325,7 @@ pub async fn locate(
     transports: &[Transport],
     cfg: &LocateConfig,
 ) -> Result<Location, LocateError> {
-    let mut lookups = Lookups::new(resolver_for(target, cfg)?);
+    let mut lookups = Lookups::new(resolver_for(target, cfg)?, None);
     let mut location = Location::new(target, transports, cfg, rand::random());
     let mut actions = location.start(Instant::now().into_std());
     loop {

@@ -1,26 +1,117 @@
-//! What recent dials learnt about each path (target host, family,
-//! transport): whether it worked and how fast. RFC 6555 §4.2 asks for such a
-//! cache with entries flushed after about ten minutes; HEv3 requires that a
-//! client "eventually converge", so a failure stops counting long before the
-//! entry expires and the demoted path gets a normal race again.
+//! What recent dials learnt, per network: for each path (target host,
+//! family, transport) whether it worked and how fast, and from that, per
+//! family, whether the family is failing on the network as a whole.
 //!
-//! The store is plain data driven by the caller's wall clock, so the engine
-//! stays pure. Merging is here too (`History::merged_into`): the CLI
-//! keeps the history in a file that several processes may share, and a
-//! save applies this process's observations to what the file holds by then
-//! (the file itself is [`crate::history_file`]'s business).
+//! The store is plain data driven by the caller's wall clock, and the
+//! network is plain data too (a [`NetworkId`] the driver derives from the
+//! routes, source prefixes and DNS servers it sees, see `crate::network`),
+//! so the engine stays pure. Merging is here as well
+//! (`History::merged_into`): the CLI keeps the history in a file that
+//! several processes may share, and a save applies this process's
+//! observations to what the file holds by then (the file itself is
+//! [`crate::history_file`]'s business). Since everything below is derived
+//! from the per-path entries, a series of processes sharing one file
+//! learns exactly what one long-lived `Dialer` learns.
+//!
+//! # The rules
+//!
+//! 1. **Partitioned by network** (HEv3: history "MUST NOT be used across
+//!    networks"). Every entry belongs to the network it was learnt on; a
+//!    dial sees only its own network's entries ([`History::view`]), so a
+//!    new network starts from a clean slate. Partitions of other networks
+//!    are kept (at most [`MAX_NETWORKS`], the least recently used go first),
+//!    so coming back to a known network reuses what was learnt there.
+//! 2. **Per path**: a path's newest observation decides its verdict
+//!    ([`PathVerdict`]). A failure younger than the failure memory
+//!    (`failure_memory`, 30 s) **demotes** the path: its family is tried
+//!    after the other one. An older failure with no success since leaves
+//!    the path [`PathVerdict::Doubtful`]: back in its usual place, with the
+//!    shortest head start (see rule 5), so that a repair is noticed by the
+//!    next dial and a path still broken costs that dial only the head
+//!    start. Entries expire after `expiry` (10 min, RFC 6555 §4.2).
+//! 3. **RTT per path**, RFC 6298 style: a smoothed RTT and its variance
+//!    ([`RttEstimate`]) from every success. The attempt delay after an
+//!    attempt on a path with an estimate is `srtt + max(4·rttvar,`
+//!    [`RTT_LEEWAY`]`)` (the retransmission timeout of RFC 6298 with the
+//!    leeway as its clock granularity), clamped to the configured bounds.
+//! 4. **RTT rule** (HEv3 §4, Apple's 25 ms leeway): when history knows both
+//!    families' RTTs for a service location, the faster family goes first
+//!    unless the preferred family is within [`RTT_LEEWAY`] of it.
+//! 5. **Cross-host evidence**: a family is *suspect* on a network when
+//!    paths of that family to at least [`SUSPECT_HOSTS`] distinct hosts
+//!    failed after the last success of that family on the network (any
+//!    host). A suspect family keeps its place in the order, so it can never
+//!    be locked out, but a new host (no verdict of its own) gives it only
+//!    the shortest head start the configuration allows (the minimum
+//!    attempt delay, 10 ms, HEv3's floor): the other family starts that
+//!    soon after it. A working path still wins unless it is slower than
+//!    the other family by more than that, and its first success ends the
+//!    suspicion. The evidence lasts as long as its entries (`expiry`): its
+//!    effect is mild, so it needs no shorter memory.
+//!
+//! # Convergence (HEv3: clients MUST "eventually converge")
+//!
+//! Nothing is ever locked out. A demoted path is tried first again once its
+//! failure is older than `failure_memory`; during the demotion the path is
+//! not attempted, so its last failure predates a repair, and the first dial
+//! at most `failure_memory` (30 s) after the repair tries it first again
+//! and wins with it. A suspect family is tried first on every new host all
+//! along, so a repair of the network is used by the next such dial.
 //!
 //! Wall clocks step backwards: an entry dated more than [`FUTURE_SKEW`]
 //! after "now" was written by a clock we no longer trust. It is ignored and
 //! pruned, so it cannot demote its path until the clock catches up.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::endpoint::{Endpoint, Family, Transport};
 use crate::race::{AttemptEnd, AttemptRecord, CancelReason};
+
+/// The network a history partition belongs to: an opaque key, the same
+/// for every visit to the same network (see `crate::network` for how the
+/// driver derives it). A hash, so the file does not spell out addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NetworkId(String);
+
+impl NetworkId {
+    /// The key of the network described by `description` (the driver's
+    /// canonical text of routes, prefixes and DNS servers): its 64-bit
+    /// FNV-1a hash in hex, stable across processes and versions.
+    pub fn of(description: &str) -> NetworkId {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in description.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        NetworkId(format!("{hash:016x}"))
+    }
+
+    /// A network given by name, e.g. by an application that knows which
+    /// network it is on.
+    pub fn named(name: &str) -> NetworkId {
+        NetworkId(name.to_string())
+    }
+
+    /// The network when it cannot be identified: all such dials share it.
+    pub fn unknown() -> NetworkId {
+        NetworkId::named("unknown")
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NetworkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// A path as history sees it. Addresses are not part of the key: SRV
 /// targets rotate addresses, and it is the family's route that breaks.
@@ -41,18 +132,71 @@ impl PathKey {
     }
 }
 
-/// What the engine uses of history when it orders candidates.
+/// The RTT difference below which the preferred family keeps its place
+/// (Apple's documented leeway), and the smallest margin an RTT-based
+/// attempt delay keeps over the smoothed RTT.
+pub const RTT_LEEWAY: Duration = Duration::from_millis(25);
+
+/// How many distinct hosts must have failed over a family, with no success
+/// of that family since, for the family to be suspect on a network: one
+/// broken server is that server's problem, two are the network's.
+pub const SUSPECT_HOSTS: usize = 2;
+
+/// A path's smoothed round-trip time (time from the attempt's start to its
+/// success) and its mean deviation, after RFC 6298 §2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RttEstimate {
+    pub srtt: Duration,
+    pub rttvar: Duration,
+}
+
+impl RttEstimate {
+    /// An estimate from one sample (RFC 6298 §2.2: the variance is half of it).
+    pub fn of(rtt: Duration) -> RttEstimate {
+        RttEstimate {
+            srtt: rtt,
+            rttvar: rtt / 2,
+        }
+    }
+
+    /// How long the next family waits after an attempt on this path:
+    /// `srtt + max(4·rttvar, RTT_LEEWAY)` (RFC 6298's RTO with the leeway
+    /// as its granularity), before the configured bounds.
+    pub fn attempt_delay(&self) -> Duration {
+        self.srtt
+            .saturating_add(self.rttvar.saturating_mul(4).max(RTT_LEEWAY))
+    }
+}
+
+/// What the engine uses of history about one path when it orders
+/// candidates and paces attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathVerdict {
     Unknown,
-    Worked { rtt: Duration },
+    /// Its newest observation is a success.
+    Worked {
+        rtt: RttEstimate,
+    },
+    /// It failed within the failure memory: demoted.
     Failed,
+    /// It failed longer ago than the failure memory and has not worked
+    /// since: tried in its usual place again, with the shortest head start.
+    Doubtful,
 }
 
-/// A snapshot of history for one dial.
+/// A snapshot of history for one dial, on one network.
 #[derive(Debug, Clone, Default)]
 pub struct HistoryView {
     paths: HashMap<PathKey, PathVerdict>,
+    /// Per family (IPv6, IPv4): suspect on this network (rule 5).
+    suspect: [bool; 2],
+}
+
+fn family_slot(f: Family) -> usize {
+    match f {
+        Family::V6 => 0,
+        Family::V4 => 1,
+    }
 }
 
 impl HistoryView {
@@ -76,8 +220,17 @@ impl HistoryView {
         self.paths.insert(PathKey::of(e), v);
     }
 
+    /// Whether `family` is failing on this network as a whole (rule 5).
+    pub fn family_suspect(&self, family: Family) -> bool {
+        self.suspect[family_slot(family)]
+    }
+
+    pub fn set_family_suspect(&mut self, family: Family, suspect: bool) {
+        self.suspect[family_slot(family)] = suspect;
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.paths.is_empty()
+        self.paths.is_empty() && self.suspect == [false; 2]
     }
 }
 
@@ -133,62 +286,176 @@ pub fn outcomes_of(attempts: &[AttemptRecord]) -> Vec<(Endpoint, PathOutcome)> {
     out
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Entry {
+/// One path's record on one network. Times are wall-clock milliseconds
+/// since the epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct PathEntry {
+    #[serde(flatten)]
     key: PathKey,
-    /// Smoothed RTT in microseconds (RFC 6298-style, alpha = 1/8), if it ever worked.
+    /// Smoothed RTT and its variance in microseconds (RFC 6298, alpha =
+    /// 1/8, beta = 1/4), once the path ever worked.
     srtt_us: Option<u64>,
+    rttvar_us: Option<u64>,
+    /// The last success and the last failure.
+    worked_ms: Option<u64>,
+    failed_ms: Option<u64>,
+    /// Whether the newest observation was a failure.
     last_failed: bool,
-    /// Wall-clock seconds since the epoch of the last update.
-    updated_s: u64,
+}
+
+impl PathEntry {
+    fn new(key: PathKey) -> PathEntry {
+        PathEntry {
+            key,
+            srtt_us: None,
+            rttvar_us: None,
+            worked_ms: None,
+            failed_ms: None,
+            last_failed: false,
+        }
+    }
+
+    /// The time of the newest observation.
+    fn updated_ms(&self) -> u64 {
+        self.worked_ms.max(self.failed_ms).unwrap_or(0)
+    }
+
+    fn rtt(&self) -> Option<RttEstimate> {
+        Some(RttEstimate {
+            srtt: Duration::from_micros(self.srtt_us?),
+            rttvar: Duration::from_micros(self.rttvar_us.unwrap_or(0)),
+        })
+    }
+
+    /// The newer observation decides the verdict (a failure seen before
+    /// the entry's last update does not demote it, an older success does
+    /// not clear a newer failure), while every RTT sample feeds the
+    /// estimate, whichever process measured it.
+    fn apply(&mut self, at_ms: u64, outcome: PathOutcome) {
+        let newer = at_ms >= self.updated_ms();
+        match outcome {
+            PathOutcome::Worked(rtt) => {
+                let sample = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+                let (srtt, rttvar) = match (self.srtt_us, self.rttvar_us) {
+                    (Some(s), var) => {
+                        let var = var.unwrap_or(s / 2);
+                        let dev = s.abs_diff(sample);
+                        (s - s / 8 + sample / 8, var - var / 4 + dev / 4)
+                    }
+                    (None, _) => (sample, sample / 2),
+                };
+                self.srtt_us = Some(srtt);
+                self.rttvar_us = Some(rttvar);
+                self.worked_ms = self.worked_ms.max(Some(at_ms));
+                if newer {
+                    self.last_failed = false;
+                }
+            }
+            PathOutcome::Failed => {
+                self.failed_ms = self.failed_ms.max(Some(at_ms));
+                if newer {
+                    self.last_failed = true;
+                }
+            }
+        }
+    }
+}
+
+/// What one network taught: one entry per path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Partition {
+    network: NetworkId,
+    paths: Vec<PathEntry>,
+}
+
+impl Partition {
+    fn updated_ms(&self) -> u64 {
+        self.paths
+            .iter()
+            .map(PathEntry::updated_ms)
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// One outcome this process observed, kept until the history is saved so
-/// that [`History::save_merged`] can apply it to what the file holds then.
+/// that `History::save_merged` can apply it to what the file holds then.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Observation {
-    at_s: u64,
+    at_ms: u64,
+    network: NetworkId,
     key: PathKey,
     outcome: PathOutcome,
 }
 
-/// The history store. Cheap to clone; serialisable.
+/// The version of the serialised form. Version 1 (before networks) is not
+/// read: its entries cannot be placed on a network, and HEv3 forbids using
+/// them across networks ([`crate::history_file`] says so and starts empty).
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The history store. Cheap to clone; serialisable (see the module docs
+/// for what it holds).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct History {
-    /// One entry per path (a file holding a path twice is read as its
-    /// newest entry, so that recording and viewing agree on which counts).
+    #[serde(deserialize_with = "this_version")]
+    version: u32,
+    /// One partition per network, one entry per path in each (a file
+    /// holding either twice is read as one, keeping each path's newest
+    /// entry, so that recording and viewing agree on which counts).
     #[serde(deserialize_with = "one_entry_per_path")]
-    entries: Vec<Entry>,
+    networks: Vec<Partition>,
     /// Entries older than this are forgotten (RFC 6555: ~10 minutes).
     #[serde(skip, default = "default_expiry")]
     pub expiry: Duration,
     /// A failure older than this no longer demotes its path, so that a
-    /// repaired path wins again (HEv3 convergence); its RTT is kept.
+    /// repaired path wins again (HEv3 convergence); see the module docs.
     #[serde(skip, default = "default_failure_memory")]
     pub failure_memory: Duration,
     /// What [`History::record`] learnt since the history was loaded or last
-    /// saved, oldest first (at most [`MAX_ENTRIES`]).
+    /// saved, oldest first (at most [`MAX_UNSAVED`]).
     #[serde(skip)]
     unsaved: Vec<Observation>,
 }
 
-/// Reads the entries, keeping only the most recently updated one of each
-/// path (the first of equals), in file order.
-fn one_entry_per_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Entry>, D::Error> {
-    let entries = Vec::<Entry>::deserialize(d)?;
-    let mut newest: HashMap<&PathKey, usize> = HashMap::new();
-    for (i, e) in entries.iter().enumerate() {
-        let best = newest.entry(&e.key).or_insert(i);
-        if e.updated_s > entries[*best].updated_s {
-            *best = i;
+fn this_version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = u32::deserialize(d)?;
+    if v != FORMAT_VERSION {
+        return Err(serde::de::Error::custom(format!(
+            "history format version {v}, expected {FORMAT_VERSION}"
+        )));
+    }
+    Ok(v)
+}
+
+/// Reads the partitions, merging those of the same network and keeping
+/// only the most recently updated entry of each path (the first of
+/// equals), in file order.
+fn one_entry_per_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Partition>, D::Error> {
+    let read = Vec::<Partition>::deserialize(d)?;
+    let mut out: Vec<Partition> = Vec::new();
+    for part in read {
+        match out.iter_mut().find(|p| p.network == part.network) {
+            Some(p) => p.paths.extend(part.paths),
+            None => out.push(part),
         }
     }
-    let keep: HashSet<usize> = newest.into_values().collect();
-    Ok(entries
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, e)| keep.contains(&i).then_some(e))
-        .collect())
+    for part in &mut out {
+        let mut newest: HashMap<&PathKey, usize> = HashMap::new();
+        for (i, e) in part.paths.iter().enumerate() {
+            let best = newest.entry(&e.key).or_insert(i);
+            if e.updated_ms() > part.paths[*best].updated_ms() {
+                *best = i;
+            }
+        }
+        let keep: HashSet<usize> = newest.into_values().collect();
+        let paths = std::mem::take(&mut part.paths);
+        part.paths = paths
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, e)| keep.contains(&i).then_some(e))
+            .collect();
+    }
+    Ok(out)
 }
 
 fn default_expiry() -> Duration {
@@ -196,13 +463,14 @@ fn default_expiry() -> Duration {
 }
 
 fn default_failure_memory() -> Duration {
-    Duration::from_secs(60)
+    Duration::from_secs(30)
 }
 
 impl Default for History {
     fn default() -> Self {
         History {
-            entries: Vec::new(),
+            version: FORMAT_VERSION,
+            networks: Vec::new(),
             expiry: default_expiry(),
             failure_memory: default_failure_memory(),
             unsaved: Vec::new(),
@@ -210,26 +478,42 @@ impl Default for History {
     }
 }
 
-/// Bound on entries, so a long-running process dialing many hosts cannot grow without limit.
-const MAX_ENTRIES: usize = 4096;
+/// Bound on entries per network, so a long-running process dialing many
+/// hosts cannot grow without limit.
+pub const MAX_ENTRIES: usize = 2048;
+
+/// Bound on the networks remembered (the least recently used go first).
+pub const MAX_NETWORKS: usize = 8;
+
+/// Bound on the observations kept for the next save.
+const MAX_UNSAVED: usize = 4096;
 
 /// How far in the future an entry's date may be and still count as "now":
-/// clocks of processes sharing a file disagree a little, and dates are
-/// whole seconds. Later dates come from a clock that has since stepped back.
+/// clocks of processes sharing a file disagree a little. Later dates come
+/// from a clock that has since stepped back.
 pub const FUTURE_SKEW: Duration = Duration::from_secs(10);
 
-fn secs(t: SystemTime) -> u64 {
+fn millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
 
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl History {
-    /// Records the attempts of a finished dial.
-    pub fn record(&mut self, now: SystemTime, outcomes: &[(Endpoint, PathOutcome)]) {
+    /// Records the attempts of a finished dial on `network`.
+    pub fn record(
+        &mut self,
+        now: SystemTime,
+        network: &NetworkId,
+        outcomes: &[(Endpoint, PathOutcome)],
+    ) {
         // Entries from a clock that stepped back would outrank this dial's news.
         self.prune(now);
-        let now_s = secs(now);
+        let now_ms = millis(now);
         for (endpoint, outcome) in outcomes {
             let key = PathKey::of(endpoint);
             // What this dial just saw is the newest news of its path, even
@@ -238,109 +522,149 @@ impl History {
             // back); dated `now`, it would lose to that entry and a failure
             // just seen would stay hidden behind an older success.
             let held = self
-                .entries
+                .networks
                 .iter()
-                .find(|e| e.key == key)
-                .map_or(0, |e| e.updated_s);
+                .find(|p| &p.network == network)
+                .and_then(|p| p.paths.iter().find(|e| e.key == key))
+                .map_or(0, PathEntry::updated_ms);
             let observation = Observation {
-                at_s: now_s.max(held),
+                at_ms: now_ms.max(held),
+                network: network.clone(),
                 key,
                 outcome: *outcome,
             };
             self.apply(&observation);
             self.unsaved.push(observation);
         }
-        if self.unsaved.len() > MAX_ENTRIES {
-            let excess = self.unsaved.len() - MAX_ENTRIES;
+        if self.unsaved.len() > MAX_UNSAVED {
+            let excess = self.unsaved.len() - MAX_UNSAVED;
             self.unsaved.drain(..excess);
         }
         self.prune(now);
-        self.cap_entries();
+        let unsaved = std::mem::take(&mut self.unsaved);
+        let fresh = unsaved.len().saturating_sub(outcomes.len());
+        let just: Vec<&Observation> = unsaved[fresh..].iter().collect();
+        self.cap_entries_keeping(&just);
+        self.unsaved = unsaved;
     }
 
-    /// Applies one observation. The newer observation decides the verdict
-    /// (a failure seen before the entry's last update does not demote it,
-    /// an older success does not clear a newer failure), while every RTT
-    /// sample feeds the smoothed RTT, whichever process measured it.
     fn apply(&mut self, observation: &Observation) {
-        let idx = match self.entries.iter().position(|e| e.key == observation.key) {
-            Some(i) => i,
+        let part = match self
+            .networks
+            .iter()
+            .position(|p| p.network == observation.network)
+        {
+            Some(i) => &mut self.networks[i],
             None => {
-                self.entries.push(Entry {
-                    key: observation.key.clone(),
-                    srtt_us: None,
-                    last_failed: false,
-                    updated_s: observation.at_s,
+                self.networks.push(Partition {
+                    network: observation.network.clone(),
+                    paths: Vec::new(),
                 });
-                self.entries.len() - 1
+                self.networks.last_mut().expect("just pushed")
             }
         };
-        let entry = &mut self.entries[idx];
-        let newer = observation.at_s >= entry.updated_s;
-        match observation.outcome {
-            PathOutcome::Worked(rtt) => {
-                let sample = rtt.as_micros().min(u128::from(u64::MAX)) as u64;
-                entry.srtt_us = Some(match entry.srtt_us {
-                    Some(s) => s - s / 8 + sample / 8,
-                    None => sample,
-                });
-                if newer {
-                    entry.last_failed = false;
-                }
+        let entry = match part.paths.iter().position(|e| e.key == observation.key) {
+            Some(i) => &mut part.paths[i],
+            None => {
+                part.paths.push(PathEntry::new(observation.key.clone()));
+                part.paths.last_mut().expect("just pushed")
             }
-            PathOutcome::Failed => {
-                if newer {
-                    entry.last_failed = true;
-                }
-            }
-        }
-        if newer {
-            entry.updated_s = observation.at_s;
-        }
+        };
+        entry.apply(observation.at_ms, observation.outcome);
     }
 
-    /// Keeps the [`MAX_ENTRIES`] most recently updated entries.
+    /// Keeps the [`MAX_NETWORKS`] most recently used networks and the
+    /// [`MAX_ENTRIES`] most recently updated entries of each.
     pub(crate) fn cap_entries(&mut self) {
-        if self.entries.len() > MAX_ENTRIES {
-            self.entries.sort_by_key(|e| std::cmp::Reverse(e.updated_s));
-            self.entries.truncate(MAX_ENTRIES);
+        self.cap_entries_keeping(&[]);
+    }
+
+    /// [`History::cap_entries`], never dropping the paths just observed
+    /// (`kept`) nor their networks: entries dated a little ahead (within
+    /// [`FUTURE_SKEW`]) must not push this process's news out.
+    fn cap_entries_keeping(&mut self, kept: &[&Observation]) {
+        let kept_paths: HashSet<(&NetworkId, &PathKey)> =
+            kept.iter().map(|o| (&o.network, &o.key)).collect();
+        let kept_networks: HashSet<&NetworkId> = kept.iter().map(|o| &o.network).collect();
+        for part in &mut self.networks {
+            if part.paths.len() > MAX_ENTRIES {
+                let network = &part.network;
+                part.paths.sort_by_key(|e| {
+                    (
+                        !kept_paths.contains(&(network, &e.key)),
+                        std::cmp::Reverse(e.updated_ms()),
+                    )
+                });
+                part.paths.truncate(MAX_ENTRIES);
+            }
+        }
+        if self.networks.len() > MAX_NETWORKS {
+            self.networks.sort_by_key(|p| {
+                (
+                    !kept_networks.contains(&p.network),
+                    std::cmp::Reverse(p.updated_ms()),
+                )
+            });
+            self.networks.truncate(MAX_NETWORKS);
         }
     }
 
-    /// Drops expired entries, and entries dated after `now` + [`FUTURE_SKEW`]
-    /// (written before the clock stepped back).
-    pub fn prune(&mut self, now: SystemTime) {
-        let now_s = secs(now);
-        let expiry = self.expiry.as_secs();
-        let latest = now_s.saturating_add(FUTURE_SKEW.as_secs());
-        self.entries
-            .retain(|e| e.updated_s <= latest && now_s.saturating_sub(e.updated_s) < expiry);
+    /// Whether an entry updated at `updated_ms` is still good at `now_ms`:
+    /// not expired, and not dated after `now` + [`FUTURE_SKEW`].
+    fn current(&self, updated_ms: u64, now_ms: u64) -> bool {
+        updated_ms <= now_ms.saturating_add(duration_ms(FUTURE_SKEW))
+            && now_ms.saturating_sub(updated_ms) < duration_ms(self.expiry)
     }
 
-    /// The view the engine sorts with, at `now`. Entries dated after
+    /// Drops expired entries, entries dated after `now` + [`FUTURE_SKEW`]
+    /// (written before the clock stepped back), and networks left empty.
+    pub fn prune(&mut self, now: SystemTime) {
+        let now_ms = millis(now);
+        let mut networks = std::mem::take(&mut self.networks);
+        for part in &mut networks {
+            part.paths.retain(|e| self.current(e.updated_ms(), now_ms));
+        }
+        networks.retain(|p| !p.paths.is_empty());
+        self.networks = networks;
+    }
+
+    /// The view the engine sorts and paces with, for a dial on `network`
+    /// at `now` (see the module docs for the rules). Entries dated after
     /// `now` + [`FUTURE_SKEW`] are ignored.
-    pub fn view(&self, now: SystemTime) -> HistoryView {
-        let now_s = secs(now);
-        let latest = now_s.saturating_add(FUTURE_SKEW.as_secs());
+    pub fn view(&self, now: SystemTime, network: &NetworkId) -> HistoryView {
         let mut view = HistoryView::default();
-        for e in &self.entries {
-            if e.updated_s > latest {
-                continue;
-            }
-            let age = now_s.saturating_sub(e.updated_s);
-            if age >= self.expiry.as_secs() {
-                continue;
-            }
-            let verdict = if e.last_failed && age < self.failure_memory.as_secs() {
-                PathVerdict::Failed
-            } else if let Some(us) = e.srtt_us {
-                PathVerdict::Worked {
-                    rtt: Duration::from_micros(us),
+        let Some(part) = self.networks.iter().find(|p| &p.network == network) else {
+            return view;
+        };
+        let now_ms = millis(now);
+        let live: Vec<&PathEntry> = part
+            .paths
+            .iter()
+            .filter(|e| self.current(e.updated_ms(), now_ms))
+            .collect();
+        for e in &live {
+            let verdict = if e.last_failed {
+                let failed = e.failed_ms.unwrap_or_else(|| e.updated_ms());
+                if now_ms.saturating_sub(failed) < duration_ms(self.failure_memory) {
+                    PathVerdict::Failed
+                } else {
+                    PathVerdict::Doubtful
                 }
+            } else if let Some(rtt) = e.rtt() {
+                PathVerdict::Worked { rtt }
             } else {
                 continue;
             };
             view.paths.insert(e.key.clone(), verdict);
+        }
+        for family in [Family::V6, Family::V4] {
+            let of_family = || live.iter().filter(|e| e.key.family == family);
+            let last_success = of_family().filter_map(|e| e.worked_ms).max();
+            let failed_hosts: HashSet<&str> = of_family()
+                .filter(|e| e.failed_ms > last_success)
+                .map(|e| e.key.host.as_str())
+                .collect();
+            view.set_family_suspect(family, failed_hosts.len() >= SUSPECT_HOSTS);
         }
         view
     }
@@ -356,316 +680,32 @@ impl History {
             base.apply(observation);
         }
         base.prune(now);
-        base.cap_entries();
+        let mine: Vec<&Observation> = self.unsaved.iter().collect();
+        base.cap_entries_keeping(&mine);
         base
     }
 
+    /// The number of path entries, over every network.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.networks.iter().map(|p| p.paths.len()).sum()
+    }
+
+    /// The number of networks with entries.
+    pub fn networks(&self) -> usize {
+        self.networks.len()
+    }
+
+    /// The networks history holds entries for, most recently used last.
+    pub fn network_ids(&self) -> Vec<NetworkId> {
+        let mut parts: Vec<&Partition> = self.networks.iter().collect();
+        parts.sort_by_key(|p| p.updated_ms());
+        parts.into_iter().map(|p| p.network.clone()).collect()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.networks.iter().all(|p| p.paths.is_empty())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::Arc;
-
-    fn ep(addr: &str) -> Endpoint {
-        Endpoint {
-            transport: Transport::Tcp,
-            addr: addr.parse().unwrap(),
-            host: Arc::from("sip.example.test"),
-            rank: 0,
-        }
-    }
-
-    #[test]
-    fn failure_demotes_then_is_forgotten_then_expires() {
-        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let mut h = History::default();
-        let v6 = ep("[2001:db8::1]:5060");
-        let v4 = ep("192.0.2.1:5060");
-        h.record(
-            t0,
-            &[
-                (v6.clone(), PathOutcome::Failed),
-                (v4.clone(), PathOutcome::Worked(Duration::from_millis(20))),
-            ],
-        );
-        let view = h.view(t0 + Duration::from_secs(5));
-        assert_eq!(view.verdict(&v6), PathVerdict::Failed);
-        assert_eq!(
-            view.verdict(&v4),
-            PathVerdict::Worked {
-                rtt: Duration::from_millis(20)
-            }
-        );
-        // Another address of the same host and family shares the verdict.
-        assert_eq!(view.verdict(&ep("[2001:db8::2]:5060")), PathVerdict::Failed);
-        // After the failure memory the path is no longer demoted (convergence).
-        assert_eq!(
-            h.view(t0 + Duration::from_secs(61)).verdict(&v6),
-            PathVerdict::Unknown
-        );
-        // After expiry everything is gone.
-        h.prune(t0 + Duration::from_secs(601));
-        assert!(h.is_empty());
-    }
-
-    #[test]
-    fn srtt_is_smoothed_and_success_clears_failure() {
-        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let mut h = History::default();
-        let v4 = ep("192.0.2.1:5060");
-        h.record(
-            t0,
-            &[(v4.clone(), PathOutcome::Worked(Duration::from_millis(80)))],
-        );
-        h.record(t0, &[(v4.clone(), PathOutcome::Failed)]);
-        h.record(
-            t0,
-            &[(v4.clone(), PathOutcome::Worked(Duration::from_millis(0)))],
-        );
-        assert_eq!(
-            h.view(t0).verdict(&v4),
-            PathVerdict::Worked {
-                rtt: Duration::from_millis(70)
-            }
-        );
-    }
-
-    fn record(id: u32, addr: &str, started: u64, ended: u64, end: AttemptEnd) -> AttemptRecord {
-        let t0 = std::time::Instant::now();
-        AttemptRecord {
-            id: crate::race::AttemptId(id),
-            endpoint: ep(addr),
-            started: t0 + Duration::from_millis(started),
-            transport_up: None,
-            ended: Some(t0 + Duration::from_millis(ended)),
-            end,
-        }
-    }
-
-    #[test]
-    fn outcomes_keep_one_verdict_per_path() {
-        let lost = AttemptEnd::Cancelled(CancelReason::LostRace);
-        // IPv6 #1 wins; IPv6 #2 (same path) and IPv4, started later, lose: the
-        // IPv6 path worked and nothing is learnt about IPv4.
-        let out = outcomes_of(&[
-            record(1, "[2001:db8::1]:5060", 0, 300, AttemptEnd::Won),
-            record(2, "192.0.2.1:5060", 250, 300, lost.clone()),
-            record(3, "[2001:db8::2]:5060", 280, 300, lost.clone()),
-        ]);
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].1, PathOutcome::Worked(Duration::from_millis(300)));
-        // IPv6 started first and lost to IPv4: IPv6 is demoted.
-        let out = outcomes_of(&[
-            record(1, "[2001:db8::1]:5060", 0, 260, lost),
-            record(2, "192.0.2.1:5060", 250, 260, AttemptEnd::Won),
-        ]);
-        assert_eq!(out[0], (ep("[2001:db8::1]:5060"), PathOutcome::Failed));
-        assert_eq!(out[1].1, PathOutcome::Worked(Duration::from_millis(10)));
-    }
-
-    #[test]
-    fn round_trips_through_json() {
-        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let mut h = History::default();
-        h.record(t0, &[(ep("192.0.2.1:5060"), PathOutcome::Failed)]);
-        let text = serde_json::to_string(&h).unwrap();
-        let back: History = serde_json::from_str(&text).unwrap();
-        assert_eq!(
-            back.view(t0).verdict(&ep("192.0.2.9:1")),
-            PathVerdict::Failed
-        );
-        assert_eq!(back.expiry, Duration::from_secs(600));
-    }
-
-    fn ep_at(host: &str, addr: &str) -> Endpoint {
-        Endpoint {
-            host: Arc::from(host),
-            ..ep(addr)
-        }
-    }
-
-    #[test]
-    fn a_file_holding_a_path_twice_is_read_as_its_newest_entry() {
-        // Found by fuzzing (fuzz/regressions/history_load): recording
-        // updated the first entry of a path while the view let the last one
-        // win, so a failure just recorded stayed hidden behind a stale twin.
-        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_100);
-        let entry = |failed: bool, at: u64| {
-            format!(
-                r#"{{"key":{{"host":"sip1.example.test","family":"ipv6","transport":"udp"}},"srtt_us":12000,"last_failed":{failed},"updated_s":{at}}}"#
-            )
-        };
-        let text = format!(
-            r#"{{"entries":[{},{},{}]}}"#,
-            entry(false, 1_700_000_000),
-            entry(true, 1_700_000_050),
-            entry(false, 1_700_000_010)
-        );
-        let mut h: History = serde_json::from_str(&text).unwrap();
-        assert_eq!(h.len(), 1, "one entry per path");
-        let v6 = Endpoint {
-            host: "sip1.example.test".into(),
-            transport: Transport::Udp,
-            ..ep("[2001:db8::1]:5060")
-        };
-        assert_eq!(
-            h.view(now).verdict(&v6),
-            PathVerdict::Failed,
-            "the newest entry counts"
-        );
-        h.record(
-            now,
-            &[(v6.clone(), PathOutcome::Worked(Duration::from_millis(7)))],
-        );
-        assert!(matches!(
-            h.view(now).verdict(&v6),
-            PathVerdict::Worked { .. }
-        ));
-        h.record(now, &[(v6.clone(), PathOutcome::Failed)]);
-        assert_eq!(
-            h.view(now).verdict(&v6),
-            PathVerdict::Failed,
-            "news is never hidden"
-        );
-    }
-
-    #[test]
-    fn news_outranks_an_entry_dated_a_few_seconds_ahead() {
-        // Found by fuzzing (fuzz/regressions/history_load): a file entry
-        // dated within FUTURE_SKEW after `now` counts as current, and a
-        // failure recorded at `now` was older than it, so the path kept
-        // its old verdict.
-        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let text = r#"{"entries":[{"key":{"host":"sip1.example.test","family":"ipv6","transport":"udp"},"srtt_us":12000,"last_failed":false,"updated_s":1700000005}]}"#;
-        let v6 = Endpoint {
-            host: "sip1.example.test".into(),
-            transport: Transport::Udp,
-            ..ep("[2001:db8::1]:5060")
-        };
-        let mut h: History = serde_json::from_str(text).unwrap();
-        h.record(now, &[(v6.clone(), PathOutcome::Failed)]);
-        assert_eq!(h.view(now).verdict(&v6), PathVerdict::Failed);
-        // Saving applies the same news over what the file holds.
-        let file: History = serde_json::from_str(text).unwrap();
-        let saved = h.merged_into(file, now);
-        assert_eq!(saved.view(now).verdict(&v6), PathVerdict::Failed);
-    }
-
-    #[test]
-    fn future_dated_entries_do_not_demote() {
-        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let v6 = ep("[2001:db8::1]:5060");
-        // Written an hour "ahead", before the clock stepped back.
-        let mut h = History::default();
-        h.record(
-            now + Duration::from_secs(3600),
-            &[(v6.clone(), PathOutcome::Failed)],
-        );
-        assert_eq!(h.view(now).verdict(&v6), PathVerdict::Unknown);
-        // A small skew between clocks still counts as now.
-        let mut near = History::default();
-        near.record(now + FUTURE_SKEW, &[(v6.clone(), PathOutcome::Failed)]);
-        assert_eq!(near.view(now).verdict(&v6), PathVerdict::Failed);
-        // Pruning drops the future entry; a new observation stands alone.
-        h.record(
-            now,
-            &[(v6.clone(), PathOutcome::Worked(Duration::from_millis(30)))],
-        );
-        assert_eq!(h.len(), 1);
-        assert_eq!(
-            h.view(now).verdict(&v6),
-            PathVerdict::Worked {
-                rtt: Duration::from_millis(30)
-            }
-        );
-        // A future-dated entry in the file does not outrank this process's news.
-        let mut base = History::default();
-        base.record(
-            now + Duration::from_secs(3600),
-            &[(v6.clone(), PathOutcome::Failed)],
-        );
-        let mut mine = History::default();
-        mine.record(
-            now,
-            &[(v6.clone(), PathOutcome::Worked(Duration::from_millis(5)))],
-        );
-        let merged = mine.merged_into(base, now);
-        assert_eq!(
-            merged.view(now).verdict(&v6),
-            PathVerdict::Worked {
-                rtt: Duration::from_millis(5)
-            }
-        );
-    }
-
-    #[test]
-    fn merge_keeps_both_processes_news_and_the_newer_verdict() {
-        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let a = ep_at("a.example.test", "192.0.2.1:5060");
-        let b = ep_at("b.example.test", "192.0.2.2:5060");
-        let shared = ep("192.0.2.3:5060");
-        // Two processes load the same file...
-        let mut file = History::default();
-        file.record(
-            t0,
-            &[(
-                shared.clone(),
-                PathOutcome::Worked(Duration::from_millis(80)),
-            )],
-        );
-        file.unsaved.clear();
-        let mut p1 = file.clone();
-        let mut p2 = file.clone();
-        // ...p1 learns about a and that the shared path failed (at t0+10)...
-        p1.record(
-            t0 + Duration::from_secs(10),
-            &[
-                (a.clone(), PathOutcome::Failed),
-                (shared.clone(), PathOutcome::Failed),
-            ],
-        );
-        // ...p2 learns about b and that the shared path worked, later (t0+20).
-        p2.record(
-            t0 + Duration::from_secs(20),
-            &[
-                (b.clone(), PathOutcome::Worked(Duration::from_millis(10))),
-                (
-                    shared.clone(),
-                    PathOutcome::Worked(Duration::from_millis(0)),
-                ),
-            ],
-        );
-        let now = t0 + Duration::from_secs(30);
-        // p2 saves first, then p1 (whose shared-path news is older).
-        let after_p2 = p2.merged_into(file.clone(), now);
-        let after_both = p1.merged_into(after_p2.clone(), now);
-        let view = after_both.view(now);
-        assert_eq!(view.verdict(&a), PathVerdict::Failed);
-        assert_eq!(
-            view.verdict(&b),
-            PathVerdict::Worked {
-                rtt: Duration::from_millis(10)
-            }
-        );
-        // The newer success wins over p1's older failure; the RTT is 80 ms
-        // smoothed with p2's 0 ms sample.
-        assert_eq!(
-            view.verdict(&shared),
-            PathVerdict::Worked {
-                rtt: Duration::from_millis(70)
-            }
-        );
-        // Saving in the other order gives the same verdicts.
-        let other = p2.merged_into(p1.merged_into(file, now), now).view(now);
-        assert_eq!(other.verdict(&a), PathVerdict::Failed);
-        assert_eq!(other.verdict(&shared), view.verdict(&shared));
-    }
-}
+mod tests;

@@ -21,7 +21,13 @@
 //!    since the first answer elapsed); and either nothing is in flight (an
 //!    attempt just failed: start the next at once) or the Connection Attempt
 //!    Delay since the last start elapsed. In-flight attempts are never
-//!    aborted because a newer one started.
+//!    aborted because a newer one started. With history ([`history`], the
+//!    `siprace` strategy), the order follows what was learnt on this
+//!    network (a recently failed path last, the RTT rule between the
+//!    families) and the delay after an attempt depends on its path: its
+//!    RTT-based delay when its RTT is known, the minimum delay when the
+//!    path is doubtful or its family suspect on the network, the
+//!    configured delay otherwise.
 //! 5. With nothing in flight, nothing left to try and DNS complete, the
 //!    dial fails, listing every attempt's reason.
 
@@ -51,7 +57,8 @@ pub struct RaceConfig {
     /// answer (RFC 8305 §3: 50 ms). `None` waits for every address answer,
     /// as a `getaddrinfo`-based stack does.
     pub resolution_delay: Option<Duration>,
-    /// Connection Attempt Delay when history knows nothing (RFC 8305: 250 ms).
+    /// Connection Attempt Delay when history knows nothing (RFC 8305:
+    /// 250 ms; siprace's cold default is [`strategy::SIPRACE_ATTEMPT_DELAY`]).
     pub attempt_delay: Duration,
     /// Bounds for the attempt delay, also when history shortens it
     /// (HEv3: never below 10 ms; 2 s at most).
@@ -73,7 +80,7 @@ pub struct RaceConfig {
     pub deadline: Duration,
     /// Per-attempt bound; `None` lets attempts run until the deadline.
     pub attempt_timeout: Option<Duration>,
-    /// Use history to order and to shorten the attempt delay.
+    /// Use history to order and to pace (see [`history`]).
     pub use_history: bool,
 }
 
@@ -295,6 +302,10 @@ pub struct AttemptRecord {
     pub id: AttemptId,
     pub endpoint: Endpoint,
     pub started: Instant,
+    /// The Connection Attempt Delay this attempt got (from history, or the
+    /// configured one): the next attempt may start this long after it
+    /// (or after its transport came up), unless it fails first.
+    pub delay: Duration,
     pub transport_up: Option<Instant>,
     pub ended: Option<Instant>,
     pub end: AttemptEnd,
@@ -663,10 +674,9 @@ impl Race {
         Some(self.first_answer_at.map(|t| t + rd))
     }
 
-    /// The family the Resolution Delay waits for on `host`: the configured
-    /// one, unless history says it failed there while the other worked.
+    /// The family the Resolution Delay waits for on `host`: the one
+    /// history puts first there ([`sort::history_first_family`]).
     fn preferred_family_for(&self, host: &Arc<str>) -> Family {
-        let preferred = self.cfg.preferred_family;
         let verdict = |family: Family| {
             self.specs
                 .iter()
@@ -675,19 +685,23 @@ impl Race {
                 .find(|v| *v != PathVerdict::Unknown)
                 .unwrap_or(PathVerdict::Unknown)
         };
-        match (verdict(preferred), verdict(preferred.other())) {
-            (PathVerdict::Failed, PathVerdict::Worked { .. }) => preferred.other(),
-            _ => preferred,
-        }
+        sort::history_first_family(self.cfg.preferred_family, verdict)
     }
 
-    /// The attempt delay after attempt `a` (history may shorten it).
-    fn attempt_delay_after(&self, a: &AttemptRecord) -> Duration {
-        let base = match self.history.verdict(&a.endpoint) {
-            // Twice the RTT covers the answer plus its variance; HEv3 asks
-            // for roughly the first retransmission time of the handshake.
-            PathVerdict::Worked { rtt } => rtt.saturating_mul(2),
-            _ => self.cfg.attempt_delay,
+    /// The attempt delay after an attempt on `endpoint`, from history (see
+    /// [`history`]'s rules): a path with a measured RTT waits its RTT-based
+    /// delay; a doubtful path, or a path of a family suspect on this
+    /// network that has no verdict of its own, gets the shortest head
+    /// start (the minimum delay); anything else the configured delay.
+    /// Always within the configured bounds.
+    fn attempt_delay_after(&self, endpoint: &Endpoint) -> Duration {
+        let base = match self.history.verdict(endpoint) {
+            PathVerdict::Worked { rtt } => rtt.attempt_delay(),
+            PathVerdict::Doubtful => self.cfg.min_attempt_delay,
+            PathVerdict::Unknown if self.history.family_suspect(endpoint.family()) => {
+                self.cfg.min_attempt_delay
+            }
+            PathVerdict::Unknown | PathVerdict::Failed => self.cfg.attempt_delay,
         };
         base.clamp(self.cfg.min_attempt_delay, self.cfg.max_attempt_delay)
     }
@@ -700,7 +714,7 @@ impl Race {
             .iter()
             .filter(|a| a.end == AttemptEnd::InFlight)
             .max_by_key(|a| a.started)?;
-        let delay = self.attempt_delay_after(last);
+        let delay = last.delay;
         // Measured from the newest attempt still in flight: when an attempt
         // fails, the next one starts at once (RFC 8305 §5).
         let mut until = last.started + delay;
@@ -735,6 +749,7 @@ impl Race {
             self.tried.insert(next.clone());
             self.attempts.push(AttemptRecord {
                 id,
+                delay: self.attempt_delay_after(&next),
                 endpoint: next.clone(),
                 started: now,
                 transport_up: None,

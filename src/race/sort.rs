@@ -1,6 +1,7 @@
 //! Candidate ordering: RFC 3263 rank, then RFC 6724 destination ordering
-//! with the RFC 8305 §4 history rule, then family interleaving (RFC 8305 §4,
-//! "First/Preferred Address Family Count").
+//! with history (a recently failed path last; HEv3's RTT rule between the
+//! families, see [`history_first_family`]), then family interleaving
+//! (RFC 8305 §4, "First/Preferred Address Family Count").
 //!
 //! Only the RFC 6724 rules that need no knowledge of the source address are
 //! applied here (rule 6, precedence, and rule 8, smaller scope); the rules
@@ -8,12 +9,10 @@
 //! when it picks a source, and an unusable family shows up as an immediate
 //! attempt failure anyway.
 
+use crate::endpoint::{Endpoint, Family};
+use crate::race::history::{HistoryView, PathVerdict, RTT_LEEWAY};
 use std::cmp::Reverse;
 use std::net::{IpAddr, Ipv6Addr};
-use std::time::Duration;
-
-use crate::endpoint::{Endpoint, Family};
-use crate::race::history::{HistoryView, PathVerdict};
 
 /// RFC 6724 §2.1 default policy table: (prefix, length, precedence).
 /// IPv4 addresses are looked up as IPv4-mapped addresses (`::ffff:0:0/96`).
@@ -67,55 +66,73 @@ pub fn scope(ip: &IpAddr) -> u8 {
     }
 }
 
-/// Historical RTTs are compared in buckets of this width, so that noise
-/// does not override the RFC 6724 order (after Apple's documented 25 ms
-/// leeway); buckets keep the comparison a total order.
-const RTT_BUCKET: Duration = Duration::from_millis(25);
-
-/// The sort key of an endpoint within its rank: a path that failed goes
-/// last; then a clearly faster path (by RTT bucket) goes first; then RFC
-/// 6724 precedence (higher first) and scope (smaller first). A path without
-/// history counts as being in the fastest bucket of its group, so that
-/// history only ever reorders paths it knows. Equal keys keep DNS order.
-fn sort_key(
-    e: &Endpoint,
-    verdict: PathVerdict,
-    fastest_bucket: u128,
-) -> (bool, u128, Reverse<u8>, u8) {
-    let ip = e.addr.ip();
-    let bucket = match verdict {
-        PathVerdict::Worked { rtt } => rtt.as_micros() / RTT_BUCKET.as_micros(),
-        _ => fastest_bucket,
-    };
-    (
-        verdict == PathVerdict::Failed,
-        bucket,
-        Reverse(precedence(&ip)),
-        scope(&ip),
-    )
+/// The family history puts first at a service location, given the
+/// verdict of each family's path there ([`PathVerdict`]): the other family
+/// when `preferred`'s path failed recently and the other's did not, or
+/// when both worked and the other is faster by more than [`RTT_LEEWAY`]
+/// (HEv3's RTT rule, with Apple's leeway); `preferred` otherwise. The
+/// Resolution Delay waits for this family too (see `Race`).
+pub fn history_first_family(preferred: Family, verdict: impl Fn(Family) -> PathVerdict) -> Family {
+    let other = preferred.other();
+    match (verdict(preferred), verdict(other)) {
+        (PathVerdict::Failed, theirs) if theirs != PathVerdict::Failed => other,
+        (PathVerdict::Worked { rtt: ours }, PathVerdict::Worked { rtt: theirs })
+            if theirs.srtt.saturating_add(RTT_LEEWAY) < ours.srtt =>
+        {
+            other
+        }
+        _ => preferred,
+    }
 }
 
-/// Sorts one rank's endpoints by [`sort_key`].
-fn sort_by_history_and_rfc6724(group: &mut [Endpoint], history: &HistoryView) {
-    let verdicts: Vec<PathVerdict> = group.iter().map(|e| history.verdict(e)).collect();
-    let fastest_bucket = verdicts
+/// What history says of `family` among `group`'s paths: its fastest
+/// success, else the first verdict it has (a group is one service
+/// location, so normally there is one path per family).
+fn family_verdict(group: &[Endpoint], history: &HistoryView, family: Family) -> PathVerdict {
+    let verdicts = group
         .iter()
+        .filter(|e| e.family() == family)
+        .map(|e| history.verdict(e));
+    let fastest = verdicts
+        .clone()
         .filter_map(|v| match v {
-            PathVerdict::Worked { rtt } => Some(rtt.as_micros() / RTT_BUCKET.as_micros()),
+            PathVerdict::Worked { rtt } => Some(rtt),
             _ => None,
         })
-        .min()
-        .unwrap_or(0);
-    let mut keyed: Vec<_> = group
-        .iter()
-        .cloned()
-        .zip(verdicts)
-        .map(|(e, v)| (sort_key(&e, v, fastest_bucket), e))
-        .collect();
-    keyed.sort_by_key(|(key, _)| *key);
-    for (slot, (_, e)) in group.iter_mut().zip(keyed) {
-        *slot = e;
+        .min_by_key(|rtt| rtt.srtt);
+    match fastest {
+        Some(rtt) => PathVerdict::Worked { rtt },
+        None => verdicts
+            .into_iter()
+            .find(|v| *v != PathVerdict::Unknown)
+            .unwrap_or(PathVerdict::Unknown),
     }
+}
+
+/// Sorts one rank's endpoints: a path that failed recently goes last; then
+/// the family history puts first ([`history_first_family`], starting from
+/// the family RFC 6724 ranks first); then RFC 6724 precedence (higher
+/// first) and scope (smaller first). Equal keys keep DNS order.
+fn sort_by_history_and_rfc6724(group: &mut [Endpoint], history: &HistoryView) {
+    let rfc6724 = |e: &Endpoint| {
+        let ip = e.addr.ip();
+        (Reverse(precedence(&ip)), scope(&ip))
+    };
+    let Some(preferred) = group
+        .iter()
+        .min_by_key(|e| rfc6724(e))
+        .map(Endpoint::family)
+    else {
+        return;
+    };
+    let first = history_first_family(preferred, |f| family_verdict(group, history, f));
+    group.sort_by_key(|e| {
+        (
+            history.verdict(e) == PathVerdict::Failed,
+            e.family() != first,
+            rfc6724(e),
+        )
+    });
 }
 
 /// How to lay out the candidates.
@@ -133,7 +150,7 @@ pub struct SortPolicy {
 }
 
 /// Orders every known endpoint: by rank, then inside each rank by
-/// `sort_key` and interleaving. The result includes endpoints already
+/// `sort_by_history_and_rfc6724` and interleaving. The result includes endpoints already
 /// attempted, so that re-sorting after a late DNS answer keeps the
 /// interleaving consistent with what has already started.
 pub fn order(endpoints: &[Endpoint], history: &HistoryView, policy: SortPolicy) -> Vec<Endpoint> {
@@ -197,6 +214,7 @@ fn interleave(sorted: Vec<Endpoint>, first_count: usize) -> Vec<Endpoint> {
 mod tests {
     use super::*;
     use crate::endpoint::Transport;
+    use crate::race::history::RttEstimate;
     use std::sync::Arc;
 
     fn ep(addr: &str, rank: u32) -> Endpoint {
@@ -333,57 +351,72 @@ mod tests {
         assert_eq!(order(&list, &view, plain)[0].rank, 0);
     }
 
-    #[test]
-    fn history_order_is_total_with_many_rtts() {
-        // Pairwise leeway comparisons would not be transitive here.
-        let list: Vec<Endpoint> = (1..=6)
-            .map(|i| ep(&format!("[2001:db8::{i}]:1"), 0))
-            .chain((1..=6).map(|i| ep(&format!("192.0.2.{i}:1"), 0)))
-            .collect();
-        let mut view = HistoryView::default();
-        let host_v6 = &list[0];
-        view.insert(
-            host_v6,
-            PathVerdict::Worked {
-                rtt: Duration::from_millis(70),
-            },
-        );
-        view.insert(
-            &list[6],
-            PathVerdict::Worked {
-                rtt: Duration::from_millis(20),
-            },
-        );
-        let out = order(&list, &view, POLICY);
-        assert_eq!(out.len(), 12);
-        // IPv4 (20 ms) is a bucket ahead of IPv6 (70 ms): it leads.
-        assert_eq!(out[0].family(), Family::V4);
+    fn worked(rtt_ms: u64) -> PathVerdict {
+        PathVerdict::Worked {
+            rtt: RttEstimate::of(std::time::Duration::from_millis(rtt_ms)),
+        }
     }
 
     #[test]
-    fn history_rtt_beats_precedence_only_beyond_leeway() {
-        let list = [ep("[2001:db8::1]:1", 0), ep("192.0.2.1:1", 0)];
+    fn the_rtt_rule_moves_whole_families_and_keeps_interleaving() {
+        let list: Vec<Endpoint> = (1..=3)
+            .map(|i| ep(&format!("[2001:db8::{i}]:1"), 0))
+            .chain((1..=3).map(|i| ep(&format!("192.0.2.{i}:1"), 0)))
+            .collect();
         let mut view = HistoryView::default();
-        view.insert(
-            &list[0],
-            PathVerdict::Worked {
-                rtt: Duration::from_millis(40),
-            },
+        view.insert(&list[0], worked(70));
+        view.insert(&list[3], worked(20));
+        // IPv4 (20 ms) is more than the leeway faster than IPv6 (70 ms): it
+        // leads, and the families still alternate.
+        assert_eq!(
+            addrs(&order(&list, &view, POLICY)),
+            [
+                "192.0.2.1:1",
+                "[2001:db8::1]:1",
+                "192.0.2.2:1",
+                "[2001:db8::2]:1",
+                "192.0.2.3:1",
+                "[2001:db8::3]:1"
+            ]
         );
-        view.insert(
-            &list[1],
-            PathVerdict::Worked {
-                rtt: Duration::from_millis(30),
-            },
-        );
+    }
+
+    #[test]
+    fn the_rtt_rule_needs_both_families_and_a_gap_beyond_the_leeway() {
+        let list = [ep("[2001:db8::1]:1", 0), ep("192.0.2.1:1", 0)];
+        let first = |view: &HistoryView| addrs(&order(&list, view, POLICY))[0].clone();
+        let mut view = HistoryView::default();
+        // Only IPv6 known, however slow: nothing to compare, RFC 6724 order.
+        view.insert(&list[0], worked(150));
+        assert_eq!(first(&view), "[2001:db8::1]:1");
+        // Within the leeway (IPv6 25 ms slower): the preferred family stays first.
+        view.insert(&list[1], worked(125));
+        assert_eq!(first(&view), "[2001:db8::1]:1");
+        // Beyond it (26 ms): the faster family goes first.
+        view.insert(&list[1], worked(124));
+        assert_eq!(first(&view), "192.0.2.1:1");
+        // A faster preferred family is never moved.
+        view.insert(&list[0], worked(10));
+        assert_eq!(first(&view), "[2001:db8::1]:1");
+        // The leeway protects whichever family RFC 6724 prefers: IPv4 over a
+        // ULA, which only goes first when it is clearly faster.
+        let ula = [ep("[fd00::1]:1", 0), ep("192.0.2.1:1", 0)];
+        let mut view = HistoryView::default();
+        view.insert(&ula[0], worked(80));
+        view.insert(&ula[1], worked(100));
+        assert_eq!(addrs(&order(&ula, &view, POLICY))[0], "192.0.2.1:1");
+        view.insert(&ula[0], worked(74));
+        assert_eq!(addrs(&order(&ula, &view, POLICY))[0], "[fd00::1]:1");
+    }
+
+    #[test]
+    fn doubtful_and_suspect_paths_keep_their_place() {
+        // They only shorten the head start (see the race); order is RFC 6724's.
+        let list = [ep("192.0.2.1:1", 0), ep("[2001:db8::1]:1", 0)];
+        let mut view = HistoryView::default();
+        view.insert(&list[1], PathVerdict::Doubtful);
+        view.set_family_suspect(Family::V6, true);
         assert_eq!(addrs(&order(&list, &view, POLICY))[0], "[2001:db8::1]:1");
-        view.insert(
-            &list[0],
-            PathVerdict::Worked {
-                rtt: Duration::from_millis(90),
-            },
-        );
-        assert_eq!(addrs(&order(&list, &view, POLICY))[0], "192.0.2.1:1");
     }
 
     #[test]

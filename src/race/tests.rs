@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::endpoint::Transport;
+use crate::race::history::RttEstimate;
 use std::time::Duration;
 
 const HOST: &str = "sip.example.test";
@@ -385,18 +386,26 @@ fn no_addresses() {
     );
 }
 
+fn worked(rtt_ms: u64) -> PathVerdict {
+    PathVerdict::Worked {
+        rtt: RttEstimate::of(ms(rtt_ms)),
+    }
+}
+
 #[test]
-fn history_puts_the_working_family_first_and_shortens_the_delay() {
+fn history_puts_the_working_family_first_and_paces_by_its_rtt() {
     let mut view = HistoryView::default();
     view.insert(&ep(V6), PathVerdict::Failed);
-    view.insert(&ep(V4), PathVerdict::Worked { rtt: ms(20) });
+    view.insert(&ep(V4), worked(20));
     let mut s = Script::with_history(RaceConfig::default(), view.clone());
     s.answer(0, Family::V6, &["2001:db8::1"]);
+    // IPv4 first; the next attempt after its RTT-based delay:
+    // srtt + max(4·rttvar, leeway) = 20 + 4·10 = 60 ms.
     assert_eq!(
         s.answer(1, Family::V4, &["192.0.2.1"]),
-        vec![start(1, V4), Action::WakeAt(s.at(41))]
+        vec![start(1, V4), Action::WakeAt(s.at(61))]
     );
-    assert_eq!(s.step(41, Input::Timer)[0], start(2, V6));
+    assert_eq!(s.step(61, Input::Timer)[0], start(2, V6));
 
     // The same history is ignored by a strategy without history: A first,
     // AAAA within the Resolution Delay, IPv6 first, the full 250 ms delay.
@@ -409,6 +418,179 @@ fn history_puts_the_working_family_first_and_shortens_the_delay() {
         s.answer(10, Family::V6, &["2001:db8::1"]),
         vec![start(1, V6), Action::WakeAt(s.at(260))]
     );
+}
+
+#[test]
+fn a_steady_rtt_keeps_the_leeway_and_a_noisy_one_waits_longer() {
+    // Both families' answers at 0; IPv6 known at 3 ms with little variance:
+    // the delay is srtt + the 25 ms leeway (never less), not 3 ms.
+    let steady = RttEstimate {
+        srtt: ms(3),
+        rttvar: ms(1),
+    };
+    let mut view = HistoryView::default();
+    view.insert(&ep(V6), PathVerdict::Worked { rtt: steady });
+    let mut s = Script::with_history(RaceConfig::default(), view);
+    s.answer(0, Family::V4, &["192.0.2.1"]);
+    assert_eq!(
+        s.answer(0, Family::V6, &["2001:db8::1"]),
+        vec![start(1, V6), Action::WakeAt(s.at(28))]
+    );
+    // A noisy path (srtt 40 ms, rttvar 30 ms): 40 + 4·30 = 160 ms.
+    let noisy = RttEstimate {
+        srtt: ms(40),
+        rttvar: ms(30),
+    };
+    let mut view = HistoryView::default();
+    view.insert(&ep(V6), PathVerdict::Worked { rtt: noisy });
+    let mut s = Script::with_history(RaceConfig::default(), view);
+    s.answer(0, Family::V4, &["192.0.2.1"]);
+    assert_eq!(
+        s.answer(0, Family::V6, &["2001:db8::1"]),
+        vec![start(1, V6), Action::WakeAt(s.at(160))]
+    );
+    // ...clamped to the configured bounds: at most 100 ms here.
+    let mut view = HistoryView::default();
+    view.insert(&ep(V6), PathVerdict::Worked { rtt: noisy });
+    let bounded = RaceConfig {
+        max_attempt_delay: ms(100),
+        ..RaceConfig::default()
+    };
+    let mut s = Script::with_history(bounded, view);
+    s.answer(0, Family::V4, &["192.0.2.1"]);
+    assert_eq!(
+        s.answer(0, Family::V6, &["2001:db8::1"]),
+        vec![start(1, V6), Action::WakeAt(s.at(100))]
+    );
+    // ...and at least the lower bound: the steady path's 28 ms become 50.
+    let mut view = HistoryView::default();
+    view.insert(&ep(V6), PathVerdict::Worked { rtt: steady });
+    let floored = RaceConfig {
+        min_attempt_delay: ms(50),
+        ..RaceConfig::default()
+    };
+    let mut s = Script::with_history(floored, view);
+    s.answer(0, Family::V4, &["192.0.2.1"]);
+    assert_eq!(
+        s.answer(0, Family::V6, &["2001:db8::1"]),
+        vec![start(1, V6), Action::WakeAt(s.at(50))]
+    );
+}
+
+#[test]
+fn the_rtt_rule_leads_with_the_faster_family_beyond_the_leeway() {
+    // IPv6 150 ms, IPv4 1 ms: IPv4 goes first, and the Resolution Delay
+    // waits for A, not AAAA: A arriving first starts at once.
+    let mut view = HistoryView::default();
+    view.insert(&ep(V6), worked(150));
+    view.insert(&ep(V4), worked(1));
+    let mut s = Script::with_history(RaceConfig::default(), view);
+    assert_eq!(
+        s.answer(0, Family::V4, &["192.0.2.1"]),
+        vec![start(1, V4), Action::WakeAt(s.at(32_000))]
+    );
+    // IPv6 comes next, after IPv4's delay: 1 + max(4·0.5, 25) = 26 ms.
+    assert_eq!(
+        s.answer(5, Family::V6, &["2001:db8::1"]),
+        vec![Action::WakeAt(s.at(26))]
+    );
+    assert_eq!(s.step(26, Input::Timer)[0], start(2, V6));
+
+    // IPv6 30 ms, IPv4 10 ms: within the 25 ms leeway IPv6 keeps its place
+    // (the Resolution Delay waits for AAAA) and its RTT-based delay:
+    // 30 + 4·15 = 90 ms.
+    let mut view = HistoryView::default();
+    view.insert(&ep(V6), worked(30));
+    view.insert(&ep(V4), worked(10));
+    let mut s = Script::with_history(RaceConfig::default(), view);
+    assert_eq!(
+        s.answer(0, Family::V4, &["192.0.2.1"]),
+        vec![Action::WakeAt(s.at(50))]
+    );
+    assert_eq!(
+        s.answer(5, Family::V6, &["2001:db8::1"]),
+        vec![start(1, V6), Action::WakeAt(s.at(95))]
+    );
+}
+
+#[test]
+fn a_family_suspect_on_the_network_keeps_its_place_with_the_shortest_head_start() {
+    // A new host (no verdict of its own) on a network where IPv6 failed to
+    // several hosts: IPv6 still goes first, IPv4 follows after the minimum
+    // delay (10 ms) instead of the configured one.
+    let cfg = strategy::Strategy::Siprace.race_config();
+    let mut view = HistoryView::default();
+    view.set_family_suspect(Family::V6, true);
+    let mut s = Script::with_history(cfg.clone(), view);
+    s.answer(0, Family::V4, &["192.0.2.1"]);
+    assert_eq!(
+        s.answer(1, Family::V6, &["2001:db8::1"]),
+        vec![start(1, V6), Action::WakeAt(s.at(11))]
+    );
+    assert_eq!(
+        s.step(11, Input::Timer),
+        vec![start(2, V4), Action::WakeAt(s.at(32_000))]
+    );
+    // A working IPv6 path still wins the race it started first.
+    assert_eq!(
+        s.step(12, Input::Succeeded(AttemptId(1))),
+        vec![
+            Action::Cancel {
+                id: AttemptId(2),
+                reason: CancelReason::LostRace
+            },
+            won(1, V6)
+        ]
+    );
+    // Without suspicion, the cold delay.
+    let mut s = Script::with_history(cfg.clone(), HistoryView::default());
+    s.answer(0, Family::V4, &["192.0.2.1"]);
+    let cold = cfg.attempt_delay.as_millis() as u64;
+    assert_eq!(
+        s.answer(1, Family::V6, &["2001:db8::1"]),
+        vec![start(1, V6), Action::WakeAt(s.at(1 + cold))]
+    );
+    // A path with its own RTT is paced by it, suspect family or not; a
+    // suspect IPv4 does not change IPv6's head start.
+    let mut view = HistoryView::default();
+    view.set_family_suspect(Family::V6, true);
+    view.insert(&ep(V6), worked(20));
+    let mut s = Script::with_history(cfg.clone(), view);
+    s.answer(0, Family::V4, &["192.0.2.1"]);
+    assert_eq!(
+        s.answer(1, Family::V6, &["2001:db8::1"]),
+        vec![start(1, V6), Action::WakeAt(s.at(61))]
+    );
+    let mut view = HistoryView::default();
+    view.set_family_suspect(Family::V4, true);
+    let mut s = Script::with_history(cfg, view);
+    s.answer(0, Family::V4, &["192.0.2.1"]);
+    assert_eq!(
+        s.answer(1, Family::V6, &["2001:db8::1"]),
+        vec![start(1, V6), Action::WakeAt(s.at(1 + cold))]
+    );
+}
+
+#[test]
+fn a_doubtful_path_is_retried_first_with_the_shortest_head_start() {
+    // Convergence: a path whose failure is older than the failure memory
+    // goes first again; if it is still broken, the dial loses only 10 ms.
+    let mut view = HistoryView::default();
+    view.insert(&ep(V6), PathVerdict::Doubtful);
+    view.insert(&ep(V4), worked(1));
+    let mut s = Script::with_history(RaceConfig::default(), view);
+    s.answer(0, Family::V4, &["192.0.2.1"]);
+    assert_eq!(
+        s.answer(2, Family::V6, &["2001:db8::1"]),
+        vec![start(1, V6), Action::WakeAt(s.at(12))]
+    );
+    assert_eq!(s.step(12, Input::Timer)[0], start(2, V4));
+    // While the failure is recent, IPv4 goes first instead.
+    let mut view = HistoryView::default();
+    view.insert(&ep(V6), PathVerdict::Failed);
+    view.insert(&ep(V4), worked(1));
+    let mut s = Script::with_history(RaceConfig::default(), view);
+    assert_eq!(s.answer(0, Family::V4, &["192.0.2.1"])[0], start(1, V4));
 }
 
 #[test]
@@ -658,7 +840,12 @@ fn an_unvalidated_config_is_bounded_by_the_engine() {
         ..RaceConfig::default()
     };
     let mut history = HistoryView::default();
-    history.insert(&ep(V6), PathVerdict::Worked { rtt: Duration::MAX });
+    history.insert(
+        &ep(V6),
+        PathVerdict::Worked {
+            rtt: RttEstimate::of(Duration::MAX),
+        },
+    );
     let t0 = Instant::now();
     let mut race = Race::new(cfg, history, &[Family::V6, Family::V4], t0);
     let deadline = t0 + limits::MAX_DEADLINE;
