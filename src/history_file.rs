@@ -31,25 +31,43 @@ const MAX_FILE_BYTES: u64 = 16 << 20;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HistoryFileError {
+    /// The lock file (`<path>.lock`) could not be opened or created.
     #[error("cannot open the history lock {}: {source}", path.display())]
     OpenLock {
+        /// The lock file.
         path: PathBuf,
+        /// The error of the open.
         source: std::io::Error,
     },
+    /// Another process held the lock for the whole wait (5 s).
     #[error("the history lock {} is still held by another process after {waited:?}", path.display())]
-    LockHeld { path: PathBuf, waited: Duration },
+    LockHeld {
+        /// The lock file.
+        path: PathBuf,
+        /// How long the save waited for it.
+        waited: Duration,
+    },
+    /// `flock` on the lock file failed for another reason than a holder.
     #[error("cannot lock {}: {source}", path.display())]
     Lock {
+        /// The lock file.
         path: PathBuf,
+        /// The error of `flock`.
         source: std::io::Error,
     },
+    /// The history could not be encoded as JSON.
     #[error("cannot encode the history: {0}")]
     Encode(#[from] serde_json::Error),
+    /// The path names no file (e.g. it ends in `..` or is `/`).
     #[error("history file {}: not a file name", .0.display())]
     NotAFile(PathBuf),
+    /// Writing the temporary file or renaming it over the history file
+    /// failed (the temporary file is removed).
     #[error("cannot save the history to {}: {source}", path.display())]
     Write {
+        /// The history file.
         path: PathBuf,
+        /// The error of the write, sync or rename.
         source: std::io::Error,
     },
 }

@@ -29,22 +29,32 @@ use crate::race::history::NetworkId;
 /// reports and logs; not stored).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Network {
+    /// The key history is partitioned by: a hash of `description`, or
+    /// [`NetworkId::unknown`] when nothing could be read.
     pub id: NetworkId,
+    /// The canonical text the id was hashed from: default routes, interface
+    /// prefixes and DNS servers.
     pub description: String,
 }
 
 /// A default route.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct DefaultRoute {
+    /// The next hop; `None` for a route without a gateway (e.g. a
+    /// point-to-point link).
     pub gateway: Option<IpAddr>,
+    /// The interface the route leaves by.
     pub interface: String,
 }
 
 /// An interface's prefix.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct InterfacePrefix {
+    /// The interface the prefix is on.
     pub interface: String,
+    /// The network address (host bits zero).
     pub prefix: IpAddr,
+    /// The prefix length, in bits.
     pub len: u8,
 }
 

@@ -72,7 +72,10 @@ fn needs_escape(c: char) -> bool {
 /// One DNS query and its answer.
 #[derive(Debug, Clone, Serialize)]
 pub struct DnsEntry {
+    /// The name queried (e.g. `_sip._udp.example.test`).
     pub name: String,
+    /// The record type queried: "NAPTR", "SRV", "AAAA" or "A" (`type` in
+    /// the JSON).
     #[serde(rename = "type")]
     pub rtype: &'static str,
     /// When the query was sent, ms since the dial started.
@@ -118,24 +121,38 @@ impl DnsEntry {
 /// One connection attempt.
 #[derive(Debug, Clone, Serialize)]
 pub struct AttemptEntry {
+    /// The attempt's number in this dial, in start order from 1; `winner`
+    /// refers to it.
     pub id: u32,
+    /// The address family of `addr`: "ipv6" or "ipv4" (IPv4-mapped counts
+    /// as IPv4).
     pub family: Family,
+    /// The transport tried: "udp", "tcp", "tls" or "sctp".
     pub transport: Transport,
+    /// The address and port connected to (or probed), e.g.
+    /// `"[2001:db8::1]:5060"`.
     pub addr: SocketAddr,
     /// The host name whose answer gave this address.
     pub host: String,
+    /// The rank of the service `addr` belongs to in NAPTR/SRV order (RFC
+    /// 3263 §4.1, RFC 2782); lower ranks are tried first.
     pub rank: u32,
+    /// When the attempt started, ms since the dial started.
     pub started_ms: f64,
     /// The Connection Attempt Delay it got (from history or the configured
     /// one): how long it ran alone before the next attempt could start.
     pub attempt_delay_ms: f64,
     /// When the transport was up (TCP connected) if later steps followed.
     pub transport_up_ms: Option<f64>,
+    /// When it ended (won, failed or cancelled), ms since the dial started;
+    /// null while it is still in flight.
     pub ended_ms: Option<f64>,
     /// "won", "failed", "cancelled" or "in-flight".
     pub outcome: &'static str,
     /// For failures: the error class; for cancellations: the reason.
     pub error_class: Option<String>,
+    /// For failures: the error in words (from the socket, TLS or the SIP
+    /// probe); null otherwise.
     pub detail: Option<String>,
     /// The SIP response that proved reachability (probe dials).
     pub response: Option<String>,
@@ -145,6 +162,7 @@ pub struct AttemptEntry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DialResult {
+    /// An attempt won: `winner` names it.
     Connected,
     /// Addresses were found but no attempt succeeded.
     Failed,
@@ -174,33 +192,53 @@ pub enum DialResult {
 /// ```
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The target as the user gave it (`sip:`/`sips:` URI or `host[:port]`).
     pub target: String,
+    /// The strategy that ran the race (see [`crate::race::strategy::Strategy`]),
+    /// e.g. "siprace" or "rfc8305".
     pub strategy: String,
+    /// How the dial ended: "connected", "failed" or "resolution-failed".
     pub result: DialResult,
+    /// Why the dial did not connect, in words; null when it connected.
     pub reason: Option<String>,
+    /// How long the whole dial took (location, race and teardown), in ms with
+    /// microsecond resolution.
     pub total_ms: f64,
+    /// The same as `total_ms`, for Rust callers (not in the JSON).
     #[serde(skip)]
     pub total: Duration,
     /// The network the dial ran on, whose history it used (see
     /// [`crate::network`]): its id and description.
     pub network: Option<String>,
+    /// The targets location found (RFC 3263 §4: host, port, transport and
+    /// rank from NAPTR/SRV or the URI).
     pub targets: Vec<TargetSpec>,
+    /// Every DNS query of the dial with its answer, in the order sent.
     pub dns: Vec<DnsEntry>,
+    /// Every address answer (AAAA or A) in the order it reached the race.
     pub addresses: Vec<AddressEntry>,
+    /// Every connection attempt, in start order.
     pub attempts: Vec<AttemptEntry>,
+    /// The `id` of the attempt that won; null when none did.
     pub winner: Option<u32>,
 }
 
 /// An address answer as handed to the race.
 #[derive(Debug, Clone, Serialize)]
 pub struct AddressEntry {
+    /// The host name queried (an SRV target or the URI host).
     pub host: String,
+    /// "ipv6" for an AAAA answer, "ipv4" for an A answer.
     pub family: Family,
+    /// When the answer reached the race, ms since the dial started.
     pub at_ms: f64,
+    /// The addresses of the answer, in DNS order (e.g. "2001:db8::1").
     pub addrs: Vec<IpAddr>,
 }
 
 impl Report {
+    /// An empty report of a dial to `target` with `strategy`: no entries, result
+    /// "failed" until filled (see [`Report::of_dial`]).
     pub fn new(target: String, strategy: String) -> Report {
         Report {
             target,
@@ -341,6 +379,7 @@ impl Report {
         self.attempts.iter().filter(|a| a.outcome != "won").count()
     }
 
+    /// The attempt that won, if any (the entry `winner` names).
     pub fn winner_entry(&self) -> Option<&AttemptEntry> {
         self.winner
             .and_then(|id| self.attempts.iter().find(|a| a.id == id))

@@ -47,7 +47,9 @@ pub type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
 /// certificates generated on the fly).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum PemSource {
+    /// A file holding the PEM text.
     File(PathBuf),
+    /// The PEM text itself.
     Pem(String),
 }
 
@@ -60,25 +62,53 @@ pub enum PemSource {
 pub enum TlsConfigError {
     /// The file could not be read.
     #[error("cannot read {document}: {reason}")]
-    Unreadable { document: String, reason: String },
+    Unreadable {
+        /// The PEM document (its path, or "in-memory PEM").
+        document: String,
+        /// The I/O error.
+        reason: String,
+    },
     /// The document is not valid PEM.
     #[error("{document}: {reason}")]
-    InvalidPem { document: String, reason: String },
+    InvalidPem {
+        /// The PEM document (its path, or "in-memory PEM").
+        document: String,
+        /// What the PEM parser rejected.
+        reason: String,
+    },
     /// The document holds no certificate.
     #[error("{document}: no PEM certificate in it")]
-    NoCertificate { document: String },
+    NoCertificate {
+        /// The PEM document (its path, or "in-memory PEM").
+        document: String,
+    },
     /// The document holds no private key.
     #[error("{document}: no private key: {reason}")]
-    NoPrivateKey { document: String, reason: String },
+    NoPrivateKey {
+        /// The PEM document (its path, or "in-memory PEM").
+        document: String,
+        /// What the PEM parser reported.
+        reason: String,
+    },
     /// A `--ca` certificate cannot serve as a trust anchor.
     #[error("{document}: not a usable CA certificate: {reason}")]
-    UnusableCa { document: String, reason: String },
+    UnusableCa {
+        /// The PEM document (its path, or "in-memory PEM").
+        document: String,
+        /// Why rustls rejects it as a root.
+        reason: String,
+    },
     /// A client certificate without its key, or a key without a certificate.
     #[error("a client certificate needs both --cert and --key")]
     IncompleteClientIdentity,
     /// The client certificate and key do not make a usable identity.
     #[error("client certificate {document}: {reason}")]
-    UnusableClientIdentity { document: String, reason: String },
+    UnusableClientIdentity {
+        /// The client certificate's PEM document (its path, or "in-memory PEM").
+        document: String,
+        /// Why rustls rejects the certificate and key.
+        reason: String,
+    },
     /// Nothing to verify a server against (and verification is on).
     #[error("no trusted root: the system store is empty and no --ca was given")]
     NoTrustedRoot,
@@ -354,8 +384,11 @@ pub struct CertIdentities {
 /// Where the identities that count for a certificate come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdentitySource {
+    /// `sip:` URIs in the subjectAltName (RFC 5922 §7.1, preferred).
     SipUri,
+    /// dNSName (and iPAddress) subjectAltNames, when there is no `sip:` URI.
     DnsName,
+    /// The subject's Common Name, when there is no subjectAltName at all.
     CommonName,
 }
 

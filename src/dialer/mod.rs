@@ -36,8 +36,13 @@ pub struct DialerConfig {
     /// Which behaviour to use; [`DialerConfig::for_strategy`] fills `race`
     /// and `locate.pipelined` to match.
     pub strategy: Strategy,
+    /// The race parameters (RFC 8305 / HEv3 delays, order, bounds).
     pub race: RaceConfig,
+    /// How location runs (RFC 3263): the DNS server, query timeout,
+    /// pipelining, families.
     pub locate: LocateConfig,
+    /// How each attempt connects: the SIP OPTIONS probe (T1, T2,
+    /// Request-URI), local addresses, TLS settings.
     pub connect: ConnectConfig,
     /// Restrict the transports (intersected with what the target allows).
     pub transports: Option<Vec<Transport>>,
@@ -63,6 +68,8 @@ impl Default for DialerConfig {
 }
 
 impl DialerConfig {
+    /// The configuration of `strategy`: its race parameters and DNS
+    /// pipelining, every other field at its default.
     pub fn for_strategy(strategy: Strategy) -> DialerConfig {
         let locate = LocateConfig {
             pipelined: strategy.pipelined_dns(),
@@ -103,10 +110,13 @@ impl DialerConfig {
 /// A successful dial: the winning connection and how it was found.
 #[derive(Debug)]
 pub struct Dial {
+    /// The endpoint that won the race.
     pub endpoint: Endpoint,
+    /// Its open connection, for the caller to use.
     pub connection: Connection,
     /// The probe's SIP response, where one was sent.
     pub response: Option<ProbeResponse>,
+    /// The report of the dial (result "connected").
     pub report: Report,
 }
 
@@ -115,21 +125,30 @@ pub struct Dial {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DialError {
+    /// The target could not be parsed.
     #[error(transparent)]
     Target(#[from] TargetError),
     /// [`DialerConfig::transports`] leaves none of those the target allows.
     #[error("invalid configuration: {target} allows none of the transports asked for (a sips: target only uses TLS)")]
-    NoTransport { target: String },
+    NoTransport {
+        /// The target (as parsed).
+        target: String,
+    },
     /// A configuration value out of its range (see [`DialerConfig::validated`]).
     #[error("invalid configuration: {0}")]
     InvalidConfig(#[from] ConfigError),
+    /// Location found no address to try; the report says why.
     #[error("resolution failed: {}", .0.reason.as_deref().unwrap_or("no addresses"))]
     Resolution(Box<Report>),
+    /// Every attempt failed, or the deadline passed first; the report holds
+    /// each attempt's reason.
     #[error("no candidate answered: {}", .0.reason.as_deref().unwrap_or("every attempt failed"))]
     Failed(Box<Report>),
 }
 
 impl DialError {
+    /// The report of the dial, for the errors that come after location
+    /// started (`Resolution` and `Failed`); `None` for the others.
     pub fn report(&self) -> Option<&Report> {
         match self {
             DialError::Resolution(r) | DialError::Failed(r) => Some(r),
@@ -148,6 +167,8 @@ pub struct Dialer {
 }
 
 impl Dialer {
+    /// A dialer with an empty history; fails only on an invalid `cfg`
+    /// ([`DialerConfig::validated`]).
     pub fn new(cfg: DialerConfig) -> Result<Dialer, DialError> {
         Dialer::with_history(cfg, History::default())
     }
@@ -164,6 +185,7 @@ impl Dialer {
         })
     }
 
+    /// The configuration in force (as validated).
     pub fn config(&self) -> &DialerConfig {
         &self.cfg
     }

@@ -105,10 +105,13 @@ impl DnsCache {
         self.entries.clear();
     }
 
+    /// How many answers are kept (expired ones count until a lookup or an
+    /// insert drops them).
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// True when no answer is kept.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

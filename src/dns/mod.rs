@@ -4,7 +4,7 @@
 //! hickory type).
 //!
 //! A dialer keeps the answers for their TTL ([`cache`]), so a dial whose
-//! queries are cached sends none: [`Lookups`] answers them at once.
+//! queries are cached sends none: the dial's lookups answer them at once.
 //!
 //! [`locate`] runs location on its own (no race), with real lookups: the
 //! way to ask "where would a dial of this target go?".

@@ -102,6 +102,7 @@ impl NetworkId {
         NetworkId::named("unknown")
     }
 
+    /// The id as text (as stored in the history file and shown in reports).
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -117,12 +118,17 @@ impl fmt::Display for NetworkId {
 /// targets rotate addresses, and it is the family's route that breaks.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PathKey {
+    /// The host name the endpoint was found through (SRV target or URI host).
     pub host: String,
+    /// The address family of the path.
     pub family: Family,
+    /// The transport of the path.
     pub transport: Transport,
 }
 
 impl PathKey {
+    /// The path `e` is on: its host, family and transport (its address is
+    /// left out).
     pub fn of(e: &Endpoint) -> PathKey {
         PathKey {
             host: e.host.to_string(),
@@ -146,7 +152,9 @@ pub const SUSPECT_HOSTS: usize = 2;
 /// success) and its mean deviation, after RFC 6298 §2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RttEstimate {
+    /// The smoothed RTT (SRTT, RFC 6298 §2).
     pub srtt: Duration,
+    /// The RTT variation (RTTVAR, RFC 6298 §2).
     pub rttvar: Duration,
 }
 
@@ -172,9 +180,12 @@ impl RttEstimate {
 /// candidates and paces attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathVerdict {
+    /// History holds nothing about it: the engine uses the configured
+    /// attempt delay and the usual order.
     Unknown,
     /// Its newest observation is a success.
     Worked {
+        /// The smoothed RTT of its successes.
         rtt: RttEstimate,
     },
     /// It failed within the failure memory: demoted.
@@ -200,10 +211,14 @@ fn family_slot(f: Family) -> usize {
 }
 
 impl HistoryView {
+    /// The verdict on the path `e` is on ([`PathVerdict::Unknown`] when
+    /// history has none).
     pub fn verdict(&self, e: &Endpoint) -> PathVerdict {
         self.verdict_of_path(&e.host, e.family(), e.transport)
     }
 
+    /// The verdict on the path of `host`, `family` and `transport`
+    /// ([`PathVerdict::Unknown`] when history has none).
     pub fn verdict_of_path(&self, host: &str, family: Family, transport: Transport) -> PathVerdict {
         let key = PathKey {
             host: host.to_string(),
@@ -216,6 +231,7 @@ impl HistoryView {
             .unwrap_or(PathVerdict::Unknown)
     }
 
+    /// Sets the verdict on the path `e` is on, replacing any earlier one.
     pub fn insert(&mut self, e: &Endpoint, v: PathVerdict) {
         self.paths.insert(PathKey::of(e), v);
     }
@@ -225,10 +241,12 @@ impl HistoryView {
         self.suspect[family_slot(family)]
     }
 
+    /// Marks `family` as failing (or not) on this network as a whole (rule 5).
     pub fn set_family_suspect(&mut self, family: Family, suspect: bool) {
         self.suspect[family_slot(family)] = suspect;
     }
 
+    /// True when the view says nothing: no path verdicts, no suspect family.
     pub fn is_empty(&self) -> bool {
         self.paths.is_empty() && self.suspect == [false; 2]
     }
@@ -702,6 +720,7 @@ impl History {
         parts.into_iter().map(|p| p.network.clone()).collect()
     }
 
+    /// True when no network holds an entry for any path.
     pub fn is_empty(&self) -> bool {
         self.networks.iter().all(|p| p.paths.is_empty())
     }

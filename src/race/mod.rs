@@ -63,6 +63,8 @@ pub struct RaceConfig {
     /// Bounds for the attempt delay, also when history shortens it
     /// (HEv3: never below 10 ms; 2 s at most).
     pub min_attempt_delay: Duration,
+    /// The upper bound of the attempt delay (see `min_attempt_delay`), also
+    /// for the RTT-based delays history gives.
     pub max_attempt_delay: Duration,
     /// Start a new attempt after the attempt delay while others are in
     /// flight. False: one at a time, the next only after a failure.
@@ -208,8 +210,11 @@ pub enum Input {
     Targets(Vec<TargetSpec>),
     /// One address answer for a host (empty: no records, error or timeout).
     Addresses {
+        /// The host name that was queried (an SRV target or the URI host).
         host: Arc<str>,
+        /// The family of the answer: IPv6 for AAAA, IPv4 for A.
         family: Family,
+        /// The addresses of the answer, in DNS order.
         addrs: Vec<IpAddr>,
     },
     /// Location finished: no more answers will come. (A location that
@@ -253,23 +258,39 @@ impl CancelReason {
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
+    /// Start attempt `id` to `endpoint` now.
     Start {
+        /// The attempt's id; later inputs about it carry this id.
         id: AttemptId,
+        /// Where to connect, with which transport.
         endpoint: Endpoint,
     },
+    /// Abandon attempt `id` and close its socket (the engine has already
+    /// recorded it as cancelled).
     Cancel {
+        /// The attempt to close.
         id: AttemptId,
+        /// Why it is abandoned (it goes into the report).
         reason: CancelReason,
     },
     /// Call [`Race::step`] with [`Input::Timer`] at this time (replaces any earlier wake-up).
     WakeAt(Instant),
+    /// The race is decided; it was the last action (any cancels of losers
+    /// come before it).
     Done(Outcome),
 }
 
 /// How a race ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Won { id: AttemptId, endpoint: Endpoint },
+    /// An attempt succeeded; every other attempt still in flight was cancelled.
+    Won {
+        /// The winning attempt (the driver keeps its connection).
+        id: AttemptId,
+        /// Where the winner connected to.
+        endpoint: Endpoint,
+    },
+    /// No attempt succeeded.
     Failed(RaceFailure),
 }
 
@@ -290,24 +311,35 @@ pub enum RaceFailure {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "state", content = "detail")]
 pub enum AttemptEnd {
+    /// Still running: neither succeeded, failed nor cancelled.
     InFlight,
+    /// It won the race.
     Won,
+    /// It failed, with this error.
     Failed(AttemptError),
+    /// The engine cancelled it, for this reason.
     Cancelled(CancelReason),
 }
 
 /// One attempt's record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptRecord {
+    /// The attempt's id (in start order from 1).
     pub id: AttemptId,
+    /// Where it connected to, with which transport.
     pub endpoint: Endpoint,
+    /// When the engine started it.
     pub started: Instant,
     /// The Connection Attempt Delay this attempt got (from history, or the
     /// configured one): the next attempt may start this long after it
     /// (or after its transport came up), unless it fails first.
     pub delay: Duration,
+    /// When its transport came up ([`Input::TransportUp`]), if it did
+    /// before it ended.
     pub transport_up: Option<Instant>,
+    /// When it ended; `None` while it is in flight.
     pub ended: Option<Instant>,
+    /// How it ended (or [`AttemptEnd::InFlight`]).
     pub end: AttemptEnd,
 }
 
@@ -383,6 +415,8 @@ impl Race {
         &self.attempts
     }
 
+    /// True once the race is decided ([`Action::Done`] was returned): every
+    /// further input is ignored.
     pub fn is_finished(&self) -> bool {
         self.finished
     }

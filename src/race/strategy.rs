@@ -45,6 +45,7 @@ pub enum Strategy {
 pub const SIPRACE_ATTEMPT_DELAY: Duration = Duration::from_millis(100);
 
 impl Strategy {
+    /// Every strategy: today's stacks first, siprace last.
     pub const ALL: [Strategy; 5] = [
         Strategy::Sequential,
         Strategy::SequentialV4,
@@ -53,6 +54,8 @@ impl Strategy {
         Strategy::Siprace,
     ];
 
+    /// The strategy's name, as [`FromStr`] parses it and reports show it (the
+    /// same as its serialised form).
     pub fn as_str(self) -> &'static str {
         match self {
             Strategy::Sequential => "sequential",
