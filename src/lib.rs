@@ -26,6 +26,10 @@
 //! # Ok(()) }
 //! ```
 
+// The library's public items are documented; the tools' modules below are
+// exempt (see there).
+#![warn(missing_docs)]
+
 pub mod connect;
 pub mod dial_machine;
 pub mod dialer;
@@ -41,13 +45,28 @@ mod socket;
 pub mod target;
 mod task_set;
 
+// The command-line tool's parts (feature `tools`, on by default): public so
+// that the `siprace` binary and the integration tests can drive them, but
+// they are the tool's internals, not the dialing library's API, and do not
+// follow its documentation and stability rules. Build with
+// `default-features = false` to leave them out.
+#[allow(missing_docs)]
 #[cfg(feature = "tools")]
 pub mod bench;
+#[allow(missing_docs)]
 #[cfg(feature = "tools")]
 pub mod lab;
+#[allow(missing_docs)]
 #[cfg(feature = "tools")]
 pub mod responder;
 
+// What a user of the dialer needs, at the crate root.
+pub use connect::{ConnectConfig, Connection, ProbeResponse};
 pub use dialer::{Dial, DialError, Dialer, DialerConfig};
-pub use endpoint::{AttemptError, Endpoint, ErrorClass, Family, Transport};
+pub use endpoint::{AttemptError, ConfigError, Endpoint, ErrorClass, Family, Transport};
+pub use locate::LocateConfig;
+pub use race::history::{History, NetworkId};
+pub use race::strategy::Strategy;
+pub use race::RaceConfig;
+pub use report::Report;
 pub use target::Target;
