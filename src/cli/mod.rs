@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod dial;
 pub mod lab;
+pub mod output;
 pub mod responder;
 pub mod tls;
 
@@ -20,9 +21,13 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "siprace", version, about)]
 pub struct Cli {
-    /// More logging (-v debug, -vv trace); RUST_LOG overrides.
+    /// More logging: -v debug, -vv trace of siprace, -vvv also the DNS
+    /// resolver's (hickory) debug output; RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Colour: auto (on a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
+    pub color: output::ColorChoice,
     #[command(subcommand)]
     pub command: Command,
 }
