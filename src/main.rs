@@ -51,6 +51,14 @@ fn main() -> ExitCode {
                     ExitCode::from(EXIT_NO_ANSWER)
                 }
             },
+            Command::Completions { shell } => print_stdout(&cli::completions(shell)),
+            Command::Man { subcommand } => match cli::man_page(subcommand.as_deref()) {
+                Ok(page) => print_stdout(&page),
+                Err(e) => {
+                    complain(format_args!("siprace man: {e}"));
+                    ExitCode::from(EXIT_USAGE)
+                }
+            },
             Command::Responder(args) => match cli::responder::run(args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -96,6 +104,13 @@ fn init_logging(verbose: u8, ansi: bool) {
         // stderr is gone; a closed stderr is handled by the writer instead.
         .log_internal_errors(false)
         .try_init();
+}
+
+/// `bytes` on stdout (see [`closed_output`]), then success.
+fn print_stdout(bytes: &[u8]) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    closed_output::check(stdout.write_all(bytes).and_then(|()| stdout.flush()));
+    ExitCode::SUCCESS
 }
 
 /// One line on stderr (see [`closed_output`]).

@@ -4,9 +4,10 @@
 //! The peer is a TCP listener on loopback that the test owns; every run is
 //! bounded by `--deadline` and by a wait that kills the child past it.
 
+mod common;
+
 use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 const ESC: u8 = 0x1b;
@@ -24,19 +25,7 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn siprace");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(out) => out.expect("wait for siprace"),
-        Err(_) => {
-            // SAFETY: kill(2) on the PID of our own unreaped child.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("siprace {args:?}: still running after 30 s");
-        }
-    }
+    common::wait_bounded(child, Duration::from_secs(30), &format!("siprace {args:?}"))
 }
 
 fn text(bytes: &[u8]) -> String {
