@@ -22,7 +22,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
-    init_logging(cli.verbose);
+    init_logging(cli.verbose, cli.color.stderr());
     let runtime = match build_runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.command {
-            Command::Dial(args) => cli::dial::run(args).await,
+            Command::Dial(args) => cli::dial::run(args, cli.color).await,
             Command::Bench(args) => match siprace::bench::run(args.config()).await {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => {
@@ -49,6 +49,14 @@ fn main() -> ExitCode {
                 Err(e) => {
                     complain(format_args!("siprace lab: {e}"));
                     ExitCode::from(EXIT_NO_ANSWER)
+                }
+            },
+            Command::Completions { shell } => print_stdout(&cli::completions(shell)),
+            Command::Man { subcommand } => match cli::man_page(subcommand.as_deref()) {
+                Ok(page) => print_stdout(&page),
+                Err(e) => {
+                    complain(format_args!("siprace man: {e}"));
+                    ExitCode::from(EXIT_USAGE)
                 }
             },
             Command::Responder(args) => match cli::responder::run(args).await {
@@ -76,21 +84,33 @@ fn build_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     })
 }
 
-fn init_logging(verbose: u8) {
+/// Logs go to stderr, with ANSI colour only when `ansi` (a terminal, see
+/// `--color`). hickory's own debug output is filtered by its targets and
+/// shown only from -vvv, so that -v and -vv stay readable timelines.
+fn init_logging(verbose: u8, ansi: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
         0 => "warn",
-        1 => "siprace=debug,info",
+        1 => "siprace=debug,hickory_proto=warn,hickory_resolver=warn,info",
+        2 => "siprace=trace,hickory_proto=warn,hickory_resolver=warn,info",
         _ => "siprace=trace,debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| closed_output::Guarded(std::io::stderr()))
+        .with_ansi(ansi)
         // Its own complaints go to stderr with eprintln!, which panics when
         // stderr is gone; a closed stderr is handled by the writer instead.
         .log_internal_errors(false)
         .try_init();
+}
+
+/// `bytes` on stdout (see [`closed_output`]), then success.
+fn print_stdout(bytes: &[u8]) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    closed_output::check(stdout.write_all(bytes).and_then(|()| stdout.flush()));
+    ExitCode::SUCCESS
 }
 
 /// One line on stderr (see [`closed_output`]).

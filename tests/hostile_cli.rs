@@ -4,8 +4,10 @@
 //! wait on it is bounded, and a child that outlives its bound is killed (by
 //! its own PID) and fails the test.
 
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+mod common;
+use common::wait_bounded;
+
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 fn siprace() -> Command {
@@ -13,24 +15,6 @@ fn siprace() -> Command {
     // The tests read the CLI's own words, not a developer's RUST_LOG.
     cmd.env_remove("RUST_LOG");
     cmd
-}
-
-/// Waits for `child` at most `bound`; kills it and panics past that.
-fn wait_bounded(child: Child, bound: Duration, what: &str) -> Output {
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(bound) {
-        Ok(out) => out.expect("wait for siprace"),
-        Err(_) => {
-            // SAFETY: kill(2) on the PID of a child this test spawned and
-            // has not reaped (the waiting thread still holds it).
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("{what}: still running after {bound:?}");
-        }
-    }
 }
 
 /// Runs `siprace ARGS` with captured output, bounded by `bound`.

@@ -7,6 +7,7 @@
 //! - [`sweep`]: the cold attempt delay sweep (the IPv6 delay from 0 to 400 ms).
 //! - [`output`]: percentiles, tables, checks, `.hgrm` files and SVG plots.
 
+pub mod civil_date;
 pub mod clients;
 pub mod output;
 pub mod priority;
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use crate::lab::lock::LabLock;
 use crate::lab::topology::{self, LabConfig};
 use output::{CaseStats, Check};
 use records::CaseResult;
@@ -202,6 +204,16 @@ pub async fn run(args: BenchConfig) -> Result<bool, BoxError> {
     // Before the lab's shaper is started, so that it inherits the priority.
     if let Err(e) = priority::measure_at_realtime_priority() {
         eprintln!("siprace bench: at ordinary priority ({e}): on a loaded machine the latencies include waits for a CPU");
+    }
+    // The lab is ours while this lock is held (until after the guard below
+    // has torn it down): a second bench with the same lab name is refused,
+    // naming this process, instead of tearing the lab down under us.
+    let lock = LabLock::acquire(&args.lab, "siprace bench")?;
+    if let Some(pid) = lock.took_over_from {
+        eprintln!(
+            "siprace bench: lab {:?} was last used by PID {pid}, which has ended: taking it over",
+            args.lab
+        );
     }
     // A stale lab of our own name (e.g. after a SIGKILL) is ours to remove.
     topology::down(&args.lab)?;

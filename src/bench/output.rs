@@ -1,10 +1,10 @@
 //! Turning dial records into numbers, tables, files and plots.
 //!
-//! `results/<UTC timestamp>/` receives:
+//! `<out>/<UTC timestamp>/` receives:
 //! - `results.json`: `{ "schema": 1, "started_utc", "quick", "machine": {..},
 //!   "parameters": {..}, "cases": [ { "scenario", "transport", "description",
 //!   "rows": [ { "row", "note", "dials", "ok", "failed", "p50_ms", "p95_ms",
-//!   "p99_ms", "max_ms", "overhead_p50_ms", "overhead_p95_ms", "ratio_p50",
+//!   "p99_ms" (null below 100 dials), "max_ms", "overhead_p50_ms", "overhead_p95_ms", "ratio_p50",
 //!   "ratio_p95", "ipv6_share", "extra_attempts_per_dial", "abandoned_per_dial",
 //!   "server": { "requests_v6", "requests_v4", "connections_v6", "connections_v4" },
 //!   "dns_first_answer_ms": { "NAPTR": p50, ... }, "latencies_ms": [ in dial order ],
@@ -14,6 +14,10 @@
 //! - `<scenario>-<transport>-<row>.hgrm`: HdrHistogram percentile distributions (ms);
 //! - `cdf-<scenario>-<transport>.svg`: a latency CDF per case;
 //! - `overview.svg`: p95 overhead over the oracle per case and strategy.
+//!
+//! Plots give each strategy a colour of a colour-blind-safe palette, a
+//! dash pattern and a marker (rows with the same figures stay visible),
+//! and label log axes 1 / 10 / 1k / 10k.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -38,7 +42,9 @@ pub struct RowStats {
     pub failed: usize,
     pub p50_ms: f64,
     pub p95_ms: f64,
-    pub p99_ms: f64,
+    /// Absent (null) below [`MIN_DIALS_FOR_P99`] dials: with fewer, the
+    /// "99th percentile" is just the slowest dial or two.
+    pub p99_ms: Option<f64>,
     pub max_ms: f64,
     pub overhead_p50_ms: Option<f64>,
     pub overhead_p95_ms: Option<f64>,
@@ -83,6 +89,9 @@ impl CaseStats {
     }
 }
 
+/// The fewest dials a row needs for a p99: at least one dial beyond it.
+pub const MIN_DIALS_FOR_P99: u64 = 100;
+
 /// Latencies in µs from 1 µs to one hour, 3 significant digits.
 fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
@@ -122,7 +131,7 @@ fn row_stats(r: &RowResult) -> RowStats {
         failed: r.dials.len() - ok.len(),
         p50_ms: ms(h.value_at_quantile(0.50)),
         p95_ms: ms(h.value_at_quantile(0.95)),
-        p99_ms: ms(h.value_at_quantile(0.99)),
+        p99_ms: (h.len() >= MIN_DIALS_FOR_P99).then(|| ms(h.value_at_quantile(0.99))),
         max_ms: ms(h.max()),
         overhead_p50_ms: None,
         overhead_p95_ms: None,
@@ -206,13 +215,13 @@ pub fn case_table(c: &CaseStats) -> String {
     for r in &c.rows {
         let _ = writeln!(
             t,
-            "| {} | {}/{} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {:.0}% | {:.2} | {}/{} |",
+            "| {} | {}/{} | {:.1} | {:.1} | {} | {:.1} | {} | {} | {} | {:.0}% | {:.2} | {}/{} |",
             r.row,
             r.ok,
             r.dials,
             r.p50_ms,
             r.p95_ms,
-            r.p99_ms,
+            opt(r.p99_ms, 1),
             r.max_ms,
             opt(r.overhead_p50_ms, 1),
             opt(r.overhead_p95_ms, 1),
@@ -233,6 +242,12 @@ pub fn case_table(c: &CaseStats) -> String {
         .collect();
     if !notes.is_empty() {
         let _ = writeln!(t, "\n_{}_", notes.join("; "));
+    }
+    if c.rows.iter().any(|r| r.p99_ms.is_none()) {
+        let _ = writeln!(
+            t,
+            "\n_p99 \"-\": fewer than {MIN_DIALS_FOR_P99} dials, too few for a 99th percentile._"
+        );
     }
     t
 }
@@ -446,6 +461,102 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
     t
 }
 
+/// Okabe & Ito's palette for colour-blind readers (its yellow left out: it
+/// does not show on white), one colour per row in [`crate::bench::runner::Row::ALL`] order.
+const PALETTE: [(u8, u8, u8); 7] = [
+    (0x00, 0x00, 0x00), // black: the oracle
+    (0xE6, 0x9F, 0x00), // orange
+    (0x56, 0xB4, 0xE9), // sky blue
+    (0x00, 0x9E, 0x73), // bluish green
+    (0xCC, 0x79, 0xA7), // reddish purple
+    (0x00, 0x72, 0xB2), // blue
+    (0xD5, 0x5E, 0x00), // vermillion
+];
+
+/// How series `i` is drawn: its colour, its dash pattern (dash and gap in
+/// pixels; a gap of 0 is a solid line) and its marker. Two rows whose
+/// dials took the same times draw on top of each other; different dashes
+/// and markers keep both visible.
+fn series_style(i: usize) -> (plotters::style::RGBColor, (u32, u32), Marker) {
+    const DASHES: [(u32, u32); 4] = [(1, 0), (10, 5), (4, 4), (14, 4)];
+    const MARKERS: [Marker; 7] = [
+        Marker::Circle,
+        Marker::Triangle,
+        Marker::Cross,
+        Marker::Square,
+        Marker::Diamond,
+        Marker::TriangleDown,
+        Marker::Plus,
+    ];
+    let (r, g, b) = PALETTE[i % PALETTE.len()];
+    (
+        plotters::style::RGBColor(r, g, b),
+        DASHES[i % DASHES.len()],
+        MARKERS[i % MARKERS.len()],
+    )
+}
+
+/// The CDF line width of row `i`: 4 px for the first rows down to 2 px,
+/// wider for rfc8305 (4) than for siprace-cold (5), which often coincide.
+fn stroke_width_of_row(i: usize) -> u32 {
+    const WIDTHS: [u32; 7] = [4, 4, 4, 3, 3, 2, 2];
+    WIDTHS.get(i).copied().unwrap_or(2)
+}
+
+/// The shapes marking each series' p50 and p95 (and its legend entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Marker {
+    Circle,
+    Triangle,
+    Cross,
+    Square,
+    Diamond,
+    TriangleDown,
+    Plus,
+}
+
+impl Marker {
+    /// The marker's outline in pixels around the point (0, 0) shifted by
+    /// `(dx, dy)`: one open path, drawn hollow so that markers of
+    /// coinciding series stay visible through each other.
+    fn outline(self, dx: i32, dy: i32) -> Vec<(i32, i32)> {
+        let shape: &[(i32, i32)] = match self {
+            // An octagon reads as a circle at this size.
+            Marker::Circle => &[
+                (-2, -5),
+                (2, -5),
+                (5, -2),
+                (5, 2),
+                (2, 5),
+                (-2, 5),
+                (-5, 2),
+                (-5, -2),
+                (-2, -5),
+            ],
+            Marker::Triangle => &[(0, -6), (6, 5), (-6, 5), (0, -6)],
+            Marker::Cross => &[(-5, -5), (5, 5), (0, 0), (5, -5), (-5, 5)],
+            Marker::Square => &[(-4, -4), (4, -4), (4, 4), (-4, 4), (-4, -4)],
+            Marker::Diamond => &[(0, -6), (6, 0), (0, 6), (-6, 0), (0, -6)],
+            Marker::TriangleDown => &[(0, 6), (6, -5), (-6, -5), (0, 6)],
+            Marker::Plus => &[(-6, 0), (6, 0), (0, 0), (0, -6), (0, 6)],
+        };
+        shape.iter().map(|(x, y)| (x + dx, y + dy)).collect()
+    }
+}
+
+/// A log axis tick as people write it: 0.1, 1, 10, 100, 1k, 10k, 1M.
+pub fn tick_label(v: f64) -> String {
+    let trim = |x: f64| {
+        let text = format!("{x:.2}");
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    };
+    match v.abs() {
+        a if a >= 1e6 => format!("{}M", trim(v / 1e6)),
+        a if a >= 1e3 => format!("{}k", trim(v / 1e3)),
+        _ => trim(v),
+    }
+}
+
 /// Writes the per-case CDF plot.
 pub fn plot_cdf(path: &Path, c: &CaseStats) -> Result<(), String> {
     use plotters::prelude::*;
@@ -469,12 +580,13 @@ pub fn plot_cdf(path: &Path, c: &CaseStats) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     chart
         .configure_mesh()
-        .x_desc("setup latency (ms, log scale)")
+        .x_label_formatter(&|x| tick_label(*x))
+        .x_desc("setup latency (ms, log scale); markers: p50 and p95 of each strategy")
         .y_desc("fraction of dials")
         .draw()
         .map_err(|e| e.to_string())?;
     for (i, r) in c.rows.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+        let (color, (dash, gap), marker) = series_style(i);
         // A step function: at each recorded value the fraction jumps, so
         // a row whose dials all took the same time shows as a vertical line.
         let mut points = Vec::new();
@@ -486,13 +598,29 @@ pub fn plot_cdf(path: &Path, c: &CaseStats) -> Result<(), String> {
             seen += v.count_since_last_iteration();
             points.push((x, seen as f64 / total));
         }
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
-            .map_err(|e| e.to_string())?
-            .label(r.row.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+        // Earlier rows are drawn wider, so that a later row with the same
+        // times (drawn on top, dashed) leaves a rim of the earlier colour.
+        let line = color.stroke_width(stroke_width_of_row(i));
+        if gap == 0 {
+            chart.draw_series(LineSeries::new(points, line))
+        } else {
+            chart.draw_series(DashedLineSeries::new(points, dash, gap, line))
+        }
+        .map_err(|e| e.to_string())?
+        .label(r.row.clone())
+        .legend(move |(x, y)| {
+            EmptyElement::at((x, y))
+                + PathElement::new(vec![(0, 0), (24, 0)], line)
+                + PathElement::new(marker.outline(12, 0), line)
+        });
+        // Markers at the p50 and p95 of the row, on the curve.
+        let marks = [(r.p50_ms, 0.5), (r.p95_ms, 0.95)]
+            .into_iter()
+            .filter(|_| !r.histogram.is_empty())
+            .map(|(x, y)| {
+                EmptyElement::at((x.max(0.01), y)) + PathElement::new(marker.outline(0, 0), line)
             });
+        chart.draw_series(marks).map_err(|e| e.to_string())?;
     }
     chart
         .configure_series_labels()
@@ -504,28 +632,41 @@ pub fn plot_cdf(path: &Path, c: &CaseStats) -> Result<(), String> {
     root.present().map_err(|e| e.to_string())
 }
 
-/// Writes the overview: p95 overhead over the oracle, per case and strategy.
+/// What the overview's "oracle" is, printed under it.
+const ORACLE_NOTE: &str = "oracle = a direct dial to the working address (no DNS, no race): \
+the fastest any strategy could be. Cases in name order; a strategy at 0.1 is as fast as the oracle.";
+
+/// Writes the overview: p95 overhead over the oracle, per case (in name
+/// order, top to bottom) and strategy (each its own colour and marker).
 pub fn plot_overview(path: &Path, cases: &[CaseStats]) -> Result<(), String> {
     use plotters::prelude::*;
+    let mut cases: Vec<&CaseStats> = cases.iter().collect();
+    cases.sort_by_key(|c| c.key());
     let labels: Vec<String> = cases.iter().map(|c| c.key()).collect();
-    let rows: Vec<String> = cases
+    // Strategies keep their CDF styles: index 0 of the rows is the oracle.
+    let rows: Vec<(usize, String)> = cases
         .first()
         .map(|c| {
             c.rows
                 .iter()
-                .filter(|r| r.row != "oracle")
-                .map(|r| r.row.clone())
+                .enumerate()
+                .filter(|(_, r)| r.row != "oracle")
+                .map(|(i, r)| (i, r.row.clone()))
                 .collect()
         })
         .unwrap_or_default();
-    let height = 120 + 26 * labels.len() as u32;
-    let root = SVGBackend::new(path, (1000, height.max(300))).into_drawing_area();
+    let height = (150 + 30 * labels.len() as u32).max(320);
+    let root = SVGBackend::new(path, (1000, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let (plot_area, note_area) = root.split_vertically(height - 28);
+    note_area
+        .draw(&Text::new(ORACLE_NOTE, (12, 6), ("sans-serif", 13)))
+        .map_err(|e| e.to_string())?;
     let max = cases
         .iter()
         .flat_map(|c| c.rows.iter().filter_map(|r| r.overhead_p95_ms))
         .fold(1.0f64, f64::max);
-    let mut chart = ChartBuilder::on(&root)
+    let mut chart = ChartBuilder::on(&plot_area)
         .caption(
             "p95 overhead over the oracle (ms, log scale)",
             ("sans-serif", 20),
@@ -545,33 +686,46 @@ pub fn plot_overview(path: &Path, cases: &[CaseStats]) -> Result<(), String> {
         .y_labels(labels.len())
         .y_label_formatter(&move |y| match y {
             SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
-                names.get(*i).cloned().unwrap_or_default()
+                // Segments count from the bottom: the first case goes on top.
+                names
+                    .len()
+                    .checked_sub(i + 1)
+                    .and_then(|k| names.get(k))
+                    .cloned()
+                    .unwrap_or_default()
             }
             SegmentValue::Last => String::new(),
         })
+        .x_label_formatter(&|x| tick_label(*x))
         .x_desc("ms over oracle p95 (values below 0.1 ms drawn at 0.1)")
         .draw()
         .map_err(|e| e.to_string())?;
-    for (si, row) in rows.iter().enumerate() {
-        let color = Palette99::pick(si + 1).to_rgba();
+    let spread = rows.len() as i32;
+    for (k, (style_index, row)) in rows.iter().enumerate() {
+        let (color, _, marker) = series_style(*style_index);
+        let stroke = color.stroke_width(2);
+        // Strategies with the same figure for a case sit a few pixels
+        // apart, so that none hides another.
+        let dy = 3 * (2 * k as i32 - (spread - 1)) / 2;
         let points: Vec<(f64, SegmentValue<usize>)> = cases
             .iter()
             .enumerate()
             .filter_map(|(ci, c)| {
+                let slot = labels.len() - 1 - ci;
                 c.row(row)
                     .and_then(|r| r.overhead_p95_ms)
-                    .map(|o| (o.max(0.1), SegmentValue::CenterOf(ci)))
+                    .map(|o| (o.max(0.1), SegmentValue::CenterOf(slot)))
             })
             .collect();
         chart
             .draw_series(
                 points
                     .into_iter()
-                    .map(|p| Circle::new(p, 5, color.filled())),
+                    .map(|p| EmptyElement::at(p) + PathElement::new(marker.outline(0, dy), stroke)),
             )
             .map_err(|e| e.to_string())?
             .label(row.clone())
-            .legend(move |(x, y)| Circle::new((x + 8, y), 5, color.filled()));
+            .legend(move |(x, y)| PathElement::new(marker.outline(x + 8, y), stroke));
     }
     chart
         .configure_series_labels()
@@ -590,16 +744,7 @@ pub fn utc_stamp(t: std::time::SystemTime) -> String {
         .map(|d| d.as_secs())
         .unwrap_or(0) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil-from-days algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = crate::bench::civil_date::civil_from_days(days);
     format!(
         "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
         rem / 3600,
@@ -618,6 +763,37 @@ mod tests {
         assert_eq!(utc_stamp(t(0)), "19700101T000000Z");
         assert_eq!(utc_stamp(t(951_782_400)), "20000229T000000Z");
         assert_eq!(utc_stamp(t(1_795_812_345)), "20261127T204545Z");
+    }
+
+    #[test]
+    fn log_ticks_read_like_numbers() {
+        assert_eq!(tick_label(0.01), "0.01");
+        assert_eq!(tick_label(0.1), "0.1");
+        assert_eq!(tick_label(10.0), "10");
+        assert_eq!(tick_label(1000.0), "1k");
+        assert_eq!(tick_label(10000.0), "10k");
+        assert_eq!(tick_label(2500.0), "2.5k");
+        assert_eq!(tick_label(3_000_000.0), "3M");
+    }
+
+    #[test]
+    fn every_strategy_has_its_own_style() {
+        let styles: Vec<_> = (0..7).map(series_style).collect();
+        for (i, a) in styles.iter().enumerate() {
+            for b in &styles[i + 1..] {
+                assert_ne!(a.0, b.0, "two rows share a colour");
+            }
+        }
+        // Every row has its own marker; neighbours (drawn on top of each
+        // other most often) also differ in dash pattern.
+        for (i, a) in styles.iter().enumerate() {
+            for b in &styles[i + 1..] {
+                assert_ne!(a.2, b.2, "two rows share a marker");
+            }
+        }
+        for w in styles.windows(2) {
+            assert_ne!(w[0].1, w[1].1);
+        }
     }
 
     #[test]

@@ -15,13 +15,16 @@ pub struct BenchArgs {
     /// Only these scenarios (comma-separated names).
     #[arg(long, value_delimiter = ',')]
     pub only: Option<Vec<String>>,
-    /// Where to write `<UTC timestamp>/`.
-    #[arg(long, default_value = "results")]
-    pub out: PathBuf,
+    /// Where to write `<UTC timestamp>/` (default: $TMPDIR/siprace-bench, or
+    /// results/ with --publish: a run leaves nothing in the source tree
+    /// unless it is meant to be published).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
     /// The lab's name (its namespaces are sr-NAME-*); a stale lab of this name is removed first.
     #[arg(long, default_value = "bench")]
     pub lab: String,
-    /// Also copy the summary to `<out>/README.md` (for a full run of the default set).
+    /// Publish: write to results/ (unless --out says otherwise) and copy the
+    /// summary to `<out>/README.md` (for a full run of the default set).
     #[arg(long)]
     pub publish: bool,
     /// Also run every selected scenario over SCTP (cases `<name>/sctp`). Needs a
@@ -38,10 +41,20 @@ impl BenchArgs {
             quick: self.quick,
             scenarios: self.scenarios,
             only: self.only,
-            out: self.out,
+            out: self.out.unwrap_or_else(|| default_out(self.publish)),
             lab: self.lab,
             publish: self.publish,
             sctp: self.sctp,
         }
+    }
+}
+
+/// Where results go without `--out`: the tracked `results/` only when
+/// publishing, else a directory under the system's temporary directory.
+fn default_out(publish: bool) -> PathBuf {
+    if publish {
+        PathBuf::from("results")
+    } else {
+        std::env::temp_dir().join("siprace-bench")
     }
 }

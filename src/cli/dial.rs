@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::output::{self, ColorChoice, WriteOut};
 use super::tls::TlsArgs;
 use super::{EXIT_CONNECTED, EXIT_NO_ANSWER, EXIT_RESOLUTION, EXIT_USAGE};
 use crate::{closed_output, complain};
@@ -77,6 +78,16 @@ pub struct DialArgs {
     /// Print the report as one JSON object instead of the timeline.
     #[arg(long)]
     json: bool,
+    /// Quieter: -q prints only the winner line (nothing on failure), -qq
+    /// nothing at all; the exit status says how the dial ended.
+    #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "json")]
+    quiet: u8,
+    /// After the report, print FORMAT with curl-style %{variable}s filled in
+    /// (winner, family, transport, host, result, time_total, time_dns,
+    /// time_connect, attempts, exitcode, target, strategy; times in seconds)
+    /// and the escapes \n, \t, %%. Use -qq to print only this.
+    #[arg(short = 'w', long, value_name = "FORMAT")]
+    write_out: Option<String>,
     /// Load history from this file before the dial and save it after.
     #[arg(long, value_name = "FILE")]
     history_file: Option<PathBuf>,
@@ -174,10 +185,14 @@ fn usage(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
-/// Runs `siprace dial`.
-pub async fn run(args: DialArgs) -> ExitCode {
+/// Runs `siprace dial`; `color` says whether the timeline may be coloured.
+pub async fn run(args: DialArgs, color: ColorChoice) -> ExitCode {
     let cfg = match dial_config(&args) {
         Ok(cfg) => cfg,
+        Err(e) => return usage(e),
+    };
+    let write_out = match args.write_out.as_deref().map(WriteOut::parse).transpose() {
+        Ok(w) => w,
         Err(e) => return usage(e),
     };
     let history = match &args.history_file {
@@ -208,7 +223,7 @@ pub async fn run(args: DialArgs) -> ExitCode {
         Err(DialError::Failed(report)) => (report.as_ref(), EXIT_NO_ANSWER),
         Err(e) => return usage(e),
     };
-    let text = if args.json {
+    let mut text = if args.json {
         match serde_json::to_string_pretty(report) {
             Ok(text) => text + "\n",
             Err(e) => {
@@ -217,8 +232,16 @@ pub async fn run(args: DialArgs) -> ExitCode {
             }
         }
     } else {
-        report.render()
+        match args.quiet {
+            0 if color.stdout() => output::colorize(&report.render()),
+            0 => report.render(),
+            1 => output::quiet_line(report),
+            _ => String::new(),
+        }
     };
+    if let Some(format) = &write_out {
+        text.push_str(&format.render(report, code));
+    }
     let mut stdout = std::io::stdout().lock();
     closed_output::check(
         stdout

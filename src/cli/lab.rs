@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use siprace::endpoint::Family;
 use siprace::lab::impair::{Direction, Fault};
+use siprace::lab::lock::LabLock;
 use siprace::lab::servers::{self, DnsOpts, ServerOpts};
 use siprace::lab::topology::{self, LabConfig, Role, ShaperLaunch};
 use siprace::lab::{sys, LabError};
@@ -96,8 +97,10 @@ pub enum LabCommand {
     },
     /// Show a lab (namespaces, shaper, faults, addresses); without --name, list labs.
     Status {
+        /// The lab to show (without it: every lab on this machine, by name).
         #[arg(long)]
         name: Option<String>,
+        /// Print the status as JSON (with --name: the lab; without: the list of names).
         #[arg(long)]
         json: bool,
     },
@@ -115,6 +118,7 @@ pub enum LabCommand {
         fault: FaultArg,
     },
     /// (internal) The delay line; started by `up` in the router namespace.
+    #[command(hide = true)]
     Shaper {
         /// Lab name (default: $SIPRACE_LAB_NAME).
         #[arg(long)]
@@ -291,6 +295,10 @@ fn run_blocking(cmd: LabCommand) -> Result<(), BoxError> {
         }
         LabCommand::Dns { .. } => unreachable!("handled in run"),
         LabCommand::Down { name } => {
+            // A lab that a running bench holds is not torn down under it.
+            if let Some(holder) = LabLock::holder(&name)? {
+                return Err(LabError::InUse { name, holder }.into());
+            }
             let removed = topology::down(&name)?;
             if removed.is_empty() {
                 println!("lab {name}: nothing to remove");

@@ -41,6 +41,8 @@ impl TlsArgs {
                 "WARNING: --insecure: TLS certificates are NOT verified; anyone on the path can \
                  impersonate the server. Never use this outside a lab."
             );
+            // Once is enough: the library would repeat it per TLS configuration.
+            siprace::connect::tls::insecure_warning_given();
         }
         cfg.tls.check_files().map_err(|e| e.to_string())
     }

@@ -316,11 +316,24 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Set once the user was told that certificates are not verified: the
+/// warning is given once per process, not once per TLS configuration built.
+static INSECURE_WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Tells the library that the program has already warned its user about
+/// `insecure` (as `siprace dial --insecure` does, loudly, at its start),
+/// so the library's own warning is not repeated.
+pub fn insecure_warning_given() {
+    INSECURE_WARNED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 fn build_client_config(key: &Key) -> Result<ClientConfig, TlsConfigError> {
     let provider = provider();
     let mut roots = RootCertStore::empty();
     if key.insecure {
-        tracing::warn!("TLS certificate verification is OFF (--insecure)");
+        if !INSECURE_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!("TLS certificate verification is OFF (insecure: true)");
+        }
     } else {
         if key.system_roots {
             let (added, ignored) = roots.add_parsable_certificates(system_roots().iter().cloned());

@@ -11,10 +11,16 @@ pub enum LabError {
     NotRoot,
     #[error("`{0}` not found in PATH (root's PATH needs /usr/sbin): install it (Debian: apt-get install {1})")]
     MissingTool(&'static str, &'static str),
-    #[error("invalid lab name {0:?}: use 1-16 characters from [a-z0-9-], not starting with '-'")]
+    #[error(
+        "invalid lab name {0:?}: it takes 1-16 characters from [a-z0-9-], not starting with '-'"
+    )]
     InvalidName(String),
     #[error("lab {0:?} already exists (namespace or state left over): run `siprace lab down --name {0}` first")]
     Exists(String),
+    #[error(
+        "lab {name:?} is busy: {holder} holds it; wait for it to finish, or pick another lab name"
+    )]
+    InUse { name: String, holder: String },
     #[error("lab {0:?} is not up")]
     NotUp(String),
     #[error("`{cmd}` failed ({status}): {stderr}")]

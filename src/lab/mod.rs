@@ -8,6 +8,7 @@
 pub mod dns;
 pub mod error;
 pub mod impair;
+pub mod lock;
 pub mod names;
 pub mod servers;
 pub mod shaper;

@@ -101,3 +101,26 @@ pub async fn responder_on_both(
     }
     panic!("cannot start the responder: {last:?}");
 }
+
+/// Waits for `child` (a `siprace` the test spawned with piped output) at
+/// most `bound`; past that, kills it by its own PID and panics naming `what`.
+pub fn wait_bounded(
+    child: std::process::Child,
+    bound: std::time::Duration,
+    what: &str,
+) -> std::process::Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(bound) {
+        Ok(out) => out.expect("wait for the child"),
+        Err(_) => {
+            // SAFETY: kill(2) on the PID of a child this test spawned and
+            // has not reaped (the waiting thread still holds it).
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("{what}: still running after {bound:?}");
+        }
+    }
+}
