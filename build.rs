@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-#[path = "src/bench/civil_date.rs"]
+#[path = "src/civil_date.rs"]
 mod civil_date;
 
 fn main() {
@@ -37,7 +37,7 @@ fn main() {
     // Run again when the checked-out commit moves (not on every edit: the
     // date is the date of the commit's first build, not of each rebuild).
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed=src/bench/civil_date.rs");
+    println!("cargo:rerun-if-changed=src/civil_date.rs");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     for dir in [
         git(&["rev-parse", "--git-dir"]),

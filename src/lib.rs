@@ -30,6 +30,7 @@
 // exempt (see there).
 #![warn(missing_docs)]
 
+mod civil_date;
 pub mod connect;
 pub mod dial_machine;
 pub mod dialer;

@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -18,6 +18,28 @@ use crate::race::{AttemptEnd, AttemptId, AttemptRecord, RaceFailure};
 
 /// Records of one answer printed in the timeline (the JSON lists more).
 const RECORDS_SHOWN: usize = 8;
+
+/// The version of the JSON report's format, its `schema` field (described
+/// by `docs/report.schema.json`). It goes up by one when a field is removed,
+/// renamed or changes type or meaning; added fields keep it (readers ignore
+/// fields they do not know). CHANGELOG.md notes every change.
+pub const JSON_SCHEMA_VERSION: u32 = 1;
+
+/// `at` as RFC 3339 UTC with milliseconds, e.g. `2026-12-02T08:52:48.123Z`
+/// (times before 1970 are shown as 1970-01-01T00:00:00.000Z).
+pub fn rfc3339_utc(at: SystemTime) -> String {
+    let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since_epoch.as_secs() as i64;
+    let (year, month, day) = crate::civil_date::civil_from_days(secs.div_euclid(86_400));
+    let of_day = secs.rem_euclid(86_400);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60,
+        since_epoch.subsec_millis()
+    )
+}
 
 /// Milliseconds since the dial started, with microsecond resolution.
 pub fn millis(d: Duration) -> f64 {
@@ -154,8 +176,64 @@ pub struct AttemptEntry {
     /// For failures: the error in words (from the socket, TLS or the SIP
     /// probe); null otherwise.
     pub detail: Option<String>,
-    /// The SIP response that proved reachability (probe dials).
-    pub response: Option<String>,
+    /// The SIP response that proved reachability (probe dials); null
+    /// otherwise.
+    pub response: Option<ResponseEntry>,
+}
+
+/// The SIP response to an attempt's OPTIONS probe.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResponseEntry {
+    /// The status code (100 to 699), e.g. 200.
+    pub status: u16,
+    /// The reason phrase exactly as received (peer text: the timeline
+    /// escapes it, the JSON keeps it).
+    pub reason: String,
+    /// From the first transmission of the OPTIONS to this answer, in ms.
+    pub rtt_ms: f64,
+}
+
+/// The effective configuration of a dial, as validated and used (the
+/// `config` object of the JSON report). Durations are in ms.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigEntry {
+    /// The strategy that ran the race, e.g. "siprace" or "rfc8305".
+    pub strategy: String,
+    /// How long the race waits for the preferred family's answer after
+    /// another's (RFC 8305 Resolution Delay); null waits for every answer.
+    pub resolution_delay_ms: Option<f64>,
+    /// The Connection Attempt Delay used when history knows nothing.
+    pub attempt_delay_ms: f64,
+    /// The lower bound of every attempt delay (history's included).
+    pub min_attempt_delay_ms: f64,
+    /// The upper bound of every attempt delay (history's included).
+    pub max_attempt_delay_ms: f64,
+    /// RFC 8305 Preferred Address Family Count; 0: no interleaving.
+    pub family_count: usize,
+    /// At most this many attempts in flight.
+    pub max_concurrent: usize,
+    /// The overall bound of the dial, from its start.
+    pub deadline_ms: f64,
+    /// Whether a new attempt starts after the attempt delay while others
+    /// are in flight (false: one at a time).
+    pub staggered: bool,
+    /// Whether history orders and paces the attempts.
+    pub use_history: bool,
+    /// The transports this dial could use: those the target allows,
+    /// narrowed by the configuration (e.g. `--transports`).
+    pub transports: Vec<Transport>,
+    /// The address families queried, in order ("ipv6", "ipv4").
+    pub families: Vec<Family>,
+    /// The DNS server asked, "IP:PORT", or "system" for the servers of
+    /// `/etc/resolv.conf`.
+    pub resolver: String,
+    /// The bound on each DNS query, retries included.
+    pub dns_timeout_ms: f64,
+    /// Whether TCP, TLS and SCTP attempts also send OPTIONS and wait for its
+    /// answer (UDP always does).
+    pub probe: bool,
+    /// SIP Timer T1 of the UDP probe's retransmissions.
+    pub t1_ms: f64,
 }
 
 /// How a dial ended.
@@ -170,10 +248,18 @@ pub enum DialResult {
     ResolutionFailed,
 }
 
-/// The whole report. JSON schema (`siprace dial --json`):
+/// The whole report. JSON form (`siprace dial --json`; the JSON Schema is
+/// `docs/report.schema.json`, its version [`JSON_SCHEMA_VERSION`]):
 ///
 /// ```text
-/// { "target": "sip:...", "strategy": "siprace",
+/// { "schema": 1, "siprace_version": "0.1.0",
+///   "started_at": "2026-12-02T08:52:48.123Z",
+///   "config": { "strategy", "resolution_delay_ms" (null: wait for all), "attempt_delay_ms",
+///               "min_attempt_delay_ms", "max_attempt_delay_ms", "family_count",
+///               "max_concurrent", "deadline_ms", "staggered", "use_history",
+///               "transports": [..], "families": [..], "resolver": "system" | "IP:PORT",
+///               "dns_timeout_ms", "probe", "t1_ms" },
+///   "target": "sip:...", "strategy": "siprace",
 ///   "result": "connected" | "failed" | "resolution-failed",
 ///   "reason": null | "why it failed",
 ///   "total_ms": 12.3,
@@ -187,11 +273,21 @@ pub enum DialResult {
 ///   "addresses": [ { "host", "family", "at_ms", "addrs": [..] } ],
 ///   "attempts": [ { "id", "family", "transport", "addr", "host", "rank", "started_ms",
 ///                   "attempt_delay_ms", "transport_up_ms", "ended_ms", "outcome", "error_class", "detail",
-///                   "response" } ],
+///                   "response": null | { "status", "reason", "rtt_ms" } } ],
 ///   "winner": null | <attempt id> }
 /// ```
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The version of this format, [`JSON_SCHEMA_VERSION`].
+    pub schema: u32,
+    /// The version of siprace that dialed (its Cargo package version).
+    pub siprace_version: &'static str,
+    /// The wall-clock start of the dial, RFC 3339 UTC with milliseconds
+    /// (see [`rfc3339_utc`]); every `_ms` time counts from it.
+    pub started_at: String,
+    /// The configuration the dial ran with, after validation; null only in
+    /// a report made by hand ([`Report::new`]), never in a dialer's.
+    pub config: Option<ConfigEntry>,
     /// The target as the user gave it (`sip:`/`sips:` URI or `host[:port]`).
     pub target: String,
     /// The strategy that ran the race (see [`crate::race::strategy::Strategy`]),
@@ -241,6 +337,10 @@ impl Report {
     /// "failed" until filled (see [`Report::of_dial`]).
     pub fn new(target: String, strategy: String) -> Report {
         Report {
+            schema: JSON_SCHEMA_VERSION,
+            siprace_version: env!("CARGO_PKG_VERSION"),
+            started_at: rfc3339_utc(SystemTime::now()),
+            config: None,
             target,
             strategy,
             result: DialResult::Failed,
@@ -314,12 +414,11 @@ impl Report {
     /// Shows the SIP response that proved attempt `id` reachable.
     pub fn show_response(&mut self, id: AttemptId, response: &ProbeResponse) {
         if let Some(entry) = self.attempts.iter_mut().find(|a| a.id == id.0) {
-            entry.response = Some(format!(
-                "{} {} in {:.1} ms",
-                response.status,
-                response.reason,
-                millis(response.rtt)
-            ));
+            entry.response = Some(ResponseEntry {
+                status: response.status,
+                reason: response.reason.clone(),
+                rtt_ms: millis(response.rtt),
+            });
         }
     }
 
@@ -463,7 +562,10 @@ impl Report {
                 let took = end - a.started_ms;
                 let what = match a.outcome {
                     "won" => match &a.response {
-                        Some(r) => format!("connected ({r})"),
+                        Some(r) => format!(
+                            "connected ({} {} in {:.1} ms)",
+                            r.status, r.reason, r.rtt_ms
+                        ),
                         None => "connected".to_string(),
                     },
                     "failed" => format!(
@@ -566,6 +668,16 @@ mod tests {
     }
 
     #[test]
+    fn rfc3339_utc_has_milliseconds_and_a_z() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_796_201_568_123);
+        assert_eq!(rfc3339_utc(at), "2026-12-02T08:52:48.123Z");
+        assert_eq!(rfc3339_utc(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        // 2024-02-29 (a leap day), one ms before midnight.
+        let leap = UNIX_EPOCH + Duration::from_millis(1_709_251_199_999);
+        assert_eq!(rfc3339_utc(leap), "2024-02-29T23:59:59.999Z");
+    }
+
+    #[test]
     fn render_escapes_every_field() {
         let mut r = Report::new(format!("sip:{EVIL}"), EVIL.into());
         r.result = DialResult::Failed;
@@ -606,7 +718,11 @@ mod tests {
             outcome,
             error_class: Some(EVIL.into()),
             detail: Some(EVIL.into()),
-            response: Some(EVIL.into()),
+            response: Some(ResponseEntry {
+                status: 200,
+                reason: EVIL.into(),
+                rtt_ms: 0.5,
+            }),
         };
         r.attempts = vec![attempt(1, "failed"), attempt(2, "cancelled")];
         let failed = r.render();
@@ -628,7 +744,9 @@ mod tests {
         let json = serde_json::to_string(&r).unwrap();
         let back: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(back["reason"], EVIL);
-        assert_eq!(back["attempts"][2]["response"], EVIL);
+        assert_eq!(back["attempts"][2]["response"]["reason"], EVIL);
+        assert_eq!(back["attempts"][2]["response"]["status"], 200);
+        assert_eq!(back["schema"], JSON_SCHEMA_VERSION);
         assert_eq!(back["dns"][0]["records_total"], 40);
     }
 }

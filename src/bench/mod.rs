@@ -7,7 +7,6 @@
 //! - [`sweep`]: the cold attempt delay sweep (the IPv6 delay from 0 to 400 ms).
 //! - [`output`]: percentiles, tables, checks, `.hgrm` files and SVG plots.
 
-pub mod civil_date;
 pub mod clients;
 pub mod output;
 pub mod priority;

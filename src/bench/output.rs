@@ -744,7 +744,7 @@ pub fn utc_stamp(t: std::time::SystemTime) -> String {
         .map(|d| d.as_secs())
         .unwrap_or(0) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = crate::bench::civil_date::civil_from_days(days);
+    let (y, m, d) = crate::civil_date::civil_from_days(days);
     format!(
         "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
         rem / 3600,

@@ -24,7 +24,7 @@ use crate::locate::LocateConfig;
 use crate::race::history::{self, History, NetworkId};
 use crate::race::strategy::Strategy;
 use crate::race::{AttemptId, RaceConfig};
-use crate::report::{DialResult, Report};
+use crate::report::{millis, ConfigEntry, DialResult, Report};
 use crate::target::{Host, Target, TargetError};
 use attempts::{AttemptEnded, Attempts, ProgressFn, TransportUps};
 use surroundings::Surroundings;
@@ -228,6 +228,8 @@ impl Dialer {
     {
         let transports = self.transports_for(target)?;
         let t0 = Instant::now();
+        // The wall-clock start, for the report's `started_at`.
+        let started_at = SystemTime::now();
         let needs_dns = matches!(target.host, Host::Name(_));
         let setting = self
             .surroundings
@@ -288,6 +290,8 @@ impl Dialer {
             t0.into_std(),
             t0.elapsed(),
         );
+        report.started_at = crate::report::rfc3339_utc(started_at);
+        report.config = Some(self.config_entry(&transports));
         report.network = Some(format!(
             "{} ({})",
             setting.network.id, setting.network.description
@@ -357,6 +361,32 @@ impl Dialer {
             .clone()
             .unwrap_or_else(|| target.domain());
         cfg
+    }
+
+    /// The configuration a dial with `transports` runs with, for its report.
+    fn config_entry(&self, transports: &[Transport]) -> ConfigEntry {
+        let race = &self.cfg.race;
+        let locate = &self.cfg.locate;
+        ConfigEntry {
+            strategy: self.cfg.strategy.to_string(),
+            resolution_delay_ms: race.resolution_delay.map(millis),
+            attempt_delay_ms: millis(race.attempt_delay),
+            min_attempt_delay_ms: millis(race.min_attempt_delay),
+            max_attempt_delay_ms: millis(race.max_attempt_delay),
+            family_count: race.preferred_family_count,
+            max_concurrent: race.max_concurrent,
+            deadline_ms: millis(race.deadline),
+            staggered: race.staggered,
+            use_history: race.use_history,
+            transports: transports.to_vec(),
+            families: locate.families.clone(),
+            resolver: locate
+                .dns_server
+                .map_or_else(|| "system".to_string(), |addr| addr.to_string()),
+            dns_timeout_ms: millis(locate.query_timeout),
+            probe: self.cfg.connect.probe_streams,
+            t1_ms: millis(self.cfg.connect.t1),
+        }
     }
 
     /// Records the finished dial's attempts in the history of its network.

@@ -1,6 +1,7 @@
 //! Calendar dates from Unix days, without a date crate. Shared by the
-//! bench's result stamps and, through `#[path]`, by build.rs (the build
-//! date of `siprace --version`), so it depends on nothing but core.
+//! report's `started_at`, the bench's result stamps and, through `#[path]`,
+//! by build.rs (the build date of `siprace --version`), so it depends on
+//! nothing but core.
 
 /// The proleptic Gregorian date (year, month 1-12, day 1-31) of a day
 /// count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
