@@ -13,8 +13,11 @@ use serde::Serialize;
 use crate::connect::ProbeResponse;
 use crate::dial_machine::{DialMachine, Outcome};
 use crate::endpoint::{Family, TargetSpec, Transport};
-use crate::locate::{AddressAnswer, DnsOutcome, QueryRecord};
-use crate::race::{AttemptEnd, AttemptId, AttemptRecord, RaceFailure};
+use crate::locate::{Abandoned, AddressAnswer, DnsOutcome, QueryRecord};
+use crate::race::{
+    AttemptEnd, AttemptId, AttemptRecord, CancelReason, DelayBound, DelaySource, HistoryNote,
+    RaceFailure,
+};
 
 /// Records of one answer printed in the timeline (the JSON lists more).
 const RECORDS_SHOWN: usize = 8;
@@ -117,6 +120,15 @@ pub struct DnsEntry {
     /// query was sent.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub cached: bool,
+    /// Why the dial stopped waiting for this query unanswered (present
+    /// only then): "not-needed" (a pipelined SRV query a higher-priority
+    /// answer made unnecessary), "dial-decided" or "location-failed".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abandoned: Option<Abandoned>,
+    /// When it was abandoned, ms since the dial started (present only with
+    /// `abandoned`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abandoned_ms: Option<f64>,
 }
 
 impl DnsEntry {
@@ -164,6 +176,21 @@ pub struct AttemptEntry {
     /// The Connection Attempt Delay it got (from history or the configured
     /// one): how long it ran alone before the next attempt could start.
     pub attempt_delay_ms: f64,
+    /// Where `attempt_delay_ms` came from: "configured", "history-rtt" (the
+    /// path's smoothed RTT plus a margin, RFC 6298), "doubtful-path" or
+    /// "suspect-family" (both the minimum delay).
+    pub attempt_delay_source: &'static str,
+    /// The path's smoothed RTT from history, when `attempt_delay_source` is
+    /// "history-rtt".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_rtt_ms: Option<f64>,
+    /// The bound the delay was clamped to ("min" or "max"), when the source
+    /// gave one outside the configured bounds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt_delay_clamped: Option<DelayBound>,
+    /// What history changed about this attempt's place in the order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<HistoryEntry>,
     /// When the transport was up (TCP connected) if later steps followed.
     pub transport_up_ms: Option<f64>,
     /// When it ended (won, failed or cancelled), ms since the dial started;
@@ -179,6 +206,39 @@ pub struct AttemptEntry {
     /// The SIP response that proved reachability (probe dials); null
     /// otherwise.
     pub response: Option<ResponseEntry>,
+}
+
+/// What history changed about an attempt's place (see [`HistoryNote`]).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum HistoryEntry {
+    /// The path failed recently: tried after the others.
+    FailedRecently {
+        /// How long before the dial it failed, when known.
+        failed_ago_ms: Option<f64>,
+    },
+    /// The family went first on its host: its RTT is lower by more than
+    /// the leeway.
+    FasterFamily {
+        /// This path's smoothed RTT.
+        rtt_ms: f64,
+        /// The other family's smoothed RTT.
+        other_rtt_ms: f64,
+    },
+}
+
+impl From<HistoryNote> for HistoryEntry {
+    fn from(note: HistoryNote) -> HistoryEntry {
+        match note {
+            HistoryNote::FailedRecently { ago } => HistoryEntry::FailedRecently {
+                failed_ago_ms: ago.map(millis),
+            },
+            HistoryNote::FasterFamily { ours, theirs } => HistoryEntry::FasterFamily {
+                rtt_ms: millis(ours),
+                other_rtt_ms: millis(theirs),
+            },
+        }
+    }
 }
 
 /// The SIP response to an attempt's OPTIONS probe.
@@ -269,12 +329,21 @@ pub enum DialResult {
 ///              "outcome": null (never answered) | "records" | "no-records" | "nxdomain"
 ///                         | "servfail" | "timeout" | "error",
 ///              "records": [ zone-file text of the first records | the error's detail ],
-///              "records_total", "cached": true (only when answered from the cache) } ],
+///              "records_total", "cached": true (only when answered from the cache),
+///              "abandoned": "not-needed" | "dial-decided" | "location-failed",
+///              "abandoned_ms" (both only when abandoned unanswered) } ],
 ///   "addresses": [ { "host", "family", "at_ms", "addrs": [..] } ],
 ///   "attempts": [ { "id", "family", "transport", "addr", "host", "rank", "started_ms",
-///                   "attempt_delay_ms", "transport_up_ms", "ended_ms", "outcome", "error_class", "detail",
+///                   "attempt_delay_ms", "attempt_delay_source": "configured" | "history-rtt"
+///                   | "doubtful-path" | "suspect-family", "history_rtt_ms" (history-rtt only),
+///                   "attempt_delay_clamped": "min" | "max" (only when clamped),
+///                   "history": { "kind": "failed-recently", "failed_ago_ms" }
+///                            | { "kind": "faster-family", "rtt_ms", "other_rtt_ms" } (only when it
+///                              changed the order),
+///                   "transport_up_ms", "ended_ms", "outcome", "error_class", "detail",
 ///                   "response": null | { "status", "reason", "rtt_ms" } } ],
-///   "winner": null | <attempt id> }
+///   "winner": null | <attempt id>,
+///   "notes": [ "setup notes said at the start" ] (only when there are some) }
 /// ```
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -317,6 +386,11 @@ pub struct Report {
     pub attempts: Vec<AttemptEntry>,
     /// The `id` of the attempt that won; null when none did.
     pub winner: Option<u32>,
+    /// Notes about how the dial was set up, said once at its start (e.g. a
+    /// flag value clamped into its bounds, a history file a strategy
+    /// ignores); absent when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// An address answer as handed to the race.
@@ -353,6 +427,7 @@ impl Report {
             addresses: Vec::new(),
             attempts: Vec::new(),
             winner: None,
+            notes: Vec::new(),
         }
     }
 
@@ -462,6 +537,13 @@ impl Report {
                     rank: r.endpoint.rank,
                     started_ms: at(r.started),
                     attempt_delay_ms: millis(r.delay),
+                    attempt_delay_source: r.delay_source.as_str(),
+                    history_rtt_ms: match r.delay_source {
+                        DelaySource::HistoryRtt(rtt) => Some(millis(rtt.srtt)),
+                        _ => None,
+                    },
+                    attempt_delay_clamped: r.delay_clamped,
+                    history: r.history_note.map(HistoryEntry::from),
                     transport_up_ms: r.transport_up.map(at),
                     ended_ms: r.ended.map(at),
                     outcome,
@@ -473,9 +555,24 @@ impl Report {
             .collect();
     }
 
-    /// Attempts that did not win (started and then failed or were cancelled).
+    /// Attempts cancelled because another won (failed ones are not
+    /// counted: they ended on their own).
     pub fn abandoned_attempts(&self) -> usize {
-        self.attempts.iter().filter(|a| a.outcome != "won").count()
+        self.attempts
+            .iter()
+            .filter(|a| {
+                a.outcome == "cancelled"
+                    && a.error_class.as_deref() == Some(CancelReason::LostRace.as_str())
+            })
+            .count()
+    }
+
+    /// Attempts that failed on their own.
+    pub fn failed_attempts(&self) -> usize {
+        self.attempts
+            .iter()
+            .filter(|a| a.outcome == "failed")
+            .count()
     }
 
     /// The attempt that won, if any (the entry `winner` names).
@@ -484,79 +581,130 @@ impl Report {
             .and_then(|id| self.attempts.iter().find(|a| a.id == id))
     }
 
-    /// The human-readable timeline. Every line passes through
-    /// [`terminal_safe`] as it is written, so text from peers and DNS (reason
-    /// phrases, NAPTR fields, host names, error details) cannot move the
-    /// cursor, clear the screen or start a line of its own; the JSON form
-    /// keeps the exact values.
+    /// The human-readable timeline: the header, every event in time order,
+    /// the summary. Every line passes through [`terminal_safe`] as it is
+    /// written, so text from peers and DNS (reason phrases, NAPTR fields,
+    /// host names, error details) cannot move the cursor, clear the screen
+    /// or start a line of its own; the JSON form keeps the exact values.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let mut line = |text: String| {
+        let events = self.timeline().iter().map(TimelineLine::render).collect();
+        for text in [self.header_lines(), events, self.summary_lines()].concat() {
             out.push_str(&terminal_safe(&text));
             out.push('\n');
-        };
-        line(format!(
+        }
+        out
+    }
+
+    /// The lines before the events: what is dialed, and the setup notes.
+    pub fn header_lines(&self) -> Vec<String> {
+        let mut lines = vec![format!(
             "* dialing {} (strategy {})",
             self.target, self.strategy
-        ));
-        // Merge everything into one time-ordered list of lines.
-        let mut lines: Vec<(f64, String)> = Vec::new();
-        for q in &self.dns {
-            lines.push((q.sent_ms, format!("> DNS {} {}?", q.rtype, q.name)));
-            if let Some(at) = q.answered_ms {
-                let outcome = q.outcome.as_deref().unwrap_or("?");
-                let took = at - q.sent_ms;
-                let cached = if q.cached { " (cached)" } else { "" };
-                if q.records.is_empty() || outcome != "records" {
-                    let detail = q
-                        .records
-                        .first()
-                        .map(|d| format!(" ({d})"))
-                        .unwrap_or_default();
-                    lines.push((
-                        at,
-                        format!(
-                            "< DNS {} {}: {outcome}{detail} in {took:.1} ms{cached}",
-                            q.rtype, q.name
-                        ),
-                    ));
-                } else {
-                    lines.push((
-                        at,
-                        format!(
-                            "< DNS {} {}: {} in {took:.1} ms{cached}",
-                            q.rtype,
-                            q.name,
-                            q.count_text()
-                        ),
-                    ));
-                    let shown = q.records.len().min(RECORDS_SHOWN);
-                    for r in &q.records[..shown] {
-                        lines.push((at, format!(";;   {r}")));
-                    }
-                    if let Some(more) = q.more_text(shown) {
-                        lines.push((at, format!(";;   {more}")));
-                    }
-                }
+        )];
+        lines.extend(self.notes.iter().map(|n| format!("* note: {n}")));
+        lines
+    }
+
+    /// The events of the dial (DNS queries and answers, attempts, their
+    /// milestones and ends) in time order. Each line's [`LineKey`] names
+    /// the event, so a report of the same dial taken later (it only grows)
+    /// has the same key for it: a live view prints each event once.
+    pub fn timeline(&self) -> Vec<TimelineLine> {
+        let mut lines = Vec::new();
+        let mut push =
+            |at_ms: f64, key: LineKey, text: String| lines.push(TimelineLine { at_ms, key, text });
+        for (i, q) in self.dns.iter().enumerate() {
+            push(
+                q.sent_ms,
+                LineKey::DnsSent(i),
+                format!("> DNS {} {}?", q.rtype, q.name),
+            );
+            if let (Some(why), Some(at)) = (q.abandoned, q.abandoned_ms) {
+                push(
+                    at,
+                    LineKey::DnsAnswer(i, 0),
+                    format!(
+                        "< DNS {} {}: not needed ({}) after {:.1} ms",
+                        q.rtype,
+                        q.name,
+                        why.explain(),
+                        at - q.sent_ms
+                    ),
+                );
+            }
+            let Some(at) = q.answered_ms else {
+                continue;
+            };
+            let outcome = q.outcome.as_deref().unwrap_or("?");
+            let took = at - q.sent_ms;
+            let cached = if q.cached { " (cached)" } else { "" };
+            if q.records.is_empty() || outcome != "records" {
+                let detail = q
+                    .records
+                    .first()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default();
+                push(
+                    at,
+                    LineKey::DnsAnswer(i, 0),
+                    format!(
+                        "< DNS {} {}: {outcome}{detail} in {took:.1} ms{cached}",
+                        q.rtype, q.name
+                    ),
+                );
+                continue;
+            }
+            push(
+                at,
+                LineKey::DnsAnswer(i, 0),
+                format!(
+                    "< DNS {} {}: {} in {took:.1} ms{cached}",
+                    q.rtype,
+                    q.name,
+                    q.count_text()
+                ),
+            );
+            let shown = q.records.len().min(RECORDS_SHOWN);
+            for (n, r) in q.records[..shown].iter().enumerate() {
+                push(at, LineKey::DnsAnswer(i, n + 1), format!(";;   {r}"));
+            }
+            if let Some(more) = q.more_text(shown) {
+                push(at, LineKey::DnsAnswer(i, shown + 1), format!(";;   {more}"));
             }
         }
         for a in &self.attempts {
-            lines.push((
+            push(
                 a.started_ms,
+                LineKey::AttemptStarted(a.id),
                 format!(
-                    "* attempt #{} {} {} {} ({}, rank {}) started",
-                    a.id, a.family, a.transport, a.addr, a.host, a.rank
+                    "* attempt #{} {} {} {} ({}, rank {}) started; next attempt after {}",
+                    a.id,
+                    a.family,
+                    a.transport,
+                    a.addr,
+                    a.host,
+                    a.rank,
+                    a.delay_text()
                 ),
-            ));
+            );
+            if let Some(note) = &a.history {
+                push(
+                    a.started_ms,
+                    LineKey::AttemptHistory(a.id),
+                    format!("* history: {}", a.history_text(note)),
+                );
+            }
             if let Some(up) = a.transport_up_ms {
-                lines.push((
+                push(
                     up,
+                    LineKey::AttemptUp(a.id),
                     format!(
                         "* attempt #{} transport up after {:.1} ms",
                         a.id,
                         up - a.started_ms
                     ),
-                ));
+                );
             }
             if let Some(end) = a.ended_ms {
                 let took = end - a.started_ms;
@@ -575,50 +723,156 @@ impl Report {
                     ),
                     _ => format!("cancelled ({})", a.error_class.as_deref().unwrap_or("?")),
                 };
-                lines.push((
+                push(
                     end,
+                    LineKey::AttemptEnded(a.id),
                     format!("* attempt #{} {what} after {took:.1} ms", a.id),
-                ));
+                );
             }
         }
-        lines.sort_by(|a, b| a.0.total_cmp(&b.0));
-        for (at, text) in lines {
-            line(format!("{at:>9.1} ms  {text}"));
-        }
-        match (self.result, self.winner_entry()) {
-            (DialResult::Connected, Some(w)) => {
-                line(format!(
-                    "* winner: #{} {} {} {} ({}) in {:.1} ms; {} other attempt(s) abandoned",
-                    w.id,
-                    w.family,
-                    w.transport,
-                    w.addr,
-                    w.host,
-                    self.total_ms,
-                    self.abandoned_attempts()
-                ));
-            }
-            _ => {
-                line(format!(
-                    "* no connection after {:.1} ms: {}",
-                    self.total_ms,
-                    self.reason.as_deref().unwrap_or("unknown reason")
-                ));
-                for a in self.attempts.iter().filter(|a| a.outcome != "won") {
-                    line(format!(
-                        "*   #{} {} {} {}: {} {}",
-                        a.id,
-                        a.family,
-                        a.transport,
-                        a.addr,
-                        a.error_class.as_deref().unwrap_or(a.outcome),
-                        a.detail.as_deref().unwrap_or("")
-                    ));
-                }
-            }
-        }
-        out
+        // A stable sort: events of the same instant keep the order above.
+        lines.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
+        lines
     }
+
+    /// The lines after the events: the winner, or why there was none with
+    /// each attempt that did not win, named once.
+    pub fn summary_lines(&self) -> Vec<String> {
+        if let (DialResult::Connected, Some(w)) = (self.result, self.winner_entry()) {
+            let failed = match self.failed_attempts() {
+                0 => String::new(),
+                n => format!("{n} failed, "),
+            };
+            return vec![format!(
+                "* winner: #{} {} {} {} ({}) in {:.1} ms; {failed}{} other attempt(s) abandoned",
+                w.id,
+                w.family,
+                w.transport,
+                w.addr,
+                w.host,
+                self.total_ms,
+                self.abandoned_attempts()
+            )];
+        }
+        let mut lines = vec![format!(
+            "* no connection after {:.1} ms: {}",
+            self.total_ms,
+            self.reason.as_deref().unwrap_or("unknown reason")
+        )];
+        for a in self.attempts.iter().filter(|a| a.outcome != "won") {
+            let detail = a
+                .detail
+                .as_deref()
+                .map(|d| format!(": {}", without_address(d, &a.addr)))
+                .unwrap_or_default();
+            lines.push(format!(
+                "*   #{} {} {} {} {}{detail}",
+                a.id,
+                a.family,
+                a.transport,
+                a.addr,
+                a.error_class.as_deref().unwrap_or(a.outcome),
+            ));
+        }
+        lines
+    }
+}
+
+/// Names one event of a dial's timeline (see [`Report::timeline`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LineKey {
+    /// DNS query `n` (0-based, in the order sent) left.
+    DnsSent(usize),
+    /// Line `m` of DNS query `n`'s answer (0: the answer or why none came,
+    /// then its records).
+    DnsAnswer(usize, usize),
+    /// Attempt `id` started.
+    AttemptStarted(u32),
+    /// What history said about attempt `id`.
+    AttemptHistory(u32),
+    /// Attempt `id`'s transport came up.
+    AttemptUp(u32),
+    /// Attempt `id` ended.
+    AttemptEnded(u32),
+}
+
+/// One event line of the timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineLine {
+    /// When it happened, ms since the dial started.
+    pub at_ms: f64,
+    /// Which event it is.
+    pub key: LineKey,
+    /// The event in words (not yet made terminal-safe).
+    pub text: String,
+}
+
+impl TimelineLine {
+    /// The line as the timeline prints it: its time, then its text.
+    pub fn render(&self) -> String {
+        format!("{:>9.1} ms  {}", self.at_ms, self.text)
+    }
+}
+
+impl AttemptEntry {
+    /// The attempt delay in force after this attempt and where it came
+    /// from, e.g. "100.0 ms (configured)".
+    fn delay_text(&self) -> String {
+        let source = match (self.attempt_delay_source, self.history_rtt_ms) {
+            ("history-rtt", Some(rtt)) => format!("history RTT {rtt:.1} ms + margin"),
+            ("doubtful-path", _) => {
+                "minimum: this path failed before and has not worked since".to_string()
+            }
+            ("suspect-family", _) => format!(
+                "minimum: {} failed to several hosts on this network",
+                self.family
+            ),
+            (other, _) => other.to_string(),
+        };
+        let clamped = match self.attempt_delay_clamped {
+            Some(DelayBound::Min) => ", raised to the minimum",
+            Some(DelayBound::Max) => ", capped at the maximum",
+            None => "",
+        };
+        format!("{:.1} ms ({source}{clamped})", self.attempt_delay_ms)
+    }
+
+    /// History's note on this attempt in words.
+    fn history_text(&self, note: &HistoryEntry) -> String {
+        let path = format!("{}/{} to {}", self.family, self.transport, self.host);
+        match note {
+            HistoryEntry::FailedRecently {
+                failed_ago_ms: Some(ago),
+            } => format!("{path} failed {:.0} s ago: tried last", ago / 1000.0),
+            HistoryEntry::FailedRecently {
+                failed_ago_ms: None,
+            } => {
+                format!("{path} failed recently: tried last")
+            }
+            HistoryEntry::FasterFamily {
+                rtt_ms,
+                other_rtt_ms,
+            } => format!(
+                "{} preferred on {}: history RTT {rtt_ms:.1} ms vs {other_rtt_ms:.1} ms",
+                self.family, self.host
+            ),
+        }
+    }
+}
+
+/// An attempt's error detail without its address, which the summary line
+/// already names (e.g. "connect [::1]:5060: refused" becomes "connect:
+/// refused").
+fn without_address(detail: &str, addr: &SocketAddr) -> String {
+    let addr = addr.to_string();
+    let detail = detail
+        .strip_prefix(&format!("{addr}: "))
+        .or_else(|| detail.strip_prefix(&format!("{addr} ")))
+        .unwrap_or(detail);
+    detail
+        .replace(&format!(" to {addr}"), "")
+        .replace(&format!(" from {addr}"), "")
+        .replace(&format!(" {addr}"), "")
 }
 
 /// A query of the timeline as the report shows it: its outcome's label,
@@ -638,6 +892,8 @@ fn dns_entry(q: &QueryRecord, since: impl Fn(Instant) -> f64) -> DnsEntry {
         records,
         records_total,
         cached: false,
+        abandoned: q.abandoned.map(|(_, why)| why),
+        abandoned_ms: q.abandoned.map(|(at, _)| since(at)),
     }
 }
 
@@ -692,6 +948,8 @@ mod tests {
                 records: vec![EVIL.into(); 10],
                 records_total: 40,
                 cached: false,
+                abandoned: None,
+                abandoned_ms: None,
             },
             DnsEntry {
                 name: EVIL.into(),
@@ -702,6 +960,8 @@ mod tests {
                 records: vec![EVIL.into()],
                 records_total: 0,
                 cached: true,
+                abandoned: Some(Abandoned::NotNeeded),
+                abandoned_ms: Some(0.5),
             },
         ];
         let attempt = |id, outcome| AttemptEntry {
@@ -713,6 +973,10 @@ mod tests {
             rank: 0,
             started_ms: 1.0,
             attempt_delay_ms: 250.0,
+            attempt_delay_source: "configured",
+            history_rtt_ms: None,
+            attempt_delay_clamped: None,
+            history: None,
             transport_up_ms: Some(1.5),
             ended_ms: Some(2.0),
             outcome,

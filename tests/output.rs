@@ -212,3 +212,299 @@ fn quiet_prints_only_the_winner_line_and_qq_nothing() {
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty(), "{:?}", text(&out.stdout));
 }
+
+/// A `siprace` child killed by its own PID when the test ends early (a
+/// failed assertion), so no dial outlives the test.
+struct ChildGuard(Option<std::process::Child>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn the_timeline_is_live_and_ctrl_c_prints_what_was_seen_and_exits_130() {
+    use std::io::{BufRead, BufReader, Read};
+    // A UDP socket on loopback that never answers: the UDP OPTIONS probe
+    // retransmits (Timer E) until the 30 s deadline, so the dial is slow.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = format!("sip:{}", silent.local_addr().unwrap());
+    let child = Command::new(env!("CARGO_BIN_EXE_siprace"))
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .args(["dial", &target, "--deadline", "30000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn siprace");
+    let mut guard = ChildGuard(Some(child));
+    let child = guard.0.as_mut().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    // Synchronised on the output: read until the attempt's line (EOF, the
+    // dial's end, would stop the loop too: then the test fails below).
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        seen.push_str(&line);
+        if line.contains("* attempt #1 ipv4 udp") {
+            break;
+        }
+    }
+    assert!(
+        seen.contains("started; next attempt after"),
+        "no attempt line: {seen:?}"
+    );
+    // Printed while the dial still runs (its deadline is 30 s away), not
+    // at its end.
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the dial ended before its first attempt line was read: {seen:?}"
+    );
+    assert!(!seen.contains("* no connection"), "{seen}");
+    // The probe really was sent: the silent peer has an OPTIONS waiting.
+    let mut buf = [0u8; 2048];
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (n, _) = silent.recv_from(&mut buf).expect("the OPTIONS probe");
+    assert!(buf[..n].starts_with(b"OPTIONS "));
+
+    // Ctrl-C: SAFETY: kill(2) on the PID of our own child, not yet reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let child = guard.0.take().unwrap();
+    let out = common::wait_bounded(child, Duration::from_secs(30), "siprace after SIGINT");
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{rest}\n{}",
+        text(&out.stderr)
+    );
+    let last = rest.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("* interrupted after ") && last.ends_with(" s: 1 attempt, none answered"),
+        "{seen}{rest}"
+    );
+    // What was seen stays printed once: no final timeline repeats it.
+    assert_eq!(
+        format!("{seen}{rest}").matches("* attempt #1 ipv4").count(),
+        1,
+        "{seen}{rest}"
+    );
+}
+
+#[test]
+fn each_attempt_says_its_delay_and_where_it_came_from() {
+    let dir = std::env::temp_dir().join(format!("siprace-output-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let history = dir.join("history.json");
+    let history = history.to_str().unwrap();
+    // Cold: the configured delay.
+    let (_peer, target) = tcp_peer();
+    let out = run(&["dial", &target, "--history-file", history], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("started; next attempt after 100.0 ms (configured)"),
+        "{stdout}"
+    );
+    // The same path again: its delay comes from the RTT history measured.
+    let out = run(&["dial", &target, "--history-file", history], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains(" ms (history RTT "), "{stdout}");
+    // A path that failed: history says it goes last, and when it failed.
+    let refused = refused_target();
+    let history = dir.join("refused.json");
+    let history = history.to_str().unwrap();
+    assert_eq!(
+        run(&["dial", &refused, "--history-file", history], &[])
+            .status
+            .code(),
+        Some(1)
+    );
+    let out = run(&["dial", &refused, "--history-file", history], &[]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("* history: ipv4/tcp to 127.0.0.1 failed ")
+            && stdout.contains(" s ago: tried last"),
+        "{stdout}"
+    );
+    let json = run(
+        &["dial", &refused, "--history-file", history, "--json"],
+        &[],
+    );
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["attempts"][0]["history"]["kind"], "failed-recently");
+    assert_eq!(report["attempts"][0]["attempt_delay_source"], "configured");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn clamped_flags_and_an_ignored_history_file_are_said_once_at_the_start() {
+    let refused = refused_target();
+    let out = run(&["dial", &refused, "--attempt-delay", "5000"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    let note = "* note: --attempt-delay 5000 runs at the 2000 ms maximum (--max-attempt-delay)";
+    assert_eq!(stdout.lines().nth(1), Some(note), "{stdout}");
+    assert_eq!(stdout.matches("* note:").count(), 1, "{stdout}");
+    // The failure summary names the attempt's address once.
+    let summary = stdout.lines().find(|l| l.starts_with("*   #1 ")).unwrap();
+    assert_eq!(summary.matches("127.0.0.1:").count(), 1, "{summary}");
+
+    let dir = std::env::temp_dir().join(format!("siprace-ignored-{}", std::process::id()));
+    let out = run(
+        &[
+            "dial",
+            &refused,
+            "--strategy",
+            "rfc8305",
+            "--history-file",
+            dir.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["notes"][0],
+        "--history-file is ignored: strategy rfc8305 does not use history"
+    );
+    let _ = std::fs::remove_file(&dir);
+}
+
+/// A DNS relay on 127.0.0.1 in front of `server` that never passes on a
+/// query whose name contains `dropped` (DNS wire labels): the query stays
+/// unanswered while the others are answered by the real server. It relays
+/// one query at a time until `stop` is set (and at most 30 s).
+fn dropping_relay(
+    server: std::net::SocketAddr,
+    dropped: &'static [u8],
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    use std::net::UdpSocket;
+    use std::sync::atomic::Ordering;
+    let front = UdpSocket::bind("127.0.0.1:0").unwrap();
+    front
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let addr = front.local_addr().unwrap();
+    let relay = std::thread::spawn(move || {
+        let back = UdpSocket::bind("127.0.0.1:0").unwrap();
+        back.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        let mut buf = [0u8; 4096];
+        while !stop.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+            let Ok((n, client)) = front.recv_from(&mut buf) else {
+                continue;
+            };
+            if buf[..n].windows(dropped.len()).any(|w| w == dropped) {
+                continue;
+            }
+            back.send_to(&buf[..n], server).unwrap();
+            if let Ok((m, _)) = back.recv_from(&mut buf) {
+                front.send_to(&buf[..m], client).unwrap();
+            }
+        }
+    });
+    (addr, relay)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_srv_query_that_became_unnecessary_is_shown_as_not_needed() {
+    // NAPTR names only UDP; the pipelined _sip._tcp query is never answered
+    // (the relay drops it), so when the _sip._udp answer completes the SRV
+    // stage it is abandoned as not needed, not left looking unanswered.
+    // Nobody on this UDP port: the attempt fails at once (ICMP).
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let body = format!(
+        "{}{}{}",
+        common::naptr(10, "SIP+D2U", "_sip._udp"),
+        common::srv("_sip._udp", port, "sip1"),
+        "sip1 IN A 127.0.0.1\n"
+    );
+    let dns = common::serve_zone(&body, "").await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (relay, relay_thread) = dropping_relay(dns.addrs()[0], b"\x04_sip\x04_tcp", stop.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        run(
+            &[
+                "dial",
+                "sip:example.test",
+                "--dns",
+                &relay.to_string(),
+                "--transports",
+                "udp,tcp",
+                "-4",
+                "--deadline",
+                "10000",
+            ],
+            &[],
+        )
+    })
+    .await
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    relay_thread.join().unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "< DNS SRV _sip._tcp.example.test: not needed \
+             (cancelled, a higher-priority answer made it unnecessary)"
+        ),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !stdout.contains("_sip._udp.example.test: not needed"),
+        "{stdout}"
+    );
+    let json: serde_json::Value = {
+        let relay_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (relay, relay_thread) =
+            dropping_relay(dns.addrs()[0], b"\x04_sip\x04_tcp", relay_stop.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            run(
+                &[
+                    "dial",
+                    "sip:example.test",
+                    "--dns",
+                    &relay.to_string(),
+                    "--transports",
+                    "udp,tcp",
+                    "-4",
+                    "--json",
+                ],
+                &[],
+            )
+        })
+        .await
+        .unwrap();
+        relay_stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        relay_thread.join().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let tcp = json["dns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "_sip._tcp.example.test")
+        .unwrap();
+    assert_eq!(tcp["abandoned"], "not-needed", "{tcp}");
+    assert!(tcp["answered_ms"].is_null());
+}
