@@ -217,6 +217,14 @@ pub enum HistoryEntry {
         /// How long before the dial it failed, when known.
         failed_ago_ms: Option<f64>,
     },
+    /// The family went first on its host: the preferred family's path
+    /// there failed recently.
+    PreferredFailed {
+        /// The family that failed (tried after this one).
+        failed_family: Family,
+        /// How long before the dial it failed, when known.
+        failed_ago_ms: Option<f64>,
+    },
     /// The family went first on its host: its RTT is lower by more than
     /// the leeway.
     FasterFamily {
@@ -227,10 +235,15 @@ pub enum HistoryEntry {
     },
 }
 
-impl From<HistoryNote> for HistoryEntry {
-    fn from(note: HistoryNote) -> HistoryEntry {
+impl HistoryEntry {
+    /// History's note on an attempt of `family`, for the report.
+    fn of(note: HistoryNote, family: Family) -> HistoryEntry {
         match note {
             HistoryNote::FailedRecently { ago } => HistoryEntry::FailedRecently {
+                failed_ago_ms: ago.map(millis),
+            },
+            HistoryNote::PreferredFailed { ago } => HistoryEntry::PreferredFailed {
+                failed_family: family.other(),
                 failed_ago_ms: ago.map(millis),
             },
             HistoryNote::FasterFamily { ours, theirs } => HistoryEntry::FasterFamily {
@@ -338,6 +351,7 @@ pub enum DialResult {
 ///                   | "doubtful-path" | "suspect-family", "history_rtt_ms" (history-rtt only),
 ///                   "attempt_delay_clamped": "min" | "max" (only when clamped),
 ///                   "history": { "kind": "failed-recently", "failed_ago_ms" }
+///                            | { "kind": "preferred-failed", "failed_family", "failed_ago_ms" }
 ///                            | { "kind": "faster-family", "rtt_ms", "other_rtt_ms" } (only when it
 ///                              changed the order),
 ///                   "transport_up_ms", "ended_ms", "outcome", "error_class", "detail",
@@ -391,6 +405,11 @@ pub struct Report {
     /// ignores); absent when there are none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The race ran one attempt at a time (the next only after a failure),
+    /// so no attempt delay was in force (for the timeline; the JSON has
+    /// `config.staggered`).
+    #[serde(skip)]
+    pub one_at_a_time: bool,
 }
 
 /// An address answer as handed to the race.
@@ -428,6 +447,7 @@ impl Report {
             attempts: Vec::new(),
             winner: None,
             notes: Vec::new(),
+            one_at_a_time: false,
         }
     }
 
@@ -460,6 +480,7 @@ impl Report {
             .map(|a| address_entry(a, since))
             .collect();
         report.set_attempts(machine.race().attempts(), started);
+        report.one_at_a_time = !machine.race().config().staggered;
         let deadline = machine.race().config().deadline;
         let (result, reason) = match machine.outcome() {
             Some(Outcome::Won { id, .. }) => {
@@ -543,7 +564,9 @@ impl Report {
                         _ => None,
                     },
                     attempt_delay_clamped: r.delay_clamped,
-                    history: r.history_note.map(HistoryEntry::from),
+                    history: r
+                        .history_note
+                        .map(|n| HistoryEntry::of(n, r.endpoint.family())),
                     transport_up_ms: r.transport_up.map(at),
                     ended_ms: r.ended.map(at),
                     outcome,
@@ -678,14 +701,18 @@ impl Report {
                 a.started_ms,
                 LineKey::AttemptStarted(a.id),
                 format!(
-                    "* attempt #{} {} {} {} ({}, rank {}) started; next attempt after {}",
+                    "* attempt #{} {} {} {} ({}, rank {}) started; {}",
                     a.id,
                     a.family,
                     a.transport,
                     a.addr,
                     a.host,
                     a.rank,
-                    a.delay_text()
+                    if self.one_at_a_time {
+                        "one at a time: the next only after it fails".to_string()
+                    } else {
+                        format!("next attempt after {}", a.delay_text())
+                    }
                 ),
             );
             if let Some(note) = &a.history {
@@ -848,6 +875,19 @@ impl AttemptEntry {
                 failed_ago_ms: None,
             } => {
                 format!("{path} failed recently: tried last")
+            }
+            HistoryEntry::PreferredFailed {
+                failed_family,
+                failed_ago_ms,
+            } => {
+                let when = match failed_ago_ms {
+                    Some(ago) => format!("{:.0} s ago", ago / 1000.0),
+                    None => "recently".to_string(),
+                };
+                format!(
+                    "{} first: {failed_family}/{} to {} failed {when}, tried last",
+                    self.family, self.transport, self.host
+                )
             }
             HistoryEntry::FasterFamily {
                 rtt_ms,

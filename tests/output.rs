@@ -362,6 +362,14 @@ fn clamped_flags_and_an_ignored_history_file_are_said_once_at_the_start() {
     let summary = stdout.lines().find(|l| l.starts_with("*   #1 ")).unwrap();
     assert_eq!(summary.matches("127.0.0.1:").count(), 1, "{summary}");
 
+    // A strategy that tries one address at a time has no delay in force.
+    let out = run(&["dial", &refused, "--strategy", "sequential"], &[]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("started; one at a time: the next only after it fails"),
+        "{stdout}"
+    );
+
     let dir = std::env::temp_dir().join(format!("siprace-ignored-{}", std::process::id()));
     let out = run(
         &[
@@ -507,4 +515,48 @@ async fn a_pipelined_srv_query_that_became_unnecessary_is_shown_as_not_needed() 
         .unwrap();
     assert_eq!(tcp["abandoned"], "not-needed", "{tcp}");
     assert!(tcp["answered_ms"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_says_why_the_other_family_went_first() {
+    // sip1 has ::1 and 127.0.0.1; only 127.0.0.1 listens (TCP), so IPv6 is
+    // refused and IPv4 wins. The next dial tries IPv4 first and says why.
+    let dns = common::serve_zone(common::SIP1_LOOPBACK, "").await;
+    let server = dns.addrs()[0].to_string();
+    let (peer, _) = tcp_peer();
+    let port = peer.local_addr().unwrap().port();
+    let dir = std::env::temp_dir().join(format!("siprace-prefer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let history = dir.join("history.json").to_str().unwrap().to_string();
+    let target = format!("sip:sip1.example.test:{port};transport=tcp");
+    let dial = move || {
+        let (server, history, target) = (server.clone(), history.clone(), target.clone());
+        move || {
+            run(
+                &[
+                    "dial",
+                    &target,
+                    "--dns",
+                    &server,
+                    "--history-file",
+                    &history,
+                ],
+                &[],
+            )
+        }
+    };
+    let first = tokio::task::spawn_blocking(dial()).await.unwrap();
+    let first_text = text(&first.stdout);
+    assert_eq!(first.status.code(), Some(0), "{first_text}");
+    assert!(first_text.contains("* attempt #1 ipv6 tcp"), "{first_text}");
+    let second = tokio::task::spawn_blocking(dial()).await.unwrap();
+    let stdout = text(&second.stdout);
+    assert_eq!(second.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("* attempt #1 ipv4 tcp"), "{stdout}");
+    assert!(
+        stdout.contains("* history: ipv4 first: ipv6/tcp to sip1.example.test failed ")
+            && stdout.contains(" s ago, tried last"),
+        "{stdout}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

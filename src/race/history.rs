@@ -245,6 +245,22 @@ impl HistoryView {
         self.failed_ago.get(&PathKey::of(e)).copied()
     }
 
+    /// [`HistoryView::failed_ago`] of the path of `host`, `family` and
+    /// `transport`.
+    pub fn failed_ago_of_path(
+        &self,
+        host: &str,
+        family: Family,
+        transport: Transport,
+    ) -> Option<Duration> {
+        let key = PathKey {
+            host: host.to_string(),
+            family,
+            transport,
+        };
+        self.failed_ago.get(&key).copied()
+    }
+
     /// Records that the path `e` is on last failed `ago` before the view.
     pub fn set_failed_ago(&mut self, e: &Endpoint, ago: Duration) {
         self.failed_ago.insert(PathKey::of(e), ago);

@@ -373,6 +373,13 @@ pub enum HistoryNote {
         ago: Option<Duration>,
     },
     /// Its family went first on its host although it is not the preferred
+    /// one: the preferred family's path there failed within the failure
+    /// memory (`ago` before the dial, when known).
+    PreferredFailed {
+        /// How long before the dial the preferred family's path failed.
+        ago: Option<Duration>,
+    },
+    /// Its family went first on its host although it is not the preferred
     /// one: its RTT is lower than the other family's by more than the
     /// leeway ([`history::RTT_LEEWAY`]).
     FasterFamily {
@@ -831,15 +838,22 @@ impl Race {
         }
         let family = endpoint.family();
         let other = family.other();
+        let theirs = self
+            .history
+            .verdict_of_path(&endpoint.host, other, endpoint.transport);
         match self.history.verdict(endpoint) {
             PathVerdict::Failed => Some(HistoryNote::FailedRecently {
                 ago: self.history.failed_ago(endpoint),
             }),
+            _ if family != self.cfg.preferred_family && theirs == PathVerdict::Failed => {
+                Some(HistoryNote::PreferredFailed {
+                    ago: self
+                        .history
+                        .failed_ago_of_path(&endpoint.host, other, endpoint.transport),
+                })
+            }
             PathVerdict::Worked { rtt: ours } if family != self.cfg.preferred_family => {
-                match self
-                    .history
-                    .verdict_of_path(&endpoint.host, other, endpoint.transport)
-                {
+                match theirs {
                     PathVerdict::Worked { rtt: theirs }
                         if ours.srtt.saturating_add(history::RTT_LEEWAY) < theirs.srtt =>
                     {

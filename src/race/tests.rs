@@ -1010,7 +1010,14 @@ fn each_attempt_says_where_its_delay_came_from_and_what_history_changed() {
     let rtt20 = RttEstimate::of(ms(20));
     assert_eq!(
         explained(&s.race, 1),
-        (ms(60), DelaySource::HistoryRtt(rtt20), None, None)
+        (
+            ms(60),
+            DelaySource::HistoryRtt(rtt20),
+            None,
+            Some(HistoryNote::PreferredFailed {
+                ago: Some(ms(12_000))
+            })
+        )
     );
     assert_eq!(
         explained(&s.race, 2),
