@@ -870,7 +870,7 @@ impl AttemptEntry {
         match note {
             HistoryEntry::FailedRecently {
                 failed_ago_ms: Some(ago),
-            } => format!("{path} failed {:.0} s ago: tried last", ago / 1000.0),
+            } => format!("{path} failed {}: tried last", ago_text(*ago)),
             HistoryEntry::FailedRecently {
                 failed_ago_ms: None,
             } => {
@@ -880,10 +880,7 @@ impl AttemptEntry {
                 failed_family,
                 failed_ago_ms,
             } => {
-                let when = match failed_ago_ms {
-                    Some(ago) => format!("{:.0} s ago", ago / 1000.0),
-                    None => "recently".to_string(),
-                };
+                let when = failed_ago_ms.map_or_else(|| "recently".to_string(), ago_text);
                 format!(
                     "{} first: {failed_family}/{} to {} failed {when}, tried last",
                     self.family, self.transport, self.host
@@ -897,6 +894,16 @@ impl AttemptEntry {
                 self.family, self.host
             ),
         }
+    }
+}
+
+/// How long ago, in words: "0.8 s ago" below 10 s, "12 s ago" after.
+fn ago_text(ms: f64) -> String {
+    let s = ms / 1000.0;
+    if s < 10.0 {
+        format!("{s:.1} s ago")
+    } else {
+        format!("{s:.0} s ago")
     }
 }
 

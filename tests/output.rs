@@ -428,6 +428,35 @@ fn dropping_relay(
     (addr, relay)
 }
 
+/// `siprace dial sip:example.test` over UDP or TCP, IPv4 only, with `extra`
+/// flags, asking `server` through a relay that drops the `_sip._tcp` query.
+async fn dial_dropping_tcp_srv(server: std::net::SocketAddr, extra: &[&str]) -> Output {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (relay, relay_thread) = dropping_relay(server, b"\x04_sip\x04_tcp", stop.clone());
+    let mut args: Vec<String> = [
+        "dial",
+        "sip:example.test",
+        "--dns",
+        &relay.to_string(),
+        "--transports",
+        "udp,tcp",
+        "-4",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&args, &[])
+    })
+    .await
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    relay_thread.join().unwrap();
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipelined_srv_query_that_became_unnecessary_is_shown_as_not_needed() {
     // NAPTR names only UDP; the pipelined _sip._tcp query is never answered
@@ -446,28 +475,7 @@ async fn a_pipelined_srv_query_that_became_unnecessary_is_shown_as_not_needed() 
         "sip1 IN A 127.0.0.1\n"
     );
     let dns = common::serve_zone(&body, "").await;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (relay, relay_thread) = dropping_relay(dns.addrs()[0], b"\x04_sip\x04_tcp", stop.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        run(
-            &[
-                "dial",
-                "sip:example.test",
-                "--dns",
-                &relay.to_string(),
-                "--transports",
-                "udp,tcp",
-                "-4",
-                "--deadline",
-                "10000",
-            ],
-            &[],
-        )
-    })
-    .await
-    .unwrap();
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    relay_thread.join().unwrap();
+    let out = dial_dropping_tcp_srv(dns.addrs()[0], &["--deadline", "10000"]).await;
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
@@ -482,31 +490,8 @@ async fn a_pipelined_srv_query_that_became_unnecessary_is_shown_as_not_needed() 
         !stdout.contains("_sip._udp.example.test: not needed"),
         "{stdout}"
     );
-    let json: serde_json::Value = {
-        let relay_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (relay, relay_thread) =
-            dropping_relay(dns.addrs()[0], b"\x04_sip\x04_tcp", relay_stop.clone());
-        let out = tokio::task::spawn_blocking(move || {
-            run(
-                &[
-                    "dial",
-                    "sip:example.test",
-                    "--dns",
-                    &relay.to_string(),
-                    "--transports",
-                    "udp,tcp",
-                    "-4",
-                    "--json",
-                ],
-                &[],
-            )
-        })
-        .await
-        .unwrap();
-        relay_stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        relay_thread.join().unwrap();
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
+    let out = dial_dropping_tcp_srv(dns.addrs()[0], &["--json"]).await;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let tcp = json["dns"]
         .as_array()
         .unwrap()
