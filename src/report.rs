@@ -970,6 +970,98 @@ mod tests {
         assert_eq!(terminal_safe("\t\0\u{85}\u{2028}"), r"\t\x00\u{85}\u{2028}");
     }
 
+    /// An attempt entry of `outcome` with `class` (the error class or the
+    /// cancel reason) and `detail`.
+    fn entry(id: u32, outcome: &'static str, class: &str, detail: Option<&str>) -> AttemptEntry {
+        AttemptEntry {
+            id,
+            family: Family::V4,
+            transport: Transport::Tcp,
+            addr: format!("192.0.2.{id}:5060").parse().unwrap(),
+            host: "sip.example.test".into(),
+            rank: 0,
+            started_ms: 0.0,
+            attempt_delay_ms: 100.0,
+            attempt_delay_source: "configured",
+            history_rtt_ms: None,
+            attempt_delay_clamped: None,
+            history: None,
+            transport_up_ms: None,
+            ended_ms: Some(1.0),
+            outcome,
+            error_class: (!class.is_empty()).then(|| class.to_string()),
+            detail: detail.map(str::to_string),
+            response: None,
+        }
+    }
+
+    #[test]
+    fn abandoned_counts_only_attempts_cancelled_by_the_win() {
+        let mut r = Report::new("sip:sip.example.test".into(), "siprace".into());
+        r.attempts = vec![
+            entry(
+                1,
+                "failed",
+                "refused",
+                Some("connect 192.0.2.1:5060: refused"),
+            ),
+            entry(2, "cancelled", "lost-race", None),
+            entry(3, "won", "", None),
+        ];
+        r.result = DialResult::Connected;
+        r.winner = Some(3);
+        assert_eq!(r.abandoned_attempts(), 1);
+        assert_eq!(r.failed_attempts(), 1);
+        assert!(
+            r.render()
+                .contains("in 0.0 ms; 1 failed, 1 other attempt(s) abandoned"),
+            "{}",
+            r.render()
+        );
+    }
+
+    #[test]
+    fn the_failure_summary_names_each_address_once() {
+        let mut r = Report::new("sip:sip.example.test".into(), "siprace".into());
+        r.attempts = vec![
+            entry(
+                1,
+                "failed",
+                "refused",
+                Some("connect 192.0.2.1:5060: refused"),
+            ),
+            entry(
+                2,
+                "failed",
+                "timeout",
+                Some("192.0.2.2:5060: no response (after 7 request(s))"),
+            ),
+            entry(
+                3,
+                "failed",
+                "reset",
+                Some("read from 192.0.2.3:5060: reset"),
+            ),
+            entry(4, "cancelled", "deadline", None),
+        ];
+        r.reason = Some("deadline of 32000 ms passed".into());
+        let summary = r.summary_lines();
+        assert_eq!(
+            summary[1..],
+            [
+                "*   #1 ipv4 tcp 192.0.2.1:5060 refused: connect: refused",
+                "*   #2 ipv4 tcp 192.0.2.2:5060 timeout: no response (after 7 request(s))",
+                "*   #3 ipv4 tcp 192.0.2.3:5060 reset: read: reset",
+                "*   #4 ipv4 tcp 192.0.2.4:5060 deadline",
+            ]
+        );
+        assert_eq!(
+            r.abandoned_attempts(),
+            0,
+            "nothing won, nothing lost a race"
+        );
+    }
+
     #[test]
     fn rfc3339_utc_has_milliseconds_and_a_z() {
         let at = UNIX_EPOCH + Duration::from_millis(1_796_201_568_123);
