@@ -545,3 +545,66 @@ async fn history_says_why_the_other_family_went_first() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_says_when_the_faster_family_goes_first() {
+    // Both loopbacks listen; the history file (written by a first dial,
+    // then given RTTs: IPv6 40 ms, IPv4 3 ms) makes IPv4 go first.
+    let dns = common::serve_zone(common::SIP1_LOOPBACK, "").await;
+    let server = dns.addrs()[0].to_string();
+    let port = common::free_port_on_both();
+    let _v6 = TcpListener::bind(("::1", port)).unwrap();
+    let _v4 = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let dir = std::env::temp_dir().join(format!("siprace-faster-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let history = dir.join("history.json");
+    let target = format!("sip:sip1.example.test:{port};transport=tcp");
+    let args = [
+        "dial".to_string(),
+        target,
+        "--dns".to_string(),
+        server,
+        "--history-file".to_string(),
+        history.to_str().unwrap().to_string(),
+    ];
+    let dial = |args: [String; 6]| async move {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&args, &[])
+        })
+        .await
+        .unwrap()
+    };
+    let first = dial(args.clone()).await;
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stdout));
+    let mut saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&history).unwrap()).unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let path = |family: &str, srtt_us: u64| {
+        serde_json::json!({
+            "host": "sip1.example.test", "family": family, "transport": "tcp",
+            "srtt_us": srtt_us, "rttvar_us": 500, "worked_ms": now_ms,
+            "failed_ms": null, "last_failed": false
+        })
+    };
+    saved["networks"][0]["paths"] = serde_json::json!([path("ipv6", 40_000), path("ipv4", 3_000)]);
+    std::fs::write(&history, serde_json::to_vec(&saved).unwrap()).unwrap();
+    let second = dial(args).await;
+    let stdout = text(&second.stdout);
+    assert_eq!(second.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("* attempt #1 ipv4 tcp"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "* history: ipv4 preferred on sip1.example.test: history RTT 3.0 ms vs 40.0 ms"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("started; next attempt after 28.0 ms (history RTT 3.0 ms + margin)"),
+        "{stdout}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
