@@ -2,7 +2,7 @@
 //! in the words of the command line), and the command's run: one dial, its
 //! report on stdout, an exit status that says how it ended.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -254,6 +254,7 @@ pub async fn run(args: DialArgs, color: ColorChoice) -> ExitCode {
             &dialer.config().strategy.to_string(),
             notes.clone(),
         )
+        .on_terminal(std::io::stdout().is_terminal())
     });
     // Ctrl-C stops the dial: dropping its future aborts its attempts and
     // queries and closes their sockets. The handler is in place before the

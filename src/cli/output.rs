@@ -103,6 +103,9 @@ pub struct LiveTimeline<W: std::io::Write> {
     /// Attempts started so far, and how many failed.
     attempts: usize,
     failed: usize,
+    /// `out` is a terminal: the line after Ctrl-C starts on a line of its
+    /// own (the terminal has echoed "^C" where the cursor was).
+    on_terminal: bool,
 }
 
 impl<W: std::io::Write> LiveTimeline<W> {
@@ -120,7 +123,14 @@ impl<W: std::io::Write> LiveTimeline<W> {
             started: None,
             attempts: 0,
             failed: 0,
+            on_terminal: false,
         }
+    }
+
+    /// Says that `out` is a terminal (see [`LiveTimeline::interrupted`]).
+    pub fn on_terminal(mut self, yes: bool) -> Self {
+        self.on_terminal = yes;
+        self
     }
 
     /// Prints the header (once) and the events of `report` not printed yet.
@@ -185,7 +195,8 @@ impl<W: std::io::Write> LiveTimeline<W> {
             n => format!(" ({n} failed)"),
         };
         let line = format!(
-            "* interrupted after {:.3} s: {attempts}{failed}, none answered\n",
+            "{}* interrupted after {:.3} s: {attempts}{failed}, none answered\n",
+            if self.on_terminal { "\n" } else { "" },
             elapsed.as_secs_f64()
         );
         self.write(&line);
