@@ -237,7 +237,9 @@ impl Dialer {
 
     /// [`Dialer::dial_target`], telling `observer` of each step as it
     /// happens (see [`DialObserver`]). Dropping the returned future stops
-    /// the dial: its attempts and queries are aborted with their sockets.
+    /// the dial (`siprace dial` does on Ctrl-C): its attempt and lookup
+    /// tasks are aborted, and the runtime closes their sockets as it drops
+    /// them; nothing is learnt from a dial stopped this way.
     pub async fn dial_observed(
         &self,
         target: &Target,
