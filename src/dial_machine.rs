@@ -125,7 +125,7 @@ impl DialMachine {
         let mut out = Vec::new();
         let located = self.location.start(now);
         self.follow_location(now, located, &mut out);
-        self.close(&mut out);
+        self.close(now, &mut out);
         out
     }
 
@@ -158,7 +158,7 @@ impl DialMachine {
             Input::Failed(id, err) => self.step_race(now, race::Input::Failed(id, err), &mut out),
             Input::DnsUnavailable(e) => self.outcome = Some(Outcome::LocationFailed(e)),
         }
-        self.close(&mut out);
+        self.close(now, &mut out);
         out
     }
 
@@ -235,10 +235,15 @@ impl DialMachine {
 
     /// Ends a step: once the dial is decided, every query still in flight
     /// is abandoned and Done given; otherwise the next wake-up.
-    fn close(&mut self, out: &mut Vec<Action>) {
+    fn close(&mut self, now: Instant, out: &mut Vec<Action>) {
         match &self.outcome {
             Some(outcome) => {
-                out.extend(self.location.stop().into_iter().map(Action::AbandonQuery));
+                out.extend(
+                    self.location
+                        .stop(now)
+                        .into_iter()
+                        .map(Action::AbandonQuery),
+                );
                 out.push(Action::Done(outcome.clone()));
             }
             None => {

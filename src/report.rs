@@ -13,8 +13,11 @@ use serde::Serialize;
 use crate::connect::ProbeResponse;
 use crate::dial_machine::{DialMachine, Outcome};
 use crate::endpoint::{Family, TargetSpec, Transport};
-use crate::locate::{AddressAnswer, DnsOutcome, QueryRecord};
-use crate::race::{AttemptEnd, AttemptId, AttemptRecord, RaceFailure};
+use crate::locate::{Abandoned, AddressAnswer, DnsOutcome, QueryRecord};
+use crate::race::{
+    AttemptEnd, AttemptId, AttemptRecord, CancelReason, DelayBound, DelaySource, HistoryNote,
+    RaceFailure,
+};
 
 /// Records of one answer printed in the timeline (the JSON lists more).
 const RECORDS_SHOWN: usize = 8;
@@ -117,6 +120,15 @@ pub struct DnsEntry {
     /// query was sent.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub cached: bool,
+    /// Why the dial stopped waiting for this query unanswered (present
+    /// only then): "not-needed" (a pipelined SRV query a higher-priority
+    /// answer made unnecessary), "dial-decided" or "location-failed".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abandoned: Option<Abandoned>,
+    /// When it was abandoned, ms since the dial started (present only with
+    /// `abandoned`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abandoned_ms: Option<f64>,
 }
 
 impl DnsEntry {
@@ -164,6 +176,21 @@ pub struct AttemptEntry {
     /// The Connection Attempt Delay it got (from history or the configured
     /// one): how long it ran alone before the next attempt could start.
     pub attempt_delay_ms: f64,
+    /// Where `attempt_delay_ms` came from: "configured", "history-rtt" (the
+    /// path's smoothed RTT plus a margin, RFC 6298), "doubtful-path" or
+    /// "suspect-family" (both the minimum delay).
+    pub attempt_delay_source: &'static str,
+    /// The path's smoothed RTT from history, when `attempt_delay_source` is
+    /// "history-rtt".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_rtt_ms: Option<f64>,
+    /// The bound the delay was clamped to ("min" or "max"), when the source
+    /// gave one outside the configured bounds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt_delay_clamped: Option<DelayBound>,
+    /// What history changed about this attempt's place in the order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<HistoryEntry>,
     /// When the transport was up (TCP connected) if later steps followed.
     pub transport_up_ms: Option<f64>,
     /// When it ended (won, failed or cancelled), ms since the dial started;
@@ -179,6 +206,52 @@ pub struct AttemptEntry {
     /// The SIP response that proved reachability (probe dials); null
     /// otherwise.
     pub response: Option<ResponseEntry>,
+}
+
+/// What history changed about an attempt's place (see [`HistoryNote`]).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum HistoryEntry {
+    /// The path failed recently: tried after the others.
+    FailedRecently {
+        /// How long before the dial it failed, when known.
+        failed_ago_ms: Option<f64>,
+    },
+    /// The family went first on its host: the preferred family's path
+    /// there failed recently.
+    PreferredFailed {
+        /// The family that failed (tried after this one).
+        failed_family: Family,
+        /// How long before the dial it failed, when known.
+        failed_ago_ms: Option<f64>,
+    },
+    /// The family went first on its host: its RTT is lower by more than
+    /// the leeway.
+    FasterFamily {
+        /// This path's smoothed RTT.
+        rtt_ms: f64,
+        /// The other family's smoothed RTT.
+        other_rtt_ms: f64,
+    },
+}
+
+impl HistoryEntry {
+    /// History's note on an attempt of `family`, for the report.
+    fn of(note: HistoryNote, family: Family) -> HistoryEntry {
+        match note {
+            HistoryNote::FailedRecently { ago } => HistoryEntry::FailedRecently {
+                failed_ago_ms: ago.map(millis),
+            },
+            HistoryNote::PreferredFailed { ago } => HistoryEntry::PreferredFailed {
+                failed_family: family.other(),
+                failed_ago_ms: ago.map(millis),
+            },
+            HistoryNote::FasterFamily { ours, theirs } => HistoryEntry::FasterFamily {
+                rtt_ms: millis(ours),
+                other_rtt_ms: millis(theirs),
+            },
+        }
+    }
 }
 
 /// The SIP response to an attempt's OPTIONS probe.
@@ -269,12 +342,22 @@ pub enum DialResult {
 ///              "outcome": null (never answered) | "records" | "no-records" | "nxdomain"
 ///                         | "servfail" | "timeout" | "error",
 ///              "records": [ zone-file text of the first records | the error's detail ],
-///              "records_total", "cached": true (only when answered from the cache) } ],
+///              "records_total", "cached": true (only when answered from the cache),
+///              "abandoned": "not-needed" | "dial-decided" | "location-failed",
+///              "abandoned_ms" (both only when abandoned unanswered) } ],
 ///   "addresses": [ { "host", "family", "at_ms", "addrs": [..] } ],
 ///   "attempts": [ { "id", "family", "transport", "addr", "host", "rank", "started_ms",
-///                   "attempt_delay_ms", "transport_up_ms", "ended_ms", "outcome", "error_class", "detail",
+///                   "attempt_delay_ms", "attempt_delay_source": "configured" | "history-rtt"
+///                   | "doubtful-path" | "suspect-family", "history_rtt_ms" (history-rtt only),
+///                   "attempt_delay_clamped": "min" | "max" (only when clamped),
+///                   "history": { "kind": "failed-recently", "failed_ago_ms" }
+///                            | { "kind": "preferred-failed", "failed_family", "failed_ago_ms" }
+///                            | { "kind": "faster-family", "rtt_ms", "other_rtt_ms" } (only when it
+///                              changed the order),
+///                   "transport_up_ms", "ended_ms", "outcome", "error_class", "detail",
 ///                   "response": null | { "status", "reason", "rtt_ms" } } ],
-///   "winner": null | <attempt id> }
+///   "winner": null | <attempt id>,
+///   "notes": [ "setup notes said at the start" ] (only when there are some) }
 /// ```
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -317,6 +400,16 @@ pub struct Report {
     pub attempts: Vec<AttemptEntry>,
     /// The `id` of the attempt that won; null when none did.
     pub winner: Option<u32>,
+    /// Notes about how the dial was set up, said once at its start (e.g. a
+    /// flag value clamped into its bounds, a history file a strategy
+    /// ignores); absent when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// The race ran one attempt at a time (the next only after a failure),
+    /// so no attempt delay was in force (for the timeline; the JSON has
+    /// `config.staggered`).
+    #[serde(skip)]
+    pub one_at_a_time: bool,
 }
 
 /// An address answer as handed to the race.
@@ -353,6 +446,8 @@ impl Report {
             addresses: Vec::new(),
             attempts: Vec::new(),
             winner: None,
+            notes: Vec::new(),
+            one_at_a_time: false,
         }
     }
 
@@ -385,6 +480,7 @@ impl Report {
             .map(|a| address_entry(a, since))
             .collect();
         report.set_attempts(machine.race().attempts(), started);
+        report.one_at_a_time = !machine.race().config().staggered;
         let deadline = machine.race().config().deadline;
         let (result, reason) = match machine.outcome() {
             Some(Outcome::Won { id, .. }) => {
@@ -462,6 +558,15 @@ impl Report {
                     rank: r.endpoint.rank,
                     started_ms: at(r.started),
                     attempt_delay_ms: millis(r.delay),
+                    attempt_delay_source: r.delay_source.as_str(),
+                    history_rtt_ms: match r.delay_source {
+                        DelaySource::HistoryRtt(rtt) => Some(millis(rtt.srtt)),
+                        _ => None,
+                    },
+                    attempt_delay_clamped: r.delay_clamped,
+                    history: r
+                        .history_note
+                        .map(|n| HistoryEntry::of(n, r.endpoint.family())),
                     transport_up_ms: r.transport_up.map(at),
                     ended_ms: r.ended.map(at),
                     outcome,
@@ -473,9 +578,24 @@ impl Report {
             .collect();
     }
 
-    /// Attempts that did not win (started and then failed or were cancelled).
+    /// Attempts cancelled because another won (failed ones are not
+    /// counted: they ended on their own).
     pub fn abandoned_attempts(&self) -> usize {
-        self.attempts.iter().filter(|a| a.outcome != "won").count()
+        self.attempts
+            .iter()
+            .filter(|a| {
+                a.outcome == "cancelled"
+                    && a.error_class.as_deref() == Some(CancelReason::LostRace.as_str())
+            })
+            .count()
+    }
+
+    /// Attempts that failed on their own.
+    pub fn failed_attempts(&self) -> usize {
+        self.attempts
+            .iter()
+            .filter(|a| a.outcome == "failed")
+            .count()
     }
 
     /// The attempt that won, if any (the entry `winner` names).
@@ -484,79 +604,134 @@ impl Report {
             .and_then(|id| self.attempts.iter().find(|a| a.id == id))
     }
 
-    /// The human-readable timeline. Every line passes through
-    /// [`terminal_safe`] as it is written, so text from peers and DNS (reason
-    /// phrases, NAPTR fields, host names, error details) cannot move the
-    /// cursor, clear the screen or start a line of its own; the JSON form
-    /// keeps the exact values.
+    /// The human-readable timeline: the header, every event in time order,
+    /// the summary. Every line passes through [`terminal_safe`] as it is
+    /// written, so text from peers and DNS (reason phrases, NAPTR fields,
+    /// host names, error details) cannot move the cursor, clear the screen
+    /// or start a line of its own; the JSON form keeps the exact values.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let mut line = |text: String| {
+        let events = self.timeline().iter().map(TimelineLine::render).collect();
+        for text in [self.header_lines(), events, self.summary_lines()].concat() {
             out.push_str(&terminal_safe(&text));
             out.push('\n');
-        };
-        line(format!(
+        }
+        out
+    }
+
+    /// The lines before the events: what is dialed, and the setup notes.
+    pub fn header_lines(&self) -> Vec<String> {
+        let mut lines = vec![format!(
             "* dialing {} (strategy {})",
             self.target, self.strategy
-        ));
-        // Merge everything into one time-ordered list of lines.
-        let mut lines: Vec<(f64, String)> = Vec::new();
-        for q in &self.dns {
-            lines.push((q.sent_ms, format!("> DNS {} {}?", q.rtype, q.name)));
-            if let Some(at) = q.answered_ms {
-                let outcome = q.outcome.as_deref().unwrap_or("?");
-                let took = at - q.sent_ms;
-                let cached = if q.cached { " (cached)" } else { "" };
-                if q.records.is_empty() || outcome != "records" {
-                    let detail = q
-                        .records
-                        .first()
-                        .map(|d| format!(" ({d})"))
-                        .unwrap_or_default();
-                    lines.push((
-                        at,
-                        format!(
-                            "< DNS {} {}: {outcome}{detail} in {took:.1} ms{cached}",
-                            q.rtype, q.name
-                        ),
-                    ));
-                } else {
-                    lines.push((
-                        at,
-                        format!(
-                            "< DNS {} {}: {} in {took:.1} ms{cached}",
-                            q.rtype,
-                            q.name,
-                            q.count_text()
-                        ),
-                    ));
-                    let shown = q.records.len().min(RECORDS_SHOWN);
-                    for r in &q.records[..shown] {
-                        lines.push((at, format!(";;   {r}")));
-                    }
-                    if let Some(more) = q.more_text(shown) {
-                        lines.push((at, format!(";;   {more}")));
-                    }
-                }
+        )];
+        lines.extend(self.notes.iter().map(|n| format!("* note: {n}")));
+        lines
+    }
+
+    /// The events of the dial (DNS queries and answers, attempts, their
+    /// milestones and ends) in time order. Each line's [`LineKey`] names
+    /// the event, so a report of the same dial taken later (it only grows)
+    /// has the same key for it: a live view prints each event once.
+    pub fn timeline(&self) -> Vec<TimelineLine> {
+        let mut lines = Vec::new();
+        let mut push =
+            |at_ms: f64, key: LineKey, text: String| lines.push(TimelineLine { at_ms, key, text });
+        for (i, q) in self.dns.iter().enumerate() {
+            push(
+                q.sent_ms,
+                LineKey::DnsSent(i),
+                format!("> DNS {} {}?", q.rtype, q.name),
+            );
+            if let (Some(why), Some(at)) = (q.abandoned, q.abandoned_ms) {
+                push(
+                    at,
+                    LineKey::DnsAnswer(i, 0),
+                    format!(
+                        "< DNS {} {}: not needed ({}) after {:.1} ms",
+                        q.rtype,
+                        q.name,
+                        why.explain(),
+                        at - q.sent_ms
+                    ),
+                );
+            }
+            let Some(at) = q.answered_ms else {
+                continue;
+            };
+            let outcome = q.outcome.as_deref().unwrap_or("?");
+            let took = at - q.sent_ms;
+            let cached = if q.cached { " (cached)" } else { "" };
+            if q.records.is_empty() || outcome != "records" {
+                let detail = q
+                    .records
+                    .first()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default();
+                push(
+                    at,
+                    LineKey::DnsAnswer(i, 0),
+                    format!(
+                        "< DNS {} {}: {outcome}{detail} in {took:.1} ms{cached}",
+                        q.rtype, q.name
+                    ),
+                );
+                continue;
+            }
+            push(
+                at,
+                LineKey::DnsAnswer(i, 0),
+                format!(
+                    "< DNS {} {}: {} in {took:.1} ms{cached}",
+                    q.rtype,
+                    q.name,
+                    q.count_text()
+                ),
+            );
+            let shown = q.records.len().min(RECORDS_SHOWN);
+            for (n, r) in q.records[..shown].iter().enumerate() {
+                push(at, LineKey::DnsAnswer(i, n + 1), format!(";;   {r}"));
+            }
+            if let Some(more) = q.more_text(shown) {
+                push(at, LineKey::DnsAnswer(i, shown + 1), format!(";;   {more}"));
             }
         }
         for a in &self.attempts {
-            lines.push((
+            push(
                 a.started_ms,
+                LineKey::AttemptStarted(a.id),
                 format!(
-                    "* attempt #{} {} {} {} ({}, rank {}) started",
-                    a.id, a.family, a.transport, a.addr, a.host, a.rank
+                    "* attempt #{} {} {} {} ({}, rank {}) started; {}",
+                    a.id,
+                    a.family,
+                    a.transport,
+                    a.addr,
+                    a.host,
+                    a.rank,
+                    if self.one_at_a_time {
+                        "one at a time: the next only after it fails".to_string()
+                    } else {
+                        format!("next attempt after {}", a.delay_text())
+                    }
                 ),
-            ));
+            );
+            if let Some(note) = &a.history {
+                push(
+                    a.started_ms,
+                    LineKey::AttemptHistory(a.id),
+                    format!("* history: {}", a.history_text(note)),
+                );
+            }
             if let Some(up) = a.transport_up_ms {
-                lines.push((
+                push(
                     up,
+                    LineKey::AttemptUp(a.id),
                     format!(
                         "* attempt #{} transport up after {:.1} ms",
                         a.id,
                         up - a.started_ms
                     ),
-                ));
+                );
             }
             if let Some(end) = a.ended_ms {
                 let took = end - a.started_ms;
@@ -575,50 +750,176 @@ impl Report {
                     ),
                     _ => format!("cancelled ({})", a.error_class.as_deref().unwrap_or("?")),
                 };
-                lines.push((
+                push(
                     end,
+                    LineKey::AttemptEnded(a.id),
                     format!("* attempt #{} {what} after {took:.1} ms", a.id),
-                ));
+                );
             }
         }
-        lines.sort_by(|a, b| a.0.total_cmp(&b.0));
-        for (at, text) in lines {
-            line(format!("{at:>9.1} ms  {text}"));
-        }
-        match (self.result, self.winner_entry()) {
-            (DialResult::Connected, Some(w)) => {
-                line(format!(
-                    "* winner: #{} {} {} {} ({}) in {:.1} ms; {} other attempt(s) abandoned",
-                    w.id,
-                    w.family,
-                    w.transport,
-                    w.addr,
-                    w.host,
-                    self.total_ms,
-                    self.abandoned_attempts()
-                ));
-            }
-            _ => {
-                line(format!(
-                    "* no connection after {:.1} ms: {}",
-                    self.total_ms,
-                    self.reason.as_deref().unwrap_or("unknown reason")
-                ));
-                for a in self.attempts.iter().filter(|a| a.outcome != "won") {
-                    line(format!(
-                        "*   #{} {} {} {}: {} {}",
-                        a.id,
-                        a.family,
-                        a.transport,
-                        a.addr,
-                        a.error_class.as_deref().unwrap_or(a.outcome),
-                        a.detail.as_deref().unwrap_or("")
-                    ));
-                }
-            }
-        }
-        out
+        // A stable sort: events of the same instant keep the order above.
+        lines.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
+        lines
     }
+
+    /// The lines after the events: the winner, or why there was none with
+    /// each attempt that did not win, named once.
+    pub fn summary_lines(&self) -> Vec<String> {
+        if let (DialResult::Connected, Some(w)) = (self.result, self.winner_entry()) {
+            let failed = match self.failed_attempts() {
+                0 => String::new(),
+                n => format!("{n} failed, "),
+            };
+            return vec![format!(
+                "* winner: #{} {} {} {} ({}) in {:.1} ms; {failed}{} other attempt(s) abandoned",
+                w.id,
+                w.family,
+                w.transport,
+                w.addr,
+                w.host,
+                self.total_ms,
+                self.abandoned_attempts()
+            )];
+        }
+        let mut lines = vec![format!(
+            "* no connection after {:.1} ms: {}",
+            self.total_ms,
+            self.reason.as_deref().unwrap_or("unknown reason")
+        )];
+        for a in self.attempts.iter().filter(|a| a.outcome != "won") {
+            let detail = a
+                .detail
+                .as_deref()
+                .map(|d| format!(": {}", without_address(d, &a.addr)))
+                .unwrap_or_default();
+            lines.push(format!(
+                "*   #{} {} {} {} {}{detail}",
+                a.id,
+                a.family,
+                a.transport,
+                a.addr,
+                a.error_class.as_deref().unwrap_or(a.outcome),
+            ));
+        }
+        lines
+    }
+}
+
+/// Names one event of a dial's timeline (see [`Report::timeline`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LineKey {
+    /// DNS query `n` (0-based, in the order sent) left.
+    DnsSent(usize),
+    /// Line `m` of DNS query `n`'s answer (0: the answer or why none came,
+    /// then its records).
+    DnsAnswer(usize, usize),
+    /// Attempt `id` started.
+    AttemptStarted(u32),
+    /// What history said about attempt `id`.
+    AttemptHistory(u32),
+    /// Attempt `id`'s transport came up.
+    AttemptUp(u32),
+    /// Attempt `id` ended.
+    AttemptEnded(u32),
+}
+
+/// One event line of the timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineLine {
+    /// When it happened, ms since the dial started.
+    pub at_ms: f64,
+    /// Which event it is.
+    pub key: LineKey,
+    /// The event in words (not yet made terminal-safe).
+    pub text: String,
+}
+
+impl TimelineLine {
+    /// The line as the timeline prints it: its time, then its text.
+    pub fn render(&self) -> String {
+        format!("{:>9.1} ms  {}", self.at_ms, self.text)
+    }
+}
+
+impl AttemptEntry {
+    /// The attempt delay in force after this attempt and where it came
+    /// from, e.g. "100.0 ms (configured)".
+    fn delay_text(&self) -> String {
+        let source = match (self.attempt_delay_source, self.history_rtt_ms) {
+            ("history-rtt", Some(rtt)) => format!("history RTT {rtt:.1} ms + margin"),
+            ("doubtful-path", _) => {
+                "minimum: this path failed before and has not worked since".to_string()
+            }
+            ("suspect-family", _) => format!(
+                "minimum: {} failed to several hosts on this network",
+                self.family
+            ),
+            (other, _) => other.to_string(),
+        };
+        let clamped = match self.attempt_delay_clamped {
+            Some(DelayBound::Min) => ", raised to the minimum",
+            Some(DelayBound::Max) => ", capped at the maximum",
+            None => "",
+        };
+        format!("{:.1} ms ({source}{clamped})", self.attempt_delay_ms)
+    }
+
+    /// History's note on this attempt in words.
+    fn history_text(&self, note: &HistoryEntry) -> String {
+        let path = format!("{}/{} to {}", self.family, self.transport, self.host);
+        match note {
+            HistoryEntry::FailedRecently {
+                failed_ago_ms: Some(ago),
+            } => format!("{path} failed {}: tried last", ago_text(*ago)),
+            HistoryEntry::FailedRecently {
+                failed_ago_ms: None,
+            } => {
+                format!("{path} failed recently: tried last")
+            }
+            HistoryEntry::PreferredFailed {
+                failed_family,
+                failed_ago_ms,
+            } => {
+                let when = failed_ago_ms.map_or_else(|| "recently".to_string(), ago_text);
+                format!(
+                    "{} first: {failed_family}/{} to {} failed {when}, tried last",
+                    self.family, self.transport, self.host
+                )
+            }
+            HistoryEntry::FasterFamily {
+                rtt_ms,
+                other_rtt_ms,
+            } => format!(
+                "{} preferred on {}: history RTT {rtt_ms:.1} ms vs {other_rtt_ms:.1} ms",
+                self.family, self.host
+            ),
+        }
+    }
+}
+
+/// How long ago, in words: "0.8 s ago" below 10 s, "12 s ago" after.
+fn ago_text(ms: f64) -> String {
+    let s = ms / 1000.0;
+    if s < 10.0 {
+        format!("{s:.1} s ago")
+    } else {
+        format!("{s:.0} s ago")
+    }
+}
+
+/// An attempt's error detail without its address, which the summary line
+/// already names (e.g. "connect [::1]:5060: refused" becomes "connect:
+/// refused").
+fn without_address(detail: &str, addr: &SocketAddr) -> String {
+    let addr = addr.to_string();
+    let detail = detail
+        .strip_prefix(&format!("{addr}: "))
+        .or_else(|| detail.strip_prefix(&format!("{addr} ")))
+        .unwrap_or(detail);
+    detail
+        .replace(&format!(" to {addr}"), "")
+        .replace(&format!(" from {addr}"), "")
+        .replace(&format!(" {addr}"), "")
 }
 
 /// A query of the timeline as the report shows it: its outcome's label,
@@ -638,6 +939,8 @@ fn dns_entry(q: &QueryRecord, since: impl Fn(Instant) -> f64) -> DnsEntry {
         records,
         records_total,
         cached: false,
+        abandoned: q.abandoned.map(|(_, why)| why),
+        abandoned_ms: q.abandoned.map(|(at, _)| since(at)),
     }
 }
 
@@ -667,6 +970,98 @@ mod tests {
         assert_eq!(terminal_safe("\t\0\u{85}\u{2028}"), r"\t\x00\u{85}\u{2028}");
     }
 
+    /// An attempt entry of `outcome` with `class` (the error class or the
+    /// cancel reason) and `detail`.
+    fn entry(id: u32, outcome: &'static str, class: &str, detail: Option<&str>) -> AttemptEntry {
+        AttemptEntry {
+            id,
+            family: Family::V4,
+            transport: Transport::Tcp,
+            addr: format!("192.0.2.{id}:5060").parse().unwrap(),
+            host: "sip.example.test".into(),
+            rank: 0,
+            started_ms: 0.0,
+            attempt_delay_ms: 100.0,
+            attempt_delay_source: "configured",
+            history_rtt_ms: None,
+            attempt_delay_clamped: None,
+            history: None,
+            transport_up_ms: None,
+            ended_ms: Some(1.0),
+            outcome,
+            error_class: (!class.is_empty()).then(|| class.to_string()),
+            detail: detail.map(str::to_string),
+            response: None,
+        }
+    }
+
+    #[test]
+    fn abandoned_counts_only_attempts_cancelled_by_the_win() {
+        let mut r = Report::new("sip:sip.example.test".into(), "siprace".into());
+        r.attempts = vec![
+            entry(
+                1,
+                "failed",
+                "refused",
+                Some("connect 192.0.2.1:5060: refused"),
+            ),
+            entry(2, "cancelled", "lost-race", None),
+            entry(3, "won", "", None),
+        ];
+        r.result = DialResult::Connected;
+        r.winner = Some(3);
+        assert_eq!(r.abandoned_attempts(), 1);
+        assert_eq!(r.failed_attempts(), 1);
+        assert!(
+            r.render()
+                .contains("in 0.0 ms; 1 failed, 1 other attempt(s) abandoned"),
+            "{}",
+            r.render()
+        );
+    }
+
+    #[test]
+    fn the_failure_summary_names_each_address_once() {
+        let mut r = Report::new("sip:sip.example.test".into(), "siprace".into());
+        r.attempts = vec![
+            entry(
+                1,
+                "failed",
+                "refused",
+                Some("connect 192.0.2.1:5060: refused"),
+            ),
+            entry(
+                2,
+                "failed",
+                "timeout",
+                Some("192.0.2.2:5060: no response (after 7 request(s))"),
+            ),
+            entry(
+                3,
+                "failed",
+                "reset",
+                Some("read from 192.0.2.3:5060: reset"),
+            ),
+            entry(4, "cancelled", "deadline", None),
+        ];
+        r.reason = Some("deadline of 32000 ms passed".into());
+        let summary = r.summary_lines();
+        assert_eq!(
+            summary[1..],
+            [
+                "*   #1 ipv4 tcp 192.0.2.1:5060 refused: connect: refused",
+                "*   #2 ipv4 tcp 192.0.2.2:5060 timeout: no response (after 7 request(s))",
+                "*   #3 ipv4 tcp 192.0.2.3:5060 reset: read: reset",
+                "*   #4 ipv4 tcp 192.0.2.4:5060 deadline",
+            ]
+        );
+        assert_eq!(
+            r.abandoned_attempts(),
+            0,
+            "nothing won, nothing lost a race"
+        );
+    }
+
     #[test]
     fn rfc3339_utc_has_milliseconds_and_a_z() {
         let at = UNIX_EPOCH + Duration::from_millis(1_796_201_568_123);
@@ -692,6 +1087,8 @@ mod tests {
                 records: vec![EVIL.into(); 10],
                 records_total: 40,
                 cached: false,
+                abandoned: None,
+                abandoned_ms: None,
             },
             DnsEntry {
                 name: EVIL.into(),
@@ -702,6 +1099,8 @@ mod tests {
                 records: vec![EVIL.into()],
                 records_total: 0,
                 cached: true,
+                abandoned: Some(Abandoned::NotNeeded),
+                abandoned_ms: Some(0.5),
             },
         ];
         let attempt = |id, outcome| AttemptEntry {
@@ -713,6 +1112,10 @@ mod tests {
             rank: 0,
             started_ms: 1.0,
             attempt_delay_ms: 250.0,
+            attempt_delay_source: "configured",
+            history_rtt_ms: None,
+            attempt_delay_clamped: None,
+            history: None,
             transport_up_ms: Some(1.5),
             ended_ms: Some(2.0),
             outcome,

@@ -132,6 +132,33 @@ async fn a_failed_dial_validates() {
     assert_eq!(report["attempts"][0]["response"], Value::Null);
     assert_eq!(report["config"]["probe"], true);
     assert_eq!(report["config"]["transports"], serde_json::json!(["tcp"]));
+    assert_eq!(report["attempts"][0]["attempt_delay_source"], "configured");
+
+    // The explanations validate too: the second dial of a failed path with
+    // history says it failed recently, and a clamped flag is noted.
+    let history = std::env::temp_dir().join(format!("siprace-schema-{}.json", std::process::id()));
+    let target = format!("sip:127.0.0.1:{port};transport=tcp");
+    let args = [
+        target.as_str(),
+        "--history-file",
+        history.to_str().unwrap(),
+        "--attempt-delay",
+        "5000",
+        "--deadline",
+        "5000",
+    ];
+    let _ = dial_json(&args).await;
+    let (code, report) = dial_json(&args).await;
+    std::fs::remove_file(&history).unwrap();
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(report["attempts"][0]["history"]["kind"], "failed-recently");
+    assert!(report["attempts"][0]["history"]["failed_ago_ms"]
+        .as_f64()
+        .is_some());
+    assert_eq!(
+        report["notes"][0],
+        "--attempt-delay 5000 runs at the 2000 ms maximum (--max-attempt-delay)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

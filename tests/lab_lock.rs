@@ -100,7 +100,12 @@ fn a_second_bench_on_a_lab_in_use_is_refused_naming_the_holder() {
     // Released: free again, and nobody is said to have been taken over
     // (the previous holder is this very process).
     drop(held);
+    assert!(
+        !lock_path(&name).exists(),
+        "the released lock left its file behind"
+    );
     assert_eq!(LabLock::holder(&name).unwrap(), None);
+    assert!(!lock_path(&name).exists(), "a mere check made a lock file");
 }
 
 #[test]
@@ -129,5 +134,10 @@ fn a_lock_left_by_a_dead_process_is_taken_over() {
     assert_eq!(
         recorded,
         format!("{}\nthe lab_lock test\n", std::process::id())
+    );
+    drop(lock);
+    assert!(
+        !lock_path(&name).exists(),
+        "the lock file stayed after release"
     );
 }

@@ -2,7 +2,7 @@
 //! in the words of the command line), and the command's run: one dial, its
 //! report on stdout, an exit status that says how it ended.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,16 +12,21 @@ use clap::Args;
 use super::output::{self, ColorChoice, WriteOut};
 use super::tls::TlsArgs;
 use super::{EXIT_CONNECTED, EXIT_NO_ANSWER, EXIT_RESOLUTION, EXIT_USAGE};
+
+/// The exit status of a dial stopped by Ctrl-C (SIGINT): 128 + 2, as shells
+/// report a process a SIGINT ended.
+const EXIT_INTERRUPTED: u8 = 130;
 use crate::{closed_output, complain};
 use siprace::dialer::{Dial, DialError, Dialer, DialerConfig};
 use siprace::endpoint::{ConfigError, Family, Transport};
 use siprace::race::history::History;
 use siprace::race::strategy::Strategy;
+use siprace::target::Target;
 
 #[derive(Args)]
 #[command(
     after_help = "Exit status: 0 connected, 1 no candidate answered (every reason is listed), \
-2 usage error, 3 resolution failed."
+2 usage error, 3 resolution failed, 130 interrupted (Ctrl-C: what was seen and a one-line summary are printed)."
 )]
 pub struct DialArgs {
     /// sip:/sips: URI or host[:port], e.g. sip:example.test;transport=tcp or [2001:db8::1]:5060
@@ -180,6 +185,32 @@ fn flag_error(e: ConfigError) -> String {
     }
 }
 
+/// What the dial's setup changed about the flags, said once at its start:
+/// an `--attempt-delay` outside `--min/--max-attempt-delay` runs at the
+/// bound, and a history file is ignored by a strategy without history.
+fn setup_notes(args: &DialArgs, cfg: &DialerConfig) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(asked) = args.attempt_delay {
+        let used = cfg.race.attempt_delay.as_millis();
+        if u128::from(asked) > used {
+            notes.push(format!(
+                "--attempt-delay {asked} runs at the {used} ms maximum (--max-attempt-delay)"
+            ));
+        } else if u128::from(asked) < used {
+            notes.push(format!(
+                "--attempt-delay {asked} runs at the {used} ms minimum (--min-attempt-delay)"
+            ));
+        }
+    }
+    if args.history_file.is_some() && !cfg.race.use_history {
+        notes.push(format!(
+            "--history-file is ignored: strategy {} does not use history",
+            cfg.strategy
+        ));
+    }
+    notes
+}
+
 fn usage(msg: impl std::fmt::Display) -> ExitCode {
     complain(format_args!("siprace dial: {msg}"));
     ExitCode::from(EXIT_USAGE)
@@ -205,15 +236,64 @@ pub async fn run(args: DialArgs, color: ColorChoice) -> ExitCode {
         }
         None => History::default(),
     };
+    let notes = setup_notes(&args, &cfg);
     let dialer = match Dialer::with_history(cfg, history) {
         Ok(d) => d,
         Err(e) => return usage(e),
     };
-    let result = dialer.dial(&args.target).await;
+    let target = match Target::parse(&args.target) {
+        Ok(t) => t,
+        Err(e) => return usage(e),
+    };
+    // The human timeline is printed live, as the dial happens.
+    let mut live = (args.quiet == 0 && !args.json).then(|| {
+        output::LiveTimeline::new(
+            crate::closed_output::Guarded(std::io::stdout()),
+            color.stdout(),
+            &args.target,
+            &dialer.config().strategy.to_string(),
+            notes.clone(),
+        )
+        .on_terminal(std::io::stdout().is_terminal())
+    });
+    // Ctrl-C stops the dial: dropping its future aborts its attempts and
+    // queries and closes their sockets. The handler is in place before the
+    // dial starts, so a SIGINT can never take the default (silent) exit.
+    let mut interrupt =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
+            Ok(s) => s,
+            Err(e) => {
+                complain(format_args!("siprace: cannot handle SIGINT: {e}"));
+                return ExitCode::from(EXIT_NO_ANSWER);
+            }
+        };
+    let dial = async {
+        match &mut live {
+            Some(live) => dialer.dial_observed(&target, live).await,
+            None => dialer.dial_target(&target).await,
+        }
+    };
+    let result = tokio::select! {
+        result = dial => result,
+        _ = interrupt.recv() => {
+            if let Some(live) = &mut live {
+                live.interrupted();
+            }
+            return ExitCode::from(EXIT_INTERRUPTED);
+        }
+    };
+    let mut result = result;
     if let Some(path) = &args.history_file {
         if let Err(e) = dialer.history().save_merged(path) {
             eprintln!("siprace: {e}");
         }
+    }
+    if let Some(report) = match &mut result {
+        Ok(Dial { report, .. }) => Some(report),
+        Err(DialError::Resolution(report) | DialError::Failed(report)) => Some(report.as_mut()),
+        Err(_) => None,
+    } {
+        report.notes = notes;
     }
     let (report, code) = match &result {
         Ok(Dial { report, .. }) => (report, EXIT_CONNECTED),
@@ -223,6 +303,9 @@ pub async fn run(args: DialArgs, color: ColorChoice) -> ExitCode {
         Err(DialError::Failed(report)) => (report.as_ref(), EXIT_NO_ANSWER),
         Err(e) => return usage(e),
     };
+    if let Some(live) = &mut live {
+        live.finish(report);
+    }
     let mut text = if args.json {
         match serde_json::to_string_pretty(report) {
             Ok(text) => text + "\n",
@@ -233,8 +316,8 @@ pub async fn run(args: DialArgs, color: ColorChoice) -> ExitCode {
         }
     } else {
         match args.quiet {
-            0 if color.stdout() => output::colorize(&report.render()),
-            0 => report.render(),
+            // Printed live above.
+            0 => String::new(),
             1 => output::quiet_line(report),
             _ => String::new(),
         }

@@ -3,10 +3,14 @@
 //! and `-w/--write-out FORMAT` (curl's `%{variable}` templates) read from
 //! the dial's [`Report`].
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::io::IsTerminal;
+use std::time::Instant;
 
-use siprace::report::{DialResult, Report};
+use siprace::dial_machine::DialMachine;
+use siprace::dialer::DialObserver;
+use siprace::report::{terminal_safe, DialResult, LineKey, Report};
 
 /// `--color`: when output may carry ANSI colour codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -79,6 +83,150 @@ pub fn colorize(timeline: &str) -> String {
         }
     }
     out
+}
+
+/// `siprace dial`'s live timeline: the report's header, then each event of
+/// the dial printed as it happens, in the final timeline's format, then
+/// ([`LiveTimeline::finish`]) what the decided dial added and its summary,
+/// or ([`LiveTimeline::interrupted`]) a one-line summary of what was seen.
+/// Each event is printed once: it is named by its [`LineKey`].
+pub struct LiveTimeline<W: std::io::Write> {
+    out: W,
+    color: bool,
+    target: String,
+    strategy: String,
+    notes: Vec<String>,
+    printed: HashSet<LineKey>,
+    header_printed: bool,
+    /// The dial's start, once it has started.
+    started: Option<Instant>,
+    /// Attempts started so far, and how many failed.
+    attempts: usize,
+    failed: usize,
+    /// `out` is a terminal: the line after Ctrl-C starts on a line of its
+    /// own (the terminal has echoed "^C" where the cursor was).
+    on_terminal: bool,
+}
+
+impl<W: std::io::Write> LiveTimeline<W> {
+    /// A timeline of the dial of `target` with `strategy`, printed to
+    /// `out` (coloured if `color`), with `notes` under its header.
+    pub fn new(out: W, color: bool, target: &str, strategy: &str, notes: Vec<String>) -> Self {
+        LiveTimeline {
+            out,
+            color,
+            target: target.to_string(),
+            strategy: strategy.to_string(),
+            notes,
+            printed: HashSet::new(),
+            header_printed: false,
+            started: None,
+            attempts: 0,
+            failed: 0,
+            on_terminal: false,
+        }
+    }
+
+    /// Says that `out` is a terminal (see [`LiveTimeline::interrupted`]).
+    pub fn on_terminal(mut self, yes: bool) -> Self {
+        self.on_terminal = yes;
+        self
+    }
+
+    /// Prints the header (once) and the events of `report` not printed yet.
+    fn print_new(&mut self, report: &Report) {
+        let mut text = String::new();
+        if !self.header_printed {
+            self.header_printed = true;
+            for line in report.header_lines() {
+                text.push_str(&terminal_safe(&line));
+                text.push('\n');
+            }
+        }
+        for line in report.timeline() {
+            if self.printed.insert(line.key) {
+                text.push_str(&terminal_safe(&line.render()));
+                text.push('\n');
+            }
+        }
+        self.write(&text);
+    }
+
+    fn write(&mut self, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        let text = if self.color {
+            colorize(text)
+        } else {
+            text.to_string()
+        };
+        // A closed stdout is the reader's wish (`| head`): ignored here,
+        // the final write reports it.
+        let _ = self
+            .out
+            .write_all(text.as_bytes())
+            .and_then(|()| self.out.flush());
+    }
+
+    /// The end of a decided dial: the events its final report adds (the
+    /// winner's response, the cancelled losers) and its summary.
+    pub fn finish(&mut self, report: &Report) {
+        self.print_new(report);
+        let mut text = String::new();
+        for line in report.summary_lines() {
+            text.push_str(&terminal_safe(&line));
+            text.push('\n');
+        }
+        self.write(&text);
+    }
+
+    /// The end of a dial stopped by the user (Ctrl-C): one line summing up
+    /// what was seen, e.g. "interrupted after 1.234 s: 3 attempts, none
+    /// answered".
+    pub fn interrupted(&mut self) {
+        let elapsed = self.started.map(|t| t.elapsed()).unwrap_or_default();
+        let attempts = match self.attempts {
+            1 => "1 attempt".to_string(),
+            n => format!("{n} attempts"),
+        };
+        let failed = match self.failed {
+            0 => String::new(),
+            n => format!(" ({n} failed)"),
+        };
+        let line = format!(
+            "{}* interrupted after {:.3} s: {attempts}{failed}, none answered\n",
+            if self.on_terminal { "\n" } else { "" },
+            elapsed.as_secs_f64()
+        );
+        self.write(&line);
+    }
+}
+
+impl<W: std::io::Write> DialObserver for LiveTimeline<W> {
+    fn observe(&mut self, machine: &DialMachine, started: Instant) {
+        self.started = Some(started);
+        let attempts = machine.race().attempts();
+        self.attempts = attempts.len();
+        self.failed = attempts
+            .iter()
+            .filter(|a| matches!(a.end, siprace::race::AttemptEnd::Failed(_)))
+            .count();
+        if machine.outcome().is_some() {
+            // The decided dial's lines come from its final report, which
+            // has the winner's response: see `finish`.
+            return;
+        }
+        let mut report = Report::of_dial(
+            self.target.clone(),
+            self.strategy.clone(),
+            machine,
+            started,
+            started.elapsed(),
+        );
+        report.notes = self.notes.clone();
+        self.print_new(&report);
+    }
 }
 
 /// `-q`'s line: the winner as `FAMILY TRANSPORT ADDR (HOST) in MS ms`, or
@@ -264,6 +412,68 @@ mod tests {
         let e = WriteOut::parse("%{nope}").unwrap_err();
         assert!(e.contains("%{nope}") && e.contains("winner"), "{e}");
         assert!(WriteOut::parse("%{winner").is_err());
+    }
+
+    #[test]
+    fn the_live_timeline_prints_each_event_once_then_the_summary() {
+        use siprace::report::{AttemptEntry, DnsEntry};
+        let mut live = LiveTimeline::new(Vec::new(), false, "sip:t", "siprace", vec![]);
+        let mut r = Report::new("sip:t".into(), "siprace".into());
+        r.dns.push(DnsEntry {
+            name: "t".into(),
+            rtype: "A",
+            sent_ms: 0.0,
+            answered_ms: None,
+            outcome: None,
+            records: vec![],
+            records_total: 0,
+            cached: false,
+            abandoned: None,
+            abandoned_ms: None,
+        });
+        live.print_new(&r);
+        live.print_new(&r);
+        r.dns[0].answered_ms = Some(2.0);
+        r.dns[0].outcome = Some("records".into());
+        r.dns[0].records = vec!["192.0.2.1".into()];
+        r.dns[0].records_total = 1;
+        r.attempts.push(AttemptEntry {
+            id: 1,
+            family: siprace::endpoint::Family::V4,
+            transport: siprace::endpoint::Transport::Udp,
+            addr: "192.0.2.1:5060".parse().unwrap(),
+            host: "t".into(),
+            rank: 0,
+            started_ms: 2.0,
+            attempt_delay_ms: 100.0,
+            attempt_delay_source: "configured",
+            history_rtt_ms: None,
+            attempt_delay_clamped: None,
+            history: None,
+            transport_up_ms: None,
+            ended_ms: Some(3.0),
+            outcome: "failed",
+            error_class: Some("refused".into()),
+            detail: Some("192.0.2.1:5060: refused".into()),
+            response: None,
+        });
+        r.reason = Some("all 1 attempt(s) failed".into());
+        live.finish(&r);
+        let text = String::from_utf8(live.out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "* dialing sip:t (strategy siprace)");
+        assert_eq!(lines[1], "      0.0 ms  > DNS A t?");
+        assert_eq!(lines[2], "      2.0 ms  < DNS A t: 1 record(s) in 2.0 ms");
+        assert_eq!(lines[3], "      2.0 ms  ;;   192.0.2.1");
+        assert!(lines[4].starts_with("      2.0 ms  * attempt #1 ipv4 udp 192.0.2.1:5060 (t, rank 0) started; next attempt after 100.0 ms (configured)"), "{text}");
+        assert_eq!(
+            lines[5],
+            "      3.0 ms  * attempt #1 failed [refused]: 192.0.2.1:5060: refused after 1.0 ms"
+        );
+        assert!(lines[6].starts_with("* no connection after"), "{text}");
+        // The summary names the address once.
+        assert_eq!(lines[7], "*   #1 ipv4 udp 192.0.2.1:5060 refused: refused");
+        assert_eq!(lines.len(), 8, "{text}");
     }
 
     #[test]

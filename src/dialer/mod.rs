@@ -157,6 +157,26 @@ impl DialError {
     }
 }
 
+/// Watches a dial as it happens ([`Dialer::dial_observed`]): a live
+/// timeline, a progress bar. It sees the dial's pure machine, whose records
+/// (the DNS timeline, the address answers, the attempts) are the report so
+/// far: [`Report::of_dial`] turns them into one at any point.
+pub trait DialObserver {
+    /// Called once the dial has started and again after the machine took
+    /// each batch of inputs (DNS answers, attempt milestones and results,
+    /// timers), the last time when the dial is decided (before its losers
+    /// are closed). `started` is the dial's start, the zero of its times.
+    /// It runs inside the dial: keep it short (printing a few lines is fine).
+    fn observe(&mut self, machine: &DialMachine, started: std::time::Instant);
+}
+
+/// The observer of a dial nobody watches.
+struct Unobserved;
+
+impl DialObserver for Unobserved {
+    fn observe(&mut self, _: &DialMachine, _: std::time::Instant) {}
+}
+
 /// A reusable dialer. It keeps the history of its dials, per network, and
 /// the DNS answers they got, for their TTL (both shared by clones).
 #[derive(Debug, Clone)]
@@ -212,7 +232,20 @@ impl Dialer {
 
     /// Dials a parsed target.
     pub async fn dial_target(&self, target: &Target) -> Result<Dial, DialError> {
-        self.dial_with(target, |endpoint, cfg, progress| async move {
+        self.dial_observed(target, &mut Unobserved).await
+    }
+
+    /// [`Dialer::dial_target`], telling `observer` of each step as it
+    /// happens (see [`DialObserver`]). Dropping the returned future stops
+    /// the dial (`siprace dial` does on Ctrl-C): its attempt and lookup
+    /// tasks are aborted, and the runtime closes their sockets as it drops
+    /// them; nothing is learnt from a dial stopped this way.
+    pub async fn dial_observed(
+        &self,
+        target: &Target,
+        observer: &mut (dyn DialObserver + Send),
+    ) -> Result<Dial, DialError> {
+        self.dial_with(target, observer, |endpoint, cfg, progress| async move {
             connect::attempt(&endpoint, &cfg, &*progress).await
         })
         .await
@@ -221,7 +254,12 @@ impl Dialer {
     /// [`Dialer::dial_target`] with the attempts made by `run_attempt`
     /// (given the endpoint, the attempt configuration and the progress
     /// callback): [`connect::attempt`] outside tests.
-    async fn dial_with<F, Fut>(&self, target: &Target, run_attempt: F) -> Result<Dial, DialError>
+    async fn dial_with<F, Fut>(
+        &self,
+        target: &Target,
+        observer: &mut (dyn DialObserver + Send),
+        run_attempt: F,
+    ) -> Result<Dial, DialError>
     where
         F: Fn(Endpoint, Arc<ConnectConfig>, ProgressFn) -> Fut,
         Fut: Future<Output = Result<Connected, AttemptError>> + Send + 'static,
@@ -265,6 +303,7 @@ impl Dialer {
             t0 + self.cfg.race.deadline,
         );
         let mut winner = None;
+        observer.observe(&machine, t0.into_std());
         while !io.perform(actions) {
             let (inputs, connected) = io.next().await;
             let now = Instant::now().into_std();
@@ -272,6 +311,7 @@ impl Dialer {
                 .into_iter()
                 .flat_map(|input| machine.step(now, input))
                 .collect();
+            observer.observe(&machine, t0.into_std());
             // A success the machine does not make the winner (a late one,
             // from an attempt already cancelled) is closed here.
             if let Some((id, c)) = connected {
@@ -522,7 +562,9 @@ mod tests {
         let target = Target::parse("sip:192.0.2.1:5060;transport=tcp").unwrap();
         for n in 0..60 {
             let dial = dialer
-                .dial_with(&target, |_, _, progress| up_then_success(progress))
+                .dial_with(&target, &mut Unobserved, |_, _, progress| {
+                    up_then_success(progress)
+                })
                 .await
                 .unwrap();
             let w = dial.report.winner_entry().unwrap();
@@ -537,7 +579,7 @@ mod tests {
         let target = Target::parse("sip:192.0.2.1:5060;transport=tcp").unwrap();
         for n in 0..30 {
             let err = dialer
-                .dial_with(&target, |_, _, progress| async move {
+                .dial_with(&target, &mut Unobserved, |_, _, progress| async move {
                     progress(Progress::TransportUp {
                         after: Duration::ZERO,
                     });
@@ -557,7 +599,7 @@ mod tests {
         let target = Target::parse("sip:192.0.2.1:5060;transport=tcp").unwrap();
         let started = Instant::now();
         let err = dialer
-            .dial_with(&target, |_, _, _| async move {
+            .dial_with(&target, &mut Unobserved, |_, _, _| async move {
                 if true {
                     panic!("a bug in the attempt");
                 }

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use serde::Serialize;
 
 use super::select::{self, NaptrChoice, NaptrRecord, SrvChoice, SrvRecord};
 use super::{DnsOutcome, LocateConfig, LocateError};
@@ -204,6 +205,33 @@ pub struct QueryRecord {
     pub answered: Option<Instant>,
     /// How it ended; `None` while pending, or if abandoned or stopped first.
     pub outcome: Option<DnsOutcome>,
+    /// When and why it was abandoned unanswered (its answer was not needed
+    /// any more); `None` if it was answered, timed out or is still pending.
+    pub abandoned: Option<(Instant, Abandoned)>,
+}
+
+/// Why location stopped waiting for a query's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Abandoned {
+    /// A pipelined SRV query the NAPTR answer did not name: a
+    /// higher-priority answer made it unnecessary.
+    NotNeeded,
+    /// The dial was decided (won or failed) before it came.
+    DialDecided,
+    /// Location failed for another reason before it came.
+    LocationFailed,
+}
+
+impl Abandoned {
+    /// The reason in words, for the timeline.
+    pub fn explain(self) -> &'static str {
+        match self {
+            Abandoned::NotNeeded => "cancelled, a higher-priority answer made it unnecessary",
+            Abandoned::DialDecided => "cancelled, the dial was decided",
+            Abandoned::LocationFailed => "cancelled, location had failed",
+        }
+    }
 }
 
 /// An address answer as handed on ([`Action::Addresses`]), with its time.
@@ -346,7 +374,7 @@ impl Location {
         if self.stage == Stage::New {
             self.stage = Stage::Over;
             if let Err(e) = self.begin(now, &mut out) {
-                self.fail(e, &mut out);
+                self.fail(now, e, &mut out);
             }
         }
         out
@@ -391,9 +419,17 @@ impl Location {
 
     /// Stops location where it stands (the dial is over): the queries
     /// still in flight, to abandon, are returned.
-    pub fn stop(&mut self) -> Vec<QueryId> {
+    /// `now` is recorded as the time they were abandoned.
+    pub fn stop(&mut self, now: Instant) -> Vec<QueryId> {
         self.stage = Stage::Over;
-        self.pending.drain(..).map(|p| p.id).collect()
+        let mut out = Vec::new();
+        self.abandon_pending(now, Abandoned::DialDecided, &mut out);
+        out.into_iter()
+            .filter_map(|a| match a {
+                Action::Abandon(id) => Some(id),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Every query sent, in order, with its answer as far as it came.
@@ -504,6 +540,7 @@ impl Location {
             sent: now,
             answered: None,
             outcome: None,
+            abandoned: None,
         });
         self.pending.push(Pending {
             id,
@@ -587,7 +624,7 @@ impl Location {
             }
         };
         if let Err(e) = next {
-            self.fail(e, out);
+            self.fail(now, e, out);
         }
     }
 
@@ -649,7 +686,7 @@ impl Location {
             unreachable!("matched above")
         };
         // Pipelined queries NAPTR did not name are not needed any more.
-        self.abandon_pending(out);
+        self.abandon_pending(now, Abandoned::NotNeeded, out);
         let specs = match self.srv_specs(&services) {
             Ok(specs) => specs,
             Err(not_offered) => self.fallback_specs(&services, fallback, not_offered)?,
@@ -792,8 +829,12 @@ impl Location {
         });
     }
 
-    fn abandon_pending(&mut self, out: &mut Vec<Action>) {
-        out.extend(self.pending.drain(..).map(|p| Action::Abandon(p.id)));
+    /// Stops waiting for every query in flight, recording when and why.
+    fn abandon_pending(&mut self, now: Instant, why: Abandoned, out: &mut Vec<Action>) {
+        for p in self.pending.drain(..) {
+            self.queries[p.id.0 as usize - 1].abandoned = Some((now, why));
+            out.push(Action::Abandon(p.id));
+        }
     }
 
     fn done(&mut self, out: &mut Vec<Action>) {
@@ -802,8 +843,8 @@ impl Location {
         out.push(Action::Done);
     }
 
-    fn fail(&mut self, error: LocateError, out: &mut Vec<Action>) {
-        self.abandon_pending(out);
+    fn fail(&mut self, now: Instant, error: LocateError, out: &mut Vec<Action>) {
+        self.abandon_pending(now, Abandoned::LocationFailed, out);
         self.stage = Stage::Over;
         self.result = Some(Err(error.clone()));
         out.push(Action::Failed(error));

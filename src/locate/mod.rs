@@ -79,8 +79,8 @@ use serde::Serialize;
 use crate::endpoint::{ConfigError, Family};
 
 pub use machine::{
-    Action, AddressAnswer, Answer, DnsFailure, Input, Location, Query, QueryId, QueryRecord,
-    Record, RecordData, RecordType,
+    Abandoned, Action, AddressAnswer, Answer, DnsFailure, Input, Location, Query, QueryId,
+    QueryRecord, Record, RecordData, RecordType,
 };
 
 /// How to locate.

@@ -158,6 +158,12 @@ fn pipelined_naptr_and_srv_leave_together_and_the_naptr_answer_orders_them() {
     );
     assert_eq!(s.record(6).sent, s.at(100));
     assert_eq!(s.record(4).answered, None, "abandoned, never answered");
+    // ... and recorded as not needed (not as unanswered), at 100 ms.
+    assert_eq!(
+        s.record(4).abandoned,
+        Some((s.at(100), Abandoned::NotNeeded))
+    );
+    assert_eq!(s.record(3).abandoned, None, "answered");
     // Each address answer is handed on as it arrives; the last ends location.
     assert_eq!(
         s.records(103, 7, vec![addr("192.0.2.2")]),
@@ -417,6 +423,10 @@ fn a_sips_target_never_yields_a_plaintext_transport() {
         vec![naptr(10, "SIP+D2T", TCP), naptr(20, "SIP+D2U", UDP)],
     );
     assert_eq!(actions[0], Action::Abandon(QueryId(2)));
+    assert_eq!(
+        s.record(2).abandoned,
+        Some((s.at(10), Abandoned::LocationFailed))
+    );
     let Action::Failed(LocateError::NoUsableService { offered, .. }) = &actions[1] else {
         panic!("{actions:?}")
     };
@@ -636,7 +646,11 @@ fn unknown_and_repeated_answers_are_ignored() {
     assert_eq!(s.location.address_answers().len(), 1);
     // Stopped (the dial is over): what is in flight is returned, and
     // every later answer is ignored.
-    assert_eq!(s.location.stop(), vec![QueryId(1)]);
+    assert_eq!(s.location.stop(s.at(5)), vec![QueryId(1)]);
+    assert_eq!(
+        s.record(1).abandoned,
+        Some((s.at(5), Abandoned::DialDecided))
+    );
     assert_eq!(s.records(4, 1, vec![addr("2001:db8::1")]), vec![]);
     assert_eq!(s.location.result(), None);
 }

@@ -199,6 +199,9 @@ pub enum PathVerdict {
 #[derive(Debug, Clone, Default)]
 pub struct HistoryView {
     paths: HashMap<PathKey, PathVerdict>,
+    /// How long before the view was taken each failed path last failed
+    /// (for the report's explanations).
+    failed_ago: HashMap<PathKey, Duration>,
     /// Per family (IPv6, IPv4): suspect on this network (rule 5).
     suspect: [bool; 2],
 }
@@ -234,6 +237,33 @@ impl HistoryView {
     /// Sets the verdict on the path `e` is on, replacing any earlier one.
     pub fn insert(&mut self, e: &Endpoint, v: PathVerdict) {
         self.paths.insert(PathKey::of(e), v);
+    }
+
+    /// How long before this view was taken the path `e` is on last failed,
+    /// when history knows (for explanations; the rules use the verdict).
+    pub fn failed_ago(&self, e: &Endpoint) -> Option<Duration> {
+        self.failed_ago.get(&PathKey::of(e)).copied()
+    }
+
+    /// [`HistoryView::failed_ago`] of the path of `host`, `family` and
+    /// `transport`.
+    pub fn failed_ago_of_path(
+        &self,
+        host: &str,
+        family: Family,
+        transport: Transport,
+    ) -> Option<Duration> {
+        let key = PathKey {
+            host: host.to_string(),
+            family,
+            transport,
+        };
+        self.failed_ago.get(&key).copied()
+    }
+
+    /// Records that the path `e` is on last failed `ago` before the view.
+    pub fn set_failed_ago(&mut self, e: &Endpoint, ago: Duration) {
+        self.failed_ago.insert(PathKey::of(e), ago);
     }
 
     /// Whether `family` is failing on this network as a whole (rule 5).
@@ -663,6 +693,10 @@ impl History {
         for e in &live {
             let verdict = if e.last_failed {
                 let failed = e.failed_ms.unwrap_or_else(|| e.updated_ms());
+                view.failed_ago.insert(
+                    e.key.clone(),
+                    Duration::from_millis(now_ms.saturating_sub(failed)),
+                );
                 if now_ms.saturating_sub(failed) < duration_ms(self.failure_memory) {
                     PathVerdict::Failed
                 } else {

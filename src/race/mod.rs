@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::endpoint::{AttemptError, ConfigError, Endpoint, ErrorClass, Family, TargetSpec};
-use history::{HistoryView, PathVerdict};
+use history::{HistoryView, PathVerdict, RttEstimate};
 use sort::SortPolicy;
 
 /// Identifies one connection attempt within a race.
@@ -321,6 +321,75 @@ pub enum AttemptEnd {
     Cancelled(CancelReason),
 }
 
+/// Where an attempt's Connection Attempt Delay came from: why the next
+/// attempt waited as long as it did (for the report; the rules are
+/// [`Race`]'s, see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DelaySource {
+    /// The configured delay: history knows nothing useful of the path (or
+    /// the strategy does not use history).
+    Configured,
+    /// History's RTT of the path: `srtt + max(4·rttvar, 25 ms)` (RFC 6298).
+    HistoryRtt(RttEstimate),
+    /// The minimum: the path failed before the failure memory and has not
+    /// worked since (doubtful), so the next one gets only a short head start.
+    DoubtfulPath,
+    /// The minimum: the path's family failed to several hosts on this
+    /// network with no success since.
+    SuspectFamily,
+}
+
+impl DelaySource {
+    /// Its name in the JSON report: "configured", "history-rtt",
+    /// "doubtful-path" or "suspect-family".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DelaySource::Configured => "configured",
+            DelaySource::HistoryRtt(_) => "history-rtt",
+            DelaySource::DoubtfulPath => "doubtful-path",
+            DelaySource::SuspectFamily => "suspect-family",
+        }
+    }
+}
+
+/// Which configured bound an attempt delay was clamped to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DelayBound {
+    /// Raised to `min_attempt_delay`.
+    Min,
+    /// Lowered to `max_attempt_delay`.
+    Max,
+}
+
+/// What history changed about an attempt's place in the order, if
+/// anything (for the report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryNote {
+    /// Its path failed within the failure memory (`ago` before the dial,
+    /// when known): it was tried after the paths that did not.
+    FailedRecently {
+        /// How long before the dial it last failed.
+        ago: Option<Duration>,
+    },
+    /// Its family went first on its host although it is not the preferred
+    /// one: the preferred family's path there failed within the failure
+    /// memory (`ago` before the dial, when known).
+    PreferredFailed {
+        /// How long before the dial the preferred family's path failed.
+        ago: Option<Duration>,
+    },
+    /// Its family went first on its host although it is not the preferred
+    /// one: its RTT is lower than the other family's by more than the
+    /// leeway ([`history::RTT_LEEWAY`]).
+    FasterFamily {
+        /// This path's smoothed RTT.
+        ours: Duration,
+        /// The other family's smoothed RTT on the same host and transport.
+        theirs: Duration,
+    },
+}
+
 /// One attempt's record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptRecord {
@@ -334,6 +403,13 @@ pub struct AttemptRecord {
     /// configured one): the next attempt may start this long after it
     /// (or after its transport came up), unless it fails first.
     pub delay: Duration,
+    /// Where `delay` came from.
+    pub delay_source: DelaySource,
+    /// The bound `delay` was clamped to, when the source gave a delay
+    /// outside the configured bounds.
+    pub delay_clamped: Option<DelayBound>,
+    /// What history changed about this attempt's place, if anything.
+    pub history_note: Option<HistoryNote>,
     /// When its transport came up ([`Input::TransportUp`]), if it did
     /// before it ended.
     pub transport_up: Option<Instant>,
@@ -727,17 +803,70 @@ impl Race {
     /// delay; a doubtful path, or a path of a family suspect on this
     /// network that has no verdict of its own, gets the shortest head
     /// start (the minimum delay); anything else the configured delay.
-    /// Always within the configured bounds.
-    fn attempt_delay_after(&self, endpoint: &Endpoint) -> Duration {
-        let base = match self.history.verdict(endpoint) {
-            PathVerdict::Worked { rtt } => rtt.attempt_delay(),
-            PathVerdict::Doubtful => self.cfg.min_attempt_delay,
+    /// Always within the configured bounds; returned with its source and
+    /// the bound it was clamped to, if any.
+    fn attempt_delay_after(
+        &self,
+        endpoint: &Endpoint,
+    ) -> (Duration, DelaySource, Option<DelayBound>) {
+        let (base, source) = match self.history.verdict(endpoint) {
+            PathVerdict::Worked { rtt } => (rtt.attempt_delay(), DelaySource::HistoryRtt(rtt)),
+            PathVerdict::Doubtful => (self.cfg.min_attempt_delay, DelaySource::DoubtfulPath),
             PathVerdict::Unknown if self.history.family_suspect(endpoint.family()) => {
-                self.cfg.min_attempt_delay
+                (self.cfg.min_attempt_delay, DelaySource::SuspectFamily)
             }
-            PathVerdict::Unknown | PathVerdict::Failed => self.cfg.attempt_delay,
+            PathVerdict::Unknown | PathVerdict::Failed => {
+                (self.cfg.attempt_delay, DelaySource::Configured)
+            }
         };
-        base.clamp(self.cfg.min_attempt_delay, self.cfg.max_attempt_delay)
+        let delay = base.clamp(self.cfg.min_attempt_delay, self.cfg.max_attempt_delay);
+        let clamped = match base.cmp(&delay) {
+            std::cmp::Ordering::Less => Some(DelayBound::Min),
+            std::cmp::Ordering::Greater => Some(DelayBound::Max),
+            std::cmp::Ordering::Equal => None,
+        };
+        (delay, source, clamped)
+    }
+
+    /// What history changed about `endpoint`'s place in the order: a
+    /// recent failure put it last, or its family's lower RTT put it before
+    /// the preferred family (the rule of [`sort::history_first_family`]).
+    fn history_note(&self, endpoint: &Endpoint) -> Option<HistoryNote> {
+        if !self.cfg.rfc6724 {
+            // Without RFC 6724 ordering, history does not reorder.
+            return None;
+        }
+        let family = endpoint.family();
+        let other = family.other();
+        let theirs = self
+            .history
+            .verdict_of_path(&endpoint.host, other, endpoint.transport);
+        match self.history.verdict(endpoint) {
+            PathVerdict::Failed => Some(HistoryNote::FailedRecently {
+                ago: self.history.failed_ago(endpoint),
+            }),
+            _ if family != self.cfg.preferred_family && theirs == PathVerdict::Failed => {
+                Some(HistoryNote::PreferredFailed {
+                    ago: self
+                        .history
+                        .failed_ago_of_path(&endpoint.host, other, endpoint.transport),
+                })
+            }
+            PathVerdict::Worked { rtt: ours } if family != self.cfg.preferred_family => {
+                match theirs {
+                    PathVerdict::Worked { rtt: theirs }
+                        if ours.srtt.saturating_add(history::RTT_LEEWAY) < theirs.srtt =>
+                    {
+                        Some(HistoryNote::FasterFamily {
+                            ours: ours.srtt,
+                            theirs: theirs.srtt,
+                        })
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
     }
 
     /// The earliest time the next attempt may start because of pacing, if
@@ -781,9 +910,13 @@ impl Race {
             }
             let id = AttemptId(self.attempts.len() as u32 + 1);
             self.tried.insert(next.clone());
+            let (delay, delay_source, delay_clamped) = self.attempt_delay_after(&next);
             self.attempts.push(AttemptRecord {
                 id,
-                delay: self.attempt_delay_after(&next),
+                delay,
+                delay_source,
+                delay_clamped,
+                history_note: self.history_note(&next),
                 endpoint: next.clone(),
                 started: now,
                 transport_up: None,

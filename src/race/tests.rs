@@ -967,3 +967,118 @@ fn past_the_bound_the_best_ranked_candidates_stay() {
         .iter()
         .all(|e| e.rank < 128 || race.tried.contains(e)));
 }
+
+/// The explanation fields of attempt `id`: the delay, where it came from,
+/// the bound it was clamped to, and history's note.
+fn explained(
+    race: &Race,
+    id: u32,
+) -> (
+    Duration,
+    DelaySource,
+    Option<DelayBound>,
+    Option<HistoryNote>,
+) {
+    let a = &race.attempts()[id as usize - 1];
+    (a.delay, a.delay_source, a.delay_clamped, a.history_note)
+}
+
+#[test]
+fn each_attempt_says_where_its_delay_came_from_and_what_history_changed() {
+    // Cold: the configured delay, nothing clamped, no history note.
+    let mut s = Script::new(RaceConfig::default());
+    s.answer(0, Family::V6, &["2001:db8::1"]);
+    assert_eq!(
+        explained(&s.race, 1),
+        (ms(250), DelaySource::Configured, None, None)
+    );
+
+    // IPv6 failed 12 s ago, IPv4 worked at 20 ms: IPv4 first with its
+    // RTT-based delay (20 + 4·10 = 60 ms); IPv6 next, tried last because
+    // of the failure, with the configured delay.
+    let mut view = HistoryView::default();
+    view.insert(&ep(V6), PathVerdict::Failed);
+    view.set_failed_ago(&ep(V6), ms(12_000));
+    view.insert(&ep(V4), worked(20));
+    let mut s = Script::with_history(RaceConfig::default(), view);
+    s.answer(0, Family::V6, &["2001:db8::1"]);
+    assert_eq!(
+        s.answer(1, Family::V4, &["192.0.2.1"]),
+        vec![start(1, V4), Action::WakeAt(s.at(61))]
+    );
+    assert_eq!(s.step(61, Input::Timer)[0], start(2, V6));
+    let rtt20 = RttEstimate::of(ms(20));
+    assert_eq!(
+        explained(&s.race, 1),
+        (
+            ms(60),
+            DelaySource::HistoryRtt(rtt20),
+            None,
+            Some(HistoryNote::PreferredFailed {
+                ago: Some(ms(12_000))
+            })
+        )
+    );
+    assert_eq!(
+        explained(&s.race, 2),
+        (
+            ms(250),
+            DelaySource::Configured,
+            None,
+            Some(HistoryNote::FailedRecently {
+                ago: Some(ms(12_000))
+            })
+        )
+    );
+
+    // IPv4 3 ms vs IPv6 40 ms: IPv4 goes first and says why; a history
+    // delay above the maximum is clamped to it (and says so).
+    let mut view = HistoryView::default();
+    view.insert(&ep(V6), worked(40));
+    view.insert(&ep(V4), worked(3));
+    let capped = RaceConfig {
+        max_attempt_delay: ms(20),
+        ..RaceConfig::default()
+    };
+    let mut s = Script::with_history(capped, view);
+    assert_eq!(
+        s.answer(0, Family::V4, &["192.0.2.1"]),
+        vec![start(1, V4), Action::WakeAt(s.at(32_000))]
+    );
+    assert_eq!(
+        explained(&s.race, 1),
+        (
+            ms(20),
+            DelaySource::HistoryRtt(RttEstimate::of(ms(3))),
+            Some(DelayBound::Max),
+            Some(HistoryNote::FasterFamily {
+                ours: ms(3),
+                theirs: ms(40)
+            })
+        )
+    );
+
+    // A doubtful path and a suspect family get the minimum (here 30 ms).
+    let mut view = HistoryView::default();
+    view.insert(&ep(V6), PathVerdict::Doubtful);
+    view.set_family_suspect(Family::V4, true);
+    let floored = RaceConfig {
+        min_attempt_delay: ms(30),
+        ..RaceConfig::default()
+    };
+    let mut s = Script::with_history(floored, view);
+    s.answer(0, Family::V4, &["192.0.2.1"]);
+    assert_eq!(
+        s.answer(0, Family::V6, &["2001:db8::1"]),
+        vec![start(1, V6), Action::WakeAt(s.at(30))]
+    );
+    assert_eq!(s.step(30, Input::Timer)[0], start(2, V4));
+    assert_eq!(
+        explained(&s.race, 1),
+        (ms(30), DelaySource::DoubtfulPath, None, None)
+    );
+    assert_eq!(
+        explained(&s.race, 2),
+        (ms(30), DelaySource::SuspectFamily, None, None)
+    );
+}

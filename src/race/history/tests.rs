@@ -95,6 +95,13 @@ fn failure_demotes_then_doubts_then_expires() {
     let view = h.view(t0() + secs(5), &home());
     assert_eq!(view.verdict(&v6), PathVerdict::Failed);
     assert_eq!(view.verdict(&v4), worked(20));
+    // For the report's explanation: how long ago it failed.
+    assert_eq!(view.failed_ago(&v6), Some(secs(5)));
+    assert_eq!(
+        view.failed_ago_of_path(&v6.host, Family::V6, v6.transport),
+        Some(secs(5))
+    );
+    assert_eq!(view.failed_ago(&v4), None, "it never failed");
     // Another address of the same host and family shares the verdict.
     assert_eq!(view.verdict(&ep("[2001:db8::2]:5060")), PathVerdict::Failed);
     // The failure memory is 30 s: up to then demoted, from then on doubtful
@@ -245,6 +252,9 @@ fn record(id: u32, addr: &str, started: u64, ended: u64, end: AttemptEnd) -> Att
         endpoint: ep(addr),
         started: t0 + ms(started),
         delay: ms(250),
+        delay_source: crate::race::DelaySource::Configured,
+        delay_clamped: None,
+        history_note: None,
         transport_up: None,
         ended: Some(t0 + ms(ended)),
         end,
