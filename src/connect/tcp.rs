@@ -92,12 +92,12 @@ pub fn into_stream(connection: Connection) -> Option<TcpStream> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::Transport;
-    use crate::sip::OptionsProbe;
     use crate::connect::attempt as dispatch;
     use crate::connect::stream::{
         probe_stream_counted, PeerWork, MAX_IGNORED_MESSAGES, MAX_PEER_BYTES,
     };
+    use crate::endpoint::Transport;
+    use crate::sip::OptionsProbe;
     use crate::sip::{parse_request, Frame, StreamFramer};
     use std::net::SocketAddr;
     use std::sync::{Arc, Mutex};

@@ -167,8 +167,8 @@ fn ignored(garbage: u32, strays: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::Transport;
     use crate::connect::attempt as dispatch;
+    use crate::endpoint::Transport;
     use crate::sip::parse_request;
     use std::net::SocketAddr;
     use std::sync::Arc;
