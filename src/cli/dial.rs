@@ -98,7 +98,7 @@ pub struct DialArgs {
     #[arg(long, value_name = "HOST")]
     local_name: Option<String>,
     #[command(flatten)]
-    count: super::dial_count::CountArgs,
+    count: Box<super::dial_count::CountArgs>,
 }
 
 fn ms(n: u64) -> Duration {

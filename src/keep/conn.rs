@@ -37,6 +37,10 @@ struct Inbox {
     pending: Mutex<HashMap<String, oneshot::Sender<Response>>>,
     /// Set once the peer closed or reset the connection, or it was closed.
     dead: AtomicBool,
+    /// Set, then woken, when the reader has stopped (the table entry is
+    /// gone by then).
+    reader_ended: AtomicBool,
+    ended: tokio::sync::Notify,
 }
 
 /// Called once by the reader task when the connection dies (the table
@@ -96,6 +100,8 @@ impl SipConnection {
         let inbox = Arc::new(Inbox {
             pending: Mutex::new(HashMap::new()),
             dead: AtomicBool::new(false),
+            reader_ended: AtomicBool::new(false),
+            ended: tokio::sync::Notify::new(),
         });
         let (requests, inbound) = mpsc::channel(INBOUND_CAPACITY);
         let writer = Arc::new(tokio::sync::Mutex::new(write));
@@ -148,6 +154,20 @@ impl SipConnection {
     /// Whether the peer closed or reset it (or it was closed here).
     pub fn is_dead(&self) -> bool {
         self.0.inbox.dead.load(Ordering::Acquire)
+    }
+
+    /// Waits until the connection is dead: the peer closed or reset it (the
+    /// table has then already dropped it), or it was closed here.
+    pub async fn closed(&self) {
+        loop {
+            let ended = self.0.inbox.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.0.inbox.reader_ended.load(Ordering::Acquire) {
+                return;
+            }
+            ended.await;
+        }
     }
 
     /// The requests the peer sends on this connection (RFC 5923: a server
@@ -284,6 +304,8 @@ async fn read_loop(
             if let Some(f) = self.1.take() {
                 f();
             }
+            self.0.reader_ended.store(true, Ordering::Release);
+            self.0.ended.notify_waiters();
         }
     }
     let _death = Death(inbox.clone(), Some(on_death));
