@@ -116,3 +116,48 @@ async fn without_the_table_every_dial_races_and_hands_over_its_socket() {
     }
     assert_eq!(dialer.kept_connections(), 0);
 }
+
+#[tokio::test]
+async fn a_kept_connection_found_dead_at_first_use_falls_back_to_a_fresh_race() {
+    // The peer answers the first dial, then goes silent on that connection
+    // without closing it (a NAT binding that timed out looks like this):
+    // the reused dial's OPTIONS gets no answer within Timer F, the entry
+    // is dropped and the dial races afresh, within the same call.
+    let listener = TcpListener::bind("[::1]:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut cfg = keeping();
+    cfg.connect.t1 = Duration::from_millis(5); // Timer F = 320 ms
+    let dialer = Dialer::new(cfg).unwrap();
+    let target = format!("sip:[::1]:{port};transport=tcp");
+
+    let peer = tokio::spawn(async move {
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut framer = StreamFramer::default();
+            let req = parse_request(&next_message(&mut stream, &mut framer).await).unwrap();
+            stream.write_all(&req.options_ok(None)).await.unwrap();
+            // Kept open, never read again.
+            held.push(stream);
+        }
+        held
+    });
+
+    let first = dialer.dial(&target).await.unwrap();
+    assert_eq!(first.report.reuse.as_ref().unwrap().connection, "new");
+    let second = dialer.dial(&target).await.unwrap();
+    let reuse = second.report.reuse.as_ref().unwrap();
+    assert_eq!((reuse.connection, reuse.id), ("new", Some(2)), "{reuse:?}");
+    assert_eq!(reuse.found_dead, [1]);
+    assert!(second
+        .report
+        .render()
+        .contains("connection #1 found dead at first use: raced afresh"));
+    assert!(first.kept.unwrap().is_dead());
+    assert_eq!(dialer.kept_connections(), 1);
+    let held = tokio::time::timeout(Duration::from_secs(10), peer)
+        .await
+        .expect("the peer saw two connections")
+        .unwrap();
+    assert_eq!(held.len(), 2);
+}
