@@ -628,13 +628,21 @@ fn keeping(dns: &DnsServer, tls: TlsSettings) -> DialerConfig {
     cfg
 }
 
-#[tokio::test]
-async fn a_kept_tls_connection_carries_later_dials_of_its_domain_without_a_handshake() {
+/// A TLS responder with a certificate for `names` (on both loopbacks), a
+/// zone with `example.test` and `other.example.test` on its addresses, and
+/// a dialer keeping connections; the responder's port.
+async fn keeping_setup(names: &[&str]) -> (ResponderHandle, u16, DnsServer, Dialer) {
     let ca = Ca::new("test CA");
-    let responder = tls_responder(ca.responder_tls(&["uri:sip:example.test"])).await;
+    let responder = tls_responder(ca.responder_tls(names)).await;
     let port = responder.addr(Transport::Tls, Family::V6).unwrap().port();
     let dns = dns(virtual_hosting_zone()).await;
     let dialer = Dialer::new(keeping(&dns, ca.trusted_by())).unwrap();
+    (responder, port, dns, dialer)
+}
+
+#[tokio::test]
+async fn a_kept_tls_connection_carries_later_dials_of_its_domain_without_a_handshake() {
+    let (responder, port, dns, dialer) = keeping_setup(&["uri:sip:example.test"]).await;
     let target = format!("sips:{DOMAIN}:{port}");
     let first = dialer.dial(&target).await.unwrap();
     let reuse = first.report.reuse.as_ref().unwrap();
@@ -671,11 +679,7 @@ async fn a_kept_tls_connection_carries_later_dials_of_its_domain_without_a_hands
 #[tokio::test]
 async fn virtual_hosting_never_reuses_a_connection_whose_certificate_does_not_cover_the_domain() {
     // opensips#1651: one server address, two domains, a certificate for one.
-    let ca = Ca::new("test CA");
-    let responder = tls_responder(ca.responder_tls(&["uri:sip:example.test"])).await;
-    let port = responder.addr(Transport::Tls, Family::V6).unwrap().port();
-    let dns = dns(virtual_hosting_zone()).await;
-    let dialer = Dialer::new(keeping(&dns, ca.trusted_by())).unwrap();
+    let (responder, port, dns, dialer) = keeping_setup(&["uri:sip:example.test"]).await;
     dialer.dial(&format!("sips:{DOMAIN}:{port}")).await.unwrap();
     // The same addresses and port, another domain: a fresh race, whose TLS
     // handshake fails because the certificate does not cover it.
@@ -701,12 +705,8 @@ async fn virtual_hosting_never_reuses_a_connection_whose_certificate_does_not_co
 
 #[tokio::test]
 async fn a_certificate_covering_both_domains_is_reused_for_both() {
-    let ca = Ca::new("test CA");
     let names = ["uri:sip:example.test", "uri:sip:other.example.test"];
-    let responder = tls_responder(ca.responder_tls(&names)).await;
-    let port = responder.addr(Transport::Tls, Family::V6).unwrap().port();
-    let dns = dns(virtual_hosting_zone()).await;
-    let dialer = Dialer::new(keeping(&dns, ca.trusted_by())).unwrap();
+    let (responder, port, dns, dialer) = keeping_setup(&names).await;
     dialer.dial(&format!("sips:{DOMAIN}:{port}")).await.unwrap();
     let other = dialer
         .dial(&format!("sips:other.{DOMAIN}:{port}"))
@@ -721,11 +721,7 @@ async fn a_certificate_covering_both_domains_is_reused_for_both() {
 
 #[tokio::test]
 async fn a_peer_close_removes_the_kept_connection_at_once() {
-    let ca = Ca::new("test CA");
-    let responder = tls_responder(ca.responder_tls(&["uri:sip:example.test"])).await;
-    let port = responder.addr(Transport::Tls, Family::V6).unwrap().port();
-    let dns = dns(virtual_hosting_zone()).await;
-    let dialer = Dialer::new(keeping(&dns, ca.trusted_by())).unwrap();
+    let (responder, port, dns, dialer) = keeping_setup(&["uri:sip:example.test"]).await;
     let dial = dialer.dial(&format!("sips:{DOMAIN}:{port}")).await.unwrap();
     let kept = dial.kept.unwrap();
     assert_eq!(dialer.kept_connections(), 1);
