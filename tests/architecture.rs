@@ -627,6 +627,12 @@ fn no_module_of_the_library_or_the_binary_imports_itself_back() {
     assert_eq!(top["target"], ["endpoint".to_string()].into());
     assert!(!top["dial_machine"].contains("dns"));
     assert!(!top["dial_machine"].contains("connect"));
+    // Reuse is the machine's decision on destinations the driver gives it:
+    // the machine never sees the connection table, and the table (keep)
+    // sits under the dialer, not over it.
+    assert!(!top["dial_machine"].contains("keep"));
+    assert!(!top["keep"].contains("dialer"));
+    assert!(top["dialer"].contains("keep"));
 }
 
 #[test]

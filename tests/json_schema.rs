@@ -182,3 +182,59 @@ async fn a_resolution_failure_validates() {
     assert!(!report["dns"].as_array().unwrap().is_empty(), "{report:#}");
     dns.shutdown().await;
 }
+
+// --- connection reuse (issue #10, h-reuse) ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_dials_give_one_valid_report_per_line_and_a_summary() {
+    let responder = common::responder_on_both(&[Transport::Tcp], ResponderConfig::default()).await;
+    let addr = responder
+        .addr(Transport::Tcp, siprace::endpoint::Family::V6)
+        .unwrap();
+    let target = format!("sip:{addr};transport=tcp");
+    let out = tokio::task::spawn_blocking(move || {
+        let child = Command::new(env!("CARGO_BIN_EXE_siprace"))
+            .env_remove("RUST_LOG")
+            .args(["dial", &target, "--count", "3", "--interval", "0"])
+            .args(["--probe", "--deadline", "8000", "--json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn siprace");
+        common::wait_bounded(child, Duration::from_secs(30), "dial --count 3")
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    let v = validator();
+    for report in &lines[..3] {
+        let errors: Vec<String> = v.iter_errors(report).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:#?}\n{report:#}");
+    }
+    assert_eq!(lines[0]["reuse"]["connection"], "new");
+    assert_eq!(lines[0]["reuse"]["why_not"], "no live connection");
+    for report in &lines[1..3] {
+        assert_eq!(report["reuse"]["connection"], "reused", "{report:#}");
+        assert_eq!(report["reuse"]["id"], 1);
+        assert_eq!(report["reuse"]["response"]["status"], 200);
+        assert_eq!(report["attempts"], serde_json::json!([]));
+    }
+    let summary = &lines[3]["summary"];
+    assert_eq!(summary["dials"], 3);
+    assert_eq!(summary["reused"], 2);
+    assert_eq!(summary["connections_opened"], 1);
+    // The schema knows `reuse`: a value it does not list is refused.
+    let mut bad = lines[1].clone();
+    bad["reuse"]["connection"] = "recycled".into();
+    assert!(!v.is_valid(&bad));
+    let stats = responder.shutdown().await;
+    assert_eq!(stats.tcp.ipv6.connections, 1, "{stats:?}");
+    assert_eq!(stats.tcp.ipv6.options, 3, "{stats:?}");
+}

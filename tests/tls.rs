@@ -542,7 +542,7 @@ async fn two_dials(resumption: bool) -> Vec<rustls::HandshakeKind> {
     let mut kinds = Vec::new();
     for _ in 0..2 {
         let dial = dialer.dial(&format!("sips:{DOMAIN}")).await.unwrap();
-        let Connection::Tls(stream) = dial.connection else {
+        let Some(Connection::Tls(stream)) = dial.connection else {
             panic!("not TLS")
         };
         kinds.push(stream.get_ref().1.handshake_kind().unwrap());
@@ -606,4 +606,130 @@ async fn every_tls_winner_has_its_transport_up_time() {
         rounds * side_by_side
     );
     responder.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// Connection reuse (issue #10): the dialer's table over real TLS
+
+/// A zone where `example.test` and the virtual host `other.example.test`
+/// are both the responder's loopback addresses.
+fn virtual_hosting_zone() -> String {
+    common::zone("@ IN AAAA ::1\n@ IN A 127.0.0.1\nother IN AAAA ::1\nother IN A 127.0.0.1\n")
+}
+
+/// A dialer configuration with the connection table, over IPv6 only: one
+/// attempt per race, so the responder's counters hold no loser.
+fn keeping(dns: &DnsServer, tls: TlsSettings) -> DialerConfig {
+    let mut cfg = DialerConfig {
+        keep: Some(siprace::keep::KeepConfig::default()),
+        ..dial_config(dns, tls)
+    };
+    cfg.locate.families = vec![Family::V6];
+    cfg
+}
+
+/// A TLS responder with a certificate for `names` (on both loopbacks), a
+/// zone with `example.test` and `other.example.test` on its addresses, and
+/// a dialer keeping connections; the responder's port.
+async fn keeping_setup(names: &[&str]) -> (ResponderHandle, u16, DnsServer, Dialer) {
+    let ca = Ca::new("test CA");
+    let responder = tls_responder(ca.responder_tls(names)).await;
+    let port = responder.addr(Transport::Tls, Family::V6).unwrap().port();
+    let dns = dns(virtual_hosting_zone()).await;
+    let dialer = Dialer::new(keeping(&dns, ca.trusted_by())).unwrap();
+    (responder, port, dns, dialer)
+}
+
+#[tokio::test]
+async fn a_kept_tls_connection_carries_later_dials_of_its_domain_without_a_handshake() {
+    let (responder, port, dns, dialer) = keeping_setup(&["uri:sip:example.test"]).await;
+    let target = format!("sips:{DOMAIN}:{port}");
+    let first = dialer.dial(&target).await.unwrap();
+    let reuse = first.report.reuse.as_ref().unwrap();
+    assert_eq!((reuse.connection, reuse.id), ("new", Some(1)));
+    assert_eq!(reuse.why_not.as_deref(), Some("no live connection"));
+    assert!(first.connection.is_none() && first.kept.is_some());
+    assert!(!first.report.attempts.is_empty());
+    for n in 2..=4 {
+        let dial = dialer.dial(&target).await.unwrap();
+        let reuse = dial.report.reuse.as_ref().unwrap();
+        assert_eq!(
+            (reuse.connection, reuse.id),
+            ("reused", Some(1)),
+            "dial {n}"
+        );
+        // No race: no attempt at all; the probe went over the kept connection.
+        assert!(
+            dial.report.attempts.is_empty(),
+            "dial {n}: {:?}",
+            dial.report.attempts
+        );
+        assert_eq!(dial.response.as_ref().unwrap().status, 200);
+        assert!(dial.report.render().contains("reused connection #1"));
+    }
+    // The server saw one TLS connection carry the four OPTIONS.
+    let stats = responder.stats();
+    let tls = stats.tls.ipv6;
+    assert_eq!((tls.connections, tls.options), (1, 4), "{stats:?}");
+    assert_eq!(dialer.kept_connections(), 1);
+    responder.shutdown().await;
+    dns.shutdown().await;
+}
+
+#[tokio::test]
+async fn virtual_hosting_never_reuses_a_connection_whose_certificate_does_not_cover_the_domain() {
+    // opensips#1651: one server address, two domains, a certificate for one.
+    let (responder, port, dns, dialer) = keeping_setup(&["uri:sip:example.test"]).await;
+    dialer.dial(&format!("sips:{DOMAIN}:{port}")).await.unwrap();
+    // The same addresses and port, another domain: a fresh race, whose TLS
+    // handshake fails because the certificate does not cover it.
+    let err = dialer
+        .dial(&format!("sips:other.{DOMAIN}:{port}"))
+        .await
+        .unwrap_err();
+    let report = err.report().unwrap();
+    assert!(report.reuse.is_none());
+    assert!(!report.attempts.is_empty());
+    assert!(
+        report
+            .attempts
+            .iter()
+            .all(|a| a.error_class.as_deref() == Some("certificate")),
+        "{:?}",
+        report.attempts
+    );
+    assert_eq!(responder.stats().tls.ipv6.options, 1);
+    responder.shutdown().await;
+    dns.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_certificate_covering_both_domains_is_reused_for_both() {
+    let names = ["uri:sip:example.test", "uri:sip:other.example.test"];
+    let (responder, port, dns, dialer) = keeping_setup(&names).await;
+    dialer.dial(&format!("sips:{DOMAIN}:{port}")).await.unwrap();
+    let other = dialer
+        .dial(&format!("sips:other.{DOMAIN}:{port}"))
+        .await
+        .unwrap();
+    let reuse = other.report.reuse.as_ref().unwrap();
+    assert_eq!((reuse.connection, reuse.id), ("reused", Some(1)));
+    assert_eq!(responder.stats().tls.ipv6.connections, 1);
+    responder.shutdown().await;
+    dns.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_peer_close_removes_the_kept_connection_at_once() {
+    let (responder, port, dns, dialer) = keeping_setup(&["uri:sip:example.test"]).await;
+    let dial = dialer.dial(&format!("sips:{DOMAIN}:{port}")).await.unwrap();
+    let kept = dial.kept.unwrap();
+    assert_eq!(dialer.kept_connections(), 1);
+    responder.shutdown().await;
+    tokio::time::timeout(Duration::from_secs(10), kept.closed())
+        .await
+        .expect("the reader sees the close");
+    assert!(kept.is_dead());
+    assert_eq!(dialer.kept_connections(), 0);
+    dns.shutdown().await;
 }

@@ -62,6 +62,8 @@ pub struct RowStats {
     /// time: the order they were made).
     pub latencies_ms: Vec<f64>,
     pub wall_ms: f64,
+    /// Dials a kept connection carried (connection reuse, issue #10).
+    pub reused: usize,
     #[serde(skip)]
     pub histogram: Histogram<u64>,
 }
@@ -156,6 +158,7 @@ fn row_stats(r: &RowResult) -> RowStats {
             .collect(),
         latencies_ms: r.dials.iter().map(|d| ms(d.latency_us)).collect(),
         wall_ms: r.wall_ms,
+        reused: r.dials.iter().filter(|d| d.reused).count(),
         histogram: h,
     }
 }
@@ -343,6 +346,68 @@ pub fn checks(cases: &[CaseStats]) -> Vec<Check> {
         }
     }
     out.extend(learning_checks(cases));
+    out.extend(reuse_checks(cases));
+    out
+}
+
+/// The checks of connection reuse (issue #10), within each reuse case:
+/// after the first dial, every dial rides the kept connection (the server
+/// accepts no other: one handshake for the whole series, where the goal is
+/// one per 1,000 dials to a domain); over TLS a reused dial is faster than
+/// a raced one, and a domain the certificate does not cover is never
+/// reused (opensips#1651).
+fn reuse_checks(cases: &[CaseStats]) -> Vec<Check> {
+    let mut out = Vec::new();
+    for key in ["reuse-tls/tls", "reuse-tcp/tcp"] {
+        let Some(c) = cases.iter().find(|c| c.key() == key) else {
+            continue;
+        };
+        let (Some(raced), Some(reuse)) = (c.row("no-reuse"), c.row("reuse")) else {
+            continue;
+        };
+        let opened = |r: &RowStats| r.server.connections_v6 + r.server.connections_v4;
+        out.push(compare(
+            format!(
+                "{key}: reuse: dials 2..N all reused, the server accepted 1 connection for all N"
+            ),
+            &[reuse],
+            reuse.reused == reuse.dials && opened(reuse) == 1,
+            format!(
+                "{} of {} reused; {} connection(s) for {} dials; no-reuse: {} for {}",
+                reuse.reused,
+                reuse.dials,
+                opened(reuse),
+                reuse.dials + 1,
+                opened(raced),
+                raced.dials + 1
+            ),
+        ));
+        if key == "reuse-tls/tls" {
+            out.push(compare(
+                format!("{key}: reuse p50 < no-reuse p50 (no TCP or TLS handshake)"),
+                &[raced, reuse],
+                reuse.p50_ms < raced.p50_ms,
+                format!("{:.2} vs {:.2}", reuse.p50_ms, raced.p50_ms),
+            ));
+        }
+        if let Some(vhost) = c.row("virtual-host") {
+            // Its dials must fail (the certificate does not cover the
+            // domain): `compare` would count that against it.
+            out.push(Check {
+                what: format!(
+                    "{key}: virtual-host: no dial reused a connection whose certificate does not cover its domain"
+                ),
+                passed: vhost.reused == 0 && vhost.ok == 0 && vhost.dials > 0,
+                detail: format!(
+                    "{} of {} reused, {} connected (certificate for {} only)",
+                    vhost.reused,
+                    vhost.dials,
+                    vhost.ok,
+                    crate::bench::scenario::DOMAIN
+                ),
+            });
+        }
+    }
     out
 }
 

@@ -30,6 +30,8 @@ pub struct DialRecord {
     /// When the first answer of each record type arrived, ms since the start.
     pub dns_ms: BTreeMap<String, f64>,
     pub error: Option<String>,
+    /// A kept connection carried the dial (connection reuse, issue #10).
+    pub reused: bool,
 }
 
 impl DialRecord {
@@ -38,8 +40,12 @@ impl DialRecord {
     pub fn from_report(report: &Report, bound: Duration) -> DialRecord {
         let winner = report.winner_entry();
         // Up to the winner's success; the teardown of losers is not setup.
+        // A dial a kept connection carried has no winner: its setup is the
+        // whole dial (location and the probe over the kept connection).
+        let reused = report.reuse.as_ref().filter(|r| r.connection == "reused");
         let setup_us = winner
             .and_then(|w| w.ended_ms)
+            .or(reused.map(|_| report.total_ms))
             .map(|ms| (ms * 1000.0) as u64);
         let mut dns_ms = BTreeMap::new();
         for q in &report.dns {
@@ -52,8 +58,9 @@ impl DialRecord {
         DialRecord {
             ok,
             latency_us: setup_us.unwrap_or(bound.as_micros() as u64),
-            family: winner.map(|w| w.family),
-            transport: winner.map(|w| w.transport),
+            family: winner.map(|w| w.family).or(reused.map(|r| r.family)),
+            transport: winner.map(|w| w.transport).or(reused.map(|r| r.transport)),
+            reused: reused.is_some(),
             attempts: report.attempts.len(),
             abandoned: report.abandoned_attempts(),
             dns_ms,
@@ -72,6 +79,7 @@ impl DialRecord {
             abandoned: 0,
             dns_ms: BTreeMap::new(),
             error: Some(error),
+            reused: false,
         }
     }
 }

@@ -20,12 +20,13 @@ use crate::bench::clients::{self, Client};
 pub use crate::bench::records::{CaseResult, DialRecord, RowResult, ServerSeen};
 use crate::bench::records::{SweepPoint, SweepRow};
 use crate::bench::scenario::TimelineKind;
-use crate::bench::scenario::{Scenario, DOMAIN};
+use crate::bench::scenario::{Scenario, DOMAIN, VHOST};
 use crate::bench::sweep::SweepSpec;
 use crate::bench::timeline;
 use crate::connect::tls::PemSource;
 use crate::dialer::{DialError, Dialer, DialerConfig};
 use crate::endpoint::Transport;
+use crate::keep::KeepConfig;
 use crate::lab::dns::{DnsServer, DnsServerConfig};
 use crate::lab::impair::{self, Fault};
 use crate::lab::topology::{Lab, Role};
@@ -280,6 +281,12 @@ impl Bench {
             }
             return Ok(cases);
         }
+        if scenario.reuse {
+            for case in cases.iter_mut() {
+                self.run_reuse(scenario, case).await?;
+            }
+            return Ok(cases);
+        }
 
         // The sequential rows wait out 32 s timeouts: their dials run all at
         // once, and both variants and every transport side by side, so the
@@ -436,6 +443,72 @@ impl Bench {
         row.row = Row::SipraceWarm.label();
         case.rows.push(row);
         case.timeline = Some(outcome);
+        Ok(())
+    }
+
+    /// A connection reuse scenario over one transport (issue #10), each
+    /// row one dialer in one runtime (a kept connection's reader lives in
+    /// the runtime that kept it): one unmeasured dial, then `n` measured
+    /// ones, all with the OPTIONS probe (a reused dial costs one SIP round
+    /// trip). `no-reuse` races every dial; `reuse` keeps the first dial's
+    /// connection for the rest; over TLS, `virtual-host` keeps a connection
+    /// to example.test and then dials vhost.example.test on the same
+    /// address, which its certificate does not cover: it must never reuse.
+    /// The server counts include the unmeasured dial.
+    async fn run_reuse(&self, scenario: &Scenario, case: &mut CaseResult) -> Result<(), String> {
+        let n = scenario.dials(self.quick);
+        let bound = Duration::from_secs(scenario.time_bound_s);
+        let transport = case.transport;
+        let mut rows = vec![("no-reuse", false, None), ("reuse", true, None)];
+        if transport == Transport::Tls {
+            let port = transport.default_port();
+            rows.push((
+                "virtual-host",
+                true,
+                Some(format!("sips:{VHOST}.{DOMAIN}:{port}")),
+            ));
+        }
+        for (label, keep, measured_target) in rows {
+            // The virtual host's dials all fail (its certificate check);
+            // a few show it as well as many.
+            let n = if measured_target.is_some() {
+                n.min(MAX_VIRTUAL_HOST_DIALS)
+            } else {
+                n
+            };
+            let mut job = self.job(scenario, Row::SipraceWarm, transport, n, 1, bound);
+            job.label = format!("{}/{transport} {label}", scenario.name);
+            job.cfg.connect.probe_streams = true;
+            job.cfg.keep = keep.then(KeepConfig::default);
+            let first_target = job.targets[0].clone();
+            if let Some(t) = measured_target {
+                job.targets = vec![t];
+            }
+            let before = self.responder.get().stats();
+            let run = run_in(&self.lab, Role::Client, move || async move {
+                let dialer = Dialer::new(job.cfg.clone()).map_err(|e| e.to_string())?;
+                let _ = dialer.dial(&first_target).await;
+                job.warm = Some(dialer);
+                Ok(job.run().await)
+            })
+            .await?;
+            let after = self.settled_stats(scenario).await;
+            let server = ServerSeen::delta(&before, &after, transport);
+            let opened = server.connections_v6 + server.connections_v4;
+            let reused = run.records.iter().filter(|r| r.reused).count();
+            let note = format!(
+                "{n} measured dials after one unmeasured dial to {DOMAIN}; {reused} reused a kept connection; the server accepted {opened} connection(s) for all {} dials ({:.0} per 1,000 dials)",
+                n + 1,
+                opened as f64 * 1000.0 / (n + 1) as f64
+            );
+            case.rows.push(RowResult {
+                row: label.to_string(),
+                dials: run.records,
+                server,
+                note: Some(note),
+                wall_ms: run.wall.as_secs_f64() * 1000.0,
+            });
+        }
         Ok(())
     }
 
@@ -603,6 +676,9 @@ where
     .await
     .map_err(|e| format!("{role:?} namespace thread: {e}"))?
 }
+
+/// The most measured dials of a reuse scenario's virtual-host row.
+const MAX_VIRTUAL_HOST_DIALS: usize = 20;
 
 /// The dials of one row.
 struct RowJob {

@@ -21,6 +21,9 @@
 //!                                           # network changes (see siprace::bench::timeline)
 //! repair_after_s = 35                       # v6-repaired: the faults are cleared after this
 //! interval_ms = 1000                        # v6-repaired: one dial every this long
+//! reuse = true                              # connection reuse (issue #10): rows no-reuse, reuse
+//!                                           # and, over TLS, virtual-host (a second domain on the
+//!                                           # same address, its certificate not covering it)
 //!
 //! [sweep]                                   # the cold attempt delay sweep (siprace::bench::sweep):
 //! from_ms = 0                               # the first [[impair]] (a delay) at every value
@@ -60,6 +63,8 @@ use crate::lab::topology::LabAddrs;
 
 /// The SIP domain every scenario's zone serves.
 pub const DOMAIN: &str = "example.test";
+/// The label of the virtual host of reuse scenarios (`vhost.example.test`).
+pub const VHOST: &str = "vhost";
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -94,6 +99,10 @@ pub struct Scenario {
     pub repair_after_s: u64,
     #[serde(default = "default_interval")]
     pub interval_ms: u64,
+    /// Connection reuse rows instead of the strategies (see the runner's
+    /// `run_reuse`); the zone then also has `vhost.example.test`.
+    #[serde(default)]
+    pub reuse: bool,
     #[serde(default)]
     pub dns: DnsSpec,
     #[serde(default)]
@@ -302,6 +311,14 @@ impl Scenario {
                 }
             }
             return z;
+        }
+        if self.reuse {
+            // A second SIP domain served from server 0's addresses (virtual
+            // hosting); the bench certificate does not cover it.
+            z += &format!(
+                "{VHOST} IN AAAA {}\n{VHOST} IN A {}\n",
+                addrs.servers_v6[0], addrs.servers_v4[0]
+            );
         }
         for i in 0..self.dns.srv_targets {
             z += &format!(

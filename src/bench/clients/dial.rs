@@ -98,6 +98,7 @@ pub(super) fn dial(
             abandoned: attempts.len().saturating_sub(1),
             dns_ms,
             error: None,
+            reused: false,
         },
         (first, _) => {
             let mut error = match exited {
@@ -124,6 +125,7 @@ pub(super) fn dial(
                 abandoned: attempts.len(),
                 dns_ms,
                 error: Some(error),
+                reused: false,
             }
         }
     }
