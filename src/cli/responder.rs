@@ -56,8 +56,19 @@ pub struct ResponderArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "cert")]
     pub write_ca: Option<PathBuf>,
     /// Require TLS clients to present a certificate issued by this CA (PEM).
+    /// Their certificates' SIP identities decide whether an RFC 5923 `alias`
+    /// in their Via is honoured.
     #[arg(long, value_name = "FILE")]
     pub client_ca: Option<PathBuf>,
+    /// With --client-ca: also serve TLS clients that present no certificate
+    /// (their `alias` is refused and counted) instead of failing their handshake.
+    #[arg(long, requires = "client_ca")]
+    pub client_cert_optional: bool,
+    /// RFC 5923 call-back: when a TLS client's `alias` is honoured, send it
+    /// an OPTIONS over its own connection (never a new one) and count the
+    /// answer (callbacks_sent / callbacks_answered in the stats).
+    #[arg(long)]
+    pub call_back: bool,
     /// Close a TCP/TLS/SCTP connection whose request (head and body) is not
     /// complete this many seconds after its first byte; also bounds TLS handshakes.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_REQUEST_TIMEOUT.as_secs(),
@@ -96,6 +107,8 @@ impl ResponderArgs {
                 }),
                 _ => None,
             },
+            client_certificate_optional: self.client_cert_optional,
+            call_back: self.call_back,
         }
     }
 
@@ -182,7 +195,36 @@ pub async fn run(args: ResponderArgs) -> Result<(), Box<dyn std::error::Error + 
         "stopped: {} requests, {} responses, {} invalid, {} connections",
         t.requests, t.responses, t.invalid, t.connections
     );
+    if args.call_back || t.alias_accepted > 0 || refused_aliases(&t) > 0 {
+        println!("{}", reuse_line(&t));
+    }
     Ok(())
+}
+
+/// Aliases refused, whatever the reason.
+fn refused_aliases(t: &siprace::responder::Counters) -> u64 {
+    t.alias_refused_not_tls + t.alias_refused_no_client_cert + t.alias_refused_cert_mismatch
+}
+
+/// The RFC 5923 counters as one line: connections opened by clients vs
+/// reused by the responder, aliases accepted and refused by reason,
+/// call-backs sent and answered.
+fn reuse_line(t: &siprace::responder::Counters) -> String {
+    format!(
+        "reuse: connections opened {} (by clients), reused {} (by call-backs); \
+         alias accepted {}, refused {} (not TLS {}, no client certificate {}, certificate does not cover the sent-by {}); \
+         call-backs sent {}, answered {}, unsent {}",
+        t.connections,
+        t.connections_reused,
+        t.alias_accepted,
+        refused_aliases(t),
+        t.alias_refused_not_tls,
+        t.alias_refused_no_client_cert,
+        t.alias_refused_cert_mismatch,
+        t.callbacks_sent,
+        t.callbacks_answered,
+        t.callbacks_unsent,
+    )
 }
 
 #[cfg(test)]

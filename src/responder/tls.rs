@@ -51,8 +51,20 @@ impl ResponderTls {
         Ok((tls, ca_cert.pem()))
     }
 
-    /// The rustls server configuration.
+    /// The rustls server configuration; with a client CA, a client
+    /// certificate is required.
     pub fn server_config(&self) -> io::Result<Arc<rustls::ServerConfig>> {
+        self.server_config_with(false)
+    }
+
+    /// The rustls server configuration; with a client CA and
+    /// `client_certificate_optional`, a client without a certificate is
+    /// accepted (one that presents a certificate must still present a valid
+    /// one).
+    pub fn server_config_with(
+        &self,
+        client_certificate_optional: bool,
+    ) -> io::Result<Arc<rustls::ServerConfig>> {
         let bad = |what: &str, e: &dyn std::fmt::Display| {
             io::Error::new(io::ErrorKind::InvalidInput, format!("tls {what}: {e}"))
         };
@@ -71,12 +83,14 @@ impl ResponderTls {
                 for c in ca.certificates().map_err(|e| bad("client CA", &e))? {
                     roots.add(c).map_err(|e| bad("client CA", &e))?;
                 }
-                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                     Arc::new(roots),
                     provider,
-                )
-                .build()
-                .map_err(|e| bad("client CA", &e))?;
+                );
+                if client_certificate_optional {
+                    verifier = verifier.allow_unauthenticated();
+                }
+                let verifier = verifier.build().map_err(|e| bad("client CA", &e))?;
                 builder.with_client_cert_verifier(verifier)
             }
             None => builder.with_no_client_auth(),
