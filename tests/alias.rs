@@ -14,14 +14,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, SanType,
-};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use siprace::connect::tls::PemSource;
 use siprace::responder::{
-    start, Counters, ListenerConfig, ResponderConfig, ResponderHandle, ResponderTls,
+    start, Counters, ListenerConfig, ResponderConfig, ResponderHandle, ResponderTls, ThrowawayCa,
 };
 use siprace::sip::{parse_request, parse_response, Frame, StreamFramer};
 use siprace::{Family, Transport};
@@ -39,44 +36,24 @@ const CLIENT: &str = "client.example.test";
 const CLIENT_PORT: u16 = 5071;
 
 /// A test CA issuing the responder's and the clients' certificates.
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
+struct Ca(ThrowawayCa);
 
 impl Ca {
     fn new() -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name = DistinguishedName::new();
-        p.distinguished_name
-            .push(DnType::CommonName, "siprace alias test CA");
-        let cert = p.self_signed(&key).unwrap();
-        Ca {
-            issuer: Issuer::new(p, key),
-            pem: cert.pem(),
-        }
+        Ca(ThrowawayCa::new("siprace alias test CA").unwrap())
     }
 
     /// A leaf (certificate PEM, key PEM) with the URI SAN `sip:<name>` and
     /// the dNSName `<name>`.
     fn leaf(&self, name: &str) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
-        p.subject_alt_names
-            .push(SanType::URI(format!("sip:{name}").try_into().unwrap()));
-        p.distinguished_name = DistinguishedName::new();
-        p.distinguished_name.push(DnType::CommonName, name);
-        let cert = p.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
+        self.0.leaf(name).unwrap()
     }
 
     /// A TLS client trusting this CA, presenting a certificate for
     /// `client_name` if given.
     fn client(&self, client_name: Option<&str>) -> tokio_rustls::TlsConnector {
         let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(self.pem.as_bytes()) {
+        for c in CertificateDer::pem_slice_iter(self.0.pem().as_bytes()) {
             roots.add(c.unwrap()).unwrap();
         }
         let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -118,7 +95,7 @@ async fn responder(ca: &Ca) -> ResponderHandle {
         tls: Some(ResponderTls {
             cert: PemSource::Pem(cert),
             key: PemSource::Pem(key),
-            client_ca: Some(PemSource::Pem(ca.pem.clone())),
+            client_ca: Some(PemSource::Pem(ca.0.pem().to_string())),
         }),
         client_certificate_optional: true,
         call_back: true,

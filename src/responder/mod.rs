@@ -50,7 +50,7 @@ pub use config::{
 pub use counters::{write_stats, Counters, FamilyCounters, StatsSnapshot};
 pub use respond::respond;
 use respond::Received;
-pub use tls::ResponderTls;
+pub use tls::{ResponderTls, ThrowawayCa};
 
 use crate::connect::sctp::SctpListener;
 use crate::endpoint::{Family, Transport};

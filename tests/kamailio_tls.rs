@@ -1,0 +1,257 @@
+//! Kamailio in the lab over TLS with client-certificate verification
+//! (lab/kamailio.cfg, lab/kamailio-tls.cfg; certificates made by the lab
+//! with rcgen): two SIP domains on one address, each with a certificate of
+//! its own, chosen by SNI; Kamailio's connection counter and open TLS
+//! connections read over its ctl socket ([`servers::kamailio_connections`]).
+//!
+//! Each `siprace dial` process opens its own connection (no reuse across
+//! processes), so N dials to domain A show as N connections accepted, and a
+//! dial to domain B as one more; a dial without a client certificate is
+//! refused by Kamailio.
+//!
+//! Needs root, `ip`, `nft`, `kamailio`, `kamcmd` (kamailio) and the TLS
+//! module (kamailio-tls-modules); without them it prints `SKIPPED: ...` and
+//! passes. The lab is torn down by a guard, also when the test fails.
+#![cfg(feature = "tools")]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+use siprace::connect::tls::{CertIdentities, PemSource};
+use siprace::lab::servers::{self, DnsOpts, KamailioTls, ServerOpts, DNS_PORT, KAMAILIO_TLS_PORT};
+use siprace::lab::{self, Lab, LabConfig, Role, ShaperLaunch};
+
+fn siprace_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_siprace"))
+}
+
+fn skip() -> bool {
+    let tools = [
+        ("ip", "iproute2"),
+        ("nft", "nftables"),
+        ("kamailio", "kamailio"),
+        ("kamcmd", "kamailio"),
+    ];
+    let tls_module = std::path::Path::new("/usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so");
+    let reason = if unsafe { libc::geteuid() } != 0 {
+        Some("not root".to_string())
+    } else if let Some((t, p)) = tools.iter().find(|(t, _)| lab::sys::which(t).is_none()) {
+        Some(format!("`{t}` ({p}) missing"))
+    } else if !tls_module.exists() {
+        Some("the Kamailio TLS module (kamailio-tls-modules) is missing".to_string())
+    } else {
+        None
+    };
+    match reason {
+        Some(r) => {
+            eprintln!("SKIPPED: Kamailio TLS lab test: {r}");
+            true
+        }
+        None => false,
+    }
+}
+
+/// Tears the lab down when dropped, also when the test panics.
+struct Guard(String);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Err(e) = lab::down(&self.0) {
+            eprintln!("down {}: {e}", self.0);
+        }
+    }
+}
+
+/// A lab with the DNS server (example zone) and Kamailio.
+fn kamailio_lab() -> (Lab, Guard) {
+    let name = format!("ktls{}", std::process::id());
+    let _ = lab::down(&name); // leftovers of an earlier crashed run
+    let lab = lab::up(&LabConfig {
+        name: name.clone(),
+        shaper: ShaperLaunch::Disabled,
+    })
+    .expect("lab up");
+    let guard = Guard(name);
+    let opts = ServerOpts {
+        dns: Some(DnsOpts {
+            zone: Some(
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lab/zones/example.test.zone"),
+            ),
+            ..DnsOpts::default()
+        }),
+        kamailio: true,
+        siprace_bin: Some(siprace_bin()),
+        ..ServerOpts::default()
+    };
+    servers::start_servers(&lab, &opts).unwrap_or_else(|e| panic!("servers: {e}"));
+    (lab, guard)
+}
+
+/// `siprace dial --json --probe URI` from the client namespace, with the lab
+/// CA and (if `client_cert`) the lab client's certificate.
+fn dial(lab: &Lab, uri: &str, client_cert: bool) -> serde_json::Value {
+    let files = KamailioTls::of(lab);
+    let dns = SocketAddr::new(lab.addrs.dns_v4.into(), DNS_PORT).to_string();
+    let mut cmd = lab.command(Role::Client, siprace_bin());
+    cmd.args(["dial", "--json", "--probe", "--dns", &dns, "--ca"])
+        .arg(&files.ca);
+    if client_cert {
+        cmd.arg("--cert")
+            .arg(&files.client_cert)
+            .arg("--key")
+            .arg(&files.client_key);
+    }
+    let out = cmd.arg(uri).output().expect("run siprace dial");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "siprace dial {uri}: no JSON ({e}), status {}, stderr {:?}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn accepted(lab: &Lab) -> u64 {
+    servers::kamailio_connections(lab)
+        .expect("Kamailio's counters")
+        .accepted_total
+}
+
+/// Asserts that a dial connected over TLS to Kamailio's TLS port with a 200.
+fn assert_connected(r: &serde_json::Value, uri: &str) {
+    assert_eq!(r["result"], "connected", "{uri}: {r:#}");
+    let won = r["attempts"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["outcome"] == "won"))
+        .unwrap_or_else(|| panic!("{uri}: no winner: {r:#}"));
+    assert_eq!(won["transport"], "tls", "{uri}: {r:#}");
+    let addr: SocketAddr = won["addr"].as_str().unwrap().parse().unwrap();
+    assert_eq!(addr.port(), KAMAILIO_TLS_PORT, "{uri}: {r:#}");
+    assert_eq!(won["response"]["status"], 200, "{uri}: {r:#}");
+}
+
+#[test]
+fn kamailio_counts_a_connection_per_dial_process_and_hosts_b_on_its_own_certificate() {
+    if skip() {
+        return;
+    }
+    let (lab, guard) = kamailio_lab();
+    let a = format!("sips:{}", KamailioTls::DOMAIN_A);
+    let b = format!("sips:{}", KamailioTls::DOMAIN_B);
+
+    // N separate processes to A: N connections (no reuse across processes).
+    const N: u64 = 3;
+    let before = accepted(&lab);
+    for _ in 0..N {
+        assert_connected(&dial(&lab, &a, true), &a);
+    }
+    let after_a = accepted(&lab);
+    println!("Kamailio connections accepted: {before} before, {after_a} after {N} dials to {a}");
+    assert_eq!(after_a - before, N, "one connection per dial process");
+
+    // B, on the same address and port, with its own certificate.
+    assert_connected(&dial(&lab, &b, true), &b);
+    let after_b = accepted(&lab);
+    println!("Kamailio connections accepted: {after_b} after one dial to {b}");
+    assert_eq!(after_b - after_a, 1);
+
+    // Without a client certificate, Kamailio refuses the handshake.
+    let r = dial(&lab, &a, false);
+    assert_ne!(r["result"], "connected", "no client certificate: {r:#}");
+    let text = r.to_string();
+    assert!(
+        text.contains("client certificate"),
+        "the error names the missing client certificate: {r:#}"
+    );
+
+    // A connection held open shows in Kamailio's live TLS list, and the
+    // certificate it got for each SNI covers that domain only.
+    let files = KamailioTls::of(&lab);
+    let server = SocketAddr::new(lab.addrs.servers_v4[2].into(), KAMAILIO_TLS_PORT);
+    let lab2 = lab.clone();
+    let seen = lab
+        .in_ns(Role::Client, move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(async move {
+                    let mut seen = Vec::new();
+                    for domain in [KamailioTls::DOMAIN_A, KamailioTls::DOMAIN_B] {
+                        let tls = handshake(&files, server, domain).await;
+                        let local = tls.get_ref().0.local_addr().unwrap();
+                        let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+                        let ids = CertIdentities::from_der(leaf.as_ref()).unwrap();
+                        let live = servers::kamailio_connections(&lab2).expect("tls.list");
+                        seen.push((domain, local, ids, live.tls_open));
+                    }
+                    seen
+                })
+        })
+        .expect("in the client namespace");
+    for (domain, local, ids, open) in seen {
+        assert!(
+            ids.check(domain).is_ok(),
+            "SNI {domain}: {}",
+            ids.describe()
+        );
+        let other = if domain == KamailioTls::DOMAIN_A {
+            KamailioTls::DOMAIN_B
+        } else {
+            KamailioTls::DOMAIN_A
+        };
+        assert!(
+            ids.check(other).is_err(),
+            "the certificate for {domain} must not cover {other}: {}",
+            ids.describe()
+        );
+        assert!(
+            open.iter().any(|c| c.client == local && c.server == server),
+            "Kamailio lists the connection from {local}: {open:?}"
+        );
+        println!(
+            "SNI {domain}: certificate {}; Kamailio's open TLS connections: {}",
+            ids.describe(),
+            open.len()
+        );
+    }
+    drop(guard);
+}
+
+/// A TLS handshake to Kamailio from the calling thread's namespace, with the
+/// lab client's certificate and SNI `domain` (the chain checked against the
+/// lab CA; the SIP identities are the caller's to check).
+async fn handshake(
+    files: &KamailioTls,
+    server: SocketAddr,
+    domain: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in PemSource::File(files.ca.clone()).certificates().unwrap() {
+        roots.add(c).unwrap();
+    }
+    let chain = PemSource::File(files.client_cert.clone())
+        .certificates()
+        .unwrap();
+    let key = PemSource::File(files.client_key.clone())
+        .private_key()
+        .unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .unwrap();
+    let tcp = tokio::net::TcpStream::connect(server).await.unwrap();
+    let name = ServerName::try_from(domain.to_string()).unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp),
+    )
+    .await
+    .expect("the handshake ends")
+    .expect("the handshake succeeds")
+}
