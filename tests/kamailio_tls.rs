@@ -36,12 +36,20 @@ fn skip() -> bool {
         ("kamailio", "kamailio"),
         ("kamcmd", "kamailio"),
     ];
-    let tls_module = std::path::Path::new("/usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so");
+    // Debian's multiarch module directory, or the plain one.
+    let tls_module = [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib",
+    ]
+    .iter()
+    .map(|lib| std::path::Path::new(lib).join("kamailio/modules/tls.so"))
+    .find(|p| p.exists());
     let reason = if unsafe { libc::geteuid() } != 0 {
         Some("not root".to_string())
     } else if let Some((t, p)) = tools.iter().find(|(t, _)| lab::sys::which(t).is_none()) {
         Some(format!("`{t}` ({p}) missing"))
-    } else if !tls_module.exists() {
+    } else if tls_module.is_none() {
         Some("the Kamailio TLS module (kamailio-tls-modules) is missing".to_string())
     } else {
         None

@@ -157,10 +157,12 @@ pub async fn run(args: ResponderArgs) -> Result<(), Box<dyn std::error::Error + 
             ),
         }
         if let Some(ca) = &args.client_ca {
-            println!(
-                "tls requires a client certificate issued by {}",
-                ca.display()
-            );
+            let how = if args.client_cert_optional {
+                "asks for (optional)"
+            } else {
+                "requires"
+            };
+            println!("tls {how} a client certificate issued by {}", ca.display());
         }
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
