@@ -120,10 +120,8 @@ fn dial(lab: &Lab, uri: &str, client_cert: bool) -> serde_json::Value {
     ])
     .arg(&files.ca);
     if client_cert {
-        cmd.arg("--cert")
-            .arg(&files.client_cert)
-            .arg("--key")
-            .arg(&files.client_key);
+        // --ca again, then --cert and --key.
+        cmd.args(files.dial_args());
     }
     let out = cmd.arg(uri).output().expect("run siprace dial");
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -141,8 +139,19 @@ fn accepted(lab: &Lab) -> u64 {
         .accepted_total
 }
 
-/// Asserts that a dial connected over TLS to Kamailio's TLS port with a 200.
+/// Asserts that a dial connected over TLS to Kamailio's TLS port with a 200,
+/// in one attempt.
 fn assert_connected(r: &serde_json::Value, uri: &str) {
+    assert_won_at_kamailio(r, uri);
+    assert_eq!(
+        r["attempts"].as_array().map(Vec::len),
+        Some(1),
+        "{uri}: one attempt, one connection: {r:#}"
+    );
+}
+
+/// Asserts that a dial's winner is Kamailio's TLS port, answering 200.
+fn assert_won_at_kamailio(r: &serde_json::Value, uri: &str) {
     assert_eq!(r["result"], "connected", "{uri}: {r:#}");
     let won = r["attempts"]
         .as_array()
@@ -152,11 +161,6 @@ fn assert_connected(r: &serde_json::Value, uri: &str) {
     let addr: SocketAddr = won["addr"].as_str().unwrap().parse().unwrap();
     assert_eq!(addr.port(), KAMAILIO_TLS_PORT, "{uri}: {r:#}");
     assert_eq!(won["response"]["status"], 200, "{uri}: {r:#}");
-    assert_eq!(
-        r["attempts"].as_array().map(Vec::len),
-        Some(1),
-        "{uri}: one attempt, one connection: {r:#}"
-    );
 }
 
 #[test]
@@ -183,6 +187,15 @@ fn kamailio_counts_a_connection_per_dial_process_and_hosts_b_on_its_own_certific
     let after_b = accepted(&lab);
     println!("Kamailio connections accepted: {after_b} after one dial to {b}");
     assert_eq!(after_b - after_a, 1);
+
+    // The lab domain: its _sips._tcp SRV lists the responder and SIPp first
+    // (no TLS there: refused at once), then Kamailio, whose certificate for
+    // A also covers example.test. One connection at Kamailio.
+    let lab_domain = format!("sips:{}", KamailioTls::LAB_DOMAIN);
+    assert_won_at_kamailio(&dial(&lab, &lab_domain, true), &lab_domain);
+    let after_lab_domain = accepted(&lab);
+    println!("Kamailio connections accepted: {after_lab_domain} after one dial to {lab_domain}");
+    assert_eq!(after_lab_domain - after_b, 1);
 
     // Without a client certificate, Kamailio refuses the handshake.
     let r = dial(&lab, &a, false);

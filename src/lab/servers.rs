@@ -431,12 +431,30 @@ pub struct KamailioTls {
 }
 
 impl KamailioTls {
-    /// Domain A: Kamailio's default TLS certificate covers it only.
+    /// Domain A: Kamailio's default TLS certificate covers it and
+    /// [`Self::LAB_DOMAIN`] only.
     pub const DOMAIN_A: &'static str = "tls-a.example.test";
+    /// The lab's SIP domain, whose `_sips._tcp` SRV lists Kamailio's TLS
+    /// port (after the responder's and SIPp's, which serve no TLS): covered
+    /// by domain A's certificate, so `sips:example.test` reaches Kamailio.
+    pub const LAB_DOMAIN: &'static str = "example.test";
     /// Domain B, hosted on the same address: a certificate of its own.
     pub const DOMAIN_B: &'static str = "tls-b.example.test";
     /// The SIP identity of the lab client's certificate.
     pub const CLIENT_NAME: &'static str = "client.example.test";
+
+    /// The `siprace dial` flags that trust the lab CA and present the lab
+    /// client's certificate: `--ca CA --cert CERT --key KEY`.
+    pub fn dial_args(&self) -> Vec<OsString> {
+        vec![
+            "--ca".into(),
+            self.ca.clone().into(),
+            "--cert".into(),
+            self.client_cert.clone().into(),
+            "--key".into(),
+            self.client_key.clone().into(),
+        ]
+    }
 
     /// Where the files of `lab`'s Kamailio are (whether written yet or not).
     pub fn of(lab: &Lab) -> KamailioTls {
@@ -455,12 +473,12 @@ impl KamailioTls {
         let bad = |e: String| LabError::Invalid(format!("kamailio TLS certificates: {e}"));
         let ca = ThrowawayCa::new(&format!("siprace lab {} CA", lab.name)).map_err(bad)?;
         sys::write_atomic(&files.ca, ca.pem().as_bytes())?;
-        for (name, file) in [
-            (Self::DOMAIN_A, "kamailio-tls-a"),
-            (Self::DOMAIN_B, "kamailio-tls-b"),
-            (Self::CLIENT_NAME, "kamailio-tls-client"),
+        for (names, file) in [
+            (&[Self::DOMAIN_A, Self::LAB_DOMAIN][..], "kamailio-tls-a"),
+            (&[Self::DOMAIN_B], "kamailio-tls-b"),
+            (&[Self::CLIENT_NAME], "kamailio-tls-client"),
         ] {
-            let (cert, key) = ca.leaf(name).map_err(bad)?;
+            let (cert, key) = ca.leaf_for(names).map_err(bad)?;
             sys::write_atomic(&lab.state_dir.join(format!("{file}.pem")), cert.as_bytes())?;
             sys::write_atomic(&lab.state_dir.join(format!("{file}.key")), key.as_bytes())?;
         }

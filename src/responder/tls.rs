@@ -43,15 +43,25 @@ impl ThrowawayCa {
     /// PEM): URI SAN `sip:<name>`, dNSName `<name>`, CN `<name>` (RFC 5922
     /// §7.1 reads the URI SAN first). Good for a server or a client (RFC 5923).
     pub fn leaf(&self, name: &str) -> Result<(String, String), String> {
+        self.leaf_for(&[name])
+    }
+
+    /// A leaf for several SIP domains: a URI SAN `sip:<name>` and a dNSName
+    /// `<name>` each; the CN is the first name.
+    pub fn leaf_for(&self, names: &[&str]) -> Result<(String, String), String> {
         use rcgen::{CertificateParams, DnType, KeyPair, SanType};
+        let first = names.first().ok_or("a certificate needs a name")?;
         let key = KeyPair::generate().map_err(rcgen_error)?;
-        let mut leaf = CertificateParams::new(vec![name.to_string()]).map_err(rcgen_error)?;
-        leaf.subject_alt_names.push(SanType::URI(
-            format!("sip:{name}")
-                .try_into()
-                .map_err(|_| format!("{name:?} cannot go in a sip: URI"))?,
-        ));
-        leaf.distinguished_name.push(DnType::CommonName, name);
+        let dns: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut leaf = CertificateParams::new(dns).map_err(rcgen_error)?;
+        for name in names {
+            leaf.subject_alt_names.push(SanType::URI(
+                format!("sip:{name}")
+                    .try_into()
+                    .map_err(|_| format!("{name:?} cannot go in a sip: URI"))?,
+            ));
+        }
+        leaf.distinguished_name.push(DnType::CommonName, *first);
         let leaf = leaf.signed_by(&key, &self.issuer).map_err(rcgen_error)?;
         Ok((leaf.pem(), key.serialize_pem()))
     }
