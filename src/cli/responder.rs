@@ -165,6 +165,11 @@ pub async fn run(args: ResponderArgs) -> Result<(), Box<dyn std::error::Error + 
             println!("tls {how} a client certificate issued by {}", ca.display());
         }
     }
+    if args.call_back && args.client_ca.is_none() {
+        println!(
+            "note: --call-back without --client-ca: no client certificate is asked for, so every alias is refused (RFC 5923 §5.1)"
+        );
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut ticker = args.stats_every.map(|secs| {
         let period = Duration::from_secs(secs);
@@ -293,6 +298,52 @@ mod tests {
         for flag in ["--request-timeout", "--write-timeout"] {
             assert!(Cli::try_parse_from(["x", "--listen", "tcp:[::1]:0", flag, "0"]).is_err());
         }
+    }
+
+    #[test]
+    fn alias_flags() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--listen",
+            "tls:[::1]:0",
+            "--client-ca",
+            "ca.pem",
+            "--client-cert-optional",
+            "--call-back",
+        ])
+        .unwrap();
+        let cfg = cli.args.config();
+        assert!(cfg.call_back && cfg.client_certificate_optional);
+        let cfg = Cli::try_parse_from(["x", "--listen", "tls:[::1]:0"])
+            .unwrap()
+            .args
+            .config();
+        assert!(!cfg.call_back && !cfg.client_certificate_optional);
+        // Optional client certificates only mean something with a client CA.
+        assert!(
+            Cli::try_parse_from(["x", "--listen", "tls:[::1]:0", "--client-cert-optional"])
+                .is_err()
+        );
+        let mut t = siprace::responder::Counters {
+            connections: 4,
+            connections_reused: 1,
+            alias_accepted: 1,
+            alias_refused_not_tls: 1,
+            alias_refused_no_client_cert: 2,
+            alias_refused_cert_mismatch: 3,
+            callbacks_sent: 1,
+            callbacks_answered: 1,
+            ..Default::default()
+        };
+        assert_eq!(refused_aliases(&t), 6);
+        let line = reuse_line(&t);
+        assert!(
+            line.starts_with("reuse: connections opened 4 (by clients), reused 1"),
+            "{line}"
+        );
+        assert!(line.contains("refused 6 (not TLS 1, no client certificate 2, certificate does not cover the sent-by 3)"), "{line}");
+        t.callbacks_unsent = 2;
+        assert!(reuse_line(&t).ends_with("call-backs sent 1, answered 1, unsent 2"));
     }
 
     #[test]
