@@ -225,6 +225,7 @@ fn kamailio_counts_a_connection_per_dial_process_and_hosts_b_on_its_own_certific
                         let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
                         let ids = CertIdentities::from_der(leaf.as_ref()).unwrap();
                         let live = servers::kamailio_connections(&lab2).expect("tls.list");
+                        assert!(live.open_tls >= 1 && live.open >= live.open_tls, "{live:?}");
                         seen.push((domain, local, ids, live.tls_open));
                     }
                     seen

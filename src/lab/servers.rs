@@ -535,7 +535,11 @@ pub struct KamailioConnections {
     /// few, so compare two readings: the difference is what was opened in
     /// between.
     pub accepted_total: u64,
-    /// The TLS connections open now.
+    /// Connections open now, TCP and TLS (`core.tcp_info` opened_connections).
+    pub open: u64,
+    /// Of which TLS (`core.tcp_info` opened_tls_connections).
+    pub open_tls: u64,
+    /// The TLS connections open now, one by one.
     pub tls_open: Vec<KamailioTlsConnection>,
 }
 
@@ -568,9 +572,25 @@ pub fn kamailio_connections(lab: &Lab) -> Result<KamailioConnections, LabError> 
             "kamcmd cnt.get tcp passive_open: {text:?} is no number"
         ))
     })?;
+    let info = rpc(&["core.tcp_info"])?;
+    let field = |name: &str| -> Result<u64, LabError> {
+        info.lines()
+            .filter_map(|l| l.trim().split_once(':'))
+            .find(|(k, _)| k.trim() == name)
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .ok_or_else(|| {
+                LabError::Invalid(format!("kamcmd core.tcp_info: no {name} in {info:?}"))
+            })
+    };
+    let (open, open_tls) = (
+        field("opened_connections")?,
+        field("opened_tls_connections")?,
+    );
     let tls_open = parse_tls_list(&rpc(&["tls.list"])?)?;
     Ok(KamailioConnections {
         accepted_total,
+        open,
+        open_tls,
         tls_open,
     })
 }
