@@ -265,41 +265,37 @@ async fn alias_with_a_covering_client_certificate_gets_a_call_back_over_the_same
     );
 }
 
-#[tokio::test]
-async fn alias_without_a_client_certificate_is_refused() {
+/// A TLS client presenting a certificate for `client_name` (or none) sends
+/// an OPTIONS with `;alias` and sent-by [`CLIENT`], then another: it gets
+/// no call-back. Returns the responder's TLS counters.
+async fn refused_over_tls(client_name: Option<&str>) -> Counters {
     let ca = Ca::new();
     let handle = responder(&ca).await;
-    let mut tls = connect_tls(&handle, &ca, None).await;
+    let mut tls = connect_tls(&handle, &ca, client_name).await;
     let mut framer = StreamFramer::new(65_536);
     options_answered(&mut tls, &mut framer, "TLS", "z9hG4bK-first", true).await;
     assert_no_call_back(&mut tls, &mut framer, "TLS").await;
     let c = counters(&handle, Transport::Tls, |c| c.requests == 2).await;
-    assert_eq!(c.alias_refused_no_client_cert, 1, "{c:?}");
     assert_eq!(
         (c.alias_accepted, c.callbacks_sent, c.connections_reused),
         (0, 0, 0),
         "{c:?}"
     );
     handle.shutdown().await;
+    c
+}
+
+#[tokio::test]
+async fn alias_without_a_client_certificate_is_refused() {
+    let c = refused_over_tls(None).await;
+    assert_eq!(c.alias_refused_no_client_cert, 1, "{c:?}");
 }
 
 #[tokio::test]
 async fn alias_with_a_certificate_for_another_host_is_refused() {
-    let ca = Ca::new();
-    let handle = responder(&ca).await;
     // A valid certificate from the trusted CA, but for another name.
-    let mut tls = connect_tls(&handle, &ca, Some("mallory.example.test")).await;
-    let mut framer = StreamFramer::new(65_536);
-    options_answered(&mut tls, &mut framer, "TLS", "z9hG4bK-first", true).await;
-    assert_no_call_back(&mut tls, &mut framer, "TLS").await;
-    let c = counters(&handle, Transport::Tls, |c| c.requests == 2).await;
+    let c = refused_over_tls(Some("mallory.example.test")).await;
     assert_eq!(c.alias_refused_cert_mismatch, 1, "{c:?}");
-    assert_eq!(
-        (c.alias_accepted, c.callbacks_sent, c.connections_reused),
-        (0, 0, 0),
-        "{c:?}"
-    );
-    handle.shutdown().await;
 }
 
 #[tokio::test]

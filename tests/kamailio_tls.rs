@@ -99,6 +99,23 @@ fn kamailio_lab(base: &str) -> (Lab, Guard) {
     (lab, guard)
 }
 
+/// Runs `f` with a current-thread runtime on a thread inside the client namespace.
+fn in_client<T, F, Fut>(lab: &Lab, f: F) -> T
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    lab.in_ns(Role::Client, move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(f())
+    })
+    .expect("in the client namespace")
+}
+
 /// `siprace dial --json --probe --max-concurrent 1 URI` from the client
 /// namespace, with the lab CA and (if `client_cert`) the lab client's
 /// certificate. One attempt at a time: on a loaded machine a slow IPv6
@@ -211,27 +228,19 @@ fn kamailio_counts_a_connection_per_dial_process_and_hosts_b_on_its_own_certific
     let files = KamailioTls::of(&lab);
     let server = SocketAddr::new(lab.addrs.servers_v4[2].into(), KAMAILIO_TLS_PORT);
     let lab2 = lab.clone();
-    let seen = lab
-        .in_ns(Role::Client, move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(async move {
-                    let mut seen = Vec::new();
-                    for domain in [KamailioTls::DOMAIN_A, KamailioTls::DOMAIN_B] {
-                        let tls = handshake(&files, server, domain).await;
-                        let local = tls.get_ref().0.local_addr().unwrap();
-                        let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
-                        let ids = CertIdentities::from_der(leaf.as_ref()).unwrap();
-                        let live = servers::kamailio_connections(&lab2).expect("tls.list");
-                        assert!(live.open_tls >= 1 && live.open >= live.open_tls, "{live:?}");
-                        seen.push((domain, local, ids, live.tls_open));
-                    }
-                    seen
-                })
-        })
-        .expect("in the client namespace");
+    let seen = in_client(&lab, move || async move {
+        let mut seen = Vec::new();
+        for domain in [KamailioTls::DOMAIN_A, KamailioTls::DOMAIN_B] {
+            let tls = handshake(&files, server, domain).await;
+            let local = tls.get_ref().0.local_addr().unwrap();
+            let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+            let ids = CertIdentities::from_der(leaf.as_ref()).unwrap();
+            let live = servers::kamailio_connections(&lab2).expect("tls.list");
+            assert!(live.open_tls >= 1 && live.open >= live.open_tls, "{live:?}");
+            seen.push((domain, local, ids, live.tls_open));
+        }
+        seen
+    });
     for (domain, local, ids, open) in seen {
         assert!(
             ids.check(domain).is_ok(),
@@ -428,23 +437,14 @@ fn kamailio_sends_its_request_over_the_aliased_connection() {
     let files = KamailioTls::of(&lab);
     let server = SocketAddr::new(lab.addrs.servers_v4[2].into(), KAMAILIO_TLS_PORT);
     let client = KamailioTls::CLIENT_NAME;
-    let results = lab
-        .in_ns(Role::Client, move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(async move {
-                    // Each on its own connection and Via port, so no alias
-                    // from one case can serve another.
-                    let aliased = ask_for_call_back(&files, server, client, 5071, true).await;
-                    let plain = ask_for_call_back(&files, server, client, 5072, false).await;
-                    let uncovered =
-                        ask_for_call_back(&files, server, "mallory.example.test", 5073, true).await;
-                    (aliased, plain, uncovered)
-                })
-        })
-        .expect("in the client namespace");
+    let results = in_client(&lab, move || async move {
+        // Each on its own connection and Via port, so no alias
+        // from one case can serve another.
+        let aliased = ask_for_call_back(&files, server, client, 5071, true).await;
+        let plain = ask_for_call_back(&files, server, client, 5072, false).await;
+        let uncovered = ask_for_call_back(&files, server, "mallory.example.test", 5073, true).await;
+        (aliased, plain, uncovered)
+    });
     let (aliased, plain, uncovered) = results;
     println!("alias, certificate covers the sent-by: {aliased:?}");
     println!("no alias: {plain:?}");

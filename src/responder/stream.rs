@@ -183,21 +183,11 @@ async fn serve_accepted(
         Accepted::Tcp(stream) => {
             let _ = stream.set_nodelay(true);
             limit_send_buffer(&stream, limits.send_buffer);
-            let conn = Conn {
-                transport: Transport::Tcp,
-                peer,
-                local: local_or_unspecified(stream.local_addr(), peer),
-                security: ConnectionSecurity::Plain,
-            };
+            let conn = Conn::plain(Transport::Tcp, peer, stream.local_addr());
             serve_connection(stream, conn, ctx, limits, slot).await
         }
         Accepted::Sctp(stream) => {
-            let conn = Conn {
-                transport: Transport::Sctp,
-                peer,
-                local: local_or_unspecified(stream.local_addr(), peer),
-                security: ConnectionSecurity::Plain,
-            };
+            let conn = Conn::plain(Transport::Sctp, peer, stream.local_addr());
             serve_connection(stream, conn, ctx, limits, slot).await
         }
         Accepted::Tls(stream, acceptor) => {
@@ -239,6 +229,18 @@ struct Conn {
     peer: SocketAddr,
     local: SocketAddr,
     security: ConnectionSecurity,
+}
+
+impl Conn {
+    /// A connection without TLS (TCP or SCTP).
+    fn plain(transport: Transport, peer: SocketAddr, local: io::Result<SocketAddr>) -> Conn {
+        Conn {
+            transport,
+            peer,
+            local: local_or_unspecified(local, peer),
+            security: ConnectionSecurity::Plain,
+        }
+    }
 }
 
 /// A connection's part in RFC 5923 reuse: the aliases it was recorded
