@@ -56,8 +56,19 @@ pub struct ResponderArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "cert")]
     pub write_ca: Option<PathBuf>,
     /// Require TLS clients to present a certificate issued by this CA (PEM).
+    /// Their certificates' SIP identities decide whether an RFC 5923 `alias`
+    /// in their Via is honoured.
     #[arg(long, value_name = "FILE")]
     pub client_ca: Option<PathBuf>,
+    /// With --client-ca: also serve TLS clients that present no certificate
+    /// (their `alias` is refused and counted) instead of failing their handshake.
+    #[arg(long, requires = "client_ca")]
+    pub client_cert_optional: bool,
+    /// RFC 5923 call-back: when a TLS client's `alias` is honoured, send it
+    /// an OPTIONS over its own connection (never a new one) and count the
+    /// answer (callbacks_sent / callbacks_answered in the stats).
+    #[arg(long)]
+    pub call_back: bool,
     /// Close a TCP/TLS/SCTP connection whose request (head and body) is not
     /// complete this many seconds after its first byte; also bounds TLS handshakes.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_REQUEST_TIMEOUT.as_secs(),
@@ -96,6 +107,8 @@ impl ResponderArgs {
                 }),
                 _ => None,
             },
+            client_certificate_optional: self.client_cert_optional,
+            call_back: self.call_back,
         }
     }
 
@@ -144,11 +157,18 @@ pub async fn run(args: ResponderArgs) -> Result<(), Box<dyn std::error::Error + 
             ),
         }
         if let Some(ca) = &args.client_ca {
-            println!(
-                "tls requires a client certificate issued by {}",
-                ca.display()
-            );
+            let how = if args.client_cert_optional {
+                "asks for (optional)"
+            } else {
+                "requires"
+            };
+            println!("tls {how} a client certificate issued by {}", ca.display());
         }
+    }
+    if args.call_back && args.client_ca.is_none() {
+        println!(
+            "note: --call-back without --client-ca: no client certificate is asked for, so every alias is refused (RFC 5923 §5.1)"
+        );
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut ticker = args.stats_every.map(|secs| {
@@ -182,7 +202,36 @@ pub async fn run(args: ResponderArgs) -> Result<(), Box<dyn std::error::Error + 
         "stopped: {} requests, {} responses, {} invalid, {} connections",
         t.requests, t.responses, t.invalid, t.connections
     );
+    if args.call_back || t.alias_accepted > 0 || refused_aliases(&t) > 0 {
+        println!("{}", reuse_line(&t));
+    }
     Ok(())
+}
+
+/// Aliases refused, whatever the reason.
+fn refused_aliases(t: &siprace::responder::Counters) -> u64 {
+    t.alias_refused_not_tls + t.alias_refused_no_client_cert + t.alias_refused_cert_mismatch
+}
+
+/// The RFC 5923 counters as one line: connections opened by clients vs
+/// reused by the responder, aliases accepted and refused by reason,
+/// call-backs sent and answered.
+fn reuse_line(t: &siprace::responder::Counters) -> String {
+    format!(
+        "reuse: connections opened {} (by clients), reused {} (by call-backs); \
+         alias accepted {}, refused {} (not TLS {}, no client certificate {}, certificate does not cover the sent-by {}); \
+         call-backs sent {}, answered {}, unsent {}",
+        t.connections,
+        t.connections_reused,
+        t.alias_accepted,
+        refused_aliases(t),
+        t.alias_refused_not_tls,
+        t.alias_refused_no_client_cert,
+        t.alias_refused_cert_mismatch,
+        t.callbacks_sent,
+        t.callbacks_answered,
+        t.callbacks_unsent,
+    )
 }
 
 #[cfg(test)]
@@ -249,6 +298,52 @@ mod tests {
         for flag in ["--request-timeout", "--write-timeout"] {
             assert!(Cli::try_parse_from(["x", "--listen", "tcp:[::1]:0", flag, "0"]).is_err());
         }
+    }
+
+    #[test]
+    fn alias_flags() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--listen",
+            "tls:[::1]:0",
+            "--client-ca",
+            "ca.pem",
+            "--client-cert-optional",
+            "--call-back",
+        ])
+        .unwrap();
+        let cfg = cli.args.config();
+        assert!(cfg.call_back && cfg.client_certificate_optional);
+        let cfg = Cli::try_parse_from(["x", "--listen", "tls:[::1]:0"])
+            .unwrap()
+            .args
+            .config();
+        assert!(!cfg.call_back && !cfg.client_certificate_optional);
+        // Optional client certificates only mean something with a client CA.
+        assert!(
+            Cli::try_parse_from(["x", "--listen", "tls:[::1]:0", "--client-cert-optional"])
+                .is_err()
+        );
+        let mut t = siprace::responder::Counters {
+            connections: 4,
+            connections_reused: 1,
+            alias_accepted: 1,
+            alias_refused_not_tls: 1,
+            alias_refused_no_client_cert: 2,
+            alias_refused_cert_mismatch: 3,
+            callbacks_sent: 1,
+            callbacks_answered: 1,
+            ..Default::default()
+        };
+        assert_eq!(refused_aliases(&t), 6);
+        let line = reuse_line(&t);
+        assert!(
+            line.starts_with("reuse: connections opened 4 (by clients), reused 1"),
+            "{line}"
+        );
+        assert!(line.contains("refused 6 (not TLS 1, no client certificate 2, certificate does not cover the sent-by 3)"), "{line}");
+        t.callbacks_unsent = 2;
+        assert!(reuse_line(&t).ends_with("call-backs sent 1, answered 1, unsent 2"));
     }
 
     #[test]

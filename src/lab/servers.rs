@@ -7,7 +7,7 @@
 //! | DNS | dns | 2001:db8:d5::53, 203.0.113.53 port 53, UDP+TCP | `siprace lab dns --zone Z [--faults F]` |
 //! | responder | server | #1 2001:db8:5e::10, 198.51.100.10 port 5060, UDP+TCP | `siprace responder --listen both:...` |
 //! | SIPp | server | #2 2001:db8:5e::11, 198.51.100.11 port 5060, UDP+TCP | `sipp -sf uas.xml -i ADDR -p 5060 -t u1\|t1`, one process per transport and family |
-//! | Kamailio | server | #3 2001:db8:5e::12, 198.51.100.12 port 5060, UDP+TCP | `kamailio -DD -E -f kamailio.cfg` |
+//! | Kamailio | server | #3 2001:db8:5e::12, 198.51.100.12 port 5060, UDP+TCP; port 5061 TLS (mutual) | `kamailio -DD -E -f kamailio.cfg` |
 //!
 //! The SIPp scenario, the Kamailio configuration and the default zone are the
 //! files under `lab/` of the source tree, built into the binary and written to
@@ -36,6 +36,8 @@ use crate::endpoint::Transport;
 pub const EXAMPLE_ZONE: &str = include_str!("../../lab/zones/example.test.zone");
 /// `lab/kamailio.cfg` (listens on server address #3).
 pub const KAMAILIO_CFG: &str = include_str!("../../lab/kamailio.cfg");
+/// `lab/kamailio-tls.cfg`: Kamailio's TLS domains (see [`KamailioTls`]).
+pub const KAMAILIO_TLS_CFG: &str = include_str!("../../lab/kamailio-tls.cfg");
 /// `lab/sipp/uas.xml` (answers every OPTIONS with 200).
 pub const SIPP_UAS_XML: &str = include_str!("../../lab/sipp/uas.xml");
 
@@ -43,6 +45,8 @@ pub const SIPP_UAS_XML: &str = include_str!("../../lab/sipp/uas.xml");
 pub const SIP_PORT: u16 = 5060;
 /// The DNS port of the lab DNS server.
 pub const DNS_PORT: u16 = 53;
+/// The port of Kamailio's TLS listeners.
+pub const KAMAILIO_TLS_PORT: u16 = 5061;
 
 /// Which SIP server implementation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -410,7 +414,87 @@ fn spawn_sipp(lab: &Lab) -> Result<(Vec<u32>, Vec<PathBuf>), LabError> {
     Ok((pids, logs))
 }
 
+/// The TLS side of the lab's Kamailio: two SIP domains on one address and
+/// port ([`KAMAILIO_TLS_PORT`]), each with its own certificate (chosen by
+/// SNI), neither covering the other; client certificates required, issued
+/// by the lab CA. The files are written to the lab's state directory at
+/// each start, with certificates made there (rcgen); the CA key is never
+/// written, so nothing else can be issued afterwards.
+#[derive(Debug, Clone, Serialize)]
+pub struct KamailioTls {
+    /// The lab CA (PEM): trust it (`siprace dial --ca`).
+    pub ca: PathBuf,
+    /// A client certificate (PEM) for [`Self::CLIENT_NAME`] from the lab CA
+    /// (`siprace dial --cert`), and its key (`--key`).
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl KamailioTls {
+    /// Domain A: Kamailio's default TLS certificate covers it and
+    /// [`Self::LAB_DOMAIN`] only.
+    pub const DOMAIN_A: &'static str = "tls-a.example.test";
+    /// The lab's SIP domain, whose `_sips._tcp` SRV lists Kamailio's TLS
+    /// port (after the responder's and SIPp's, which serve no TLS): covered
+    /// by domain A's certificate, so `sips:example.test` reaches Kamailio.
+    pub const LAB_DOMAIN: &'static str = "example.test";
+    /// Domain B, hosted on the same address: a certificate of its own.
+    pub const DOMAIN_B: &'static str = "tls-b.example.test";
+    /// The SIP identity of the lab client's certificate.
+    pub const CLIENT_NAME: &'static str = "client.example.test";
+
+    /// The `siprace dial` flags that trust the lab CA and present the lab
+    /// client's certificate: `--ca CA --cert CERT --key KEY`.
+    pub fn dial_args(&self) -> Vec<OsString> {
+        vec![
+            "--ca".into(),
+            self.ca.clone().into(),
+            "--cert".into(),
+            self.client_cert.clone().into(),
+            "--key".into(),
+            self.client_key.clone().into(),
+        ]
+    }
+
+    /// Where the files of `lab`'s Kamailio are (whether written yet or not).
+    pub fn of(lab: &Lab) -> KamailioTls {
+        KamailioTls {
+            ca: lab.state_dir.join("kamailio-tls-ca.pem"),
+            client_cert: lab.state_dir.join("kamailio-tls-client.pem"),
+            client_key: lab.state_dir.join("kamailio-tls-client.key"),
+        }
+    }
+
+    /// Makes the CA and the certificates and writes them, with
+    /// `kamailio-tls.cfg`, to the lab's state directory.
+    fn write(lab: &Lab) -> Result<KamailioTls, LabError> {
+        use crate::responder::ThrowawayCa;
+        let files = KamailioTls::of(lab);
+        let bad = |e: String| LabError::Invalid(format!("kamailio TLS certificates: {e}"));
+        let ca = ThrowawayCa::new(&format!("siprace lab {} CA", lab.name)).map_err(bad)?;
+        sys::write_atomic(&files.ca, ca.pem().as_bytes())?;
+        for (names, file) in [
+            (&[Self::DOMAIN_A, Self::LAB_DOMAIN][..], "kamailio-tls-a"),
+            (&[Self::DOMAIN_B], "kamailio-tls-b"),
+            (&[Self::CLIENT_NAME], "kamailio-tls-client"),
+        ] {
+            let (cert, key) = ca.leaf_for(names).map_err(bad)?;
+            sys::write_atomic(&lab.state_dir.join(format!("{file}.pem")), cert.as_bytes())?;
+            sys::write_atomic(&lab.state_dir.join(format!("{file}.key")), key.as_bytes())?;
+        }
+        write_state_file(lab, "kamailio-tls.cfg", KAMAILIO_TLS_CFG)?;
+        Ok(files)
+    }
+}
+
+/// The path of the lab Kamailio's ctl socket (its RPC interface, `kamcmd -s`).
+fn kamailio_ctl_socket(lab: &Lab) -> PathBuf {
+    lab.state_dir.join("kamailio").join("kamailio_ctl")
+}
+
 fn spawn_kamailio(lab: &Lab) -> Result<(Vec<u32>, Vec<PathBuf>), LabError> {
+    // Beside kamailio.cfg: kamailio-tls.cfg names its files relative to it.
+    KamailioTls::write(lab)?;
     let cfg = write_state_file(lab, "kamailio.cfg", KAMAILIO_CFG)?;
     let run = lab.state_dir.join("kamailio");
     std::fs::create_dir_all(&run).map_err(LabError::io(format!("creating {}", run.display())))?;
@@ -422,9 +506,130 @@ fn spawn_kamailio(lab: &Lab) -> Result<(Vec<u32>, Vec<PathBuf>), LabError> {
     args.push(run.clone().into());
     args.push("-w".into());
     args.push(run.clone().into());
+    // Each lab's Kamailio gets its own ctl socket (unix sockets are not
+    // per network namespace).
+    args.push("-A".into());
+    args.push(format!("CTL_SOCKET=\"unix:{}\"", kamailio_ctl_socket(lab).display()).into());
     let kam = sys::require("kamailio", "kamailio")?;
     let pid = topology::spawn_in(&lab.name, Role::Server, "kamailio", &kam, &args)?;
     Ok((vec![pid], vec![log_path(lab, "kamailio")]))
+}
+
+/// One TLS connection open in the lab's Kamailio (`tls.list`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KamailioTlsConnection {
+    /// Kamailio's connection id.
+    pub id: u64,
+    /// The client's end.
+    pub client: SocketAddr,
+    /// Kamailio's end.
+    pub server: SocketAddr,
+}
+
+/// What the lab's Kamailio says of its connections, read over its ctl
+/// socket with `kamcmd` (from any namespace).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KamailioConnections {
+    /// Connections Kamailio accepted since it started, TCP and TLS
+    /// together (counter `tcp:passive_open`). The readiness check opens a
+    /// few, so compare two readings: the difference is what was opened in
+    /// between.
+    pub accepted_total: u64,
+    /// Connections open now, TCP and TLS (`core.tcp_info` opened_connections).
+    pub open: u64,
+    /// Of which TLS (`core.tcp_info` opened_tls_connections).
+    pub open_tls: u64,
+    /// The TLS connections open now, one by one.
+    pub tls_open: Vec<KamailioTlsConnection>,
+}
+
+/// Reads the lab Kamailio's connection counter and its open TLS
+/// connections. Call it before and after the dials to count: see
+/// [`KamailioConnections::accepted_total`].
+pub fn kamailio_connections(lab: &Lab) -> Result<KamailioConnections, LabError> {
+    let kamcmd = sys::require("kamcmd", "kamailio")?;
+    let socket = format!("unix:{}", kamailio_ctl_socket(lab).display());
+    let rpc = |args: &[&str]| -> Result<String, LabError> {
+        let out = std::process::Command::new(&kamcmd)
+            .arg("-s")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .map_err(LabError::io(format!("running {}", kamcmd.display())))?;
+        if !out.status.success() {
+            return Err(LabError::Invalid(format!(
+                "kamcmd {}: {} {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout).trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let text = rpc(&["cnt.get", "tcp", "passive_open"])?;
+    let accepted_total = text.trim().parse().map_err(|_| {
+        LabError::Invalid(format!(
+            "kamcmd cnt.get tcp passive_open: {text:?} is no number"
+        ))
+    })?;
+    let info = rpc(&["core.tcp_info"])?;
+    let field = |name: &str| -> Result<u64, LabError> {
+        info.lines()
+            .filter_map(|l| l.trim().split_once(':'))
+            .find(|(k, _)| k.trim() == name)
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .ok_or_else(|| {
+                LabError::Invalid(format!("kamcmd core.tcp_info: no {name} in {info:?}"))
+            })
+    };
+    let (open, open_tls) = (
+        field("opened_connections")?,
+        field("opened_tls_connections")?,
+    );
+    let tls_open = parse_tls_list(&rpc(&["tls.list"])?)?;
+    Ok(KamailioConnections {
+        accepted_total,
+        open,
+        open_tls,
+        tls_open,
+    })
+}
+
+/// Parses `kamcmd tls.list`: one `{ key: value ... }` block per connection.
+fn parse_tls_list(text: &str) -> Result<Vec<KamailioTlsConnection>, LabError> {
+    let bad = |why: String| LabError::Invalid(format!("kamcmd tls.list: {why}"));
+    let mut out = Vec::new();
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        match line {
+            "{" => fields.clear(),
+            "}" => {
+                let get = |k: &str| {
+                    fields
+                        .iter()
+                        .find(|(n, _)| n == k)
+                        .map(|(_, v)| v.as_str())
+                        .ok_or_else(|| bad(format!("a connection without {k}")))
+                };
+                let addr = |ip: &str, port: &str| -> Result<SocketAddr, LabError> {
+                    let ip: IpAddr = get(ip)?.parse().map_err(|_| bad(format!("bad {ip}")))?;
+                    let port: u16 = get(port)?.parse().map_err(|_| bad(format!("bad {port}")))?;
+                    Ok(SocketAddr::new(ip, port))
+                };
+                out.push(KamailioTlsConnection {
+                    id: get("id")?.parse().map_err(|_| bad("bad id".into()))?,
+                    client: addr("src_ip", "src_port")?,
+                    server: addr("dst_ip", "dst_port")?,
+                });
+            }
+            _ => {
+                if let Some((k, v)) = line.split_once(':') {
+                    fields.push((k.trim().to_string(), v.trim().to_string()));
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn wait_sip_ready(
@@ -445,11 +650,24 @@ fn wait_sip_ready(
             ]
         })
         .collect();
+    // Kamailio's TLS listeners accept too (a TCP connect; no handshake, as
+    // it needs the lab client's certificate).
+    let tls_targets: Vec<SocketAddr> = if kind == ServerKind::Kamailio {
+        vec![
+            SocketAddr::new(v6.into(), KAMAILIO_TLS_PORT),
+            SocketAddr::new(v4.into(), KAMAILIO_TLS_PORT),
+        ]
+    } else {
+        Vec::new()
+    };
     let what = format!("{kind} ({v6}, {v4} port {SIP_PORT})");
     poll_ready(lab, &what, pids, logs, timeout, move || {
         targets
             .iter()
             .all(|(t, a)| options_ping(*t, *a, Duration::from_millis(200)).is_ok())
+            && tls_targets
+                .iter()
+                .all(|a| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok())
     })
 }
 
@@ -595,5 +813,25 @@ pub fn options_ping(
         Err(std::io::Error::other(format!(
             "no final SIP response: {status:?}"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kamailio_tls_list_is_read() {
+        // As kamcmd 5.6 prints it: one block per connection.
+        let text = "{\n\tid: 4\n\ttimeout: 3\n\tsrc_ip: 192.0.2.10\n\tsrc_port: 56762\n\tdst_ip: 198.51.100.12\n\
+                    \tdst_port: 5061\n\tcipher: TLS_AES_256_GCM_SHA384 TLSv1.3 Kx=any\n\tstate: established\n}\n\
+                    {\n\tid: 7\n\tsrc_ip: 2001:db8:c::10\n\tsrc_port: 40000\n\tdst_ip: 2001:db8:5e::12\n\tdst_port: 5061\n}\n";
+        let conns = parse_tls_list(text).unwrap();
+        assert_eq!(conns.len(), 2);
+        assert_eq!(conns[0].id, 4);
+        assert_eq!(conns[0].client, "192.0.2.10:56762".parse().unwrap());
+        assert_eq!(conns[1].server, "[2001:db8:5e::12]:5061".parse().unwrap());
+        assert_eq!(parse_tls_list("").unwrap(), []);
+        assert!(parse_tls_list("{\n\tid: 1\n}\n").is_err(), "no addresses");
     }
 }

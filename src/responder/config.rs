@@ -60,6 +60,14 @@ pub struct ResponderConfig {
     pub max_pending_output: usize,
     /// Certificate and key for the TLS listeners (required if there is one).
     pub tls: Option<ResponderTls>,
+    /// With [`ResponderTls::client_ca`]: accept TLS clients that present no
+    /// certificate (they are served, and an `alias` they send is refused and
+    /// counted) instead of failing their handshake.
+    pub client_certificate_optional: bool,
+    /// RFC 5923 call-back: when a client's `alias` is honoured, send it one
+    /// OPTIONS over its own connection (found through the alias table) and
+    /// count the answer. See the `alias` module.
+    pub call_back: bool,
 }
 
 impl Default for ResponderConfig {
@@ -73,6 +81,8 @@ impl Default for ResponderConfig {
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_pending_output: DEFAULT_MAX_PENDING_OUTPUT,
             tls: None,
+            client_certificate_optional: false,
+            call_back: false,
         }
     }
 }

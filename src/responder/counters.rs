@@ -48,6 +48,28 @@ pub struct Counters {
     /// TLS connections whose handshake failed (or timed out); they are
     /// also counted in `connections`.
     pub handshake_failures: u64,
+    /// Requests whose top Via `alias` was honoured (RFC 5923 §5.1): TLS, a
+    /// client certificate covering the sent-by host. The connection is then
+    /// recorded under (sent-by host, port, transport).
+    pub alias_accepted: u64,
+    /// `alias` ignored: not a TLS connection (plain TCP or SCTP never aliases).
+    pub alias_refused_not_tls: u64,
+    /// `alias` ignored: TLS, but the client presented no certificate.
+    pub alias_refused_no_client_cert: u64,
+    /// `alias` ignored: the client certificate does not cover the sent-by host.
+    pub alias_refused_cert_mismatch: u64,
+    /// Connections the responder reused for a request of its own (a
+    /// call-back), instead of opening one back to the client. The responder
+    /// never opens connections itself: every connection it uses is one of
+    /// `connections`, opened by a client.
+    pub connections_reused: u64,
+    /// Call-back OPTIONS written over an aliased connection (`--call-back`).
+    pub callbacks_sent: u64,
+    /// Call-backs that got a final response over the same connection.
+    pub callbacks_answered: u64,
+    /// Call-backs that could not be sent: the aliased connection ended first,
+    /// or its outbound queue was full.
+    pub callbacks_unsent: u64,
 }
 
 impl Counters {
@@ -66,6 +88,14 @@ impl Counters {
         self.connections_request_timeout += o.connections_request_timeout;
         self.connections_write_timeout += o.connections_write_timeout;
         self.handshake_failures += o.handshake_failures;
+        self.alias_accepted += o.alias_accepted;
+        self.alias_refused_not_tls += o.alias_refused_not_tls;
+        self.alias_refused_no_client_cert += o.alias_refused_no_client_cert;
+        self.alias_refused_cert_mismatch += o.alias_refused_cert_mismatch;
+        self.connections_reused += o.connections_reused;
+        self.callbacks_sent += o.callbacks_sent;
+        self.callbacks_answered += o.callbacks_answered;
+        self.callbacks_unsent += o.callbacks_unsent;
     }
 }
 
@@ -129,6 +159,14 @@ pub(super) struct Cell {
     pub(super) connections_request_timeout: AtomicU64,
     pub(super) connections_write_timeout: AtomicU64,
     pub(super) handshake_failures: AtomicU64,
+    pub(super) alias_accepted: AtomicU64,
+    pub(super) alias_refused_not_tls: AtomicU64,
+    pub(super) alias_refused_no_client_cert: AtomicU64,
+    pub(super) alias_refused_cert_mismatch: AtomicU64,
+    pub(super) connections_reused: AtomicU64,
+    pub(super) callbacks_sent: AtomicU64,
+    pub(super) callbacks_answered: AtomicU64,
+    pub(super) callbacks_unsent: AtomicU64,
 }
 
 impl Cell {
@@ -149,6 +187,14 @@ impl Cell {
             connections_request_timeout: l(&self.connections_request_timeout),
             connections_write_timeout: l(&self.connections_write_timeout),
             handshake_failures: l(&self.handshake_failures),
+            alias_accepted: l(&self.alias_accepted),
+            alias_refused_not_tls: l(&self.alias_refused_not_tls),
+            alias_refused_no_client_cert: l(&self.alias_refused_no_client_cert),
+            alias_refused_cert_mismatch: l(&self.alias_refused_cert_mismatch),
+            connections_reused: l(&self.connections_reused),
+            callbacks_sent: l(&self.callbacks_sent),
+            callbacks_answered: l(&self.callbacks_answered),
+            callbacks_unsent: l(&self.callbacks_unsent),
         }
     }
 }

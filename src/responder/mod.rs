@@ -8,6 +8,10 @@
 //! address family, and can be told to stay silent (receive but never answer)
 //! to play a black-holed server.
 //!
+//! Over TLS it honours the RFC 5923 `alias` of a client whose certificate
+//! covers its Via sent-by host, records the connection under that name, and
+//! with `call_back` sends the client an OPTIONS over it (the `alias` module).
+//!
 //! A stream connection costs bounded resources whatever the peer does: idle,
 //! request (slowloris) and write (non-reader) deadlines, a capped send
 //! buffer, and a connection cap that hands the stalest slot to a newcomer
@@ -18,6 +22,7 @@
 //! [`shutdown`](ResponderHandle::shutdown). The command line
 //! (`siprace responder`) lives in the binary and fills a [`ResponderConfig`].
 
+mod alias;
 mod config;
 mod counters;
 mod respond;
@@ -45,11 +50,12 @@ pub use config::{
 pub use counters::{write_stats, Counters, FamilyCounters, StatsSnapshot};
 pub use respond::respond;
 use respond::Received;
-pub use tls::ResponderTls;
+pub use tls::{ResponderTls, ThrowawayCa};
 
 use crate::connect::sctp::SctpListener;
 use crate::endpoint::{Family, Transport};
 use crate::socket::{new_socket, Bind};
+use alias::AliasTable;
 use counters::{bump, Stats};
 use slots::Slots;
 use stream::{serve_stream_listener, StreamLimits, StreamListener};
@@ -142,6 +148,7 @@ impl ResponderHandle {
 /// keeps running then).
 pub async fn start(cfg: ResponderConfig) -> io::Result<ResponderHandle> {
     let stats = Arc::new(Stats::default());
+    let aliases = Arc::new(AliasTable::default());
     let (shutdown, _) = watch::channel(false);
     let slots = Arc::new(Slots::new(cfg.max_tcp_connections, cfg.request_timeout));
     let limits = StreamLimits::of(&cfg);
@@ -153,6 +160,8 @@ pub async fn start(cfg: ResponderConfig) -> io::Result<ResponderHandle> {
             stats: stats.clone(),
             silent: l.silent,
             max_message,
+            aliases: aliases.clone(),
+            call_back: cfg.call_back,
         };
         let stop = shutdown.subscribe();
         let addr = match l.transport {
@@ -172,7 +181,9 @@ pub async fn start(cfg: ResponderConfig) -> io::Result<ResponderHandle> {
                                 format!("tls:{} needs a certificate and key", l.addr),
                             )
                         })?;
-                        Some(tokio_rustls::TlsAcceptor::from(tls.server_config()?))
+                        Some(tokio_rustls::TlsAcceptor::from(
+                            tls.server_config_with(cfg.client_certificate_optional)?,
+                        ))
                     }
                     _ => None,
                 };
@@ -223,18 +234,31 @@ pub async fn start(cfg: ResponderConfig) -> io::Result<ResponderHandle> {
 }
 
 /// What every listener's task shares: the counters, whether to answer,
-/// and the size bound.
+/// the size bound, and the RFC 5923 alias table.
 #[derive(Clone)]
 struct Ctx {
     stats: Arc<Stats>,
     silent: bool,
     max_message: usize,
+    aliases: Arc<AliasTable>,
+    /// Send an OPTIONS to each client whose alias is honoured.
+    call_back: bool,
 }
 
 impl Ctx {
     /// Handles one datagram / framed message: counts it and returns the
     /// bytes to send back.
     fn handle(&self, transport: Transport, peer: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+        self.handle_request(transport, peer, bytes).0
+    }
+
+    /// [`handle`](Self::handle), also returning the request's top Via.
+    fn handle_request(
+        &self,
+        transport: Transport,
+        peer: SocketAddr,
+        bytes: &[u8],
+    ) -> (Option<Vec<u8>>, Option<crate::sip::Via>) {
         let cell = self.stats.cell(transport, &peer);
         bump(&cell.messages);
         let answer = respond::answer(bytes, peer, self.silent, self.max_message);
@@ -254,6 +278,6 @@ impl Ctx {
             bump(&cell.responses);
         }
         self.stats.touched();
-        answer.reply
+        (answer.reply, answer.top_via)
     }
 }

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use crate::sip::{
-    address_uri, is_sip_uri, parse_request, reject_invalid_request, split_comma_list, Request,
+    address_uri, is_sip_uri, parse_request, reject_invalid_request, split_comma_list, Request, Via,
     ALLOWED_METHODS,
 };
 
@@ -22,6 +22,9 @@ pub(crate) enum Received {
 pub(crate) struct Answer {
     pub received: Received,
     pub reply: Option<Vec<u8>>,
+    /// The request's top Via entry (for the RFC 5923 `alias`); None for
+    /// anything that is no valid request.
+    pub top_via: Option<Via>,
 }
 
 /// How the responder answers `bytes` from `peer`. A message larger than
@@ -33,6 +36,7 @@ pub(crate) fn answer(bytes: &[u8], peer: SocketAddr, silent: bool, max_message: 
     let invalid = |reply| Answer {
         received: Received::Invalid,
         reply,
+        top_via: None,
     };
     if bytes.len() > max_message {
         return invalid(None);
@@ -51,6 +55,10 @@ pub(crate) fn answer(bytes: &[u8], peer: SocketAddr, silent: bool, max_message: 
             options: req.method == "OPTIONS",
         },
         reply: if silent { None } else { respond(&req, peer) },
+        top_via: req
+            .vias
+            .first()
+            .and_then(|line| split_comma_list(line).first().and_then(|v| Via::parse(v))),
     }
 }
 

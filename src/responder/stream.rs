@@ -13,13 +13,17 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::alias::{self, AliasRefusal, ConnectionSecurity, Outbound};
 use super::config::ResponderConfig;
-use super::counters::bump;
+use super::counters::{bump, Cell};
 use super::slots::{SlotGuard, Slots};
 use super::Ctx;
 use crate::connect::sctp::{SctpListener, SctpStream};
+use crate::connect::tls::CertIdentities;
 use crate::endpoint::Transport;
-use crate::sip::{reject_invalid_request, Frame, SipParseError, StreamFramer};
+use crate::sip::{
+    parse_response, reject_invalid_request, Frame, OptionsProbe, SipParseError, StreamFramer, Via,
+};
 
 /// A listening stream socket: TCP, TLS over TCP, or SCTP.
 pub(super) enum StreamListener {
@@ -147,6 +151,27 @@ fn limit_send_buffer(stream: &TcpStream, bytes: usize) {
     }
 }
 
+/// The local address of a connection, for the Via of requests sent over
+/// it; the unspecified address if the socket cannot tell.
+fn local_or_unspecified(local: io::Result<SocketAddr>, peer: SocketAddr) -> SocketAddr {
+    local.unwrap_or_else(|_| {
+        let any: std::net::IpAddr = if peer.is_ipv6() {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        };
+        SocketAddr::new(any, 0)
+    })
+}
+
+/// The SIP identities of the certificate a TLS client presented (and rustls
+/// verified against the client CA), if it presented one. A certificate that
+/// cannot be read holds no identity, so it covers no sent-by.
+fn client_identities(conn: &rustls::ServerConnection) -> Option<CertIdentities> {
+    let leaf = conn.peer_certificates()?.first()?;
+    Some(CertIdentities::from_der(leaf.as_ref()).unwrap_or_default())
+}
+
 async fn serve_accepted(
     accepted: Accepted,
     peer: SocketAddr,
@@ -158,17 +183,30 @@ async fn serve_accepted(
         Accepted::Tcp(stream) => {
             let _ = stream.set_nodelay(true);
             limit_send_buffer(&stream, limits.send_buffer);
-            serve_connection(stream, Transport::Tcp, peer, ctx, limits, slot).await
+            let conn = Conn::plain(Transport::Tcp, peer, stream.local_addr());
+            serve_connection(stream, conn, ctx, limits, slot).await
         }
         Accepted::Sctp(stream) => {
-            serve_connection(stream, Transport::Sctp, peer, ctx, limits, slot).await
+            let conn = Conn::plain(Transport::Sctp, peer, stream.local_addr());
+            serve_connection(stream, conn, ctx, limits, slot).await
         }
         Accepted::Tls(stream, acceptor) => {
             let _ = stream.set_nodelay(true);
             limit_send_buffer(&stream, limits.send_buffer);
+            let local = local_or_unspecified(stream.local_addr(), peer);
             let cell = ctx.stats.cell(Transport::Tls, &peer);
             match tokio::time::timeout(limits.request, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => serve_connection(tls, Transport::Tls, peer, ctx, limits, slot).await,
+                Ok(Ok(tls)) => {
+                    let conn = Conn {
+                        transport: Transport::Tls,
+                        peer,
+                        local,
+                        security: ConnectionSecurity::Tls {
+                            client: client_identities(tls.get_ref().1),
+                        },
+                    };
+                    serve_connection(tls, conn, ctx, limits, slot).await
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, "TLS handshake failed: {e}");
                     bump(&cell.handshake_failures);
@@ -182,6 +220,159 @@ async fn serve_accepted(
                 }
             }
         }
+    }
+}
+
+/// One served connection: its transport, ends and security.
+struct Conn {
+    transport: Transport,
+    peer: SocketAddr,
+    local: SocketAddr,
+    security: ConnectionSecurity,
+}
+
+impl Conn {
+    /// A connection without TLS (TCP or SCTP).
+    fn plain(transport: Transport, peer: SocketAddr, local: io::Result<SocketAddr>) -> Conn {
+        Conn {
+            transport,
+            peer,
+            local: local_or_unspecified(local, peer),
+            security: ConnectionSecurity::Plain,
+        }
+    }
+}
+
+/// A connection's part in RFC 5923 reuse: the aliases it was recorded
+/// under, its outbound queue (made when the first alias is honoured), and
+/// the call-backs sent over it that await an answer.
+struct Reuse {
+    connection: u64,
+    aliases: std::sync::Arc<alias::AliasTable>,
+    recorded: Vec<alias::AliasKey>,
+    queue: Option<tokio::sync::mpsc::Receiver<Outbound>>,
+    queue_sender: Option<tokio::sync::mpsc::Sender<Outbound>>,
+    awaiting: Vec<OptionsProbe>,
+    reused: bool,
+}
+
+/// Most call-backs queued on one connection, unsent.
+const OUTBOUND_QUEUE: usize = 8;
+/// Most call-backs awaiting an answer on one connection; older ones are
+/// forgotten (a client that never answers does not grow the list).
+const MAX_AWAITING: usize = 16;
+
+impl Drop for Reuse {
+    fn drop(&mut self) {
+        // However the connection ends (closed, timed out, evicted, shut
+        // down), nothing may be sent to its aliases through it any more.
+        if !self.recorded.is_empty() {
+            self.aliases.forget(self.connection);
+        }
+    }
+}
+
+impl Reuse {
+    fn new(connection: u64, ctx: &Ctx) -> Reuse {
+        Reuse {
+            connection,
+            aliases: ctx.aliases.clone(),
+            recorded: Vec::new(),
+            queue: None,
+            queue_sender: None,
+            awaiting: Vec::new(),
+            reused: false,
+        }
+    }
+
+    /// Applies the alias rule to a request's top Via, counts the decision,
+    /// records an honoured alias and, with call-back on, sends the client an
+    /// OPTIONS through the alias table.
+    fn on_request(&mut self, via: &Via, conn: &Conn, ctx: &Ctx, cell: &Cell) {
+        let key = match alias::decide(via, conn.transport, &conn.security) {
+            None => return,
+            Some(Err(why)) => {
+                tracing::debug!(peer = %conn.peer, ?why, "alias ignored");
+                bump(match why {
+                    AliasRefusal::NotTls => &cell.alias_refused_not_tls,
+                    AliasRefusal::NoClientCertificate => &cell.alias_refused_no_client_cert,
+                    AliasRefusal::CertificateDoesNotCover => &cell.alias_refused_cert_mismatch,
+                });
+                return;
+            }
+            Some(Ok(key)) => key,
+        };
+        bump(&cell.alias_accepted);
+        if self.recorded.contains(&key) {
+            return; // already recorded (and called back) over this connection
+        }
+        let sender = match &self.queue_sender {
+            Some(s) => s.clone(),
+            None => {
+                let (tx, rx) = tokio::sync::mpsc::channel(OUTBOUND_QUEUE);
+                self.queue = Some(rx);
+                self.queue_sender = Some(tx.clone());
+                tx
+            }
+        };
+        self.aliases.record(key.clone(), self.connection, sender);
+        self.recorded.push(key.clone());
+        if ctx.call_back && !ctx.aliases.call_back(&key, conn.local) {
+            bump(&cell.callbacks_unsent);
+        }
+    }
+
+    /// The next request queued for this connection; never ready if none can come.
+    async fn next_outbound(
+        queue: &mut Option<tokio::sync::mpsc::Receiver<Outbound>>,
+    ) -> Option<Outbound> {
+        match queue {
+            Some(rx) => rx.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// True (and counted) if `msg` is a response to one of our call-backs.
+    fn take_answer(&mut self, msg: &[u8], cell: &Cell) -> bool {
+        if self.awaiting.is_empty() {
+            return false;
+        }
+        let Ok(response) = parse_response(msg) else {
+            return false;
+        };
+        let Some(i) = self.awaiting.iter().position(|p| response.matches(p)) else {
+            return false;
+        };
+        bump(&cell.messages);
+        if response.status >= 200 {
+            self.awaiting.remove(i);
+            bump(&cell.callbacks_answered);
+        }
+        true
+    }
+
+    /// Writes a call-back; false if the connection failed (or timed out).
+    async fn send<S>(&mut self, stream: &mut S, out: Outbound, cell: &Cell, limit: Duration) -> bool
+    where
+        S: AsyncWrite + Unpin,
+    {
+        if write_answer(stream, &out.probe.to_bytes(), limit)
+            .await
+            .is_err()
+        {
+            bump(&cell.callbacks_unsent);
+            return false;
+        }
+        bump(&cell.callbacks_sent);
+        if !self.reused {
+            self.reused = true;
+            bump(&cell.connections_reused);
+        }
+        if self.awaiting.len() >= MAX_AWAITING {
+            self.awaiting.remove(0);
+        }
+        self.awaiting.push(out.probe);
+        true
     }
 }
 
@@ -202,20 +393,30 @@ where
     }
 }
 
+/// What ended a wait on a connection: bytes (or not) from the peer, or a
+/// request of ours to send.
+enum Woken {
+    Read(Result<io::Result<usize>, tokio::time::error::Elapsed>),
+    Send(Outbound),
+}
+
 /// Serves one stream connection until the peer closes it or breaks a bound:
 /// idle for `limits.idle`, a request not complete `limits.request` after its
 /// first byte, an answer not written within `limits.write`, a framing error.
+/// Meanwhile it writes the requests queued for it through the alias table
+/// (RFC 5923 call-backs) and matches their answers.
 async fn serve_connection<S>(
     mut stream: S,
-    transport: Transport,
-    peer: SocketAddr,
+    conn: Conn,
     ctx: Ctx,
     limits: StreamLimits,
     slot: SlotGuard,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let (transport, peer) = (conn.transport, conn.peer);
     let cell = ctx.stats.cell(transport, &peer);
+    let mut reuse = Reuse::new(slot.id, &ctx);
     let mut framer = StreamFramer::new(ctx.max_message);
     let mut buf = vec![0u8; 16 * 1024];
     // When the first byte of the request being received arrived; None
@@ -248,13 +449,22 @@ async fn serve_connection<S>(
             };
             completed = true;
             slot.touch();
+            let mut top_via = None;
             let reply = match frame {
                 Frame::KeepAlive => {
                     bump(&cell.keepalives);
                     ctx.stats.touched();
                     (!ctx.silent).then(|| b"\r\n".to_vec()) // RFC 5626 pong
                 }
-                Frame::Message(msg) => ctx.handle(transport, peer, &msg),
+                Frame::Message(msg) if reuse.take_answer(&msg, cell) => {
+                    ctx.stats.touched();
+                    None
+                }
+                Frame::Message(msg) => {
+                    let (reply, via) = ctx.handle_request(transport, peer, &msg);
+                    top_via = via;
+                    reply
+                }
             };
             if let Some(reply) = reply {
                 match write_answer(&mut stream, &reply, limits.write).await {
@@ -268,6 +478,12 @@ async fn serve_connection<S>(
                         return;
                     }
                 }
+            }
+            // After the answer, so that the client has it before any
+            // call-back this request's alias may cause.
+            if let Some(via) = top_via.filter(|_| !ctx.silent) {
+                reuse.on_request(&via, &conn, &ctx, cell);
+                ctx.stats.touched();
             }
         }
         // A new request starts with its first byte that is not a line end
@@ -283,10 +499,22 @@ async fn serve_connection<S>(
         let idle_deadline = Instant::now() + limits.idle;
         let request_deadline = request_started.map(|t| t + limits.request);
         let deadline = request_deadline.map_or(idle_deadline, |r| r.min(idle_deadline));
-        let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return,
-            Ok(Ok(n)) => n,
-            Err(_) => {
+        let woken = tokio::select! {
+            read = tokio::time::timeout_at(deadline, stream.read(&mut buf)) => Woken::Read(read),
+            Some(out) = Reuse::next_outbound(&mut reuse.queue) => Woken::Send(out),
+        };
+        let n = match woken {
+            Woken::Send(out) => {
+                let sent = reuse.send(&mut stream, out, cell, limits.write).await;
+                ctx.stats.touched();
+                if !sent {
+                    return;
+                }
+                continue;
+            }
+            Woken::Read(Ok(Ok(0)) | Ok(Err(_))) => return,
+            Woken::Read(Ok(Ok(n))) => n,
+            Woken::Read(Err(_)) => {
                 if request_deadline.is_some_and(|r| r <= idle_deadline) {
                     tracing::debug!(%peer, "closing a connection whose request is too slow");
                     bump(&cell.connections_request_timeout);

@@ -7,6 +7,66 @@ use std::sync::Arc;
 
 use crate::connect::tls::PemSource;
 
+/// A certificate authority made on the spot (rcgen), for throwaway server
+/// and client certificates: the responder's, the lab's (Kamailio's domains
+/// and the lab client's), tests'. Its key lives only in memory.
+pub struct ThrowawayCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pem: String,
+}
+
+fn rcgen_error(e: rcgen::Error) -> String {
+    format!("cannot generate a certificate: {e}")
+}
+
+impl ThrowawayCa {
+    /// A fresh self-signed CA with this common name.
+    pub fn new(common_name: &str) -> Result<ThrowawayCa, String> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let key = KeyPair::generate().map_err(rcgen_error)?;
+        let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(rcgen_error)?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, common_name);
+        let cert = ca.self_signed(&key).map_err(rcgen_error)?;
+        Ok(ThrowawayCa {
+            issuer: Issuer::new(ca, key),
+            pem: cert.pem(),
+        })
+    }
+
+    /// The CA certificate (PEM), for whoever must trust it.
+    pub fn pem(&self) -> &str {
+        &self.pem
+    }
+
+    /// A leaf for the SIP domain (or host) `name`, as (certificate PEM, key
+    /// PEM): URI SAN `sip:<name>`, dNSName `<name>`, CN `<name>` (RFC 5922
+    /// §7.1 reads the URI SAN first). Good for a server or a client (RFC 5923).
+    pub fn leaf(&self, name: &str) -> Result<(String, String), String> {
+        self.leaf_for(&[name])
+    }
+
+    /// A leaf for several SIP domains: a URI SAN `sip:<name>` and a dNSName
+    /// `<name>` each; the CN is the first name.
+    pub fn leaf_for(&self, names: &[&str]) -> Result<(String, String), String> {
+        use rcgen::{CertificateParams, DnType, KeyPair, SanType};
+        let first = names.first().ok_or("a certificate needs a name")?;
+        let key = KeyPair::generate().map_err(rcgen_error)?;
+        let dns: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut leaf = CertificateParams::new(dns).map_err(rcgen_error)?;
+        for name in names {
+            leaf.subject_alt_names.push(SanType::URI(
+                format!("sip:{name}")
+                    .try_into()
+                    .map_err(|_| format!("{name:?} cannot go in a sip: URI"))?,
+            ));
+        }
+        leaf.distinguished_name.push(DnType::CommonName, *first);
+        let leaf = leaf.signed_by(&key, &self.issuer).map_err(rcgen_error)?;
+        Ok((leaf.pem(), key.serialize_pem()))
+    }
+}
+
 /// The TLS identity of the responder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponderTls {
@@ -23,36 +83,30 @@ impl ResponderTls {
     /// clients can trust it) and a leaf it signs, holding the URI SAN
     /// `sip:<domain>` and the dNSName `<domain>` (RFC 5922).
     pub fn generate(domain: &str) -> Result<(ResponderTls, String), String> {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
-        let e = |e: rcgen::Error| format!("cannot generate a certificate: {e}");
-        let ca_key = KeyPair::generate().map_err(e)?;
-        let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name.push(
-            DnType::CommonName,
-            format!("siprace throwaway CA for {domain}"),
-        );
-        let ca_cert = ca.self_signed(&ca_key).map_err(e)?;
-        let issuer = Issuer::new(ca, ca_key);
-        let key = KeyPair::generate().map_err(e)?;
-        let mut leaf = CertificateParams::new(vec![domain.to_string()]).map_err(e)?;
-        leaf.subject_alt_names.push(SanType::URI(
-            format!("sip:{domain}")
-                .try_into()
-                .map_err(|_| format!("{domain:?} cannot go in a sip: URI"))?,
-        ));
-        leaf.distinguished_name.push(DnType::CommonName, domain);
-        let leaf = leaf.signed_by(&key, &issuer).map_err(e)?;
+        let ca = ThrowawayCa::new(&format!("siprace throwaway CA for {domain}"))?;
+        let (cert, key) = ca.leaf(domain)?;
         let tls = ResponderTls {
-            cert: PemSource::Pem(leaf.pem()),
-            key: PemSource::Pem(key.serialize_pem()),
+            cert: PemSource::Pem(cert),
+            key: PemSource::Pem(key),
             client_ca: None,
         };
-        Ok((tls, ca_cert.pem()))
+        Ok((tls, ca.pem().to_string()))
     }
 
-    /// The rustls server configuration.
+    /// The rustls server configuration; with a client CA, a client
+    /// certificate is required.
     pub fn server_config(&self) -> io::Result<Arc<rustls::ServerConfig>> {
+        self.server_config_with(false)
+    }
+
+    /// The rustls server configuration; with a client CA and
+    /// `client_certificate_optional`, a client without a certificate is
+    /// accepted (one that presents a certificate must still present a valid
+    /// one).
+    pub fn server_config_with(
+        &self,
+        client_certificate_optional: bool,
+    ) -> io::Result<Arc<rustls::ServerConfig>> {
         let bad = |what: &str, e: &dyn std::fmt::Display| {
             io::Error::new(io::ErrorKind::InvalidInput, format!("tls {what}: {e}"))
         };
@@ -71,12 +125,14 @@ impl ResponderTls {
                 for c in ca.certificates().map_err(|e| bad("client CA", &e))? {
                     roots.add(c).map_err(|e| bad("client CA", &e))?;
                 }
-                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                     Arc::new(roots),
                     provider,
-                )
-                .build()
-                .map_err(|e| bad("client CA", &e))?;
+                );
+                if client_certificate_optional {
+                    verifier = verifier.allow_unauthenticated();
+                }
+                let verifier = verifier.build().map_err(|e| bad("client CA", &e))?;
                 builder.with_client_cert_verifier(verifier)
             }
             None => builder.with_no_client_auth(),
