@@ -905,7 +905,11 @@ impl Report {
             .as_ref()
             .map(|r| r.lines(self.total_ms))
             .unwrap_or_default();
-        if self.reuse.as_ref().is_some_and(|r| r.connection == "reused") {
+        if self
+            .reuse
+            .as_ref()
+            .is_some_and(|r| r.connection == "reused")
+        {
             return reuse_lines;
         }
         if let (DialResult::Connected, Some(w)) = (self.result, self.winner_entry()) {
