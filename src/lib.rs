@@ -39,6 +39,7 @@ pub mod endpoint;
 pub mod history_file;
 pub mod locate;
 pub mod network;
+pub mod outbound;
 pub mod race;
 pub mod report;
 pub mod sip;
