@@ -16,9 +16,6 @@ pub struct Registration {
     /// The instance ID, `urn:uuid:…` (RFC 5626 §4.1), the same for every
     /// flow and every run of the same UA.
     pub instance: String,
-    /// The Call-ID, the same for every REGISTER of this UA to this
-    /// registrar (RFC 3261 §10.2).
-    pub call_id: String,
     /// The From tag.
     pub from_tag: String,
     /// The expiry to ask for.
@@ -39,6 +36,10 @@ pub struct RegisterRequest<'a> {
     pub local_host: String,
     /// The local port.
     pub local_port: u16,
+    /// The flow's Call-ID: the same for every REGISTER of the flow (RFC
+    /// 3261 §10.2), different between flows, since each flow's binding
+    /// (instance, reg-id) has its own CSeq order at the registrar.
+    pub call_id: String,
     /// The CSeq number (one more for every REGISTER of the Call-ID).
     pub cseq: u32,
     /// The Via branch (fresh per request; starts with the magic cookie).
@@ -103,7 +104,7 @@ impl RegisterRequest<'_> {
             branch = self.branch,
             aor = r.aor,
             tag = r.from_tag,
-            call_id = r.call_id,
+            call_id = self.call_id,
             cseq = self.cseq,
             contact = self.contact(),
             expires = self.expires_secs(),
@@ -256,7 +257,6 @@ mod tests {
             aor: "sip:alice@example.test".into(),
             registrar: "sip:example.test".into(),
             instance: "urn:uuid:00000000-0000-1000-8000-000A95A0E128".into(),
-            call_id: "c1@siprace".into(),
             from_tag: "t1".into(),
             expires: Duration::from_secs(600),
         }
@@ -269,6 +269,7 @@ mod tests {
             transport: Transport::Tcp,
             local_host: "ua.example.test".into(),
             local_port: 40001,
+            call_id: "c1@siprace".into(),
             cseq: 3,
             branch: "z9hG4bKabc".into(),
             unregister: false,

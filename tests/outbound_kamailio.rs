@@ -1,0 +1,403 @@
+//! SIP Outbound's wire pieces against a real registrar: Kamailio with its
+//! outbound, registrar, usrloc, auth and stun modules (lab/kamailio-registrar.cfg),
+//! in a network namespace of the test's own (loopback only).
+//!
+//! Two flows of one instance — TCP over IPv6 (reg-id 1) and UDP over IPv4
+//! (reg-id 2) — register with digest authentication (SHA-256, and MD5),
+//! get a Flow-Timer and `Require: outbound`, keep alive with a CRLF ping
+//! (TCP) and a STUN Binding request (UDP), and unregister one flow.
+//!
+//! Needs root, `ip` and `kamailio` (+ kamailio-outbound-modules); without
+//! them each test prints `SKIPPED: ...` and passes (scripts/test.sh installs
+//! them). The namespace and Kamailio are removed by a guard, also on failure.
+#![cfg(feature = "tools")]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use siprace::lab::sys;
+use siprace::outbound::digest::{Algorithm, Challenge, Credentials};
+use siprace::outbound::register::{self, RegisterOutcome, RegisterRequest, Registration};
+use siprace::outbound::stun::{self, BindingResponse};
+use siprace::sip::{self, Frame, Response, StreamFramer};
+use siprace::Transport;
+
+const INSTANCE: &str = "urn:uuid:00000000-0000-1000-8000-000a95a0e128";
+/// What the configuration challenges with and the Flow-Timer it sends.
+const PASSWORD: &str = "siprace-lab-secret";
+const FLOW_TIMER: Duration = Duration::from_secs(25);
+/// How long Kamailio may take to answer one request (a loaded machine).
+const ANSWER: Duration = Duration::from_secs(10);
+
+fn skip() -> bool {
+    let reason = if unsafe { libc::geteuid() } != 0 {
+        Some("not root".to_string())
+    } else {
+        [("ip", "iproute2"), ("kamailio", "kamailio")]
+            .iter()
+            .find(|(t, _)| sys::which(t).is_none())
+            .map(|(t, p)| format!("`{t}` ({p}) missing"))
+            .or_else(|| {
+                (!kamailio_module_installed("outbound.so")).then(|| {
+                    "Kamailio's outbound module (kamailio-outbound-modules) missing".into()
+                })
+            })
+    };
+    match reason {
+        Some(r) => {
+            eprintln!("SKIPPED: Outbound test with Kamailio: {r}");
+            true
+        }
+        None => false,
+    }
+}
+
+/// True if Kamailio's module `file` is installed (/usr/lib/<arch>/kamailio/modules).
+fn kamailio_module_installed(file: &str) -> bool {
+    std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|arch| arch.path().join("kamailio/modules").join(file).exists())
+}
+
+/// Kamailio as an Outbound registrar in a namespace of its own, listening
+/// on port 5060 of `::1` and `127.0.0.1` (the namespace is new, so the port
+/// is free). Dropping it stops Kamailio and removes the namespace.
+struct Registrar {
+    ns: String,
+    child: Option<Child>,
+    dir: PathBuf,
+}
+
+impl Registrar {
+    fn start(defines: &[&str]) -> Registrar {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let ns = format!(
+            "sr-outbound-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = std::env::temp_dir().join(&ns);
+        let mut registrar = Registrar {
+            ns: ns.clone(),
+            child: None,
+            dir: dir.clone(),
+        };
+        sys::ip(["netns", "add", ns.as_str()]).expect("a namespace of our own");
+        sys::ipn(&ns, "link set lo up").expect("its loopback up");
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lab/kamailio-registrar.cfg");
+        let mut cmd = sys::netns_command(&ns, "kamailio");
+        cmd.args(["-DD", "-E", "-f"]).arg(&cfg).arg("-Y").arg(&dir);
+        for listen in [
+            "udp:[::1]:5060",
+            "tcp:[::1]:5060",
+            "udp:127.0.0.1:5060",
+            "tcp:127.0.0.1:5060",
+        ] {
+            cmd.args(["-l", listen]);
+        }
+        for define in defines {
+            cmd.args(["-A", define]);
+        }
+        let log = std::fs::File::create(dir.join("kamailio.log")).unwrap();
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        registrar.child = Some(cmd.spawn().expect("kamailio starts"));
+        // Ready once the TCP listener on ::1 accepts (bounded: 30 s).
+        let ready = sys::poll(300, Duration::from_millis(100), || {
+            registrar
+                .in_ns(|| TcpStream::connect_timeout(&"[::1]:5060".parse().unwrap(), ANSWER))
+                .ok()
+        });
+        assert!(
+            ready.is_some(),
+            "Kamailio did not listen: {}",
+            registrar.log()
+        );
+        registrar
+    }
+
+    fn in_ns<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        sys::in_netns(&self.ns, f).expect("entering the namespace")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("kamailio.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Registrar {
+    fn drop(&mut self) {
+        // Every process in the namespace is ours: it is the test's own.
+        sys::kill_all(&sys::netns_pids(&self.ns), Duration::from_secs(5));
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+        let _ = sys::ip(["netns", "del", self.ns.as_str()]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One flow's connection: sends bytes, returns the next SIP message.
+enum Conn {
+    Tcp(TcpStream, StreamFramer),
+    Udp(UdpSocket),
+}
+
+impl Conn {
+    fn send(&mut self, bytes: &[u8]) {
+        match self {
+            Conn::Tcp(s, _) => s.write_all(bytes).unwrap(),
+            Conn::Udp(s) => assert_eq!(s.send(bytes).unwrap(), bytes.len()),
+        }
+    }
+
+    /// The next response (CRLF pongs on TCP are skipped by the framer).
+    fn response(&mut self) -> Response {
+        let deadline = Instant::now() + ANSWER;
+        let mut buf = vec![0u8; sip::MAX_MESSAGE_SIZE];
+        loop {
+            let bytes = match self {
+                Conn::Tcp(s, framer) => {
+                    if let Some(Frame::Message(m)) = framer.next_frame().unwrap() {
+                        m
+                    } else {
+                        let n = sys::read_with_deadline(&*s, deadline, |mut s| s.read(&mut buf))
+                            .expect("Kamailio answers");
+                        assert!(n > 0, "Kamailio closed the connection");
+                        framer.push(&buf[..n]);
+                        continue;
+                    }
+                }
+                Conn::Udp(s) => {
+                    let n = sys::read_with_deadline(&*s, deadline, |s| s.recv(&mut buf))
+                        .expect("Kamailio answers");
+                    buf[..n].to_vec()
+                }
+            };
+            return sip::parse_response(&bytes).expect("a valid SIP response");
+        }
+    }
+}
+
+struct Flow {
+    conn: Conn,
+    reg_id: u32,
+    transport: Transport,
+    local: SocketAddr,
+    call_id: String,
+    cseq: u32,
+    /// The algorithm of the last challenge answered.
+    algorithm: Option<Algorithm>,
+}
+
+impl Flow {
+    fn tcp(registrar: &Registrar, remote: &str, reg_id: u32) -> Flow {
+        let remote: SocketAddr = remote.parse().unwrap();
+        let stream = registrar
+            .in_ns(move || TcpStream::connect_timeout(&remote, ANSWER))
+            .expect("connects to Kamailio");
+        let local = stream.local_addr().unwrap();
+        Flow::new(
+            Conn::Tcp(stream, StreamFramer::default()),
+            Transport::Tcp,
+            local,
+            reg_id,
+        )
+    }
+
+    fn udp(registrar: &Registrar, remote: &str, reg_id: u32) -> Flow {
+        let remote: SocketAddr = remote.parse().unwrap();
+        let socket = registrar
+            .in_ns(move || {
+                let s = UdpSocket::bind(SocketAddr::new(remote.ip(), 0))?;
+                s.connect(remote)?;
+                Ok::<_, std::io::Error>(s)
+            })
+            .expect("a UDP socket towards Kamailio");
+        let local = socket.local_addr().unwrap();
+        Flow::new(Conn::Udp(socket), Transport::Udp, local, reg_id)
+    }
+
+    fn new(conn: Conn, transport: Transport, local: SocketAddr, reg_id: u32) -> Flow {
+        Flow {
+            conn,
+            reg_id,
+            transport,
+            local,
+            call_id: format!("{}@siprace-test", sip::random_token(16)),
+            cseq: 1,
+            algorithm: None,
+        }
+    }
+
+    /// REGISTERs (or unregisters) this flow, answering the digest
+    /// challenge; returns the final outcome and response.
+    fn register(&mut self, reg: &Registration, unregister: bool) -> (RegisterOutcome, Response) {
+        let creds = Credentials {
+            user: "alice".into(),
+            password: PASSWORD.into(),
+        };
+        let mut authorization = None;
+        for _ in 0..2 {
+            let req = RegisterRequest {
+                registration: reg,
+                reg_id: self.reg_id,
+                transport: self.transport,
+                local_host: sip::uri_host(self.local.ip()),
+                local_port: self.local.port(),
+                call_id: self.call_id.clone(),
+                cseq: self.cseq,
+                branch: RegisterRequest::new_branch(),
+                unregister,
+                authorization: authorization.take(),
+            };
+            self.cseq += 1;
+            self.conn.send(&req.to_bytes());
+            let response = loop {
+                let r = self.conn.response();
+                if r.status >= 200 {
+                    break r;
+                }
+            };
+            assert_eq!(response.branch.as_deref(), Some(req.branch.as_str()));
+            match register::outcome(&response, &req).expect("a final response") {
+                RegisterOutcome::Challenged {
+                    answer_header,
+                    challenges,
+                } => {
+                    let challenge = Challenge::choose(challenges.iter().map(String::as_str))
+                        .expect("a challenge we can answer");
+                    self.algorithm = Some(challenge.algorithm);
+                    let answer = challenge.answer(
+                        &creds,
+                        "REGISTER",
+                        &reg.registrar,
+                        &sip::random_token(12),
+                        1,
+                    );
+                    authorization = Some((answer_header, answer));
+                }
+                outcome => return (outcome, response),
+            }
+        }
+        panic!("challenged again after answering the challenge: wrong digest");
+    }
+}
+
+fn registration() -> Registration {
+    Registration {
+        aor: "sip:alice@example.test".into(),
+        registrar: "sip:example.test".into(),
+        instance: INSTANCE.into(),
+        from_tag: sip::random_token(10),
+        expires: Duration::from_secs(600),
+    }
+}
+
+/// The reg-ids of our instance's bindings a 200 lists.
+fn bound_reg_ids(response: &Response) -> Vec<u32> {
+    let mut ids: Vec<u32> = response
+        .headers
+        .get_all("Contact")
+        .flat_map(sip::split_comma_list)
+        .filter(|c| c.contains(INSTANCE))
+        .filter_map(|c| {
+            c.split(';')
+                .find_map(|p| p.trim().strip_prefix("reg-id="))
+                .and_then(|v| v.parse().ok())
+        })
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[test]
+fn two_flows_register_keep_alive_and_unregister_with_kamailio() {
+    if skip() {
+        return;
+    }
+    let registrar = Registrar::start(&[]);
+    let reg = registration();
+
+    // Flow 1: TCP over IPv6. SHA-256 digest (RFC 8760), then Outbound's 200.
+    let mut flow1 = Flow::tcp(&registrar, "[::1]:5060", 1);
+    let (outcome, response) = flow1.register(&reg, false);
+    assert_eq!(
+        outcome,
+        RegisterOutcome::Registered {
+            expires: Duration::from_secs(600),
+            flow_timer: Some(FLOW_TIMER),
+            outbound: true,
+        },
+        "{}",
+        registrar.log()
+    );
+    assert_eq!(bound_reg_ids(&response), vec![1]);
+    assert_eq!(flow1.algorithm, Some(Algorithm::Sha256));
+
+    // Flow 2: UDP over IPv4, same instance, its own reg-id: two bindings.
+    let mut flow2 = Flow::udp(&registrar, "127.0.0.1:5060", 2);
+    let (outcome, response) = flow2.register(&reg, false);
+    assert!(
+        matches!(outcome, RegisterOutcome::Registered { outbound: true, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(bound_reg_ids(&response), vec![1, 2]);
+
+    // Keep-alives: a CRLF ping on TCP gets one CRLF (RFC 5626 §3.5.1)...
+    let Conn::Tcp(stream, _) = &mut flow1.conn else {
+        unreachable!()
+    };
+    stream.write_all(b"\r\n\r\n").unwrap();
+    let mut pong = [0u8; 8];
+    let n = sys::read_with_deadline(&*stream, Instant::now() + ANSWER, |mut s| s.read(&mut pong))
+        .expect("a pong");
+    assert_eq!(&pong[..n], b"\r\n");
+
+    // ...and a STUN Binding request on the UDP 5-tuple gets our address.
+    let Conn::Udp(socket) = &flow2.conn else {
+        unreachable!()
+    };
+    let id = stun::new_transaction_id();
+    socket.send(&stun::binding_request(&id)).unwrap();
+    let mut buf = [0u8; 512];
+    let n = sys::read_with_deadline(socket, Instant::now() + ANSWER, |s| s.recv(&mut buf))
+        .expect("a STUN answer");
+    assert!(stun::is_stun(&buf[..n]));
+    assert_eq!(
+        stun::parse_binding_response(&buf[..n], &id),
+        Ok(BindingResponse::Mapped(flow2.local))
+    );
+
+    // Unregistering flow 1 leaves flow 2's binding.
+    let (outcome, response) = flow1.register(&reg, true);
+    assert!(
+        matches!(outcome, RegisterOutcome::Registered { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(bound_reg_ids(&response), vec![2]);
+}
+
+#[test]
+fn md5_challenges_are_answered_too() {
+    if skip() {
+        return;
+    }
+    let registrar = Registrar::start(&["WITH_MD5"]);
+    let mut flow = Flow::udp(&registrar, "[::1]:5060", 1);
+    let (outcome, _) = flow.register(&registration(), false);
+    assert!(
+        matches!(outcome, RegisterOutcome::Registered { outbound: true, .. }),
+        "{outcome:?}: {}",
+        registrar.log()
+    );
+    assert_eq!(flow.algorithm, Some(Algorithm::Md5));
+}
