@@ -161,7 +161,13 @@ impl Conn {
 
     /// The next response (CRLF pongs on TCP are skipped by the framer).
     fn response(&mut self) -> Response {
-        let deadline = Instant::now() + ANSWER;
+        sip::parse_response(&self.message(ANSWER).expect("Kamailio answers"))
+            .expect("a valid SIP response")
+    }
+
+    /// The next SIP message within `wait` (`None` if none came).
+    fn message(&mut self, wait: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + wait;
         let mut buf = vec![0u8; sip::MAX_MESSAGE_SIZE];
         loop {
             let bytes = match self {
@@ -170,19 +176,18 @@ impl Conn {
                         m
                     } else {
                         let n = sys::read_with_deadline(&*s, deadline, |mut s| s.read(&mut buf))
-                            .expect("Kamailio answers");
+                            .ok()?;
                         assert!(n > 0, "Kamailio closed the connection");
                         framer.push(&buf[..n]);
                         continue;
                     }
                 }
                 Conn::Udp(s) => {
-                    let n = sys::read_with_deadline(&*s, deadline, |s| s.recv(&mut buf))
-                        .expect("Kamailio answers");
+                    let n = sys::read_with_deadline(&*s, deadline, |s| s.recv(&mut buf)).ok()?;
                     buf[..n].to_vec()
                 }
             };
-            return sip::parse_response(&bytes).expect("a valid SIP response");
+            return Some(bytes);
         }
     }
 }
@@ -400,4 +405,117 @@ fn md5_challenges_are_answered_too() {
         registrar.log()
     );
     assert_eq!(flow.algorithm, Some(Algorithm::Md5));
+}
+
+/// A MESSAGE for the AOR, sent to the registrar from a socket of its own.
+struct Sender {
+    socket: UdpSocket,
+    local: SocketAddr,
+}
+
+impl Sender {
+    fn new(registrar: &Registrar) -> Sender {
+        let socket = registrar
+            .in_ns(|| {
+                let s = UdpSocket::bind("127.0.0.1:0")?;
+                s.connect("127.0.0.1:5060")?;
+                Ok::<_, std::io::Error>(s)
+            })
+            .expect("a sender socket");
+        let local = socket.local_addr().unwrap();
+        Sender { socket, local }
+    }
+
+    /// Sends MESSAGE number `n` (its CSeq); returns its branch.
+    fn send(&self, n: u32) -> String {
+        let branch = RegisterRequest::new_branch();
+        let text = format!(
+            "MESSAGE sip:alice@example.test SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\n\
+             To: <sip:alice@example.test>\r\n\
+             From: <sip:bob@example.test>;tag=b{n}\r\n\
+             Call-ID: m{n}-{branch}@sender\r\n\
+             CSeq: {n} MESSAGE\r\n\
+             Content-Type: text/plain\r\n\
+             Content-Length: 2\r\n\r\nhi",
+            local = self.local,
+        );
+        self.socket.send(text.as_bytes()).unwrap();
+        branch
+    }
+
+    /// The final status Kamailio answered for `branch`.
+    fn final_status(&self, branch: &str, wait: Duration) -> Option<u16> {
+        let deadline = Instant::now() + wait;
+        let mut buf = vec![0u8; sip::MAX_MESSAGE_SIZE];
+        loop {
+            let n = sys::read_with_deadline(&self.socket, deadline, |s| s.recv(&mut buf)).ok()?;
+            let r = sip::parse_response(&buf[..n]).ok()?;
+            if r.branch.as_deref() == Some(branch) && r.status >= 200 {
+                return Some(r.status);
+            }
+        }
+    }
+}
+
+/// Waits (bounded by `wait`) for MESSAGE number `n` on any of `flows`,
+/// answering every request that arrives (a retransmission of an earlier
+/// one too) with 200; the index of the flow it came over.
+fn deliver(flows: &mut [&mut Flow], n: u32, wait: Duration) -> Option<usize> {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        for (i, flow) in flows.iter_mut().enumerate() {
+            let Some(bytes) = flow.conn.message(Duration::from_millis(50)) else {
+                continue;
+            };
+            let request = sip::parse_request(&bytes).expect("a valid request from Kamailio");
+            flow.conn.send(&request.response(200).build());
+            if request.method == "MESSAGE" && request.cseq.seq == n {
+                return Some(i);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn inbound_requests_reach_the_aor_over_a_flow_and_over_the_other_when_it_closes() {
+    if skip() {
+        return;
+    }
+    let registrar = Registrar::start(&[]);
+    let reg = registration();
+    // UDP over IPv4 first, then TCP over IPv6: Kamailio tries the
+    // instance's most recent flow first, one flow at a time (RFC 5626 §5.3).
+    let mut udp = Flow::udp(&registrar, "127.0.0.1:5060", 2);
+    let mut tcp = Flow::tcp(&registrar, "[::1]:5060", 1);
+    for flow in [&mut udp, &mut tcp] {
+        let (outcome, _) = flow.register(&reg, false);
+        assert!(
+            matches!(outcome, RegisterOutcome::Registered { .. }),
+            "{outcome:?}"
+        );
+    }
+    let sender = Sender::new(&registrar);
+    let branch = sender.send(1);
+    let first = deliver(&mut [&mut tcp, &mut udp], 1, ANSWER);
+    assert_eq!(
+        first,
+        Some(0),
+        "MESSAGE 1 over the TCP flow: {}",
+        registrar.log()
+    );
+    assert_eq!(sender.final_status(&branch, ANSWER), Some(200));
+    // The TCP flow closes: Kamailio does not open a connection towards an
+    // Outbound contact, so the branch fails (handled when its fr_timer,
+    // 3 s in the configuration, fires) and the MESSAGE goes over the UDP flow.
+    drop(tcp);
+    let t0 = Instant::now();
+    let branch = sender.send(2);
+    let got = deliver(&mut [&mut udp], 2, ANSWER);
+    let status = sender.final_status(&branch, ANSWER);
+    eprintln!("MESSAGE 2: over the UDP flow after {:?}", t0.elapsed());
+    assert_eq!(got, Some(0), "{}", registrar.log());
+    assert_eq!(status, Some(200));
 }
