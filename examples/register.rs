@@ -58,7 +58,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
     );
 
     // The winner is an ordinary socket (or TLS session) to use as it is.
-    let answer = match dial.connection {
+    let Some(connection) = dial.connection else {
+        return Err("the dialer kept the connection: this example turns the table off".into());
+    };
+    let answer = match connection {
         Connection::Tcp(mut stream) => {
             let local = stream.local_addr()?;
             let request = register(&target, Transport::Tcp, local, peer);

@@ -14,7 +14,16 @@
 //! before [`Action::Done`]. The machine keeps the records a report is
 //! built from: the DNS timeline and address answers ([`DialMachine::location`])
 //! and the attempts ([`DialMachine::race`]).
+//!
+//! Connection reuse (RFC 3261 §18.1.1, RFC 5923) is a decision of the
+//! machine too: the driver tells it, before the start, which destinations
+//! (transport, address, port) have a kept connection that may carry this
+//! dial ([`DialMachine::reuse_any_of`]; the driver's table decides that from
+//! the certificates). The first located address that is one of them ends
+//! the dial as [`Outcome::Reused`] before the race is given it: no attempt,
+//! no handshake, and any attempt already running is cancelled.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::endpoint::{AttemptError, Endpoint, Transport};
@@ -85,6 +94,12 @@ pub enum Outcome {
     LocationFailed(LocateError),
     /// The race found no winner.
     Failed(RaceFailure),
+    /// A located destination has a kept connection that may carry the
+    /// dial (see [`DialMachine::reuse_any_of`]): the driver uses it.
+    Reused {
+        /// The destination, as the race would have dialed it.
+        endpoint: Endpoint,
+    },
 }
 
 /// The machine of one dial. See the module docs.
@@ -96,6 +111,8 @@ pub struct DialMachine {
     race_wake: Instant,
     /// Set once the dial is decided; [`Action::Done`] has then been given.
     outcome: Option<Outcome>,
+    /// Destinations with a kept connection the dial may reuse.
+    reusable: Vec<(Transport, SocketAddr)>,
 }
 
 impl DialMachine {
@@ -116,7 +133,42 @@ impl DialMachine {
             race_wake: race.deadline_at(),
             race,
             outcome: None,
+            reusable: Vec::new(),
         }
+    }
+
+    /// Destinations (transport, address with port) that have a kept
+    /// connection able to carry this dial; give them before
+    /// [`start`](Self::start). The first one location yields is used
+    /// instead of racing.
+    pub fn reuse_any_of(&mut self, reusable: Vec<(Transport, SocketAddr)>) {
+        self.reusable = reusable;
+    }
+
+    /// The endpoint of `host`'s address in `addrs` that is reusable, if any.
+    fn reusable_endpoint(
+        &self,
+        host: &std::sync::Arc<str>,
+        addrs: &[std::net::IpAddr],
+    ) -> Option<Endpoint> {
+        if self.reusable.is_empty() {
+            return None;
+        }
+        let specs = self.location.targets().iter().filter(|s| s.host == *host);
+        for spec in specs {
+            for ip in addrs {
+                let addr = SocketAddr::new(*ip, spec.port);
+                if self.reusable.contains(&(spec.transport, addr)) {
+                    return Some(Endpoint {
+                        transport: spec.transport,
+                        addr,
+                        host: spec.host.clone(),
+                        rank: spec.rank,
+                    });
+                }
+            }
+        }
+        None
     }
 
     /// The first actions (the first queries, or for an IP literal the
@@ -190,6 +242,18 @@ impl DialMachine {
                 locate::Action::Abandon(id) => out.push(Action::AbandonQuery(id)),
                 locate::Action::Targets(specs) => {
                     self.step_race(now, race::Input::Targets(specs), out)
+                }
+                locate::Action::Addresses { host, addrs, .. }
+                    if self.outcome.is_none()
+                        && self.reusable_endpoint(&host, &addrs).is_some() =>
+                {
+                    let endpoint = self.reusable_endpoint(&host, &addrs).expect("just found");
+                    for action in self.race.stop_for_reuse(now) {
+                        if let race::Action::Cancel { id, reason } = action {
+                            out.push(Action::Cancel { id, reason });
+                        }
+                    }
+                    self.outcome = Some(Outcome::Reused { endpoint });
                 }
                 locate::Action::Addresses {
                     host,

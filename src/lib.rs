@@ -37,6 +37,7 @@ pub mod dialer;
 pub mod dns;
 pub mod endpoint;
 pub mod history_file;
+pub mod keep;
 pub mod locate;
 pub mod network;
 pub mod outbound;

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::connect::ProbeResponse;
 use crate::dial_machine::{DialMachine, Outcome};
-use crate::endpoint::{Family, TargetSpec, Transport};
+use crate::endpoint::{Endpoint, Family, TargetSpec, Transport};
 use crate::locate::{AddressAnswer, DnsOutcome, QueryRecord};
 use crate::race::{AttemptEnd, AttemptId, AttemptRecord, RaceFailure};
 
@@ -315,9 +315,139 @@ pub struct Report {
     pub addresses: Vec<AddressEntry>,
     /// Every connection attempt, in start order.
     pub attempts: Vec<AttemptEntry>,
-    /// The `id` of the attempt that won; null when none did.
+    /// The `id` of the attempt that won; null when none did (and when a
+    /// kept connection carried the dial: see `reuse`).
     pub winner: Option<u32>,
+    // --- connection reuse (issue #10, h-reuse): the `reuse` field ---
+    /// How the dial used the dialer's connection table; null without one
+    /// (the library's default) and for a dial that did not connect.
+    pub reuse: Option<ReuseEntry>,
+    // --- end of connection reuse ---
 }
+
+// --- connection reuse (issue #10, h-reuse) ---
+
+/// How a connected dial used the connection table (RFC 3261 §18.1.1,
+/// RFC 5923; see [`crate::keep`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct ReuseEntry {
+    /// "reused": a kept connection carried the dial, with no race and no
+    /// handshake; "new": the race's winner, now kept; "not-kept": the
+    /// winner is not a connection to keep (UDP).
+    pub connection: &'static str,
+    /// The kept connection's number in the dialer's table (1, 2...); null
+    /// for "not-kept".
+    pub id: Option<u64>,
+    /// Its transport.
+    pub transport: Transport,
+    /// Its remote address.
+    pub addr: SocketAddr,
+    /// Its family.
+    pub family: Family,
+    /// The host location gave for the address.
+    pub host: String,
+    /// For "reused": how long ago the connection was opened, in ms.
+    pub opened_ms_ago: Option<f64>,
+    /// For "new" and "not-kept": why no kept connection carried the dial
+    /// ("no live connection", or "certificate of connection #k does not
+    /// cover DOMAIN" for virtual hosting).
+    pub why_not: Option<String>,
+    /// Kept connections this dial found dead at first use (each was
+    /// removed and the dial raced afresh), by number.
+    pub found_dead: Vec<u64>,
+    /// For "reused" with probing: the answer to the OPTIONS sent over it.
+    pub response: Option<ResponseEntry>,
+}
+
+impl ReuseEntry {
+    fn of(connection: &'static str, id: Option<u64>, endpoint: &Endpoint) -> ReuseEntry {
+        ReuseEntry {
+            connection,
+            id,
+            transport: endpoint.transport,
+            addr: endpoint.addr,
+            family: endpoint.family(),
+            host: endpoint.host.to_string(),
+            opened_ms_ago: None,
+            why_not: None,
+            found_dead: Vec::new(),
+            response: None,
+        }
+    }
+
+    /// Kept connection `id` to `endpoint`, opened `opened_ago`, carried the
+    /// dial; `response` answered the probe sent over it.
+    pub fn reused(
+        id: u64,
+        endpoint: &Endpoint,
+        opened_ago: Duration,
+        response: Option<&ProbeResponse>,
+    ) -> ReuseEntry {
+        ReuseEntry {
+            opened_ms_ago: Some(millis(opened_ago)),
+            response: response.map(|r| ResponseEntry {
+                status: r.status,
+                reason: r.reason.clone(),
+                rtt_ms: millis(r.rtt),
+            }),
+            ..ReuseEntry::of("reused", Some(id), endpoint)
+        }
+    }
+
+    /// The race's winner to `endpoint` is now kept as `id`.
+    pub fn kept_new(id: u64, endpoint: &Endpoint, why_not: String) -> ReuseEntry {
+        ReuseEntry {
+            why_not: Some(why_not),
+            ..ReuseEntry::of("new", Some(id), endpoint)
+        }
+    }
+
+    /// The winner to `endpoint` is nothing to keep (UDP).
+    pub fn not_kept(endpoint: &Endpoint, why_not: String) -> ReuseEntry {
+        ReuseEntry {
+            why_not: Some(why_not),
+            ..ReuseEntry::of("not-kept", None, endpoint)
+        }
+    }
+
+    /// The timeline's lines for it.
+    fn lines(&self, total_ms: f64) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .found_dead
+            .iter()
+            .map(|id| match id {
+                0 => "* a kept connection was gone when taken: raced afresh".to_string(),
+                id => format!("* connection #{id} found dead at first use: raced afresh"),
+            })
+            .collect();
+        let id = self.id.unwrap_or(0);
+        match self.connection {
+            "reused" => {
+                let answer = self
+                    .response
+                    .as_ref()
+                    .map(|r| format!(", {} {} in {:.1} ms", r.status, r.reason, r.rtt_ms))
+                    .unwrap_or_default();
+                out.push(format!(
+                    "* reused connection #{id} {} {} {} ({}) (opened {:.1} s ago{answer}) in {total_ms:.1} ms: no race, no handshake",
+                    self.family,
+                    self.transport,
+                    self.addr,
+                    self.host,
+                    self.opened_ms_ago.unwrap_or(0.0) / 1000.0,
+                ));
+            }
+            "new" => out.push(format!(
+                "* new connection #{id} kept (not reused: {})",
+                self.why_not.as_deref().unwrap_or("?")
+            )),
+            _ => {}
+        }
+        out
+    }
+}
+
+// --- end of connection reuse ---
 
 /// An address answer as handed to the race.
 #[derive(Debug, Clone, Serialize)]
@@ -353,6 +483,7 @@ impl Report {
             addresses: Vec::new(),
             attempts: Vec::new(),
             winner: None,
+            reuse: None,
         }
     }
 
@@ -391,6 +522,8 @@ impl Report {
                 report.winner = Some(id.0);
                 (DialResult::Connected, None)
             }
+            // The dialer fills `reuse` once it holds the connection.
+            Some(Outcome::Reused { .. }) => (DialResult::Connected, None),
             Some(Outcome::LocationFailed(e)) => (DialResult::ResolutionFailed, Some(e.to_string())),
             Some(Outcome::Failed(RaceFailure::NoAddresses)) => (
                 DialResult::ResolutionFailed,
@@ -585,7 +718,20 @@ impl Report {
         for (at, text) in lines {
             line(format!("{at:>9.1} ms  {text}"));
         }
+        let reuse_lines = self
+            .reuse
+            .as_ref()
+            .map(|r| r.lines(self.total_ms))
+            .unwrap_or_default();
+        let reused = self
+            .reuse
+            .as_ref()
+            .is_some_and(|r| r.connection == "reused");
+        for text in reuse_lines {
+            line(text);
+        }
         match (self.result, self.winner_entry()) {
+            (DialResult::Connected, _) if reused => {}
             (DialResult::Connected, Some(w)) => {
                 line(format!(
                     "* winner: #{} {} {} {} ({}) in {:.1} ms; {} other attempt(s) abandoned",

@@ -903,6 +903,29 @@ pub struct OptionsProbe {
     call_id: String,
     from_tag: String,
     cseq: u32,
+    /// The host name for Via sent-by and From (RFC 5923 wants a name the
+    /// client's certificate can prove); `None`: the local IP literal.
+    local_name: Option<String>,
+    /// Add `;alias` to the Via (RFC 5923 §5): only honoured over TLS.
+    alias: bool,
+}
+
+/// Whether `name` can stand as a host in Via sent-by and a From URI: a
+/// host name (letters, digits, `-` and `.`, labels of 1 to 63 characters,
+/// at most 253 in all). Nothing else reaches a header, so a configured
+/// name can never inject one.
+pub fn is_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// `host` as it appears in a URI or sent-by: IPv6 in brackets.
@@ -925,7 +948,25 @@ impl OptionsProbe {
             call_id: format!("{}@siprace", random_token(24)),
             from_tag: random_token(12),
             cseq: rand::rng().random_range(1..=65_535),
+            local_name: None,
+            alias: false,
         }
+    }
+
+    /// Puts `name` in Via sent-by and From instead of the local IP (RFC 5923
+    /// §4: a host name the certificate can prove). A name that is not a
+    /// host name ([`is_host_name`]) is ignored: configuration checks it first.
+    pub fn with_local_name(mut self, name: Option<&str>) -> Self {
+        self.local_name = name.filter(|n| is_host_name(n)).map(str::to_string);
+        self
+    }
+
+    /// Asks the server to reuse this connection for requests to us (the
+    /// Via `alias` parameter, RFC 5923 §5). Written only over TLS: RFC 5923
+    /// restricts alias to TLS, so plain TCP, SCTP and UDP never carry it.
+    pub fn with_alias(mut self, alias: bool) -> Self {
+        self.alias = alias;
+        self
     }
 
     /// Sets the CSeq number (kept below 2**31 as RFC 3261 §8.1.1.5 requires).
@@ -969,12 +1010,25 @@ impl OptionsProbe {
         self.local
     }
 
+    /// The host in Via sent-by and From: the local name, else the local IP.
+    pub fn sent_by_host(&self) -> String {
+        match &self.local_name {
+            Some(name) => name.clone(),
+            None => uri_host(self.local.ip()),
+        }
+    }
+
     /// The request on the wire.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let host = uri_host(self.local.ip());
+        let host = self.sent_by_host();
+        let alias = if self.alias && self.transport == Transport::Tls {
+            ";alias"
+        } else {
+            ""
+        };
         format!(
             "OPTIONS {uri} SIP/2.0\r\n\
-             Via: SIP/2.0/{transport} {host}:{port};branch={branch};rport\r\n\
+             Via: SIP/2.0/{transport} {host}:{port};branch={branch};rport{alias}\r\n\
              Max-Forwards: 70\r\n\
              To: <{uri}>\r\n\
              From: <sip:siprace@{host}>;tag={tag}\r\n\
@@ -1584,6 +1638,85 @@ mod tests {
         assert_ne!(p.branch(), q.branch());
         assert_ne!(p.call_id(), q.call_id());
         assert_ne!(p.from_tag(), q.from_tag());
+    }
+
+    #[test]
+    fn local_name_goes_into_via_and_from_and_alias_only_over_tls() {
+        let local: SocketAddr = "[2001:db8::1]:5080".parse().unwrap();
+        let named = |transport, alias| {
+            let p = OptionsProbe::new("sip:example.test", transport, local)
+                .with_local_name(Some("ua.example.test"))
+                .with_alias(alias)
+                .with_cseq(3);
+            let text = String::from_utf8(p.to_bytes()).unwrap();
+            (p, text)
+        };
+        let (p, text) = named(Transport::Tls, true);
+        assert!(
+            text.contains(&format!(
+                "\r\nVia: SIP/2.0/TLS ua.example.test:5080;branch={};rport;alias\r\n",
+                p.branch()
+            )),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "\r\nFrom: <sip:siprace@ua.example.test>;tag={}\r\n",
+            p.from_tag()
+        )));
+        assert!(!text.contains("2001:db8::1"), "{text}");
+        // RFC 5923: alias is for TLS only; plain TCP, SCTP and UDP never carry it.
+        for transport in [Transport::Tcp, Transport::Udp, Transport::Sctp] {
+            let (p, text) = named(transport, true);
+            assert!(
+                text.contains(&format!(
+                    "\r\nVia: SIP/2.0/{} ua.example.test:5080;branch={};rport\r\n",
+                    transport.via_token(),
+                    p.branch()
+                )),
+                "{text}"
+            );
+            assert!(!text.contains("alias"), "{text}");
+        }
+        // No alias asked: none written, over TLS too.
+        let (_, text) = named(Transport::Tls, false);
+        assert!(!text.contains("alias"), "{text}");
+        // A name that is not a host name never reaches a header.
+        let p = OptionsProbe::new("sip:example.test", Transport::Tcp, local)
+            .with_local_name(Some("evil\r\nX-Injected: 1"));
+        let text = String::from_utf8(p.to_bytes()).unwrap();
+        assert!(!text.contains("Injected"));
+        assert!(text.contains("Via: SIP/2.0/TCP [2001:db8::1]:5080;"));
+        // The request with a name parses as one, and its Via keeps the alias flag.
+        let (_, text) = named(Transport::Tls, true);
+        let req = parse_request(text.as_bytes()).unwrap();
+        let via = Via::parse(req.headers.get("via").unwrap()).unwrap();
+        assert_eq!(via.sent_by_host(), "ua.example.test");
+        assert_eq!(via.param("alias"), Some(None));
+    }
+
+    #[test]
+    fn host_names() {
+        for good in ["a", "ua.example.test", "x-1.example", "192.0.2.1"] {
+            assert!(is_host_name(good), "{good}");
+        }
+        let long_label = "a".repeat(64);
+        let long_name = ["a"; 128].join(".");
+        for bad in [
+            "",
+            "a..b",
+            ".a",
+            "-a.test",
+            "a-.test",
+            "a b",
+            "a;b",
+            "a\r\nb",
+            "[::1]",
+            "ü.test",
+            long_label.as_str(),
+            long_name.as_str(),
+        ] {
+            assert!(!is_host_name(bad), "{bad:?}");
+        }
     }
 
     #[test]

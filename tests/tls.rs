@@ -542,7 +542,7 @@ async fn two_dials(resumption: bool) -> Vec<rustls::HandshakeKind> {
     let mut kinds = Vec::new();
     for _ in 0..2 {
         let dial = dialer.dial(&format!("sips:{DOMAIN}")).await.unwrap();
-        let Connection::Tls(stream) = dial.connection else {
+        let Some(Connection::Tls(stream)) = dial.connection else {
             panic!("not TLS")
         };
         kinds.push(stream.get_ref().1.handshake_kind().unwrap());

@@ -93,6 +93,12 @@ pub struct DialArgs {
     history_file: Option<PathBuf>,
     #[command(flatten)]
     tls: TlsArgs,
+    /// The local SIP host name for Via sent-by and From (RFC 5923), instead
+    /// of the local IP address.
+    #[arg(long, value_name = "HOST")]
+    local_name: Option<String>,
+    #[command(flatten)]
+    count: super::dial_count::CountArgs,
 }
 
 fn ms(n: u64) -> Duration {
@@ -154,6 +160,7 @@ pub fn dial_config(args: &DialArgs) -> Result<DialerConfig, String> {
     cfg.sip_domain = args.sip_domain.clone();
     cfg.connect.t1 = ms(args.t1);
     args.tls.apply(&mut cfg.connect)?;
+    cfg.connect.local_name = args.local_name.clone();
     cfg.validated().map_err(flag_error)
 }
 
@@ -170,6 +177,7 @@ const FLAG_OF_FIELD: &[(&str, &str)] = &[
     ("locate.query_timeout", "--dns-timeout"),
     ("locate.dns_server", "--dns"),
     ("connect.t1", "--t1"),
+    ("connect.local_name", "--local-name"),
 ];
 
 /// A configuration error in the words of the command line.
@@ -191,6 +199,9 @@ pub async fn run(args: DialArgs, color: ColorChoice) -> ExitCode {
         Ok(cfg) => cfg,
         Err(e) => return usage(e),
     };
+    if args.count.count.is_some() {
+        return super::dial_count::run(&args.target, cfg, &args.count, args.json).await;
+    }
     let write_out = match args.write_out.as_deref().map(WriteOut::parse).transpose() {
         Ok(w) => w,
         Err(e) => return usage(e),

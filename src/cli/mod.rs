@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod dial;
+pub mod dial_count;
 pub mod lab;
 pub mod output;
 pub mod responder;

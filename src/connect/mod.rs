@@ -12,7 +12,7 @@ use std::time::Duration;
 use socket2::{Protocol, Socket, Type};
 
 use crate::endpoint::{AttemptError, ConfigError, Endpoint, ErrorClass, Transport};
-use crate::sip::uri_host;
+use crate::sip::{uri_host, OptionsProbe};
 use crate::socket::{self, Bind, Step};
 
 pub mod sctp;
@@ -49,6 +49,11 @@ pub struct ConnectConfig {
     pub bind_v4: Option<Ipv4Addr>,
     /// How TLS attempts verify the server and authenticate (mutual TLS).
     pub tls: tls::TlsSettings,
+    /// The local SIP host name (`--local-name`) for Via sent-by and From
+    /// (RFC 5923 §4: a name the client's certificate can prove, and one
+    /// that every path, whatever its family, can use). `None`: the local
+    /// IP literal, as before.
+    pub local_name: Option<String>,
 }
 
 impl Default for ConnectConfig {
@@ -62,6 +67,7 @@ impl Default for ConnectConfig {
             bind_v6: None,
             bind_v4: None,
             tls: tls::TlsSettings::default(),
+            local_name: None,
         }
     }
 }
@@ -78,7 +84,34 @@ impl ConnectConfig {
     pub fn validated(self) -> Result<ConnectConfig, ConfigError> {
         ConfigError::check_duration("connect.t1", self.t1, Duration::from_millis(1), MAX_T1)?;
         ConfigError::check_duration("connect.t2", self.t2, self.t1, MAX_T2)?;
+        if let Some(name) = &self.local_name {
+            if !crate::sip::is_host_name(name) {
+                return Err(ConfigError::new(
+                    "connect.local_name",
+                    "a host name (letters, digits, '-' and '.')",
+                    format!("{name:?}"),
+                ));
+            }
+        }
         Ok(self)
+    }
+
+    /// The OPTIONS to send to `endpoint` from `local`: the Request-URI
+    /// ([`ConnectConfig::request_uri_for`]), the local name in Via and
+    /// From, and over TLS with a client certificate (mutual TLS) the Via
+    /// `alias` (RFC 5923 §5: the server can then verify who owns the
+    /// connection before it reuses it; never over plain TCP).
+    pub fn probe_for(&self, endpoint: &Endpoint, local: SocketAddr) -> OptionsProbe {
+        OptionsProbe::new(self.request_uri_for(endpoint), endpoint.transport, local)
+            .with_local_name(self.local_name.as_deref())
+            .with_alias(self.wants_alias(endpoint.transport))
+    }
+
+    /// Whether requests over `transport` carry the Via `alias`: TLS with a
+    /// client certificate only (RFC 5923 restricts alias to TLS, and a
+    /// server can only verify it under mutual TLS).
+    pub fn wants_alias(&self, transport: Transport) -> bool {
+        transport == Transport::Tls && self.tls.client_cert.is_some()
     }
 
     /// Timer F = 64·T1 (RFC 3261 §17.1.2.2): how long a probe may wait, and
@@ -260,6 +293,44 @@ mod tests {
         cfg.request_uri = "sip:alice@example.test".into();
         assert_eq!(cfg.request_uri_for(&ep), "sip:alice@example.test");
         assert_eq!(cfg.timer_f(), Duration::from_secs(32));
+    }
+
+    #[test]
+    fn alias_only_over_tls_with_a_client_certificate() {
+        let local: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        let mut cfg = ConnectConfig {
+            local_name: Some("ua.example.test".into()),
+            ..ConnectConfig::default()
+        };
+        let tls_ep = endpoint(Transport::Tls, "192.0.2.1:5061");
+        let tcp_ep = endpoint(Transport::Tcp, "192.0.2.1:5060");
+        let text = |cfg: &ConnectConfig, ep: &Endpoint| {
+            String::from_utf8(cfg.probe_for(ep, local).to_bytes()).unwrap()
+        };
+        // No client certificate: no mutual TLS, no alias.
+        assert!(!text(&cfg, &tls_ep).contains("alias"));
+        assert!(text(&cfg, &tls_ep).contains("Via: SIP/2.0/TLS ua.example.test:40000;"));
+        cfg.tls.client_cert = Some(tls::PemSource::File("client.pem".into()));
+        assert!(text(&cfg, &tls_ep).contains(";rport;alias\r\n"));
+        assert!(!text(&cfg, &tcp_ep).contains("alias"));
+        assert!(text(&cfg, &tcp_ep).contains("From: <sip:siprace@ua.example.test>;tag="));
+    }
+
+    #[test]
+    fn a_local_name_that_is_no_host_name_is_a_configuration_error() {
+        for bad in ["", "a b", "ua.example.test\r\nX: y", "[::1]"] {
+            let cfg = ConnectConfig {
+                local_name: Some(bad.into()),
+                ..ConnectConfig::default()
+            };
+            let err = cfg.validated().unwrap_err();
+            assert_eq!(err.field, "connect.local_name", "{bad:?}");
+        }
+        let ok = ConnectConfig {
+            local_name: Some("ua.example.test".into()),
+            ..ConnectConfig::default()
+        };
+        assert!(ok.validated().is_ok());
     }
 
     #[tokio::test]

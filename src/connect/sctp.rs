@@ -20,8 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use super::{canonical, local_error, new_socket, ConnectConfig, Connected, Connection, Progress};
-use crate::endpoint::{AttemptError, Endpoint, ErrorClass, Transport};
-use crate::sip::OptionsProbe;
+use crate::endpoint::{AttemptError, Endpoint, ErrorClass};
 use crate::socket::{new_socket as new_listener, Bind, Step};
 
 /// The detail of the error SCTP candidates fail with on a kernel without SCTP.
@@ -339,7 +338,7 @@ pub async fn attempt(
         progress(Progress::TransportUp {
             after: transport_ready,
         });
-        let probe = OptionsProbe::new(cfg.request_uri_for(endpoint), Transport::Sctp, local);
+        let probe = cfg.probe_for(endpoint, local);
         requests_sent = 1;
         Some(super::stream::probe_stream(&mut stream, &probe, cfg.timer_f(), dst).await?)
     } else {

@@ -11,8 +11,7 @@ use tokio::time::Instant;
 
 use super::stream::probe_stream;
 use super::{canonical, local_error, new_socket, ConnectConfig, Connected, Connection, Progress};
-use crate::endpoint::{AttemptError, Endpoint, ErrorClass, Transport};
-use crate::sip::OptionsProbe;
+use crate::endpoint::{AttemptError, Endpoint, ErrorClass};
 
 /// Connects over TCP, then optionally probes with OPTIONS.
 ///
@@ -29,7 +28,7 @@ pub async fn attempt(
         progress(Progress::TransportUp {
             after: transport_ready,
         });
-        let probe = OptionsProbe::new(cfg.request_uri_for(endpoint), Transport::Tcp, local);
+        let probe = cfg.probe_for(endpoint, local);
         requests_sent = 1;
         Some(probe_stream(&mut stream, &probe, cfg.timer_f(), dst).await?)
     } else {
@@ -97,6 +96,8 @@ mod tests {
     use crate::connect::stream::{
         probe_stream_counted, PeerWork, MAX_IGNORED_MESSAGES, MAX_PEER_BYTES,
     };
+    use crate::endpoint::Transport;
+    use crate::sip::OptionsProbe;
     use crate::sip::{parse_request, Frame, StreamFramer};
     use std::net::SocketAddr;
     use std::sync::{Arc, Mutex};

@@ -37,8 +37,7 @@ use tokio_rustls::TlsConnector;
 
 use super::stream::classify_io;
 use super::{ConnectConfig, Connected, Connection, Progress};
-use crate::endpoint::{AttemptError, Endpoint, ErrorClass, Transport};
-use crate::sip::OptionsProbe;
+use crate::endpoint::{AttemptError, Endpoint, ErrorClass};
 
 /// The TLS stream an attempt leaves behind.
 pub type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
@@ -748,7 +747,7 @@ pub async fn attempt(
     };
     let mut requests_sent = 0;
     let response = if cfg.probe_streams {
-        let probe = OptionsProbe::new(cfg.request_uri_for(endpoint), Transport::Tls, local);
+        let probe = cfg.probe_for(endpoint, local);
         requests_sent = 1;
         Some(super::stream::probe_stream(&mut tls, &probe, cfg.timer_f(), dst).await?)
     } else {
@@ -774,6 +773,7 @@ pub fn into_stream(connection: Connection) -> Option<TlsStream> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::endpoint::Transport;
 
     fn ids(sip: &[&str], dns: &[&str], cn: &[&str], has_san: bool) -> CertIdentities {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect();

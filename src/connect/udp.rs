@@ -16,8 +16,8 @@ use super::stream::PeerWork;
 use super::{
     canonical, local_error, new_socket, ConnectConfig, Connected, Connection, ProbeResponse,
 };
-use crate::endpoint::{AttemptError, Endpoint, ErrorClass, Transport};
-use crate::sip::{parse_response, OptionsProbe};
+use crate::endpoint::{AttemptError, Endpoint, ErrorClass};
+use crate::sip::parse_response;
 
 /// Datagrams that are not SIP responses we tolerate before giving up with
 /// [`ErrorClass::InvalidResponse`]: a peer spraying garbage is not a SIP server.
@@ -61,7 +61,7 @@ pub async fn attempt(endpoint: &Endpoint, cfg: &ConnectConfig) -> Result<Connect
         .local_addr()
         .map_err(|e| local_error("local address", &e))?;
 
-    let probe = OptionsProbe::new(cfg.request_uri_for(endpoint), Transport::Udp, local);
+    let probe = cfg.probe_for(endpoint, local);
     let request = probe.to_bytes();
     let schedule = transmit_schedule(cfg.t1, cfg.t2);
 
@@ -168,6 +168,7 @@ fn ignored(garbage: u32, strays: u32) -> String {
 mod tests {
     use super::*;
     use crate::connect::attempt as dispatch;
+    use crate::endpoint::Transport;
     use crate::sip::parse_request;
     use std::net::SocketAddr;
     use std::sync::Arc;

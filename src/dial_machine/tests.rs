@@ -265,3 +265,93 @@ fn no_address_at_all_fails_once_location_is_done() {
         .collect();
     assert_eq!(families, vec![Family::V6, Family::V4]);
 }
+
+/// A dial machine told of reusable destinations before its start.
+fn start_reusing(
+    uri: &str,
+    transports: &[Transport],
+    reusable: &[(Transport, &str)],
+) -> (Script, Vec<Action>) {
+    let target = Target::parse(uri).unwrap();
+    let t0 = Instant::now();
+    let mut dial = DialMachine::new(
+        &target,
+        transports,
+        &LocateConfig::default(),
+        RaceConfig::default(),
+        HistoryView::default(),
+        7,
+        t0,
+    );
+    dial.reuse_any_of(
+        reusable
+            .iter()
+            .map(|(t, a)| (*t, a.parse().unwrap()))
+            .collect(),
+    );
+    let first = dial.start(t0);
+    (Script { dial, t0 }, first)
+}
+
+#[test]
+fn a_literal_with_a_kept_connection_is_reused_without_any_attempt() {
+    let (s, first) = start_reusing(
+        "sips:[2001:db8::10]:5061",
+        &[Transport::Tls],
+        &[(Transport::Tls, "[2001:db8::10]:5061")],
+    );
+    let ep = endpoint(Transport::Tls, "[2001:db8::10]:5061", "2001:db8::10");
+    assert_eq!(first, vec![Action::Done(Outcome::Reused { endpoint: ep })]);
+    assert!(s.dial.race().attempts().is_empty());
+}
+
+#[test]
+fn another_port_or_transport_is_not_the_kept_connection() {
+    for reusable in [
+        (Transport::Tls, "[2001:db8::10]:5062"),
+        (Transport::Tcp, "[2001:db8::10]:5061"),
+    ] {
+        let (_, first) = start_reusing("sips:[2001:db8::10]:5061", &[Transport::Tls], &[reusable]);
+        assert!(
+            matches!(first[0], Action::Start { .. }),
+            "{reusable:?}: {first:?}"
+        );
+    }
+}
+
+#[test]
+fn a_kept_connection_found_by_a_later_answer_cancels_the_running_attempt() {
+    let (mut s, first) = start_reusing(
+        "sip:example.test:5060;transport=tcp",
+        &[Transport::Tcp],
+        &[(Transport::Tcp, "192.0.2.10:5060")],
+    );
+    assert_eq!(
+        first[..2],
+        [
+            query(1, "example.test", RecordType::Aaaa),
+            query(2, "example.test", RecordType::A),
+        ]
+    );
+    // AAAA first: no kept connection there, the race starts IPv6.
+    let v6 = endpoint(Transport::Tcp, "[2001:db8::10]:5060", "example.test");
+    let after_aaaa = s.answer(10, 1, vec![addr("2001:db8::10")]);
+    assert_eq!(after_aaaa[0], start(1, &v6));
+    // The A answer names the kept connection: the attempt is cancelled and
+    // the dial decided, with no second attempt.
+    let v4 = endpoint(Transport::Tcp, "192.0.2.10:5060", "example.test");
+    let after_a = s.answer(20, 2, vec![addr("192.0.2.10")]);
+    assert_eq!(
+        after_a,
+        vec![
+            Action::Cancel {
+                id: AttemptId(1),
+                reason: CancelReason::LostRace
+            },
+            Action::Done(Outcome::Reused { endpoint: v4 }),
+        ]
+    );
+    assert_eq!(s.dial.race().attempts().len(), 1);
+    // Decided: later inputs change nothing.
+    assert!(s.step(30, Input::Succeeded(AttemptId(1))).is_empty());
+}

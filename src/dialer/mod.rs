@@ -20,12 +20,13 @@ use crate::connect::{self, ConnectConfig, Connected, Connection, ProbeResponse};
 use crate::dial_machine::{Action, DialMachine, Input, Outcome};
 use crate::dns::Lookups;
 use crate::endpoint::{AttemptError, ConfigError, Endpoint, Transport};
+use crate::keep::{KeepConfig, Keeper, Key, SipConnection};
 use crate::locate::LocateConfig;
 use crate::race::history::{self, History, NetworkId};
 use crate::race::strategy::Strategy;
 use crate::race::{AttemptId, RaceConfig};
-use crate::report::{millis, ConfigEntry, DialResult, Report};
-use crate::target::{Host, Target, TargetError};
+use crate::report::{millis, ConfigEntry, DialResult, Report, ReuseEntry};
+use crate::target::{Host, Scheme, Target, TargetError};
 use attempts::{AttemptEnded, Attempts, ProgressFn, TransportUps};
 use surroundings::Surroundings;
 pub use surroundings::NETWORK_RECHECK;
@@ -59,6 +60,12 @@ pub struct DialerConfig {
     /// How many DNS answers the dialer keeps for their TTL
     /// ([`crate::dns::cache`]); 0 keeps none.
     pub dns_cache_entries: usize,
+    /// The connection table ([`crate::keep`]): `Some` keeps every stream
+    /// connection that wins (TCP, TLS, SCTP) and reuses it for later dials
+    /// it may carry (RFC 3261 §18.1.1, RFC 5923); the caller then gets a
+    /// [`SipConnection`] ([`Dial::kept`]) instead of the raw stream. `None`
+    /// (the library's default): every dial races and hands over its socket.
+    pub keep: Option<KeepConfig>,
 }
 
 impl Default for DialerConfig {
@@ -84,6 +91,7 @@ impl DialerConfig {
             sip_domain: None,
             network: None,
             dns_cache_entries: 1024,
+            keep: None,
         }
     }
 }
@@ -96,6 +104,7 @@ impl DialerConfig {
         self.race = self.race.validated()?;
         self.locate = self.locate.validated()?;
         self.connect = self.connect.validated()?;
+        self.keep = self.keep.map(KeepConfig::validated).transpose()?;
         if self.transports.as_ref().is_some_and(|t| t.is_empty()) {
             return Err(ConfigError::new(
                 "transports",
@@ -110,10 +119,16 @@ impl DialerConfig {
 /// A successful dial: the winning connection and how it was found.
 #[derive(Debug)]
 pub struct Dial {
-    /// The endpoint that won the race.
+    /// The endpoint that won the race (or whose kept connection was reused).
     pub endpoint: Endpoint,
-    /// Its open connection, for the caller to use.
-    pub connection: Connection,
+    /// Its open socket, for the caller to use, when the dialer does not
+    /// keep it: always for UDP, and for every transport without the
+    /// connection table ([`DialerConfig::keep`]).
+    pub connection: Option<Connection>,
+    /// The kept connection (TCP, TLS, SCTP with the table on): new, or
+    /// reused without a race ([`Report::reuse`] says which). It sends
+    /// requests, matches their responses and hands over the peer's requests.
+    pub kept: Option<SipConnection>,
     /// The probe's SIP response, where one was sent.
     pub response: Option<ProbeResponse>,
     /// The report of the dial (result "connected").
@@ -164,6 +179,22 @@ pub struct Dialer {
     cfg: DialerConfig,
     history: Arc<Mutex<History>>,
     surroundings: Arc<Mutex<Surroundings>>,
+    /// The connection table, when [`DialerConfig::keep`] asks for one.
+    keeper: Option<Keeper>,
+}
+
+/// How many kept connections one dial may find dead before it races
+/// without the table (each found dead is removed, so this only bounds a
+/// table whose peers all died at once).
+const MAX_FOUND_DEAD: usize = 4;
+
+/// How one round of a dial ended.
+enum Round {
+    /// Decided without the table: the dial's result, and the winner's
+    /// local address.
+    Done(Result<Dial, DialError>, Option<std::net::SocketAddr>),
+    /// The machine chose a kept connection to this endpoint.
+    Reuse { endpoint: Endpoint, report: Report },
 }
 
 impl Dialer {
@@ -179,6 +210,7 @@ impl Dialer {
         let cfg = cfg.validated()?;
         let surroundings = Surroundings::new(cfg.network.clone(), cfg.dns_cache_entries);
         Ok(Dialer {
+            keeper: cfg.keep.as_ref().map(Keeper::new),
             cfg,
             history: Arc::new(Mutex::new(history)),
             surroundings: Arc::new(Mutex::new(surroundings)),
@@ -188,6 +220,11 @@ impl Dialer {
     /// The configuration in force (as validated).
     pub fn config(&self) -> &DialerConfig {
         &self.cfg
+    }
+
+    /// How many connections the table keeps now (0 without one).
+    pub fn kept_connections(&self) -> usize {
+        self.keeper.as_ref().map_or(0, Keeper::len)
     }
 
     /// A copy of the history, e.g. to save it.
@@ -223,10 +260,176 @@ impl Dialer {
     /// callback): [`connect::attempt`] outside tests.
     async fn dial_with<F, Fut>(&self, target: &Target, run_attempt: F) -> Result<Dial, DialError>
     where
-        F: Fn(Endpoint, Arc<ConnectConfig>, ProgressFn) -> Fut,
+        F: Fn(Endpoint, Arc<ConnectConfig>, ProgressFn) -> Fut + Clone,
         Fut: Future<Output = Result<Connected, AttemptError>> + Send + 'static,
     {
         let transports = self.transports_for(target)?;
+        let Some(keeper) = &self.keeper else {
+            return match self
+                .round(target, &transports, Vec::new(), run_attempt)
+                .await
+            {
+                Round::Done(result, _) => result,
+                Round::Reuse { .. } => unreachable!("nothing is reusable without a table"),
+            };
+        };
+        let domain = self.connect_config(target).sip_domain;
+        let sips = target.scheme == Scheme::Sips;
+        let mut found_dead: Vec<u64> = Vec::new();
+        loop {
+            let reusable: Vec<(Transport, std::net::SocketAddr)> =
+                if found_dead.len() < MAX_FOUND_DEAD {
+                    keeper
+                        .reusable(std::time::Instant::now(), &domain, sips, &transports)
+                        .into_iter()
+                        .map(|k| (k.transport, k.remote))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+            match self
+                .round(target, &transports, reusable, run_attempt.clone())
+                .await
+            {
+                Round::Done(Ok(mut dial), local) => {
+                    self.keep_winner(keeper, &mut dial, local, &domain, sips);
+                    if let Some(reuse) = &mut dial.report.reuse {
+                        reuse.found_dead = found_dead;
+                    }
+                    return Ok(dial);
+                }
+                Round::Done(Err(e), _) => return Err(e),
+                Round::Reuse { endpoint, report } => {
+                    match self
+                        .use_kept(keeper, target, endpoint, report, &domain, sips)
+                        .await
+                    {
+                        Ok(mut dial) => {
+                            if let Some(reuse) = &mut dial.report.reuse {
+                                reuse.found_dead = found_dead;
+                            }
+                            return Ok(dial);
+                        }
+                        Err(Some(dead)) => found_dead.push(dead),
+                        // Gone between the choice and the take (evicted,
+                        // expired): choose again.
+                        Err(None) => found_dead.push(0),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the kept connection the machine chose and checks it with the
+    /// OPTIONS probe when probing is on (one SIP round trip, no handshake).
+    /// `Err(Some(id))`: connection `id` was dead; `Err(None)`: it was gone.
+    async fn use_kept(
+        &self,
+        keeper: &Keeper,
+        target: &Target,
+        endpoint: Endpoint,
+        mut report: Report,
+        domain: &str,
+        sips: bool,
+    ) -> Result<Dial, Option<u64>> {
+        let t0 = Instant::now();
+        let key = Key {
+            transport: endpoint.transport,
+            remote: endpoint.addr,
+        };
+        let taken = keeper
+            .take(std::time::Instant::now(), key, domain, sips)
+            .map_err(|dead| dead.map(|d| d.id))?;
+        let conn = taken.connection;
+        let cfg = self.connect_config(target);
+        let response = if cfg.probe_streams {
+            let probe = cfg.probe_for(&endpoint, conn.local());
+            match conn.options(&probe, cfg.timer_f()).await {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::debug!(id = conn.id(), error = %e, "kept connection found dead at first use");
+                    keeper.discard(conn.id()).await;
+                    return Err(Some(conn.id()));
+                }
+            }
+        } else {
+            None
+        };
+        report.total += t0.elapsed();
+        report.total_ms = millis(report.total);
+        let opened_ago = std::time::Instant::now().saturating_duration_since(taken.opened_at);
+        report.reuse = Some(ReuseEntry::reused(
+            conn.id(),
+            &endpoint,
+            opened_ago,
+            response.as_ref(),
+        ));
+        Ok(Dial {
+            endpoint,
+            connection: None,
+            kept: Some(conn),
+            response,
+            report,
+        })
+    }
+
+    /// Keeps a stream connection that won a race, and says in the report
+    /// why no kept one carried the dial.
+    fn keep_winner(
+        &self,
+        keeper: &Keeper,
+        dial: &mut Dial,
+        local: Option<std::net::SocketAddr>,
+        domain: &str,
+        sips: bool,
+    ) {
+        let (Some(connection), Some(local)) = (dial.connection.take(), local) else {
+            return;
+        };
+        let located: Vec<Key> = dial
+            .report
+            .attempts
+            .iter()
+            .map(|a| Key {
+                transport: a.transport,
+                remote: a.addr,
+            })
+            .collect();
+        let why_not = keeper.explain_miss(&located, domain, sips).describe();
+        let client_certificate = self.cfg.connect.wants_alias(Transport::Tls)
+            && dial.endpoint.transport == Transport::Tls;
+        match keeper.adopt(
+            std::time::Instant::now(),
+            connection,
+            local,
+            dial.endpoint.addr,
+            client_certificate,
+        ) {
+            Ok(kept) => {
+                dial.report.reuse = Some(ReuseEntry::kept_new(kept.id(), &dial.endpoint, why_not));
+                dial.kept = Some(kept);
+            }
+            Err(connection) => {
+                dial.report.reuse = Some(ReuseEntry::not_kept(&dial.endpoint, why_not));
+                dial.connection = Some(connection);
+            }
+        }
+    }
+
+    /// One round of a dial: location and race, or the choice of a kept
+    /// connection to one of `reusable`.
+    async fn round<F, Fut>(
+        &self,
+        target: &Target,
+        transports: &[Transport],
+        reusable: Vec<(Transport, std::net::SocketAddr)>,
+        run_attempt: F,
+    ) -> Round
+    where
+        F: Fn(Endpoint, Arc<ConnectConfig>, ProgressFn) -> Fut,
+        Fut: Future<Output = Result<Connected, AttemptError>> + Send + 'static,
+    {
+        let transports = transports.to_vec();
         let t0 = Instant::now();
         // The wall-clock start, for the report's `started_at`.
         let started_at = SystemTime::now();
@@ -250,6 +453,7 @@ impl Dialer {
             rand::random(),
             t0.into_std(),
         );
+        machine.reuse_any_of(reusable);
         let now = Instant::now().into_std();
         let (resolver, mut actions) = match setting.resolver {
             _ if !needs_dns => (None, machine.start(now)),
@@ -299,7 +503,8 @@ impl Dialer {
         for (entry, query) in report.dns.iter_mut().zip(machine.location().queries()) {
             entry.cached = io.lookups.was_cached(query.id);
         }
-        match machine.outcome() {
+        let local = winner.as_ref().map(|c: &Connected| c.local);
+        let result = match machine.outcome() {
             Some(Outcome::Won { id, endpoint }) => {
                 let connected =
                     winner.expect("the machine only declares a winner that just reported success");
@@ -308,16 +513,24 @@ impl Dialer {
                 }
                 Ok(Dial {
                     endpoint: endpoint.clone(),
-                    connection: connected.connection,
+                    connection: Some(connected.connection),
+                    kept: None,
                     response: connected.response,
                     report,
                 })
+            }
+            Some(Outcome::Reused { endpoint }) => {
+                return Round::Reuse {
+                    endpoint: endpoint.clone(),
+                    report,
+                }
             }
             _ if report.result == DialResult::ResolutionFailed => {
                 Err(DialError::Resolution(Box::new(report)))
             }
             _ => Err(DialError::Failed(Box::new(report))),
-        }
+        };
+        Round::Done(result, local)
     }
 
     /// The transports to try: those the target allows, narrowed by the

@@ -605,6 +605,18 @@ impl Race {
         self.finish(Outcome::Won { id, endpoint }, actions);
     }
 
+    /// Ends the race without a winner of its own, because the dial took a
+    /// kept connection instead (see [`crate::dial_machine`]): every attempt
+    /// in flight is cancelled as having lost. No [`Action::Done`] follows.
+    pub fn stop_for_reuse(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if !self.finished {
+            self.cancel_in_flight(now, CancelReason::LostRace, &mut actions);
+            self.finished = true;
+        }
+        actions
+    }
+
     fn finish(&mut self, outcome: Outcome, actions: &mut Vec<Action>) {
         self.finished = true;
         actions.push(Action::Done(outcome));

@@ -1,0 +1,352 @@
+//! [`SipConnection`]: a kept stream connection as a small SIP transport.
+//! One reader task per connection frames what arrives ([`StreamFramer`]):
+//! responses go to the request that waits for their top-Via branch,
+//! requests to a channel the caller can take, keep-alive pings get their
+//! pong. When the peer closes or resets, the task marks the connection
+//! dead and tells the table at once. Not a transaction layer: no
+//! retransmission (the transports are reliable), no state per dialog.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::connect::ProbeResponse;
+use crate::endpoint::{AttemptError, ErrorClass, Transport};
+use crate::sip::{parse_request, parse_response, Frame, OptionsProbe, Request, Response};
+use crate::sip::{StreamFramer, MAX_MESSAGE_SIZE};
+
+/// Requests from the peer held for the caller before more are dropped.
+pub const INBOUND_CAPACITY: usize = 64;
+/// Requests waiting for their response on one connection at once.
+pub const MAX_PENDING: usize = 1024;
+
+/// Any stream a connection can run over (TCP, TLS, SCTP).
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+type Writer = tokio::sync::Mutex<WriteHalf<Box<dyn Stream>>>;
+
+/// What the reader task shares with the handles.
+struct Inbox {
+    /// Requests waiting for a response, by the branch of their top Via.
+    pending: Mutex<HashMap<String, oneshot::Sender<Response>>>,
+    /// Set once the peer closed or reset the connection, or it was closed.
+    dead: AtomicBool,
+}
+
+/// Called once by the reader task when the connection dies (the table
+/// removes its entry).
+pub type OnDeath = Box<dyn FnOnce() + Send>;
+
+struct Shared {
+    id: u64,
+    transport: Transport,
+    peer: SocketAddr,
+    local: SocketAddr,
+    opened_at: Instant,
+    writer: Arc<Writer>,
+    inbox: Arc<Inbox>,
+    inbound: Mutex<Option<mpsc::Receiver<Request>>>,
+    reader: tokio::task::AbortHandle,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The last handle is gone: nobody can use the connection any more.
+        self.reader.abort();
+    }
+}
+
+/// A kept connection. Clones share it; it closes when the table has let
+/// it go and the last clone is dropped (or at once with [`close`](Self::close)).
+#[derive(Clone)]
+pub struct SipConnection(Arc<Shared>);
+
+impl std::fmt::Debug for SipConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SipConnection")
+            .field("id", &self.0.id)
+            .field("transport", &self.0.transport)
+            .field("peer", &self.0.peer)
+            .field("local", &self.0.local)
+            .field("dead", &self.is_dead())
+            .finish()
+    }
+}
+
+impl SipConnection {
+    /// Takes over `stream` (`transport` from `local` to `peer`), starting
+    /// its reader task; `on_death` runs when the peer closes or resets it.
+    /// Must be called inside a tokio runtime.
+    pub fn start<S: Stream>(
+        id: u64,
+        transport: Transport,
+        stream: S,
+        local: SocketAddr,
+        peer: SocketAddr,
+        on_death: OnDeath,
+    ) -> SipConnection {
+        let boxed: Box<dyn Stream> = Box::new(stream);
+        let (read, write) = tokio::io::split(boxed);
+        let inbox = Arc::new(Inbox {
+            pending: Mutex::new(HashMap::new()),
+            dead: AtomicBool::new(false),
+        });
+        let (requests, inbound) = mpsc::channel(INBOUND_CAPACITY);
+        let writer = Arc::new(tokio::sync::Mutex::new(write));
+        let task = tokio::spawn(read_loop(
+            read,
+            inbox.clone(),
+            requests,
+            Arc::downgrade(&writer),
+            peer,
+            on_death,
+        ));
+        SipConnection(Arc::new(Shared {
+            id,
+            transport,
+            peer,
+            local,
+            opened_at: Instant::now(),
+            writer,
+            inbox,
+            inbound: Mutex::new(Some(inbound)),
+            reader: task.abort_handle(),
+        }))
+    }
+
+    /// Its number in the table (1, 2...).
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    /// TCP, TLS or SCTP.
+    pub fn transport(&self) -> Transport {
+        self.0.transport
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.0.peer
+    }
+
+    /// Our address on it.
+    pub fn local(&self) -> SocketAddr {
+        self.0.local
+    }
+
+    /// When it was opened (taken into the table).
+    pub fn opened_at(&self) -> Instant {
+        self.0.opened_at
+    }
+
+    /// Whether the peer closed or reset it (or it was closed here).
+    pub fn is_dead(&self) -> bool {
+        self.0.inbox.dead.load(Ordering::Acquire)
+    }
+
+    /// The requests the peer sends on this connection (RFC 5923: a server
+    /// that honours our alias sends its requests to us here). Only the
+    /// first call gets the channel; at most [`INBOUND_CAPACITY`] wait in
+    /// it, later ones are dropped until the caller reads.
+    pub fn take_inbound(&self) -> Option<mpsc::Receiver<Request>> {
+        self.0.inbound.lock().expect("inbound lock").take()
+    }
+
+    /// Sends `request` (a whole SIP request whose top Via has `branch`)
+    /// and waits up to `timeout` for the response with that branch; a
+    /// provisional response (1xx) is returned as it is.
+    pub async fn request(
+        &self,
+        request: &[u8],
+        branch: &str,
+        timeout: Duration,
+    ) -> Result<Response, AttemptError> {
+        let peer = self.0.peer;
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = self.0.inbox.pending.lock().expect("pending lock");
+            if self.is_dead() {
+                return Err(dead(peer));
+            }
+            if pending.len() >= MAX_PENDING {
+                return Err(AttemptError::new(
+                    ErrorClass::Local,
+                    format!("{peer}: {MAX_PENDING} requests already wait on this connection"),
+                ));
+            }
+            pending.insert(branch.to_string(), tx);
+        }
+        let exchange = async {
+            self.send(request).await?;
+            rx.await.map_err(|_| dead(peer))
+        };
+        let result = match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(AttemptError::new(
+                ErrorClass::Timeout,
+                format!("{peer}: no response in {timeout:?}"),
+            )),
+        };
+        self.0
+            .inbox
+            .pending
+            .lock()
+            .expect("pending lock")
+            .remove(branch);
+        result
+    }
+
+    /// Sends `probe` and waits up to `timeout` for its response, which must
+    /// match it (branch, Call-ID, CSeq).
+    pub async fn options(
+        &self,
+        probe: &OptionsProbe,
+        timeout: Duration,
+    ) -> Result<ProbeResponse, AttemptError> {
+        let sent_at = tokio::time::Instant::now();
+        let response = self
+            .request(&probe.to_bytes(), probe.branch(), timeout)
+            .await?;
+        if !response.matches(probe) {
+            return Err(AttemptError::new(
+                ErrorClass::InvalidResponse,
+                format!(
+                    "{}: a response with the OPTIONS' branch but not its Call-ID or CSeq",
+                    self.0.peer
+                ),
+            ));
+        }
+        Ok(ProbeResponse {
+            status: response.status,
+            reason: response.reason,
+            rtt: sent_at.elapsed(),
+        })
+    }
+
+    /// Writes `bytes` (whole messages, e.g. a response to an inbound
+    /// request) to the connection.
+    pub async fn send(&self, bytes: &[u8]) -> Result<(), AttemptError> {
+        if self.is_dead() {
+            return Err(dead(self.0.peer));
+        }
+        let mut writer = self.0.writer.lock().await;
+        let written = async {
+            writer.write_all(bytes).await?;
+            writer.flush().await
+        };
+        written.await.map_err(|e| {
+            self.0.inbox.dead.store(true, Ordering::Release);
+            AttemptError::io(&format!("send to {}", self.0.peer), &e)
+        })
+    }
+
+    /// Closes it now: the reader stops, waiting requests fail, the stream
+    /// is shut down (for TLS with a close_notify).
+    pub async fn close(&self) {
+        self.0.inbox.dead.store(true, Ordering::Release);
+        self.0.reader.abort();
+        self.0.inbox.pending.lock().expect("pending lock").clear();
+        let mut writer = self.0.writer.lock().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+    }
+}
+
+fn dead(peer: SocketAddr) -> AttemptError {
+    AttemptError::new(
+        ErrorClass::Reset,
+        format!("{peer}: the connection is closed"),
+    )
+}
+
+/// The reader task: frames what arrives until the peer closes, resets or
+/// breaks the framing, then marks the connection dead and calls `on_death`.
+async fn read_loop(
+    mut read: ReadHalf<Box<dyn Stream>>,
+    inbox: Arc<Inbox>,
+    requests: mpsc::Sender<Request>,
+    writer: std::sync::Weak<Writer>,
+    peer: SocketAddr,
+    on_death: OnDeath,
+) {
+    // Set to dead and the table told however the loop ends, abort included.
+    struct Death(Arc<Inbox>, Option<OnDeath>);
+    impl Drop for Death {
+        fn drop(&mut self) {
+            self.0.dead.store(true, Ordering::Release);
+            // Waiting requests see the closed channel at once.
+            self.0.pending.lock().map(|mut p| p.clear()).ok();
+            if let Some(f) = self.1.take() {
+                f();
+            }
+        }
+    }
+    let _death = Death(inbox.clone(), Some(on_death));
+    let mut framer = StreamFramer::new(MAX_MESSAGE_SIZE);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match read.read(&mut buf).await {
+            Ok(0) => {
+                tracing::debug!(%peer, "kept connection closed by the peer");
+                return;
+            }
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "kept connection reset");
+                return;
+            }
+        };
+        framer.push(&buf[..n]);
+        loop {
+            let frame = match framer.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "unframable message: closing the kept connection");
+                    return;
+                }
+            };
+            match frame {
+                Frame::KeepAlive => {
+                    // RFC 5626 §3.5.1: a double CRLF ping gets a single CRLF pong.
+                    if let Some(writer) = writer.upgrade() {
+                        let mut w = writer.lock().await;
+                        if w.write_all(b"\r\n").await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Frame::Message(msg) if msg.starts_with(b"SIP/") => match parse_response(&msg) {
+                    Ok(resp) => {
+                        let waiting = resp
+                            .branch
+                            .as_ref()
+                            .and_then(|b| inbox.pending.lock().expect("pending lock").remove(b));
+                        match waiting {
+                            Some(tx) => {
+                                let _ = tx.send(resp);
+                            }
+                            None => {
+                                tracing::debug!(%peer, status = resp.status, "a response no request waits for")
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!(%peer, error = %e, "ignoring an unparsable response"),
+                },
+                Frame::Message(msg) => match parse_request(&msg) {
+                    Ok(req) => {
+                        if requests.try_send(req).is_err() {
+                            tracing::debug!(%peer, "inbound request dropped: nobody reads, or the queue is full");
+                        }
+                    }
+                    Err(e) => tracing::debug!(%peer, error = %e, "ignoring an unparsable request"),
+                },
+            }
+        }
+    }
+}
