@@ -71,6 +71,8 @@ fn kamailio_module_installed(file: &str) -> bool {
 struct Registrar {
     ns: String,
     child: Option<Child>,
+    /// The lab DNS server, when started ([`Registrar::start_dns`]).
+    dns: Option<Child>,
     dir: PathBuf,
 }
 
@@ -86,6 +88,7 @@ impl Registrar {
         let mut registrar = Registrar {
             ns: ns.clone(),
             child: None,
+            dns: None,
             dir: dir.clone(),
         };
         sys::ip(["netns", "add", ns.as_str()]).expect("a namespace of our own");
@@ -124,6 +127,34 @@ impl Registrar {
         registrar
     }
 
+    /// The lab DNS server on 127.0.0.1:53 of the namespace, serving
+    /// registrar.example.test at ::1 and 127.0.0.1 (both families).
+    fn start_dns(&mut self) {
+        let zone = self.dir.join("example.test.zone");
+        std::fs::write(
+            &zone,
+            "$ORIGIN example.test.\n$TTL 0\n\
+             @ IN SOA ns.example.test. admin.example.test. 1 60 60 60 0\n\
+             @ IN NS ns.example.test.\nns IN A 127.0.0.1\n\
+             registrar IN AAAA ::1\nregistrar IN A 127.0.0.1\n",
+        )
+        .unwrap();
+        let log = std::fs::File::create(self.dir.join("dns.log")).unwrap();
+        let mut cmd = sys::netns_command(&self.ns, env!("CARGO_BIN_EXE_siprace"));
+        cmd.args(["lab", "dns", "--listen", "127.0.0.1:53", "--zone"])
+            .arg(&zone)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        self.dns = Some(cmd.spawn().expect("the lab DNS server starts"));
+        // Ready once it answers over TCP (bounded: 30 s).
+        let ready = sys::poll(300, Duration::from_millis(100), || {
+            self.in_ns(|| TcpStream::connect_timeout(&"127.0.0.1:53".parse().unwrap(), ANSWER))
+                .ok()
+        });
+        assert!(ready.is_some(), "the DNS server did not listen");
+    }
+
     fn in_ns<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         sys::in_netns(&self.ns, f).expect("entering the namespace")
     }
@@ -137,7 +168,7 @@ impl Drop for Registrar {
     fn drop(&mut self) {
         // Every process in the namespace is ours: it is the test's own.
         sys::kill_all(&sys::netns_pids(&self.ns), Duration::from_secs(5));
-        if let Some(mut child) = self.child.take() {
+        for mut child in [self.child.take(), self.dns.take()].into_iter().flatten() {
             let _ = child.wait();
         }
         let _ = sys::ip(["netns", "del", self.ns.as_str()]);
@@ -518,4 +549,182 @@ fn inbound_requests_reach_the_aor_over_a_flow_and_over_the_other_when_it_closes(
     eprintln!("MESSAGE 2: over the UDP flow after {:?}", t0.elapsed());
     assert_eq!(got, Some(0), "{}", registrar.log());
     assert_eq!(status, Some(200));
+}
+
+/// `siprace register` running in the registrar's namespace, its JSON
+/// events read line by line.
+struct Ua {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<serde_json::Value>,
+}
+
+impl Ua {
+    fn spawn(registrar: &Registrar) -> Ua {
+        let mut cmd = sys::netns_command(&registrar.ns, env!("CARGO_BIN_EXE_siprace"));
+        cmd.args([
+            "register",
+            "sip:alice@example.test",
+            "--registrar",
+            "sip:registrar.example.test;transport=tcp",
+            "--dns",
+            "127.0.0.1:53",
+            "--user",
+            "alice",
+            "--password",
+            PASSWORD,
+            "--json",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("siprace register starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ua {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads events until one satisfies `want` (bounded by `wait`).
+    fn wait_for(
+        &mut self,
+        what: &str,
+        wait: Duration,
+        want: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {what} within {wait:?}; events: {:#?}", self.seen));
+            let event: serde_json::Value = serde_json::from_str(&line).expect("a JSON event line");
+            self.seen.push(event.clone());
+            if want(&event) {
+                return event;
+            }
+        }
+    }
+
+    /// SIGINT, then the exit code and the rest of the events.
+    fn interrupt(mut self) -> (Option<i32>, Vec<serde_json::Value>) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.seen
+                .push(serde_json::from_str(&line).expect("a JSON event line"));
+        }
+        let status = self.child.wait().expect("siprace register ends");
+        (status.code(), std::mem::take(&mut self.seen))
+    }
+}
+
+impl Drop for Ua {
+    fn drop(&mut self) {
+        sys::kill_all(&[self.child.id()], Duration::from_secs(5));
+        let _ = self.child.try_wait();
+    }
+}
+
+fn is(event: &serde_json::Value, name: &str, flow: u64) -> bool {
+    event["event"] == name && event["flow"] == flow
+}
+
+#[test]
+fn siprace_register_keeps_a_flow_per_family_and_recovers_when_ipv6_breaks() {
+    if skip() {
+        return;
+    }
+    if sys::which("nft").is_none() {
+        eprintln!("SKIPPED: Outbound failover test: `nft` (nftables) missing");
+        return;
+    }
+    // A 3 s Flow-Timer: keep-alives every 2.4–3 s.
+    let mut registrar = Registrar::start(&["FLOW_TIMER=3"]);
+    registrar.start_dns();
+    let mut ua = Ua::spawn(&registrar);
+
+    // One flow per family, both registered.
+    let first = ua.wait_for("flow 1 registered", ANSWER, |e| is(e, "registered", 1));
+    let second = ua.wait_for("flow 2 registered", ANSWER, |e| is(e, "registered", 2));
+    let mut families = [first["family"].clone(), second["family"].clone()];
+    families.sort_by_key(|f| f.to_string());
+    assert_eq!(families, ["ipv4", "ipv6"]);
+    let v6_flow = if first["family"] == "ipv6" { 1 } else { 2 };
+
+    // Reachable: a MESSAGE to the AOR is delivered over a flow and answered.
+    let sender = Sender::new(&registrar);
+    let branch = sender.send(1);
+    assert_eq!(sender.final_status(&branch, ANSWER), Some(200));
+    ua.wait_for("the inbound MESSAGE", ANSWER, |e| {
+        e["event"] == "inbound" && e["method"] == "MESSAGE" && e["status"] == 200
+    });
+
+    // IPv6 breaks (silently: every IPv6 packet of the namespace dropped).
+    let nft = |args: &str| {
+        let mut cmd = sys::netns_command(&registrar.ns, "nft");
+        cmd.args(args.split_whitespace());
+        sys::run(&mut cmd).expect("nft in the test's namespace");
+    };
+    nft("add table inet sr_outbound");
+    nft("add chain inet sr_outbound out { type filter hook output priority 0 ; }");
+    nft("add rule inet sr_outbound out meta nfproto ipv6 drop");
+    let t0 = Instant::now();
+
+    // The IPv6 flow's keep-alive goes unanswered: it fails, is raced again
+    // at once and comes back over IPv4.
+    let failed = ua.wait_for("the IPv6 flow failing", Duration::from_secs(30), |e| {
+        is(e, "failed", v6_flow)
+    });
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("keep-alive unanswered"),
+        "{failed}"
+    );
+    let recovered = ua.wait_for("the flow recovered", Duration::from_secs(30), |e| {
+        is(e, "recovered", v6_flow)
+    });
+    eprintln!(
+        "IPv6 blackholed; flow {v6_flow} failed at {} ms and recovered at {} ms (over {}) — {:.1} s after the break",
+        failed["t_ms"], recovered["t_ms"], recovered["family"], t0.elapsed().as_secs_f64()
+    );
+    assert_eq!(recovered["family"], "ipv4");
+
+    // Still reachable, and Ctrl-C unregisters both flows.
+    let branch = sender.send(2);
+    assert_eq!(
+        sender.final_status(&branch, ANSWER),
+        Some(200),
+        "{}",
+        registrar.log()
+    );
+    let (code, events) = ua.interrupt();
+    assert_eq!(code, Some(130));
+    for flow in [1, 2] {
+        assert!(
+            events.iter().any(|e| is(e, "unregistered", flow)),
+            "flow {flow} unregistered: {events:#?}"
+        );
+    }
 }

@@ -8,9 +8,11 @@
 //! - [`digest`]: digest authentication (RFC 8760: MD5, SHA-256, SHA-512/256);
 //! - [`stun`]: the STUN Binding keep-alive of UDP flows (RFC 5389).
 //!
-//! The driver that runs these over real connections (the connection table's
-//! handles) is `siprace register`'s job.
+//! - [`agent`]: runs the machine over real connections (each flow raced,
+//!   kept as a [`crate::keep::SipConnection`], pinged, re-raced): the
+//!   library behind `siprace register`.
 
+pub mod agent;
 pub mod digest;
 pub mod flows;
 pub mod register;
