@@ -560,13 +560,15 @@ struct Ua {
 }
 
 impl Ua {
-    fn spawn(registrar: &Registrar) -> Ua {
+    /// Registers over `transport` (udp or tcp).
+    fn spawn(registrar: &Registrar, transport: &str) -> Ua {
+        let target = format!("sip:registrar.example.test;transport={transport}");
         let mut cmd = sys::netns_command(&registrar.ns, env!("CARGO_BIN_EXE_siprace"));
         cmd.args([
             "register",
             "sip:alice@example.test",
             "--registrar",
-            "sip:registrar.example.test;transport=tcp",
+            target.as_str(),
             "--dns",
             "127.0.0.1:53",
             "--user",
@@ -650,7 +652,20 @@ fn is(event: &serde_json::Value, name: &str, flow: u64) -> bool {
 }
 
 #[test]
-fn siprace_register_keeps_a_flow_per_family_and_recovers_when_ipv6_breaks() {
+fn siprace_register_over_tcp_keeps_a_flow_per_family_and_recovers_when_ipv6_breaks() {
+    register_and_recover("tcp", "tcp");
+}
+
+#[test]
+fn siprace_register_over_udp_keeps_a_flow_per_family_and_recovers_when_ipv6_breaks() {
+    register_and_recover("udp", "udp");
+}
+
+/// `siprace register` over `transport`: two flows (one per family), a
+/// MESSAGE delivered, IPv6 blackholed, the IPv6 flow's keep-alive (CRLF on
+/// streams, STUN on UDP) unanswered, the flow re-raced onto IPv4, the AOR
+/// still reachable, Ctrl-C unregistering both.
+fn register_and_recover(transport: &str, expect_transport: &str) {
     if skip() {
         return;
     }
@@ -661,11 +676,13 @@ fn siprace_register_keeps_a_flow_per_family_and_recovers_when_ipv6_breaks() {
     // A 3 s Flow-Timer: keep-alives every 2.4–3 s.
     let mut registrar = Registrar::start(&["FLOW_TIMER=3"]);
     registrar.start_dns();
-    let mut ua = Ua::spawn(&registrar);
+    let mut ua = Ua::spawn(&registrar, transport);
 
     // One flow per family, both registered.
     let first = ua.wait_for("flow 1 registered", ANSWER, |e| is(e, "registered", 1));
     let second = ua.wait_for("flow 2 registered", ANSWER, |e| is(e, "registered", 2));
+    assert_eq!(first["transport"], expect_transport);
+    assert_eq!(second["transport"], expect_transport);
     let mut families = [first["family"].clone(), second["family"].clone()];
     families.sort_by_key(|f| f.to_string());
     assert_eq!(families, ["ipv4", "ipv6"]);
@@ -706,10 +723,14 @@ fn siprace_register_keeps_a_flow_per_family_and_recovers_when_ipv6_breaks() {
         is(e, "recovered", v6_flow)
     });
     eprintln!(
-        "IPv6 blackholed; flow {v6_flow} failed at {} ms and recovered at {} ms (over {}) — {:.1} s after the break",
+        "{transport}: IPv6 blackholed; flow {v6_flow} failed at {} ms and recovered at {} ms (over {}) — {:.1} s after the break",
         failed["t_ms"], recovered["t_ms"], recovered["family"], t0.elapsed().as_secs_f64()
     );
     assert_eq!(recovered["family"], "ipv4");
+    // Its keep-alives are answered over IPv4 (a STUN mapped address on UDP).
+    ua.wait_for("a keep-alive on the recovered flow", ANSWER, |e| {
+        is(e, "keepalive_ok", v6_flow)
+    });
 
     // Still reachable, and Ctrl-C unregisters both flows.
     let branch = sender.send(2);

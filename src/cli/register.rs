@@ -1,6 +1,6 @@
 //! `siprace register AOR`: SIP Outbound (RFC 5626) with one flow per
-//! address family, each raced, kept alive with CRLF pings and re-raced when
-//! it fails; inbound OPTIONS and MESSAGE are answered with 200. One line per
+//! address family, each raced, kept alive (CRLF pings on streams, STUN on
+//! UDP) and re-raced when it fails; inbound OPTIONS and MESSAGE are answered with 200. One line per
 //! event (`--json`: one JSON object per line), until `--for` has passed or
 //! Ctrl-C; then every flow is unregistered (Expires: 0).
 
@@ -75,7 +75,7 @@ pub struct RegisterArgs {
     /// DNS server to ask, IP[:PORT] (default: /etc/resolv.conf).
     #[arg(long, value_name = "IP[:PORT]")]
     dns: Option<String>,
-    /// Only these transports (comma-separated: tcp,tls,sctp).
+    /// Only these transports (comma-separated: udp,tcp,tls,sctp).
     #[arg(long, value_delimiter = ',')]
     transports: Option<Vec<String>>,
     /// The local SIP host name for Via sent-by and Contact (RFC 5923).
@@ -154,7 +154,7 @@ fn configs(
             .iter()
             .map(|t| {
                 Transport::parse(t)
-                    .ok_or_else(|| format!("unknown transport {t:?} (tcp, tls, sctp)"))
+                    .ok_or_else(|| format!("unknown transport {t:?} (udp, tcp, tls, sctp)"))
             })
             .collect();
         dialer.transports = Some(parsed?);
@@ -406,24 +406,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_aor_without_user_or_a_udp_only_registrar_is_refused() {
+    async fn an_aor_without_a_user_is_refused() {
         let args = parse(&["sip:example.test"]).unwrap();
         let (dialer, register, _) = configs(&args).unwrap();
         let err = Registration::start(dialer, register)
             .unwrap_err()
             .to_string();
         assert!(err.contains("no user part"), "{err}");
-        let args = parse(&[
-            "sip:a@example.test",
-            "--registrar",
-            "sip:example.test;transport=udp",
-        ])
-        .unwrap();
-        let (dialer, register, _) = configs(&args).unwrap();
-        let err = Registration::start(dialer, register)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("UDP flows are not supported yet"), "{err}");
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! two flows never share a connection), kept as a [`SipConnection`], kept
 //! alive with CRLF pings, and re-raced when it fails.
 //!
-//! Stream transports only for now (TCP, TLS, SCTP); UDP flows (STUN
-//! keep-alives, [`super::stun`]) are not driven yet.
+//! A stream flow (TCP, TLS, SCTP) is a [`SipConnection`] pinged with CRLF;
+//! a UDP flow is a [`UdpFlow`] pinged with STUN Binding requests.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +16,9 @@ use tokio::task::JoinSet;
 use super::digest::{Challenge, Credentials};
 use super::flows::{Action, FamilyChoice, FlowConfig, FlowEvent, FlowId, Flows, Input};
 use super::register::{self, RegisterOutcome, RegisterRequest, Registration as Binding};
+use super::stun::{self, BindingResponse, TransactionId};
+use super::udp_flow::UdpFlow;
+use crate::connect::Connection;
 use crate::dialer::{DialError, Dialer, DialerConfig};
 use crate::endpoint::{Family, Transport};
 use crate::keep::{KeepConfig, SipConnection};
@@ -53,7 +56,7 @@ pub enum RegisterError {
     /// The AOR has no user part.
     #[error("the address-of-record {0} has no user part (sip:user@domain)")]
     NoUser(String),
-    /// The dialer configuration is invalid, or leaves no stream transport.
+    /// The dialer configuration is invalid.
     #[error("{0}")]
     Config(String),
 }
@@ -94,24 +97,9 @@ impl Registration {
             Some(r) => Target::parse(r)?,
             None => Target::parse(&aor.request_uri())?,
         };
-        let streams: Vec<Transport> = registrar
-            .allowed_transports()
-            .into_iter()
-            .filter(|t| *t != Transport::Udp)
-            .filter(|t| {
-                dialer
-                    .transports
-                    .as_ref()
-                    .is_none_or(|only| only.contains(t))
-            })
-            .collect();
-        if streams.is_empty() {
-            return Err(RegisterError::Config(format!(
-                "{registrar} allows no stream transport (TCP, TLS, SCTP): UDP flows are not supported yet"
-            )));
-        }
         let mut dialer = dialer;
-        dialer.transports = Some(streams);
+        // Stream winners are kept (each flow's own table); UDP ones are
+        // handed over as sockets.
         dialer.keep = Some(KeepConfig::default());
         let dialer = dialer
             .validated()
@@ -137,6 +125,7 @@ impl Registration {
             dialer,
             dialers: HashMap::new(),
             flows: HashMap::new(),
+            generations: 0,
             started: Instant::now(),
             notices: notices_tx,
         };
@@ -187,20 +176,86 @@ struct Shared {
     local_name: Option<String>,
 }
 
-/// One flow's connection and its REGISTER numbering.
+/// A flow's connection: a kept stream, or a UDP socket.
+#[derive(Clone)]
+enum FlowConn {
+    Stream(SipConnection),
+    Datagram(UdpFlow),
+}
+
+impl FlowConn {
+    fn transport(&self) -> Transport {
+        match self {
+            FlowConn::Stream(c) => c.transport(),
+            FlowConn::Datagram(_) => Transport::Udp,
+        }
+    }
+
+    fn peer(&self) -> std::net::SocketAddr {
+        match self {
+            FlowConn::Stream(c) => c.peer(),
+            FlowConn::Datagram(u) => u.peer(),
+        }
+    }
+
+    fn local(&self) -> std::net::SocketAddr {
+        match self {
+            FlowConn::Stream(c) => c.local(),
+            FlowConn::Datagram(u) => u.local(),
+        }
+    }
+
+    async fn request(&self, bytes: &[u8], branch: &str) -> Result<sip::Response, String> {
+        match self {
+            FlowConn::Stream(c) => c
+                .request(bytes, branch, ANSWER_TIMEOUT)
+                .await
+                .map_err(|e| e.to_string()),
+            FlowConn::Datagram(u) => u.request(bytes, branch, ANSWER_TIMEOUT).await,
+        }
+    }
+
+    async fn send(&self, bytes: &[u8]) -> Result<(), String> {
+        match self {
+            FlowConn::Stream(c) => c.send(bytes).await.map_err(|e| e.to_string()),
+            FlowConn::Datagram(u) => u.send(bytes).await,
+        }
+    }
+
+    fn take_inbound(&self) -> Option<mpsc::Receiver<sip::Request>> {
+        match self {
+            FlowConn::Stream(c) => c.take_inbound(),
+            FlowConn::Datagram(u) => u.take_inbound(),
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            FlowConn::Stream(c) => c.close().await,
+            // The socket closes with its last handle.
+            FlowConn::Datagram(_) => {}
+        }
+    }
+}
+
+/// One flow's connection, its REGISTER numbering and its keep-alive.
 struct FlowIo {
-    conn: SipConnection,
+    conn: FlowConn,
+    /// Which connection of the flow this is (a stale one's death is ignored).
+    generation: u64,
     call_id: String,
     next_cseq: u32,
+    /// The STUN transaction of the current keep-alive (UDP).
+    stun_id: TransactionId,
 }
 
 /// What a task of the driver reports back.
 enum Done {
-    Connected(FlowId, SipConnection),
+    Connected(FlowId, FlowConn),
     ConnectFailed(FlowId, String, bool),
     Registered(FlowId, Option<Duration>, Duration),
     RegisterFailed(FlowId, String),
-    Pong(FlowId),
+    Pong(FlowId, Option<std::net::SocketAddr>),
     Unregistered(FlowId),
     Lost(FlowId, u64),
     Inbound(FlowId, String, u16),
@@ -215,6 +270,8 @@ struct Driver {
     /// connection table, so no flow is ever handed another's connection.
     dialers: HashMap<(FlowId, Option<Family>), Dialer>,
     flows: HashMap<FlowId, FlowIo>,
+    /// Numbers the flows' connections.
+    generations: u64,
     started: Instant,
     notices: mpsc::UnboundedSender<(Duration, Notice)>,
 }
@@ -275,12 +332,15 @@ impl Driver {
         Some(match done {
             Done::Connected(flow, conn) => {
                 let (transport, remote) = (conn.transport(), conn.peer());
+                self.generations += 1;
                 self.flows.insert(
                     flow,
                     FlowIo {
                         conn,
+                        generation: self.generations,
                         call_id: format!("{}@siprace", sip::random_token(20)),
                         next_cseq: 1,
+                        stun_id: stun::new_transaction_id(),
                     },
                 );
                 Input::Connected {
@@ -300,11 +360,15 @@ impl Driver {
                 expires,
             },
             Done::RegisterFailed(flow, reason) => Input::RegisterFailed { flow, reason },
-            Done::Pong(flow) => Input::KeepaliveAnswered { flow, mapped: None },
+            Done::Pong(flow, mapped) => Input::KeepaliveAnswered { flow, mapped },
             Done::Unregistered(flow) => Input::Unregistered { flow },
             // A connection that is no longer the flow's (replaced) is ignored.
-            Done::Lost(flow, id) => {
-                if self.flows.get(&flow).is_none_or(|f| f.conn.id() != id) {
+            Done::Lost(flow, generation) => {
+                if self
+                    .flows
+                    .get(&flow)
+                    .is_none_or(|f| f.generation != generation)
+                {
                     return None;
                 }
                 Input::FlowLost {
@@ -376,22 +440,22 @@ impl Driver {
                         let _ = done.send(report);
                     });
                 }
-                Action::SendKeepalive { flow, .. } => {
-                    let Some(io) = self.flows.get(&flow) else {
+                Action::SendKeepalive {
+                    flow,
+                    retransmission,
+                } => {
+                    let Some(io) = self.flows.get_mut(&flow) else {
                         continue;
                     };
-                    let conn = io.conn.clone();
+                    if !retransmission {
+                        io.stun_id = stun::new_transaction_id();
+                    }
+                    let (conn, stun_id) = (io.conn.clone(), io.stun_id);
                     let bound = self.pong_timeout + Duration::from_secs(1);
                     let done = done.clone();
                     tasks.spawn(async move {
-                        let mut pongs = conn.pongs();
-                        pongs.borrow_and_update();
-                        if conn.send(b"\r\n\r\n").await.is_ok()
-                            && tokio::time::timeout(bound, pongs.changed())
-                                .await
-                                .is_ok_and(|r| r.is_ok())
-                        {
-                            let _ = done.send(Done::Pong(flow));
+                        if let Some(mapped) = keepalive(conn, stun_id, bound).await {
+                            let _ = done.send(Done::Pong(flow, mapped));
                         }
                     });
                 }
@@ -407,7 +471,9 @@ impl Driver {
         // Every connected flow is watched (death, inbound requests) once.
         for (&flow, io) in &self.flows {
             if let Some(inbound) = io.conn.take_inbound() {
-                tasks.spawn(watch_flow(flow, io.conn.clone(), inbound, done.clone()));
+                let watched =
+                    watch_flow(flow, io.generation, io.conn.clone(), inbound, done.clone());
+                tasks.spawn(watched);
             }
         }
     }
@@ -430,11 +496,13 @@ impl Driver {
 /// Races the registrar for `flow`.
 async fn connect(flow: FlowId, dialer: Dialer, registrar: String) -> Done {
     match dialer.dial(&registrar).await {
-        Ok(dial) => match dial.kept {
-            Some(conn) => Done::Connected(flow, conn),
-            None => {
-                Done::ConnectFailed(flow, "the winner is not a stream connection".into(), false)
-            }
+        Ok(dial) => match (dial.kept, dial.connection) {
+            (Some(conn), _) => Done::Connected(flow, FlowConn::Stream(conn)),
+            (None, Some(Connection::Udp(socket))) => match UdpFlow::start(socket) {
+                Ok(udp) => Done::Connected(flow, FlowConn::Datagram(udp)),
+                Err(e) => Done::ConnectFailed(flow, format!("the UDP socket: {e}"), false),
+            },
+            _ => Done::ConnectFailed(flow, "the winner gave no usable connection".into(), false),
         },
         Err(DialError::Resolution(report)) => Done::ConnectFailed(
             flow,
@@ -448,12 +516,45 @@ async fn connect(flow: FlowId, dialer: Dialer, registrar: String) -> Done {
     }
 }
 
+/// One keep-alive: a CRLF ping answered by a pong (streams), or the STUN
+/// Binding request `stun_id` answered with the mapped address (UDP; a
+/// retransmission sends the same request and waits for nothing new).
+/// `None` if no answer came within `bound`.
+async fn keepalive(
+    conn: FlowConn,
+    stun_id: TransactionId,
+    bound: Duration,
+) -> Option<Option<std::net::SocketAddr>> {
+    match conn {
+        FlowConn::Stream(c) => {
+            let mut pongs = c.pongs();
+            pongs.borrow_and_update();
+            c.send(b"\r\n\r\n").await.ok()?;
+            tokio::time::timeout(bound, pongs.changed())
+                .await
+                .ok()?
+                .ok()?;
+            Some(None)
+        }
+        FlowConn::Datagram(u) => {
+            let answer = u.binding(stun_id).await.ok()??;
+            match tokio::time::timeout(bound, answer).await.ok()?.ok()? {
+                BindingResponse::Mapped(addr) => Some(Some(addr)),
+                BindingResponse::NoAddress => Some(None),
+                // An error answer still proves the path works.
+                BindingResponse::Error(_) => Some(None),
+            }
+        }
+    }
+}
+
 /// Watches a flow's connection: answers the requests arriving over it
 /// (OPTIONS and MESSAGE with 200, others with 501; never an ACK) and says
 /// when it dies (its reader ends, and with it the channel of requests).
 async fn watch_flow(
     flow: FlowId,
-    conn: SipConnection,
+    generation: u64,
+    conn: FlowConn,
     mut inbound: mpsc::Receiver<sip::Request>,
     done: mpsc::UnboundedSender<Done>,
 ) {
@@ -469,13 +570,13 @@ async fn watch_flow(
         let _ = conn.send(&request.response(status).build()).await;
         let _ = done.send(Done::Inbound(flow, request.method, status));
     }
-    let _ = done.send(Done::Lost(flow, conn.id()));
+    let _ = done.send(Done::Lost(flow, generation));
 }
 
 /// One REGISTER (or unregistration) on a flow, with its answer to one
 /// digest challenge.
 struct Exchange {
-    conn: SipConnection,
+    conn: FlowConn,
     call_id: String,
     cseq: u32,
     reg_id: FlowId,
@@ -503,11 +604,7 @@ impl Exchange {
                 authorization: authorization.take(),
             };
             let response = loop {
-                let r = self
-                    .conn
-                    .request(&req.to_bytes(), &req.branch, ANSWER_TIMEOUT)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let r = self.conn.request(&req.to_bytes(), &req.branch).await?;
                 if r.status >= 200 {
                     break r;
                 }

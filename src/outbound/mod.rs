@@ -17,3 +17,4 @@ pub mod digest;
 pub mod flows;
 pub mod register;
 pub mod stun;
+pub mod udp_flow;
