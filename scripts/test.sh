@@ -13,6 +13,10 @@ need_pkgs=()
 for tool in ip:iproute2 nft:nftables ping:iputils-ping sysctl:procps sipp:sip-tester kamailio:kamailio sipsak:sipsak baresip:baresip tshark:tshark qemu-system-x86_64:qemu-system-x86 xz:xz-utils; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need_pkgs+=("${tool##*:}")
 done
+# Kamailio modules packaged apart (tests/outbound_kamailio.rs, the TLS lab): MODULE:DEBIAN-PACKAGE.
+for module in outbound.so:kamailio-outbound-modules tls.so:kamailio-tls-modules; do
+  compgen -G "/usr/lib/*/kamailio/modules/${module%%:*}" >/dev/null || need_pkgs+=("${module##*:}")
+done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing ${need_pkgs[*]}"

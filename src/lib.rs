@@ -40,6 +40,7 @@ pub mod history_file;
 pub mod keep;
 pub mod locate;
 pub mod network;
+pub mod outbound;
 pub mod race;
 pub mod report;
 pub mod sip;

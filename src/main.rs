@@ -1,4 +1,4 @@
-//! The `siprace` command: `dial`, `responder`, `lab` and `bench`.
+//! The `siprace` command: `dial`, `register`, `responder`, `lab` and `bench`.
 //!
 //! [`cli`] holds every flag and what each subcommand does with them; this
 //! file starts the runtime and logging, dispatches, and makes output to a
@@ -33,6 +33,7 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::Dial(args) => cli::dial::run(args, cli.color).await,
+            Command::Register(args) => cli::register::run(args).await,
             Command::Bench(args) => match siprace::bench::run(args.config()).await {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => {

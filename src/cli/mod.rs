@@ -12,6 +12,7 @@ pub mod dial;
 pub mod dial_count;
 pub mod lab;
 pub mod output;
+pub mod register;
 pub mod responder;
 pub mod tls;
 
@@ -62,6 +63,8 @@ pub enum Command {
     Dial(dial::DialArgs),
     /// A small SIP UAS over UDP, TCP, TLS and SCTP: answers OPTIONS and REGISTER, counts what it sees.
     Responder(responder::ResponderArgs),
+    /// Register an AOR with SIP Outbound (RFC 5626): one flow per address family, each raced, kept alive, re-raced when it fails.
+    Register(register::RegisterArgs),
     /// Build the lab, run the scenario matrix with every strategy, write the results (root).
     Bench(bench::BenchArgs),
     /// The network-namespace lab: up, down, status, impair, and its helpers.

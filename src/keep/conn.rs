@@ -41,6 +41,9 @@ struct Inbox {
     /// gone by then).
     reader_ended: AtomicBool,
     ended: tokio::sync::Notify,
+    /// How many keep-alive pongs arrived (RFC 5626 §4.4.1; watched by
+    /// whoever pings, e.g. an Outbound flow).
+    pongs: tokio::sync::watch::Sender<u64>,
 }
 
 /// Called once by the reader task when the connection dies (the table
@@ -102,6 +105,7 @@ impl SipConnection {
             dead: AtomicBool::new(false),
             reader_ended: AtomicBool::new(false),
             ended: tokio::sync::Notify::new(),
+            pongs: tokio::sync::watch::Sender::new(0),
         });
         let (requests, inbound) = mpsc::channel(INBOUND_CAPACITY);
         let writer = Arc::new(tokio::sync::Mutex::new(write));
@@ -176,6 +180,12 @@ impl SipConnection {
     /// it, later ones are dropped until the caller reads.
     pub fn take_inbound(&self) -> Option<mpsc::Receiver<Request>> {
         self.0.inbound.lock().expect("inbound lock").take()
+    }
+
+    /// The count of keep-alive pongs received so far, to watch for the
+    /// answer to a CRLF ping sent with [`send`](Self::send).
+    pub fn pongs(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.inbox.pongs.subscribe()
     }
 
     /// Sends `request` (a whole SIP request whose top Via has `branch`)
@@ -325,6 +335,10 @@ async fn read_loop(
         };
         framer.push(&buf[..n]);
         loop {
+            let pongs = framer.take_pongs();
+            if pongs > 0 {
+                inbox.pongs.send_modify(|count| *count += pongs as u64);
+            }
             let frame = match framer.next_frame() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,

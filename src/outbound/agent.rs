@@ -1,0 +1,650 @@
+//! Runs a registration's flows over real connections: the I/O around the
+//! pure [`Flows`] machine. Each flow is raced by a dialer of its own (so
+//! two flows never share a connection), kept as a [`SipConnection`], kept
+//! alive with CRLF pings, and re-raced when it fails.
+//!
+//! A stream flow (TCP, TLS, SCTP) is a [`SipConnection`] pinged with CRLF;
+//! a UDP flow is a [`UdpFlow`] pinged with STUN Binding requests.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use super::digest::{Challenge, Credentials};
+use super::flows::{Action, FamilyChoice, FlowConfig, FlowEvent, FlowId, Flows, Input};
+use super::register::{self, RegisterOutcome, RegisterRequest, Registration as Binding};
+use super::stun::{self, BindingResponse, TransactionId};
+use super::udp_flow::UdpFlow;
+use crate::connect::Connection;
+use crate::dialer::{DialError, Dialer, DialerConfig};
+use crate::endpoint::{Family, Transport};
+use crate::keep::{KeepConfig, SipConnection};
+use crate::sip::{self, uri_host};
+use crate::target::{Target, TargetError};
+
+/// How long the registrar may take to answer a REGISTER (Timer F).
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(32);
+/// How long stopping may take: the unregistrations, then everything closes.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What to register, and how.
+#[derive(Debug, Clone)]
+pub struct RegisterConfig {
+    /// The address-of-record, `sip:user@domain`.
+    pub aor: String,
+    /// The registrar (or outbound proxy) to race; `None`: the AOR's domain.
+    pub registrar: Option<String>,
+    /// The instance ID (`urn:uuid:…`), stable across runs of the same UA.
+    pub instance: String,
+    /// The expiry to ask for.
+    pub expires: Duration,
+    /// For the registrar's digest challenge, if it sends one.
+    pub credentials: Option<Credentials>,
+    /// The flows and their timing rules.
+    pub flows: FlowConfig,
+}
+
+/// Why a registration could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// The AOR or the registrar is not a usable SIP URI.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// The AOR has no user part.
+    #[error("the address-of-record {0} has no user part (sip:user@domain)")]
+    NoUser(String),
+    /// The dialer configuration is invalid.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// What the registration tells its owner, with the time since it started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A flow's event (registered, keepalive_ok, failed, …).
+    Flow(FlowEvent),
+    /// A request arrived over a flow (and was answered).
+    Inbound {
+        /// The flow it came over.
+        flow: FlowId,
+        /// Its method.
+        method: String,
+        /// The status it was answered with.
+        status: u16,
+    },
+}
+
+/// A running registration: its notices, and a way to stop it.
+#[derive(Debug)]
+pub struct Registration {
+    notices: mpsc::UnboundedReceiver<(Duration, Notice)>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Registration {
+    /// Starts registering: flow 1 is raced at once. Must be called inside a
+    /// tokio runtime.
+    pub fn start(dialer: DialerConfig, cfg: RegisterConfig) -> Result<Registration, RegisterError> {
+        let aor = Target::parse(&cfg.aor)?;
+        if aor.user.is_none() {
+            return Err(RegisterError::NoUser(cfg.aor.clone()));
+        }
+        let registrar = match &cfg.registrar {
+            Some(r) => Target::parse(r)?,
+            None => Target::parse(&aor.request_uri())?,
+        };
+        let mut dialer = dialer;
+        // Stream winners are kept (each flow's own table); UDP ones are
+        // handed over as sockets.
+        dialer.keep = Some(KeepConfig::default());
+        let dialer = dialer
+            .validated()
+            .map_err(|e| RegisterError::Config(e.to_string()))?;
+        let binding = Binding {
+            aor: cfg.aor.clone(),
+            registrar: aor.request_uri(),
+            instance: cfg.instance.clone(),
+            from_tag: sip::random_token(12),
+            expires: cfg.expires,
+        };
+        let (notices_tx, notices) = mpsc::unbounded_channel();
+        let (stop, stop_rx) = oneshot::channel();
+        let driver = Driver {
+            machine: Flows::new(cfg.flows.clone(), rand::random()),
+            pong_timeout: cfg.flows.pong_timeout,
+            shared: Arc::new(Shared {
+                binding,
+                credentials: cfg.credentials.clone(),
+                registrar: registrar.to_string(),
+                local_name: dialer.connect.local_name.clone(),
+            }),
+            dialer,
+            dialers: HashMap::new(),
+            flows: HashMap::new(),
+            generations: 0,
+            started: Instant::now(),
+            notices: notices_tx,
+        };
+        let task = tokio::spawn(driver.run(stop_rx));
+        Ok(Registration {
+            notices,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// The next notice, `None` once the registration has ended.
+    pub async fn next(&mut self) -> Option<(Duration, Notice)> {
+        self.notices.recv().await
+    }
+
+    /// Asks the registration to unregister every flow and end; the notices
+    /// that follow say how it went, then [`next`](Self::next) gives `None`.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits until the registration has ended (after [`stop`](Self::stop)).
+    pub async fn finished(mut self) {
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        // Dropped without `finished`: the flows and their sockets go now.
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// What every flow's tasks need.
+struct Shared {
+    binding: Binding,
+    credentials: Option<Credentials>,
+    registrar: String,
+    /// Via sent-by and Contact host (`--local-name`), else the local IP.
+    local_name: Option<String>,
+}
+
+/// A flow's connection: a kept stream, or a UDP socket.
+#[derive(Clone)]
+enum FlowConn {
+    Stream(SipConnection),
+    Datagram(UdpFlow),
+}
+
+impl FlowConn {
+    fn transport(&self) -> Transport {
+        match self {
+            FlowConn::Stream(c) => c.transport(),
+            FlowConn::Datagram(_) => Transport::Udp,
+        }
+    }
+
+    fn peer(&self) -> std::net::SocketAddr {
+        match self {
+            FlowConn::Stream(c) => c.peer(),
+            FlowConn::Datagram(u) => u.peer(),
+        }
+    }
+
+    fn local(&self) -> std::net::SocketAddr {
+        match self {
+            FlowConn::Stream(c) => c.local(),
+            FlowConn::Datagram(u) => u.local(),
+        }
+    }
+
+    async fn request(&self, bytes: &[u8], branch: &str) -> Result<sip::Response, String> {
+        match self {
+            FlowConn::Stream(c) => c
+                .request(bytes, branch, ANSWER_TIMEOUT)
+                .await
+                .map_err(|e| e.to_string()),
+            FlowConn::Datagram(u) => u.request(bytes, branch, ANSWER_TIMEOUT).await,
+        }
+    }
+
+    async fn send(&self, bytes: &[u8]) -> Result<(), String> {
+        match self {
+            FlowConn::Stream(c) => c.send(bytes).await.map_err(|e| e.to_string()),
+            FlowConn::Datagram(u) => u.send(bytes).await,
+        }
+    }
+
+    fn take_inbound(&self) -> Option<mpsc::Receiver<sip::Request>> {
+        match self {
+            FlowConn::Stream(c) => c.take_inbound(),
+            FlowConn::Datagram(u) => u.take_inbound(),
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            FlowConn::Stream(c) => c.close().await,
+            // The socket closes with its last handle.
+            FlowConn::Datagram(_) => {}
+        }
+    }
+}
+
+/// One flow's connection, its REGISTER numbering and its keep-alive.
+struct FlowIo {
+    conn: FlowConn,
+    /// Which connection of the flow this is (a stale one's death is ignored).
+    generation: u64,
+    call_id: String,
+    next_cseq: u32,
+    /// The STUN transaction of the current keep-alive (UDP).
+    stun_id: TransactionId,
+}
+
+/// What a task of the driver reports back.
+enum Done {
+    Connected(FlowId, FlowConn),
+    ConnectFailed(FlowId, String, bool),
+    Registered(FlowId, Option<Duration>, Duration),
+    RegisterFailed(FlowId, String),
+    Pong(FlowId, Option<std::net::SocketAddr>),
+    Unregistered(FlowId),
+    Lost(FlowId, u64),
+    Inbound(FlowId, String, u16),
+}
+
+struct Driver {
+    machine: Flows,
+    pong_timeout: Duration,
+    shared: Arc<Shared>,
+    dialer: DialerConfig,
+    /// A dialer per flow and family choice: each flow keeps its own
+    /// connection table, so no flow is ever handed another's connection.
+    dialers: HashMap<(FlowId, Option<Family>), Dialer>,
+    flows: HashMap<FlowId, FlowIo>,
+    /// Numbers the flows' connections.
+    generations: u64,
+    started: Instant,
+    notices: mpsc::UnboundedSender<(Duration, Notice)>,
+}
+
+impl Driver {
+    async fn run(mut self, mut stop: oneshot::Receiver<()>) {
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+        let mut tasks = JoinSet::new();
+        let mut wake: Option<Instant> = None;
+        let mut stopping_since: Option<Instant> = None;
+        let actions = self.machine.start();
+        self.perform(actions, &done_tx, &mut tasks, &mut wake);
+        loop {
+            if stopping_since.is_some() && self.machine.finished() {
+                break;
+            }
+            let deadline = match (wake, stopping_since) {
+                (w, Some(since)) => {
+                    Some(w.map_or(since + STOP_TIMEOUT, |w| w.min(since + STOP_TIMEOUT)))
+                }
+                (w, None) => w,
+            };
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let input = tokio::select! {
+                biased;
+                _ = &mut stop, if stopping_since.is_none() => {
+                    stopping_since = Some(Instant::now());
+                    Some(Input::Stop)
+                }
+                Some(done) = done_rx.recv() => self.absorb(done),
+                _ = sleep => {
+                    if stopping_since.is_some_and(|s| s.elapsed() >= STOP_TIMEOUT) {
+                        break;
+                    }
+                    Some(Input::Timer)
+                }
+            };
+            // Reap finished tasks so the set stays small.
+            while tasks.try_join_next().is_some() {}
+            if let Some(input) = input {
+                let actions = self.machine.step(Instant::now(), input);
+                self.perform(actions, &done_tx, &mut tasks, &mut wake);
+            }
+        }
+        tasks.shutdown().await;
+        for (_, flow) in self.flows.drain() {
+            flow.conn.close().await;
+        }
+    }
+
+    /// Turns a task's report into the machine's input (or a notice).
+    fn absorb(&mut self, done: Done) -> Option<Input> {
+        Some(match done {
+            Done::Connected(flow, conn) => {
+                let (transport, remote) = (conn.transport(), conn.peer());
+                self.generations += 1;
+                self.flows.insert(
+                    flow,
+                    FlowIo {
+                        conn,
+                        generation: self.generations,
+                        call_id: format!("{}@siprace", sip::random_token(20)),
+                        next_cseq: 1,
+                        stun_id: stun::new_transaction_id(),
+                    },
+                );
+                Input::Connected {
+                    flow,
+                    transport,
+                    remote,
+                }
+            }
+            Done::ConnectFailed(flow, reason, no_candidates) => Input::ConnectFailed {
+                flow,
+                reason,
+                no_candidates,
+            },
+            Done::Registered(flow, flow_timer, expires) => Input::Registered {
+                flow,
+                flow_timer,
+                expires,
+            },
+            Done::RegisterFailed(flow, reason) => Input::RegisterFailed { flow, reason },
+            Done::Pong(flow, mapped) => Input::KeepaliveAnswered { flow, mapped },
+            Done::Unregistered(flow) => Input::Unregistered { flow },
+            // A connection that is no longer the flow's (replaced) is ignored.
+            Done::Lost(flow, generation) => {
+                if self
+                    .flows
+                    .get(&flow)
+                    .is_none_or(|f| f.generation != generation)
+                {
+                    return None;
+                }
+                Input::FlowLost {
+                    flow,
+                    reason: "the registrar closed or reset the connection".into(),
+                }
+            }
+            Done::Inbound(flow, method, status) => {
+                self.notify(Notice::Inbound {
+                    flow,
+                    method,
+                    status,
+                });
+                return None;
+            }
+        })
+    }
+
+    fn notify(&self, notice: Notice) {
+        let _ = self.notices.send((self.started.elapsed(), notice));
+    }
+
+    fn perform(
+        &mut self,
+        actions: Vec<Action>,
+        done: &mpsc::UnboundedSender<Done>,
+        tasks: &mut JoinSet<()>,
+        wake: &mut Option<Instant>,
+    ) {
+        for action in actions {
+            match action {
+                Action::Connect { flow, family } => {
+                    let only = match family {
+                        FamilyChoice::Any => None,
+                        FamilyChoice::Only(f) => Some(f),
+                    };
+                    let dialer = self.dialer_for(flow, only);
+                    let registrar = self.shared.registrar.clone();
+                    let done = done.clone();
+                    tasks.spawn(async move {
+                        let _ = done.send(connect(flow, dialer, registrar).await);
+                    });
+                }
+                Action::Register { flow } | Action::Unregister { flow } => {
+                    let unregister = matches!(action, Action::Unregister { .. });
+                    let Some(io) = self.flows.get_mut(&flow) else {
+                        continue;
+                    };
+                    let exchange = Exchange {
+                        conn: io.conn.clone(),
+                        call_id: io.call_id.clone(),
+                        cseq: io.next_cseq,
+                        reg_id: flow,
+                        unregister,
+                    };
+                    // Two numbers: the REGISTER and its answer to a challenge.
+                    io.next_cseq += 2;
+                    let shared = self.shared.clone();
+                    let done = done.clone();
+                    tasks.spawn(async move {
+                        let result = exchange.run(&shared).await;
+                        let report = match (unregister, result) {
+                            (true, _) => Done::Unregistered(flow),
+                            (false, Ok((flow_timer, expires))) => {
+                                Done::Registered(flow, flow_timer, expires)
+                            }
+                            (false, Err(reason)) => Done::RegisterFailed(flow, reason),
+                        };
+                        let _ = done.send(report);
+                    });
+                }
+                Action::SendKeepalive {
+                    flow,
+                    retransmission,
+                } => {
+                    let Some(io) = self.flows.get_mut(&flow) else {
+                        continue;
+                    };
+                    if !retransmission {
+                        io.stun_id = stun::new_transaction_id();
+                    }
+                    let (conn, stun_id) = (io.conn.clone(), io.stun_id);
+                    let bound = self.pong_timeout + Duration::from_secs(1);
+                    let done = done.clone();
+                    tasks.spawn(async move {
+                        if let Some(mapped) = keepalive(conn, stun_id, bound).await {
+                            let _ = done.send(Done::Pong(flow, mapped));
+                        }
+                    });
+                }
+                Action::Close { flow } => {
+                    if let Some(io) = self.flows.remove(&flow) {
+                        tasks.spawn(async move { io.conn.close().await });
+                    }
+                }
+                Action::Event(event) => self.notify(Notice::Flow(event)),
+                Action::WakeAt(at) => *wake = Some(at),
+            }
+        }
+        // Every connected flow is watched (death, inbound requests) once.
+        for (&flow, io) in &self.flows {
+            if let Some(inbound) = io.conn.take_inbound() {
+                let watched =
+                    watch_flow(flow, io.generation, io.conn.clone(), inbound, done.clone());
+                tasks.spawn(watched);
+            }
+        }
+    }
+
+    fn dialer_for(&mut self, flow: FlowId, only: Option<Family>) -> Dialer {
+        let base = &self.dialer;
+        self.dialers
+            .entry((flow, only))
+            .or_insert_with(|| {
+                let mut cfg = base.clone();
+                if let Some(family) = only {
+                    cfg.locate.families = vec![family];
+                }
+                Dialer::new(cfg).expect("validated at start; a family subset stays valid")
+            })
+            .clone()
+    }
+}
+
+/// Races the registrar for `flow`.
+async fn connect(flow: FlowId, dialer: Dialer, registrar: String) -> Done {
+    match dialer.dial(&registrar).await {
+        Ok(dial) => match (dial.kept, dial.connection) {
+            (Some(conn), _) => Done::Connected(flow, FlowConn::Stream(conn)),
+            (None, Some(Connection::Udp(socket))) => match UdpFlow::start(socket) {
+                Ok(udp) => Done::Connected(flow, FlowConn::Datagram(udp)),
+                Err(e) => Done::ConnectFailed(flow, format!("the UDP socket: {e}"), false),
+            },
+            _ => Done::ConnectFailed(flow, "the winner gave no usable connection".into(), false),
+        },
+        Err(DialError::Resolution(report)) => Done::ConnectFailed(
+            flow,
+            format!(
+                "no address: {}",
+                report.reason.as_deref().unwrap_or("resolution failed")
+            ),
+            true,
+        ),
+        Err(e) => Done::ConnectFailed(flow, e.to_string(), false),
+    }
+}
+
+/// One keep-alive: a CRLF ping answered by a pong (streams), or the STUN
+/// Binding request `stun_id` answered with the mapped address (UDP; a
+/// retransmission sends the same request and waits for nothing new).
+/// `None` if no answer came within `bound`.
+async fn keepalive(
+    conn: FlowConn,
+    stun_id: TransactionId,
+    bound: Duration,
+) -> Option<Option<std::net::SocketAddr>> {
+    match conn {
+        FlowConn::Stream(c) => {
+            let mut pongs = c.pongs();
+            pongs.borrow_and_update();
+            c.send(b"\r\n\r\n").await.ok()?;
+            tokio::time::timeout(bound, pongs.changed())
+                .await
+                .ok()?
+                .ok()?;
+            Some(None)
+        }
+        FlowConn::Datagram(u) => {
+            let answer = u.binding(stun_id).await.ok()??;
+            match tokio::time::timeout(bound, answer).await.ok()?.ok()? {
+                BindingResponse::Mapped(addr) => Some(Some(addr)),
+                BindingResponse::NoAddress => Some(None),
+                // An error answer still proves the path works.
+                BindingResponse::Error(_) => Some(None),
+            }
+        }
+    }
+}
+
+/// Watches a flow's connection: answers the requests arriving over it
+/// (OPTIONS and MESSAGE with 200, others with 501; never an ACK) and says
+/// when it dies (its reader ends, and with it the channel of requests).
+async fn watch_flow(
+    flow: FlowId,
+    generation: u64,
+    conn: FlowConn,
+    mut inbound: mpsc::Receiver<sip::Request>,
+    done: mpsc::UnboundedSender<Done>,
+) {
+    while let Some(request) = inbound.recv().await {
+        if request.method == "ACK" {
+            continue;
+        }
+        let status = if matches!(request.method.as_str(), "OPTIONS" | "MESSAGE") {
+            200
+        } else {
+            501
+        };
+        let _ = conn.send(&request.response(status).build()).await;
+        let _ = done.send(Done::Inbound(flow, request.method, status));
+    }
+    let _ = done.send(Done::Lost(flow, generation));
+}
+
+/// One REGISTER (or unregistration) on a flow, with its answer to one
+/// digest challenge.
+struct Exchange {
+    conn: FlowConn,
+    call_id: String,
+    cseq: u32,
+    reg_id: FlowId,
+    unregister: bool,
+}
+
+impl Exchange {
+    async fn run(self, shared: &Shared) -> Result<(Option<Duration>, Duration), String> {
+        let local = self.conn.local();
+        let mut authorization = None;
+        for cseq in [self.cseq, self.cseq + 1] {
+            let req = RegisterRequest {
+                registration: &shared.binding,
+                reg_id: self.reg_id,
+                transport: self.conn.transport(),
+                local_host: shared
+                    .local_name
+                    .clone()
+                    .unwrap_or_else(|| uri_host(local.ip())),
+                local_port: local.port(),
+                call_id: self.call_id.clone(),
+                cseq,
+                branch: RegisterRequest::new_branch(),
+                unregister: self.unregister,
+                authorization: authorization.take(),
+            };
+            let response = loop {
+                let r = self.conn.request(&req.to_bytes(), &req.branch).await?;
+                if r.status >= 200 {
+                    break r;
+                }
+            };
+            match register::outcome(&response, &req) {
+                Some(RegisterOutcome::Registered {
+                    expires,
+                    flow_timer,
+                    ..
+                }) => return Ok((flow_timer, expires)),
+                Some(RegisterOutcome::Challenged {
+                    answer_header,
+                    challenges,
+                }) if authorization.is_none() && cseq == self.cseq => {
+                    let creds = shared.credentials.as_ref().ok_or_else(|| {
+                        "the registrar asks for credentials (--user, --password)".to_string()
+                    })?;
+                    let challenge = Challenge::choose(challenges.iter().map(String::as_str))
+                        .map_err(|e| e.to_string())?;
+                    let answer = challenge.answer(
+                        creds,
+                        "REGISTER",
+                        &shared.binding.registrar,
+                        &sip::random_token(16),
+                        1,
+                    );
+                    authorization = Some((answer_header, answer));
+                }
+                Some(RegisterOutcome::Challenged { .. }) => {
+                    return Err("the registrar rejected the credentials".into())
+                }
+                Some(RegisterOutcome::Rejected { status, reason }) => {
+                    return Err(format!(
+                        "{status} {}",
+                        crate::report::terminal_safe(&reason)
+                    ))
+                }
+                None => unreachable!("only final responses reach here"),
+            }
+        }
+        Err("the registrar rejected the credentials".into())
+    }
+}

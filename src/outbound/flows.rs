@@ -1,0 +1,665 @@
+//! The flows of one SIP Outbound registration (RFC 5626), as a sans-IO
+//! state machine: inputs (a flow connected or failed to, a REGISTER's
+//! outcome, a keep-alive answered, a flow lost, a timer) in, actions
+//! (race a connection, send a REGISTER or a keep-alive, close, arm the
+//! timer) and events out. No sockets, no tokio, no clock: the caller
+//! passes `now`, so tests drive it with a fake clock, like the race engine.
+//!
+//! siprace's twist on RFC 5626 §4.2: with two flows, flow 1 is the race's
+//! winner and flow 2 is raced within the *other* address family, so one
+//! broken family leaves a registered flow on the other.
+//!
+//! The rules, each from RFC 5626:
+//! - keep-alive interval (§4.4.1): 80–100 % of the registrar's `Flow-Timer`
+//!   when it sent one; else the configured interval, or a random 95–120 s on
+//!   streams (CRLF ping) and 24–29 s on UDP (STUN);
+//! - a keep-alive not answered within 10 s (§4.4.1) fails the flow; on UDP
+//!   the STUN request is retransmitted meanwhile (RFC 5389 §7.2.1: RTO
+//!   500 ms, doubling), and a changed mapped address also fails it (§4.4.2);
+//! - a flow that was working and fails is re-established at once (§4.5);
+//!   each further failed attempt waits a random 50–100 % of
+//!   `min(max-time, base-time · 2^consecutive-failures)`, with base-time
+//!   30 s when no flow works and 90 s otherwise, max-time 1800 s;
+//! - a registration is refreshed at 80 % of the expiry the registrar granted.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+use crate::endpoint::{Family, Transport};
+
+/// A flow's number: its `reg-id` (RFC 5626 §4.2), from 1.
+pub type FlowId = u32;
+
+/// Which family a flow's race may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FamilyChoice {
+    /// Race every family (flow 1, and any recovering flow).
+    Any,
+    /// Race this family only (flow 2, the other family than flow 1's).
+    Only(Family),
+}
+
+/// The timing rules (defaults from RFC 5626; all configurable for labs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowConfig {
+    /// How many flows to keep: 1 or 2.
+    pub flows: u32,
+    /// Keep-alive interval when the registrar sends no `Flow-Timer`
+    /// (`--keepalive`); `None`: RFC 5626's random defaults.
+    pub keepalive: Option<Duration>,
+    /// How long a keep-alive may go unanswered (10 s).
+    pub pong_timeout: Duration,
+    /// The first STUN retransmission timeout (RFC 5389 RTO, 500 ms).
+    pub stun_rto: Duration,
+    /// Back-off base when no flow works (30 s).
+    pub base_time_all_failed: Duration,
+    /// Back-off base when another flow works (90 s).
+    pub base_time_some_ok: Duration,
+    /// Back-off ceiling (1800 s).
+    pub max_time: Duration,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            flows: 2,
+            keepalive: None,
+            pong_timeout: Duration::from_secs(10),
+            stun_rto: Duration::from_millis(500),
+            base_time_all_failed: Duration::from_secs(30),
+            base_time_some_ok: Duration::from_secs(90),
+            max_time: Duration::from_secs(1800),
+        }
+    }
+}
+
+/// What happened to the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// The race for `flow` won: a connection to `remote`.
+    Connected {
+        /// The flow.
+        flow: FlowId,
+        /// The winner's transport.
+        transport: Transport,
+        /// The winner's address.
+        remote: SocketAddr,
+    },
+    /// The race for `flow` found nothing; `no_candidates` when there was
+    /// no address in the family asked for (one family only: one flow).
+    ConnectFailed {
+        /// The flow.
+        flow: FlowId,
+        /// Why, for the event.
+        reason: String,
+        /// No candidate existed (as opposed to: every candidate failed).
+        no_candidates: bool,
+    },
+    /// The registrar accepted the REGISTER on `flow`.
+    Registered {
+        /// The flow.
+        flow: FlowId,
+        /// The `Flow-Timer` of the 200, if any.
+        flow_timer: Option<Duration>,
+        /// The expiry the registrar granted this contact.
+        expires: Duration,
+    },
+    /// The REGISTER on `flow` failed (final error, timeout, 439, …).
+    RegisterFailed {
+        /// The flow.
+        flow: FlowId,
+        /// Why, for the event.
+        reason: String,
+    },
+    /// A keep-alive on `flow` was answered (a CRLF pong, or a STUN
+    /// success with the mapped address).
+    KeepaliveAnswered {
+        /// The flow.
+        flow: FlowId,
+        /// STUN's mapped address (UDP only).
+        mapped: Option<SocketAddr>,
+    },
+    /// The connection of `flow` was closed or reset by the peer.
+    FlowLost {
+        /// The flow.
+        flow: FlowId,
+        /// Why, for the event.
+        reason: String,
+    },
+    /// The time given by the last [`Action::WakeAt`] has come.
+    Timer,
+    /// Unregister every flow and stop.
+    Stop,
+    /// The unregistration of `flow` is done (answered or not).
+    Unregistered {
+        /// The flow.
+        flow: FlowId,
+    },
+}
+
+/// What the caller must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Race a connection to the registrar for `flow`.
+    Connect {
+        /// The flow.
+        flow: FlowId,
+        /// The families it may use.
+        family: FamilyChoice,
+    },
+    /// Send a REGISTER on `flow`'s connection (first or refresh).
+    Register {
+        /// The flow.
+        flow: FlowId,
+    },
+    /// Send a keep-alive on `flow`: a CRLF ping on streams, a STUN Binding
+    /// request on UDP (a retransmission reuses the transaction ID).
+    SendKeepalive {
+        /// The flow.
+        flow: FlowId,
+        /// True for a STUN retransmission of the same request.
+        retransmission: bool,
+    },
+    /// Close `flow`'s connection (if any).
+    Close {
+        /// The flow.
+        flow: FlowId,
+    },
+    /// Send a REGISTER with Expires: 0 for `flow`.
+    Unregister {
+        /// The flow.
+        flow: FlowId,
+    },
+    /// Report this event.
+    Event(FlowEvent),
+    /// Call back with [`Input::Timer`] at this time (replaces earlier ones).
+    WakeAt(Instant),
+}
+
+/// An event of a flow's life, for the report and `--json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowEvent {
+    /// The flow.
+    pub flow: FlowId,
+    /// What happened.
+    pub kind: EventKind,
+    /// The flow's transport and remote address, once connected.
+    pub path: Option<(Transport, SocketAddr)>,
+}
+
+/// The kinds of [`FlowEvent`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// Registered for the first time.
+    Registered,
+    /// A keep-alive was answered.
+    KeepaliveOk,
+    /// The flow failed (the reason says how).
+    Failed(String),
+    /// A new flow is being raced after this wait.
+    Recovering(Duration),
+    /// Registered again after a failure.
+    Recovered,
+    /// Not kept: the registrar has no address in the other family.
+    Unavailable(String),
+    /// Unregistered on stop.
+    Unregistered,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum State {
+    /// Waiting for another flow's result before racing (flow 2 at start).
+    Idle,
+    Connecting,
+    Registering,
+    Up {
+        keepalive_at: Instant,
+        refresh_at: Instant,
+        /// A keep-alive is out: its deadline, and the next STUN
+        /// retransmission with its timeout.
+        pending: Option<Pending>,
+    },
+    Waiting {
+        until: Instant,
+    },
+    Unavailable,
+    Unregistering,
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Pending {
+    deadline: Instant,
+    retransmit: Option<(Instant, Duration)>,
+}
+
+#[derive(Debug, Clone)]
+struct Flow {
+    id: FlowId,
+    state: State,
+    path: Option<(Transport, SocketAddr)>,
+    flow_timer: Option<Duration>,
+    mapped: Option<SocketAddr>,
+    consecutive_failures: u32,
+    /// Has this flow ever been registered (a later one is a recovery)?
+    was_up: bool,
+    /// Is this flow recovering from a failure?
+    recovering: bool,
+}
+
+/// The flows of one registration.
+#[derive(Debug)]
+pub struct Flows {
+    cfg: FlowConfig,
+    flows: Vec<Flow>,
+    rng: StdRng,
+    stopping: bool,
+}
+
+impl Flows {
+    /// A registration with `cfg.flows` flows (clamped to 1..=2); `seed`
+    /// drives the random intervals (fixed in tests).
+    pub fn new(cfg: FlowConfig, seed: u64) -> Flows {
+        let count = cfg.flows.clamp(1, 2);
+        let flows = (1..=count)
+            .map(|id| Flow {
+                id,
+                state: State::Idle,
+                path: None,
+                flow_timer: None,
+                mapped: None,
+                consecutive_failures: 0,
+                was_up: false,
+                recovering: false,
+            })
+            .collect();
+        Flows {
+            cfg,
+            flows,
+            rng: StdRng::seed_from_u64(seed),
+            stopping: false,
+        }
+    }
+
+    /// The first actions: race flow 1 (flow 2 waits for its family).
+    pub fn start(&mut self) -> Vec<Action> {
+        let mut out = vec![];
+        self.connect(0, FamilyChoice::Any, &mut out);
+        self.finish(out)
+    }
+
+    /// True once every flow is unregistered, unavailable or given up.
+    pub fn finished(&self) -> bool {
+        self.flows
+            .iter()
+            .all(|f| matches!(f.state, State::Done | State::Unavailable))
+    }
+
+    /// The flows that are registered now, with their paths.
+    pub fn registered(&self) -> Vec<(FlowId, Transport, SocketAddr)> {
+        self.flows
+            .iter()
+            .filter(|f| matches!(f.state, State::Up { .. }))
+            .filter_map(|f| f.path.map(|(t, a)| (f.id, t, a)))
+            .collect()
+    }
+
+    /// Feeds one input; returns the actions, ending with at most one
+    /// `WakeAt` (the earliest deadline of any flow).
+    pub fn step(&mut self, now: Instant, input: Input) -> Vec<Action> {
+        let mut out = vec![];
+        match input {
+            Input::Connected {
+                flow,
+                transport,
+                remote,
+            } => {
+                if let Some(i) = self.index_in(flow, |s| matches!(s, State::Connecting)) {
+                    let f = &mut self.flows[i];
+                    f.path = Some((transport, remote));
+                    f.mapped = None;
+                    f.state = State::Registering;
+                    out.push(Action::Register { flow });
+                    // Flow 2 is raced once flow 1's family is known.
+                    if let Some(j) = self.index_in(2, |s| matches!(s, State::Idle)) {
+                        let family = Family::of(&remote.ip()).other();
+                        self.connect(j, FamilyChoice::Only(family), &mut out);
+                    }
+                }
+            }
+            Input::ConnectFailed {
+                flow,
+                reason,
+                no_candidates,
+            } => {
+                if let Some(i) = self.index_in(flow, |s| matches!(s, State::Connecting)) {
+                    if no_candidates && i > 0 && !self.flows[i].was_up {
+                        self.flows[i].state = State::Unavailable;
+                        out.push(self.event(i, EventKind::Unavailable(reason)));
+                    } else {
+                        self.fail(now, i, reason, &mut out);
+                    }
+                    // Flow 1 found nothing: flow 2 has no family to avoid.
+                    if let Some(j) = self.index_in(2, |s| matches!(s, State::Idle)) {
+                        self.connect(j, FamilyChoice::Any, &mut out);
+                    }
+                }
+            }
+            Input::Registered {
+                flow,
+                flow_timer,
+                expires,
+            } => {
+                if let Some(i) =
+                    self.index_in(flow, |s| matches!(s, State::Registering | State::Up { .. }))
+                {
+                    let refresh = expires.mul_f64(0.8).max(Duration::from_secs(1));
+                    let f = &mut self.flows[i];
+                    let first = matches!(f.state, State::Registering);
+                    f.flow_timer = flow_timer;
+                    f.consecutive_failures = 0;
+                    let interval = self.keepalive_interval(i);
+                    let f = &mut self.flows[i];
+                    f.state = State::Up {
+                        keepalive_at: now + interval,
+                        refresh_at: now + refresh,
+                        pending: None,
+                    };
+                    if first {
+                        let kind = if f.recovering {
+                            EventKind::Recovered
+                        } else {
+                            EventKind::Registered
+                        };
+                        f.was_up = true;
+                        f.recovering = false;
+                        out.push(self.event(i, kind));
+                    }
+                }
+            }
+            Input::RegisterFailed { flow, reason } => {
+                if let Some(i) =
+                    self.index_in(flow, |s| matches!(s, State::Registering | State::Up { .. }))
+                {
+                    self.fail(now, i, reason, &mut out);
+                }
+            }
+            Input::KeepaliveAnswered { flow, mapped } => {
+                if let Some(i) = self.index_in(flow, |s| {
+                    matches!(
+                        s,
+                        State::Up {
+                            pending: Some(_),
+                            ..
+                        }
+                    )
+                }) {
+                    let f = &self.flows[i];
+                    match (f.mapped, mapped) {
+                        (Some(before), Some(now_seen)) if before != now_seen => {
+                            let reason =
+                                format!("STUN mapped address changed: {before} -> {now_seen}");
+                            self.fail(now, i, reason, &mut out);
+                        }
+                        _ => {
+                            let interval = self.keepalive_interval(i);
+                            let f = &mut self.flows[i];
+                            f.mapped = f.mapped.or(mapped);
+                            if let State::Up {
+                                keepalive_at,
+                                pending,
+                                ..
+                            } = &mut f.state
+                            {
+                                *keepalive_at = now + interval;
+                                *pending = None;
+                            }
+                            out.push(self.event(i, EventKind::KeepaliveOk));
+                        }
+                    }
+                }
+            }
+            Input::FlowLost { flow, reason } => {
+                if let Some(i) =
+                    self.index_in(flow, |s| matches!(s, State::Registering | State::Up { .. }))
+                {
+                    self.fail(now, i, reason, &mut out);
+                }
+            }
+            Input::Timer => self.on_timer(now, &mut out),
+            Input::Stop => {
+                self.stopping = true;
+                for i in 0..self.flows.len() {
+                    match self.flows[i].state {
+                        State::Up { .. } => {
+                            self.flows[i].state = State::Unregistering;
+                            out.push(Action::Unregister {
+                                flow: self.flows[i].id,
+                            });
+                        }
+                        State::Unavailable | State::Done | State::Unregistering => {}
+                        _ => {
+                            self.flows[i].state = State::Done;
+                            out.push(Action::Close {
+                                flow: self.flows[i].id,
+                            });
+                        }
+                    }
+                }
+            }
+            Input::Unregistered { flow } => {
+                if let Some(i) = self.index_in(flow, |s| matches!(s, State::Unregistering)) {
+                    self.flows[i].state = State::Done;
+                    out.push(self.event(i, EventKind::Unregistered));
+                    out.push(Action::Close { flow });
+                }
+            }
+        }
+        self.finish(out)
+    }
+
+    fn on_timer(&mut self, now: Instant, out: &mut Vec<Action>) {
+        for i in 0..self.flows.len() {
+            let id = self.flows[i].id;
+            let stun = self.is_udp(i);
+            match self.flows[i].state.clone() {
+                State::Waiting { until } if until <= now => {
+                    let family = self.recovery_family(i);
+                    self.connect(i, family, out);
+                }
+                State::Up {
+                    keepalive_at,
+                    refresh_at,
+                    pending,
+                } => {
+                    if let Some(p) = pending {
+                        if p.deadline <= now {
+                            let reason = format!(
+                                "keep-alive unanswered for {} s",
+                                self.cfg.pong_timeout.as_secs_f64()
+                            );
+                            self.fail(now, i, reason, out);
+                            continue;
+                        }
+                        if let Some((at, rto)) = p.retransmit {
+                            if at <= now {
+                                let next = rto * 2;
+                                let retransmit =
+                                    (now + next < p.deadline).then_some((now + next, next));
+                                self.set_pending(i, Some(Pending { retransmit, ..p }));
+                                out.push(Action::SendKeepalive {
+                                    flow: id,
+                                    retransmission: true,
+                                });
+                            }
+                        }
+                    } else if keepalive_at <= now {
+                        let rto = self.cfg.stun_rto;
+                        let retransmit = stun.then_some((now + rto, rto));
+                        self.set_pending(
+                            i,
+                            Some(Pending {
+                                deadline: now + self.cfg.pong_timeout,
+                                retransmit,
+                            }),
+                        );
+                        out.push(Action::SendKeepalive {
+                            flow: id,
+                            retransmission: false,
+                        });
+                    }
+                    if refresh_at <= now {
+                        if let State::Up { refresh_at, .. } = &mut self.flows[i].state {
+                            // Re-armed by the next Registered; until then,
+                            // not again.
+                            *refresh_at = now + Duration::from_secs(3600 * 24 * 365);
+                        }
+                        out.push(Action::Register { flow: id });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn set_pending(&mut self, i: usize, p: Option<Pending>) {
+        if let State::Up { pending, .. } = &mut self.flows[i].state {
+            *pending = p;
+        }
+    }
+
+    /// A flow failed: close it and race again, at once if it was working,
+    /// else after the back-off.
+    fn fail(&mut self, now: Instant, i: usize, reason: String, out: &mut Vec<Action>) {
+        let id = self.flows[i].id;
+        let was_working = matches!(self.flows[i].state, State::Up { .. });
+        out.push(Action::Close { flow: id });
+        out.push(self.event(i, EventKind::Failed(reason)));
+        let f = &mut self.flows[i];
+        f.recovering = f.was_up;
+        if self.stopping {
+            self.flows[i].state = State::Done;
+            return;
+        }
+        let wait = if was_working {
+            Duration::ZERO
+        } else {
+            self.flows[i].consecutive_failures += 1;
+            self.backoff(i)
+        };
+        out.push(self.event(i, EventKind::Recovering(wait)));
+        if wait.is_zero() {
+            let family = self.recovery_family(i);
+            self.connect(i, family, out);
+        } else {
+            self.flows[i].state = State::Waiting { until: now + wait };
+        }
+    }
+
+    /// RFC 5626 §4.5: a random 50–100 % of
+    /// `min(max-time, base-time · 2^consecutive-failures)`.
+    fn backoff(&mut self, i: usize) -> Duration {
+        let some_ok = self
+            .flows
+            .iter()
+            .enumerate()
+            .any(|(j, f)| j != i && matches!(f.state, State::Up { .. }));
+        let base = if some_ok {
+            self.cfg.base_time_some_ok
+        } else {
+            self.cfg.base_time_all_failed
+        };
+        let exp = self.flows[i].consecutive_failures.min(16);
+        let ceiling = base.saturating_mul(1 << exp).min(self.cfg.max_time);
+        ceiling.mul_f64(self.rng.random_range(0.5..=1.0))
+    }
+
+    /// §4.4.1's keep-alive interval for flow `i`.
+    fn keepalive_interval(&mut self, i: usize) -> Duration {
+        if let Some(ft) = self.flows[i].flow_timer {
+            return ft.mul_f64(self.rng.random_range(0.8..=1.0));
+        }
+        if let Some(k) = self.cfg.keepalive {
+            return k;
+        }
+        let secs = if self.is_udp(i) {
+            24.0..=29.0
+        } else {
+            95.0..=120.0
+        };
+        Duration::from_secs_f64(self.rng.random_range(secs))
+    }
+
+    fn is_udp(&self, i: usize) -> bool {
+        matches!(self.flows[i].path, Some((Transport::Udp, _)))
+    }
+
+    /// Flow 2's first race is held to the other family than flow 1's
+    /// (one flow per family). A recovering flow races every family: the
+    /// history, which has just seen its family fail, orders the race so
+    /// that the new flow comes up on the family that works.
+    fn recovery_family(&self, i: usize) -> FamilyChoice {
+        let live_family = self
+            .flows
+            .iter()
+            .enumerate()
+            .filter(|(j, f)| *j != i && matches!(f.state, State::Up { .. } | State::Registering))
+            .find_map(|(_, f)| f.path.map(|(_, a)| Family::of(&a.ip())));
+        match live_family {
+            Some(family) if i > 0 && !self.flows[i].was_up => FamilyChoice::Only(family.other()),
+            _ => FamilyChoice::Any,
+        }
+    }
+
+    fn connect(&mut self, i: usize, family: FamilyChoice, out: &mut Vec<Action>) {
+        self.flows[i].state = State::Connecting;
+        out.push(Action::Connect {
+            flow: self.flows[i].id,
+            family,
+        });
+    }
+
+    fn event(&self, i: usize, kind: EventKind) -> Action {
+        Action::Event(FlowEvent {
+            flow: self.flows[i].id,
+            kind,
+            path: self.flows[i].path,
+        })
+    }
+
+    fn index_in(&self, flow: FlowId, state: impl Fn(&State) -> bool) -> Option<usize> {
+        self.flows
+            .iter()
+            .position(|f| f.id == flow && state(&f.state))
+    }
+
+    /// Appends the earliest deadline as the one `WakeAt`.
+    fn finish(&self, mut out: Vec<Action>) -> Vec<Action> {
+        let next = self
+            .flows
+            .iter()
+            .filter_map(|f| match &f.state {
+                State::Waiting { until } => Some(*until),
+                State::Up {
+                    keepalive_at,
+                    refresh_at,
+                    pending,
+                } => Some(match pending {
+                    Some(p) => p
+                        .retransmit
+                        .map_or(p.deadline, |(at, _)| at.min(p.deadline))
+                        .min(*refresh_at),
+                    None => (*keepalive_at).min(*refresh_at),
+                }),
+                _ => None,
+            })
+            .min();
+        out.extend(next.map(Action::WakeAt));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;
