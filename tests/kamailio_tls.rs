@@ -467,3 +467,100 @@ fn kamailio_sends_its_request_over_the_aliased_connection() {
     );
     drop(guard);
 }
+
+/// Issue #10's proof with a third party: one siprace process, N dials to
+/// domain A, one TLS connection at Kamailio (`dial --count`); then, in one
+/// dialer, domain B on the same address: the certificate of A's connection
+/// does not cover B, so B gets a connection of its own and the report says
+/// why (the opensips#1651 case).
+#[test]
+fn one_process_opens_one_connection_for_n_dials_and_a_second_for_a_domain_not_covered() {
+    if skip() {
+        return;
+    }
+    let (lab, guard) = kamailio_lab("kreuse");
+    let a = format!("sips:{}", KamailioTls::DOMAIN_A);
+    let b = format!("sips:{}", KamailioTls::DOMAIN_B);
+    let files = KamailioTls::of(&lab);
+    let dns = SocketAddr::new(lab.addrs.dns_v4.into(), DNS_PORT);
+
+    // `siprace dial --count 10`: one connection for ten dials.
+    const N: u64 = 10;
+    let before = accepted(&lab);
+    let mut cmd = lab.command(Role::Client, siprace_bin());
+    cmd.args([
+        "dial",
+        "--json",
+        "--probe",
+        "--max-concurrent",
+        "1",
+        "--count",
+    ])
+    .arg(N.to_string())
+    .args(["--interval", "0", "--dns"])
+    .arg(dns.to_string())
+    .args(files.dial_args())
+    .arg(&a);
+    let out = cmd.output().expect("run siprace dial --count");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let summary = &lines.last().expect("a summary line")["summary"];
+    let after = accepted(&lab);
+    println!(
+        "siprace dial --count {N} {a}: {summary}; Kamailio connections accepted {before} -> {after}"
+    );
+    assert!(out.status.success(), "{:?}", out.status);
+    assert_eq!(summary["connected"], N, "{summary}");
+    assert_eq!(summary["connections_opened"], 1, "{summary}");
+    assert_eq!(summary["tls_handshakes"], 1, "{summary}");
+    assert_eq!(
+        after - before,
+        1,
+        "Kamailio saw one connection for {N} dials"
+    );
+    for report in &lines[1..lines.len() - 1] {
+        assert_eq!(report["reuse"]["connection"], "reused", "{report}");
+    }
+
+    // One dialer, A then B: B is not carried by A's connection.
+    let before = accepted(&lab);
+    let (ca, cert, key) = (
+        files.ca.clone(),
+        files.client_cert.clone(),
+        files.client_key.clone(),
+    );
+    let (a2, b2) = (a.clone(), b.clone());
+    let (first, second, reuse_b) = in_client(&lab, move || async move {
+        let mut cfg = siprace::DialerConfig::default();
+        cfg.locate.dns_server = Some(dns);
+        cfg.race.max_concurrent = 1;
+        cfg.connect.probe_streams = true;
+        cfg.connect.tls.ca.push(PemSource::File(ca));
+        cfg.connect.tls.client_cert = Some(PemSource::File(cert));
+        cfg.connect.tls.client_key = Some(PemSource::File(key));
+        cfg.keep = Some(siprace::keep::KeepConfig::default());
+        let dialer = siprace::Dialer::new(cfg).expect("a valid configuration");
+        let first = dialer.dial(&a2).await.expect("A connects");
+        let second = dialer.dial(&a2).await.expect("A again");
+        let third = dialer.dial(&b2).await.expect("B connects");
+        let reuse = |d: &siprace::Dial| serde_json::to_value(&d.report.reuse).unwrap();
+        (reuse(&first), reuse(&second), reuse(&third))
+    });
+    let after = accepted(&lab);
+    println!(
+        "one dialer: A {first}; A {second}; B {reuse_b}; Kamailio accepted {before} -> {after}"
+    );
+    assert_eq!(first["connection"], "new");
+    assert_eq!(second["connection"], "reused");
+    assert_eq!(reuse_b["connection"], "new", "B needs its own connection");
+    assert!(
+        reuse_b["why_not"]
+            .as_str()
+            .is_some_and(|w| w.contains("does not cover") && w.contains(KamailioTls::DOMAIN_B)),
+        "{reuse_b}"
+    );
+    assert_eq!(after - before, 2, "A's connection, then B's");
+    drop(guard);
+}
