@@ -23,6 +23,7 @@ use siprace::lab::sys;
 use siprace::outbound::digest::{Algorithm, Challenge, Credentials};
 use siprace::outbound::register::{self, RegisterOutcome, RegisterRequest, Registration};
 use siprace::outbound::stun::{self, BindingResponse};
+use siprace::responder::ThrowawayCa;
 use siprace::sip::{self, Frame, Response, StreamFramer};
 use siprace::Transport;
 
@@ -78,6 +79,13 @@ struct Registrar {
 
 impl Registrar {
     fn start(defines: &[&str]) -> Registrar {
+        Registrar::start_with(defines, false)
+    }
+
+    /// With `tls`, also TLS on port 5061 with a certificate for
+    /// registrar.example.test from a CA of the test's own (`ca.pem` in
+    /// [`Registrar::dir`]).
+    fn start_with(defines: &[&str], tls: bool) -> Registrar {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let ns = format!(
             "sr-outbound-{}-{}",
@@ -94,7 +102,10 @@ impl Registrar {
         sys::ip(["netns", "add", ns.as_str()]).expect("a namespace of our own");
         sys::ipn(&ns, "link set lo up").expect("its loopback up");
         std::fs::create_dir_all(&dir).unwrap();
-        let cfg = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lab/kamailio-registrar.cfg");
+        // A copy beside the TLS files it names (relative to its directory).
+        let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lab/kamailio-registrar.cfg");
+        let cfg = dir.join("kamailio-registrar.cfg");
+        std::fs::copy(&source, &cfg).unwrap();
         let mut cmd = sys::netns_command(&ns, "kamailio");
         cmd.args(["-DD", "-E", "-f"]).arg(&cfg).arg("-Y").arg(&dir);
         for listen in [
@@ -107,6 +118,29 @@ impl Registrar {
         }
         for define in defines {
             cmd.args(["-A", define]);
+        }
+        if tls {
+            let ca = ThrowawayCa::new("siprace outbound test CA").unwrap();
+            let (cert, key) = ca.leaf("registrar.example.test").unwrap();
+            std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+            std::fs::write(dir.join("registrar.pem"), cert).unwrap();
+            std::fs::write(dir.join("registrar.key"), key).unwrap();
+            std::fs::write(
+                dir.join("registrar-tls.cfg"),
+                "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\n\
+                 require_certificate = no\ncertificate = registrar.pem\n\
+                 private_key = registrar.key\n\n[client:default]\nmethod = TLSv1.2+\n\
+                 verify_certificate = no\nrequire_certificate = no\n",
+            )
+            .unwrap();
+            cmd.args([
+                "-A",
+                "WITH_TLS",
+                "-l",
+                "tls:[::1]:5061",
+                "-l",
+                "tls:127.0.0.1:5061",
+            ]);
         }
         let log = std::fs::File::create(dir.join("kamailio.log")).unwrap();
         cmd.stdin(Stdio::null())
@@ -560,7 +594,7 @@ struct Ua {
 }
 
 impl Ua {
-    /// Registers over `transport` (udp or tcp).
+    /// Registers over `transport` (udp, tcp or tls).
     fn spawn(registrar: &Registrar, transport: &str) -> Ua {
         let target = format!("sip:registrar.example.test;transport={transport}");
         let mut cmd = sys::netns_command(&registrar.ns, env!("CARGO_BIN_EXE_siprace"));
@@ -576,10 +610,13 @@ impl Ua {
             "--password",
             PASSWORD,
             "--json",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        ]);
+        if transport == "tls" {
+            cmd.arg("--ca").arg(registrar.dir.join("ca.pem"));
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("siprace register starts");
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel();
@@ -657,6 +694,11 @@ fn siprace_register_over_tcp_keeps_a_flow_per_family_and_recovers_when_ipv6_brea
 }
 
 #[test]
+fn siprace_register_over_tls_keeps_a_flow_per_family_and_recovers_when_ipv6_breaks() {
+    register_and_recover("tls", "tls");
+}
+
+#[test]
 fn siprace_register_over_udp_keeps_a_flow_per_family_and_recovers_when_ipv6_breaks() {
     register_and_recover("udp", "udp");
 }
@@ -674,7 +716,7 @@ fn register_and_recover(transport: &str, expect_transport: &str) {
         return;
     }
     // A 3 s Flow-Timer: keep-alives every 2.4–3 s.
-    let mut registrar = Registrar::start(&["FLOW_TIMER=3"]);
+    let mut registrar = Registrar::start_with(&["FLOW_TIMER=3"], transport == "tls");
     registrar.start_dns();
     let mut ua = Ua::spawn(&registrar, transport);
 
