@@ -18,7 +18,7 @@ use super::{EXIT_CONNECTED, EXIT_NO_ANSWER, EXIT_RESOLUTION, EXIT_USAGE};
 const EXIT_INTERRUPTED: u8 = 130;
 use crate::{closed_output, complain};
 use siprace::dialer::{Dial, DialError, Dialer, DialerConfig};
-use siprace::endpoint::{ConfigError, Family, Transport};
+use siprace::endpoint::{ConfigError, Family};
 use siprace::race::history::History;
 use siprace::race::strategy::Strategy;
 use siprace::target::Target;
@@ -140,14 +140,7 @@ pub fn dial_config(args: &DialArgs) -> Result<DialerConfig, String> {
         cfg.race.deadline = ms(v);
     }
     if let Some(list) = &args.transports {
-        let parsed: Result<Vec<Transport>, String> = list
-            .iter()
-            .map(|t| {
-                Transport::parse(t)
-                    .ok_or_else(|| format!("unknown transport {t:?} (udp, tcp, tls, sctp)"))
-            })
-            .collect();
-        cfg.transports = Some(parsed?);
+        cfg.transports = Some(super::parse_transports(list)?);
     }
     if args.ipv4_only {
         cfg.locate.families = vec![Family::V4];

@@ -5,15 +5,14 @@
 //! per dial, then a summary, also on Ctrl-C (exit 130); `--json` gives
 //! each dial's report as one JSON object per line, then a summary object.
 
-use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
 use serde::Serialize;
 
-use super::{EXIT_CONNECTED, EXIT_NO_ANSWER, EXIT_USAGE};
-use crate::{closed_output, complain};
+use super::{print, EXIT_CONNECTED, EXIT_NO_ANSWER, EXIT_USAGE};
+use crate::complain;
 use siprace::dialer::{DialError, Dialer, DialerConfig};
 use siprace::endpoint::{Family, Transport};
 use siprace::keep::KeepConfig;
@@ -208,15 +207,6 @@ impl Summary {
             self.tls_handshakes,
         )
     }
-}
-
-fn print(text: &str) {
-    let mut stdout = std::io::stdout().lock();
-    closed_output::check(
-        stdout
-            .write_all(text.as_bytes())
-            .and_then(|()| stdout.flush()),
-    );
 }
 
 /// Runs the dials of `siprace dial --count`; `cfg` is the dial's

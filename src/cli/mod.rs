@@ -124,3 +124,25 @@ pub const EXIT_CONNECTED: u8 = 0;
 pub const EXIT_NO_ANSWER: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_RESOLUTION: u8 = 3;
+
+/// `text` on stdout, flushed (a line of a stream of events or dials; see
+/// `closed_output` for a closed stdout).
+pub fn print(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    crate::closed_output::check(
+        stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush()),
+    );
+}
+
+/// The transports of a `--transports udp,tcp,...` list.
+pub fn parse_transports(list: &[String]) -> Result<Vec<siprace::Transport>, String> {
+    list.iter()
+        .map(|t| {
+            siprace::Transport::parse(t)
+                .ok_or_else(|| format!("unknown transport {t:?} (udp, tcp, tls, sctp)"))
+        })
+        .collect()
+}

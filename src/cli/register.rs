@@ -4,7 +4,6 @@
 //! event (`--json`: one JSON object per line), until `--for` has passed or
 //! Ctrl-C; then every flow is unregistered (Expires: 0).
 
-use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,10 +11,10 @@ use clap::Args;
 use serde::Serialize;
 
 use super::tls::TlsArgs;
-use super::{EXIT_CONNECTED, EXIT_NO_ANSWER, EXIT_USAGE};
-use crate::{closed_output, complain};
+use super::{print, EXIT_CONNECTED, EXIT_NO_ANSWER, EXIT_USAGE};
+use crate::complain;
 use siprace::dialer::DialerConfig;
-use siprace::endpoint::{Family, Transport};
+use siprace::endpoint::Family;
 use siprace::outbound::agent::{Notice, RegisterConfig, Registration};
 use siprace::outbound::digest::Credentials;
 use siprace::outbound::flows::{EventKind, FlowConfig};
@@ -150,14 +149,7 @@ fn configs(
     let duration = args.duration.as_deref().map(parse_duration).transpose()?;
     let mut dialer = DialerConfig::for_strategy(args.strategy);
     if let Some(list) = &args.transports {
-        let parsed: Result<Vec<Transport>, String> = list
-            .iter()
-            .map(|t| {
-                Transport::parse(t)
-                    .ok_or_else(|| format!("unknown transport {t:?} (udp, tcp, tls, sctp)"))
-            })
-            .collect();
-        dialer.transports = Some(parsed?);
+        dialer.transports = Some(super::parse_transports(list)?);
     }
     if let Some(dns) = &args.dns {
         dialer.locate.dns_server =
@@ -284,15 +276,6 @@ fn human_line(line: &EventLine<'_>) -> String {
         text.push_str(&format!(" {} answered {s}", terminal_safe(m)));
     }
     text
-}
-
-fn print(text: &str) {
-    let mut stdout = std::io::stdout().lock();
-    closed_output::check(
-        stdout
-            .write_all(text.as_bytes())
-            .and_then(|()| stdout.flush()),
-    );
 }
 
 /// Runs `siprace register`.

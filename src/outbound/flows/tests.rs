@@ -39,6 +39,19 @@ fn registered(flow: FlowId, expires: u64) -> Input {
     }
 }
 
+/// The wait of the `recovering` event among `out`.
+fn recovering_wait(out: &[Action]) -> Duration {
+    out.iter()
+        .find_map(|a| match a {
+            Action::Event(FlowEvent {
+                kind: EventKind::Recovering(w),
+                ..
+            }) => Some(*w),
+            _ => None,
+        })
+        .expect("a recovering event")
+}
+
 fn event(flow: FlowId, kind: EventKind, path: Option<(Transport, &str)>) -> Action {
     Action::Event(FlowEvent {
         flow,
@@ -232,16 +245,7 @@ fn failed_recoveries_back_off_per_rfc_5626() {
                 no_candidates: false,
             },
         );
-        let wait = out
-            .iter()
-            .find_map(|a| match a {
-                Action::Event(FlowEvent {
-                    kind: EventKind::Recovering(w),
-                    ..
-                }) => Some(*w),
-                _ => None,
-            })
-            .expect("a recovering event");
+        let wait = recovering_wait(&out);
         let ceiling = (secs(90) * 2u32.pow(n)).min(secs(1800));
         assert!(
             wait >= ceiling / 2 && wait <= ceiling,
@@ -282,16 +286,7 @@ fn with_no_flow_working_the_base_is_30_seconds() {
             no_candidates: false,
         },
     );
-    let wait = out
-        .iter()
-        .find_map(|a| match a {
-            Action::Event(FlowEvent {
-                kind: EventKind::Recovering(w),
-                ..
-            }) => Some(*w),
-            _ => None,
-        })
-        .unwrap();
+    let wait = recovering_wait(&out);
     assert!(wait >= secs(30) && wait <= secs(60), "{wait:?}");
 }
 
