@@ -13,7 +13,7 @@ use crate::endpoint::Transport;
 use crate::lab::topology::{Lab, Role};
 
 /// The SIPp UAC scenario (`lab/sipp/options.xml`): one OPTIONS, expects 200.
-const SIPP_OPTIONS_XML: &str = include_str!("../../../lab/sipp/options.xml");
+pub(super) const SIPP_OPTIONS_XML: &str = include_str!("../../../lab/sipp/options.xml");
 
 /// SIPp's command line toward `domain` over `transport`, giving up after
 /// `self_bound` seconds; its scenario file is written into `dir`.
@@ -30,9 +30,9 @@ pub(super) fn invocation(
         Transport::Tcp => "t1",
         _ => "u1",
     };
-    Ok(Invocation {
-        program: "sipp",
-        args: vec![
+    Ok(Invocation::new(
+        "sipp",
+        vec![
             "-sf".into(),
             xml.display().to_string(),
             "-m".into(),
@@ -46,13 +46,13 @@ pub(super) fn invocation(
             self_bound,
             format!("{host}:{port}"),
         ],
-    })
+    ))
 }
 
 /// SIPp cannot do SRV: the host and port of the lowest-priority SRV target
 /// of the domain for `transport`, else the domain itself on 5060. Looked up
 /// from the client namespace through the lab DNS, before any timed dial.
-fn sipp_target(lab: &Lab, domain: &str, transport: Transport) -> (String, u16) {
+pub(super) fn sipp_target(lab: &Lab, domain: &str, transport: Transport) -> (String, u16) {
     use crate::dns::build_resolver;
     use crate::locate::LocateConfig;
     use hickory_resolver::proto::rr::{RData, RecordType};

@@ -19,6 +19,9 @@ pub(super) struct Window {
     /// Local ports the client sent SIP from (UDP or TCP).
     sip_ports: BTreeSet<(bool, u16)>,
     response: Option<usize>,
+    /// A TCP SYN-ACK counts as the response (the non-SIP reference clients,
+    /// whose dial ends when the connection is up).
+    connects: bool,
 }
 
 impl Window {
@@ -30,7 +33,14 @@ impl Window {
             packets: Vec::new(),
             sip_ports: BTreeSet::new(),
             response: None,
+            connects: false,
         }
+    }
+
+    /// Makes a TCP SYN-ACK (the connection accepted) count as the response.
+    pub(super) fn counting_connects(mut self, on: bool) -> Window {
+        self.connects = on;
+        self
     }
 
     fn outgoing(&self, p: &Packet) -> bool {
@@ -47,7 +57,7 @@ impl Window {
         if self.response.is_none()
             && !self.outgoing(&p)
             && self.client.contains(&p.dst)
-            && p.status.is_some()
+            && (p.status.is_some() || (self.connects && p.syn_ack))
             && self.sip_ports.contains(&(p.tcp, p.dport))
         {
             self.response = Some(self.packets.len());
@@ -78,6 +88,42 @@ impl Window {
             }
             if self.outgoing(p) && p.dns.is_none() && !p.rst && !v.contains(&p.dst) {
                 v.push(p.dst);
+            }
+        }
+        v
+    }
+
+    /// The DNS queries the client sent up to `until`, in order: (record
+    /// type, ms after `first`). Retransmissions are listed too.
+    pub(super) fn queries(&self, first: u64, until: Option<u64>) -> Vec<(String, f64)> {
+        let mut v: Vec<(u64, u16)> = self
+            .packets
+            .iter()
+            .filter(|p| self.outgoing(p) && until.is_none_or(|u| p.ts_ns <= u))
+            .filter_map(|p| match p.dns {
+                Some((false, t)) if t != 0 => Some((p.ts_ns, t)),
+                _ => None,
+            })
+            .collect();
+        v.sort_by_key(|(ts, _)| *ts);
+        v.into_iter()
+            .map(|(ts, t)| (rtype_name(t), ts.saturating_sub(first) as f64 / 1e6))
+            .collect()
+    }
+
+    /// The server addresses the client sent SIP (or a TCP SYN) to, up to
+    /// `until`, each with when it was first sent to, ms after `first`.
+    pub(super) fn timed_destinations(&self, first: u64, until: Option<u64>) -> Vec<(IpAddr, f64)> {
+        let mut sorted: Vec<&Packet> = self.packets.iter().collect();
+        sorted.sort_by_key(|p| p.ts_ns);
+        let mut v: Vec<(IpAddr, f64)> = Vec::new();
+        for p in sorted {
+            if until.is_some_and(|u| p.ts_ns > u) {
+                break;
+            }
+            if self.outgoing(p) && p.dns.is_none() && !p.rst && !v.iter().any(|(a, _)| *a == p.dst)
+            {
+                v.push((p.dst, p.ts_ns.saturating_sub(first) as f64 / 1e6));
             }
         }
         v
