@@ -176,6 +176,7 @@ pub async fn run(args: BenchConfig) -> Result<bool, BoxError> {
             quick: args.quick,
             out: args.out.clone(),
             lab: args.lab.clone(),
+            only: args.only.clone(),
         })
         .await;
     }

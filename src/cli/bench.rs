@@ -12,7 +12,8 @@ pub struct BenchArgs {
     /// Where the scenario files are.
     #[arg(long, default_value = "bench-scenarios")]
     pub scenarios: PathBuf,
-    /// Only these scenarios (comma-separated names).
+    /// Only these scenarios (comma-separated names); with --census, only
+    /// these clients (e.g. `sipp-uac,siprace:rfc8305`).
     #[arg(long, value_delimiter = ',')]
     pub only: Option<Vec<String>>,
     /// Where to write `<UTC timestamp>/` (default: $TMPDIR/siprace-bench, or

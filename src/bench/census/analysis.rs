@@ -34,6 +34,10 @@ pub struct Dial {
 }
 
 impl Dial {
+    fn queried(&self, rtype: &str) -> bool {
+        self.queries.iter().any(|(t, _)| t == rtype)
+    }
+
     fn answer_ms(&self, rtype: &str) -> Option<f64> {
         self.answers
             .iter()
@@ -104,11 +108,14 @@ pub fn dns_pattern(queries: &[(String, f64)]) -> String {
     s
 }
 
-/// The Resolution Delay verdicts from a dial with the AAAA answer delayed
-/// and one with the A answer delayed.
+/// The Resolution Delay verdicts from a dial with the AAAA answers delayed
+/// and one with the A answers delayed. A client that sent no query of the
+/// delayed type (it took the addresses from the SRV answer's additional
+/// records, or asks for one family only) is not slowed by it: said so.
 pub fn resolution_delay(aaaa_late: Option<&Dial>, a_late: Option<&Dial>) -> String {
     let aaaa = match aaaa_late {
         None => "not run".to_string(),
+        Some(d) if !d.queried("AAAA") => no_query(d, "AAAA"),
         Some(d) if !d.ok => format!("failed ({})", short_error(d)),
         Some(d) => match d.family {
             Some(Family::V6) => "waits for AAAA".to_string(),
@@ -123,15 +130,29 @@ pub fn resolution_delay(aaaa_late: Option<&Dial>, a_late: Option<&Dial>) -> Stri
     };
     let a = match a_late {
         None => "not run".to_string(),
+        Some(d) if !d.queried("A") => no_query(d, "A"),
         Some(d) if !d.ok => format!("failed ({})", short_error(d)),
-        Some(d) => match (d.answer_ms("A"), d.first_try_ms(Family::V6), d.family) {
-            (Some(a), Some(t6), _) if t6 + TOGETHER_MS < a => "IPv6 before A".to_string(),
-            (_, Some(_), _) => "waits for A".to_string(),
-            (_, None, Some(Family::V4)) => "IPv4 only".to_string(),
-            _ => "?".to_string(),
+        // The answers are kept up to the response: an A answer missing
+        // from them came after it.
+        Some(d) => match (d.answer_ms("A"), d.first_try_ms(Family::V6)) {
+            (Some(a), Some(t6)) if t6 + TOGETHER_MS < a => "IPv6 before A".to_string(),
+            (None, Some(_)) => "IPv6 before A".to_string(),
+            (Some(_), Some(_)) => "waits for A".to_string(),
+            (_, None) => format!(
+                "{} only",
+                d.family.map(|f| f.as_str()).unwrap_or("no answer")
+            ),
         },
     };
     format!("AAAA late: {aaaa}; A late: {a}")
+}
+
+fn no_query(d: &Dial, rtype: &str) -> String {
+    if d.queries.iter().any(|(t, _)| t == "A" || t == "AAAA") {
+        format!("no {rtype} query")
+    } else {
+        "no A/AAAA query (SRV additionals)".to_string()
+    }
 }
 
 /// The effective Connection Attempt Delay from the sweep: the smallest
@@ -328,18 +349,32 @@ mod tests {
 
     #[test]
     fn resolution_delay_reads_when_ipv4_started_after_the_a_answer() {
+        let q = vec![("AAAA".to_string(), 0.0), ("A".to_string(), 0.1)];
         let mut d = dial(Some(Family::V4), 80.0);
+        d.queries = q.clone();
         d.answers = vec![("A".into(), 2.0), ("AAAA".into(), 302.0)];
         d.destinations = vec![("198.51.100.10".into(), 52.0)];
         let mut a_late = dial(Some(Family::V6), 5.0);
-        a_late.answers = vec![("AAAA".into(), 2.0), ("A".into(), 302.0)];
+        a_late.queries = q.clone();
+        // The A answer came after the response: not among the answers.
+        a_late.answers = vec![("AAAA".into(), 2.0)];
         a_late.destinations = vec![("2001:db8:5e::10".into(), 3.0)];
         assert_eq!(
             resolution_delay(Some(&d), Some(&a_late)),
             "AAAA late: IPv4 50 ms after A; A late: IPv6 before A"
         );
-        let waits = dial(Some(Family::V6), 310.0);
+        a_late.answers.push(("A".into(), 302.0));
+        a_late.destinations[0].1 = 303.0;
+        assert!(resolution_delay(None, Some(&a_late)).ends_with("A late: waits for A"));
+        let mut waits = dial(Some(Family::V6), 310.0);
+        waits.queries = q;
         assert!(resolution_delay(Some(&waits), None).starts_with("AAAA late: waits for AAAA"));
+        let mut additionals = dial(Some(Family::V6), 3.0);
+        additionals.queries = vec![("SRV".into(), 0.0)];
+        assert_eq!(
+            resolution_delay(Some(&additionals), Some(&additionals)),
+            "AAAA late: no A/AAAA query (SRV additionals); A late: no A/AAAA query (SRV additionals)"
+        );
     }
 
     #[test]

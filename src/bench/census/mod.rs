@@ -64,6 +64,8 @@ pub struct CensusConfig {
     pub out: PathBuf,
     /// The timing lab's name; worker labs are NAME2.. NAME5.
     pub lab: String,
+    /// Only these clients (by label, e.g. `sipp-uac,siprace:rfc8305`).
+    pub only: Option<Vec<String>>,
 }
 
 /// One broken-family case.
@@ -179,32 +181,61 @@ fn sweep_points(quick: bool) -> Vec<u32> {
     }
 }
 
-fn clients_of(quick: bool) -> Vec<Client> {
-    if quick {
+fn clients_of(quick: bool, only: Option<&[String]>) -> Result<Vec<Client>, String> {
+    if let Some(only) = only {
+        return only
+            .iter()
+            .map(|name| {
+                Client::CENSUS
+                    .into_iter()
+                    .find(|c| c.label() == name)
+                    .ok_or_else(|| {
+                        let all: Vec<&str> = Client::CENSUS.iter().map(|c| c.label()).collect();
+                        format!("no census client {name:?} (clients: {})", all.join(", "))
+                    })
+            })
+            .collect();
+    }
+    Ok(if quick {
         vec![Client::Siprace(Strategy::Siprace), Client::SippUac]
     } else {
         Client::CENSUS.to_vec()
-    }
+    })
 }
 
+/// Quick: the client's first transport only (UDP where it has it).
 fn transports_of(client: Client, quick: bool) -> Vec<Transport> {
+    let all = client.transports();
     if quick {
-        vec![Transport::Udp]
+        all[..1].to_vec()
     } else {
-        client.transports().to_vec()
+        all.to_vec()
     }
 }
 
-/// The installed version of a client (its Debian package's, or siprace's).
+/// The installed version of a client (its Debian or PyPI package's, or siprace's).
 fn version(client: Client) -> String {
-    let pkg = match client {
+    let mut cmd = match client {
         Client::Siprace(_) => return env!("CARGO_PKG_VERSION").to_string(),
-        Client::KamailioProxy => "kamailio",
-        c => c.package(),
+        Client::Pjsua => {
+            let mut c = std::process::Command::new(client.program());
+            c.args([
+                "-c",
+                "import importlib.metadata as m; print(m.version('pjsua2-python'))",
+            ]);
+            c
+        }
+        c => {
+            let pkg = match c {
+                Client::KamailioProxy => "kamailio",
+                c => c.package(),
+            };
+            let mut d = std::process::Command::new("dpkg-query");
+            d.args(["-W", "-f=${Version}", pkg]);
+            d
+        }
     };
-    std::process::Command::new("dpkg-query")
-        .args(["-W", "-f=${Version}", pkg])
-        .output()
+    cmd.output()
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
@@ -338,7 +369,8 @@ fn run_blocking(cfg: &CensusConfig, stop: &AtomicBool) -> Result<bool, String> {
     let started_utc = output::utc_stamp(SystemTime::now());
     let mut not_run: Vec<(String, String)> = Vec::new();
     let mut wanted: Vec<(Client, Transport)> = Vec::new();
-    for client in clients_of(cfg.quick) {
+    let requested = clients_of(cfg.quick, cfg.only.as_deref())?;
+    for &client in &requested {
         match clients::unavailable(client) {
             Some(why) => not_run.push((client.label().to_string(), why)),
             None => {
@@ -418,7 +450,7 @@ fn run_blocking(cfg: &CensusConfig, stop: &AtomicBool) -> Result<bool, String> {
     }
     let errors = errors.lock().map(|e| e.clone()).unwrap_or_default();
     let checks = if cfg.quick {
-        quick_checks(&rows)
+        quick_checks(&rows, &requested)
     } else {
         Vec::new()
     };
@@ -576,26 +608,35 @@ fn broken_worker(
 
 /// The quick run's checks: siprace switches family between 0 and 400 ms,
 /// and SIPp (first getaddrinfo result only) never does.
-fn quick_checks(rows: &[Row]) -> Vec<output::Check> {
-    let find = |c: Client| rows.iter().find(|r| r.client == c.label());
-    let mut checks = Vec::new();
-    let siprace = find(Client::Siprace(Strategy::Siprace));
-    checks.push(output::Check {
-        what: "census: siprace switches from IPv6 (+0 ms) to IPv4 (+400 ms)".into(),
-        passed: siprace.is_some_and(|r| analysis::switches(&r.sweep)),
-        detail: siprace
-            .map(|r| sweep_detail(&r.sweep))
-            .unwrap_or_else(|| "not run".into()),
-    });
-    let sipp = find(Client::SippUac);
-    checks.push(output::Check {
-        what: "census: SIPp (no Happy Eyeballs) never switches: IPv6 at +0 and +400 ms".into(),
-        passed: sipp.is_some_and(|r| analysis::never_switches(&r.sweep)),
-        detail: sipp
-            .map(|r| sweep_detail(&r.sweep))
-            .unwrap_or_else(|| "not run".into()),
-    });
-    checks
+fn quick_checks(rows: &[Row], requested: &[Client]) -> Vec<output::Check> {
+    let cases: [(Client, &str, fn(&[(u32, Dial)]) -> bool); 2] = [
+        (
+            Client::Siprace(Strategy::Siprace),
+            "census: siprace switches from IPv6 (+0 ms) to IPv4 (+400 ms)",
+            analysis::switches,
+        ),
+        (
+            Client::SippUac,
+            "census: SIPp (no Happy Eyeballs) never switches: IPv6 at +0 and +400 ms",
+            analysis::never_switches,
+        ),
+    ];
+    // A client left out with --only has no check; one that was asked for
+    // and did not run (not installed) fails its check.
+    cases
+        .iter()
+        .filter(|(c, _, _)| requested.contains(c))
+        .map(|&(c, what, verdict)| {
+            let row = rows.iter().find(|r| r.client == c.label());
+            output::Check {
+                what: what.into(),
+                passed: row.is_some_and(|r| verdict(&r.sweep)),
+                detail: row
+                    .map(|r| sweep_detail(&r.sweep))
+                    .unwrap_or_else(|| "not run".into()),
+            }
+        })
+        .collect()
 }
 
 fn sweep_detail(sweep: &[(u32, Dial)]) -> String {

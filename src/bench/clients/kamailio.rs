@@ -9,7 +9,7 @@
 //! earlier dial is reused: each dial is a cold start, as for the other
 //! clients.
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -19,6 +19,20 @@ use super::{write_file, Invocation};
 use crate::endpoint::Transport;
 use crate::lab::sys;
 use crate::lab::topology::{Lab, Role};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_bound_udp_socket_off_proc_net_udp() {
+        let table = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+                     \x20 123: 0100007F:13CE 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0 0\n";
+        assert!(udp_bound(table, Ipv4Addr::LOCALHOST, 5070));
+        assert!(!udp_bound(table, Ipv4Addr::LOCALHOST, 5071));
+        assert!(!udp_bound(table, Ipv4Addr::new(192, 0, 2, 10), 5070));
+    }
+}
 
 /// Where Kamailio listens on loopback for the request it relays.
 const LOOPBACK_PORT: u16 = 5070;
@@ -58,19 +72,18 @@ impl BackgroundSpec {
         let bg = Background(child);
         let pid = bg.0.id();
         let port = self.ready_udp_port;
-        let ready = lab
-            .in_ns(Role::Client, move || {
-                let until = Instant::now() + START;
-                // Bounded by START; each round waits 10 ms.
-                while Instant::now() < until && sys::alive(pid) {
-                    match UdpSocket::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))) {
-                        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return true,
-                        _ => std::thread::sleep(Duration::from_millis(10)),
-                    }
-                }
-                false
-            })
-            .map_err(|e| format!("client namespace: {e}"))?;
+        let until = Instant::now() + START;
+        let mut ready = false;
+        // Bounded by START; each round waits 10 ms. Read, not probed by
+        // binding the port (which would race with its own bind).
+        while Instant::now() < until && sys::alive(pid) {
+            let table = std::fs::read_to_string(format!("/proc/{pid}/net/udp")).unwrap_or_default();
+            if udp_bound(&table, Ipv4Addr::LOCALHOST, port) {
+                ready = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         if ready {
             Ok(bg)
         } else {
@@ -84,6 +97,16 @@ impl BackgroundSpec {
             ))
         }
     }
+}
+
+/// Whether a `/proc/net/udp` table lists a socket bound to `ip:port`
+/// (addresses are shown as little-endian hex, ports as big-endian hex).
+fn udp_bound(table: &str, ip: Ipv4Addr, port: u16) -> bool {
+    let want = format!("{:08X}:{port:04X}", u32::from_le_bytes(ip.octets()));
+    table
+        .lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(1) == Some(want.as_str()))
 }
 
 impl Drop for Background {

@@ -42,6 +42,7 @@ mod curl;
 mod dial;
 mod kamailio;
 mod packet;
+mod pjsua;
 mod python;
 mod sipp;
 mod siprace_cli;
@@ -81,6 +82,8 @@ pub enum Client {
     Baresip,
     /// sofia-sip's `sip-options`: one OPTIONS (census only).
     SofiaOptions,
+    /// PJSIP through pjsua2: one REGISTER (census only).
+    Pjsua,
     /// Kamailio as a forwarding proxy in the client namespace: SIPp sends
     /// OPTIONS to it on loopback, it relays them to the domain (census only).
     KamailioProxy,
@@ -102,11 +105,12 @@ impl Client {
     pub const ALL: [Client; 3] = [Client::SippUac, Client::Sipsak, Client::Baresip];
 
     /// Every client of the census, third-party clients first.
-    pub const CENSUS: [Client; 13] = [
+    pub const CENSUS: [Client; 14] = [
         Client::SippUac,
         Client::Sipsak,
         Client::Baresip,
         Client::SofiaOptions,
+        Client::Pjsua,
         Client::KamailioProxy,
         Client::Curl,
         Client::PythonHappyEyeballs,
@@ -125,6 +129,7 @@ impl Client {
             Client::Sipsak => "sipsak",
             Client::Baresip => "baresip",
             Client::SofiaOptions => "sofia-sip-options",
+            Client::Pjsua => "pjsua2",
             Client::KamailioProxy => "kamailio-proxy",
             Client::Curl => "curl",
             Client::PythonHappyEyeballs => "python-asyncio-he250",
@@ -146,6 +151,7 @@ impl Client {
             Client::Sipsak => "sipsak",
             Client::Baresip => "baresip",
             Client::SofiaOptions => "sip-options",
+            Client::Pjsua => pjsua::VENV_PYTHON,
             Client::KamailioProxy => "kamailio",
             Client::Curl => "curl",
             Client::PythonHappyEyeballs | Client::PythonDefault => python::PROGRAM,
@@ -160,6 +166,9 @@ impl Client {
             Client::Sipsak => "sipsak",
             Client::Baresip => "baresip",
             Client::SofiaOptions => "sofia-sip-bin",
+            Client::Pjsua => {
+                "PyPI pjsua2-python in the venv /opt/siprace-pjsua2 (scripts/census-clients.sh)"
+            }
             Client::KamailioProxy => "kamailio (and sip-tester, whose SIPp sends it the request)",
             Client::Curl => "curl",
             Client::PythonHappyEyeballs | Client::PythonDefault => "python3",
@@ -170,7 +179,7 @@ impl Client {
     /// The request it sends.
     pub fn method(self) -> &'static str {
         match self {
-            Client::Baresip => "REGISTER",
+            Client::Baresip | Client::Pjsua => "REGISTER",
             Client::Curl | Client::PythonHappyEyeballs | Client::PythonDefault => "(TCP connect)",
             _ => "OPTIONS",
         }
@@ -196,6 +205,7 @@ impl Client {
     pub fn installed(self) -> bool {
         match self {
             Client::Siprace(_) => crate::lab::topology::find_siprace_binary().is_some(),
+            Client::Pjsua => Path::new(pjsua::VENV_PYTHON).is_file(),
             Client::KamailioProxy => {
                 sys::which("kamailio").is_some() && sys::which("sipp").is_some()
             }
@@ -209,9 +219,10 @@ impl Client {
             Client::SippUac => "no SRV support: given the lowest-priority SRV target of the domain (looked up before the dial, not timed), resolved by SIPp with getaddrinfo, first result only",
             Client::Sipsak => "its own SRV lookup (c-ares), then gethostbyname: IPv4 only",
             Client::Baresip => "libre's RFC 3263 resolver for sip:DOMAIN;transport=T (SRV, then A/AAAA), one REGISTER",
+            Client::Pjsua => "pjsip's resolver (nameserver = the lab DNS over IPv4) for the registrar sip:DOMAIN;transport=T: NAPTR/SRV, then A/AAAA; a transport of each family; one REGISTER",
             Client::SofiaOptions => "sofia-sip's resolver (sresolv) for sip:DOMAIN;transport=T: RFC 3263 with NAPTR/SRV, one OPTIONS",
             Client::KamailioProxy => "Kamailio's resolver for $du = sip:DOMAIN;transport=T (SRV, then A, AAAA only without A; DNS cache on with failover), restarted for every dial; SIPp sends the OPTIONS to it on loopback",
-            Client::Curl => "curl http://HOST:5060/ to the lowest-priority SRV target host (no SRV in curl): getaddrinfo, its own Happy Eyeballs (200 ms)",
+            Client::Curl => "curl http://HOST:5060/ to the most preferred SRV target host (no SRV in curl): getaddrinfo, its own Happy Eyeballs (200 ms)",
             Client::PythonHappyEyeballs => "asyncio.open_connection(HOST, 5060, happy_eyeballs_delay=0.25) to the SRV target host: getaddrinfo, then RFC 8305-style staggered attempts",
             Client::PythonDefault => "asyncio.open_connection(HOST, 5060) to the SRV target host: getaddrinfo, then one address after the other",
             Client::Siprace(_) => "siprace dial --strategy S --probe sip:DOMAIN (NAPTR/SRV/AAAA/A, its own resolver)",
@@ -397,6 +408,7 @@ fn prepare(
         Client::Sipsak => Ok(sipsak::invocation(transport, domain)),
         Client::Baresip => baresip::invocation(transport, domain, self_bound, dir),
         Client::SofiaOptions => Ok(sofia::invocation(transport, domain)),
+        Client::Pjsua => pjsua::invocation(lab, transport, domain, self_bound, dir),
         Client::KamailioProxy => kamailio::invocation(lab, transport, domain, self_bound, dir),
         Client::Curl => Ok(curl::invocation(lab, domain, self_bound)),
         Client::PythonHappyEyeballs => python::invocation(lab, domain, Some(0.25), dir),
