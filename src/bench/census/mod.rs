@@ -608,8 +608,11 @@ fn broken_worker(
 
 /// The quick run's checks: siprace switches family between 0 and 400 ms,
 /// and SIPp (first getaddrinfo result only) never does.
+/// A verdict on a sweep: (extra IPv6 delay ms, dial) pairs in.
+type SweepVerdict = fn(&[(u32, Dial)]) -> bool;
+
 fn quick_checks(rows: &[Row], requested: &[Client]) -> Vec<output::Check> {
-    let cases: [(Client, &str, fn(&[(u32, Dial)]) -> bool); 2] = [
+    let cases: [(Client, &str, SweepVerdict); 2] = [
         (
             Client::Siprace(Strategy::Siprace),
             "census: siprace switches from IPv6 (+0 ms) to IPv4 (+400 ms)",

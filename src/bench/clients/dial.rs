@@ -33,32 +33,8 @@ pub struct Observed {
 }
 
 /// One dial: start the client, wait for its first SIP response in the
-/// capture (or its exit, or the bound), kill it, and read its window.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn dial(
-    lab: &Lab,
-    client: Client,
-    transport: Transport,
-    inv: &Invocation,
-    capture: &Capture,
-    client_addrs: &[IpAddr],
-    bound: Duration,
-    dir: &Path,
-) -> DialRecord {
-    dial_observed(
-        lab,
-        client,
-        transport,
-        inv,
-        capture,
-        client_addrs,
-        bound,
-        dir,
-    )
-    .0
-}
-
-/// [`dial`], also returning what the capture showed ([`Observed`]).
+/// capture (or its exit, or the bound), kill it, and read its window; also
+/// returns what the capture showed ([`Observed`]).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn dial_observed(
     lab: &Lab,

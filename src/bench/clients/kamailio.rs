@@ -14,25 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use super::sipp::SIPP_OPTIONS_XML;
-use super::{write_file, Invocation};
+use super::{sipp, write_file, Invocation};
 use crate::endpoint::Transport;
 use crate::lab::sys;
 use crate::lab::topology::{Lab, Role};
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_a_bound_udp_socket_off_proc_net_udp() {
-        let table = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
-                     \x20 123: 0100007F:13CE 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0 0\n";
-        assert!(udp_bound(table, Ipv4Addr::LOCALHOST, 5070));
-        assert!(!udp_bound(table, Ipv4Addr::LOCALHOST, 5071));
-        assert!(!udp_bound(table, Ipv4Addr::new(192, 0, 2, 10), 5070));
-    }
-}
 
 /// Where Kamailio listens on loopback for the request it relays.
 const LOOPBACK_PORT: u16 = 5070;
@@ -154,26 +139,15 @@ pub(super) fn invocation(
     dir: &Path,
 ) -> Result<Invocation, String> {
     let cfg = write_file(dir, "kamailio.cfg", &config(lab, transport, domain))?;
-    let xml = write_file(dir, "options.xml", SIPP_OPTIONS_XML)?;
-    let mut inv = Invocation::new(
-        "sipp",
-        vec![
-            "-sf".into(),
-            xml.display().to_string(),
-            "-m".into(),
-            "1".into(),
-            "-r".into(),
-            "1000".into(),
-            "-t".into(),
-            "u1".into(),
-            "-i".into(),
-            "127.0.0.1".into(),
-            "-nostdin".into(),
-            "-timeout".into(),
-            self_bound,
-            format!("127.0.0.1:{LOOPBACK_PORT}"),
-        ],
-    );
+    // The request goes to Kamailio over UDP on loopback whatever the
+    // relayed transport: only Kamailio's own hop is on the captured link.
+    let mut inv = sipp::options_invocation(
+        dir,
+        "u1",
+        Some("127.0.0.1"),
+        self_bound,
+        &format!("127.0.0.1:{LOOPBACK_PORT}"),
+    )?;
     inv.background = Some(BackgroundSpec {
         program: "kamailio".into(),
         args: vec![
@@ -188,4 +162,18 @@ pub(super) fn invocation(
         ready_udp_port: LOOPBACK_PORT,
     });
     Ok(inv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_bound_udp_socket_off_proc_net_udp() {
+        let table = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+                     \x20 123: 0100007F:13CE 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0 0\n";
+        assert!(udp_bound(table, Ipv4Addr::LOCALHOST, 5070));
+        assert!(!udp_bound(table, Ipv4Addr::LOCALHOST, 5071));
+        assert!(!udp_bound(table, Ipv4Addr::new(192, 0, 2, 10), 5070));
+    }
 }

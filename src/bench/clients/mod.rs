@@ -269,45 +269,8 @@ pub fn run(
     n: usize,
     bound: Duration,
 ) -> Result<Vec<DialRecord>, String> {
-    if let Some(why) = unavailable(client) {
-        return Err(why);
-    }
-    if !client.transports().contains(&transport) {
-        return Err(format!("{client} is not run over {transport}"));
-    }
-    if bound.is_zero() {
-        return Err("the time bound must be positive".into());
-    }
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    let dir = TempDir::new(client.label())?;
-    let invocation = prepare(lab, client, transport, domain, bound, &dir.0)?;
-    // The capture may run at most this long (dumpcap's own bound).
-    let capture_bound = (bound + SYNC + GAP) * n as u32 + Duration::from_secs(60);
-    let capture = Capture::start(lab, &dir.0, capture_bound)?;
-    let client_addrs = [
-        IpAddr::V6(lab.addrs.client_v6),
-        IpAddr::V4(lab.addrs.client_v4),
-    ];
-    let mut records = Vec::with_capacity(n);
-    for i in 0..n {
-        if i > 0 {
-            std::thread::sleep(GAP);
-        }
-        records.push(dial::dial(
-            lab,
-            client,
-            transport,
-            &invocation,
-            &capture,
-            &client_addrs,
-            bound,
-            &dir.0,
-        ));
-    }
-    capture.stop();
-    Ok(records)
+    let dials = run_series(lab, client, transport, domain, n, bound, |_| Ok(()))?;
+    Ok(dials.into_iter().map(|(record, _)| record).collect())
 }
 
 /// Runs `steps` dials of `client` over `transport` toward `domain`, one at
@@ -340,6 +303,7 @@ pub fn run_series(
     let dir = TempDir::new(client.label().replace(':', "-").as_str())?;
     let mut invocation = prepare(lab, client, transport, domain, bound, &dir.0)?;
     invocation.connects = client.connects_only();
+    // The capture may run at most this long (dumpcap's own bound).
     let capture_bound = (bound + SYNC + GAP) * steps as u32 + Duration::from_secs(60);
     let capture = Capture::start(lab, &dir.0, capture_bound)?;
     let client_addrs = [

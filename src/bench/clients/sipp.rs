@@ -13,7 +13,7 @@ use crate::endpoint::Transport;
 use crate::lab::topology::{Lab, Role};
 
 /// The SIPp UAC scenario (`lab/sipp/options.xml`): one OPTIONS, expects 200.
-pub(super) const SIPP_OPTIONS_XML: &str = include_str!("../../../lab/sipp/options.xml");
+const SIPP_OPTIONS_XML: &str = include_str!("../../../lab/sipp/options.xml");
 
 /// SIPp's command line toward `domain` over `transport`, giving up after
 /// `self_bound` seconds; its scenario file is written into `dir`.
@@ -24,29 +24,45 @@ pub(super) fn invocation(
     self_bound: String,
     dir: &Path,
 ) -> Result<Invocation, String> {
-    let xml = write_file(dir, "options.xml", SIPP_OPTIONS_XML)?;
     let (host, port) = sipp_target(lab, domain, transport);
     let t = match transport {
         Transport::Tcp => "t1",
         _ => "u1",
     };
-    Ok(Invocation::new(
-        "sipp",
-        vec![
-            "-sf".into(),
-            xml.display().to_string(),
-            "-m".into(),
-            "1".into(),
-            "-r".into(),
-            "1000".into(),
-            "-t".into(),
-            t.into(),
-            "-nostdin".into(),
-            "-timeout".into(),
-            self_bound,
-            format!("{host}:{port}"),
-        ],
-    ))
+    options_invocation(dir, t, None, self_bound, &format!("{host}:{port}"))
+}
+
+/// SIPp sending the one OPTIONS of `lab/sipp/options.xml` (written into
+/// `dir`) to `target` (HOST:PORT) over `t` (`u1` or `t1`), from `local_ip`
+/// if given, giving up after `self_bound` seconds.
+pub(super) fn options_invocation(
+    dir: &Path,
+    t: &str,
+    local_ip: Option<&str>,
+    self_bound: String,
+    target: &str,
+) -> Result<Invocation, String> {
+    let xml = write_file(dir, "options.xml", SIPP_OPTIONS_XML)?;
+    let mut args: Vec<String> = vec![
+        "-sf".into(),
+        xml.display().to_string(),
+        "-m".into(),
+        "1".into(),
+        "-r".into(),
+        "1000".into(),
+        "-t".into(),
+        t.into(),
+    ];
+    if let Some(ip) = local_ip {
+        args.extend(["-i".into(), ip.into()]);
+    }
+    args.extend([
+        "-nostdin".into(),
+        "-timeout".into(),
+        self_bound,
+        target.into(),
+    ]);
+    Ok(Invocation::new("sipp", args))
 }
 
 /// SIPp cannot do SRV: the host and port of the lowest-priority SRV target

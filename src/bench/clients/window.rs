@@ -296,6 +296,87 @@ mod tests {
         assert_eq!(dns.get("AAAA"), Some(&1.0));
     }
 
+    /// A TCP packet line: time, v4 src, v4 dst, ports, SYN and ACK flags.
+    fn tcp_line(ts: &str, src: &str, dst: &str, sport: &str, dport: &str, syn_ack: bool) -> String {
+        let f = if syn_ack { "1" } else { "0" };
+        line(&[
+            ts, src, "", dst, "", "", "", sport, dport, "0", "", "", "", "", "1", f,
+        ])
+    }
+
+    #[test]
+    fn syn_ack_ends_a_dial_only_when_connects_count() {
+        let c4: IpAddr = "192.0.2.10".parse().unwrap();
+        let pkts = [
+            tcp_line(
+                "1.000",
+                "192.0.2.10",
+                "198.51.100.10",
+                "40000",
+                "5060",
+                false,
+            ),
+            // a SYN-ACK to another port: not this dial's
+            tcp_line(
+                "1.001",
+                "198.51.100.10",
+                "192.0.2.10",
+                "5060",
+                "40001",
+                true,
+            ),
+            tcp_line(
+                "1.002",
+                "198.51.100.10",
+                "192.0.2.10",
+                "5060",
+                "40000",
+                true,
+            ),
+        ];
+        let mut sip = Window::new(0, &[c4], 1);
+        let mut connect = Window::new(0, &[c4], 1).counting_connects(true);
+        for l in &pkts {
+            sip.add(parse_line(l).expect("parses"));
+            connect.add(parse_line(l).expect("parses"));
+        }
+        assert!(sip.response().is_none(), "a SYN-ACK is no SIP response");
+        let r = connect
+            .response()
+            .expect("the SYN-ACK to the client's port");
+        assert_eq!(r.ts_ns, 1_002_000_000);
+        let d = connect.timed_destinations(1_000_000_000, Some(r.ts_ns));
+        assert_eq!(d, vec![("198.51.100.10".parse().unwrap(), 0.0)]);
+    }
+
+    #[test]
+    fn queries_are_listed_in_the_order_sent() {
+        let c6: IpAddr = "2001:db8:c1::10".parse().unwrap();
+        let q = |ts: &str, qtype: &str, response: bool| {
+            let (src, dst, sport, dport) = if response {
+                ("2001:db8:d5::53", "2001:db8:c1::10", "53", "40000")
+            } else {
+                ("2001:db8:c1::10", "2001:db8:d5::53", "40000", "53")
+            };
+            let r = if response { "1" } else { "0" };
+            line(&[ts, "", src, "", dst, sport, dport, "", "", "", r, qtype])
+        };
+        let mut w = Window::new(0, &[c6], 1);
+        for l in [
+            q("1.000", "33", false),
+            q("1.001", "33", true),
+            q("1.010", "28", false),
+            q("1.0105", "1", false),
+            q("1.020", "1", true),
+        ] {
+            w.add(parse_line(&l).expect("parses"));
+        }
+        let got = w.queries(1_000_000_000, None);
+        let types: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(types, ["SRV", "AAAA", "A"]);
+        assert!((got[2].1 - 10.5).abs() < 1e-9);
+    }
+
     #[test]
     fn tcp_rst_is_not_a_first_packet() {
         let c4: IpAddr = "192.0.2.10".parse().unwrap();
