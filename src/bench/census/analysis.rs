@@ -138,10 +138,13 @@ pub fn resolution_delay(aaaa_late: Option<&Dial>, a_late: Option<&Dial>) -> Stri
             (Some(a), Some(t6)) if t6 + TOGETHER_MS < a => "IPv6 before A".to_string(),
             (None, Some(_)) => "IPv6 before A".to_string(),
             (Some(_), Some(_)) => "waits for A".to_string(),
-            (_, None) => format!(
-                "{} only",
-                d.family.map(|f| f.as_str()).unwrap_or("no answer")
-            ),
+            (Some(a), None)
+                if d.first_try_ms(Family::V4)
+                    .is_some_and(|t4| t4 + TOGETHER_MS >= a) =>
+            {
+                "waits for A (tries IPv4 only)".to_string()
+            }
+            (_, None) => "tries IPv4 only".to_string(),
         },
     };
     format!("AAAA late: {aaaa}; A late: {a}")
@@ -235,6 +238,8 @@ pub fn on_reject(d: Option<&Dial>) -> String {
     match d {
         None => "not run".into(),
         Some(d) if d.ok && d.family == Some(Family::V6) => "IPv6 answered".into(),
+        // It never sent to IPv6, so the rejection never reached it.
+        Some(d) if d.first_try_ms(Family::V6).is_none() => "not tried (IPv4 only)".into(),
         Some(d) if d.ok && d.latency_ms < 1000.0 => {
             format!("acts on it: IPv4 in {:.0} ms", d.latency_ms)
         }
@@ -261,7 +266,7 @@ pub fn address_order(d: Option<&Dial>) -> (String, String) {
     } else if fams.len() >= 3 && switches >= 2 {
         "yes".to_string()
     } else if fams.get(1).is_some_and(|f| *f != fams[0]) {
-        "yes (second try)".to_string()
+        "other family second".to_string()
     } else {
         "no".to_string()
     };
@@ -366,6 +371,9 @@ mod tests {
         a_late.answers.push(("A".into(), 302.0));
         a_late.destinations[0].1 = 303.0;
         assert!(resolution_delay(None, Some(&a_late)).ends_with("A late: waits for A"));
+        a_late.destinations[0].0 = "198.51.100.10".into();
+        assert!(resolution_delay(None, Some(&a_late))
+            .ends_with("A late: waits for A (tries IPv4 only)"));
         let mut waits = dial(Some(Family::V6), 310.0);
         waits.queries = q;
         assert!(resolution_delay(Some(&waits), None).starts_with("AAAA late: waits for AAAA"));
@@ -398,9 +406,16 @@ mod tests {
         );
         fell_back.destinations.swap(1, 2);
         assert_eq!(address_order(Some(&fell_back)).1, "yes");
-        assert_eq!(
-            on_reject(Some(&dial(Some(Family::V4), 12.0))),
-            "acts on it: IPv4 in 12 ms"
-        );
+        fell_back.destinations.truncate(2);
+        assert_eq!(address_order(Some(&fell_back)).1, "other family second");
+        assert_eq!(on_reject(Some(&fell_back)), "waits: IPv4 in 32.5 s");
+        let mut at_once = dial(Some(Family::V4), 12.0);
+        at_once.destinations = vec![
+            ("2001:db8:5e::10".into(), 0.0),
+            ("198.51.100.10".into(), 1.0),
+        ];
+        assert_eq!(on_reject(Some(&at_once)), "acts on it: IPv4 in 12 ms");
+        at_once.destinations.remove(0);
+        assert_eq!(on_reject(Some(&at_once)), "not tried (IPv4 only)");
     }
 }

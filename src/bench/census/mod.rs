@@ -680,7 +680,7 @@ fn markdown(
     );
     let _ = writeln!(
         s,
-        "Columns: *DNS queries* of a healthy dial, each type at its first query (`+` sent within {} ms of the previous, `→N→` N ms later, `×n` sent n times); *Resolution Delay*: what it did with AAAA {DNS_LATE_MS} ms late and with A {DNS_LATE_MS} ms late; *effective CAD*: the first extra IPv6 delay (10 ms steps) at which IPv4 answered; *tried (v6 broken)*: addresses it sent to with IPv6 blackholed (families in order); *v6 rejected*: with ICMP port unreachable / TCP RST for IPv6; *cost*: setup time with one family blackholed (bound 130 s).\n",
+        "Columns: *DNS queries* of a healthy dial, each type at its first query (`+` sent within {} ms of the previous, `→N→` N ms later, `×n` sent n times); *Resolution Delay*: what it did with AAAA {DNS_LATE_MS} ms late and with A {DNS_LATE_MS} ms late; *effective CAD*: the first extra IPv6 delay (10 ms steps) at which IPv4 answered; *tried (v6 broken)*: addresses it sent to with IPv6 blackholed, up to its answer (families in order); *interleaving*: whether the families alternate (\"other family second\": only two addresses were tried, the second of the other family); *v6 rejected*: with ICMP port unreachable / TCP RST for IPv6; *cost*: setup time with one family blackholed (bound 130 s).\n",
         analysis::TOGETHER_MS
     );
     let _ = writeln!(
