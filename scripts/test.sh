@@ -62,6 +62,8 @@ if [ "$(id -u)" = 0 ]; then
   cargo build --release --quiet
   # A lab name of this run's own, so that two runs on one machine never share (or remove) a lab.
   ./target/release/siprace bench --quick --lab "ci$$" --out "${TMPDIR:-/tmp}/siprace-results"
+  echo "== siprace bench --census --quick (two clients, two sweep points; the full census: scripts/census-clients.sh, then --census)"
+  ./target/release/siprace bench --census --quick --lab "cc$$" --out "${TMPDIR:-/tmp}/siprace-results"
 else
   echo "bench: not run (needs root for the lab)"
 fi

@@ -6,7 +6,9 @@
 //! - [`timeline`]: scenarios that change the network while one dialer dials.
 //! - [`sweep`]: the cold attempt delay sweep (the IPv6 delay from 0 to 400 ms).
 //! - [`output`]: percentiles, tables, checks, `.hgrm` files and SVG plots.
+//! - [`census`]: `--census`, the table of SIP clients' dual-stack behaviour.
 
+pub mod census;
 pub mod clients;
 pub mod output;
 pub mod priority;
@@ -51,6 +53,8 @@ pub struct BenchConfig {
     pub publish: bool,
     /// Also run every selected scenario over SCTP (needs a kernel with SCTP).
     pub sctp: bool,
+    /// Run the census of SIP clients ([`census`]) instead of the scenarios.
+    pub census: bool,
 }
 
 impl Default for BenchConfig {
@@ -63,6 +67,7 @@ impl Default for BenchConfig {
             lab: "bench".to_string(),
             publish: false,
             sctp: false,
+            census: false,
         }
     }
 }
@@ -166,6 +171,15 @@ async fn terminated() {
 
 /// Runs the benchmark; returns whether every acceptance check passed.
 pub async fn run(args: BenchConfig) -> Result<bool, BoxError> {
+    if args.census {
+        return census::run(census::CensusConfig {
+            quick: args.quick,
+            out: args.out.clone(),
+            lab: args.lab.clone(),
+            only: args.only.clone(),
+        })
+        .await;
+    }
     let started = Instant::now();
     let started_utc = output::utc_stamp(SystemTime::now());
     let mut scenarios = scenario::load_dir(&args.scenarios)?;

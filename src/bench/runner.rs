@@ -75,7 +75,7 @@ impl Row {
 pub type Tick = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// A service running in a namespace thread until stopped.
-struct NsService<T> {
+pub(crate) struct NsService<T> {
     handle: Option<T>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -84,7 +84,7 @@ struct NsService<T> {
 impl<T> NsService<T> {
     /// Starts `start()` on a thread inside `role`'s namespace and keeps that
     /// thread's runtime running until [`NsService::stop`].
-    fn start<F, Fut>(lab: &Lab, role: Role, start: F) -> Result<NsService<T>, String>
+    pub(crate) fn start<F, Fut>(lab: &Lab, role: Role, start: F) -> Result<NsService<T>, String>
     where
         T: Send + 'static,
         F: FnOnce() -> Fut + Send + 'static,

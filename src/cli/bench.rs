@@ -12,7 +12,8 @@ pub struct BenchArgs {
     /// Where the scenario files are.
     #[arg(long, default_value = "bench-scenarios")]
     pub scenarios: PathBuf,
-    /// Only these scenarios (comma-separated names).
+    /// Only these scenarios (comma-separated names); with --census, only
+    /// these clients (e.g. `sipp-uac,siprace:rfc8305`).
     #[arg(long, value_delimiter = ',')]
     pub only: Option<Vec<String>>,
     /// Where to write `<UTC timestamp>/` (default: $TMPDIR/siprace-bench, or
@@ -32,6 +33,12 @@ pub struct BenchArgs {
     /// (`--script netns-scripts/sctp-vm/bench.sh`).
     #[arg(long)]
     pub sctp: bool,
+    /// The census of SIP clients' dual-stack behaviour instead of the
+    /// scenarios (long: about 30 min; with --quick a small sanity subset).
+    /// Writes `<out>/<UTC>/census.md`, `census.json` and sweep plots. The
+    /// lab name is that of the timing lab; worker labs add 2..5 to it.
+    #[arg(long)]
+    pub census: bool,
 }
 
 impl BenchArgs {
@@ -45,6 +52,7 @@ impl BenchArgs {
             lab: self.lab,
             publish: self.publish,
             sctp: self.sctp,
+            census: self.census,
         }
     }
 }

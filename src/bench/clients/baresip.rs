@@ -30,13 +30,13 @@ pub(super) fn invocation(
         &format!("<sip:bench@{domain};transport={transport}>;regint=3600\n"),
     )?;
     write_file(dir, "baresip/contacts", "")?;
-    Ok(Invocation {
-        program: "baresip",
-        args: vec![
+    Ok(Invocation::new(
+        "baresip",
+        vec![
             "-f".into(),
             conf.display().to_string(),
             "-t".into(),
             self_bound,
         ],
-    })
+    ))
 }

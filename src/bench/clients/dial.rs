@@ -15,10 +15,28 @@ use crate::bench::records::DialRecord;
 use crate::endpoint::{Family, Transport};
 use crate::lab::topology::{Lab, Role};
 
+/// What the capture showed of one dial beyond its [`DialRecord`]: the
+/// census reads the client's DNS and address behaviour off it.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// The DNS queries the client sent (record type, ms after its first
+    /// packet), in order, up to the response (all of them without one).
+    pub queries: Vec<(String, f64)>,
+    /// The server addresses it sent SIP (or a TCP SYN) to, each with when
+    /// it was first sent to (ms after its first packet), in order.
+    pub destinations: Vec<(IpAddr, f64)>,
+    /// When the response came, ms after the client's first packet.
+    pub response_ms: Option<f64>,
+    /// It exited on its own without a response: after this many ms from
+    /// its start (the process's, as it may have sent nothing).
+    pub gave_up_ms: Option<f64>,
+}
+
 /// One dial: start the client, wait for its first SIP response in the
-/// capture (or its exit, or the bound), kill it, and read its window.
+/// capture (or its exit, or the bound), kill it, and read its window; also
+/// returns what the capture showed ([`Observed`]).
 #[allow(clippy::too_many_arguments)]
-pub(super) fn dial(
+pub(super) fn dial_observed(
     lab: &Lab,
     client: Client,
     transport: Transport,
@@ -27,8 +45,8 @@ pub(super) fn dial(
     client_addrs: &[IpAddr],
     bound: Duration,
     dir: &Path,
-) -> DialRecord {
-    let failed = |error: String| DialRecord::failed(bound, error);
+) -> (DialRecord, Observed) {
+    let failed = |error: String| (DialRecord::failed(bound, error), Observed::default());
     // Whatever the capture still holds belongs to earlier dials.
     capture.drain();
     let out_path = dir.join("client.out");
@@ -40,9 +58,15 @@ pub(super) fn dial(
         Ok(f) => f,
         Err(e) => return failed(format!("client output: {e}")),
     };
+    // Started (and ready) before the window opens: its start-up is not timed.
+    let _background = match inv.background.as_ref().map(|b| b.start(lab)) {
+        Some(Err(e)) => return failed(e),
+        Some(Ok(bg)) => Some(bg),
+        None => None,
+    };
     let window_start = epoch_ns(SystemTime::now());
     let started = Instant::now();
-    let mut cmd: Command = lab.command(Role::Client, inv.program);
+    let mut cmd: Command = lab.command(Role::Client, &inv.program);
     cmd.args(&inv.args)
         .current_dir(dir)
         .stdin(Stdio::null())
@@ -53,7 +77,8 @@ pub(super) fn dial(
         Err(e) => return failed(format!("starting {}: {e}", inv.program)),
     };
 
-    let mut window = Window::new(window_start, client_addrs, capture.marker_port);
+    let mut window = Window::new(window_start, client_addrs, capture.marker_port)
+        .counting_connects(inv.connects);
     let deadline = started + bound;
     let mut exited: Option<(std::process::ExitStatus, Instant)> = None;
     // Bounded: every iteration waits at most 20 ms, and the loop ends at the
@@ -88,7 +113,26 @@ pub(super) fn dial(
     let response = window.response().filter(|r| r.ts_ns <= bound_ns).cloned();
     let attempts = window.sip_destinations(response.as_ref().map(|r| r.ts_ns));
     let dns_ms = window.dns_ms(first.map(|f| f.ts_ns), response.as_ref().map(|r| r.ts_ns));
-    match (first, response) {
+    let until = response.as_ref().map(|r| r.ts_ns);
+    let observed = Observed {
+        queries: first
+            .map(|f| window.queries(f.ts_ns, until))
+            .unwrap_or_default(),
+        destinations: first
+            .map(|f| window.timed_destinations(f.ts_ns, until))
+            .unwrap_or_default(),
+        response_ms: match (first, &response) {
+            (Some(f), Some(r)) => Some(r.ts_ns.saturating_sub(f.ts_ns) as f64 / 1e6),
+            _ => None,
+        },
+        gave_up_ms: match exited {
+            Some((_, at)) if response.is_none() && at < deadline => {
+                Some((at - started).as_secs_f64() * 1e3)
+            }
+            _ => None,
+        },
+    };
+    let record = match (first, response) {
         (Some(first), Some(resp)) => DialRecord {
             ok: true,
             latency_us: (resp.ts_ns.saturating_sub(first.ts_ns) / 1000).max(1),
@@ -128,7 +172,8 @@ pub(super) fn dial(
                 reused: false,
             }
         }
-    }
+    };
+    (record, observed)
 }
 
 /// The last `n` non-empty lines of a file, on one line.

@@ -38,11 +38,19 @@
 
 mod baresip;
 mod capture;
+mod curl;
 mod dial;
+mod kamailio;
 mod packet;
+mod pjsua;
+mod python;
 mod sipp;
+mod siprace_cli;
 mod sipsak;
+mod sofia;
 mod window;
+
+pub use dial::Observed;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -53,6 +61,7 @@ use crate::bench::records::DialRecord;
 use crate::endpoint::Transport;
 use crate::lab::sys;
 use crate::lab::topology::Lab;
+use crate::race::strategy::Strategy;
 use capture::{Capture, SYNC};
 
 /// Pause between dials, so kernel packets of the previous one (FIN, RST) are
@@ -61,7 +70,8 @@ const GAP: Duration = Duration::from_millis(100);
 /// The timing definition every client row uses.
 pub const TIMING_SOURCE: &str = "tshark capture on eth0 of the client namespace: from the first packet the client process sends (its first DNS query included) to the first SIP response it receives (kernel capture timestamps; dials one at a time)";
 
-/// A third-party SIP client.
+/// A client the bench or the census runs: a third-party SIP client, a
+/// non-SIP Happy Eyeballs reference, or siprace's own CLI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Client {
     /// SIPp as UAC: one OPTIONS (`lab/sipp/options.xml`).
@@ -70,10 +80,47 @@ pub enum Client {
     Sipsak,
     /// baresip: one REGISTER.
     Baresip,
+    /// sofia-sip's `sip-options`: one OPTIONS (census only).
+    SofiaOptions,
+    /// PJSIP through pjsua2: one REGISTER (census only).
+    Pjsua,
+    /// Kamailio as a forwarding proxy in the client namespace: SIPp sends
+    /// OPTIONS to it on loopback, it relays them to the domain (census only).
+    KamailioProxy,
+    /// curl toward the SIP port over TCP: a non-SIP Happy Eyeballs
+    /// reference, done when the TCP connection is up (census only).
+    Curl,
+    /// Python asyncio's `open_connection(..., happy_eyeballs_delay=0.25)`
+    /// (census only; a non-SIP reference, done when connected).
+    PythonHappyEyeballs,
+    /// Python asyncio's `open_connection` with its defaults (no Happy
+    /// Eyeballs: one address after the other; census only).
+    PythonDefault,
+    /// `siprace dial --strategy S` (census only).
+    Siprace(Strategy),
 }
 
 impl Client {
+    /// The bench's default client rows.
     pub const ALL: [Client; 3] = [Client::SippUac, Client::Sipsak, Client::Baresip];
+
+    /// Every client of the census, third-party clients first.
+    pub const CENSUS: [Client; 14] = [
+        Client::SippUac,
+        Client::Sipsak,
+        Client::Baresip,
+        Client::SofiaOptions,
+        Client::Pjsua,
+        Client::KamailioProxy,
+        Client::Curl,
+        Client::PythonHappyEyeballs,
+        Client::PythonDefault,
+        Client::Siprace(Strategy::Sequential),
+        Client::Siprace(Strategy::SequentialV4),
+        Client::Siprace(Strategy::Rfc6555),
+        Client::Siprace(Strategy::Rfc8305),
+        Client::Siprace(Strategy::Siprace),
+    ];
 
     /// The row label.
     pub fn label(self) -> &'static str {
@@ -81,6 +128,19 @@ impl Client {
             Client::SippUac => "sipp-uac",
             Client::Sipsak => "sipsak",
             Client::Baresip => "baresip",
+            Client::SofiaOptions => "sofia-sip-options",
+            Client::Pjsua => "pjsua2",
+            Client::KamailioProxy => "kamailio-proxy",
+            Client::Curl => "curl",
+            Client::PythonHappyEyeballs => "python-asyncio-he250",
+            Client::PythonDefault => "python-asyncio-default",
+            Client::Siprace(s) => match s {
+                Strategy::Sequential => "siprace:sequential",
+                Strategy::SequentialV4 => "siprace:sequential-v4",
+                Strategy::Rfc6555 => "siprace:rfc6555",
+                Strategy::Rfc8305 => "siprace:rfc8305",
+                _ => "siprace:siprace",
+            },
         }
     }
 
@@ -90,6 +150,12 @@ impl Client {
             Client::SippUac => "sipp",
             Client::Sipsak => "sipsak",
             Client::Baresip => "baresip",
+            Client::SofiaOptions => "sip-options",
+            Client::Pjsua => pjsua::VENV_PYTHON,
+            Client::KamailioProxy => "kamailio",
+            Client::Curl => "curl",
+            Client::PythonHappyEyeballs | Client::PythonDefault => python::PROGRAM,
+            Client::Siprace(_) => "siprace",
         }
     }
 
@@ -99,25 +165,52 @@ impl Client {
             Client::SippUac => "sip-tester",
             Client::Sipsak => "sipsak",
             Client::Baresip => "baresip",
+            Client::SofiaOptions => "sofia-sip-bin",
+            Client::Pjsua => {
+                "PyPI pjsua2-python in the venv /opt/siprace-pjsua2 (scripts/census-clients.sh)"
+            }
+            Client::KamailioProxy => "kamailio (and sip-tester, whose SIPp sends it the request)",
+            Client::Curl => "curl",
+            Client::PythonHappyEyeballs | Client::PythonDefault => "python3",
+            Client::Siprace(_) => "this crate (cargo build)",
         }
     }
 
     /// The request it sends.
     pub fn method(self) -> &'static str {
         match self {
-            Client::Baresip => "REGISTER",
+            Client::Baresip | Client::Pjsua => "REGISTER",
+            Client::Curl | Client::PythonHappyEyeballs | Client::PythonDefault => "(TCP connect)",
             _ => "OPTIONS",
         }
     }
 
     /// The transports it is run over.
     pub fn transports(self) -> &'static [Transport] {
-        &[Transport::Udp, Transport::Tcp]
+        match self {
+            Client::Curl | Client::PythonHappyEyeballs | Client::PythonDefault => &[Transport::Tcp],
+            _ => &[Transport::Udp, Transport::Tcp],
+        }
+    }
+
+    /// Whether its dial ends when a TCP connection is up (no SIP).
+    pub fn connects_only(self) -> bool {
+        matches!(
+            self,
+            Client::Curl | Client::PythonHappyEyeballs | Client::PythonDefault
+        )
     }
 
     /// Whether its program is in PATH (a capture needs `tshark` too, see [`capture_available`]).
     pub fn installed(self) -> bool {
-        sys::which(self.program()).is_some()
+        match self {
+            Client::Siprace(_) => crate::lab::topology::find_siprace_binary().is_some(),
+            Client::Pjsua => Path::new(pjsua::VENV_PYTHON).is_file(),
+            Client::KamailioProxy => {
+                sys::which("kamailio").is_some() && sys::which("sipp").is_some()
+            }
+            _ => sys::which(self.program()).is_some(),
+        }
     }
 
     /// How the client finds the server, for the report.
@@ -126,6 +219,13 @@ impl Client {
             Client::SippUac => "no SRV support: given the lowest-priority SRV target of the domain (looked up before the dial, not timed), resolved by SIPp with getaddrinfo, first result only",
             Client::Sipsak => "its own SRV lookup (c-ares), then gethostbyname: IPv4 only",
             Client::Baresip => "libre's RFC 3263 resolver for sip:DOMAIN;transport=T (SRV, then A/AAAA), one REGISTER",
+            Client::Pjsua => "pjsip's resolver (nameserver = the lab DNS over IPv4) for the registrar sip:DOMAIN;transport=T: NAPTR/SRV, then A/AAAA; a transport of each family; one REGISTER",
+            Client::SofiaOptions => "sofia-sip's resolver (sresolv) for sip:DOMAIN;transport=T: RFC 3263 with NAPTR/SRV, one OPTIONS",
+            Client::KamailioProxy => "Kamailio's resolver for $du = sip:DOMAIN;transport=T (SRV, then A, AAAA only without A; DNS cache on with failover), restarted for every dial; SIPp sends the OPTIONS to it on loopback",
+            Client::Curl => "curl http://HOST:5060/ to the most preferred SRV target host (no SRV in curl): getaddrinfo, its own Happy Eyeballs (200 ms)",
+            Client::PythonHappyEyeballs => "asyncio.open_connection(HOST, 5060, happy_eyeballs_delay=0.25) to the SRV target host: getaddrinfo, then RFC 8305-style staggered attempts",
+            Client::PythonDefault => "asyncio.open_connection(HOST, 5060) to the SRV target host: getaddrinfo, then one address after the other",
+            Client::Siprace(_) => "siprace dial --strategy S --probe sip:DOMAIN (NAPTR/SRV/AAAA/A, its own resolver)",
         }
     }
 }
@@ -169,6 +269,25 @@ pub fn run(
     n: usize,
     bound: Duration,
 ) -> Result<Vec<DialRecord>, String> {
+    let dials = run_series(lab, client, transport, domain, n, bound, |_| Ok(()))?;
+    Ok(dials.into_iter().map(|(record, _)| record).collect())
+}
+
+/// Runs `steps` dials of `client` over `transport` toward `domain`, one at
+/// a time under one capture, calling `before(i)` ahead of dial `i` (the
+/// census changes the lab's faults there; an error ends the series). Each
+/// dial comes with what the capture showed of it ([`Observed`]). Blocking,
+/// bounded like [`run`].
+#[allow(clippy::too_many_arguments)]
+pub fn run_series(
+    lab: &Lab,
+    client: Client,
+    transport: Transport,
+    domain: &str,
+    steps: usize,
+    bound: Duration,
+    mut before: impl FnMut(usize) -> Result<(), String>,
+) -> Result<Vec<(DialRecord, Observed)>, String> {
     if let Some(why) = unavailable(client) {
         return Err(why);
     }
@@ -178,24 +297,29 @@ pub fn run(
     if bound.is_zero() {
         return Err("the time bound must be positive".into());
     }
-    if n == 0 {
+    if steps == 0 {
         return Ok(Vec::new());
     }
-    let dir = TempDir::new(client.label())?;
-    let invocation = prepare(lab, client, transport, domain, bound, &dir.0)?;
+    let dir = TempDir::new(client.label().replace(':', "-").as_str())?;
+    let mut invocation = prepare(lab, client, transport, domain, bound, &dir.0)?;
+    invocation.connects = client.connects_only();
     // The capture may run at most this long (dumpcap's own bound).
-    let capture_bound = (bound + SYNC + GAP) * n as u32 + Duration::from_secs(60);
+    let capture_bound = (bound + SYNC + GAP) * steps as u32 + Duration::from_secs(60);
     let capture = Capture::start(lab, &dir.0, capture_bound)?;
     let client_addrs = [
         IpAddr::V6(lab.addrs.client_v6),
         IpAddr::V4(lab.addrs.client_v4),
     ];
-    let mut records = Vec::with_capacity(n);
-    for i in 0..n {
+    let mut out = Vec::with_capacity(steps);
+    for i in 0..steps {
         if i > 0 {
             std::thread::sleep(GAP);
         }
-        records.push(dial::dial(
+        if let Err(e) = before(i) {
+            capture.stop();
+            return Err(e);
+        }
+        out.push(dial::dial_observed(
             lab,
             client,
             transport,
@@ -207,13 +331,29 @@ pub fn run(
         ));
     }
     capture.stop();
-    Ok(records)
+    Ok(out)
 }
 
 /// The command line of a client (program and arguments), the same for every dial.
 struct Invocation {
-    program: &'static str,
+    program: String,
     args: Vec<String>,
+    /// A TCP SYN-ACK ends the dial (the non-SIP references).
+    connects: bool,
+    /// A process started before each dial and stopped after it (Kamailio,
+    /// which the client program sends its request to).
+    background: Option<kamailio::BackgroundSpec>,
+}
+
+impl Invocation {
+    fn new(program: impl Into<String>, args: Vec<String>) -> Invocation {
+        Invocation {
+            program: program.into(),
+            args,
+            connects: false,
+            background: None,
+        }
+    }
 }
 
 /// Writes the client's files into `dir` and builds its command line.
@@ -231,6 +371,15 @@ fn prepare(
         Client::SippUac => sipp::invocation(lab, transport, domain, self_bound, dir),
         Client::Sipsak => Ok(sipsak::invocation(transport, domain)),
         Client::Baresip => baresip::invocation(transport, domain, self_bound, dir),
+        Client::SofiaOptions => Ok(sofia::invocation(transport, domain)),
+        Client::Pjsua => pjsua::invocation(lab, transport, domain, self_bound, dir),
+        Client::KamailioProxy => kamailio::invocation(lab, transport, domain, self_bound, dir),
+        Client::Curl => Ok(curl::invocation(lab, domain, self_bound)),
+        Client::PythonHappyEyeballs => python::invocation(lab, domain, Some(0.25), dir),
+        Client::PythonDefault => python::invocation(lab, domain, None, dir),
+        Client::Siprace(strategy) => {
+            siprace_cli::invocation(lab, strategy, transport, domain, bound)
+        }
     }
 }
 

@@ -18,10 +18,12 @@ pub(super) struct Packet {
     pub(super) dns: Option<(bool, u16)>,
     /// A SIP response's status code.
     pub(super) status: Option<u16>,
+    /// TCP SYN and ACK both set: a server accepting a connection.
+    pub(super) syn_ack: bool,
 }
 
 /// The `-e` fields, in the order [`parse_line`] reads them.
-pub(super) const FIELDS: [&str; 14] = [
+pub(super) const FIELDS: [&str; 16] = [
     "frame.time_epoch",
     "ip.src",
     "ipv6.src",
@@ -36,6 +38,8 @@ pub(super) const FIELDS: [&str; 14] = [
     "dns.qry.type",
     "sip.Status-Code",
     "sip.Method",
+    "tcp.flags.syn",
+    "tcp.flags.ack",
 ];
 
 fn flag(s: &str) -> bool {
@@ -56,7 +60,9 @@ fn parse_epoch(s: &str) -> Option<u64> {
 
 pub(super) fn parse_line(line: &str) -> Option<Packet> {
     let f: Vec<&str> = line.split('\t').collect();
-    if f.len() < FIELDS.len() - 1 {
+    // The last fields are often empty (and may be cut off): up to the SIP
+    // status code they must be there.
+    if f.len() < 13 {
         return None;
     }
     let get = |i: usize| f.get(i).copied().unwrap_or("").trim();
@@ -92,6 +98,7 @@ pub(super) fn parse_line(line: &str) -> Option<Packet> {
         rst: flag(get(9)),
         dns,
         status,
+        syn_ack: tcp && flag(get(14)) && flag(get(15)),
     })
 }
 

@@ -24,35 +24,51 @@ pub(super) fn invocation(
     self_bound: String,
     dir: &Path,
 ) -> Result<Invocation, String> {
-    let xml = write_file(dir, "options.xml", SIPP_OPTIONS_XML)?;
     let (host, port) = sipp_target(lab, domain, transport);
     let t = match transport {
         Transport::Tcp => "t1",
         _ => "u1",
     };
-    Ok(Invocation {
-        program: "sipp",
-        args: vec![
-            "-sf".into(),
-            xml.display().to_string(),
-            "-m".into(),
-            "1".into(),
-            "-r".into(),
-            "1000".into(),
-            "-t".into(),
-            t.into(),
-            "-nostdin".into(),
-            "-timeout".into(),
-            self_bound,
-            format!("{host}:{port}"),
-        ],
-    })
+    options_invocation(dir, t, None, self_bound, &format!("{host}:{port}"))
+}
+
+/// SIPp sending the one OPTIONS of `lab/sipp/options.xml` (written into
+/// `dir`) to `target` (HOST:PORT) over `t` (`u1` or `t1`), from `local_ip`
+/// if given, giving up after `self_bound` seconds.
+pub(super) fn options_invocation(
+    dir: &Path,
+    t: &str,
+    local_ip: Option<&str>,
+    self_bound: String,
+    target: &str,
+) -> Result<Invocation, String> {
+    let xml = write_file(dir, "options.xml", SIPP_OPTIONS_XML)?;
+    let mut args: Vec<String> = vec![
+        "-sf".into(),
+        xml.display().to_string(),
+        "-m".into(),
+        "1".into(),
+        "-r".into(),
+        "1000".into(),
+        "-t".into(),
+        t.into(),
+    ];
+    if let Some(ip) = local_ip {
+        args.extend(["-i".into(), ip.into()]);
+    }
+    args.extend([
+        "-nostdin".into(),
+        "-timeout".into(),
+        self_bound,
+        target.into(),
+    ]);
+    Ok(Invocation::new("sipp", args))
 }
 
 /// SIPp cannot do SRV: the host and port of the lowest-priority SRV target
 /// of the domain for `transport`, else the domain itself on 5060. Looked up
 /// from the client namespace through the lab DNS, before any timed dial.
-fn sipp_target(lab: &Lab, domain: &str, transport: Transport) -> (String, u16) {
+pub(super) fn sipp_target(lab: &Lab, domain: &str, transport: Transport) -> (String, u16) {
     use crate::dns::build_resolver;
     use crate::locate::LocateConfig;
     use hickory_resolver::proto::rr::{RData, RecordType};

@@ -7,14 +7,14 @@ use crate::endpoint::Transport;
 
 /// sipsak's command line toward `domain` over `transport` (it needs no files).
 pub(super) fn invocation(transport: Transport, domain: &str) -> Invocation {
-    Invocation {
-        program: "sipsak",
-        args: vec![
+    Invocation::new(
+        "sipsak",
+        vec![
             "-vv".into(),
             "-s".into(),
             format!("sip:bench@{domain}"),
             "--transport".into(),
             transport.as_str().into(),
         ],
-    }
+    )
 }

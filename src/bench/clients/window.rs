@@ -19,6 +19,9 @@ pub(super) struct Window {
     /// Local ports the client sent SIP from (UDP or TCP).
     sip_ports: BTreeSet<(bool, u16)>,
     response: Option<usize>,
+    /// A TCP SYN-ACK counts as the response (the non-SIP reference clients,
+    /// whose dial ends when the connection is up).
+    connects: bool,
 }
 
 impl Window {
@@ -30,7 +33,14 @@ impl Window {
             packets: Vec::new(),
             sip_ports: BTreeSet::new(),
             response: None,
+            connects: false,
         }
+    }
+
+    /// Makes a TCP SYN-ACK (the connection accepted) count as the response.
+    pub(super) fn counting_connects(mut self, on: bool) -> Window {
+        self.connects = on;
+        self
     }
 
     fn outgoing(&self, p: &Packet) -> bool {
@@ -47,7 +57,7 @@ impl Window {
         if self.response.is_none()
             && !self.outgoing(&p)
             && self.client.contains(&p.dst)
-            && p.status.is_some()
+            && (p.status.is_some() || (self.connects && p.syn_ack))
             && self.sip_ports.contains(&(p.tcp, p.dport))
         {
             self.response = Some(self.packets.len());
@@ -78,6 +88,42 @@ impl Window {
             }
             if self.outgoing(p) && p.dns.is_none() && !p.rst && !v.contains(&p.dst) {
                 v.push(p.dst);
+            }
+        }
+        v
+    }
+
+    /// The DNS queries the client sent up to `until`, in order: (record
+    /// type, ms after `first`). Retransmissions are listed too.
+    pub(super) fn queries(&self, first: u64, until: Option<u64>) -> Vec<(String, f64)> {
+        let mut v: Vec<(u64, u16)> = self
+            .packets
+            .iter()
+            .filter(|p| self.outgoing(p) && until.is_none_or(|u| p.ts_ns <= u))
+            .filter_map(|p| match p.dns {
+                Some((false, t)) if t != 0 => Some((p.ts_ns, t)),
+                _ => None,
+            })
+            .collect();
+        v.sort_by_key(|(ts, _)| *ts);
+        v.into_iter()
+            .map(|(ts, t)| (rtype_name(t), ts.saturating_sub(first) as f64 / 1e6))
+            .collect()
+    }
+
+    /// The server addresses the client sent SIP (or a TCP SYN) to, up to
+    /// `until`, each with when it was first sent to, ms after `first`.
+    pub(super) fn timed_destinations(&self, first: u64, until: Option<u64>) -> Vec<(IpAddr, f64)> {
+        let mut sorted: Vec<&Packet> = self.packets.iter().collect();
+        sorted.sort_by_key(|p| p.ts_ns);
+        let mut v: Vec<(IpAddr, f64)> = Vec::new();
+        for p in sorted {
+            if until.is_some_and(|u| p.ts_ns > u) {
+                break;
+            }
+            if self.outgoing(p) && p.dns.is_none() && !p.rst && !v.iter().any(|(a, _)| *a == p.dst)
+            {
+                v.push((p.dst, p.ts_ns.saturating_sub(first) as f64 / 1e6));
             }
         }
         v
@@ -248,6 +294,87 @@ mod tests {
         assert_eq!(w.sip_destinations(Some(r.ts_ns)).len(), 2);
         let dns = w.dns_ms(Some(first), Some(r.ts_ns));
         assert_eq!(dns.get("AAAA"), Some(&1.0));
+    }
+
+    /// A TCP packet line: time, v4 src, v4 dst, ports, SYN and ACK flags.
+    fn tcp_line(ts: &str, src: &str, dst: &str, sport: &str, dport: &str, syn_ack: bool) -> String {
+        let f = if syn_ack { "1" } else { "0" };
+        line(&[
+            ts, src, "", dst, "", "", "", sport, dport, "0", "", "", "", "", "1", f,
+        ])
+    }
+
+    #[test]
+    fn syn_ack_ends_a_dial_only_when_connects_count() {
+        let c4: IpAddr = "192.0.2.10".parse().unwrap();
+        let pkts = [
+            tcp_line(
+                "1.000",
+                "192.0.2.10",
+                "198.51.100.10",
+                "40000",
+                "5060",
+                false,
+            ),
+            // a SYN-ACK to another port: not this dial's
+            tcp_line(
+                "1.001",
+                "198.51.100.10",
+                "192.0.2.10",
+                "5060",
+                "40001",
+                true,
+            ),
+            tcp_line(
+                "1.002",
+                "198.51.100.10",
+                "192.0.2.10",
+                "5060",
+                "40000",
+                true,
+            ),
+        ];
+        let mut sip = Window::new(0, &[c4], 1);
+        let mut connect = Window::new(0, &[c4], 1).counting_connects(true);
+        for l in &pkts {
+            sip.add(parse_line(l).expect("parses"));
+            connect.add(parse_line(l).expect("parses"));
+        }
+        assert!(sip.response().is_none(), "a SYN-ACK is no SIP response");
+        let r = connect
+            .response()
+            .expect("the SYN-ACK to the client's port");
+        assert_eq!(r.ts_ns, 1_002_000_000);
+        let d = connect.timed_destinations(1_000_000_000, Some(r.ts_ns));
+        assert_eq!(d, vec![("198.51.100.10".parse().unwrap(), 0.0)]);
+    }
+
+    #[test]
+    fn queries_are_listed_in_the_order_sent() {
+        let c6: IpAddr = "2001:db8:c1::10".parse().unwrap();
+        let q = |ts: &str, qtype: &str, response: bool| {
+            let (src, dst, sport, dport) = if response {
+                ("2001:db8:d5::53", "2001:db8:c1::10", "53", "40000")
+            } else {
+                ("2001:db8:c1::10", "2001:db8:d5::53", "40000", "53")
+            };
+            let r = if response { "1" } else { "0" };
+            line(&[ts, "", src, "", dst, sport, dport, "", "", "", r, qtype])
+        };
+        let mut w = Window::new(0, &[c6], 1);
+        for l in [
+            q("1.000", "33", false),
+            q("1.001", "33", true),
+            q("1.010", "28", false),
+            q("1.0105", "1", false),
+            q("1.020", "1", true),
+        ] {
+            w.add(parse_line(&l).expect("parses"));
+        }
+        let got = w.queries(1_000_000_000, None);
+        let types: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(types, ["SRV", "AAAA", "A"]);
+        assert!((got[2].1 - 10.5).abs() < 1e-9);
     }
 
     #[test]

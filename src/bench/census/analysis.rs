@@ -1,0 +1,421 @@
+//! The census's verdicts, read off the captured dials: the DNS query
+//! pattern, the Resolution Delay, the effective Connection Attempt Delay
+//! (the switch-over point of the IPv6 delay sweep), the order of the
+//! addresses tried, and the cost of a broken family. Pure functions on
+//! [`Dial`]s, unit-tested below.
+
+use serde::Serialize;
+
+use crate::endpoint::Family;
+
+/// Two queries sent within this many ms of each other count as "together".
+pub const TOGETHER_MS: f64 = 5.0;
+
+/// One dial as the census keeps it (times in ms after the client's first
+/// packet, from the capture).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Dial {
+    pub ok: bool,
+    /// The family that answered.
+    pub family: Option<Family>,
+    /// First packet to the response (the bound for a failed dial).
+    pub latency_ms: f64,
+    pub error: Option<String>,
+    /// DNS queries sent: (record type, ms).
+    pub queries: Vec<(String, f64)>,
+    /// When the first answer of each record type arrived, ms.
+    pub answers: Vec<(String, f64)>,
+    /// The server addresses tried (SIP or TCP SYN), first send to each, ms.
+    pub destinations: Vec<(String, f64)>,
+    /// It exited without a response after this many ms (from its start).
+    pub gave_up_ms: Option<f64>,
+    /// The dial's bound, s.
+    pub bound_s: u64,
+}
+
+impl Dial {
+    fn queried(&self, rtype: &str) -> bool {
+        self.queries.iter().any(|(t, _)| t == rtype)
+    }
+
+    fn answer_ms(&self, rtype: &str) -> Option<f64> {
+        self.answers
+            .iter()
+            .find(|(t, _)| t == rtype)
+            .map(|(_, ms)| *ms)
+    }
+
+    /// When the first address of `family` was tried, ms.
+    fn first_try_ms(&self, family: Family) -> Option<f64> {
+        self.destinations
+            .iter()
+            .find(|(a, _)| family_of(a) == Some(family))
+            .map(|(_, ms)| *ms)
+    }
+
+    /// The families of the addresses tried, in order: "6 6 4".
+    pub fn family_order(&self) -> String {
+        let v: Vec<&str> = self
+            .destinations
+            .iter()
+            .map(|(a, _)| match family_of(a) {
+                Some(Family::V6) => "6",
+                Some(Family::V4) => "4",
+                None => "?",
+            })
+            .collect();
+        v.join(" ")
+    }
+}
+
+fn family_of(addr: &str) -> Option<Family> {
+    addr.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|a| Family::of(&a))
+}
+
+/// The DNS queries of a healthy dial: each record type at its first query,
+/// in order, `+` between two sent together (within [`TOGETHER_MS`]), `→`
+/// between two sent one after the other (the gap in ms), e.g.
+/// `NAPTR → SRV → AAAA + A`. Repeated queries of a type are counted.
+pub fn dns_pattern(queries: &[(String, f64)]) -> String {
+    if queries.is_empty() {
+        return "none".into();
+    }
+    let mut firsts: Vec<(&str, f64, usize)> = Vec::new();
+    for (t, ms) in queries {
+        match firsts.iter_mut().find(|(ft, _, _)| ft == t) {
+            Some(f) => f.2 += 1,
+            None => firsts.push((t, *ms, 1)),
+        }
+    }
+    let mut s = String::new();
+    let mut prev: Option<f64> = None;
+    for (t, ms, n) in &firsts {
+        if let Some(p) = prev {
+            if ms - p <= TOGETHER_MS {
+                s += " + ";
+            } else {
+                s += &format!(" →{:.0}→ ", ms - p);
+            }
+        }
+        s += t;
+        if *n > 1 {
+            s += &format!("×{n}");
+        }
+        prev = Some(*ms);
+    }
+    s
+}
+
+/// The Resolution Delay verdicts from a dial with the AAAA answers delayed
+/// and one with the A answers delayed. A client that sent no query of the
+/// delayed type (it took the addresses from the SRV answer's additional
+/// records, or asks for one family only) is not slowed by it: said so.
+pub fn resolution_delay(aaaa_late: Option<&Dial>, a_late: Option<&Dial>) -> String {
+    let aaaa = match aaaa_late {
+        None => "not run".to_string(),
+        Some(d) if !d.queried("AAAA") => no_query(d, "AAAA"),
+        Some(d) if !d.ok => format!("failed ({})", short_error(d)),
+        Some(d) => match d.family {
+            Some(Family::V6) => "waits for AAAA".to_string(),
+            _ => match (d.answer_ms("A"), d.first_try_ms(Family::V4)) {
+                (Some(a), Some(t)) if t - a > TOGETHER_MS => {
+                    format!("IPv4 {:.0} ms after A", t - a)
+                }
+                (Some(_), Some(_)) => "IPv4 at once (no RD)".to_string(),
+                _ => "IPv4".to_string(),
+            },
+        },
+    };
+    let a = match a_late {
+        None => "not run".to_string(),
+        Some(d) if !d.queried("A") => no_query(d, "A"),
+        Some(d) if !d.ok => format!("failed ({})", short_error(d)),
+        // The answers are kept up to the response: an A answer missing
+        // from them came after it.
+        Some(d) => match (d.answer_ms("A"), d.first_try_ms(Family::V6)) {
+            (Some(a), Some(t6)) if t6 + TOGETHER_MS < a => "IPv6 before A".to_string(),
+            (None, Some(_)) => "IPv6 before A".to_string(),
+            (Some(_), Some(_)) => "waits for A".to_string(),
+            (Some(a), None)
+                if d.first_try_ms(Family::V4)
+                    .is_some_and(|t4| t4 + TOGETHER_MS >= a) =>
+            {
+                "waits for A (tries IPv4 only)".to_string()
+            }
+            (_, None) => "tries IPv4 only".to_string(),
+        },
+    };
+    format!("AAAA late: {aaaa}; A late: {a}")
+}
+
+fn no_query(d: &Dial, rtype: &str) -> String {
+    if d.queries.iter().any(|(t, _)| t == "A" || t == "AAAA") {
+        format!("no {rtype} query")
+    } else {
+        "no A/AAAA query (SRV additionals)".to_string()
+    }
+}
+
+/// The effective Connection Attempt Delay from the sweep: the smallest
+/// extra IPv6 delay at which IPv4 won, if IPv6 won below it.
+pub fn effective_cad(sweep: &[(u32, Dial)]) -> String {
+    let ok: Vec<&(u32, Dial)> = sweep.iter().filter(|(_, d)| d.ok).collect();
+    let Some((max, _)) = sweep.last() else {
+        return "not run".into();
+    };
+    if ok.is_empty() {
+        return "no dial answered".into();
+    }
+    let failed = sweep.len() - ok.len();
+    let note = if failed > 0 {
+        format!(" ({failed} of {} dials failed)", sweep.len())
+    } else {
+        String::new()
+    };
+    let v4_at: Vec<u32> = ok
+        .iter()
+        .filter(|(_, d)| d.family == Some(Family::V4))
+        .map(|(ms, _)| *ms)
+        .collect();
+    let Some(&first_v4) = v4_at.first() else {
+        return format!("never (IPv6 up to +{max} ms){note}");
+    };
+    if first_v4 == ok[0].0 {
+        return if v4_at.len() == ok.len() {
+            format!("IPv4 always (no race){note}")
+        } else {
+            format!("IPv4 at +{first_v4} ms, mixed after{note}")
+        };
+    }
+    let v6_after = ok
+        .iter()
+        .any(|(ms, d)| *ms > first_v4 && d.family == Some(Family::V6));
+    if v6_after {
+        format!("~{first_v4} ms (not monotone){note}")
+    } else {
+        format!("{first_v4} ms{note}")
+    }
+}
+
+/// Whether the family switch of the sweep happened between its first and
+/// last point: IPv6 at the first, IPv4 at the last (the quick check).
+pub fn switches(sweep: &[(u32, Dial)]) -> bool {
+    matches!(
+        (sweep.first(), sweep.last()),
+        (Some((_, a)), Some((_, b))) if a.ok && b.ok && a.family == Some(Family::V6) && b.family == Some(Family::V4)
+    )
+}
+
+/// Whether IPv6 won at every point of the sweep ("never" races).
+pub fn never_switches(sweep: &[(u32, Dial)]) -> bool {
+    !sweep.is_empty()
+        && sweep
+            .iter()
+            .all(|(_, d)| d.ok && d.family == Some(Family::V6))
+}
+
+/// The cost of one broken family: the setup time of a dial with that
+/// family blackholed, or how it failed.
+pub fn cost(d: Option<&Dial>) -> String {
+    match d {
+        None => "not run".into(),
+        Some(d) if d.ok => format!(
+            "{} ({})",
+            seconds(d.latency_ms),
+            d.family.map(|f| f.as_str()).unwrap_or("?")
+        ),
+        Some(d) => match d.gave_up_ms {
+            Some(ms) => format!("gave up after {}", seconds(ms)),
+            None => format!("no answer within {} s", d.bound_s),
+        },
+    }
+}
+
+/// How it met a rejected IPv6 (ICMP port unreachable for UDP, TCP RST).
+pub fn on_reject(d: Option<&Dial>) -> String {
+    match d {
+        None => "not run".into(),
+        Some(d) if d.ok && d.family == Some(Family::V6) => "IPv6 answered".into(),
+        // It never sent to IPv6, so the rejection never reached it.
+        Some(d) if d.first_try_ms(Family::V6).is_none() => "not tried (IPv4 only)".into(),
+        Some(d) if d.ok && d.latency_ms < 1000.0 => {
+            format!("acts on it: IPv4 in {:.0} ms", d.latency_ms)
+        }
+        Some(d) if d.ok => format!("waits: IPv4 in {}", seconds(d.latency_ms)),
+        Some(d) => cost(Some(d)),
+    }
+}
+
+/// The addresses tried with IPv6 blackholed: their families in order,
+/// whether it interleaves families, how many it tried.
+pub fn address_order(d: Option<&Dial>) -> (String, String) {
+    let Some(d) = d else {
+        return ("not run".into(), "not run".into());
+    };
+    let order = d.family_order();
+    if d.destinations.is_empty() {
+        return ("none".into(), "-".into());
+    }
+    let fams: Vec<&str> = order.split(' ').collect();
+    let switches = fams.windows(2).filter(|w| w[0] != w[1]).count();
+    let both = fams.contains(&"6") && fams.contains(&"4");
+    let interleaving = if !both {
+        "one family only".to_string()
+    } else if fams.len() >= 3 && switches >= 2 {
+        "yes".to_string()
+    } else if fams.get(1).is_some_and(|f| *f != fams[0]) {
+        "other family second".to_string()
+    } else {
+        "no".to_string()
+    };
+    (format!("{} ({order})", fams.len()), interleaving)
+}
+
+fn seconds(ms: f64) -> String {
+    if ms < 1000.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{:.1} s", ms / 1000.0)
+    }
+}
+
+fn short_error(d: &Dial) -> String {
+    let e = d.error.as_deref().unwrap_or("no response");
+    let mut s: String = e.chars().take(60).collect();
+    if e.chars().count() > 60 {
+        s.push('…');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dial(family: Option<Family>, latency_ms: f64) -> Dial {
+        Dial {
+            ok: family.is_some(),
+            family,
+            latency_ms,
+            bound_s: 5,
+            ..Dial::default()
+        }
+    }
+
+    #[test]
+    fn dns_pattern_marks_parallel_and_sequential_queries() {
+        let q = |t: &str, ms: f64| (t.to_string(), ms);
+        assert_eq!(
+            dns_pattern(&[q("NAPTR", 0.0), q("SRV", 1.2), q("AAAA", 2.5), q("A", 2.6)]),
+            "NAPTR + SRV + AAAA + A"
+        );
+        assert_eq!(
+            dns_pattern(&[q("SRV", 0.0), q("A", 20.0), q("AAAA", 41.0), q("A", 60.0)]),
+            "SRV →20→ A×2 →21→ AAAA"
+        );
+        assert_eq!(dns_pattern(&[]), "none");
+    }
+
+    #[test]
+    fn effective_cad_is_the_switch_over_point() {
+        let sweep: Vec<(u32, Dial)> = (0..=40)
+            .map(|i| {
+                let ms = i * 10;
+                let f = if ms < 250 { Family::V6 } else { Family::V4 };
+                (ms, dial(Some(f), 10.0))
+            })
+            .collect();
+        assert_eq!(effective_cad(&sweep), "250 ms");
+        assert!(switches(&sweep));
+        assert!(!never_switches(&sweep));
+
+        let never: Vec<(u32, Dial)> = [0, 400]
+            .iter()
+            .map(|&ms| (ms, dial(Some(Family::V6), ms as f64)))
+            .collect();
+        assert_eq!(effective_cad(&never), "never (IPv6 up to +400 ms)");
+        assert!(never_switches(&never));
+        assert!(!switches(&never));
+
+        let v4: Vec<(u32, Dial)> = [0, 400]
+            .iter()
+            .map(|&ms| (ms, dial(Some(Family::V4), 5.0)))
+            .collect();
+        assert_eq!(effective_cad(&v4), "IPv4 always (no race)");
+
+        let mut noisy = sweep.clone();
+        noisy[30].1.family = Some(Family::V6);
+        assert_eq!(effective_cad(&noisy), "~250 ms (not monotone)");
+        noisy[1].1 = dial(None, 5000.0);
+        assert!(effective_cad(&noisy).contains("1 of 41 dials failed"));
+    }
+
+    #[test]
+    fn resolution_delay_reads_when_ipv4_started_after_the_a_answer() {
+        let q = vec![("AAAA".to_string(), 0.0), ("A".to_string(), 0.1)];
+        let mut d = dial(Some(Family::V4), 80.0);
+        d.queries = q.clone();
+        d.answers = vec![("A".into(), 2.0), ("AAAA".into(), 302.0)];
+        d.destinations = vec![("198.51.100.10".into(), 52.0)];
+        let mut a_late = dial(Some(Family::V6), 5.0);
+        a_late.queries = q.clone();
+        // The A answer came after the response: not among the answers.
+        a_late.answers = vec![("AAAA".into(), 2.0)];
+        a_late.destinations = vec![("2001:db8:5e::10".into(), 3.0)];
+        assert_eq!(
+            resolution_delay(Some(&d), Some(&a_late)),
+            "AAAA late: IPv4 50 ms after A; A late: IPv6 before A"
+        );
+        a_late.answers.push(("A".into(), 302.0));
+        a_late.destinations[0].1 = 303.0;
+        assert!(resolution_delay(None, Some(&a_late)).ends_with("A late: waits for A"));
+        a_late.destinations[0].0 = "198.51.100.10".into();
+        assert!(resolution_delay(None, Some(&a_late))
+            .ends_with("A late: waits for A (tries IPv4 only)"));
+        let mut waits = dial(Some(Family::V6), 310.0);
+        waits.queries = q;
+        assert!(resolution_delay(Some(&waits), None).starts_with("AAAA late: waits for AAAA"));
+        let mut additionals = dial(Some(Family::V6), 3.0);
+        additionals.queries = vec![("SRV".into(), 0.0)];
+        assert_eq!(
+            resolution_delay(Some(&additionals), Some(&additionals)),
+            "AAAA late: no A/AAAA query (SRV additionals); A late: no A/AAAA query (SRV additionals)"
+        );
+    }
+
+    #[test]
+    fn costs_and_address_orders() {
+        let mut gave_up = dial(None, 130_000.0);
+        gave_up.gave_up_ms = Some(32_100.0);
+        assert_eq!(cost(Some(&gave_up)), "gave up after 32.1 s");
+        gave_up.gave_up_ms = None;
+        gave_up.bound_s = 130;
+        assert_eq!(cost(Some(&gave_up)), "no answer within 130 s");
+        let mut fell_back = dial(Some(Family::V4), 32_500.0);
+        assert_eq!(cost(Some(&fell_back)), "32.5 s (ipv4)");
+        fell_back.destinations = vec![
+            ("2001:db8:5e::10".into(), 0.0),
+            ("2001:db8:5e::11".into(), 1.0),
+            ("198.51.100.10".into(), 2.0),
+        ];
+        assert_eq!(
+            address_order(Some(&fell_back)),
+            ("3 (6 6 4)".to_string(), "no".to_string())
+        );
+        fell_back.destinations.swap(1, 2);
+        assert_eq!(address_order(Some(&fell_back)).1, "yes");
+        fell_back.destinations.truncate(2);
+        assert_eq!(address_order(Some(&fell_back)).1, "other family second");
+        assert_eq!(on_reject(Some(&fell_back)), "waits: IPv4 in 32.5 s");
+        let mut at_once = dial(Some(Family::V4), 12.0);
+        at_once.destinations = vec![
+            ("2001:db8:5e::10".into(), 0.0),
+            ("198.51.100.10".into(), 1.0),
+        ];
+        assert_eq!(on_reject(Some(&at_once)), "acts on it: IPv4 in 12 ms");
+        at_once.destinations.remove(0);
+        assert_eq!(on_reject(Some(&at_once)), "not tried (IPv4 only)");
+    }
+}
