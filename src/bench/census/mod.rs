@@ -830,5 +830,7 @@ fn dial_record(d: &Dial) -> DialRecord {
         abandoned: d.destinations.len().saturating_sub(1),
         dns_ms: Default::default(),
         error: d.error.clone(),
+        // Every census dial is a fresh process: nothing to reuse.
+        reused: false,
     }
 }
