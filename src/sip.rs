@@ -1543,13 +1543,17 @@ impl StreamFramer {
         Ok(Some(Frame::Message(msg)))
     }
 
-    /// On a connection we opened, takes the keep-alive pongs (RFC 5626
-    /// §3.5.1: a single CRLF answering our double-CRLF ping) that lead the
-    /// held bytes, and returns how many there were. A double CRLF is left
-    /// for [`next_frame`](Self::next_frame) as a ping.
-    pub fn take_pongs(&mut self) -> usize {
+    /// While `expected` pings of ours are unanswered, takes up to that many
+    /// keep-alive pongs (RFC 5626 §3.5.1: a single CRLF answering our
+    /// double-CRLF ping) that lead the held bytes, and returns how many there
+    /// were. A double CRLF is left for [`next_frame`](Self::next_frame) as a
+    /// ping.
+    pub fn take_pongs(&mut self, expected: usize) -> usize {
         let mut pongs = 0;
-        while self.pending().starts_with(b"\r\n") && !self.pending().starts_with(b"\r\n\r\n") {
+        while pongs < expected
+            && self.pending().starts_with(b"\r\n")
+            && !self.pending().starts_with(b"\r\n\r\n")
+        {
             self.consume(2);
             pongs += 1;
         }
@@ -1572,14 +1576,15 @@ mod tests {
     fn pongs_are_taken_and_pings_left_for_framing() {
         let mut f = super::StreamFramer::default();
         f.push(b"\r\n");
-        assert_eq!(f.take_pongs(), 1);
+        assert_eq!(f.take_pongs(0), 0, "no ping of ours is out: not a pong");
+        assert_eq!(f.take_pongs(2), 1);
         assert_eq!(f.buffered(), 0);
         f.push(b"\r\nSIP/2.0 200 OK\r\n");
-        assert_eq!(f.take_pongs(), 1);
+        assert_eq!(f.take_pongs(1), 1);
         assert!(f.pending().starts_with(b"SIP/2.0"));
         let mut g = super::StreamFramer::default();
         g.push(b"\r\n\r\n");
-        assert_eq!(g.take_pongs(), 0);
+        assert_eq!(g.take_pongs(1), 0);
         assert_eq!(g.next_frame(), Ok(Some(super::Frame::KeepAlive)));
     }
 

@@ -108,6 +108,18 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// An RFC 8141 URN as far as a Contact parameter needs (it goes inside
+/// `"<…>"`): `urn:`, then only characters that cannot end the quoting or
+/// the header.
+fn is_urn(s: &str) -> bool {
+    s.len() <= 256
+        && s.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:"))
+        && s.len() > 4
+        && s[4..]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:_+%".contains(c))
+}
+
 /// A urn:uuid (RFC 4122 version 5 layout) from the machine and the AOR, so
 /// that the same UA registers with the same instance every run (RFC 5626
 /// §4.1) without keeping a file.
@@ -147,6 +159,12 @@ fn configs(
         ));
     }
     let duration = args.duration.as_deref().map(parse_duration).transpose()?;
+    if let Some(instance) = args.instance.as_deref().filter(|i| !is_urn(i)) {
+        return Err(format!(
+            "--instance must be a URN (urn:uuid:…: letters, digits and -.:_+%), not {:?}",
+            terminal_safe(instance)
+        ));
+    }
     let mut dialer = DialerConfig::for_strategy(args.strategy);
     if let Some(list) = &args.transports {
         dialer.transports = Some(super::parse_transports(list)?);
@@ -245,6 +263,7 @@ fn event_line(at: Duration, notice: &Notice) -> EventLine<'_> {
             flow,
             method,
             status,
+            ..
         } => {
             line.flow = *flow;
             line.event = "inbound";
@@ -378,6 +397,18 @@ mod tests {
                 "transport",
             ),
             (&["sip:a@example.test", "--dns", "not-an-ip"][..], "--dns"),
+            (
+                &[
+                    "sip:a@example.test",
+                    "--instance",
+                    "urn:uuid:x>\"\r\nX-Evil: 1",
+                ][..],
+                "--instance",
+            ),
+            (
+                &["sip:a@example.test", "--instance", "uuid:1234"][..],
+                "--instance",
+            ),
         ] {
             let args = parse(line).expect("parses");
             let err = configs(&args).expect_err("refused");
@@ -414,6 +445,7 @@ mod tests {
         let a = derived_instance("sip:alice@example.test");
         assert_eq!(a, derived_instance("sip:alice@example.test"));
         assert_ne!(a, derived_instance("sip:bob@example.test"));
+        assert!(is_urn(&a), "{a}");
         assert_eq!(a.len(), "urn:uuid:".len() + 36);
         assert_eq!(&a["urn:uuid:".len() + 14..][..1], "5");
     }

@@ -12,7 +12,7 @@ mod surroundings;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
@@ -304,7 +304,7 @@ impl Dialer {
         let transports = self.transports_for(target)?;
         let Some(keeper) = &self.keeper else {
             return match self
-                .round(target, &transports, Vec::new(), observer, run_attempt)
+                .round(target, &transports, Vec::new(), observer, run_attempt, None)
                 .await
             {
                 Round::Done(result, _) => result,
@@ -314,6 +314,9 @@ impl Dialer {
         let domain = self.connect_config(target).sip_domain;
         let sips = target.scheme == Scheme::Sips;
         let mut found_dead: Vec<u64> = Vec::new();
+        // One deadline for the whole dial, however many kept connections
+        // are found dead on the way (each round and probe gets what is left).
+        let deadline = Instant::now() + self.cfg.race.deadline;
         loop {
             let reusable: Vec<(Transport, std::net::SocketAddr)> =
                 if found_dead.len() < MAX_FOUND_DEAD {
@@ -332,6 +335,7 @@ impl Dialer {
                     reusable,
                     &mut *observer,
                     run_attempt.clone(),
+                    Some(deadline),
                 )
                 .await
             {
@@ -345,7 +349,7 @@ impl Dialer {
                 Round::Done(Err(e), _) => return Err(e),
                 Round::Reuse { endpoint, report } => {
                     match self
-                        .use_kept(keeper, target, endpoint, report, &domain, sips)
+                        .use_kept(keeper, target, endpoint, report, deadline)
                         .await
                     {
                         Ok(mut dial) => {
@@ -373,22 +377,23 @@ impl Dialer {
         target: &Target,
         endpoint: Endpoint,
         mut report: Report,
-        domain: &str,
-        sips: bool,
+        deadline: Instant,
     ) -> Result<Dial, Option<u64>> {
         let t0 = Instant::now();
+        let cfg = self.connect_config(target);
+        let sips = target.scheme == Scheme::Sips;
         let key = Key {
             transport: endpoint.transport,
             remote: endpoint.addr,
         };
         let taken = keeper
-            .take(std::time::Instant::now(), key, domain, sips)
+            .take(std::time::Instant::now(), key, &cfg.sip_domain, sips)
             .map_err(|dead| dead.map(|d| d.id))?;
         let conn = taken.connection;
-        let cfg = self.connect_config(target);
         let response = if cfg.probe_streams {
             let probe = cfg.probe_for(&endpoint, conn.local());
-            match conn.options(&probe, cfg.timer_f()).await {
+            let wait = cfg.timer_f().min(deadline.saturating_duration_since(t0));
+            match conn.options(&probe, wait).await {
                 Ok(r) => Some(r),
                 Err(e) => {
                     tracing::debug!(id = conn.id(), error = %e, "kept connection found dead at first use");
@@ -461,7 +466,8 @@ impl Dialer {
     }
 
     /// One round of a dial: location and race, or the choice of a kept
-    /// connection to one of `reusable`.
+    /// connection to one of `reusable`; bounded by `deadline` when a dial
+    /// takes several rounds (else by the configured deadline from now).
     async fn round<F, Fut>(
         &self,
         target: &Target,
@@ -469,6 +475,7 @@ impl Dialer {
         reusable: Vec<(Transport, std::net::SocketAddr)>,
         observer: &mut (dyn DialObserver + Send),
         run_attempt: F,
+        deadline: Option<Instant>,
     ) -> Round
     where
         F: Fn(Endpoint, Arc<ConnectConfig>, ProgressFn) -> Fut,
@@ -476,6 +483,12 @@ impl Dialer {
     {
         let transports = transports.to_vec();
         let t0 = Instant::now();
+        let mut race = self.cfg.race.clone();
+        if let Some(deadline) = deadline {
+            race.deadline = deadline
+                .saturating_duration_since(t0)
+                .max(Duration::from_millis(1));
+        }
         // The wall-clock start, for the report's `started_at`.
         let started_at = SystemTime::now();
         let needs_dns = matches!(target.host, Host::Name(_));
@@ -493,7 +506,7 @@ impl Dialer {
             target,
             &transports,
             &self.cfg.locate,
-            self.cfg.race.clone(),
+            race.clone(),
             history,
             rand::random(),
             t0.into_std(),
@@ -511,7 +524,7 @@ impl Dialer {
             run_attempt,
             connect,
             Lookups::new(resolver, cache),
-            t0 + self.cfg.race.deadline,
+            t0 + race.deadline,
         );
         let mut winner = None;
         observer.observe(&machine, t0.into_std());

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::connect::ProbeResponse;
 use crate::endpoint::{AttemptError, ErrorClass, Transport};
@@ -34,7 +34,9 @@ type Writer = tokio::sync::Mutex<WriteHalf<Box<dyn Stream>>>;
 /// What the reader task shares with the handles.
 struct Inbox {
     /// Requests waiting for a response, by the branch of their top Via.
-    pending: Mutex<HashMap<String, oneshot::Sender<Response>>>,
+    /// Every response with the branch goes to its request's queue (a 1xx,
+    /// then the final; a few at most, more are dropped).
+    pending: Mutex<HashMap<String, mpsc::Sender<Response>>>,
     /// Set once the peer closed or reset the connection, or it was closed.
     dead: AtomicBool,
     /// Set, then woken, when the reader has stopped (the table entry is
@@ -44,6 +46,9 @@ struct Inbox {
     /// How many keep-alive pongs arrived (RFC 5626 §4.4.1; watched by
     /// whoever pings, e.g. an Outbound flow).
     pongs: tokio::sync::watch::Sender<u64>,
+    /// Our pings not answered yet: only while some are out is a lone CRLF
+    /// taken as a pong (a peer's own ping stays a ping to answer).
+    pings_out: std::sync::atomic::AtomicU64,
 }
 
 /// Called once by the reader task when the connection dies (the table
@@ -106,6 +111,7 @@ impl SipConnection {
             reader_ended: AtomicBool::new(false),
             ended: tokio::sync::Notify::new(),
             pongs: tokio::sync::watch::Sender::new(0),
+            pings_out: std::sync::atomic::AtomicU64::new(0),
         });
         let (requests, inbound) = mpsc::channel(INBOUND_CAPACITY);
         let writer = Arc::new(tokio::sync::Mutex::new(write));
@@ -182,8 +188,15 @@ impl SipConnection {
         self.0.inbound.lock().expect("inbound lock").take()
     }
 
+    /// Sends a keep-alive ping (RFC 5626 §3.5.1: a double CRLF); its pong
+    /// shows in [`pongs`](Self::pongs).
+    pub async fn ping(&self) -> Result<(), AttemptError> {
+        self.0.inbox.pings_out.fetch_add(1, Ordering::AcqRel);
+        self.send(b"\r\n\r\n").await
+    }
+
     /// The count of keep-alive pongs received so far, to watch for the
-    /// answer to a CRLF ping sent with [`send`](Self::send).
+    /// answer to a [`ping`](Self::ping).
     pub fn pongs(&self) -> tokio::sync::watch::Receiver<u64> {
         self.0.inbox.pongs.subscribe()
     }
@@ -197,8 +210,29 @@ impl SipConnection {
         branch: &str,
         timeout: Duration,
     ) -> Result<Response, AttemptError> {
+        self.exchange(request, branch, timeout, false).await
+    }
+
+    /// [`request`](Self::request), but waits past provisional responses for
+    /// the final one (RFC 3261 §17.1.2: over a stream nothing is resent).
+    pub async fn request_final(
+        &self,
+        request: &[u8],
+        branch: &str,
+        timeout: Duration,
+    ) -> Result<Response, AttemptError> {
+        self.exchange(request, branch, timeout, true).await
+    }
+
+    async fn exchange(
+        &self,
+        request: &[u8],
+        branch: &str,
+        timeout: Duration,
+        final_only: bool,
+    ) -> Result<Response, AttemptError> {
         let peer = self.0.peer;
-        let (tx, rx) = oneshot::channel();
+        let (tx, mut rx) = mpsc::channel(4);
         {
             let mut pending = self.0.inbox.pending.lock().expect("pending lock");
             if self.is_dead() {
@@ -214,7 +248,12 @@ impl SipConnection {
         }
         let exchange = async {
             self.send(request).await?;
-            rx.await.map_err(|_| dead(peer))
+            loop {
+                let response = rx.recv().await.ok_or_else(|| dead(peer))?;
+                if !final_only || response.status >= 200 {
+                    return Ok(response);
+                }
+            }
         };
         let result = match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
@@ -282,8 +321,13 @@ impl SipConnection {
         self.0.inbox.dead.store(true, Ordering::Release);
         self.0.reader.abort();
         self.0.inbox.pending.lock().expect("pending lock").clear();
-        let mut writer = self.0.writer.lock().await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+        // A writer stuck on a peer that stopped reading holds the lock:
+        // then the stream just goes with the last handle.
+        if let Ok(mut writer) =
+            tokio::time::timeout(Duration::from_secs(1), self.0.writer.lock()).await
+        {
+            let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+        }
     }
 }
 
@@ -335,9 +379,13 @@ async fn read_loop(
         };
         framer.push(&buf[..n]);
         loop {
-            let pongs = framer.take_pongs();
-            if pongs > 0 {
-                inbox.pongs.send_modify(|count| *count += pongs as u64);
+            let out = inbox.pings_out.load(Ordering::Acquire);
+            if out > 0 {
+                let pongs = framer.take_pongs(out as usize) as u64;
+                if pongs > 0 {
+                    inbox.pings_out.fetch_sub(pongs, Ordering::AcqRel);
+                    inbox.pongs.send_modify(|count| *count += pongs);
+                }
             }
             let frame = match framer.next_frame() {
                 Ok(Some(frame)) => frame,
@@ -359,13 +407,13 @@ async fn read_loop(
                 }
                 Frame::Message(msg) if msg.starts_with(b"SIP/") => match parse_response(&msg) {
                     Ok(resp) => {
-                        let waiting = resp
-                            .branch
-                            .as_ref()
-                            .and_then(|b| inbox.pending.lock().expect("pending lock").remove(b));
+                        let waiting = resp.branch.as_ref().and_then(|b| {
+                            inbox.pending.lock().expect("pending lock").get(b).cloned()
+                        });
                         match waiting {
                             Some(tx) => {
-                                let _ = tx.send(resp);
+                                // A full queue means a peer repeating itself.
+                                let _ = tx.try_send(resp);
                             }
                             None => {
                                 tracing::debug!(%peer, status = resp.status, "a response no request waits for")
@@ -384,5 +432,94 @@ async fn read_loop(
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// A connection over an in-memory stream, and the peer's end.
+    fn pair() -> (SipConnection, tokio::io::DuplexStream) {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let conn = SipConnection::start(
+            1,
+            Transport::Tcp,
+            ours,
+            addr("[::1]:40000"),
+            addr("[::1]:5060"),
+            Box::new(|| {}),
+        );
+        (conn, theirs)
+    }
+
+    fn response(status: u16, branch: &str) -> String {
+        format!(
+            "SIP/2.0 {status} X\r\nVia: SIP/2.0/TCP [::1]:40000;branch={branch}\r\n\
+             From: <sip:a@example.test>;tag=1\r\nTo: <sip:a@example.test>\r\n\
+             Call-ID: c\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+
+    #[tokio::test]
+    async fn a_final_request_waits_past_provisionals_and_is_sent_once() {
+        let (conn, peer) = pair();
+        let (read, mut write) = tokio::io::split(peer);
+        let peer_task = tokio::spawn(async move {
+            // Read the one request (up to its blank line), then answer
+            // 100, 100, 200; count the request lines seen.
+            let mut lines = BufReader::new(read).lines();
+            let mut requests = 0;
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.starts_with("REGISTER ") {
+                    requests += 1;
+                }
+                if line.is_empty() {
+                    break;
+                }
+            }
+            for status in [100, 100, 200] {
+                write
+                    .write_all(response(status, "z9hG4bKb1").as_bytes())
+                    .await
+                    .unwrap();
+            }
+            (requests, lines)
+        });
+        let request = "REGISTER sip:example.test SIP/2.0\r\nVia: SIP/2.0/TCP [::1]:40000;branch=z9hG4bKb1\r\n\r\n";
+        let r = conn
+            .request_final(request.as_bytes(), "z9hG4bKb1", Duration::from_secs(10))
+            .await
+            .expect("the final response");
+        assert_eq!(r.status, 200);
+        let (requests, _) = peer_task.await.unwrap();
+        assert_eq!(requests, 1, "nothing is resent over a stream");
+    }
+
+    #[tokio::test]
+    async fn only_a_crlf_after_our_ping_is_a_pong_and_a_peer_ping_is_answered() {
+        let (conn, mut peer) = pair();
+        let mut pongs = conn.pongs();
+        // The peer pings first: answered with one CRLF, not counted.
+        peer.write_all(b"\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 8];
+        let n = peer.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"\r\n");
+        assert_eq!(*pongs.borrow(), 0);
+        // Our ping, the peer's pong: counted once.
+        conn.ping().await.unwrap();
+        let n = peer.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"\r\n\r\n");
+        peer.write_all(b"\r\n").await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), pongs.changed())
+            .await
+            .expect("the pong is seen")
+            .unwrap();
+        assert_eq!(*pongs.borrow(), 1);
     }
 }

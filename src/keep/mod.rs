@@ -32,7 +32,9 @@ pub use table::{Key, Miss};
 /// How the dialer keeps connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeepConfig {
-    /// An entry no dial used for this long is closed (default 60 s).
+    /// An entry no dial used for this long is closed (default 60 s) — at
+    /// the next dial or keep, which is when the table looks at its entries
+    /// (a `Dialer` that no longer dials holds its connections until dropped).
     pub idle_timeout: Duration,
     /// At most this many kept connections; the least recently used goes
     /// first (default 64).

@@ -74,13 +74,19 @@ pub enum Notice {
         method: String,
         /// The status it was answered with.
         status: u16,
+        /// The request itself (peer text: escape before printing).
+        request: Box<sip::Request>,
     },
 }
+
+/// Notices held for an owner that does not read them; later ones are
+/// dropped (a peer's requests cannot grow memory without bound).
+pub const NOTICE_CAPACITY: usize = 1024;
 
 /// A running registration: its notices, and a way to stop it.
 #[derive(Debug)]
 pub struct Registration {
-    notices: mpsc::UnboundedReceiver<(Duration, Notice)>,
+    notices: mpsc::Receiver<(Duration, Notice)>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -111,7 +117,7 @@ impl Registration {
             from_tag: sip::random_token(12),
             expires: cfg.expires,
         };
-        let (notices_tx, notices) = mpsc::unbounded_channel();
+        let (notices_tx, notices) = mpsc::channel(NOTICE_CAPACITY);
         let (stop, stop_rx) = oneshot::channel();
         let driver = Driver {
             machine: Flows::new(cfg.flows.clone(), rand::random()),
@@ -205,10 +211,12 @@ impl FlowConn {
         }
     }
 
+    /// Sends a request and waits for its final response (bounded by
+    /// [`ANSWER_TIMEOUT`]).
     async fn request(&self, bytes: &[u8], branch: &str) -> Result<sip::Response, String> {
         match self {
             FlowConn::Stream(c) => c
-                .request(bytes, branch, ANSWER_TIMEOUT)
+                .request_final(bytes, branch, ANSWER_TIMEOUT)
                 .await
                 .map_err(|e| e.to_string()),
             FlowConn::Datagram(u) => u.request(bytes, branch, ANSWER_TIMEOUT).await,
@@ -232,8 +240,7 @@ impl FlowConn {
     async fn close(self) {
         match self {
             FlowConn::Stream(c) => c.close().await,
-            // The socket closes with its last handle.
-            FlowConn::Datagram(_) => {}
+            FlowConn::Datagram(u) => u.close(),
         }
     }
 }
@@ -253,12 +260,12 @@ struct FlowIo {
 enum Done {
     Connected(FlowId, FlowConn),
     ConnectFailed(FlowId, String, bool),
-    Registered(FlowId, Option<Duration>, Duration),
-    RegisterFailed(FlowId, String),
-    Pong(FlowId, Option<std::net::SocketAddr>),
+    Registered(FlowId, u64, Option<Duration>, Duration),
+    RegisterFailed(FlowId, u64, String),
+    Pong(FlowId, u64, Option<std::net::SocketAddr>),
     Unregistered(FlowId),
     Lost(FlowId, u64),
-    Inbound(FlowId, String, u16),
+    Inbound(FlowId, u16, Box<sip::Request>),
 }
 
 struct Driver {
@@ -273,7 +280,7 @@ struct Driver {
     /// Numbers the flows' connections.
     generations: u64,
     started: Instant,
-    notices: mpsc::UnboundedSender<(Duration, Notice)>,
+    notices: mpsc::Sender<(Duration, Notice)>,
 }
 
 impl Driver {
@@ -354,21 +361,26 @@ impl Driver {
                 reason,
                 no_candidates,
             },
-            Done::Registered(flow, flow_timer, expires) => Input::Registered {
+            // The results of a connection the flow no longer has (it failed
+            // and was replaced meanwhile) are stale: dropped.
+            Done::Registered(flow, generation, ..)
+            | Done::RegisterFailed(flow, generation, _)
+            | Done::Pong(flow, generation, _)
+                if !self.is_current(flow, generation) =>
+            {
+                return None
+            }
+            Done::Registered(flow, _, flow_timer, expires) => Input::Registered {
                 flow,
                 flow_timer,
                 expires,
             },
-            Done::RegisterFailed(flow, reason) => Input::RegisterFailed { flow, reason },
-            Done::Pong(flow, mapped) => Input::KeepaliveAnswered { flow, mapped },
+            Done::RegisterFailed(flow, _, reason) => Input::RegisterFailed { flow, reason },
+            Done::Pong(flow, _, mapped) => Input::KeepaliveAnswered { flow, mapped },
             Done::Unregistered(flow) => Input::Unregistered { flow },
             // A connection that is no longer the flow's (replaced) is ignored.
             Done::Lost(flow, generation) => {
-                if self
-                    .flows
-                    .get(&flow)
-                    .is_none_or(|f| f.generation != generation)
-                {
+                if !self.is_current(flow, generation) {
                     return None;
                 }
                 Input::FlowLost {
@@ -376,19 +388,33 @@ impl Driver {
                     reason: "the registrar closed or reset the connection".into(),
                 }
             }
-            Done::Inbound(flow, method, status) => {
+            Done::Inbound(flow, status, request) => {
                 self.notify(Notice::Inbound {
                     flow,
-                    method,
+                    method: request.method.clone(),
                     status,
+                    request,
                 });
                 return None;
             }
         })
     }
 
+    /// Is `generation` the flow's current connection?
+    fn is_current(&self, flow: FlowId, generation: u64) -> bool {
+        self.flows
+            .get(&flow)
+            .is_some_and(|f| f.generation == generation)
+    }
+
     fn notify(&self, notice: Notice) {
-        let _ = self.notices.send((self.started.elapsed(), notice));
+        if self
+            .notices
+            .try_send((self.started.elapsed(), notice))
+            .is_err()
+        {
+            tracing::debug!("registration notice dropped: the owner does not read them");
+        }
     }
 
     fn perform(
@@ -417,6 +443,7 @@ impl Driver {
                     let Some(io) = self.flows.get_mut(&flow) else {
                         continue;
                     };
+                    let generation = io.generation;
                     let exchange = Exchange {
                         conn: io.conn.clone(),
                         call_id: io.call_id.clone(),
@@ -433,9 +460,9 @@ impl Driver {
                         let report = match (unregister, result) {
                             (true, _) => Done::Unregistered(flow),
                             (false, Ok((flow_timer, expires))) => {
-                                Done::Registered(flow, flow_timer, expires)
+                                Done::Registered(flow, generation, flow_timer, expires)
                             }
-                            (false, Err(reason)) => Done::RegisterFailed(flow, reason),
+                            (false, Err(reason)) => Done::RegisterFailed(flow, generation, reason),
                         };
                         let _ = done.send(report);
                     });
@@ -450,12 +477,12 @@ impl Driver {
                     if !retransmission {
                         io.stun_id = stun::new_transaction_id();
                     }
-                    let (conn, stun_id) = (io.conn.clone(), io.stun_id);
+                    let (conn, stun_id, generation) = (io.conn.clone(), io.stun_id, io.generation);
                     let bound = self.pong_timeout + Duration::from_secs(1);
                     let done = done.clone();
                     tasks.spawn(async move {
                         if let Some(mapped) = keepalive(conn, stun_id, bound).await {
-                            let _ = done.send(Done::Pong(flow, mapped));
+                            let _ = done.send(Done::Pong(flow, generation, mapped));
                         }
                     });
                 }
@@ -529,11 +556,12 @@ async fn keepalive(
         FlowConn::Stream(c) => {
             let mut pongs = c.pongs();
             pongs.borrow_and_update();
-            c.send(b"\r\n\r\n").await.ok()?;
-            tokio::time::timeout(bound, pongs.changed())
-                .await
-                .ok()?
-                .ok()?;
+            // Bounded: a peer that stops reading must not hold the task.
+            let answered = async {
+                c.ping().await.ok()?;
+                pongs.changed().await.ok()
+            };
+            tokio::time::timeout(bound, answered).await.ok()??;
             Some(None)
         }
         FlowConn::Datagram(u) => {
@@ -568,7 +596,7 @@ async fn watch_flow(
             501
         };
         let _ = conn.send(&request.response(status).build()).await;
-        let _ = done.send(Done::Inbound(flow, request.method, status));
+        let _ = done.send(Done::Inbound(flow, status, Box::new(request)));
     }
     let _ = done.send(Done::Lost(flow, generation));
 }
@@ -603,12 +631,7 @@ impl Exchange {
                 unregister: self.unregister,
                 authorization: authorization.take(),
             };
-            let response = loop {
-                let r = self.conn.request(&req.to_bytes(), &req.branch).await?;
-                if r.status >= 200 {
-                    break r;
-                }
-            };
+            let response = self.conn.request(&req.to_bytes(), &req.branch).await?;
             match register::outcome(&response, &req) {
                 Some(RegisterOutcome::Registered {
                     expires,

@@ -29,6 +29,13 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::endpoint::{Family, Transport};
 
+/// The longest registration expiry and `Flow-Timer` the machine takes from
+/// a registrar; longer ones are cut to these (a hostile or broken registrar
+/// must not overflow the clock: `Expires: 18446744073709551615`).
+pub const MAX_EXPIRES: Duration = Duration::from_secs(7 * 86_400);
+/// See [`MAX_EXPIRES`].
+pub const MAX_FLOW_TIMER: Duration = Duration::from_secs(3_600);
+
 /// A flow's number: its `reg-id` (RFC 5626 §4.2), from 1.
 pub type FlowId = u32;
 
@@ -355,10 +362,12 @@ impl Flows {
                 if let Some(i) =
                     self.index_in(flow, |s| matches!(s, State::Registering | State::Up { .. }))
                 {
+                    let expires = expires.min(MAX_EXPIRES);
                     let refresh = expires.mul_f64(0.8).max(Duration::from_secs(1));
                     let f = &mut self.flows[i];
                     let first = matches!(f.state, State::Registering);
-                    f.flow_timer = flow_timer;
+                    f.flow_timer =
+                        flow_timer.map(|t| t.clamp(Duration::from_secs(1), MAX_FLOW_TIMER));
                     f.consecutive_failures = 0;
                     let interval = self.keepalive_interval(i);
                     let f = &mut self.flows[i];

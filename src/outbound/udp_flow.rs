@@ -3,7 +3,8 @@
 //! reader task sorts what arrives: STUN Binding responses to the waiting
 //! keep-alive, SIP responses to the request with their Via branch, SIP
 //! requests to a channel. Requests are retransmitted as RFC 3261 §17.1.2
-//! says for non-INVITE (T1 doubling up to T2) until their answer or timeout.
+//! says for non-INVITE (T1 doubling up to T2; every T2 once a provisional
+//! response came) until their final answer or timeout.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -27,7 +28,9 @@ struct Inner {
     socket: UdpSocket,
     local: SocketAddr,
     peer: SocketAddr,
-    pending: Mutex<HashMap<String, oneshot::Sender<Response>>>,
+    /// Requests waiting for responses, by branch: every response with the
+    /// branch goes there (a 1xx, then the final), at most a few queued.
+    pending: Mutex<HashMap<String, mpsc::Sender<Response>>>,
     /// The keep-alive waiting for its STUN answer.
     binding: Mutex<Option<(TransactionId, oneshot::Sender<BindingResponse>)>>,
     inbound: Mutex<Option<mpsc::Receiver<Request>>>,
@@ -103,16 +106,16 @@ impl UdpFlow {
             .map_err(|e| format!("send to {}: {e}", self.inner.peer))
     }
 
-    /// Sends `request` (top Via branch `branch`), retransmitting it, and
-    /// waits up to `timeout` for its first response (a 1xx stops the
-    /// retransmissions, as RFC 3261 §17.1.2.2 says, and is returned).
+    /// Sends `request` (top Via branch `branch`) and waits up to `timeout`
+    /// for its final response. It is retransmitted at T1, doubling up to T2
+    /// (RFC 3261 §17.1.2.2); after a provisional response only every T2.
     pub async fn request(
         &self,
         request: &[u8],
         branch: &str,
         timeout: Duration,
     ) -> Result<Response, String> {
-        let (tx, mut rx) = oneshot::channel();
+        let (tx, mut rx) = mpsc::channel(4);
         self.inner
             .pending
             .lock()
@@ -122,21 +125,47 @@ impl UdpFlow {
             let mut interval = T1;
             loop {
                 self.send(request).await?;
-                tokio::select! {
-                    r = &mut rx => return r.map_err(|_| "the flow closed".to_string()),
-                    _ = tokio::time::sleep(interval) => interval = (interval * 2).min(T2),
+                let next_send = tokio::time::sleep(interval);
+                tokio::pin!(next_send);
+                loop {
+                    tokio::select! {
+                        r = rx.recv() => {
+                            let r = r.ok_or_else(|| "the flow closed".to_string())?;
+                            if r.status >= 200 {
+                                return Ok(r);
+                            }
+                            // Proceeding: retransmit only every T2.
+                            interval = T2;
+                        }
+                        _ = &mut next_send => break,
+                    }
                 }
+                interval = (interval * 2).min(T2);
             }
         };
         let result = tokio::time::timeout(timeout, exchange)
             .await
-            .unwrap_or_else(|_| Err(format!("{}: no response in {timeout:?}", self.inner.peer)));
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "{}: no final response in {timeout:?}",
+                    self.inner.peer
+                ))
+            });
         self.inner
             .pending
             .lock()
             .expect("pending lock")
             .remove(branch);
         result
+    }
+
+    /// Closes the flow: the reader stops (so the channel of inbound
+    /// requests ends) and waiting requests fail. The socket goes with the
+    /// last handle.
+    pub fn close(&self) {
+        self.inner.dead.store(true, Ordering::Release);
+        self._reader.0.abort();
+        self.inner.pending.lock().expect("pending lock").clear();
     }
 
     /// Sends the STUN Binding request `id` (again, for a retransmission)
@@ -191,9 +220,10 @@ async fn read_loop(flow: Arc<Inner>, requests: mpsc::Sender<Request>) {
                 let tx = response
                     .branch
                     .as_ref()
-                    .and_then(|b| flow.pending.lock().expect("pending lock").remove(b));
+                    .and_then(|b| flow.pending.lock().expect("pending lock").get(b).cloned());
                 if let Some(tx) = tx {
-                    let _ = tx.send(response);
+                    // A full queue means a peer repeating itself: drop.
+                    let _ = tx.try_send(response);
                 }
             }
         } else if let Ok(request) = sip::parse_request(datagram) {

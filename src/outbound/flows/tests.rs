@@ -454,3 +454,24 @@ fn inputs_for_unknown_or_idle_flows_change_nothing() {
         assert_eq!(m.step(t0, input.clone()), vec![], "{input:?}");
     }
 }
+
+#[test]
+fn a_huge_expiry_or_flow_timer_is_cut_not_overflowed() {
+    let (mut m, t0) = flows(1);
+    m.start();
+    m.step(t0, connected(1, Transport::Tcp, V6));
+    let out = m.step(
+        t0,
+        Input::Registered {
+            flow: 1,
+            flow_timer: Some(Duration::from_secs(u64::MAX)),
+            expires: Duration::from_secs(u64::MAX),
+        },
+    );
+    let Some(Action::WakeAt(at)) = out.last() else {
+        panic!("{out:?}")
+    };
+    assert!(*at <= t0 + MAX_FLOW_TIMER, "{:?}", *at - t0);
+    let out = m.step(t0, registered(1, u64::MAX));
+    assert!(matches!(out.last(), Some(Action::WakeAt(_))), "{out:?}");
+}
