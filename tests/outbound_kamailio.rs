@@ -768,6 +768,7 @@ fn register_and_recover(transport: &str, expect_transport: &str) {
         "{transport}: IPv6 blackholed; flow {v6_flow} failed at {} ms and recovered at {} ms (over {}) — {:.1} s after the break",
         failed["t_ms"], recovered["t_ms"], recovered["family"], t0.elapsed().as_secs_f64()
     );
+    eprintln!("{transport}: {failed}\n{transport}: {recovered}");
     assert_eq!(recovered["family"], "ipv4");
     // Its race tried IPv4 first: the shared history had recorded the IPv6
     // flow's failure (without it IPv6 goes first and times out).

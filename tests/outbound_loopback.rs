@@ -287,6 +287,7 @@ async fn a_flow_closed_by_the_registrar_comes_back_on_the_other_family_first() {
         e.flow == 1 && e.kind == EventKind::Recovered
     })
     .await;
+    eprintln!("flow 1: {failed:?}\nthen {recovered:?}");
     // History demoted IPv6, whose flow just failed: IPv4 went first.
     let race = recovered.race.clone().expect("the race's note");
     assert_eq!(race.first_family, Family::V4, "{recovered:?}");

@@ -619,11 +619,10 @@ async fn connect(flow: FlowId, dialer: Dialer, registrar: String) -> Done {
 /// history's note on the order (a path that failed recently tried last).
 fn race_note(report: &Report) -> RaceNote {
     let first_family = report.attempts.first().map_or(Family::V6, |a| a.family);
-    let ago = |ms: Option<f64>| {
-        ms.map_or_else(
-            || "recently".to_string(),
-            |ms| format!("{:.1} s before", ms / 1000.0),
-        )
+    let ago = |ms: Option<f64>| match ms {
+        None => "recently".to_string(),
+        Some(ms) if ms < 1000.0 => format!("{ms:.0} ms before"),
+        Some(ms) => format!("{:.1} s before", ms / 1000.0),
     };
     let history = report.attempts.iter().find_map(|a| {
         Some(match a.history.as_ref()? {
