@@ -209,14 +209,6 @@ async fn read_loop(flow: Arc<Inner>, requests: mpsc::Sender<Request>) {
 mod tests {
     use super::*;
 
-    fn response(status: u16, branch: &str) -> String {
-        format!(
-            "SIP/2.0 {status} X\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch={branch}\r\n\
-             From: <sip:a@example.test>;tag=1\r\nTo: <sip:a@example.test>\r\n\
-             Call-ID: c\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
-        )
-    }
-
     /// A flow connected to a peer socket of the test's, and that socket.
     async fn pair() -> (UdpFlow, UdpSocket) {
         let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -230,21 +222,27 @@ mod tests {
     async fn a_request_is_resent_until_answered_and_datagrams_are_sorted() {
         let (flow, peer) = pair().await;
         let mut inbound = flow.take_inbound().unwrap();
-        let request = "REGISTER sip:example.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bKu1\r\n\r\n";
+        let request = "REGISTER sip:example.test SIP/2.0\r\n\
+            Via: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bKu1\r\n\
+            From: <sip:a@example.test>;tag=1\r\nTo: <sip:a@example.test>\r\n\
+            Call-ID: u\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n";
         let peer_task = tokio::spawn(async move {
             let mut buf = [0u8; 2048];
             // The first copy goes unanswered; the retransmission (T1) is answered.
+            let mut copies = vec![];
             for _ in 0..2 {
                 let n = peer.recv(&mut buf).await.unwrap();
-                assert!(buf[..n].starts_with(b"REGISTER "));
+                copies.push(sip::parse_request(&buf[..n]).unwrap());
             }
+            assert_eq!(copies[0].method, "REGISTER");
+            assert_eq!(copies[1].method, "REGISTER");
             // A stray STUN packet (no keep-alive waits) is not a SIP request;
             // then a 100, the final, and a request of the peer's own.
             peer.send(&stun::binding_request(&stun::new_transaction_id()))
                 .await
                 .unwrap();
             for status in [100, 200] {
-                peer.send(response(status, "z9hG4bKu1").as_bytes())
+                peer.send(&copies[1].response(status).build())
                     .await
                     .unwrap();
             }
