@@ -17,8 +17,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::digest::{Challenge, Credentials};
-use super::flows::RaceNote;
-use super::flows::{Action, FamilyChoice, FlowConfig, FlowEvent, FlowId, Flows, Input};
+use super::flows::{
+    Action, EventKind, FamilyChoice, FlowConfig, FlowEvent, FlowId, Flows, Input, RaceNote,
+};
 use super::register::{self, RegisterOutcome, RegisterRequest, Registration as Binding};
 use super::stun::{self, BindingResponse, TransactionId};
 use super::udp_flow::UdpFlow;
@@ -533,8 +534,8 @@ impl Driver {
                     }
                 }
                 Action::Event(mut event) => {
-                    if event.outbound.is_some() {
-                        // Registered or recovered: over the race's winner.
+                    if matches!(event.kind, EventKind::Registered | EventKind::Recovered) {
+                        // Over the winner of the flow's latest race.
                         event.race = self.flows.get(&event.flow).map(|io| io.race.clone());
                     }
                     self.notify(Notice::Flow(event))
