@@ -56,6 +56,9 @@ pub enum NotExpected {
     Closed,
     /// [`MAX_PENDING`] requests already wait.
     TooMany,
+    /// A request with the same branch already waits (branches are unique
+    /// per transaction: a second waiter would steal its responses).
+    Duplicate,
 }
 
 /// A request waiting for its responses; it stops waiting when dropped.
@@ -74,8 +77,11 @@ impl Expected<'_> {
 
 impl Drop for Expected<'_> {
     fn drop(&mut self) {
-        if let Some(pending) = self.mailroom.pending.lock().expect("pending lock").as_mut() {
-            pending.remove(&self.branch);
+        // Poisoned only by a panic elsewhere; never panic in a drop.
+        if let Ok(mut pending) = self.mailroom.pending.lock() {
+            if let Some(pending) = pending.as_mut() {
+                pending.remove(&self.branch);
+            }
         }
     }
 }
@@ -99,6 +105,9 @@ impl Mailroom {
         let pending = pending.as_mut().ok_or(NotExpected::Closed)?;
         if pending.len() >= MAX_PENDING {
             return Err(NotExpected::TooMany);
+        }
+        if pending.contains_key(branch) {
+            return Err(NotExpected::Duplicate);
         }
         pending.insert(branch.to_string(), tx);
         Ok(Expected {
@@ -161,6 +170,10 @@ struct Inbox {
     mailroom: Mailroom,
     /// Set once the peer closed or reset the connection, or it was closed.
     dead: AtomicBool,
+    /// Set when the peer ended the connection in a way that proves the
+    /// path carried its packets to the end (a FIN or TLS close_notify, or
+    /// a message we could not frame), as opposed to a reset or an error.
+    ended_by_peer: AtomicBool,
     /// Set, then woken, when the reader has stopped (the table entry is
     /// gone by then).
     reader_ended: AtomicBool,
@@ -230,6 +243,7 @@ impl SipConnection {
         let inbox = Arc::new(Inbox {
             mailroom,
             dead: AtomicBool::new(false),
+            ended_by_peer: AtomicBool::new(false),
             reader_ended: AtomicBool::new(false),
             ended: tokio::sync::Notify::new(),
             pongs: tokio::sync::watch::Sender::new(0),
@@ -358,6 +372,12 @@ impl SipConnection {
         let mut expected = match self.0.inbox.mailroom.expect(branch) {
             Ok(expected) => expected,
             Err(NotExpected::Closed) => return Err(dead(peer)),
+            Err(NotExpected::Duplicate) => {
+                return Err(AttemptError::new(
+                    ErrorClass::Local,
+                    format!("{peer}: a request with this branch already waits"),
+                ))
+            }
             Err(NotExpected::TooMany) => {
                 return Err(AttemptError::new(
                     ErrorClass::Local,
@@ -427,12 +447,28 @@ impl SipConnection {
         })
     }
 
-    /// Closes it now: the reader stops, waiting requests fail, the stream
-    /// is shut down (for TLS with a close_notify).
-    pub async fn close(&self) {
+    /// True once the peer ended it in a way that proves the path worked to
+    /// the end: a FIN (or TLS close_notify), or a message that broke the
+    /// framing. False while it lives, and after a reset, a read error or
+    /// our own close.
+    pub fn ended_by_peer(&self) -> bool {
+        self.0.inbox.ended_by_peer.load(Ordering::Acquire)
+    }
+
+    /// Gives it up at once, without waiting: it is dead from now on (no
+    /// table hands it out again), the reader stops and waiting requests
+    /// fail. The stream itself is shut down by [`close`](Self::close), or
+    /// when the last handle goes.
+    pub fn abandon(&self) {
         self.0.inbox.dead.store(true, Ordering::Release);
         self.0.reader.abort();
         self.0.inbox.mailroom.close();
+    }
+
+    /// Closes it now: the reader stops, waiting requests fail, the stream
+    /// is shut down (for TLS with a close_notify).
+    pub async fn close(&self) {
+        self.abandon();
         // A writer stuck on a peer that stopped reading holds the lock:
         // then the stream just goes with the last handle.
         if let Ok(mut writer) =
@@ -481,6 +517,7 @@ async fn read_loop(
         let n = match read.read(&mut buf).await {
             Ok(0) => {
                 tracing::debug!(%peer, "kept connection closed by the peer");
+                inbox.ended_by_peer.store(true, Ordering::Release);
                 return;
             }
             Ok(n) => n,
@@ -504,6 +541,7 @@ async fn read_loop(
                 Ok(None) => break,
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "unframable message: closing the kept connection");
+                    inbox.ended_by_peer.store(true, Ordering::Release);
                     return;
                 }
             };

@@ -243,6 +243,23 @@ impl FlowConn {
         }
     }
 
+    /// The peer ended it in order (a FIN): the path worked. A UDP flow
+    /// ends only on ICMP unreachable or on errors: never in order.
+    fn ended_by_peer(&self) -> bool {
+        match self {
+            FlowConn::Stream(c) => c.ended_by_peer(),
+            FlowConn::Datagram(_) => false,
+        }
+    }
+
+    /// Dead at once (see [`SipConnection::abandon`]); `close` finishes.
+    fn abandon(&self) {
+        match self {
+            FlowConn::Stream(c) => c.abandon(),
+            FlowConn::Datagram(u) => u.close(),
+        }
+    }
+
     async fn close(self) {
         match self {
             FlowConn::Stream(c) => c.close().await,
@@ -282,10 +299,11 @@ enum Done {
     ConnectFailed(FlowId, String, bool),
     /// A 2xx: its Flow-Timer, expiry and `Require: outbound`.
     Registered(FlowId, u64, Option<Duration>, Duration, bool),
-    RegisterFailed(FlowId, u64, String),
+    RegisterFailed(FlowId, u64, ExchangeFailure),
     Pong(FlowId, u64, Option<std::net::SocketAddr>),
     Unregistered(FlowId),
-    Lost(FlowId, u64),
+    /// The connection died; true if the peer closed it in order.
+    Lost(FlowId, u64, bool),
     Inbound(FlowId, u16, Box<sip::Request>),
 }
 
@@ -412,17 +430,26 @@ impl Driver {
                 expires,
                 outbound,
             },
-            Done::RegisterFailed(flow, _, reason) => Input::RegisterFailed { flow, reason },
+            Done::RegisterFailed(flow, _, failure) => Input::RegisterFailed {
+                flow,
+                reason: failure.reason,
+                path_broken: failure.path_broken,
+            },
             Done::Pong(flow, _, mapped) => Input::KeepaliveAnswered { flow, mapped },
             Done::Unregistered(flow) => Input::Unregistered { flow },
             // A connection that is no longer the flow's (replaced) is ignored.
-            Done::Lost(flow, generation) => {
+            Done::Lost(flow, generation, closed_in_order) => {
                 if !self.is_current(flow, generation) {
                     return None;
                 }
                 Input::FlowLost {
                     flow,
-                    reason: "the registrar closed or reset the connection".into(),
+                    reason: if closed_in_order {
+                        "the registrar closed the connection".into()
+                    } else {
+                        "the connection was reset or broke".into()
+                    },
+                    path_broken: !closed_in_order,
                 }
             }
             Done::Inbound(flow, status, request) => {
@@ -530,6 +557,9 @@ impl Driver {
                 }
                 Action::Close { flow } => {
                     if let Some(io) = self.flows.remove(&flow) {
+                        // Dead at once, before any re-race this batch
+                        // starts could take it from the flow's table again.
+                        io.conn.abandon();
                         tasks.spawn(async move { io.conn.close().await });
                     }
                 }
@@ -708,7 +738,25 @@ async fn watch_flow(
         let _ = conn.send(&request.response(status).build()).await;
         let _ = done.send(Done::Inbound(flow, status, Box::new(request)));
     }
-    let _ = done.send(Done::Lost(flow, generation));
+    let _ = done.send(Done::Lost(flow, generation, conn.ended_by_peer()));
+}
+
+/// Why a REGISTER exchange failed.
+struct ExchangeFailure {
+    reason: String,
+    /// No answer in time or the connection died (the path's fault), as
+    /// opposed to an answer that refused.
+    path_broken: bool,
+}
+
+/// A refusal (the registrar answered): the path works.
+impl From<String> for ExchangeFailure {
+    fn from(reason: String) -> Self {
+        ExchangeFailure {
+            reason,
+            path_broken: false,
+        }
+    }
 }
 
 /// One REGISTER (or unregistration) on a flow, with its answer to one
@@ -723,7 +771,10 @@ struct Exchange {
 
 impl Exchange {
     /// The 2xx's Flow-Timer, granted expiry and `Require: outbound`.
-    async fn run(self, shared: &Shared) -> Result<(Option<Duration>, Duration, bool), String> {
+    async fn run(
+        self,
+        shared: &Shared,
+    ) -> Result<(Option<Duration>, Duration, bool), ExchangeFailure> {
         let local = self.conn.local();
         let mut authorization = None;
         for cseq in [self.cseq, self.cseq + 1] {
@@ -742,7 +793,14 @@ impl Exchange {
                 unregister: self.unregister,
                 authorization: authorization.take(),
             };
-            let response = self.conn.request(&req.to_bytes(), &req.branch).await?;
+            let response = self
+                .conn
+                .request(&req.to_bytes(), &req.branch)
+                .await
+                .map_err(|reason| ExchangeFailure {
+                    reason,
+                    path_broken: true,
+                })?;
             match register::outcome(&response, &req) {
                 Some(RegisterOutcome::Registered {
                     expires,
@@ -768,17 +826,16 @@ impl Exchange {
                     authorization = Some((answer_header, answer));
                 }
                 Some(RegisterOutcome::Challenged { .. }) => {
-                    return Err("the registrar rejected the credentials".into())
+                    return Err(String::from("the registrar rejected the credentials").into())
                 }
                 Some(RegisterOutcome::Rejected { status, reason }) => {
-                    return Err(format!(
-                        "{status} {}",
-                        crate::report::terminal_safe(&reason)
-                    ))
+                    return Err(
+                        format!("{status} {}", crate::report::terminal_safe(&reason)).into(),
+                    )
                 }
                 None => unreachable!("only final responses reach here"),
             }
         }
-        Err("the registrar rejected the credentials".into())
+        Err(String::from("the registrar rejected the credentials").into())
     }
 }

@@ -21,10 +21,12 @@
 //!   `min(max-time, base-time · 2^consecutive-failures)`, with base-time
 //!   30 s when no flow works and 90 s otherwise, max-time 1800 s;
 //! - a registration is refreshed at 80 % of the expiry the registrar granted;
-//! - a flow that fails on its path (keep-alive unanswered, connection reset)
-//!   is first recorded as a failure of that path in the race history the
-//!   flows share ([`Action::RecordPathFailure`]), so that the race that
-//!   re-establishes it tries the other family first;
+//! - a flow that fails on its path (keep-alive or REGISTER unanswered,
+//!   connection reset) is first recorded as a failure of that path in the
+//!   race history the flows share ([`Action::RecordPathFailure`]), so that
+//!   the race that re-establishes it tries the other family first; a
+//!   connection the registrar closes in order (a FIN: say, it restarted) is
+//!   re-established too, but its path is not blamed;
 //! - a registrar whose 2xx lacks `Require: outbound` does not support
 //!   Outbound (§4.2.1, §5): the UA then holds one ordinary registration.
 //!   The flow registered first is kept (refreshed, and re-raced if it is
@@ -137,6 +139,9 @@ pub enum Input {
         flow: FlowId,
         /// Why, for the event.
         reason: String,
+        /// The path failed (no answer in time, the connection died), as
+        /// opposed to the registrar refusing: recorded in the race history.
+        path_broken: bool,
     },
     /// A keep-alive on `flow` was answered (a CRLF pong, or a STUN
     /// success with the mapped address).
@@ -152,6 +157,10 @@ pub enum Input {
         flow: FlowId,
         /// Why, for the event.
         reason: String,
+        /// It was reset or broke (or ICMP said unreachable), as opposed to
+        /// closed in order (a FIN: the path works, e.g. the registrar
+        /// restarted): recorded in the race history.
+        path_broken: bool,
     },
     /// The time given by the last [`Action::WakeAt`] has come.
     Timer,
@@ -466,11 +475,19 @@ impl Flows {
                     }
                 }
             }
-            Input::RegisterFailed { flow, reason } => {
+            Input::RegisterFailed {
+                flow,
+                reason,
+                path_broken,
+            } => {
                 if let Some(i) =
                     self.index_in(flow, |s| matches!(s, State::Registering | State::Up { .. }))
                 {
-                    self.fail(now, i, reason, &mut out);
+                    if path_broken {
+                        self.fail_path(now, i, reason, &mut out);
+                    } else {
+                        self.fail(now, i, reason, &mut out);
+                    }
                 }
             }
             Input::KeepaliveAnswered { flow, mapped } => {
@@ -508,11 +525,19 @@ impl Flows {
                     }
                 }
             }
-            Input::FlowLost { flow, reason } => {
+            Input::FlowLost {
+                flow,
+                reason,
+                path_broken,
+            } => {
                 if let Some(i) =
                     self.index_in(flow, |s| matches!(s, State::Registering | State::Up { .. }))
                 {
-                    self.fail_path(now, i, reason, &mut out);
+                    if path_broken {
+                        self.fail_path(now, i, reason, &mut out);
+                    } else {
+                        self.fail(now, i, reason, &mut out);
+                    }
                 }
             }
             Input::Timer => self.on_timer(now, &mut out),
@@ -520,7 +545,10 @@ impl Flows {
                 self.stopping = true;
                 for i in 0..self.flows.len() {
                     match self.flows[i].state {
-                        State::Up { .. } => {
+                        // A REGISTER in flight may yet bind the contact:
+                        // unregistered too (with a higher CSeq, so a late
+                        // REGISTER cannot undo it, RFC 3261 §10.3 step 7).
+                        State::Up { .. } | State::Registering => {
                             self.flows[i].state = State::Unregistering;
                             out.push(Action::Unregister {
                                 flow: self.flows[i].id,
@@ -559,9 +587,10 @@ impl Flows {
             let id = self.flows[j].id;
             let next = match self.flows[j].state {
                 State::Unavailable | State::Done | State::Unregistering => continue,
-                // Registered with its own reg-id: that contact is taken
-                // back, then the flow closes ([`Input::Unregistered`]).
-                State::Up { .. } => {
+                // Registered with its own reg-id (or its REGISTER is in
+                // flight and may yet bind it): that contact is taken back,
+                // then the flow closes ([`Input::Unregistered`]).
+                State::Up { .. } | State::Registering => {
                     out.push(Action::Unregister { flow: id });
                     State::Unregistering
                 }
@@ -645,12 +674,13 @@ impl Flows {
         }
     }
 
-    /// A flow failed on its path (its keep-alive went unanswered, or the
-    /// connection was reset): the race history learns it first, so the
-    /// re-race tries the other family first. Not for a REGISTER refused
-    /// (the path works) nor a changed STUN mapping (a NAT rebinding: the
-    /// path carries packets; demoting its family would move the flow off a
-    /// working family for the failure memory).
+    /// A flow failed on its path (its keep-alive or REGISTER went
+    /// unanswered, or the connection was reset): the race history learns it
+    /// first, so the re-race tries the other family first. Not for a
+    /// REGISTER refused or a connection closed in order (the path works),
+    /// nor a changed STUN mapping (a NAT rebinding: the path carries
+    /// packets; demoting its family would move the flow off a working
+    /// family for the failure memory).
     fn fail_path(&mut self, now: Instant, i: usize, reason: String, out: &mut Vec<Action>) {
         if !self.stopping {
             out.push(Action::RecordPathFailure {

@@ -115,6 +115,7 @@ impl UdpFlow {
         let mut expected = self.inner.mailroom.expect(branch).map_err(|e| match e {
             NotExpected::Closed => format!("{peer}: the flow is closed"),
             NotExpected::TooMany => format!("{peer}: too many requests wait on the flow"),
+            NotExpected::Duplicate => format!("{peer}: a request with this branch already waits"),
         })?;
         let exchange = async {
             let mut interval = T1;
@@ -177,18 +178,32 @@ impl UdpFlow {
 /// the port is refused.
 async fn read_loop(flow: Arc<Inner>, requests: mpsc::Sender<Request>) {
     let mut buf = vec![0u8; sip::MAX_MESSAGE_SIZE];
+    // Other receive errors (e.g. ICMP host unreachable reported once) are
+    // passed over, but a socket failing on every call would spin: after
+    // this many in a row the flow is dead.
+    const MAX_ERRORS_IN_A_ROW: u32 = 64;
+    let mut errors_in_a_row = 0;
     loop {
         let received = flow.socket.recv(&mut buf).await;
         let n = match received {
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                // ICMP port unreachable: the registrar is gone from this address.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    || errors_in_a_row + 1 >= MAX_ERRORS_IN_A_ROW =>
+            {
+                // ICMP port unreachable: the registrar is gone from this
+                // address (or the socket keeps failing).
+                tracing::debug!(peer = %flow.peer, error = %e, "UDP flow dead");
                 flow.dead.store(true, Ordering::Release);
                 flow.mailroom.close();
                 return;
             }
-            Err(_) => continue,
+            Err(_) => {
+                errors_in_a_row += 1;
+                continue;
+            }
         };
+        errors_in_a_row = 0;
         let datagram = &buf[..n];
         if stun::is_stun(datagram) {
             let mut waiting = flow.binding.lock().expect("binding lock");

@@ -238,6 +238,7 @@ fn failed_recoveries_back_off_per_rfc_5626() {
         Input::FlowLost {
             flow: 1,
             reason: "reset".into(),
+            path_broken: true,
         },
     );
     // Every further failure waits longer: 50–100 % of 90 s · 2^n (flow 2
@@ -353,6 +354,7 @@ fn a_reset_is_recorded_as_the_paths_failure_but_a_refused_register_is_not() {
         Input::FlowLost {
             flow: 2,
             reason: "reset".into(),
+            path_broken: true,
         },
     );
     assert_eq!(out[0], Action::RecordPathFailure { flow: 2 });
@@ -364,6 +366,7 @@ fn a_reset_is_recorded_as_the_paths_failure_but_a_refused_register_is_not() {
         Input::RegisterFailed {
             flow: 2,
             reason: "403 Forbidden".into(),
+            path_broken: false,
         },
     );
     assert_eq!(out[0], Action::Close { flow: 2 });
@@ -379,6 +382,7 @@ fn a_reset_is_recorded_as_the_paths_failure_but_a_refused_register_is_not() {
         Input::FlowLost {
             flow: 1,
             reason: "closed".into(),
+            path_broken: true,
         },
     );
     assert!(
@@ -461,6 +465,7 @@ fn without_outbound_a_registered_second_flow_is_unregistered_and_not_raced_again
         Input::FlowLost {
             flow: 1,
             reason: "reset".into(),
+            path_broken: true,
         },
     );
     assert!(out.contains(&Action::Connect {
@@ -592,6 +597,7 @@ fn inputs_for_unknown_or_idle_flows_change_nothing() {
         Input::FlowLost {
             flow: 9,
             reason: "x".into(),
+            path_broken: true,
         },
         connected(3, Transport::Tcp, V4),
         Input::Unregistered { flow: 1 },
@@ -620,4 +626,73 @@ fn a_huge_expiry_or_flow_timer_is_cut_not_overflowed() {
     assert!(*at <= t0 + MAX_FLOW_TIMER, "{:?}", *at - t0);
     let out = m.step(t0, registered(1, u64::MAX));
     assert!(matches!(out.last(), Some(Action::WakeAt(_))), "{out:?}");
+}
+
+#[test]
+fn a_connection_closed_in_order_is_raced_again_without_blaming_its_path() {
+    let (mut m, t0) = two_flows_up();
+    // A FIN (the registrar restarted): re-raced at once, history not told.
+    let out = m.step(
+        t0,
+        Input::FlowLost {
+            flow: 1,
+            reason: "closed".into(),
+            path_broken: false,
+        },
+    );
+    assert_eq!(out[0], Action::Close { flow: 1 });
+    assert!(
+        !out.contains(&Action::RecordPathFailure { flow: 1 }),
+        "{out:?}"
+    );
+    assert!(
+        out.contains(&Action::Connect {
+            flow: 1,
+            family: FamilyChoice::Any
+        }),
+        "{out:?}"
+    );
+    // A REGISTER that timed out is the path's failure.
+    m.step(t0, connected(1, Transport::Tcp, V6));
+    let out = m.step(
+        t0,
+        Input::RegisterFailed {
+            flow: 1,
+            reason: "no answer".into(),
+            path_broken: true,
+        },
+    );
+    assert_eq!(out[0], Action::RecordPathFailure { flow: 1 });
+}
+
+#[test]
+fn a_register_in_flight_is_taken_back_when_the_registrar_lacks_outbound_or_on_stop() {
+    // Flow 2's REGISTER is out when flow 1's 2xx shows no Outbound: the
+    // registrar may yet bind flow 2's contact, so it is unregistered.
+    let (mut m, t0) = flows(2);
+    m.start();
+    m.step(t0, connected(1, Transport::Tcp, V6));
+    m.step(t0, connected(2, Transport::Tcp, V4));
+    let out = m.step(t0, registered_without_outbound(1));
+    assert!(out.contains(&Action::Unregister { flow: 2 }), "{out:?}");
+    assert!(!out.contains(&Action::Close { flow: 2 }), "{out:?}");
+    // Its late 2xx changes nothing; the unregistration's end closes it.
+    let out = m.step(t0, registered(2, 3600));
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::Event(_))),
+        "{out:?}"
+    );
+    let out = m.step(t0, Input::Unregistered { flow: 2 });
+    assert!(out.contains(&Action::Close { flow: 2 }), "{out:?}");
+
+    // Stopping while a REGISTER is out unregisters that flow too.
+    let (mut m, t0) = flows(1);
+    m.start();
+    m.step(t0, connected(1, Transport::Tcp, V6));
+    assert_eq!(
+        m.step(t0, Input::Stop),
+        vec![Action::Unregister { flow: 1 }]
+    );
+    m.step(t0, Input::Unregistered { flow: 1 });
+    assert!(m.finished());
 }
