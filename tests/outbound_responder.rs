@@ -1,0 +1,416 @@
+//! SIP Outbound end to end without Kamailio: the real registration agent
+//! (`siprace::outbound::agent::Registration`) against the responder acting
+//! as a minimal Outbound registrar, in process, on loopback only.
+//!
+//! The registrar is `sip1.example.test`, served by the lab DNS server (in
+//! process) at both `::1` and `127.0.0.1`, with the responder listening on
+//! one port of both; so flow 1 is the race's winner and flow 2 is raced in
+//! the other family, as siprace does against a real dual-stack registrar.
+//!
+//! Every wait is on an event (a registration notice, a change of the
+//! registrar's bindings) and bounded; there is no sleep.
+
+mod common;
+
+use std::time::Duration;
+
+use siprace::dialer::DialerConfig;
+use siprace::endpoint::{Family, Transport};
+use siprace::lab::dns::DnsServer;
+use siprace::outbound::agent::{Notice, RegisterConfig, Registration};
+use siprace::outbound::digest::Credentials;
+use siprace::outbound::flows::{EventKind, FlowConfig, FlowEvent, FlowId};
+use siprace::responder::{
+    Binding, BindingKey, FlowChoice, FlowRequest, RegistrarConfig, ResponderConfig, ResponderHandle,
+};
+
+const AOR: &str = "sip:alice@example.test";
+const INSTANCE: &str = "urn:uuid:00000000-0000-1000-8000-000a95a0e128";
+/// The bound on every wait (a loaded machine, two flows, DNS and races).
+const BOUND: Duration = Duration::from_secs(30);
+/// How long the UA may take to answer one request sent down a flow.
+const ANSWER: Duration = Duration::from_secs(10);
+
+/// The registrar (the responder) and the DNS server naming it.
+struct Bed {
+    responder: ResponderHandle,
+    dns: DnsServer,
+    transport: Transport,
+}
+
+impl Bed {
+    async fn start(transport: Transport, registrar: RegistrarConfig) -> Bed {
+        let dns = common::serve_zone(common::SIP1_LOOPBACK, "").await;
+        let responder = common::responder_on_both(
+            &[transport],
+            ResponderConfig {
+                registrar: Some(registrar),
+                ..ResponderConfig::default()
+            },
+        )
+        .await;
+        Bed {
+            responder,
+            dns,
+            transport,
+        }
+    }
+
+    /// A registration of [`AOR`] with two flows through this registrar.
+    fn register(&self, credentials: Option<Credentials>) -> Registration {
+        let port = self.responder.listeners()[0].addr.port();
+        let mut dialer = DialerConfig::default();
+        dialer.locate.dns_server = Some(self.dns.addrs()[0]);
+        let cfg = RegisterConfig {
+            aor: AOR.into(),
+            registrar: Some(format!(
+                "sip:sip1.example.test:{port};transport={}",
+                self.transport.as_str()
+            )),
+            instance: INSTANCE.into(),
+            expires: Duration::from_secs(600),
+            credentials,
+            flows: FlowConfig {
+                flows: 2,
+                ..FlowConfig::default()
+            },
+        };
+        Registration::start(dialer, cfg).expect("the registration starts")
+    }
+
+    /// Waits (bounded) until the registrar holds exactly `n` bindings of
+    /// [`AOR`] and returns them, by reg-id.
+    async fn bindings(&self, n: usize) -> Vec<Binding> {
+        let wait = self.responder.wait_for_bindings(AOR, |b| b.len() == n);
+        let mut found = tokio::time::timeout(BOUND, wait)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the registrar never held {n} bindings: {:?}",
+                    self.responder.bindings(AOR)
+                )
+            })
+            .expect("a registrar");
+        found.sort_by_key(|b| b.reg_id());
+        found
+    }
+}
+
+/// Reads notices until one satisfies `pred` (bounded by [`BOUND`]);
+/// panics with the notices seen if none does.
+async fn until(
+    reg: &mut Registration,
+    what: &str,
+    mut pred: impl FnMut(&Notice) -> bool,
+) -> Notice {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        match tokio::time::timeout_at(deadline, reg.next()).await {
+            Ok(Some((_, notice))) if pred(&notice) => return notice,
+            Ok(Some((at, notice))) => seen.push((at, notice)),
+            Ok(None) => panic!("the registration ended before {what}: {seen:#?}"),
+            Err(_) => panic!("no {what} within {BOUND:?}: {seen:#?}"),
+        }
+    }
+}
+
+fn is_event(notice: &Notice, flow: FlowId, kind: fn(&EventKind) -> bool) -> bool {
+    matches!(notice, Notice::Flow(FlowEvent { flow: f, kind: k, .. }) if *f == flow && kind(k))
+}
+
+/// Waits until both flows are registered (in either order).
+async fn both_registered(reg: &mut Registration) {
+    let mut up = [false, false];
+    while up != [true, true] {
+        let notice = until(reg, "both flows registered", |n| {
+            is_event(n, 1, |k| *k == EventKind::Registered)
+                || is_event(n, 2, |k| *k == EventKind::Registered)
+        })
+        .await;
+        if let Notice::Flow(e) = notice {
+            up[e.flow as usize - 1] = true;
+        }
+    }
+}
+
+/// Sends a MESSAGE down `choice` and checks that the UA got it over the
+/// flow the registrar says it used; returns that flow's reg-id.
+async fn deliver(bed: &Bed, reg: &mut Registration, choice: FlowChoice, text: &str) -> u32 {
+    let delivery = bed
+        .responder
+        .send_to_aor(AOR, choice, &FlowRequest::Message(text.into()), ANSWER)
+        .await
+        .unwrap_or_else(|e| panic!("{text}: {e}"));
+    assert_eq!(delivery.status, 200, "{text}: {delivery:?}");
+    let notice = until(reg, text, |n| matches!(n, Notice::Inbound { .. })).await;
+    let Notice::Inbound {
+        flow,
+        method,
+        status,
+        request,
+    } = notice
+    else {
+        unreachable!()
+    };
+    assert_eq!((method.as_str(), status), ("MESSAGE", 200));
+    assert_eq!(request.body, text.as_bytes());
+    assert_eq!(
+        flow, delivery.reg_id,
+        "{text}: the UA got it over another flow"
+    );
+    delivery.reg_id
+}
+
+fn family(b: &Binding) -> Family {
+    Family::of(&b.flow.peer.ip())
+}
+
+/// Ends the registration (unregistering both flows) and checks that the
+/// registrar dropped both bindings.
+async fn stop(bed: &Bed, mut reg: Registration) {
+    reg.stop();
+    bed.bindings(0).await;
+    tokio::time::timeout(BOUND, reg.finished())
+        .await
+        .expect("the registration ends");
+}
+
+/// (a) Two TCP flows of one instance register, one per family, and the
+/// registrar holds both, each with its own connection; (b) a request sent
+/// down each chosen flow reaches the UA over that flow; and unregistering
+/// (Expires: 0) removes both.
+#[tokio::test]
+async fn two_tcp_flows_register_and_each_delivers() {
+    let bed = Bed::start(Transport::Tcp, RegistrarConfig::default()).await;
+    let mut reg = bed.register(None);
+    both_registered(&mut reg).await;
+    let flows = bed.bindings(2).await;
+    for (b, reg_id) in flows.iter().zip([1, 2]) {
+        assert_eq!(
+            b.key,
+            BindingKey::Outbound {
+                instance: format!("<{INSTANCE}>"),
+                reg_id
+            }
+        );
+        assert_eq!(b.flow.transport, Transport::Tcp);
+        assert!(b.uri.ends_with(";transport=tcp;ob"), "{}", b.uri);
+    }
+    assert_ne!(flows[0].flow.connection, flows[1].flow.connection);
+    assert_ne!(family(&flows[0]), family(&flows[1]), "one flow per family");
+    for reg_id in [1, 2] {
+        let text = format!("down flow {reg_id}");
+        assert_eq!(
+            deliver(&bed, &mut reg, FlowChoice::RegId(reg_id), &text).await,
+            reg_id
+        );
+    }
+    // OPTIONS too (answered 200 by the UA).
+    let options = bed
+        .responder
+        .send_to_aor(AOR, FlowChoice::RegId(2), &FlowRequest::Options, ANSWER)
+        .await
+        .unwrap();
+    assert_eq!((options.status, options.reg_id), (200, 2));
+    // No flow 3; no such AOR.
+    assert!(bed
+        .responder
+        .send_to_aor(AOR, FlowChoice::RegId(3), &FlowRequest::Options, ANSWER)
+        .await
+        .is_err());
+    assert!(bed
+        .responder
+        .send_to_aor(
+            "sip:bob@example.test",
+            FlowChoice::FirstWorking,
+            &FlowRequest::Options,
+            ANSWER
+        )
+        .await
+        .is_err());
+    stop(&bed, reg).await;
+    bed.responder.shutdown().await;
+}
+
+/// (c) Keep-alives keep the flows alive: with a Flow-Timer of 1 s the UA
+/// pings every 0.8–1 s; CRLF pings get CRLF pongs over TCP, and STUN
+/// Binding requests get Binding successes over UDP. Each flow reports
+/// keepalive_ok, and the registrar counted the keep-alives.
+#[tokio::test]
+async fn keepalives_are_answered_over_tcp_and_udp() {
+    for transport in [Transport::Tcp, Transport::Udp] {
+        let bed = Bed::start(
+            transport,
+            RegistrarConfig {
+                flow_timer: Some(Duration::from_secs(1)),
+                ..RegistrarConfig::default()
+            },
+        )
+        .await;
+        let mut reg = bed.register(None);
+        both_registered(&mut reg).await;
+        let flows = bed.bindings(2).await;
+        assert!(flows.iter().all(|b| b.flow.transport == transport));
+        if transport == Transport::Udp {
+            // A UDP flow is the 5-tuple: no connection.
+            assert!(flows.iter().all(|b| b.flow.connection.is_none()));
+        }
+        for flow in [1, 2] {
+            until(
+                &mut reg,
+                &format!("{transport} keepalive_ok on flow {flow}"),
+                |n| is_event(n, flow, |k| *k == EventKind::KeepaliveOk),
+            )
+            .await;
+        }
+        let keepalives = bed.responder.stats().total().keepalives;
+        assert!(
+            keepalives >= 2,
+            "{transport}: {keepalives} keep-alives counted"
+        );
+        // The flows still carry requests after their keep-alives.
+        deliver(
+            &bed,
+            &mut reg,
+            FlowChoice::RegId(1),
+            &format!("{transport} after pings"),
+        )
+        .await;
+        stop(&bed, reg).await;
+        bed.responder.shutdown().await;
+    }
+}
+
+/// (d) The registrar resets the connection of the flow it would try
+/// first: a request sent "first flow that works" at once skips the broken
+/// flow and is delivered over the other; the UA sees its flow fail,
+/// re-establishes it over a new connection, and the registrar's binding
+/// for that reg-id follows (replaced, not added).
+///
+/// Runs on the current-thread runtime: the request is sent as soon as the
+/// reset is acknowledged, which is before the RST leaves, so the UA
+/// cannot have re-registered in between.
+#[tokio::test]
+async fn a_reset_flow_fails_over_and_is_reestablished() {
+    let bed = Bed::start(Transport::Tcp, RegistrarConfig::default()).await;
+    let mut reg = bed.register(None);
+    both_registered(&mut reg).await;
+    let before = bed.bindings(2).await;
+    // The freshest flow is the one a request tries first.
+    let first = before.iter().max_by_key(|b| b.registered).unwrap();
+    let (broken, other) = (first.reg_id().unwrap(), 3 - first.reg_id().unwrap());
+    let old_connection = first.flow.connection;
+    let reset = bed.responder.reset_flow(AOR, broken).await.unwrap();
+    assert_eq!(reset.connection, old_connection);
+    let delivery = bed
+        .responder
+        .send_to_aor(
+            AOR,
+            FlowChoice::FirstWorking,
+            &FlowRequest::Message("during the failure".into()),
+            ANSWER,
+        )
+        .await
+        .expect("delivered over the other flow");
+    assert_eq!((delivery.status, delivery.reg_id), (200, other));
+    assert_eq!(delivery.skipped.len(), 1, "{delivery:?}");
+    assert_eq!(delivery.skipped[0].0, broken);
+    // The chosen flow alone fails now: its connection is gone.
+    let alone = bed
+        .responder
+        .send_to_aor(
+            AOR,
+            FlowChoice::RegId(broken),
+            &FlowRequest::Options,
+            ANSWER,
+        )
+        .await;
+    assert!(alone.is_err(), "{alone:?}");
+    // The UA: the MESSAGE arrives over the other flow, its broken flow
+    // fails and recovers.
+    let mut got_message = false;
+    let mut failed = false;
+    until(&mut reg, "the broken flow recovered", |n| match n {
+        Notice::Inbound { flow, method, .. } if method == "MESSAGE" => {
+            assert_eq!(*flow, other, "the MESSAGE came over the broken flow");
+            got_message = true;
+            false
+        }
+        n if is_event(n, broken, |k| matches!(k, EventKind::Failed(_))) => {
+            failed = true;
+            false
+        }
+        n => is_event(n, broken, |k| *k == EventKind::Recovered),
+    })
+    .await;
+    assert!(failed, "recovered without failing first");
+    assert!(
+        got_message,
+        "the MESSAGE sent during the failure never arrived"
+    );
+    // Still two bindings; the broken reg-id's now on a new connection.
+    let after = bed.responder.wait_for_bindings(AOR, |b| {
+        b.len() == 2
+            && b.iter()
+                .any(|x| x.reg_id() == Some(broken) && x.flow.connection != old_connection)
+    });
+    let after = tokio::time::timeout(BOUND, after)
+        .await
+        .expect("the binding follows the new connection")
+        .unwrap();
+    assert_eq!(after.len(), 2);
+    let text = format!("down the re-established flow {broken}");
+    assert_eq!(
+        deliver(&bed, &mut reg, FlowChoice::RegId(broken), &text).await,
+        broken
+    );
+    stop(&bed, reg).await;
+    bed.responder.shutdown().await;
+}
+
+/// (e) A registrar that challenges: the UA answers the digest challenge
+/// (SHA-256, the first offered) and both flows register; a UA with the
+/// wrong password is refused and nothing is bound.
+#[tokio::test]
+async fn the_digest_challenge_is_answered() {
+    let creds = |password: &str| Credentials {
+        user: "alice".into(),
+        password: password.into(),
+    };
+    let bed = Bed::start(
+        Transport::Tcp,
+        RegistrarConfig {
+            auth: Some(creds("right")),
+            ..RegistrarConfig::default()
+        },
+    )
+    .await;
+    let mut wrong = bed.register(Some(creds("wrong")));
+    until(&mut wrong, "a refusal of the wrong password", |n| {
+        is_event(
+            n,
+            1,
+            |k| matches!(k, EventKind::Failed(r) if r.contains("credentials")),
+        )
+    })
+    .await;
+    assert!(bed.responder.bindings(AOR).is_empty());
+    drop(wrong);
+    let mut reg = bed.register(Some(creds("right")));
+    both_registered(&mut reg).await;
+    assert_eq!(bed.bindings(2).await.len(), 2);
+    // Without credentials at all: the UA says what it lacks.
+    let mut none = bed.register(None);
+    until(&mut none, "a refusal without credentials", |n| {
+        is_event(
+            n,
+            1,
+            |k| matches!(k, EventKind::Failed(r) if r.contains("--user")),
+        )
+    })
+    .await;
+    drop(none);
+    stop(&bed, reg).await;
+    bed.responder.shutdown().await;
+}
