@@ -424,6 +424,59 @@ mod tests {
     }
 
     #[test]
+    fn registrar_flags() {
+        let cfg = Cli::try_parse_from(["x", "--listen", "both:[::1]:0"])
+            .unwrap()
+            .args
+            .config();
+        assert_eq!(cfg.registrar, None);
+        let cli = Cli::try_parse_from([
+            "x",
+            "--listen",
+            "both:[::1]:0",
+            "--registrar",
+            "--registrar-user",
+            "alice",
+            "--registrar-password",
+            "secret",
+            "--flow-timer",
+            "0",
+            "--send-to",
+            "sip:alice@example.test",
+            "--send-every",
+            "200",
+        ])
+        .unwrap();
+        let registrar = cli.args.config().registrar.expect("a registrar");
+        assert_eq!(
+            registrar.auth.as_ref().map(|c| c.user.as_str()),
+            Some("alice")
+        );
+        assert_eq!(registrar.flow_timer, None);
+        let cfg = Cli::try_parse_from(["x", "--listen", "tcp:[::1]:0", "--registrar"])
+            .unwrap()
+            .args
+            .config();
+        let registrar = cfg.registrar.unwrap();
+        assert_eq!(registrar.flow_timer, Some(Duration::from_secs(30)));
+        assert_eq!(registrar.auth, None);
+        // Registrar options need --registrar; a user needs a password;
+        // --send-to needs a period (and the period a target).
+        for bad in [
+            &["--registrar-user", "a", "--registrar-password", "b"][..],
+            &["--registrar", "--registrar-user", "a"],
+            &["--flow-timer", "5"],
+            &["--registrar", "--send-to", "sip:a@example.test"],
+            &["--registrar", "--send-every", "100"],
+            &["--registrar", "--send-to", "sip:a@x", "--send-every", "1"],
+        ] {
+            let mut line = vec!["x", "--listen", "tcp:[::1]:0"];
+            line.extend_from_slice(bad);
+            assert!(Cli::try_parse_from(&line).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
     fn alias_flags() {
         let cli = Cli::try_parse_from([
             "x",
