@@ -97,25 +97,11 @@ pub struct Challenge {
 impl Challenge {
     /// Parses one `WWW-Authenticate` / `Proxy-Authenticate` value.
     pub fn parse(value: &str) -> Result<Challenge, DigestError> {
-        let rest = value.trim_start();
-        let (scheme, params) = rest.split_at(rest.find([' ', '\t']).unwrap_or(rest.len()));
-        if !scheme.eq_ignore_ascii_case("Digest") {
-            return Err(DigestError::Malformed("the scheme is not Digest"));
-        }
-        let params = parse_params(params)?;
-        let get = |name: &str| {
-            params
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
-        };
+        let params = DigestParams::parse(value)?;
+        let get = |name: &str| params.get(name);
         let realm = get("realm").ok_or(DigestError::Malformed("no realm"))?;
         let nonce = get("nonce").ok_or(DigestError::Malformed("no nonce"))?;
-        let algorithm = match get("algorithm") {
-            None => Algorithm::Md5,
-            Some(token) => Algorithm::from_token(token)
-                .ok_or_else(|| DigestError::UnsupportedAlgorithm(token.to_string()))?,
-        };
+        let algorithm = params.algorithm()?;
         let qop_auth = match get("qop") {
             None => false,
             Some(list) => {
@@ -282,25 +268,10 @@ pub struct Authorization {
 impl Authorization {
     /// Parses one `Digest` credentials value. Bounded like a challenge.
     pub fn parse(value: &str) -> Result<Authorization, DigestError> {
-        let rest = value.trim_start();
-        let (scheme, params) = rest.split_at(rest.find([' ', '\t']).unwrap_or(rest.len()));
-        if !scheme.eq_ignore_ascii_case("Digest") {
-            return Err(DigestError::Malformed("the scheme is not Digest"));
-        }
-        let params = parse_params(params)?;
-        let get = |name: &str| {
-            params
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
-        };
-        let required = |name: &'static str| get(name).ok_or(DigestError::Malformed(name));
-        let algorithm = match get("algorithm") {
-            None => Algorithm::Md5,
-            Some(token) => Algorithm::from_token(token)
-                .ok_or_else(|| DigestError::UnsupportedAlgorithm(token.to_string()))?,
-        };
-        let qop_auth = match get("qop") {
+        let params = DigestParams::parse(value)?;
+        let required = |name: &'static str| params.get(name).ok_or(DigestError::Malformed(name));
+        let algorithm = params.algorithm()?;
+        let qop_auth = match params.get("qop") {
             None => false,
             Some(q) if q.eq_ignore_ascii_case("auth") => true,
             Some(q) => return Err(DigestError::UnsupportedQop(q.to_string())),
@@ -341,6 +312,38 @@ impl std::fmt::Debug for Credentials {
             .field("user", &self.user)
             .field("password", &"<hidden>")
             .finish()
+    }
+}
+
+/// The auth-params of a `Digest` challenge or credentials value.
+struct DigestParams(Vec<(String, String)>);
+
+impl DigestParams {
+    /// Checks the scheme is `Digest` and reads the parameters after it.
+    fn parse(value: &str) -> Result<DigestParams, DigestError> {
+        let rest = value.trim_start();
+        let (scheme, params) = rest.split_at(rest.find([' ', '\t']).unwrap_or(rest.len()));
+        if !scheme.eq_ignore_ascii_case("Digest") {
+            return Err(DigestError::Malformed("the scheme is not Digest"));
+        }
+        parse_params(params).map(DigestParams)
+    }
+
+    /// The value of parameter `name` (case-insensitive name).
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `algorithm` parameter; MD5 when absent (RFC 3261 §22.4).
+    fn algorithm(&self) -> Result<Algorithm, DigestError> {
+        match self.get("algorithm") {
+            None => Ok(Algorithm::Md5),
+            Some(token) => Algorithm::from_token(token)
+                .ok_or_else(|| DigestError::UnsupportedAlgorithm(token.to_string())),
+        }
     }
 }
 

@@ -17,6 +17,13 @@
 //! buffer, and a connection cap that hands the stalest slot to a newcomer
 //! rather than refusing it (see [`ResponderConfig`]).
 //!
+//! With [`ResponderConfig::registrar`] it is a minimal SIP Outbound
+//! registrar (RFC 5626, see the `registrar` module and [`bindings`]):
+//! REGISTER binds contacts with the flow they came over, and
+//! [`ResponderHandle::send_to_aor`] sends a request down a chosen flow or
+//! the first that works. STUN Binding requests on UDP (Outbound
+//! keep-alives) are answered with the address they came from.
+//!
 //! Library use: [`start`] a [`ResponderConfig`], read the bound addresses and
 //! [`stats`](ResponderHandle::stats) from the [`ResponderHandle`], then
 //! [`shutdown`](ResponderHandle::shutdown). The command line

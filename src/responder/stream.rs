@@ -346,16 +346,6 @@ impl Reuse {
         }
     }
 
-    /// The next request queued for this connection; never ready if none can come.
-    async fn next_outbound(
-        queue: &mut Option<tokio::sync::mpsc::Receiver<Outbound>>,
-    ) -> Option<Outbound> {
-        match queue {
-            Some(rx) => rx.recv().await,
-            None => std::future::pending().await,
-        }
-    }
-
     /// True (and counted) if `msg` is a response to one of our call-backs.
     fn take_answer(&mut self, msg: &[u8], cell: &Cell) -> bool {
         if self.awaiting.is_empty() {
@@ -551,8 +541,8 @@ where
         let deadline = request_deadline.map_or(idle_deadline, |r| r.min(idle_deadline));
         let woken = tokio::select! {
             read = tokio::time::timeout_at(deadline, stream.read(&mut buf)) => Woken::Read(read),
-            Some(out) = Reuse::next_outbound(&mut reuse.queue) => Woken::Send(out),
-            Some(command) = next_flow_command(&mut flow_commands) => Woken::Flow(command),
+            Some(out) = next_queued(&mut reuse.queue) => Woken::Send(out),
+            Some(command) = next_queued(&mut flow_commands) => Woken::Flow(command),
         };
         let n = match woken {
             Woken::Flow(FlowCommand::Send(bytes, written)) => {
@@ -597,12 +587,10 @@ where
     }
 }
 
-/// The next command for this flow; never ready when the responder is no
-/// registrar.
-async fn next_flow_command(
-    commands: &mut Option<tokio::sync::mpsc::Receiver<FlowCommand>>,
-) -> Option<FlowCommand> {
-    match commands {
+/// The next item of a connection's queue (call-backs, a registrar's
+/// commands); never ready when the connection has no such queue.
+async fn next_queued<T>(queue: &mut Option<tokio::sync::mpsc::Receiver<T>>) -> Option<T> {
+    match queue {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
