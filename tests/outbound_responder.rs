@@ -14,6 +14,7 @@ mod common;
 
 use std::time::Duration;
 
+use siprace::connect::tls::{PemSource, TlsSettings};
 use siprace::dialer::DialerConfig;
 use siprace::endpoint::{Family, Transport};
 use siprace::lab::dns::DnsServer;
@@ -21,7 +22,8 @@ use siprace::outbound::agent::{Notice, RegisterConfig, Registration};
 use siprace::outbound::digest::Credentials;
 use siprace::outbound::flows::{EventKind, FlowConfig, FlowEvent, FlowId};
 use siprace::responder::{
-    Binding, BindingKey, FlowChoice, FlowRequest, RegistrarConfig, ResponderConfig, ResponderHandle,
+    Binding, BindingKey, FlowChoice, FlowRequest, RegistrarConfig, ResponderConfig,
+    ResponderHandle, ResponderTls,
 };
 
 const AOR: &str = "sip:alice@example.test";
@@ -36,15 +38,25 @@ struct Bed {
     responder: ResponderHandle,
     dns: DnsServer,
     transport: Transport,
+    /// Over TLS: the CA of the registrar's throwaway certificate.
+    ca: Option<String>,
 }
 
 impl Bed {
     async fn start(transport: Transport, registrar: RegistrarConfig) -> Bed {
         let dns = common::serve_zone(common::SIP1_LOOPBACK, "").await;
+        let (tls, ca) = match transport {
+            Transport::Tls => {
+                let (tls, ca) = ResponderTls::generate("sip1.example.test").unwrap();
+                (Some(tls), Some(ca))
+            }
+            _ => (None, None),
+        };
         let responder = common::responder_on_both(
             &[transport],
             ResponderConfig {
                 registrar: Some(registrar),
+                tls,
                 ..ResponderConfig::default()
             },
         )
@@ -53,6 +65,7 @@ impl Bed {
             responder,
             dns,
             transport,
+            ca,
         }
     }
 
@@ -61,6 +74,13 @@ impl Bed {
         let port = self.responder.listeners()[0].addr.port();
         let mut dialer = DialerConfig::default();
         dialer.locate.dns_server = Some(self.dns.addrs()[0]);
+        if let Some(ca) = &self.ca {
+            dialer.connect.tls = TlsSettings {
+                ca: vec![PemSource::Pem(ca.clone())],
+                system_roots: false,
+                ..TlsSettings::default()
+            };
+        }
         let cfg = RegisterConfig {
             aor: AOR.into(),
             registrar: Some(format!(
@@ -182,7 +202,18 @@ async fn stop(bed: &Bed, mut reg: Registration) {
 /// (Expires: 0) removes both.
 #[tokio::test]
 async fn two_tcp_flows_register_and_each_delivers() {
-    let bed = Bed::start(Transport::Tcp, RegistrarConfig::default()).await;
+    two_flows_register_and_each_delivers(Transport::Tcp).await;
+}
+
+/// The same over TLS (the registrar's throwaway certificate for
+/// sip1.example.test, trusted by the UA).
+#[tokio::test]
+async fn two_tls_flows_register_and_each_delivers() {
+    two_flows_register_and_each_delivers(Transport::Tls).await;
+}
+
+async fn two_flows_register_and_each_delivers(transport: Transport) {
+    let bed = Bed::start(transport, RegistrarConfig::default()).await;
     let mut reg = bed.register(None);
     both_registered(&mut reg).await;
     let flows = bed.bindings(2).await;
@@ -194,8 +225,9 @@ async fn two_tcp_flows_register_and_each_delivers() {
                 reg_id
             }
         );
-        assert_eq!(b.flow.transport, Transport::Tcp);
-        assert!(b.uri.ends_with(";transport=tcp;ob"), "{}", b.uri);
+        assert_eq!(b.flow.transport, transport);
+        let tail = format!(";transport={};ob", transport.as_str());
+        assert!(b.uri.ends_with(&tail), "{}", b.uri);
     }
     assert_ne!(flows[0].flow.connection, flows[1].flow.connection);
     assert_ne!(family(&flows[0]), family(&flows[1]), "one flow per family");
@@ -292,8 +324,18 @@ async fn keepalives_are_answered_over_tcp_and_udp() {
 /// reset is acknowledged, which is before the RST leaves, so the UA
 /// cannot have re-registered in between.
 #[tokio::test]
-async fn a_reset_flow_fails_over_and_is_reestablished() {
-    let bed = Bed::start(Transport::Tcp, RegistrarConfig::default()).await;
+async fn a_reset_tcp_flow_fails_over_and_is_reestablished() {
+    a_reset_flow_fails_over_and_is_reestablished(Transport::Tcp).await;
+}
+
+/// The same over TLS: the reset is a TCP RST under the TLS session.
+#[tokio::test]
+async fn a_reset_tls_flow_fails_over_and_is_reestablished() {
+    a_reset_flow_fails_over_and_is_reestablished(Transport::Tls).await;
+}
+
+async fn a_reset_flow_fails_over_and_is_reestablished(transport: Transport) {
+    let bed = Bed::start(transport, RegistrarConfig::default()).await;
     let mut reg = bed.register(None);
     both_registered(&mut reg).await;
     let before = bed.bindings(2).await;

@@ -89,6 +89,8 @@ pub struct Bindings {
     registrations: u64,
     /// The longest expiry granted; longer requests are cut to it.
     max_expires: Option<Duration>,
+    /// The most bindings held ([`MAX_BINDINGS`] unless set).
+    max_bindings: Option<usize>,
 }
 
 /// The expiry a Contact gets when neither it nor the request names one
@@ -96,6 +98,14 @@ pub struct Bindings {
 pub const DEFAULT_EXPIRES: Duration = Duration::from_secs(3600);
 /// The longest expiry granted by default.
 pub const MAX_EXPIRES: Duration = Duration::from_secs(86_400);
+/// The most bindings stored (all AORs together): a peer registering
+/// contact after contact cannot grow memory without bound.
+pub const MAX_BINDINGS: usize = 10_000;
+
+/// The table holds as many bindings as it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the registrar holds as many bindings as it may")]
+pub struct TableFull;
 
 impl Bindings {
     /// Bindings whose granted expiry is at most `max_expires`.
@@ -106,11 +116,35 @@ impl Bindings {
         }
     }
 
+    /// [`new`](Self::new), holding at most `max_bindings`.
+    pub fn with_limit(max_expires: Duration, max_bindings: usize) -> Bindings {
+        Bindings {
+            max_bindings: Some(max_bindings),
+            ..Bindings::new(max_expires)
+        }
+    }
+
     /// Applies one REGISTER's Contacts for `aor`, received over `flow`:
     /// each is added, refreshed (same key: its URI, flow and expiry are
-    /// replaced) or removed (expiry zero). Expired bindings go first.
-    pub fn register(&mut self, aor: &str, updates: &[ContactUpdate], flow: FlowRef, now: Instant) {
+    /// replaced) or removed (expiry zero). Expired bindings go first. Fails,
+    /// changing nothing, if the new bindings would pass [`MAX_BINDINGS`].
+    pub fn register(
+        &mut self,
+        aor: &str,
+        updates: &[ContactUpdate],
+        flow: FlowRef,
+        now: Instant,
+    ) -> Result<(), TableFull> {
         self.expire(now);
+        let existing = self.by_aor.get(aor);
+        let added = updates
+            .iter()
+            .filter(|u| !u.expires.is_zero())
+            .filter(|u| existing.is_none_or(|list| list.iter().all(|b| b.key != u.key)))
+            .count();
+        if self.len() + added > self.max_bindings.unwrap_or(MAX_BINDINGS) {
+            return Err(TableFull);
+        }
         let max = self.max_expires.unwrap_or(MAX_EXPIRES);
         for update in updates {
             let list = self.by_aor.entry(aor.to_string()).or_default();
@@ -129,6 +163,17 @@ impl Bindings {
             });
         }
         self.by_aor.retain(|_, list| !list.is_empty());
+        Ok(())
+    }
+
+    /// How many bindings are stored (expired ones not yet dropped included).
+    pub fn len(&self) -> usize {
+        self.by_aor.values().map(Vec::len).sum()
+    }
+
+    /// No binding at all.
+    pub fn is_empty(&self) -> bool {
+        self.by_aor.is_empty()
     }
 
     /// Removes every binding of `aor` (`Contact: *` with `Expires: 0`).
@@ -417,12 +462,15 @@ mod tests {
     fn same_instance_and_reg_id_replaces_the_flow() {
         let t0 = Instant::now();
         let mut b = Bindings::new(MAX_EXPIRES);
-        b.register(AOR, &updates(&contact(1, 40001, 600)), flow(40001, 1), t0);
-        b.register(AOR, &updates(&contact(2, 40002, 600)), flow(40002, 2), t0);
+        b.register(AOR, &updates(&contact(1, 40001, 600)), flow(40001, 1), t0)
+            .unwrap();
+        b.register(AOR, &updates(&contact(2, 40002, 600)), flow(40002, 2), t0)
+            .unwrap();
         assert_eq!(b.of(AOR, t0).len(), 2);
         // Flow 1 re-established over a new connection: still two bindings,
         // flow 1's now on connection 3.
-        b.register(AOR, &updates(&contact(1, 40003, 600)), flow(40003, 3), t0);
+        b.register(AOR, &updates(&contact(1, 40003, 600)), flow(40003, 3), t0)
+            .unwrap();
         let now = b.of(AOR, t0);
         assert_eq!(now.len(), 2);
         let one = b.flow(AOR, 1, t0).unwrap();
@@ -436,8 +484,10 @@ mod tests {
     fn expires_zero_removes_and_expiry_expires() {
         let t0 = Instant::now();
         let mut b = Bindings::new(Duration::from_secs(100));
-        b.register(AOR, &updates(&contact(1, 40001, 600)), flow(40001, 1), t0);
-        b.register(AOR, &updates(&contact(2, 40002, 50)), flow(40002, 2), t0);
+        b.register(AOR, &updates(&contact(1, 40001, 600)), flow(40001, 1), t0)
+            .unwrap();
+        b.register(AOR, &updates(&contact(2, 40002, 50)), flow(40002, 2), t0)
+            .unwrap();
         // Granted at most max_expires: 100 s, not 600.
         assert_eq!(
             b.flow(AOR, 1, t0).unwrap().contact(t0),
@@ -451,11 +501,13 @@ mod tests {
         assert_eq!(b.expire(t50), 1);
         assert_eq!(b.of(AOR, t50).len(), 1);
         // Expires: 0 on flow 1 removes it, and with it the AOR.
-        b.register(AOR, &updates(&contact(1, 40001, 0)), flow(40001, 1), t50);
+        b.register(AOR, &updates(&contact(1, 40001, 0)), flow(40001, 1), t50)
+            .unwrap();
         assert!(b.of(AOR, t50).is_empty());
         assert_eq!(b.aors().count(), 0);
         // Contact: * removes everything.
-        b.register(AOR, &updates(&contact(1, 40001, 60)), flow(40001, 1), t50);
+        b.register(AOR, &updates(&contact(1, 40001, 60)), flow(40001, 1), t50)
+            .unwrap();
         b.remove_all(AOR);
         assert!(b.of(AOR, t50).is_empty());
     }
@@ -464,23 +516,56 @@ mod tests {
     fn flows_are_tried_freshest_first() {
         let t0 = Instant::now();
         let mut b = Bindings::new(MAX_EXPIRES);
-        b.register(AOR, &updates(&contact(1, 40001, 600)), flow(40001, 1), t0);
-        b.register(AOR, &updates(&contact(2, 40002, 600)), flow(40002, 2), t0);
+        b.register(AOR, &updates(&contact(1, 40001, 600)), flow(40001, 1), t0)
+            .unwrap();
+        b.register(AOR, &updates(&contact(2, 40002, 600)), flow(40002, 2), t0)
+            .unwrap();
         // A plain binding is no flow.
         let RegisterChange::Contacts(plain) =
             read_contacts(["<sip:alice@192.0.2.9>"], None, true).unwrap()
         else {
             panic!()
         };
-        b.register(AOR, &plain, flow(40009, 9), t0);
+        b.register(AOR, &plain, flow(40009, 9), t0).unwrap();
         let order = |b: &Bindings| -> Vec<Option<u32>> {
             b.flows(AOR, t0).iter().map(|f| f.reg_id()).collect()
         };
         assert_eq!(order(&b), [Some(2), Some(1)]);
         // Flow 1 refreshed: now it is the freshest.
-        b.register(AOR, &updates(&contact(1, 40001, 600)), flow(40001, 1), t0);
+        b.register(AOR, &updates(&contact(1, 40001, 600)), flow(40001, 1), t0)
+            .unwrap();
         assert_eq!(order(&b), [Some(1), Some(2)]);
         assert_eq!(b.of(AOR, t0).len(), 3);
+    }
+
+    #[test]
+    fn the_table_is_bounded() {
+        let t0 = Instant::now();
+        const LIMIT: usize = 50;
+        let mut b = Bindings::with_limit(MAX_EXPIRES, LIMIT);
+        for i in 0..LIMIT {
+            let RegisterChange::Contacts(u) =
+                read_contacts([format!("<sip:a{i}@192.0.2.1>").as_str()], None, true).unwrap()
+            else {
+                panic!()
+            };
+            b.register(AOR, &u, flow(1, 1), t0).unwrap();
+        }
+        assert_eq!(b.len(), LIMIT);
+        // A new binding is refused, a refresh of an existing one is not.
+        let refused = updates(&contact(1, 40001, 600));
+        assert_eq!(b.register(AOR, &refused, flow(1, 1), t0), Err(TableFull));
+        assert_eq!(b.len(), LIMIT);
+        let RegisterChange::Contacts(again) =
+            read_contacts(["<sip:a0@192.0.2.1>"], None, true).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(b.register(AOR, &again, flow(1, 1), t0), Ok(()));
+        // Once they expire there is room again.
+        let later = t0 + DEFAULT_EXPIRES;
+        assert_eq!(b.register(AOR, &refused, flow(1, 1), later), Ok(()));
+        assert_eq!(b.len(), 1);
     }
 
     #[test]

@@ -89,6 +89,8 @@ pub enum FlowSendError {
     AllFailed(Vec<(u32, String)>),
     #[error("reset needs a stream flow (TCP, TLS, SCTP); this one is {0}")]
     NotAStream(Transport),
+    #[error("{0:?} is not a SIP URI")]
+    BadAor(String),
     #[error("the responder is not a registrar (ResponderConfig::registrar, --registrar)")]
     NotARegistrar,
 }
@@ -256,7 +258,15 @@ impl Registrar {
             match &change {
                 RegisterChange::Query => {}
                 RegisterChange::RemoveAll => bindings.remove_all(&aor),
-                RegisterChange::Contacts(updates) => bindings.register(&aor, updates, flow, now),
+                RegisterChange::Contacts(updates) => {
+                    if let Err(full) = bindings.register(&aor, updates, flow, now) {
+                        return req
+                            .response(503)
+                            .reason(format!("Service Unavailable ({full})"))
+                            .received(src)
+                            .build();
+                    }
+                }
             }
             bindings
                 .of(&aor, now)
@@ -345,6 +355,9 @@ impl Registrar {
         request: &FlowRequest,
         timeout: Duration,
     ) -> Result<FlowDelivery, FlowSendError> {
+        if !is_sip_uri(aor) || aor.contains(['\r', '\n', '<', '>']) {
+            return Err(FlowSendError::BadAor(aor.to_string()));
+        }
         let aor_key = aor_key(aor);
         let candidates: Vec<Binding> = {
             let bindings = lock(&self.bindings);
