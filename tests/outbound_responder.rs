@@ -456,3 +456,156 @@ async fn the_digest_challenge_is_answered() {
     stop(&bed, reg).await;
     bed.responder.shutdown().await;
 }
+
+/// `siprace responder` as a child process, its stdout lines read by a
+/// thread; killed (by its own PID) if still running when dropped.
+struct ResponderCommand {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl ResponderCommand {
+    /// Starts `siprace responder ARGS` and waits (bounded) for its
+    /// `registrar:` line, printed once every listener is bound; `None` if
+    /// it ended first (e.g. the port was taken meanwhile).
+    fn start(args: &[String]) -> Option<ResponderCommand> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_siprace"))
+            .arg("responder")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("siprace responder starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let cmd = ResponderCommand { child, lines };
+        loop {
+            match cmd.lines.recv_timeout(BOUND) {
+                Ok(line) if line.starts_with("registrar:") => return Some(cmd),
+                Ok(_) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
+                Err(e) => panic!("siprace responder did not start: {e}"),
+            }
+        }
+    }
+
+    /// Sends SIGTERM, waits (bounded) for the exit and returns the lines
+    /// printed meanwhile and the exit status.
+    fn stop(mut self) -> (Vec<String>, std::process::ExitStatus) {
+        // SAFETY: kill(2) on the PID of our own child, not yet reaped.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let mut lines = Vec::new();
+        // The reader thread ends (and the channel closes) when the child
+        // closes its stdout, i.e. when it exits.
+        let deadline = std::time::Instant::now() + BOUND;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(_) => panic!("siprace responder still running after SIGTERM: {lines:?}"),
+            }
+        }
+        let status = self.child.wait().expect("wait for siprace responder");
+        (lines, status)
+    }
+}
+
+impl Drop for ResponderCommand {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The command line: `siprace responder --registrar --send-to AOR
+/// --send-every 100` sends a MESSAGE every 100 ms down the first flow that
+/// works; the UA (the library agent) receives them, and the command prints
+/// one JSON line per result, answered 200 once the AOR is registered.
+#[tokio::test]
+async fn the_responder_command_sends_to_the_aor() {
+    let dns = common::serve_zone(common::SIP1_LOOPBACK, "").await;
+    let (cmd, port) = (0..5)
+        .find_map(|_| {
+            let port = common::free_port_on_both();
+            let args: Vec<String> = [
+                "--listen",
+                &format!("tcp:[::1]:{port}"),
+                "--listen",
+                &format!("tcp:127.0.0.1:{port}"),
+                "--registrar",
+                "--send-to",
+                AOR,
+                "--send-every",
+                "100",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            ResponderCommand::start(&args).map(|cmd| (cmd, port))
+        })
+        .expect("siprace responder starts on a free port");
+    let mut dialer = DialerConfig::default();
+    dialer.locate.dns_server = Some(dns.addrs()[0]);
+    let mut reg = Registration::start(
+        dialer,
+        RegisterConfig {
+            aor: AOR.into(),
+            registrar: Some(format!("sip:sip1.example.test:{port};transport=tcp")),
+            instance: INSTANCE.into(),
+            expires: Duration::from_secs(600),
+            credentials: None,
+            flows: FlowConfig::default(),
+        },
+    )
+    .unwrap();
+    let notice = until(
+        &mut reg,
+        "a MESSAGE from the command",
+        |n| matches!(n, Notice::Inbound { method, .. } if method == "MESSAGE"),
+    )
+    .await;
+    let Notice::Inbound { request, .. } = notice else {
+        unreachable!()
+    };
+    assert!(
+        request.body.starts_with(b"siprace responder at "),
+        "{:?}",
+        String::from_utf8_lossy(&request.body)
+    );
+    drop(reg);
+    let (lines, status) = cmd.stop();
+    assert!(status.success(), "{status:?}: {lines:?}");
+    let results: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        results.iter().any(|r| r["status"] == 200
+            && r["aor"] == AOR
+            && r["transport"] == "tcp"
+            && (r["reg_id"] == 1 || r["reg_id"] == 2)),
+        "no delivered MESSAGE among {lines:?}"
+    );
+    // Before the UA registered, the sends said so.
+    assert!(
+        results
+            .iter()
+            .all(|r| r["status"] == 200 || r["error"].is_string()),
+        "{lines:?}"
+    );
+}
