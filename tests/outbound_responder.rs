@@ -461,14 +461,16 @@ async fn the_digest_challenge_is_answered() {
 /// thread; killed (by its own PID) if still running when dropped.
 struct ResponderCommand {
     child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// Every line read so far.
+    seen: Vec<String>,
 }
 
 impl ResponderCommand {
     /// Starts `siprace responder ARGS` and waits (bounded) for its
     /// `registrar:` line, printed once every listener is bound; `None` if
     /// it ended first (e.g. the port was taken meanwhile).
-    fn start(args: &[String]) -> Option<ResponderCommand> {
+    async fn start(args: &[String]) -> Option<ResponderCommand> {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_siprace"))
             .arg("responder")
@@ -479,7 +481,8 @@ impl ResponderCommand {
             .spawn()
             .expect("siprace responder starts");
         let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        // Ends when the child closes its stdout, i.e. when it exits.
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stdout)
                 .lines()
@@ -490,36 +493,46 @@ impl ResponderCommand {
                 }
             }
         });
-        let cmd = ResponderCommand { child, lines };
+        let mut cmd = ResponderCommand {
+            child,
+            lines,
+            seen: Vec::new(),
+        };
+        cmd.until(|line| line.starts_with("registrar:"))
+            .await
+            .then_some(cmd)
+    }
+
+    /// Reads lines until one satisfies `pred` (true) or the output ends
+    /// (false); bounded by [`BOUND`].
+    async fn until(&mut self, pred: impl Fn(&str) -> bool) -> bool {
         loop {
-            match cmd.lines.recv_timeout(BOUND) {
-                Ok(line) if line.starts_with("registrar:") => return Some(cmd),
-                Ok(_) => {}
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
-                Err(e) => panic!("siprace responder did not start: {e}"),
+            match tokio::time::timeout(BOUND, self.lines.recv()).await {
+                Ok(Some(line)) => {
+                    let found = pred(&line);
+                    self.seen.push(line);
+                    if found {
+                        return true;
+                    }
+                }
+                Ok(None) => return false,
+                Err(_) => panic!(
+                    "siprace responder: no expected line in {BOUND:?}: {:?}",
+                    self.seen
+                ),
             }
         }
     }
 
-    /// Sends SIGTERM, waits (bounded) for the exit and returns the lines
-    /// printed meanwhile and the exit status.
-    fn stop(mut self) -> (Vec<String>, std::process::ExitStatus) {
+    /// Sends SIGTERM, waits (bounded) for the exit and returns every line
+    /// printed and the exit status.
+    async fn stop(mut self) -> (Vec<String>, std::process::ExitStatus) {
         // SAFETY: kill(2) on the PID of our own child, not yet reaped.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let mut lines = Vec::new();
-        // The reader thread ends (and the channel closes) when the child
-        // closes its stdout, i.e. when it exits.
-        let deadline = std::time::Instant::now() + BOUND;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => lines.push(line),
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(_) => panic!("siprace responder still running after SIGTERM: {lines:?}"),
-            }
-        }
+        let ended = self.until(|_| false).await;
+        assert!(!ended);
         let status = self.child.wait().expect("wait for siprace responder");
-        (lines, status)
+        (std::mem::take(&mut self.seen), status)
     }
 }
 
@@ -532,6 +545,11 @@ impl Drop for ResponderCommand {
     }
 }
 
+/// Reads a result line of the command (`None` for other lines).
+fn result_line(line: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(line).ok()
+}
+
 /// The command line: `siprace responder --registrar --send-to AOR
 /// --send-every 100` sends a MESSAGE every 100 ms down the first flow that
 /// works; the UA (the library agent) receives them, and the command prints
@@ -539,26 +557,29 @@ impl Drop for ResponderCommand {
 #[tokio::test]
 async fn the_responder_command_sends_to_the_aor() {
     let dns = common::serve_zone(common::SIP1_LOOPBACK, "").await;
-    let (cmd, port) = (0..5)
-        .find_map(|_| {
-            let port = common::free_port_on_both();
-            let args: Vec<String> = [
-                "--listen",
-                &format!("tcp:[::1]:{port}"),
-                "--listen",
-                &format!("tcp:127.0.0.1:{port}"),
-                "--registrar",
-                "--send-to",
-                AOR,
-                "--send-every",
-                "100",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            ResponderCommand::start(&args).map(|cmd| (cmd, port))
-        })
-        .expect("siprace responder starts on a free port");
+    let mut started = None;
+    for _ in 0..5 {
+        let port = common::free_port_on_both();
+        let args: Vec<String> = [
+            "--listen",
+            &format!("tcp:[::1]:{port}"),
+            "--listen",
+            &format!("tcp:127.0.0.1:{port}"),
+            "--registrar",
+            "--send-to",
+            AOR,
+            "--send-every",
+            "100",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(cmd) = ResponderCommand::start(&args).await {
+            started = Some((cmd, port));
+            break;
+        }
+    }
+    let (mut cmd, port) = started.expect("siprace responder starts on a free port");
     let mut dialer = DialerConfig::default();
     dialer.locate.dns_server = Some(dns.addrs()[0]);
     let mut reg = Registration::start(
@@ -587,24 +608,27 @@ async fn the_responder_command_sends_to_the_aor() {
         "{:?}",
         String::from_utf8_lossy(&request.body)
     );
+    // The command says it was delivered (the UA keeps answering meanwhile).
+    let delivered = cmd
+        .until(|line| {
+            result_line(line).is_some_and(|r| {
+                r["status"] == 200
+                    && r["aor"] == AOR
+                    && r["transport"] == "tcp"
+                    && (r["reg_id"] == 1 || r["reg_id"] == 2)
+            })
+        })
+        .await;
+    assert!(delivered, "no delivered MESSAGE among {:?}", cmd.seen);
     drop(reg);
-    let (lines, status) = cmd.stop();
+    let (lines, status) = cmd.stop().await;
     assert!(status.success(), "{status:?}: {lines:?}");
-    let results: Vec<serde_json::Value> = lines
-        .iter()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    // Every result line is a delivery or says why not (before the UA
+    // registered: no flow; after it went: every flow failed).
     assert!(
-        results.iter().any(|r| r["status"] == 200
-            && r["aor"] == AOR
-            && r["transport"] == "tcp"
-            && (r["reg_id"] == 1 || r["reg_id"] == 2)),
-        "no delivered MESSAGE among {lines:?}"
-    );
-    // Before the UA registered, the sends said so.
-    assert!(
-        results
+        lines
             .iter()
+            .filter_map(|l| result_line(l))
             .all(|r| r["status"] == 200 || r["error"].is_string()),
         "{lines:?}"
     );

@@ -284,6 +284,12 @@ pub async fn run(args: ResponderArgs) -> Result<(), Box<dyn std::error::Error + 
             }
         }
     }
+    // The requests in flight may finish (each is bounded), so that every
+    // one sent has its line.
+    let drained = tokio::time::timeout(2 * SEND_TIMEOUT, async {
+        while sends.join_next().await.is_some() {}
+    });
+    let _ = drained.await;
     sends.shutdown().await;
     let handle =
         std::sync::Arc::into_inner(handle).ok_or("a send task still holds the responder")?;
