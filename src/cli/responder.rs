@@ -107,6 +107,9 @@ pub struct ResponderArgs {
     /// that works (RFC 5626 §5.3), printing one JSON line per result.
     #[arg(long, value_name = "AOR", requires_all = ["registrar", "send_every"])]
     pub send_to: Option<String>,
+    /// Send OPTIONS instead of MESSAGE to --send-to.
+    #[arg(long, requires = "send_to")]
+    pub send_options: bool,
     /// The period of --send-to, in milliseconds.
     #[arg(long, value_name = "MS", requires = "send_to",
           value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
@@ -265,8 +268,13 @@ pub async fn run(args: ResponderArgs) -> Result<(), Box<dyn std::error::Error + 
                     continue;
                 }
                 let handle = handle.clone();
+                let options = args.send_options;
                 sends.spawn(async move {
-                    let request = FlowRequest::Message(format!("siprace responder at {t_ms} ms"));
+                    let request = if options {
+                        FlowRequest::Options
+                    } else {
+                        FlowRequest::Message(format!("siprace responder at {t_ms} ms"))
+                    };
                     println!("{}", send_line(t_ms, &aor, &handle, &request).await);
                 });
             }
@@ -475,6 +483,7 @@ mod tests {
             &["--registrar", "--send-to", "sip:a@example.test"],
             &["--registrar", "--send-every", "100"],
             &["--registrar", "--send-to", "sip:a@x", "--send-every", "1"],
+            &["--registrar", "--send-options"],
         ] {
             let mut line = vec!["x", "--listen", "tcp:[::1]:0"];
             line.extend_from_slice(bad);

@@ -458,14 +458,21 @@ mod tests {
         );
     }
 
+    /// Flows 1 and 2 of one instance registered at `t0`, in that order.
+    fn two_flows(t0: Instant) -> Bindings {
+        let mut b = Bindings::new(MAX_EXPIRES);
+        for (reg_id, port) in [(1, 40001), (2, 40002)] {
+            let contact = contact(reg_id, port, 600);
+            b.register(AOR, &updates(&contact), flow(port, u64::from(reg_id)), t0)
+                .unwrap();
+        }
+        b
+    }
+
     #[test]
     fn same_instance_and_reg_id_replaces_the_flow() {
         let t0 = Instant::now();
-        let mut b = Bindings::new(MAX_EXPIRES);
-        b.register(AOR, &updates(&contact(1, 40001, 600)), flow(40001, 1), t0)
-            .unwrap();
-        b.register(AOR, &updates(&contact(2, 40002, 600)), flow(40002, 2), t0)
-            .unwrap();
+        let mut b = two_flows(t0);
         assert_eq!(b.of(AOR, t0).len(), 2);
         // Flow 1 re-established over a new connection: still two bindings,
         // flow 1's now on connection 3.
@@ -515,11 +522,7 @@ mod tests {
     #[test]
     fn flows_are_tried_freshest_first() {
         let t0 = Instant::now();
-        let mut b = Bindings::new(MAX_EXPIRES);
-        b.register(AOR, &updates(&contact(1, 40001, 600)), flow(40001, 1), t0)
-            .unwrap();
-        b.register(AOR, &updates(&contact(2, 40002, 600)), flow(40002, 2), t0)
-            .unwrap();
+        let mut b = two_flows(t0);
         // A plain binding is no flow.
         let RegisterChange::Contacts(plain) =
             read_contacts(["<sip:alice@192.0.2.9>"], None, true).unwrap()
