@@ -38,6 +38,15 @@ pub enum BindingKey {
     Uri(String),
 }
 
+/// Where and in what order a REGISTER came: its flow, and its Call-ID and
+/// CSeq number (RFC 3261 §10.3 step 7 orders a binding's updates by them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub flow: FlowRef,
+    pub call_id: String,
+    pub cseq: u32,
+}
+
 /// One Contact of a REGISTER, as the registrar reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContactUpdate {
@@ -59,6 +68,10 @@ pub struct Binding {
     pub uri: String,
     pub params: String,
     pub flow: FlowRef,
+    /// The Call-ID and CSeq number of the REGISTER that made or last
+    /// refreshed it.
+    pub call_id: String,
+    pub cseq: u32,
     pub expires_at: Instant,
     /// Increases with every (re-)registration: later is fresher.
     pub registered: u64,
@@ -102,10 +115,17 @@ pub const MAX_EXPIRES: Duration = Duration::from_secs(86_400);
 /// contact after contact cannot grow memory without bound.
 pub const MAX_BINDINGS: usize = 10_000;
 
-/// The table holds as many bindings as it may.
+/// Why a REGISTER changed nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the registrar holds as many bindings as it may")]
-pub struct TableFull;
+pub enum Refusal {
+    /// The table holds as many bindings as it may.
+    #[error("the registrar holds as many bindings as it may")]
+    TableFull,
+    /// RFC 3261 §10.3 step 7: an older REGISTER of the same Call-ID than
+    /// the one a binding has (a delayed or reordered request).
+    #[error("a REGISTER older than the binding's (same Call-ID, lower CSeq)")]
+    OutOfOrder,
+}
 
 impl Bindings {
     /// Bindings whose granted expiry is at most `max_expires`.
@@ -124,26 +144,38 @@ impl Bindings {
         }
     }
 
-    /// Applies one REGISTER's Contacts for `aor`, received over `flow`:
-    /// each is added, refreshed (same key: its URI, flow and expiry are
-    /// replaced) or removed (expiry zero). Expired bindings go first. Fails,
-    /// changing nothing, if the new bindings would pass [`MAX_BINDINGS`].
+    /// Applies one REGISTER's Contacts for `aor`, from `origin`: each is
+    /// added, refreshed (same key: its URI, flow and expiry are replaced)
+    /// or removed (expiry zero). Expired bindings go first. Fails, changing
+    /// nothing, if the new bindings would pass [`MAX_BINDINGS`], or if the
+    /// REGISTER is older than a binding it updates (same Call-ID, lower
+    /// CSeq; an equal CSeq is a retransmission and applies again).
     pub fn register(
         &mut self,
         aor: &str,
         updates: &[ContactUpdate],
-        flow: FlowRef,
+        origin: Origin,
         now: Instant,
-    ) -> Result<(), TableFull> {
+    ) -> Result<(), Refusal> {
         self.expire(now);
         let existing = self.by_aor.get(aor);
+        let out_of_order = existing.is_some_and(|list| {
+            list.iter().any(|b| {
+                b.call_id == origin.call_id
+                    && b.cseq > origin.cseq
+                    && updates.iter().any(|u| u.key == b.key)
+            })
+        });
+        if out_of_order {
+            return Err(Refusal::OutOfOrder);
+        }
         let added = updates
             .iter()
             .filter(|u| !u.expires.is_zero())
             .filter(|u| existing.is_none_or(|list| list.iter().all(|b| b.key != u.key)))
             .count();
         if self.len() + added > self.max_bindings.unwrap_or(MAX_BINDINGS) {
-            return Err(TableFull);
+            return Err(Refusal::TableFull);
         }
         let max = self.max_expires.unwrap_or(MAX_EXPIRES);
         for update in updates {
@@ -157,7 +189,9 @@ impl Bindings {
                 key: update.key.clone(),
                 uri: update.uri.clone(),
                 params: update.params.clone(),
-                flow,
+                flow: origin.flow,
+                call_id: origin.call_id.clone(),
+                cseq: origin.cseq,
                 expires_at: now + update.expires.min(max),
                 registered: self.registrations,
             });
@@ -363,12 +397,18 @@ mod tests {
 
     const INSTANCE: &str = "<urn:uuid:00000000-0000-1000-8000-000a95a0e128>";
 
-    fn flow(port: u16, connection: u64) -> FlowRef {
-        FlowRef {
-            transport: Transport::Tcp,
-            local: "[::1]:5060".parse().unwrap(),
-            peer: SocketAddr::new("::1".parse().unwrap(), port),
-            connection: Some(connection),
+    /// A REGISTER over connection `connection` from `port`, with the
+    /// Call-ID `c<port>` and CSeq 1.
+    fn flow(port: u16, connection: u64) -> Origin {
+        Origin {
+            flow: FlowRef {
+                transport: Transport::Tcp,
+                local: "[::1]:5060".parse().unwrap(),
+                peer: SocketAddr::new("::1".parse().unwrap(), port),
+                connection: Some(connection),
+            },
+            call_id: format!("c{port}"),
+            cseq: 1,
         }
     }
 
@@ -520,6 +560,45 @@ mod tests {
     }
 
     #[test]
+    fn an_older_register_of_the_same_call_id_changes_nothing() {
+        let t0 = Instant::now();
+        let mut b = Bindings::new(MAX_EXPIRES);
+        let at = |cseq| Origin {
+            cseq,
+            ..flow(40001, 1)
+        };
+        b.register(AOR, &updates(&contact(1, 40001, 600)), at(5), t0)
+            .unwrap();
+        // CSeq 4 after 5: refused, the binding keeps its expiry.
+        assert_eq!(
+            b.register(AOR, &updates(&contact(1, 40001, 0)), at(4), t0),
+            Err(Refusal::OutOfOrder)
+        );
+        assert_eq!(b.of(AOR, t0).len(), 1);
+        // The same CSeq again (a retransmission) and a later one apply.
+        b.register(AOR, &updates(&contact(1, 40001, 300)), at(5), t0)
+            .unwrap();
+        assert!(b
+            .flow(AOR, 1, t0)
+            .unwrap()
+            .contact(t0)
+            .ends_with(";expires=300"));
+        b.register(AOR, &updates(&contact(1, 40001, 0)), at(6), t0)
+            .unwrap();
+        assert!(b.of(AOR, t0).is_empty());
+        // Another Call-ID (a new flow's) is not ordered against it.
+        b.register(AOR, &updates(&contact(1, 40001, 600)), at(9), t0)
+            .unwrap();
+        let other = Origin {
+            cseq: 1,
+            ..flow(40002, 2)
+        };
+        b.register(AOR, &updates(&contact(1, 40002, 600)), other, t0)
+            .unwrap();
+        assert_eq!(b.flow(AOR, 1, t0).unwrap().flow.connection, Some(2));
+    }
+
+    #[test]
     fn flows_are_tried_freshest_first() {
         let t0 = Instant::now();
         let mut b = two_flows(t0);
@@ -557,7 +636,10 @@ mod tests {
         assert_eq!(b.len(), LIMIT);
         // A new binding is refused, a refresh of an existing one is not.
         let refused = updates(&contact(1, 40001, 600));
-        assert_eq!(b.register(AOR, &refused, flow(1, 1), t0), Err(TableFull));
+        assert_eq!(
+            b.register(AOR, &refused, flow(1, 1), t0),
+            Err(Refusal::TableFull)
+        );
         assert_eq!(b.len(), LIMIT);
         let RegisterChange::Contacts(again) =
             read_contacts(["<sip:a0@192.0.2.1>"], None, true).unwrap()

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::bindings::{aor_key, read_contacts, Binding, Bindings, FlowRef, RegisterChange};
+use super::bindings::{
+    aor_key, read_contacts, Binding, Bindings, FlowRef, Origin, Refusal, RegisterChange,
+};
 use crate::endpoint::Transport;
 use crate::outbound::digest::{Algorithm, Authorization, Challenge, Credentials};
 use crate::sip::{self, address_uri, is_sip_uri, split_comma_list, Request, BRANCH_MAGIC};
@@ -259,10 +261,21 @@ impl Registrar {
                 RegisterChange::Query => {}
                 RegisterChange::RemoveAll => bindings.remove_all(&aor),
                 RegisterChange::Contacts(updates) => {
-                    if let Err(full) = bindings.register(&aor, updates, flow, now) {
+                    let origin = Origin {
+                        flow,
+                        call_id: req.call_id.clone(),
+                        cseq: req.cseq.seq,
+                    };
+                    if let Err(refusal) = bindings.register(&aor, updates, origin, now) {
+                        // 503 for a full table (try later), 500 for an
+                        // out-of-order request (RFC 3261 §10.3 step 7).
+                        let status = match refusal {
+                            Refusal::TableFull => 503,
+                            Refusal::OutOfOrder => 500,
+                        };
                         return req
-                            .response(503)
-                            .reason(format!("Service Unavailable ({full})"))
+                            .response(status)
+                            .reason(format!("{} ({refusal})", sip::reason_phrase(status)))
                             .received(src)
                             .build();
                     }
@@ -654,6 +667,39 @@ mod tests {
             Instant::now(),
         ));
         assert_eq!(refused.status, 401);
+    }
+
+    #[test]
+    fn an_out_of_order_register_is_a_500_and_changes_nothing() {
+        let r = Registrar::new(RegistrarConfig::default());
+        let supported = "Supported: outbound\r\n";
+        let with_cseq = |cseq: u32, expires: u32| {
+            let req = register(1, supported, None);
+            let text = format!(
+                "REGISTER sip:example.test SIP/2.0\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\n\
+                 Call-ID: {}\r\nCSeq: {cseq} REGISTER\r\nContact: {}\r\n{supported}\
+                 Expires: {expires}\r\nContent-Length: 0\r\n\r\n",
+                req.vias[0],
+                req.from,
+                req.to,
+                req.call_id,
+                req.headers.get("contact").unwrap(),
+            );
+            sip::parse_request(text.as_bytes()).unwrap()
+        };
+        let now = Instant::now();
+        assert_eq!(
+            parse(&r.on_register(&with_cseq(5, 600), flow(), now)).status,
+            200
+        );
+        let late = parse(&r.on_register(&with_cseq(4, 0), flow(), now));
+        assert_eq!(late.status, 500, "{}", late.reason);
+        assert_eq!(r.bindings_of("sip:alice@example.test").len(), 1);
+        assert_eq!(
+            parse(&r.on_register(&with_cseq(6, 0), flow(), now)).status,
+            200
+        );
+        assert!(r.bindings_of("sip:alice@example.test").is_empty());
     }
 
     #[test]
