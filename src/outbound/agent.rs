@@ -1,7 +1,10 @@
 //! Runs a registration's flows over real connections: the I/O around the
 //! pure [`Flows`] machine. Each flow is raced by a dialer of its own (so
 //! two flows never share a connection), kept as a [`SipConnection`], kept
-//! alive with CRLF pings, and re-raced when it fails.
+//! alive with CRLF pings, and re-raced when it fails. The flows' dialers
+//! share one race history: a flow that fails on its path is recorded there
+//! as that path's failure, so the race that replaces it tries the other
+//! family first.
 //!
 //! A stream flow (TCP, TLS, SCTP) is a [`SipConnection`] pinged with CRLF;
 //! a UDP flow is a [`UdpFlow`] pinged with STUN Binding requests.
@@ -14,14 +17,17 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::digest::{Challenge, Credentials};
-use super::flows::{Action, FamilyChoice, FlowConfig, FlowEvent, FlowId, Flows, Input};
+use super::flows::{
+    Action, EventKind, FamilyChoice, FlowConfig, FlowEvent, FlowId, Flows, Input, RaceNote,
+};
 use super::register::{self, RegisterOutcome, RegisterRequest, Registration as Binding};
 use super::stun::{self, BindingResponse, TransactionId};
 use super::udp_flow::UdpFlow;
 use crate::connect::Connection;
 use crate::dialer::{DialError, Dialer, DialerConfig};
-use crate::endpoint::{Family, Transport};
+use crate::endpoint::{Endpoint, Family, Transport};
 use crate::keep::{KeepConfig, SipConnection};
+use crate::report::{HistoryEntry, Report};
 use crate::sip::{self, uri_host};
 use crate::target::{Target, TargetError};
 
@@ -254,13 +260,28 @@ struct FlowIo {
     next_cseq: u32,
     /// The STUN transaction of the current keep-alive (UDP).
     stun_id: TransactionId,
+    /// The endpoint that won the flow's race, and the dialer that raced it
+    /// (whose history learns when the flow fails on this path).
+    endpoint: Endpoint,
+    dialer: Dialer,
+    /// How that race went, for the flow's registered/recovered event.
+    race: RaceNote,
+}
+
+/// A flow's race that connected.
+struct Won {
+    conn: FlowConn,
+    endpoint: Endpoint,
+    dialer: Dialer,
+    race: RaceNote,
 }
 
 /// What a task of the driver reports back.
 enum Done {
-    Connected(FlowId, FlowConn),
+    Connected(FlowId, Box<Won>),
     ConnectFailed(FlowId, String, bool),
-    Registered(FlowId, u64, Option<Duration>, Duration),
+    /// A 2xx: its Flow-Timer, expiry and `Require: outbound`.
+    Registered(FlowId, u64, Option<Duration>, Duration, bool),
     RegisterFailed(FlowId, u64, String),
     Pong(FlowId, u64, Option<std::net::SocketAddr>),
     Unregistered(FlowId),
@@ -337,7 +358,19 @@ impl Driver {
     /// Turns a task's report into the machine's input (or a notice).
     fn absorb(&mut self, done: Done) -> Option<Input> {
         Some(match done {
-            Done::Connected(flow, conn) => {
+            Done::Connected(flow, won) if !self.machine.is_connecting(flow) => {
+                // Not wanted any more (stopped, or the registrar turned out
+                // to lack Outbound meanwhile): closed, not leaked.
+                tokio::spawn(async move { won.conn.close().await });
+                return None;
+            }
+            Done::Connected(flow, won) => {
+                let Won {
+                    conn,
+                    endpoint,
+                    dialer,
+                    race,
+                } = *won;
                 let (transport, remote) = (conn.transport(), conn.peer());
                 self.generations += 1;
                 self.flows.insert(
@@ -348,6 +381,9 @@ impl Driver {
                         call_id: format!("{}@siprace", sip::random_token(20)),
                         next_cseq: 1,
                         stun_id: stun::new_transaction_id(),
+                        endpoint,
+                        dialer,
+                        race,
                     },
                 );
                 Input::Connected {
@@ -370,10 +406,11 @@ impl Driver {
             {
                 return None
             }
-            Done::Registered(flow, _, flow_timer, expires) => Input::Registered {
+            Done::Registered(flow, _, flow_timer, expires, outbound) => Input::Registered {
                 flow,
                 flow_timer,
                 expires,
+                outbound,
             },
             Done::RegisterFailed(flow, _, reason) => Input::RegisterFailed { flow, reason },
             Done::Pong(flow, _, mapped) => Input::KeepaliveAnswered { flow, mapped },
@@ -459,8 +496,8 @@ impl Driver {
                         let result = exchange.run(&shared).await;
                         let report = match (unregister, result) {
                             (true, _) => Done::Unregistered(flow),
-                            (false, Ok((flow_timer, expires))) => {
-                                Done::Registered(flow, generation, flow_timer, expires)
+                            (false, Ok((flow_timer, expires, outbound))) => {
+                                Done::Registered(flow, generation, flow_timer, expires, outbound)
                             }
                             (false, Err(reason)) => Done::RegisterFailed(flow, generation, reason),
                         };
@@ -486,12 +523,23 @@ impl Driver {
                         }
                     });
                 }
+                Action::RecordPathFailure { flow } => {
+                    if let Some(io) = self.flows.get(&flow) {
+                        io.dialer.record_path_failure(&io.endpoint);
+                    }
+                }
                 Action::Close { flow } => {
                     if let Some(io) = self.flows.remove(&flow) {
                         tasks.spawn(async move { io.conn.close().await });
                     }
                 }
-                Action::Event(event) => self.notify(Notice::Flow(event)),
+                Action::Event(mut event) => {
+                    if matches!(event.kind, EventKind::Registered | EventKind::Recovered) {
+                        // Over the winner of the flow's latest race.
+                        event.race = self.flows.get(&event.flow).map(|io| io.race.clone());
+                    }
+                    self.notify(Notice::Flow(event))
+                }
                 Action::WakeAt(at) => *wake = Some(at),
             }
         }
@@ -505,32 +553,57 @@ impl Driver {
         }
     }
 
+    /// The dialer of `flow` racing `only` that family (or all): each has
+    /// a connection table of its own, and all share the first one's history.
     fn dialer_for(&mut self, flow: FlowId, only: Option<Family>) -> Dialer {
-        let base = &self.dialer;
-        self.dialers
-            .entry((flow, only))
-            .or_insert_with(|| {
-                let mut cfg = base.clone();
-                if let Some(family) = only {
-                    cfg.locate.families = vec![family];
-                }
-                Dialer::new(cfg).expect("validated at start; a family subset stays valid")
-            })
-            .clone()
+        if let Some(dialer) = self.dialers.get(&(flow, only)) {
+            return dialer.clone();
+        }
+        let mut cfg = self.dialer.clone();
+        if let Some(family) = only {
+            cfg.locate.families = vec![family];
+        }
+        let made = match self.dialers.values().next() {
+            Some(sibling) => sibling.sharing_history(cfg),
+            None => Dialer::new(cfg),
+        };
+        let dialer = made.expect("validated at start; a family subset stays valid");
+        self.dialers.insert((flow, only), dialer.clone());
+        dialer
     }
 }
 
 /// Races the registrar for `flow`.
 async fn connect(flow: FlowId, dialer: Dialer, registrar: String) -> Done {
     match dialer.dial(&registrar).await {
-        Ok(dial) => match (dial.kept, dial.connection) {
-            (Some(conn), _) => Done::Connected(flow, FlowConn::Stream(conn)),
-            (None, Some(Connection::Udp(socket))) => match UdpFlow::start(socket) {
-                Ok(udp) => Done::Connected(flow, FlowConn::Datagram(udp)),
-                Err(e) => Done::ConnectFailed(flow, format!("the UDP socket: {e}"), false),
-            },
-            _ => Done::ConnectFailed(flow, "the winner gave no usable connection".into(), false),
-        },
+        Ok(dial) => {
+            let race = race_note(&dial.report);
+            let conn = match (dial.kept, dial.connection) {
+                (Some(conn), _) => FlowConn::Stream(conn),
+                (None, Some(Connection::Udp(socket))) => match UdpFlow::start(socket) {
+                    Ok(udp) => FlowConn::Datagram(udp),
+                    Err(e) => {
+                        return Done::ConnectFailed(flow, format!("the UDP socket: {e}"), false)
+                    }
+                },
+                _ => {
+                    return Done::ConnectFailed(
+                        flow,
+                        "the winner gave no usable connection".into(),
+                        false,
+                    )
+                }
+            };
+            Done::Connected(
+                flow,
+                Box::new(Won {
+                    conn,
+                    endpoint: dial.endpoint,
+                    dialer,
+                    race,
+                }),
+            )
+        }
         Err(DialError::Resolution(report)) => Done::ConnectFailed(
             flow,
             format!(
@@ -540,6 +613,43 @@ async fn connect(flow: FlowId, dialer: Dialer, registrar: String) -> Done {
             true,
         ),
         Err(e) => Done::ConnectFailed(flow, e.to_string(), false),
+    }
+}
+
+/// What a flow's race shows of history: the first attempt's family, and
+/// history's note on the order (a path that failed recently tried last).
+fn race_note(report: &Report) -> RaceNote {
+    let first_family = report.attempts.first().map_or(Family::V6, |a| a.family);
+    let ago = |ms: Option<f64>| match ms {
+        None => "recently".to_string(),
+        Some(ms) if ms < 1000.0 => format!("{ms:.0} ms before"),
+        Some(ms) => format!("{:.1} s before", ms / 1000.0),
+    };
+    let history = report.attempts.iter().find_map(|a| {
+        Some(match a.history.as_ref()? {
+            HistoryEntry::FailedRecently { failed_ago_ms } => format!(
+                "{}/{} to {} failed {}: tried last",
+                a.family,
+                a.transport,
+                a.host,
+                ago(*failed_ago_ms)
+            ),
+            HistoryEntry::PreferredFailed {
+                failed_family,
+                failed_ago_ms,
+            } => format!(
+                "{failed_family}/{} to {} failed {}: {} first",
+                a.transport,
+                a.host,
+                ago(*failed_ago_ms),
+                a.family
+            ),
+            HistoryEntry::FasterFamily { .. } => return None,
+        })
+    });
+    RaceNote {
+        first_family,
+        history,
     }
 }
 
@@ -612,7 +722,8 @@ struct Exchange {
 }
 
 impl Exchange {
-    async fn run(self, shared: &Shared) -> Result<(Option<Duration>, Duration), String> {
+    /// The 2xx's Flow-Timer, granted expiry and `Require: outbound`.
+    async fn run(self, shared: &Shared) -> Result<(Option<Duration>, Duration, bool), String> {
         let local = self.conn.local();
         let mut authorization = None;
         for cseq in [self.cseq, self.cseq + 1] {
@@ -636,8 +747,8 @@ impl Exchange {
                 Some(RegisterOutcome::Registered {
                     expires,
                     flow_timer,
-                    ..
-                }) => return Ok((flow_timer, expires)),
+                    outbound,
+                }) => return Ok((flow_timer, expires, outbound)),
                 Some(RegisterOutcome::Challenged {
                     answer_header,
                     challenges,
