@@ -20,7 +20,7 @@ use siprace::endpoint::{Family, Transport};
 use siprace::lab::dns::DnsServer;
 use siprace::outbound::agent::{Notice, RegisterConfig, Registration};
 use siprace::outbound::digest::Credentials;
-use siprace::outbound::flows::{EventKind, FlowConfig, FlowEvent, FlowId};
+use siprace::outbound::flows::{EventKind, FlowConfig, FlowEvent, FlowId, NO_OUTBOUND};
 use siprace::responder::{
     Binding, BindingKey, FlowChoice, FlowRequest, RegistrarConfig, ResponderConfig,
     ResponderHandle, ResponderTls,
@@ -453,6 +453,46 @@ async fn the_digest_challenge_is_answered() {
     })
     .await;
     drop(none);
+    stop(&bed, reg).await;
+    bed.responder.shutdown().await;
+}
+
+/// A registrar without Outbound support (no `Require: outbound` in its
+/// 200): the UA keeps one plain registration and gives up the other flow,
+/// saying why; the registrar binds the Contact by its URI.
+#[tokio::test]
+async fn a_registrar_without_outbound_gets_one_plain_registration() {
+    let bed = Bed::start(
+        Transport::Tcp,
+        RegistrarConfig {
+            outbound: false,
+            ..RegistrarConfig::default()
+        },
+    )
+    .await;
+    let mut reg = bed.register(None);
+    let mut kept = None;
+    let mut dropped = None;
+    until(&mut reg, "one flow registered and the other dropped", |n| {
+        if let Notice::Flow(e) = n {
+            match &e.kind {
+                EventKind::Registered => kept = Some(e.flow),
+                EventKind::Unavailable(why) => dropped = Some((e.flow, why.clone())),
+                _ => {}
+            }
+        }
+        kept.is_some() && dropped.is_some()
+    })
+    .await;
+    let (kept, (dropped, why)) = (kept.unwrap(), dropped.unwrap());
+    assert_ne!(kept, dropped);
+    assert_eq!(why, NO_OUTBOUND);
+    let plain = bed.responder.wait_for_bindings(AOR, |b| !b.is_empty());
+    let plain = tokio::time::timeout(BOUND, plain).await.unwrap().unwrap();
+    assert!(
+        plain.iter().all(|b| matches!(b.key, BindingKey::Uri(_))),
+        "{plain:?}"
+    );
     stop(&bed, reg).await;
     bed.responder.shutdown().await;
 }

@@ -103,6 +103,10 @@ pub struct ResponderArgs {
     #[arg(long, value_name = "SECS", default_value_t = 30, requires = "registrar",
           value_parser = clap::value_parser!(u64).range(0..=3_600))]
     pub flow_timer: u64,
+    /// With --registrar: play a registrar without Outbound support (reg-id
+    /// ignored, no `Require: outbound`, no Flow-Timer).
+    #[arg(long, requires = "registrar")]
+    pub no_outbound: bool,
     /// Send a MESSAGE to this AOR every --send-every ms, down the first flow
     /// that works (RFC 5626 §5.3), printing one JSON line per result.
     #[arg(long, value_name = "AOR", requires_all = ["registrar", "send_every"])]
@@ -160,6 +164,7 @@ impl ResponderArgs {
                 },
                 realm: self.realm.clone(),
                 flow_timer: (self.flow_timer > 0).then(|| Duration::from_secs(self.flow_timer)),
+                outbound: !self.no_outbound,
                 ..RegistrarConfig::default()
             }),
         }
@@ -484,6 +489,7 @@ mod tests {
             &["--registrar", "--send-every", "100"],
             &["--registrar", "--send-to", "sip:a@x", "--send-every", "1"],
             &["--registrar", "--send-options"],
+            &["--no-outbound"],
         ] {
             let mut line = vec!["x", "--listen", "tcp:[::1]:0"];
             line.extend_from_slice(bad);

@@ -37,6 +37,10 @@ pub struct RegistrarConfig {
     pub flow_timer: Option<Duration>,
     /// The longest expiry granted.
     pub max_expires: Duration,
+    /// Support Outbound (RFC 5626). Without it the registrar plays one
+    /// that predates it: `reg-id` is ignored (every Contact is bound by its
+    /// URI) and no answer carries `Require: outbound` or `Flow-Timer`.
+    pub outbound: bool,
 }
 
 impl Default for RegistrarConfig {
@@ -46,6 +50,7 @@ impl Default for RegistrarConfig {
             realm: "siprace".into(),
             flow_timer: Some(Duration::from_secs(30)),
             max_expires: super::bindings::MAX_EXPIRES,
+            outbound: true,
         }
     }
 }
@@ -228,11 +233,12 @@ impl Registrar {
                 return self.challenge(req, src);
             }
         }
-        let supports_outbound = req
-            .headers
-            .get_all("supported")
-            .flat_map(split_comma_list)
-            .any(|o| o.trim().eq_ignore_ascii_case("outbound"));
+        let supports_outbound = self.cfg.outbound
+            && req
+                .headers
+                .get_all("supported")
+                .flat_map(split_comma_list)
+                .any(|o| o.trim().eq_ignore_ascii_case("outbound"));
         let expires_header = req
             .headers
             .get("expires")
@@ -613,6 +619,20 @@ mod tests {
         assert_eq!(resp.headers.get("require"), None);
         assert_eq!(resp.headers.get("flow-timer"), None);
         assert_eq!(r.bindings_of("sip:alice@example.test").len(), 1);
+        // A registrar without Outbound: the same, whatever the UA supports.
+        let r = Registrar::new(RegistrarConfig {
+            outbound: false,
+            ..RegistrarConfig::default()
+        });
+        let register = register(1, "Supported: outbound, path\r\n", None);
+        let resp = parse(&r.on_register(&register, flow(), Instant::now()));
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.headers.get("require"), None);
+        let bound = r.bindings_of("sip:alice@example.test");
+        assert!(matches!(
+            bound[0].key,
+            super::super::bindings::BindingKey::Uri(_)
+        ));
     }
 
     #[test]
