@@ -314,7 +314,7 @@ struct Driver {
     dialer: DialerConfig,
     /// A dialer per flow and family choice: each flow keeps its own
     /// connection table, so no flow is ever handed another's connection.
-    dialers: HashMap<(FlowId, Option<Family>), Dialer>,
+    dialers: HashMap<(FlowId, FamilyChoice), Dialer>,
     flows: HashMap<FlowId, FlowIo>,
     /// Numbers the flows' connections.
     generations: u64,
@@ -491,11 +491,7 @@ impl Driver {
         for action in actions {
             match action {
                 Action::Connect { flow, family } => {
-                    let only = match family {
-                        FamilyChoice::Any => None,
-                        FamilyChoice::Only(f) => Some(f),
-                    };
-                    let dialer = self.dialer_for(flow, only);
+                    let dialer = self.dialer_for(flow, family);
                     let registrar = self.shared.registrar.clone();
                     let done = done.clone();
                     tasks.spawn(async move {
@@ -583,22 +579,25 @@ impl Driver {
         }
     }
 
-    /// The dialer of `flow` racing `only` that family (or all): each has
-    /// a connection table of its own, and all share the first one's history.
-    fn dialer_for(&mut self, flow: FlowId, only: Option<Family>) -> Dialer {
-        if let Some(dialer) = self.dialers.get(&(flow, only)) {
+    /// The dialer of `flow` racing the families `choice` allows, in its
+    /// order: each has a connection table of its own, and all share the
+    /// first one's history.
+    fn dialer_for(&mut self, flow: FlowId, choice: FamilyChoice) -> Dialer {
+        if let Some(dialer) = self.dialers.get(&(flow, choice)) {
             return dialer.clone();
         }
         let mut cfg = self.dialer.clone();
-        if let Some(family) = only {
-            cfg.locate.families = vec![family];
+        match choice {
+            FamilyChoice::Any => {}
+            FamilyChoice::Only(family) => cfg.locate.families = vec![family],
+            FamilyChoice::Prefer(family) => cfg.race.preferred_family = family,
         }
         let made = match self.dialers.values().next() {
             Some(sibling) => sibling.sharing_history(cfg),
             None => Dialer::new(cfg),
         };
         let dialer = made.expect("validated at start; a family subset stays valid");
-        self.dialers.insert((flow, only), dialer.clone());
+        self.dialers.insert((flow, choice), dialer.clone());
         dialer
     }
 }

@@ -57,12 +57,17 @@ const NEVER: Duration = Duration::from_secs(3600 * 24 * 365);
 pub type FlowId = u32;
 
 /// Which family a flow's race may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FamilyChoice {
-    /// Race every family (flow 1, and any recovering flow).
+    /// Race every family (flow 1, and a flow recovering from a failure of
+    /// its path: history then puts the failed family last).
     Any,
     /// Race this family only (flow 2, the other family than flow 1's).
     Only(Family),
+    /// Race every family, this one first: a flow whose connection ended
+    /// without its path failing (the registrar closed it in order) goes back
+    /// to the family it ran on, so each family keeps its flow.
+    Prefer(Family),
 }
 
 /// The timing rules (defaults from RFC 5626; all configurable for labs).
@@ -311,6 +316,9 @@ struct Flow {
     was_up: bool,
     /// Is this flow recovering from a failure?
     recovering: bool,
+    /// The family its recovery prefers: the one it ran on, when its working
+    /// connection ended without the path failing.
+    prefer: Option<Family>,
 }
 
 /// The flows of one registration.
@@ -339,6 +347,7 @@ impl Flows {
                 consecutive_failures: 0,
                 was_up: false,
                 recovering: false,
+                prefer: None,
             })
             .collect();
         Flows {
@@ -687,18 +696,37 @@ impl Flows {
                 flow: self.flows[i].id,
             });
         }
-        self.fail(now, i, reason, out);
+        self.fail_as(now, i, reason, true, out);
+    }
+
+    /// A flow failed, not on its path (see [`Flows::fail_as`]).
+    fn fail(&mut self, now: Instant, i: usize, reason: String, out: &mut Vec<Action>) {
+        self.fail_as(now, i, reason, false, out);
     }
 
     /// A flow failed: close it and race again, at once if it was working,
-    /// else after the back-off.
-    fn fail(&mut self, now: Instant, i: usize, reason: String, out: &mut Vec<Action>) {
+    /// else after the back-off. A working flow whose path did not fail
+    /// prefers its family when raced again.
+    fn fail_as(
+        &mut self,
+        now: Instant,
+        i: usize,
+        reason: String,
+        path_broken: bool,
+        out: &mut Vec<Action>,
+    ) {
         let id = self.flows[i].id;
         let was_working = matches!(self.flows[i].state, State::Up { .. });
         out.push(Action::Close { flow: id });
         out.push(self.event(i, EventKind::Failed(reason)));
         let f = &mut self.flows[i];
         f.recovering = f.was_up;
+        if was_working {
+            f.prefer = match f.path {
+                Some((_, remote)) if !path_broken => Some(Family::of(&remote.ip())),
+                _ => None,
+            };
+        }
         if self.stopping {
             self.flows[i].state = State::Done;
             return;
@@ -767,8 +795,11 @@ impl Flows {
             .enumerate()
             .filter(|(j, f)| *j != i && matches!(f.state, State::Up { .. } | State::Registering))
             .find_map(|(_, f)| f.path.map(|(_, a)| Family::of(&a.ip())));
-        match live_family {
-            Some(family) if i > 0 && !self.flows[i].was_up => FamilyChoice::Only(family.other()),
+        match (live_family, self.flows[i].prefer) {
+            (Some(family), _) if i > 0 && !self.flows[i].was_up => {
+                FamilyChoice::Only(family.other())
+            }
+            (_, Some(family)) => FamilyChoice::Prefer(family),
             _ => FamilyChoice::Any,
         }
     }

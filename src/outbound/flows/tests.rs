@@ -631,27 +631,32 @@ fn a_huge_expiry_or_flow_timer_is_cut_not_overflowed() {
 #[test]
 fn a_connection_closed_in_order_is_raced_again_without_blaming_its_path() {
     let (mut m, t0) = two_flows_up();
-    // A FIN (the registrar restarted): re-raced at once, history not told.
-    let out = m.step(
-        t0,
-        Input::FlowLost {
-            flow: 1,
-            reason: "closed".into(),
-            path_broken: false,
-        },
-    );
-    assert_eq!(out[0], Action::Close { flow: 1 });
-    assert!(
-        !out.contains(&Action::RecordPathFailure { flow: 1 }),
-        "{out:?}"
-    );
-    assert!(
-        out.contains(&Action::Connect {
-            flow: 1,
-            family: FamilyChoice::Any
-        }),
-        "{out:?}"
-    );
+    // A FIN (the registrar restarted): re-raced at once, history not told,
+    // and each flow prefers the family it ran on (so each family keeps one).
+    for (flow, family) in [(1, Family::V6), (2, Family::V4)] {
+        let out = m.step(
+            t0,
+            Input::FlowLost {
+                flow,
+                reason: "closed".into(),
+                path_broken: false,
+            },
+        );
+        assert_eq!(out[0], Action::Close { flow });
+        assert!(
+            !out.contains(&Action::RecordPathFailure { flow }),
+            "{out:?}"
+        );
+        assert!(
+            out.contains(&Action::Connect {
+                flow,
+                family: FamilyChoice::Prefer(family)
+            }),
+            "{out:?}"
+        );
+    }
+    m.step(t0, connected(2, Transport::Tcp, V4));
+    m.step(t0, registered(2, 3600));
     // A REGISTER that timed out is the path's failure.
     m.step(t0, connected(1, Transport::Tcp, V6));
     let out = m.step(
@@ -663,6 +668,22 @@ fn a_connection_closed_in_order_is_raced_again_without_blaming_its_path() {
         },
     );
     assert_eq!(out[0], Action::RecordPathFailure { flow: 1 });
+    // A working flow reset: history decides the order, no preference.
+    let out = m.step(
+        t0,
+        Input::FlowLost {
+            flow: 2,
+            reason: "reset".into(),
+            path_broken: true,
+        },
+    );
+    assert!(
+        out.contains(&Action::Connect {
+            flow: 2,
+            family: FamilyChoice::Any
+        }),
+        "{out:?}"
+    );
 }
 
 #[test]
