@@ -217,6 +217,10 @@ struct EventLine<'a> {
     method: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<u16>,
+    /// An inbound request's CSeq number (a sender's sequence number, e.g.
+    /// the bench's MESSAGE counter).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cseq: Option<u32>,
 }
 
 fn event_line(at: Duration, notice: &Notice) -> EventLine<'_> {
@@ -231,6 +235,7 @@ fn event_line(at: Duration, notice: &Notice) -> EventLine<'_> {
         after_ms: None,
         method: None,
         status: None,
+        cseq: None,
     };
     match notice {
         Notice::Flow(e) => {
@@ -263,12 +268,13 @@ fn event_line(at: Duration, notice: &Notice) -> EventLine<'_> {
             flow,
             method,
             status,
-            ..
+            request,
         } => {
             line.flow = *flow;
             line.event = "inbound";
             line.method = Some(method);
             line.status = Some(*status);
+            line.cseq = Some(request.cseq.seq);
         }
     }
     line

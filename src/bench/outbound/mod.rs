@@ -1,0 +1,641 @@
+//! The scenario family "registered, then a family breaks" (issue #11 §3):
+//! SIP Outbound (RFC 5626) failover, measured. A scenario with an
+//! `[outbound]` section runs this instead of the dial rows:
+//!
+//! ```toml
+//! [outbound]
+//! uas = ["siprace-flows-2", "siprace-flows-1", "baresip"]  # the UAs, side by side
+//! flow_timer_s = 5        # the registrar's Flow-Timer (keep-alives every 80-100 % of it)
+//! observe_s = 30          # the longest the break is watched
+//! interval_ms = 200       # one MESSAGE to each UA's AOR this often
+//! ```
+//!
+//! Per transport (a case): Kamailio as the Outbound registrar in the server
+//! namespace ([`crate::lab::servers::start_outbound_registrar`], on server
+//! 0's addresses, port 5080); the UAs in the client namespace, each with an
+//! AOR of its own (`sip:<ua>@example.test`, digest user alice); one sender
+//! per UA in the server namespace that sends a MESSAGE with a sequence
+//! number (its CSeq) to the AOR through Kamailio every `interval_ms` and
+//! logs its final response and when. Once every UA's flows are registered
+//! and a few MESSAGEs have reached each, the scenario's `[[impair]]`
+//! (blackhole or reject, one family) is applied at the router; the senders
+//! keep going until every UA that had a flow over the broken family has
+//! re-registered it and [`SETTLE`] has passed (at most `observe_s`). The
+//! figures ([`analysis`]) come from the UAs' events and the senders' logs.
+
+pub mod analysis;
+pub mod report;
+
+use std::net::SocketAddr;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::bench::runner::{run_in, NsService};
+use crate::bench::scenario::{Scenario, DOMAIN};
+use crate::endpoint::{Family, Transport};
+use crate::lab::dns::{DnsServer, DnsServerConfig};
+use crate::lab::impair::{self, Fault};
+use crate::lab::servers::{self, REGISTRAR_PORT};
+use crate::lab::sys;
+use crate::lab::topology::{self, Lab, Role};
+use analysis::{Answer, FlowFigures, InboundFigures, SentRequest, UaEvent};
+
+/// The digest user and password of lab/kamailio-registrar.cfg.
+const USER: &str = "alice";
+const PASSWORD: &str = "siprace-lab-secret";
+/// A 2xx later than this after sending counts as late.
+pub const LATE_AFTER: Duration = Duration::from_millis(1000);
+/// How long a sender waits for a request's final response: longer than
+/// Kamailio's failover over two flows (fr_timer 3 s each).
+const ANSWER_BOUND: Duration = Duration::from_secs(8);
+/// After the last affected UA re-registered, the senders go on this long.
+pub const SETTLE: Duration = Duration::from_secs(3);
+/// The most a UA may take to register all its flows.
+const REGISTER_BOUND: Duration = Duration::from_secs(20);
+/// Inbound requests each UA must have answered before the break.
+const INBOUND_BEFORE_BREAK: usize = 3;
+const INBOUND_BOUND: Duration = Duration::from_secs(10);
+/// How often the orchestration looks at the UAs' events.
+const LOOK_EVERY: Duration = Duration::from_millis(50);
+
+/// A user agent of the family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UaKind {
+    /// `siprace register --flows 2`: one flow per family.
+    #[serde(rename = "siprace-flows-2")]
+    SipraceFlows2,
+    /// `siprace register --flows 1`: the baseline.
+    #[serde(rename = "siprace-flows-1")]
+    SipraceFlows1,
+    /// baresip with `sipnat=outbound`.
+    Baresip,
+}
+
+impl UaKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            UaKind::SipraceFlows2 => "siprace --flows 2",
+            UaKind::SipraceFlows1 => "siprace --flows 1",
+            UaKind::Baresip => "baresip (outbound)",
+        }
+    }
+
+    /// The user part of its AOR.
+    fn user(self) -> &'static str {
+        match self {
+            UaKind::SipraceFlows2 => "flows2",
+            UaKind::SipraceFlows1 => "flows1",
+            UaKind::Baresip => "baresip",
+        }
+    }
+
+    fn flows(self) -> usize {
+        match self {
+            UaKind::SipraceFlows2 => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// The `[outbound]` section of a scenario.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundSpec {
+    #[serde(default = "default_uas")]
+    pub uas: Vec<UaKind>,
+    /// The UAs of a `--quick` run (default: the siprace ones of `uas`).
+    pub quick_uas: Option<Vec<UaKind>>,
+    #[serde(default = "default_flow_timer")]
+    pub flow_timer_s: u64,
+    #[serde(default = "default_observe")]
+    pub observe_s: u64,
+    #[serde(default = "default_interval")]
+    pub interval_ms: u64,
+}
+
+fn default_uas() -> Vec<UaKind> {
+    vec![UaKind::SipraceFlows2, UaKind::SipraceFlows1]
+}
+fn default_flow_timer() -> u64 {
+    5
+}
+fn default_observe() -> u64 {
+    30
+}
+fn default_interval() -> u64 {
+    200
+}
+
+impl OutboundSpec {
+    /// Checks the section and how the rest of its scenario fits it.
+    pub fn check(&self, scenario: &Scenario) -> Result<(), String> {
+        let uas_ok = |uas: &[UaKind]| {
+            !uas.is_empty() && uas.iter().enumerate().all(|(i, u)| !uas[..i].contains(u))
+        };
+        if !uas_ok(&self.uas) || self.quick_uas.as_deref().is_some_and(|q| !uas_ok(q)) {
+            return Err("outbound.uas (and quick_uas) must be non-empty, without repeats".into());
+        }
+        if !(1..=120).contains(&self.flow_timer_s)
+            || !(5..=120).contains(&self.observe_s)
+            || !(50..=5000).contains(&self.interval_ms)
+        {
+            return Err(
+                "outbound: flow_timer_s must be 1-120, observe_s 5-120, interval_ms 50-5000".into(),
+            );
+        }
+        if scenario.timeline.is_some() || scenario.sweep.is_some() || scenario.reuse {
+            return Err("an [outbound] scenario has no timeline, sweep or reuse".into());
+        }
+        if let Some(t) = scenario
+            .transports
+            .iter()
+            .find(|t| !matches!(t, Transport::Udp | Transport::Tcp))
+        {
+            return Err(format!(
+                "outbound: transport {t} (the lab registrar has UDP and TCP)"
+            ));
+        }
+        let Some(first) = scenario.impair.first() else {
+            return Err("an [outbound] scenario needs an [[impair]]: the break".into());
+        };
+        if scenario.impair.iter().any(|i| {
+            i.family != first.family
+                || !matches!(
+                    i.fault,
+                    crate::bench::scenario::FaultKind::Blackhole
+                        | crate::bench::scenario::FaultKind::Reject
+                )
+        }) {
+            return Err("outbound: the break is blackhole or reject, of one family".into());
+        }
+        Ok(())
+    }
+
+    fn uas(&self, quick: bool) -> Vec<UaKind> {
+        match (quick, &self.quick_uas) {
+            (true, Some(q)) => q.clone(),
+            (true, None) => self
+                .uas
+                .iter()
+                .copied()
+                .filter(|u| *u != UaKind::Baresip)
+                .collect(),
+            (false, _) => self.uas.clone(),
+        }
+    }
+}
+
+/// One UA's part of a case.
+#[derive(Debug, Clone, Serialize)]
+pub struct UaResult {
+    pub ua: String,
+    pub flows: FlowFigures,
+    pub inbound: InboundFigures,
+    /// Whatever kept the UA from being measured fully.
+    pub error: Option<String>,
+    pub events: Vec<UaEvent>,
+    pub requests: Vec<SentRequest>,
+}
+
+/// One scenario over one transport.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboundCase {
+    pub scenario: String,
+    pub transport: Transport,
+    pub description: String,
+    pub broken_family: Family,
+    /// blackhole or reject.
+    pub fault: String,
+    pub flow_timer_s: u64,
+    pub interval_ms: u64,
+    pub late_after_ms: u64,
+    /// When the family broke and when the senders stopped, ms since the start.
+    pub break_ms: f64,
+    pub end_ms: f64,
+    pub uas: Vec<UaResult>,
+}
+
+impl OutboundCase {
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.scenario, self.transport)
+    }
+}
+
+/// Kills processes of ours when dropped (on success, error or panic).
+struct KillOnDrop(Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        sys::kill_all(&self.0, Duration::from_secs(5));
+    }
+}
+
+/// Runs an `[outbound]` scenario over each of its transports.
+pub async fn run_scenario(
+    lab: &Lab,
+    scenario: &Scenario,
+    spec: &OutboundSpec,
+    quick: bool,
+) -> Result<Vec<OutboundCase>, String> {
+    // The domain's AAAA and A: server 0, where the registrar listens.
+    let mut zone_spec = scenario.clone();
+    zone_spec.dns.records = crate::bench::scenario::Records::Addresses;
+    let zone = zone_spec.zone_for_all(&lab.addrs);
+    let dns_cfg =
+        DnsServerConfig::parse(&zone, &scenario.dns.faults).map_err(|e| format!("zone: {e}"))?;
+    let binds = vec![
+        SocketAddr::new(lab.addrs.dns_v6.into(), 53),
+        SocketAddr::new(lab.addrs.dns_v4.into(), 53),
+    ];
+    let mut dns = NsService::start(lab, Role::Dns, move || async move {
+        DnsServer::start(dns_cfg, &binds)
+            .await
+            .map_err(|e| format!("lab dns: {e}"))
+    })?;
+    let mut cases = Vec::new();
+    let mut result = Ok(());
+    for &transport in &scenario.transports {
+        match run_case(lab, scenario, spec, quick, transport).await {
+            Ok(case) => cases.push(case),
+            Err(e) => {
+                result = Err(format!("{}/{transport}: {e}", scenario.name));
+                break;
+            }
+        }
+    }
+    if let Some(d) = dns.take() {
+        d.shutdown().await;
+    }
+    dns.stop();
+    result.map(|()| cases)
+}
+
+/// A UA process in the client namespace, its events read line by line.
+struct Ua {
+    kind: UaKind,
+    child: Child,
+    lines: mpsc::Receiver<(Instant, String)>,
+    events: Vec<UaEvent>,
+    /// Lines that were not events (reported once).
+    garbled: usize,
+}
+
+impl Ua {
+    fn spawn(lab: &Lab, kind: UaKind, transport: Transport, bound: Duration) -> Result<Ua, String> {
+        let bin = topology::find_siprace_binary()
+            .ok_or("cannot find the siprace binary: set SIPRACE_BIN")?;
+        let registrar = format!("sip:{DOMAIN}:{REGISTRAR_PORT};transport={transport}");
+        let aor = format!("sip:{}@{DOMAIN}", kind.user());
+        let dns = format!("{}:53", lab.addrs.dns_v4);
+        let mut cmd = lab.command(Role::Client, &bin);
+        cmd.args(["register", &aor, "--registrar", &registrar, "--dns", &dns])
+            .args(["--user", USER, "--password", PASSWORD, "--json"])
+            .args(["--flows", &kind.flows().to_string()])
+            .args(["--transports", transport.as_str()])
+            // Its own bound, should this process die before stopping it.
+            .args(["--for", &format!("{}s", bound.as_secs())])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", kind.label()))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send((Instant::now(), line)).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Ua {
+            kind,
+            child,
+            lines,
+            events: Vec::new(),
+            garbled: 0,
+        })
+    }
+
+    /// Takes in the events that arrived, timed since `t0`.
+    fn read(&mut self, t0: Instant) {
+        while let Ok((at, line)) = self.lines.try_recv() {
+            match parse_event(&line, at.saturating_duration_since(t0)) {
+                Some(e) => self.events.push(e),
+                None => self.garbled += 1,
+            }
+        }
+    }
+
+    fn count(&self, event: &str) -> usize {
+        self.events.iter().filter(|e| e.event == event).count()
+    }
+}
+
+impl Drop for Ua {
+    fn drop(&mut self) {
+        sys::kill_all(&[self.child.id()], Duration::from_secs(5));
+        let _ = self.child.wait();
+    }
+}
+
+/// One JSON line of `siprace register --json`.
+fn parse_event(line: &str, at: Duration) -> Option<UaEvent> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    Some(UaEvent {
+        at_ms: at.as_secs_f64() * 1000.0,
+        flow: v["flow"].as_u64()? as u32,
+        event: v["event"].as_str()?.to_string(),
+        family: v["family"].as_str().map(str::to_string),
+        cseq: v["cseq"].as_u64().map(|c| c as u32),
+    })
+}
+
+/// Looks at the UAs' events every [`LOOK_EVERY`] until `done` holds
+/// (true) or `bound` has passed (false).
+async fn watch_until(
+    uas: &mut [Ua],
+    t0: Instant,
+    bound: Duration,
+    mut done: impl FnMut(&[Ua]) -> bool,
+) -> bool {
+    let deadline = Instant::now() + bound;
+    loop {
+        for ua in uas.iter_mut() {
+            ua.read(t0);
+        }
+        if done(uas) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(LOOK_EVERY).await;
+    }
+}
+
+fn family_name(f: Family) -> &'static str {
+    f.as_str()
+}
+
+async fn run_case(
+    lab: &Lab,
+    scenario: &Scenario,
+    spec: &OutboundSpec,
+    quick: bool,
+    transport: Transport,
+) -> Result<OutboundCase, String> {
+    let broken = scenario.impair[0].family;
+    let broken_name = family_name(broken);
+    let (lab_for_start, flow_timer) = (lab.clone(), spec.flow_timer_s);
+    let registrar = tokio::task::spawn_blocking(move || {
+        servers::start_outbound_registrar(&lab_for_start, flow_timer, Duration::from_secs(30))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    let _registrar = KillOnDrop(vec![registrar]);
+
+    let kinds = spec.uas(quick);
+    let observe = Duration::from_secs(spec.observe_s);
+    let ua_bound = REGISTER_BOUND + INBOUND_BOUND + observe + ANSWER_BOUND + SETTLE;
+    let t0 = Instant::now();
+    let mut uas = Vec::new();
+    for &kind in &kinds {
+        uas.push(Ua::spawn(lab, kind, transport, ua_bound)?);
+    }
+    let mut errors: Vec<Option<String>> = vec![None; uas.len()];
+
+    let registered = watch_until(&mut uas, t0, REGISTER_BOUND, |uas| {
+        uas.iter().all(|u| u.count("registered") >= u.kind.flows())
+    })
+    .await;
+    if !registered {
+        for (ua, err) in uas.iter().zip(errors.iter_mut()) {
+            if ua.count("registered") < ua.kind.flows() {
+                *err = Some(format!(
+                    "{} of {} flows registered within {} s",
+                    ua.count("registered"),
+                    ua.kind.flows(),
+                    REGISTER_BOUND.as_secs()
+                ));
+            }
+        }
+    }
+
+    // The senders, one per UA, on a thread in the server namespace.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let interval = Duration::from_millis(spec.interval_ms);
+    let local = SocketAddr::new(lab.addrs.servers_v4[0].into(), 0);
+    let to = SocketAddr::new(lab.addrs.servers_v4[0].into(), REGISTRAR_PORT);
+    let users: Vec<&'static str> = kinds.iter().map(|k| k.user()).collect();
+    let lab_for_senders = lab.clone();
+    let senders = tokio::spawn(async move {
+        run_in(&lab_for_senders, Role::Server, move || async move {
+            let runs: Vec<_> = users
+                .into_iter()
+                .map(|user| {
+                    let stop = stop_rx.clone();
+                    tokio::spawn(send_messages(local, to, user, interval, t0, stop))
+                })
+                .collect();
+            let mut logs = Vec::new();
+            for run in runs {
+                logs.push(run.await.map_err(|e| format!("sender: {e}"))??);
+            }
+            Ok(logs)
+        })
+        .await
+    });
+
+    let reached = watch_until(&mut uas, t0, INBOUND_BOUND, |uas| {
+        uas.iter()
+            .all(|u| u.count("inbound") >= INBOUND_BEFORE_BREAK)
+    })
+    .await;
+    if !reached {
+        for (ua, err) in uas.iter().zip(errors.iter_mut()) {
+            if err.is_none() && ua.count("inbound") < INBOUND_BEFORE_BREAK {
+                *err = Some(format!(
+                    "{} inbound requests before the break (wanted {INBOUND_BEFORE_BREAK})",
+                    ua.count("inbound")
+                ));
+            }
+        }
+    }
+
+    // The break.
+    let break_at = Instant::now();
+    let applied = (|| {
+        for imp in &scenario.impair {
+            let server = imp.server_addr(&lab.addrs);
+            impair::impair(&lab.name, Some(imp.family), server, imp.fault()?)
+                .map_err(|e| format!("impair: {e}"))?;
+        }
+        Ok::<(), String>(())
+    })();
+    let break_ms = break_at.duration_since(t0).as_secs_f64() * 1000.0;
+    let mut settled_since: Option<Instant> = None;
+    if applied.is_ok() {
+        watch_until(&mut uas, t0, observe, |uas| {
+            let all_back = uas.iter().all(|u| {
+                let f = analysis::flow_figures(&u.events, break_ms, broken_name);
+                // baresip's events are not read live: it is watched to the bound.
+                u.kind != UaKind::Baresip && (!f.affected || f.reregistered_ms.is_some())
+            });
+            if !all_back {
+                return false;
+            }
+            let since = *settled_since.get_or_insert_with(Instant::now);
+            since.elapsed() >= SETTLE
+        })
+        .await;
+    }
+    let end_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let _ = stop_tx.send(true);
+    let logs = senders.await.map_err(|e| e.to_string()).and_then(|r| r);
+    let cleared = impair::impair(&lab.name, None, None, Fault::Clear)
+        .map_err(|e| format!("clearing faults: {e}"));
+    applied?;
+    cleared?;
+    let logs = logs?;
+    for ua in uas.iter_mut() {
+        ua.read(t0);
+    }
+
+    let mut results = Vec::new();
+    for ((ua, requests), error) in uas.iter().zip(logs).zip(errors) {
+        let seen: Vec<u32> = ua
+            .events
+            .iter()
+            .filter(|e| e.event == "inbound")
+            .filter_map(|e| e.cseq)
+            .collect();
+        let error = match (error, ua.garbled) {
+            (e, 0) => e,
+            (None, n) => Some(format!("{n} output lines were not events")),
+            (Some(e), n) => Some(format!("{e}; {n} output lines were not events")),
+        };
+        results.push(UaResult {
+            ua: ua.kind.label().to_string(),
+            flows: analysis::flow_figures(&ua.events, break_ms, broken_name),
+            inbound: analysis::inbound_figures(
+                &requests,
+                &seen,
+                spec.interval_ms as f64,
+                LATE_AFTER.as_secs_f64() * 1000.0,
+            ),
+            error,
+            events: ua.events.clone(),
+            requests,
+        });
+    }
+    Ok(OutboundCase {
+        scenario: scenario.name.clone(),
+        transport,
+        description: scenario.description.clone(),
+        broken_family: broken,
+        fault: format!("{:?}", scenario.impair[0].fault).to_lowercase(),
+        flow_timer_s: spec.flow_timer_s,
+        interval_ms: spec.interval_ms,
+        late_after_ms: LATE_AFTER.as_millis() as u64,
+        break_ms,
+        end_ms,
+        uas: results,
+    })
+}
+
+/// Sends MESSAGE 1, 2, ... to `sip:<user>@example.test` through the
+/// registrar at `to` every `interval` until `stop`, then waits for the
+/// outstanding final responses (at most [`ANSWER_BOUND`]); the log, times
+/// since `t0`.
+async fn send_messages(
+    local: SocketAddr,
+    to: SocketAddr,
+    user: &str,
+    interval: Duration,
+    t0: Instant,
+    mut stop: watch::Receiver<bool>,
+) -> Result<Vec<SentRequest>, String> {
+    /// However long the case, a sender stops by itself after this many.
+    const MAX_REQUESTS: u32 = 5_000;
+    let socket = tokio::net::UdpSocket::bind(local)
+        .await
+        .map_err(|e| format!("sender socket: {e}"))?;
+    socket
+        .connect(to)
+        .await
+        .map_err(|e| format!("sender socket: {e}"))?;
+    let local = socket.local_addr().map_err(|e| e.to_string())?;
+    let ms = |at: Instant| at.saturating_duration_since(t0).as_secs_f64() * 1000.0;
+    let tag: u32 = rand::random();
+    let call_id = |seq: u32| format!("m{seq}-{tag:08x}-{user}@sender");
+    let mut log: Vec<SentRequest> = Vec::new();
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut buf = vec![0u8; crate::sip::MAX_MESSAGE_SIZE];
+    let mut answers_until: Option<tokio::time::Instant> = None;
+    loop {
+        let outstanding = log.iter().any(|r| r.answer.is_none());
+        if answers_until.is_some() && !outstanding {
+            break;
+        }
+        let until = answers_until.unwrap_or_else(|| tokio::time::Instant::now() + ANSWER_BOUND);
+        tokio::select! {
+            _ = ticks.tick(), if answers_until.is_none() => {
+                let seq = log.len() as u32 + 1;
+                if seq > MAX_REQUESTS {
+                    answers_until = Some(tokio::time::Instant::now() + ANSWER_BOUND);
+                    continue;
+                }
+                let text = message(local, user, seq, &call_id(seq));
+                socket.send(text.as_bytes()).await.map_err(|e| format!("sending: {e}"))?;
+                log.push(SentRequest { seq, sent_ms: ms(Instant::now()), answer: None });
+            }
+            got = socket.recv(&mut buf) => {
+                let n = got.map_err(|e| format!("receiving: {e}"))?;
+                let Ok(r) = crate::sip::parse_response(&buf[..n]) else { continue };
+                if r.status < 200 {
+                    continue;
+                }
+                let entry = log.iter_mut().find(|q| q.answer.is_none() && call_id(q.seq) == r.call_id);
+                if let Some(q) = entry {
+                    q.answer = Some(Answer { status: r.status, at_ms: ms(Instant::now()) });
+                }
+            }
+            _ = stop.changed(), if answers_until.is_none() => {
+                answers_until = Some(tokio::time::Instant::now() + ANSWER_BOUND);
+            }
+            _ = tokio::time::sleep_until(until), if answers_until.is_some() => break,
+        }
+    }
+    Ok(log)
+}
+
+/// MESSAGE number `seq` to `sip:<user>@example.test`.
+fn message(local: SocketAddr, user: &str, seq: u32, call_id: &str) -> String {
+    let body = format!("seq {seq}");
+    format!(
+        "MESSAGE sip:{user}@{DOMAIN} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK-{call_id_hash:x};rport\r\n\
+         Max-Forwards: 70\r\n\
+         To: <sip:{user}@{DOMAIN}>\r\n\
+         From: <sip:sender@{DOMAIN}>;tag=s{seq}\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: {seq} MESSAGE\r\n\
+         Content-Type: text/plain\r\n\
+         Content-Length: {len}\r\n\r\n{body}",
+        call_id_hash = rand::random::<u64>(),
+        len = body.len(),
+    )
+}
