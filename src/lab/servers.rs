@@ -678,7 +678,7 @@ fn wait_sip_ready(
 }
 
 /// Starts Kamailio as an RFC 5626 registrar (`lab/kamailio-registrar.cfg`,
-/// digest user alice) on server 0's IPv6 and IPv4 addresses, UDP and TCP
+/// digest user alice, MD5) on server 0's IPv6 and IPv4 addresses, UDP and TCP
 /// port [`REGISTRAR_PORT`], sending `Flow-Timer: flow_timer_s` in its 2xx.
 /// Returns its PID (recorded in the lab's state, so [`super::down`] kills
 /// it too) once it answers OPTIONS from the client namespace over both
@@ -701,6 +701,9 @@ pub fn start_outbound_registrar(
     args.push(run.into());
     args.push("-A".into());
     args.push(format!("FLOW_TIMER={flow_timer_s}").into());
+    // MD5 digest: baresip 1.0's libre answers no other algorithm.
+    args.push("-A".into());
+    args.push("WITH_MD5".into());
     for listen in [
         format!("udp:[{v6}]:{REGISTRAR_PORT}"),
         format!("tcp:[{v6}]:{REGISTRAR_PORT}"),

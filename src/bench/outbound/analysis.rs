@@ -238,8 +238,10 @@ pub fn flow_figures(events: &[UaEvent], break_ms: f64, broken_family: &str) -> F
         return figures;
     };
     figures.notice_ms = Some(failed.at_ms - break_ms);
+    // Flow 0: a UA whose failure report names no flow (baresip); then any
+    // flow's next registration counts.
     if let Some(back) = events.iter().find(|e| {
-        e.flow == failed.flow
+        (e.flow == failed.flow || failed.flow == 0)
             && e.at_ms >= failed.at_ms
             && matches!(e.event.as_str(), "recovered" | "registered")
     }) {

@@ -7,17 +7,17 @@
 //! uas = ["siprace-flows-2", "siprace-flows-1", "baresip"]  # the UAs, side by side
 //! flow_timer_s = 5        # the registrar's Flow-Timer (keep-alives every 80-100 % of it)
 //! observe_s = 30          # the longest the break is watched
-//! interval_ms = 200       # one MESSAGE to each UA's AOR this often
+//! interval_ms = 200       # one OPTIONS to each UA's AOR this often
 //! ```
 //!
 //! Per transport (a case): Kamailio as the Outbound registrar in the server
 //! namespace ([`crate::lab::servers::start_outbound_registrar`], on server
 //! 0's addresses, port 5080); the UAs in the client namespace, each with an
 //! AOR of its own (`sip:<ua>@example.test`, digest user alice); one sender
-//! per UA in the server namespace that sends a MESSAGE with a sequence
+//! per UA in the server namespace that sends an OPTIONS with a sequence
 //! number (its CSeq) to the AOR through Kamailio every `interval_ms` and
 //! logs its final response and when. Once every UA's flows are registered
-//! and a few MESSAGEs have reached each, the scenario's `[[impair]]`
+//! and a few requests have reached each, the scenario's `[[impair]]`
 //! (blackhole or reject, one family) is applied at the router; the senders
 //! keep going until every UA that had a flow over the broken family has
 //! re-registered it and [`SETTLE`] has passed (at most `observe_s`). The
@@ -28,7 +28,8 @@ pub mod report;
 
 use std::net::SocketAddr;
 use std::process::{Child, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -56,7 +57,7 @@ const ANSWER_BOUND: Duration = Duration::from_secs(8);
 pub const SETTLE: Duration = Duration::from_secs(3);
 /// The most a UA may take to register all its flows.
 const REGISTER_BOUND: Duration = Duration::from_secs(20);
-/// Inbound requests each UA must have answered before the break.
+/// Requests each UA must have answered 2xx before the break.
 const INBOUND_BEFORE_BREAK: usize = 3;
 const INBOUND_BOUND: Duration = Duration::from_secs(10);
 /// How often the orchestration looks at the UAs' events.
@@ -287,37 +288,22 @@ struct Ua {
 
 impl Ua {
     fn spawn(lab: &Lab, kind: UaKind, transport: Transport, bound: Duration) -> Result<Ua, String> {
-        let bin = topology::find_siprace_binary()
-            .ok_or("cannot find the siprace binary: set SIPRACE_BIN")?;
-        let registrar = format!("sip:{DOMAIN}:{REGISTRAR_PORT};transport={transport}");
-        let aor = format!("sip:{}@{DOMAIN}", kind.user());
-        let dns = format!("{}:53", lab.addrs.dns_v4);
-        let mut cmd = lab.command(Role::Client, &bin);
-        cmd.args(["register", &aor, "--registrar", &registrar, "--dns", &dns])
-            .args(["--user", USER, "--password", PASSWORD, "--json"])
-            .args(["--flows", &kind.flows().to_string()])
-            .args(["--transports", transport.as_str()])
-            // Its own bound, should this process die before stopping it.
-            .args(["--for", &format!("{}s", bound.as_secs())])
-            .stdin(Stdio::null())
+        let mut cmd = match kind {
+            UaKind::Baresip => baresip_command(lab, transport, bound)?,
+            _ => siprace_command(lab, kind, transport, bound)?,
+        };
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(Stdio::piped());
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("starting {}: {e}", kind.label()))?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
         let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send((Instant::now(), line)).is_err() {
-                    break;
-                }
-            }
-        });
+        // Both streams, line by line (baresip prints its errors on stderr).
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        forward_lines(stdout, tx.clone());
+        forward_lines(stderr, tx);
         Ok(Ua {
             kind,
             child,
@@ -330,9 +316,15 @@ impl Ua {
     /// Takes in the events that arrived, timed since `t0`.
     fn read(&mut self, t0: Instant) {
         while let Ok((at, line)) = self.lines.try_recv() {
-            match parse_event(&line, at.saturating_duration_since(t0)) {
-                Some(e) => self.events.push(e),
-                None => self.garbled += 1,
+            let at = at.saturating_duration_since(t0);
+            match self.kind {
+                // baresip prints much else besides: only its lines about
+                // registrations are events.
+                UaKind::Baresip => self.events.extend(parse_baresip_line(&line, at)),
+                _ => match parse_event(&line, at) {
+                    Some(e) => self.events.push(e),
+                    None => self.garbled += 1,
+                },
             }
         }
     }
@@ -347,6 +339,119 @@ impl Drop for Ua {
         sys::kill_all(&[self.child.id()], Duration::from_secs(5));
         let _ = self.child.wait();
     }
+}
+
+/// Sends each line `from` gives to `to`, with the time it arrived.
+fn forward_lines(from: impl std::io::Read + Send + 'static, to: mpsc::Sender<(Instant, String)>) {
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
+            if to.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// `siprace register` for the AOR of `kind`, through the lab registrar.
+fn siprace_command(
+    lab: &Lab,
+    kind: UaKind,
+    transport: Transport,
+    bound: Duration,
+) -> Result<std::process::Command, String> {
+    let bin =
+        topology::find_siprace_binary().ok_or("cannot find the siprace binary: set SIPRACE_BIN")?;
+    let registrar = format!("sip:{DOMAIN}:{REGISTRAR_PORT};transport={transport}");
+    let aor = format!("sip:{}@{DOMAIN}", kind.user());
+    let dns = format!("{}:53", lab.addrs.dns_v4);
+    let mut cmd = lab.command(Role::Client, &bin);
+    cmd.args(["register", &aor, "--registrar", &registrar, "--dns", &dns])
+        .args(["--user", USER, "--password", PASSWORD, "--json"])
+        .args(["--flows", &kind.flows().to_string()])
+        .args(["--transports", transport.as_str()])
+        // Its own bound, should this process die before stopping it.
+        .args(["--for", &format!("{}s", bound.as_secs())]);
+    Ok(cmd)
+}
+
+/// baresip with SIP Outbound (`sipnat=outbound`): libre does not race
+/// families, so its two flows are its two outbound proxies, one per
+/// family (`outbound` over IPv6, `outbound2` over IPv4, both the lab
+/// registrar), each flow pinned to its address. Its configuration
+/// directory is written into the lab's state directory.
+fn baresip_command(
+    lab: &Lab,
+    transport: Transport,
+    bound: Duration,
+) -> Result<std::process::Command, String> {
+    let dir = lab.state_dir.join(format!("baresip-outbound-{transport}"));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let (v6, v4) = (lab.addrs.servers_v6[0], lab.addrs.servers_v4[0]);
+    let config = format!(
+        "poll_method\t\tepoll\nmodule_path\t\t/usr/lib/baresip/modules\n\
+         module\t\t\tuuid.so\nmodule_app\t\taccount.so\n\
+         sip_trans_def\t\t{transport}\ndns_server\t\t{}:53\n",
+        lab.addrs.dns_v4
+    );
+    let account = format!(
+        "<sip:{user}@{DOMAIN};transport={transport}>;auth_user={USER};auth_pass={PASSWORD};\
+         outbound=\"sip:[{v6}]:{REGISTRAR_PORT};transport={transport}\";\
+         outbound2=\"sip:{v4}:{REGISTRAR_PORT};transport={transport}\";\
+         sipnat=outbound;regint=600\n",
+        user = UaKind::Baresip.user()
+    );
+    for (file, text) in [
+        ("config", config.as_str()),
+        ("accounts", &account),
+        ("contacts", ""),
+    ] {
+        std::fs::write(dir.join(file), text)
+            .map_err(|e| format!("writing {}: {e}", dir.join(file).display()))?;
+    }
+    let mut cmd = lab.command(Role::Client, "baresip");
+    cmd.arg("-f")
+        .arg(&dir)
+        .args(["-t", &bound.as_secs().to_string()]);
+    Ok(cmd)
+}
+
+/// An event from one line of baresip's output: `... {2/TCP/v4} 200 OK
+/// (...)` is flow 2 registered over IPv4 (another final status: failed);
+/// `reg: ...: Register: <error>` is a failure that names no flow (flow 0).
+fn parse_baresip_line(line: &str, at: Duration) -> Option<UaEvent> {
+    let at_ms = at.as_secs_f64() * 1000.0;
+    if line.contains("reg: ") && line.contains("Register: ") {
+        return Some(UaEvent {
+            at_ms,
+            flow: 0,
+            event: "failed".into(),
+            family: None,
+            cseq: None,
+        });
+    }
+    let (_, rest) = line.split_once('{')?;
+    let (flow_path, after) = rest.split_once('}')?;
+    let mut parts = flow_path.split('/');
+    let flow: u32 = parts.next()?.parse().ok()?;
+    let family = match parts.nth(1)? {
+        "v6" => "ipv6",
+        "v4" => "ipv4",
+        _ => return None,
+    };
+    let status: u16 = after.split_whitespace().next()?.parse().ok()?;
+    let event = match status {
+        200..=299 => "registered",
+        300..=699 => "failed",
+        _ => return None,
+    };
+    Some(UaEvent {
+        at_ms,
+        flow,
+        event: event.into(),
+        family: Some(family.into()),
+        cseq: None,
+    })
 }
 
 /// One JSON line of `siprace register --json`.
@@ -439,14 +544,19 @@ async fn run_case(
     let local = SocketAddr::new(lab.addrs.servers_v4[0].into(), 0);
     let to = SocketAddr::new(lab.addrs.servers_v4[0].into(), REGISTRAR_PORT);
     let users: Vec<&'static str> = kinds.iter().map(|k| k.user()).collect();
+    // Each sender's count of 2xx so far: what reached each UA, also for a
+    // UA that does not report its inbound requests (baresip).
+    let answered: Vec<Arc<AtomicUsize>> = kinds.iter().map(|_| Arc::default()).collect();
+    let answered_by_senders = answered.clone();
     let lab_for_senders = lab.clone();
     let senders = tokio::spawn(async move {
         run_in(&lab_for_senders, Role::Server, move || async move {
             let runs: Vec<_> = users
                 .into_iter()
-                .map(|user| {
+                .zip(answered_by_senders)
+                .map(|(user, answered)| {
                     let stop = stop_rx.clone();
-                    tokio::spawn(send_messages(local, to, user, interval, t0, stop))
+                    tokio::spawn(send_messages(local, to, user, interval, t0, stop, answered))
                 })
                 .collect();
             let mut logs = Vec::new();
@@ -458,17 +568,17 @@ async fn run_case(
         .await
     });
 
+    let answered_so_far = |i: usize| answered[i].load(Ordering::Relaxed);
     let reached = watch_until(&mut uas, t0, INBOUND_BOUND, |uas| {
-        uas.iter()
-            .all(|u| u.count("inbound") >= INBOUND_BEFORE_BREAK)
+        (0..uas.len()).all(|i| answered_so_far(i) >= INBOUND_BEFORE_BREAK)
     })
     .await;
     if !reached {
-        for (ua, err) in uas.iter().zip(errors.iter_mut()) {
-            if err.is_none() && ua.count("inbound") < INBOUND_BEFORE_BREAK {
+        for (i, err) in errors.iter_mut().enumerate() {
+            if err.is_none() && answered_so_far(i) < INBOUND_BEFORE_BREAK {
                 *err = Some(format!(
-                    "{} inbound requests before the break (wanted {INBOUND_BEFORE_BREAK})",
-                    ua.count("inbound")
+                    "{} requests answered 2xx before the break (wanted {INBOUND_BEFORE_BREAK})",
+                    answered_so_far(i)
                 ));
             }
         }
@@ -555,7 +665,7 @@ async fn run_case(
     })
 }
 
-/// Sends MESSAGE 1, 2, ... to `sip:<user>@example.test` through the
+/// Sends OPTIONS 1, 2, ... to `sip:<user>@example.test` through the
 /// registrar at `to` every `interval` until `stop`, then waits for the
 /// outstanding final responses (at most [`ANSWER_BOUND`]); the log, times
 /// since `t0`.
@@ -566,6 +676,7 @@ async fn send_messages(
     interval: Duration,
     t0: Instant,
     mut stop: watch::Receiver<bool>,
+    answered_2xx: Arc<AtomicUsize>,
 ) -> Result<Vec<SentRequest>, String> {
     /// However long the case, a sender stops by itself after this many.
     const MAX_REQUESTS: u32 = 5_000;
@@ -598,7 +709,7 @@ async fn send_messages(
                     answers_until = Some(tokio::time::Instant::now() + ANSWER_BOUND);
                     continue;
                 }
-                let text = message(local, user, seq, &call_id(seq));
+                let text = request(local, user, seq, &call_id(seq));
                 socket.send(text.as_bytes()).await.map_err(|e| format!("sending: {e}"))?;
                 log.push(SentRequest { seq, sent_ms: ms(Instant::now()), answer: None });
             }
@@ -610,6 +721,9 @@ async fn send_messages(
                 }
                 let entry = log.iter_mut().find(|q| q.answer.is_none() && call_id(q.seq) == r.call_id);
                 if let Some(q) = entry {
+                    if (200..300).contains(&r.status) {
+                        answered_2xx.fetch_add(1, Ordering::Relaxed);
+                    }
                     q.answer = Some(Answer { status: r.status, at_ms: ms(Instant::now()) });
                 }
             }
@@ -622,20 +736,19 @@ async fn send_messages(
     Ok(log)
 }
 
-/// MESSAGE number `seq` to `sip:<user>@example.test`.
-fn message(local: SocketAddr, user: &str, seq: u32, call_id: &str) -> String {
-    let body = format!("seq {seq}");
+/// OPTIONS number `seq` to `sip:<user>@example.test` (an OPTIONS, not a
+/// MESSAGE: baresip answers MESSAGE with 501 unless a module takes
+/// messages; every UA answers OPTIONS).
+fn request(local: SocketAddr, user: &str, seq: u32, call_id: &str) -> String {
     format!(
-        "MESSAGE sip:{user}@{DOMAIN} SIP/2.0\r\n\
+        "OPTIONS sip:{user}@{DOMAIN} SIP/2.0\r\n\
          Via: SIP/2.0/UDP {local};branch=z9hG4bK-{call_id_hash:x};rport\r\n\
          Max-Forwards: 70\r\n\
          To: <sip:{user}@{DOMAIN}>\r\n\
          From: <sip:sender@{DOMAIN}>;tag=s{seq}\r\n\
          Call-ID: {call_id}\r\n\
-         CSeq: {seq} MESSAGE\r\n\
-         Content-Type: text/plain\r\n\
-         Content-Length: {len}\r\n\r\n{body}",
+         CSeq: {seq} OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n",
         call_id_hash = rand::random::<u64>(),
-        len = body.len(),
     )
 }

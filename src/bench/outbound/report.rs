@@ -35,7 +35,7 @@ fn keepalive_note(c: &OutboundCase) -> String {
 pub fn case_table(c: &OutboundCase) -> String {
     let mut t = format!(
         "### {} — {}\n\n{} {} at the router {:.1} s after the start, once registered; {}; \
-         Kamailio fr_timer 3 s per flow; a MESSAGE every {} ms per UA; late = a 2xx more than {} ms \
+         Kamailio fr_timer 3 s per flow; an OPTIONS to each UA's AOR every {} ms; late = a 2xx more than {} ms \
          after sending. Times in ms after the break.\n\n",
         c.key(),
         c.description,
