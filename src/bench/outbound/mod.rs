@@ -752,3 +752,108 @@ fn request(local: SocketAddr, user: &str, seq: u32, call_id: &str) -> String {
         call_id_hash = rand::random::<u64>(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AT: Duration = Duration::from_millis(1500);
+
+    #[test]
+    fn siprace_json_lines_become_events() {
+        let e = parse_event(
+            r#"{"t_ms":12.5,"flow":2,"event":"registered","family":"ipv4","transport":"tcp"}"#,
+            AT,
+        )
+        .unwrap();
+        assert_eq!(
+            (e.at_ms, e.flow, e.event.as_str(), e.family.as_deref()),
+            (1500.0, 2, "registered", Some("ipv4"))
+        );
+        let e = parse_event(
+            r#"{"t_ms":1.0,"flow":1,"event":"inbound","method":"OPTIONS","status":200,"cseq":42}"#,
+            AT,
+        )
+        .unwrap();
+        assert_eq!((e.event.as_str(), e.cseq), ("inbound", Some(42)));
+        assert_eq!(parse_event("not json", AT), None);
+        assert_eq!(parse_event(r#"{"flow":1}"#, AT), None);
+    }
+
+    #[test]
+    fn baresip_lines_about_registrations_become_events() {
+        let e = parse_baresip_line(
+            "baresip@example.test: {2/TCP/v4} 200 OK (kamailio (5.6.3 (x86_64/linux))) [2 bindings]",
+            AT,
+        )
+        .unwrap();
+        assert_eq!(
+            (e.flow, e.event.as_str(), e.family.as_deref()),
+            (2, "registered", Some("ipv4"))
+        );
+        let e =
+            parse_baresip_line("baresip@example.test: {1/UDP/v6} 408 Request Timeout", AT).unwrap();
+        assert_eq!((e.flow, e.event.as_str()), (1, "failed"));
+        // Its error line names no flow.
+        let e = parse_baresip_line(
+            "\u{1b}[31mreg: sip:baresip@example.test: Register: Connection timed out",
+            AT,
+        )
+        .unwrap();
+        assert_eq!((e.flow, e.event.as_str(), e.family), (0, "failed", None));
+        for other in [
+            "baresip is ready.",
+            "Populated 1 account",
+            "{x/TCP/v6} 200 OK",
+            "{1/TCP/v9} 200 OK",
+            "{1/TCP/v6} 100 Trying",
+        ] {
+            assert_eq!(parse_baresip_line(other, AT), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn an_outbound_scenario_needs_one_family_broken_by_blackhole_or_reject() {
+        let base = "name = \"r\"\ndescription = \"d\"\ntransports = [\"tcp\"]\n\
+                    oracle = { family = \"ipv4\" }\n[outbound]\nflow_timer_s = 5\n";
+        let with = |imp: &str| Scenario::parse(&format!("{base}{imp}"), "t");
+        let blackhole = "[[impair]]\nfamily = \"ipv6\"\nfault = \"blackhole\"\n";
+        assert!(with(blackhole).is_ok());
+        assert!(with("").unwrap_err().contains("the break"));
+        let delay = "[[impair]]\nfamily = \"ipv6\"\nfault = \"delay\"\nms = 50\n";
+        assert!(with(delay).unwrap_err().contains("blackhole or reject"));
+        let two = format!("{blackhole}[[impair]]\nfamily = \"ipv4\"\nfault = \"reject\"\n");
+        assert!(with(&two).unwrap_err().contains("one family"));
+        let tls = base.replace("[\"tcp\"]", "[\"tls\"]");
+        assert!(Scenario::parse(&format!("{tls}{blackhole}"), "t")
+            .unwrap_err()
+            .contains("tls"));
+        let repeated = base.replace(
+            "[outbound]\n",
+            "[outbound]\nuas = [\"baresip\", \"baresip\"]\n",
+        );
+        assert!(Scenario::parse(&format!("{repeated}{blackhole}"), "t")
+            .unwrap_err()
+            .contains("repeats"));
+    }
+
+    #[test]
+    fn quick_runs_leave_baresip_out_unless_told() {
+        let spec = OutboundSpec {
+            uas: vec![
+                UaKind::SipraceFlows2,
+                UaKind::SipraceFlows1,
+                UaKind::Baresip,
+            ],
+            quick_uas: None,
+            flow_timer_s: 5,
+            observe_s: 30,
+            interval_ms: 200,
+        };
+        assert_eq!(spec.uas(false).len(), 3);
+        assert_eq!(
+            spec.uas(true),
+            [UaKind::SipraceFlows2, UaKind::SipraceFlows1]
+        );
+    }
+}
