@@ -489,10 +489,6 @@ async fn watch_until(
     }
 }
 
-fn family_name(f: Family) -> &'static str {
-    f.as_str()
-}
-
 async fn run_case(
     lab: &Lab,
     scenario: &Scenario,
@@ -501,7 +497,7 @@ async fn run_case(
     transport: Transport,
 ) -> Result<OutboundCase, String> {
     let broken = scenario.impair[0].family;
-    let broken_name = family_name(broken);
+    let broken_name = broken.as_str();
     let (lab_for_start, flow_timer) = (lab.clone(), spec.flow_timer_s);
     let registrar = tokio::task::spawn_blocking(move || {
         servers::start_outbound_registrar(&lab_for_start, flow_timer, Duration::from_secs(30))
