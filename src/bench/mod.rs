@@ -301,13 +301,17 @@ pub async fn run(args: BenchConfig) -> Result<bool, BoxError> {
     std::fs::create_dir_all(&dir)?;
 
     let mut summary = format!(
-        "# siprace bench {}\n\n{} run, {} case(s), {:.0} s. Latency = from the start of a dial to a usable connection (UDP: the OPTIONS answer). \
-         `+p50`/`+p95`: over the oracle's (a direct dial to the working address, no DNS); `×p50`: ratio to it.\n\n",
+        "# siprace bench {}\n\n{} run, {} case(s), {:.0} s.",
         started_utc,
         if args.quick { "Quick" } else { "Full" },
-        stats.len(),
+        stats.len() + outbound_cases.len(),
         started.elapsed().as_secs_f64()
     );
+    if !stats.is_empty() {
+        summary += " Latency = from the start of a dial to a usable connection (UDP: the OPTIONS answer). \
+         `+p50`/`+p95`: over the oracle's (a direct dial to the working address, no DNS); `×p50`: ratio to it.";
+    }
+    summary += "\n\n";
     for c in &stats {
         summary += &output::case_table(c);
         summary += "\n";
