@@ -204,7 +204,7 @@ pub fn plot_timeline(path: &Path, c: &OutboundCase) -> Result<(), String> {
                 .cloned()
                 .unwrap_or_default()
         })
-        .x_desc("s after the break (the break at 0); flows: blue = up over IPv6, green = up over IPv4, red = down; requests: green = delivered, orange = late, red = lost")
+        .x_desc("s after the break (the break at 0); flows: blue = up over IPv6, green = up over IPv4, red = down, x = failure reported; requests: green = delivered, orange = late, red = lost")
         .draw()
         .map_err(|e| e.to_string())?;
     let lane_y = |lane: usize| (lanes - 1 - lane) as f64;
@@ -214,10 +214,15 @@ pub fn plot_timeline(path: &Path, c: &OutboundCase) -> Result<(), String> {
     let late = RGBColor(255, 127, 14);
     for (i, u) in c.uas.iter().enumerate() {
         let flows_y = lane_y(2 * i);
+        // Each flow its own line within the lane; a failure that names no
+        // flow (flow 0, baresip) mid-lane.
+        let flow_y = |flow: u32| match flow {
+            0 => flows_y,
+            flow => flows_y + 0.25 - 0.2 * (flow.saturating_sub(1) as f64),
+        };
         let spans = analysis::flow_spans(&u.events, c.end_ms);
         for span in &spans {
-            // Each flow its own line within the lane.
-            let y = flows_y + 0.25 - 0.2 * (span.flow.saturating_sub(1) as f64);
+            let y = flow_y(span.flow);
             let color = match span.up_over.as_deref() {
                 Some("ipv6") => v6,
                 Some(_) => v4,
@@ -230,6 +235,14 @@ pub fn plot_timeline(path: &Path, c: &OutboundCase) -> Result<(), String> {
                 ))
                 .map_err(|e| e.to_string())?;
         }
+        // Each failure reported, as a cross: a flow back within
+        // milliseconds has a down span too short to see.
+        let failures = u
+            .events
+            .iter()
+            .filter(|e| e.event == "failed")
+            .map(|e| Cross::new((s(e.at_ms), flow_y(e.flow)), 6, down.stroke_width(2)));
+        chart.draw_series(failures).map_err(|e| e.to_string())?;
         let inbound_y = lane_y(2 * i + 1);
         let late_after = c.late_after_ms as f64;
         let points = u.requests.iter().map(|r| {
