@@ -195,6 +195,9 @@ impl OutboundSpec {
 #[derive(Debug, Clone, Serialize)]
 pub struct UaResult {
     pub ua: String,
+    /// The UA reports each inbound request (baresip does not: its "lost,
+    /// seen by the UA" is unknown).
+    pub reports_inbound: bool,
     pub flows: FlowFigures,
     pub inbound: InboundFigures,
     /// Whatever kept the UA from being measured fully.
@@ -634,6 +637,7 @@ async fn run_case(
         };
         results.push(UaResult {
             ua: ua.kind.label().to_string(),
+            reports_inbound: ua.kind != UaKind::Baresip,
             flows: analysis::flow_figures(&ua.events, break_ms, broken_name),
             inbound: analysis::inbound_figures(
                 &requests,

@@ -71,7 +71,11 @@ pub fn case_table(c: &OutboundCase) -> String {
             i.delivered,
             i.late,
             i.lost,
-            i.lost_seen_by_ua
+            if u.reports_inbound {
+                i.lost_seen_by_ua.to_string()
+            } else {
+                "n/a".to_string()
+            }
         );
     }
     for u in &c.uas {
