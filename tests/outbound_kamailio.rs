@@ -768,7 +768,18 @@ fn register_and_recover(transport: &str, expect_transport: &str) {
         "{transport}: IPv6 blackholed; flow {v6_flow} failed at {} ms and recovered at {} ms (over {}) — {:.1} s after the break",
         failed["t_ms"], recovered["t_ms"], recovered["family"], t0.elapsed().as_secs_f64()
     );
+    eprintln!("{transport}: {failed}\n{transport}: {recovered}");
     assert_eq!(recovered["family"], "ipv4");
+    // Its race tried IPv4 first: the shared history had recorded the IPv6
+    // flow's failure (without it IPv6 goes first and times out).
+    assert_eq!(recovered["first_family"], "ipv4", "{recovered}");
+    assert!(
+        recovered["history"]
+            .as_str()
+            .is_some_and(|h| h.starts_with(&format!("ipv6/{expect_transport} "))),
+        "{recovered}"
+    );
+    assert_eq!(recovered["outbound"], true, "{recovered}");
     // Its keep-alives are answered over IPv4 (a STUN mapped address on UDP).
     ua.wait_for("a keep-alive on the recovered flow", ANSWER, |e| {
         is(e, "keepalive_ok", v6_flow)

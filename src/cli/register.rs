@@ -45,7 +45,9 @@ pub struct RegisterArgs {
     /// from /etc/machine-id and the AOR, the same on every run.
     #[arg(long, value_name = "URN")]
     instance: Option<String>,
-    /// Flows to keep: 2 (one per address family) or 1.
+    /// Flows to keep: 2 (one per address family) or 1. A registrar without
+    /// Outbound (no `Require: outbound` in its 2xx) gets one registration
+    /// whatever this says; its events say `outbound: false`.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=2))]
     flows: u32,
     /// Registration expiry to ask for, in seconds.
@@ -218,9 +220,19 @@ struct EventLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<u16>,
     /// An inbound request's CSeq number (a sender's sequence number, e.g.
-    /// the bench's MESSAGE counter).
+    /// the bench's OPTIONS counter).
     #[serde(skip_serializing_if = "Option::is_none")]
     cseq: Option<u32>,
+    /// On registered/recovered: whether the registrar confirmed Outbound
+    /// (`Require: outbound`); `false` means one plain registration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outbound: Option<bool>,
+    /// On registered/recovered: the family the flow's race tried first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_family: Option<&'static str>,
+    /// On registered/recovered: history's note on that race's order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    history: Option<&'a str>,
 }
 
 fn event_line(at: Duration, notice: &Notice) -> EventLine<'_> {
@@ -236,10 +248,18 @@ fn event_line(at: Duration, notice: &Notice) -> EventLine<'_> {
         method: None,
         status: None,
         cseq: None,
+        outbound: None,
+        first_family: None,
+        history: None,
     };
     match notice {
         Notice::Flow(e) => {
             line.flow = e.flow;
+            line.outbound = e.outbound;
+            if let Some(race) = &e.race {
+                line.first_family = Some(race.first_family.as_str());
+                line.history = race.history.as_deref();
+            }
             if let Some((transport, remote)) = e.path {
                 line.family = Some(Family::of(&remote.ip()).as_str());
                 line.transport = Some(transport.as_str());
@@ -299,6 +319,12 @@ fn human_line(line: &EventLine<'_>) -> String {
     }
     if let (Some(m), Some(s)) = (line.method, line.status) {
         text.push_str(&format!(" {} answered {s}", terminal_safe(m)));
+    }
+    if line.outbound == Some(false) {
+        text.push_str(" (the registrar lacks Outbound: one plain registration, no keep-alives)");
+    }
+    if let Some(history) = line.history {
+        text.push_str(&format!(" (history: {})", terminal_safe(history)));
     }
     text
 }
@@ -370,6 +396,49 @@ pub async fn run(args: RegisterArgs) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use siprace::outbound::flows::{FlowEvent, RaceNote, NO_OUTBOUND};
+    use siprace::Transport;
+
+    #[test]
+    fn a_registrar_without_outbound_and_the_races_history_are_in_the_event_lines() {
+        let registered = Notice::Flow(FlowEvent {
+            flow: 1,
+            kind: EventKind::Recovered,
+            path: Some((Transport::Udp, "192.0.2.10:5060".parse().unwrap())),
+            outbound: Some(false),
+            race: Some(RaceNote {
+                first_family: Family::V4,
+                history: Some(
+                    "ipv6/udp to r.example.test failed 0.2 s before: ipv4 first\x1b[2J".into(),
+                ),
+            }),
+        });
+        let line = event_line(Duration::from_millis(1500), &registered);
+        let json: serde_json::Value = serde_json::to_value(&line).unwrap();
+        assert_eq!(json["event"], "recovered");
+        assert_eq!(json["outbound"], false);
+        assert_eq!(json["first_family"], "ipv4");
+        assert!(json["history"].as_str().unwrap().starts_with("ipv6/udp"));
+        let human = human_line(&line);
+        assert!(human.contains("lacks Outbound"), "{human}");
+        assert!(human.contains("history: ipv6/udp"), "{human}");
+        assert!(!human.contains('\x1b'), "DNS text is escaped: {human:?}");
+
+        let dropped = Notice::Flow(FlowEvent {
+            flow: 2,
+            kind: EventKind::Unavailable(NO_OUTBOUND.into()),
+            path: None,
+            outbound: None,
+            race: None,
+        });
+        let json = serde_json::to_value(event_line(Duration::ZERO, &dropped)).unwrap();
+        assert_eq!(json["event"], "unavailable");
+        assert!(json["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Require: outbound"));
+        assert!(json.get("outbound").is_none(), "{json}");
+    }
 
     #[derive(clap::Parser)]
     struct Wrapper {

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use siprace::connect::tls::PemSource;
 use siprace::endpoint::Transport;
+use siprace::outbound::digest::Credentials;
 use siprace::responder::{
-    start, write_stats, ListenSpec, ResponderConfig, ResponderTls, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_PENDING_OUTPUT, DEFAULT_MAX_TCP_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_WRITE_TIMEOUT,
+    start, write_stats, FlowChoice, FlowRequest, ListenSpec, RegistrarConfig, ResponderConfig,
+    ResponderHandle, ResponderTls, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_PENDING_OUTPUT,
+    DEFAULT_MAX_TCP_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
 };
 use siprace::sip::MAX_MESSAGE_SIZE;
 
@@ -79,7 +80,51 @@ pub struct ResponderArgs {
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_WRITE_TIMEOUT.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
     pub write_timeout: u64,
+    /// Be a minimal SIP Outbound registrar (RFC 5626): bind REGISTERed
+    /// contacts with the flow (connection or UDP 5-tuple) they came over,
+    /// keyed by AOR, +sip.instance and reg-id; answer STUN keep-alives.
+    #[arg(long)]
+    pub registrar: bool,
+    /// Challenge REGISTERs (digest, SHA-256 and MD5) for this user.
+    #[arg(long, value_name = "USER", requires_all = ["registrar", "registrar_password"])]
+    pub registrar_user: Option<String>,
+    /// The password of --registrar-user.
+    #[arg(long, value_name = "PASSWORD", requires = "registrar_user")]
+    pub registrar_password: Option<String>,
+    /// The digest realm of the challenge.
+    #[arg(
+        long,
+        value_name = "REALM",
+        default_value = "siprace",
+        requires = "registrar"
+    )]
+    pub realm: String,
+    /// The Flow-Timer (seconds) sent to Outbound registrations; 0: none.
+    #[arg(long, value_name = "SECS", default_value_t = 30, requires = "registrar",
+          value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub flow_timer: u64,
+    /// With --registrar: play a registrar without Outbound support (reg-id
+    /// ignored, no `Require: outbound`, no Flow-Timer).
+    #[arg(long, requires = "registrar")]
+    pub no_outbound: bool,
+    /// Send a MESSAGE to this AOR every --send-every ms, down the first flow
+    /// that works (RFC 5626 §5.3), printing one JSON line per result.
+    #[arg(long, value_name = "AOR", requires_all = ["registrar", "send_every"])]
+    pub send_to: Option<String>,
+    /// Send OPTIONS instead of MESSAGE to --send-to.
+    #[arg(long, requires = "send_to")]
+    pub send_options: bool,
+    /// The period of --send-to, in milliseconds.
+    #[arg(long, value_name = "MS", requires = "send_to",
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub send_every: Option<u64>,
 }
+
+/// Most --send-to requests awaiting their answer at once; a tick finding
+/// this many is skipped (and said so).
+const MAX_SENDS_IN_FLIGHT: usize = 16;
+/// How long one --send-to request may wait for its answer on one flow.
+const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl ResponderArgs {
     pub fn config(&self) -> ResponderConfig {
@@ -109,6 +154,19 @@ impl ResponderArgs {
             },
             client_certificate_optional: self.client_cert_optional,
             call_back: self.call_back,
+            registrar: self.registrar.then(|| RegistrarConfig {
+                auth: match (&self.registrar_user, &self.registrar_password) {
+                    (Some(user), Some(password)) => Some(Credentials {
+                        user: user.clone(),
+                        password: password.clone(),
+                    }),
+                    _ => None,
+                },
+                realm: self.realm.clone(),
+                flow_timer: (self.flow_timer > 0).then(|| Duration::from_secs(self.flow_timer)),
+                outbound: !self.no_outbound,
+                ..RegistrarConfig::default()
+            }),
         }
     }
 
@@ -170,6 +228,28 @@ pub async fn run(args: ResponderArgs) -> Result<(), Box<dyn std::error::Error + 
             "note: --call-back without --client-ca: no client certificate is asked for, so every alias is refused (RFC 5923 §5.1)"
         );
     }
+    if let Some(registrar) = &cfg.registrar {
+        println!(
+            "registrar: realm {}, {}, Flow-Timer {}",
+            registrar.realm,
+            if registrar.auth.is_some() {
+                "digest challenge"
+            } else {
+                "no authentication"
+            },
+            registrar
+                .flow_timer
+                .map_or("none".into(), |t| format!("{} s", t.as_secs())),
+        );
+    }
+    let handle = std::sync::Arc::new(handle);
+    let mut sends = tokio::task::JoinSet::new();
+    let mut send_ticker = args.send_every.map(|ms| {
+        let mut t = tokio::time::interval(Duration::from_millis(ms));
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        t
+    });
+    let started = tokio::time::Instant::now();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut ticker = args.stats_every.map(|secs| {
         let period = Duration::from_secs(secs);
@@ -179,6 +259,30 @@ pub async fn run(args: ResponderArgs) -> Result<(), Box<dyn std::error::Error + 
         tokio::select! {
             r = tokio::signal::ctrl_c() => { r?; break; }
             _ = term.recv() => break,
+            Some(_) = sends.join_next(), if !sends.is_empty() => {}
+            _ = async {
+                match send_ticker.as_mut() {
+                    Some(t) => { t.tick().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {
+                let aor = args.send_to.clone().unwrap_or_default();
+                let t_ms = started.elapsed().as_millis();
+                if sends.len() >= MAX_SENDS_IN_FLIGHT {
+                    println!("{}", serde_json::json!({"t_ms": t_ms, "aor": aor, "error": "skipped: too many requests in flight"}));
+                    continue;
+                }
+                let handle = handle.clone();
+                let options = args.send_options;
+                sends.spawn(async move {
+                    let request = if options {
+                        FlowRequest::Options
+                    } else {
+                        FlowRequest::Message(format!("siprace responder at {t_ms} ms"))
+                    };
+                    println!("{}", send_line(t_ms, &aor, &handle, &request).await);
+                });
+            }
             _ = async {
                 match ticker.as_mut() {
                     Some(t) => { t.tick().await; }
@@ -193,6 +297,15 @@ pub async fn run(args: ResponderArgs) -> Result<(), Box<dyn std::error::Error + 
             }
         }
     }
+    // The requests in flight may finish (each is bounded), so that every
+    // one sent has its line.
+    let drained = tokio::time::timeout(2 * SEND_TIMEOUT, async {
+        while sends.join_next().await.is_some() {}
+    });
+    let _ = drained.await;
+    sends.shutdown().await;
+    let handle =
+        std::sync::Arc::into_inner(handle).ok_or("a send task still holds the responder")?;
     let snap = handle.shutdown().await;
     if let Some(path) = &args.stats_file {
         write_stats(path, &snap)?;
@@ -206,6 +319,35 @@ pub async fn run(args: ResponderArgs) -> Result<(), Box<dyn std::error::Error + 
         println!("{}", reuse_line(&t));
     }
     Ok(())
+}
+
+/// Sends `request` to `aor` down its first working flow; the result as
+/// one JSON line (`t_ms` is when it was sent).
+async fn send_line(
+    t_ms: u128,
+    aor: &str,
+    handle: &ResponderHandle,
+    request: &FlowRequest,
+) -> serde_json::Value {
+    let skipped = |list: &[(u32, String)]| -> Vec<serde_json::Value> {
+        list.iter()
+            .map(|(id, why)| serde_json::json!({"reg_id": id, "why": why}))
+            .collect()
+    };
+    match handle
+        .send_to_aor(aor, FlowChoice::FirstWorking, request, SEND_TIMEOUT)
+        .await
+    {
+        Ok(d) => serde_json::json!({
+            "t_ms": t_ms, "aor": aor, "status": d.status, "reg_id": d.reg_id,
+            "transport": d.flow.transport.as_str(), "remote": d.flow.peer.to_string(),
+            "skipped": skipped(&d.skipped),
+        }),
+        Err(siprace::responder::FlowSendError::AllFailed(list)) => serde_json::json!({
+            "t_ms": t_ms, "aor": aor, "error": "every flow failed", "skipped": skipped(&list),
+        }),
+        Err(e) => serde_json::json!({"t_ms": t_ms, "aor": aor, "error": e.to_string()}),
+    }
 }
 
 /// Aliases refused, whatever the reason.
@@ -297,6 +439,61 @@ mod tests {
         );
         for flag in ["--request-timeout", "--write-timeout"] {
             assert!(Cli::try_parse_from(["x", "--listen", "tcp:[::1]:0", flag, "0"]).is_err());
+        }
+    }
+
+    #[test]
+    fn registrar_flags() {
+        let cfg = Cli::try_parse_from(["x", "--listen", "both:[::1]:0"])
+            .unwrap()
+            .args
+            .config();
+        assert_eq!(cfg.registrar, None);
+        let cli = Cli::try_parse_from([
+            "x",
+            "--listen",
+            "both:[::1]:0",
+            "--registrar",
+            "--registrar-user",
+            "alice",
+            "--registrar-password",
+            "secret",
+            "--flow-timer",
+            "0",
+            "--send-to",
+            "sip:alice@example.test",
+            "--send-every",
+            "200",
+        ])
+        .unwrap();
+        let registrar = cli.args.config().registrar.expect("a registrar");
+        assert_eq!(
+            registrar.auth.as_ref().map(|c| c.user.as_str()),
+            Some("alice")
+        );
+        assert_eq!(registrar.flow_timer, None);
+        let cfg = Cli::try_parse_from(["x", "--listen", "tcp:[::1]:0", "--registrar"])
+            .unwrap()
+            .args
+            .config();
+        let registrar = cfg.registrar.unwrap();
+        assert_eq!(registrar.flow_timer, Some(Duration::from_secs(30)));
+        assert_eq!(registrar.auth, None);
+        // Registrar options need --registrar; a user needs a password;
+        // --send-to needs a period (and the period a target).
+        for bad in [
+            &["--registrar-user", "a", "--registrar-password", "b"][..],
+            &["--registrar", "--registrar-user", "a"],
+            &["--flow-timer", "5"],
+            &["--registrar", "--send-to", "sip:a@example.test"],
+            &["--registrar", "--send-every", "100"],
+            &["--registrar", "--send-to", "sip:a@x", "--send-every", "1"],
+            &["--registrar", "--send-options"],
+            &["--no-outbound"],
+        ] {
+            let mut line = vec!["x", "--listen", "tcp:[::1]:0"];
+            line.extend_from_slice(bad);
+            assert!(Cli::try_parse_from(&line).is_err(), "{bad:?} was accepted");
         }
     }
 

@@ -237,6 +237,50 @@ impl Dialer {
         })
     }
 
+    /// A dialer with `cfg` and a connection table of its own (when
+    /// `cfg.keep` asks for one) that shares this one's history and
+    /// surroundings (network identification, DNS cache): what one learns
+    /// orders the other's races. SIP Outbound's flows use one each, so that
+    /// no flow is handed another's connection, while a family that failed
+    /// one flow is tried last by the next race of any. The network and DNS
+    /// cache settings stay this dialer's (`cfg.network` and
+    /// `cfg.dns_cache_entries` are not used).
+    pub fn sharing_history(&self, cfg: DialerConfig) -> Result<Dialer, DialError> {
+        let cfg = cfg.validated()?;
+        Ok(Dialer {
+            keeper: cfg.keep.as_ref().map(Keeper::new),
+            cfg,
+            history: self.history.clone(),
+            surroundings: self.surroundings.clone(),
+        })
+    }
+
+    /// Records in the history that the path `endpoint` is on failed now,
+    /// on the network the last dial ran on: for a connection that won a race
+    /// and later broke (an Outbound flow whose keep-alive went unanswered,
+    /// or that the peer reset). The path is then demoted like one that
+    /// failed in a race (`race::history`, rule 2): the next race tries its
+    /// family last on that host. Nothing is recorded before any dial (no
+    /// network is known yet) or with history off.
+    pub fn record_path_failure(&self, endpoint: &Endpoint) {
+        if !self.cfg.race.use_history {
+            return;
+        }
+        let Some(network) = self
+            .surroundings
+            .lock()
+            .expect("surroundings lock")
+            .network_id()
+        else {
+            return;
+        };
+        self.history.lock().expect("history lock").record(
+            SystemTime::now(),
+            &network,
+            &[(endpoint.clone(), history::PathOutcome::Failed)],
+        );
+    }
+
     /// The configuration in force (as validated).
     pub fn config(&self) -> &DialerConfig {
         &self.cfg
@@ -824,6 +868,68 @@ mod tests {
             let first = &report.attempts[0];
             assert!(first.transport_up_ms.is_some(), "dial {n}: {first:?}");
         }
+    }
+
+    /// A connection that broke after its race (an Outbound flow's) recorded
+    /// through one dialer reorders the next race of another dialer sharing
+    /// its history: the failed family goes last, and the report says why.
+    #[cfg(feature = "tools")]
+    #[tokio::test]
+    async fn a_failure_recorded_after_the_race_reorders_a_sibling_dialers_next_race() {
+        use crate::endpoint::Family;
+        use crate::lab::dns::{DnsServer, DnsServerConfig};
+        use crate::report::HistoryEntry;
+
+        let zone = "$ORIGIN example.test.\n$TTL 0\n\
+            @ IN SOA ns.example.test. admin.example.test. 1 60 60 60 0\n\
+            registrar IN AAAA 2001:db8::10\nregistrar IN A 192.0.2.10\n";
+        let dns = DnsServer::start(
+            DnsServerConfig::parse(zone, "").unwrap(),
+            &["127.0.0.1:0".parse().unwrap()],
+        )
+        .await
+        .unwrap();
+        let mut cfg = DialerConfig::default();
+        cfg.locate.dns_server = Some(dns.addrs()[0]);
+        let first = Dialer::new(cfg.clone()).unwrap();
+        let second = first.sharing_history(cfg).unwrap();
+        // Never contacted: every attempt is the instant success above.
+        let target = Target::parse("sip:registrar.example.test:5060;transport=udp").unwrap();
+        let dial = |dialer: Dialer| {
+            let target = target.clone();
+            async move {
+                dialer
+                    .dial_with(&target, &mut Unobserved, |_, _, progress| {
+                        up_then_success(progress)
+                    })
+                    .await
+                    .unwrap()
+            }
+        };
+        let won = dial(first.clone()).await;
+        assert_eq!(won.endpoint.family(), Family::V6, "IPv6 first by default");
+        // The sibling's race succeeded too: history says IPv6 works.
+        assert_eq!(
+            dial(second.clone()).await.report.attempts[0].family,
+            Family::V6
+        );
+
+        // The flow over the winner breaks: recorded through the first dialer.
+        first.record_path_failure(&won.endpoint);
+        let next = dial(second).await;
+        let order = &next.report.attempts[0];
+        assert_eq!(order.family, Family::V4, "{:?}", next.report.attempts);
+        assert!(
+            matches!(
+                order.history,
+                Some(HistoryEntry::PreferredFailed {
+                    failed_family: Family::V6,
+                    ..
+                })
+            ),
+            "{order:?}"
+        );
+        assert_eq!(next.endpoint.family(), Family::V4);
     }
 
     #[tokio::test(start_paused = true)]

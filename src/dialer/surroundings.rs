@@ -64,6 +64,11 @@ impl Surroundings {
         }
     }
 
+    /// The network the last dial ran on (`None` before any dial).
+    pub(crate) fn network_id(&self) -> Option<NetworkId> {
+        self.known.as_ref().map(|k| k.network.id.clone())
+    }
+
     /// Forgets the identification, so the next dial identifies the network
     /// afresh (for an application told by its OS that the network changed).
     pub(crate) fn recheck(&mut self) {

@@ -5,6 +5,10 @@
 //! pong. When the peer closes or resets, the task marks the connection
 //! dead and tells the table at once. Not a transaction layer: no
 //! retransmission (the transports are reliable), no state per dialog.
+//!
+//! The sorting of whole messages (responses by branch, requests to the
+//! owner) is the [`Mailroom`], which SIP Outbound's UDP flows use too: a
+//! transport differs only in how it frames messages and what it sends.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -31,14 +35,145 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
 type Writer = tokio::sync::Mutex<WriteHalf<Box<dyn Stream>>>;
 
+/// Sorts the whole SIP messages a transport's reader receives: a response
+/// goes to the request waiting for its top-Via branch, a request to a
+/// channel its owner takes once ([`Mailroom::take_inbound`]). The reader
+/// holds the channel's sender, so the channel ends when the reader does:
+/// that is how the owner learns the transport died.
+pub struct Mailroom {
+    /// Requests waiting for a response, by the branch of their top Via, or
+    /// `None` once closed. Every response with the branch goes to its
+    /// request's queue (a 1xx, then the final; a few at most, more are
+    /// dropped).
+    pending: Mutex<Option<HashMap<String, mpsc::Sender<Response>>>>,
+    inbound: Mutex<Option<mpsc::Receiver<Request>>>,
+}
+
+/// Why a request cannot wait for its response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotExpected {
+    /// The transport is closed.
+    Closed,
+    /// [`MAX_PENDING`] requests already wait.
+    TooMany,
+    /// A request with the same branch already waits (branches are unique
+    /// per transaction: a second waiter would steal its responses).
+    Duplicate,
+}
+
+/// A request waiting for its responses; it stops waiting when dropped.
+pub struct Expected<'a> {
+    mailroom: &'a Mailroom,
+    branch: String,
+    responses: mpsc::Receiver<Response>,
+}
+
+impl Expected<'_> {
+    /// The next response with the branch; `None` once the transport closed.
+    pub async fn next(&mut self) -> Option<Response> {
+        self.responses.recv().await
+    }
+}
+
+impl Drop for Expected<'_> {
+    fn drop(&mut self) {
+        // Poisoned only by a panic elsewhere; never panic in a drop.
+        if let Ok(mut pending) = self.mailroom.pending.lock() {
+            if let Some(pending) = pending.as_mut() {
+                pending.remove(&self.branch);
+            }
+        }
+    }
+}
+
+impl Mailroom {
+    /// An open mailroom, and the sender of its inbound requests for the
+    /// reader to hold.
+    pub fn new() -> (Mailroom, mpsc::Sender<Request>) {
+        let (requests, inbound) = mpsc::channel(INBOUND_CAPACITY);
+        let mailroom = Mailroom {
+            pending: Mutex::new(Some(HashMap::new())),
+            inbound: Mutex::new(Some(inbound)),
+        };
+        (mailroom, requests)
+    }
+
+    /// Waits for the responses with `branch` (register before sending).
+    pub fn expect(&self, branch: &str) -> Result<Expected<'_>, NotExpected> {
+        let (tx, responses) = mpsc::channel(4);
+        let mut pending = self.pending.lock().expect("pending lock");
+        let pending = pending.as_mut().ok_or(NotExpected::Closed)?;
+        if pending.len() >= MAX_PENDING {
+            return Err(NotExpected::TooMany);
+        }
+        if pending.contains_key(branch) {
+            return Err(NotExpected::Duplicate);
+        }
+        pending.insert(branch.to_string(), tx);
+        Ok(Expected {
+            mailroom: self,
+            branch: branch.to_string(),
+            responses,
+        })
+    }
+
+    /// Sorts one whole message from `peer`: a response to its waiting
+    /// request, a request into `requests` (dropped when the owner does not
+    /// read, or the queue is full). Unparsable or unexpected ones are
+    /// logged and dropped.
+    pub fn deliver(&self, message: &[u8], requests: &mpsc::Sender<Request>, peer: SocketAddr) {
+        if message.starts_with(b"SIP/") {
+            match parse_response(message) {
+                Ok(resp) => {
+                    let waiting = resp.branch.as_ref().and_then(|b| {
+                        let pending = self.pending.lock().expect("pending lock");
+                        pending.as_ref()?.get(b).cloned()
+                    });
+                    match waiting {
+                        // A full queue means a peer repeating itself.
+                        Some(tx) => drop(tx.try_send(resp)),
+                        None => {
+                            tracing::debug!(%peer, status = resp.status, "a response no request waits for")
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "ignoring an unparsable response"),
+            }
+        } else {
+            match parse_request(message) {
+                Ok(req) => {
+                    if requests.try_send(req).is_err() {
+                        tracing::debug!(%peer, "inbound request dropped: nobody reads, or the queue is full");
+                    }
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "ignoring an unparsable request"),
+            }
+        }
+    }
+
+    /// The requests that arrive (only the first call gets them).
+    pub fn take_inbound(&self) -> Option<mpsc::Receiver<Request>> {
+        self.inbound.lock().expect("inbound lock").take()
+    }
+
+    /// Closes it: waiting requests see the end at once, new ones are refused.
+    pub fn close(&self) {
+        // Poisoned only by a panic elsewhere; closing must still work.
+        if let Ok(mut pending) = self.pending.lock() {
+            *pending = None;
+        }
+    }
+}
+
 /// What the reader task shares with the handles.
 struct Inbox {
-    /// Requests waiting for a response, by the branch of their top Via.
-    /// Every response with the branch goes to its request's queue (a 1xx,
-    /// then the final; a few at most, more are dropped).
-    pending: Mutex<HashMap<String, mpsc::Sender<Response>>>,
+    mailroom: Mailroom,
     /// Set once the peer closed or reset the connection, or it was closed.
     dead: AtomicBool,
+    /// Set when the peer ended the connection in a way that proves the
+    /// path carried its packets to the end (a FIN or TLS close_notify, or
+    /// a message we could not frame), as opposed to a reset or an error.
+    ended_by_peer: AtomicBool,
     /// Set, then woken, when the reader has stopped (the table entry is
     /// gone by then).
     reader_ended: AtomicBool,
@@ -63,7 +198,6 @@ struct Shared {
     opened_at: Instant,
     writer: Arc<Writer>,
     inbox: Arc<Inbox>,
-    inbound: Mutex<Option<mpsc::Receiver<Request>>>,
     reader: tokio::task::AbortHandle,
 }
 
@@ -105,15 +239,16 @@ impl SipConnection {
     ) -> SipConnection {
         let boxed: Box<dyn Stream> = Box::new(stream);
         let (read, write) = tokio::io::split(boxed);
+        let (mailroom, requests) = Mailroom::new();
         let inbox = Arc::new(Inbox {
-            pending: Mutex::new(HashMap::new()),
+            mailroom,
             dead: AtomicBool::new(false),
+            ended_by_peer: AtomicBool::new(false),
             reader_ended: AtomicBool::new(false),
             ended: tokio::sync::Notify::new(),
             pongs: tokio::sync::watch::Sender::new(0),
             pings_out: std::sync::atomic::AtomicU64::new(0),
         });
-        let (requests, inbound) = mpsc::channel(INBOUND_CAPACITY);
         let writer = Arc::new(tokio::sync::Mutex::new(write));
         let task = tokio::spawn(read_loop(
             read,
@@ -131,7 +266,6 @@ impl SipConnection {
             opened_at: Instant::now(),
             writer,
             inbox,
-            inbound: Mutex::new(Some(inbound)),
             reader: task.abort_handle(),
         }))
     }
@@ -185,7 +319,7 @@ impl SipConnection {
     /// first call gets the channel; at most [`INBOUND_CAPACITY`] wait in
     /// it, later ones are dropped until the caller reads.
     pub fn take_inbound(&self) -> Option<mpsc::Receiver<Request>> {
-        self.0.inbound.lock().expect("inbound lock").take()
+        self.0.inbox.mailroom.take_inbound()
     }
 
     /// Sends a keep-alive ping (RFC 5626 §3.5.1: a double CRLF); its pong
@@ -232,43 +366,41 @@ impl SipConnection {
         final_only: bool,
     ) -> Result<Response, AttemptError> {
         let peer = self.0.peer;
-        let (tx, mut rx) = mpsc::channel(4);
-        {
-            let mut pending = self.0.inbox.pending.lock().expect("pending lock");
-            if self.is_dead() {
-                return Err(dead(peer));
+        if self.is_dead() {
+            return Err(dead(peer));
+        }
+        let mut expected = match self.0.inbox.mailroom.expect(branch) {
+            Ok(expected) => expected,
+            Err(NotExpected::Closed) => return Err(dead(peer)),
+            Err(NotExpected::Duplicate) => {
+                return Err(AttemptError::new(
+                    ErrorClass::Local,
+                    format!("{peer}: a request with this branch already waits"),
+                ))
             }
-            if pending.len() >= MAX_PENDING {
+            Err(NotExpected::TooMany) => {
                 return Err(AttemptError::new(
                     ErrorClass::Local,
                     format!("{peer}: {MAX_PENDING} requests already wait on this connection"),
-                ));
+                ))
             }
-            pending.insert(branch.to_string(), tx);
-        }
+        };
         let exchange = async {
             self.send(request).await?;
             loop {
-                let response = rx.recv().await.ok_or_else(|| dead(peer))?;
+                let response = expected.next().await.ok_or_else(|| dead(peer))?;
                 if !final_only || response.status >= 200 {
                     return Ok(response);
                 }
             }
         };
-        let result = match tokio::time::timeout(timeout, exchange).await {
+        match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(AttemptError::new(
                 ErrorClass::Timeout,
                 format!("{peer}: no response in {timeout:?}"),
             )),
-        };
-        self.0
-            .inbox
-            .pending
-            .lock()
-            .expect("pending lock")
-            .remove(branch);
-        result
+        }
     }
 
     /// Sends `probe` and waits up to `timeout` for its response, which must
@@ -315,12 +447,28 @@ impl SipConnection {
         })
     }
 
+    /// True once the peer ended it in a way that proves the path worked to
+    /// the end: a FIN (or TLS close_notify), or a message that broke the
+    /// framing. False while it lives, and after a reset, a read error or
+    /// our own close.
+    pub fn ended_by_peer(&self) -> bool {
+        self.0.inbox.ended_by_peer.load(Ordering::Acquire)
+    }
+
+    /// Gives it up at once, without waiting: it is dead from now on (no
+    /// table hands it out again), the reader stops and waiting requests
+    /// fail. The stream itself is shut down by [`close`](Self::close), or
+    /// when the last handle goes.
+    pub fn abandon(&self) {
+        self.0.inbox.dead.store(true, Ordering::Release);
+        self.0.reader.abort();
+        self.0.inbox.mailroom.close();
+    }
+
     /// Closes it now: the reader stops, waiting requests fail, the stream
     /// is shut down (for TLS with a close_notify).
     pub async fn close(&self) {
-        self.0.inbox.dead.store(true, Ordering::Release);
-        self.0.reader.abort();
-        self.0.inbox.pending.lock().expect("pending lock").clear();
+        self.abandon();
         // A writer stuck on a peer that stopped reading holds the lock:
         // then the stream just goes with the last handle.
         if let Ok(mut writer) =
@@ -354,7 +502,7 @@ async fn read_loop(
         fn drop(&mut self) {
             self.0.dead.store(true, Ordering::Release);
             // Waiting requests see the closed channel at once.
-            self.0.pending.lock().map(|mut p| p.clear()).ok();
+            self.0.mailroom.close();
             if let Some(f) = self.1.take() {
                 f();
             }
@@ -369,6 +517,7 @@ async fn read_loop(
         let n = match read.read(&mut buf).await {
             Ok(0) => {
                 tracing::debug!(%peer, "kept connection closed by the peer");
+                inbox.ended_by_peer.store(true, Ordering::Release);
                 return;
             }
             Ok(n) => n,
@@ -392,6 +541,7 @@ async fn read_loop(
                 Ok(None) => break,
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "unframable message: closing the kept connection");
+                    inbox.ended_by_peer.store(true, Ordering::Release);
                     return;
                 }
             };
@@ -405,31 +555,7 @@ async fn read_loop(
                         }
                     }
                 }
-                Frame::Message(msg) if msg.starts_with(b"SIP/") => match parse_response(&msg) {
-                    Ok(resp) => {
-                        let waiting = resp.branch.as_ref().and_then(|b| {
-                            inbox.pending.lock().expect("pending lock").get(b).cloned()
-                        });
-                        match waiting {
-                            Some(tx) => {
-                                // A full queue means a peer repeating itself.
-                                let _ = tx.try_send(resp);
-                            }
-                            None => {
-                                tracing::debug!(%peer, status = resp.status, "a response no request waits for")
-                            }
-                        }
-                    }
-                    Err(e) => tracing::debug!(%peer, error = %e, "ignoring an unparsable response"),
-                },
-                Frame::Message(msg) => match parse_request(&msg) {
-                    Ok(req) => {
-                        if requests.try_send(req).is_err() {
-                            tracing::debug!(%peer, "inbound request dropped: nobody reads, or the queue is full");
-                        }
-                    }
-                    Err(e) => tracing::debug!(%peer, error = %e, "ignoring an unparsable request"),
-                },
+                Frame::Message(msg) => inbox.mailroom.deliver(&msg, &requests, peer),
             }
         }
     }
@@ -464,6 +590,52 @@ mod tests {
              From: <sip:a@example.test>;tag=1\r\nTo: <sip:a@example.test>\r\n\
              Call-ID: c\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
         )
+    }
+
+    #[tokio::test]
+    async fn the_mailroom_sorts_responses_by_branch_and_requests_to_the_owner() {
+        let (mailroom, requests) = Mailroom::new();
+        let peer = addr("[::1]:5060");
+        let mut a = mailroom.expect("z9hG4bKa").unwrap();
+        let mut b = mailroom.expect("z9hG4bKb").unwrap();
+        mailroom.deliver(response(180, "z9hG4bKb").as_bytes(), &requests, peer);
+        mailroom.deliver(response(200, "z9hG4bKa").as_bytes(), &requests, peer);
+        // Nobody waits for this one: dropped.
+        mailroom.deliver(response(200, "z9hG4bKc").as_bytes(), &requests, peer);
+        assert_eq!(a.next().await.unwrap().status, 200);
+        assert_eq!(b.next().await.unwrap().status, 180);
+        let options =
+            "OPTIONS sip:a@example.test SIP/2.0\r\nVia: SIP/2.0/UDP [::1]:5060;branch=z9hG4bKo\r\n\
+             From: <sip:b@example.test>;tag=2\r\nTo: <sip:a@example.test>\r\nCall-ID: o\r\n\
+             CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+        mailroom.deliver(options.as_bytes(), &requests, peer);
+        let mut inbound = mailroom.take_inbound().expect("the first take gets it");
+        assert!(mailroom.take_inbound().is_none());
+        assert_eq!(inbound.recv().await.unwrap().method, "OPTIONS");
+        // A request that stopped waiting (dropped) no longer gets responses.
+        drop(a);
+        mailroom.deliver(response(200, "z9hG4bKa").as_bytes(), &requests, peer);
+        // Closing ends the waiting ones and refuses new ones; the reader's
+        // end (its sender dropped) ends the channel of requests.
+        mailroom.close();
+        assert!(b.next().await.is_none());
+        assert_eq!(mailroom.expect("z9hG4bKd").err(), Some(NotExpected::Closed));
+        drop(requests);
+        assert!(inbound.recv().await.is_none());
+    }
+
+    #[test]
+    fn the_mailroom_bounds_the_requests_waiting() {
+        let (mailroom, _requests) = Mailroom::new();
+        let waiting: Vec<_> = (0..MAX_PENDING)
+            .map(|i| mailroom.expect(&format!("z9hG4bK{i}")).unwrap())
+            .collect();
+        assert_eq!(
+            mailroom.expect("z9hG4bKx").err(),
+            Some(NotExpected::TooMany)
+        );
+        drop(waiting);
+        assert!(mailroom.expect("z9hG4bKx").is_ok());
     }
 
     #[tokio::test]

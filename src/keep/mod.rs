@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 use crate::connect::tls::CertIdentities;
 use crate::connect::Connection;
 use crate::endpoint::{ConfigError, Transport};
-pub use conn::{SipConnection, Stream, INBOUND_CAPACITY, MAX_PENDING};
+pub use conn::{
+    Expected, Mailroom, NotExpected, SipConnection, Stream, INBOUND_CAPACITY, MAX_PENDING,
+};
 pub use table::{Key, Miss};
 
 /// How the dialer keeps connections.

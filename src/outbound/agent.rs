@@ -1,7 +1,10 @@
 //! Runs a registration's flows over real connections: the I/O around the
 //! pure [`Flows`] machine. Each flow is raced by a dialer of its own (so
 //! two flows never share a connection), kept as a [`SipConnection`], kept
-//! alive with CRLF pings, and re-raced when it fails.
+//! alive with CRLF pings, and re-raced when it fails. The flows' dialers
+//! share one race history: a flow that fails on its path is recorded there
+//! as that path's failure, so the race that replaces it tries the other
+//! family first.
 //!
 //! A stream flow (TCP, TLS, SCTP) is a [`SipConnection`] pinged with CRLF;
 //! a UDP flow is a [`UdpFlow`] pinged with STUN Binding requests.
@@ -14,14 +17,17 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::digest::{Challenge, Credentials};
-use super::flows::{Action, FamilyChoice, FlowConfig, FlowEvent, FlowId, Flows, Input};
+use super::flows::{
+    Action, EventKind, FamilyChoice, FlowConfig, FlowEvent, FlowId, Flows, Input, RaceNote,
+};
 use super::register::{self, RegisterOutcome, RegisterRequest, Registration as Binding};
 use super::stun::{self, BindingResponse, TransactionId};
 use super::udp_flow::UdpFlow;
 use crate::connect::Connection;
 use crate::dialer::{DialError, Dialer, DialerConfig};
-use crate::endpoint::{Family, Transport};
+use crate::endpoint::{Endpoint, Family, Transport};
 use crate::keep::{KeepConfig, SipConnection};
+use crate::report::{HistoryEntry, Report};
 use crate::sip::{self, uri_host};
 use crate::target::{Target, TargetError};
 
@@ -237,6 +243,23 @@ impl FlowConn {
         }
     }
 
+    /// The peer ended it in order (a FIN): the path worked. A UDP flow
+    /// ends only on ICMP unreachable or on errors: never in order.
+    fn ended_by_peer(&self) -> bool {
+        match self {
+            FlowConn::Stream(c) => c.ended_by_peer(),
+            FlowConn::Datagram(_) => false,
+        }
+    }
+
+    /// Dead at once (see [`SipConnection::abandon`]); `close` finishes.
+    fn abandon(&self) {
+        match self {
+            FlowConn::Stream(c) => c.abandon(),
+            FlowConn::Datagram(u) => u.close(),
+        }
+    }
+
     async fn close(self) {
         match self {
             FlowConn::Stream(c) => c.close().await,
@@ -254,17 +277,33 @@ struct FlowIo {
     next_cseq: u32,
     /// The STUN transaction of the current keep-alive (UDP).
     stun_id: TransactionId,
+    /// The endpoint that won the flow's race, and the dialer that raced it
+    /// (whose history learns when the flow fails on this path).
+    endpoint: Endpoint,
+    dialer: Dialer,
+    /// How that race went, for the flow's registered/recovered event.
+    race: RaceNote,
+}
+
+/// A flow's race that connected.
+struct Won {
+    conn: FlowConn,
+    endpoint: Endpoint,
+    dialer: Dialer,
+    race: RaceNote,
 }
 
 /// What a task of the driver reports back.
 enum Done {
-    Connected(FlowId, FlowConn),
+    Connected(FlowId, Box<Won>),
     ConnectFailed(FlowId, String, bool),
-    Registered(FlowId, u64, Option<Duration>, Duration),
-    RegisterFailed(FlowId, u64, String),
+    /// A 2xx: its Flow-Timer, expiry and `Require: outbound`.
+    Registered(FlowId, u64, Option<Duration>, Duration, bool),
+    RegisterFailed(FlowId, u64, ExchangeFailure),
     Pong(FlowId, u64, Option<std::net::SocketAddr>),
     Unregistered(FlowId),
-    Lost(FlowId, u64),
+    /// The connection died; true if the peer closed it in order.
+    Lost(FlowId, u64, bool),
     Inbound(FlowId, u16, Box<sip::Request>),
 }
 
@@ -337,7 +376,19 @@ impl Driver {
     /// Turns a task's report into the machine's input (or a notice).
     fn absorb(&mut self, done: Done) -> Option<Input> {
         Some(match done {
-            Done::Connected(flow, conn) => {
+            Done::Connected(flow, won) if !self.machine.is_connecting(flow) => {
+                // Not wanted any more (stopped, or the registrar turned out
+                // to lack Outbound meanwhile): closed, not leaked.
+                tokio::spawn(async move { won.conn.close().await });
+                return None;
+            }
+            Done::Connected(flow, won) => {
+                let Won {
+                    conn,
+                    endpoint,
+                    dialer,
+                    race,
+                } = *won;
                 let (transport, remote) = (conn.transport(), conn.peer());
                 self.generations += 1;
                 self.flows.insert(
@@ -348,6 +399,9 @@ impl Driver {
                         call_id: format!("{}@siprace", sip::random_token(20)),
                         next_cseq: 1,
                         stun_id: stun::new_transaction_id(),
+                        endpoint,
+                        dialer,
+                        race,
                     },
                 );
                 Input::Connected {
@@ -370,22 +424,32 @@ impl Driver {
             {
                 return None
             }
-            Done::Registered(flow, _, flow_timer, expires) => Input::Registered {
+            Done::Registered(flow, _, flow_timer, expires, outbound) => Input::Registered {
                 flow,
                 flow_timer,
                 expires,
+                outbound,
             },
-            Done::RegisterFailed(flow, _, reason) => Input::RegisterFailed { flow, reason },
+            Done::RegisterFailed(flow, _, failure) => Input::RegisterFailed {
+                flow,
+                reason: failure.reason,
+                path_broken: failure.path_broken,
+            },
             Done::Pong(flow, _, mapped) => Input::KeepaliveAnswered { flow, mapped },
             Done::Unregistered(flow) => Input::Unregistered { flow },
             // A connection that is no longer the flow's (replaced) is ignored.
-            Done::Lost(flow, generation) => {
+            Done::Lost(flow, generation, closed_in_order) => {
                 if !self.is_current(flow, generation) {
                     return None;
                 }
                 Input::FlowLost {
                     flow,
-                    reason: "the registrar closed or reset the connection".into(),
+                    reason: if closed_in_order {
+                        "the registrar closed the connection".into()
+                    } else {
+                        "the connection was reset or broke".into()
+                    },
+                    path_broken: !closed_in_order,
                 }
             }
             Done::Inbound(flow, status, request) => {
@@ -459,8 +523,8 @@ impl Driver {
                         let result = exchange.run(&shared).await;
                         let report = match (unregister, result) {
                             (true, _) => Done::Unregistered(flow),
-                            (false, Ok((flow_timer, expires))) => {
-                                Done::Registered(flow, generation, flow_timer, expires)
+                            (false, Ok((flow_timer, expires, outbound))) => {
+                                Done::Registered(flow, generation, flow_timer, expires, outbound)
                             }
                             (false, Err(reason)) => Done::RegisterFailed(flow, generation, reason),
                         };
@@ -486,12 +550,26 @@ impl Driver {
                         }
                     });
                 }
+                Action::RecordPathFailure { flow } => {
+                    if let Some(io) = self.flows.get(&flow) {
+                        io.dialer.record_path_failure(&io.endpoint);
+                    }
+                }
                 Action::Close { flow } => {
                     if let Some(io) = self.flows.remove(&flow) {
+                        // Dead at once, before any re-race this batch
+                        // starts could take it from the flow's table again.
+                        io.conn.abandon();
                         tasks.spawn(async move { io.conn.close().await });
                     }
                 }
-                Action::Event(event) => self.notify(Notice::Flow(event)),
+                Action::Event(mut event) => {
+                    if matches!(event.kind, EventKind::Registered | EventKind::Recovered) {
+                        // Over the winner of the flow's latest race.
+                        event.race = self.flows.get(&event.flow).map(|io| io.race.clone());
+                    }
+                    self.notify(Notice::Flow(event))
+                }
                 Action::WakeAt(at) => *wake = Some(at),
             }
         }
@@ -505,32 +583,57 @@ impl Driver {
         }
     }
 
+    /// The dialer of `flow` racing `only` that family (or all): each has
+    /// a connection table of its own, and all share the first one's history.
     fn dialer_for(&mut self, flow: FlowId, only: Option<Family>) -> Dialer {
-        let base = &self.dialer;
-        self.dialers
-            .entry((flow, only))
-            .or_insert_with(|| {
-                let mut cfg = base.clone();
-                if let Some(family) = only {
-                    cfg.locate.families = vec![family];
-                }
-                Dialer::new(cfg).expect("validated at start; a family subset stays valid")
-            })
-            .clone()
+        if let Some(dialer) = self.dialers.get(&(flow, only)) {
+            return dialer.clone();
+        }
+        let mut cfg = self.dialer.clone();
+        if let Some(family) = only {
+            cfg.locate.families = vec![family];
+        }
+        let made = match self.dialers.values().next() {
+            Some(sibling) => sibling.sharing_history(cfg),
+            None => Dialer::new(cfg),
+        };
+        let dialer = made.expect("validated at start; a family subset stays valid");
+        self.dialers.insert((flow, only), dialer.clone());
+        dialer
     }
 }
 
 /// Races the registrar for `flow`.
 async fn connect(flow: FlowId, dialer: Dialer, registrar: String) -> Done {
     match dialer.dial(&registrar).await {
-        Ok(dial) => match (dial.kept, dial.connection) {
-            (Some(conn), _) => Done::Connected(flow, FlowConn::Stream(conn)),
-            (None, Some(Connection::Udp(socket))) => match UdpFlow::start(socket) {
-                Ok(udp) => Done::Connected(flow, FlowConn::Datagram(udp)),
-                Err(e) => Done::ConnectFailed(flow, format!("the UDP socket: {e}"), false),
-            },
-            _ => Done::ConnectFailed(flow, "the winner gave no usable connection".into(), false),
-        },
+        Ok(dial) => {
+            let race = race_note(&dial.report);
+            let conn = match (dial.kept, dial.connection) {
+                (Some(conn), _) => FlowConn::Stream(conn),
+                (None, Some(Connection::Udp(socket))) => match UdpFlow::start(socket) {
+                    Ok(udp) => FlowConn::Datagram(udp),
+                    Err(e) => {
+                        return Done::ConnectFailed(flow, format!("the UDP socket: {e}"), false)
+                    }
+                },
+                _ => {
+                    return Done::ConnectFailed(
+                        flow,
+                        "the winner gave no usable connection".into(),
+                        false,
+                    )
+                }
+            };
+            Done::Connected(
+                flow,
+                Box::new(Won {
+                    conn,
+                    endpoint: dial.endpoint,
+                    dialer,
+                    race,
+                }),
+            )
+        }
         Err(DialError::Resolution(report)) => Done::ConnectFailed(
             flow,
             format!(
@@ -540,6 +643,43 @@ async fn connect(flow: FlowId, dialer: Dialer, registrar: String) -> Done {
             true,
         ),
         Err(e) => Done::ConnectFailed(flow, e.to_string(), false),
+    }
+}
+
+/// What a flow's race shows of history: the first attempt's family, and
+/// history's note on the order (a path that failed recently tried last).
+fn race_note(report: &Report) -> RaceNote {
+    let first_family = report.attempts.first().map_or(Family::V6, |a| a.family);
+    let ago = |ms: Option<f64>| match ms {
+        None => "recently".to_string(),
+        Some(ms) if ms < 1000.0 => format!("{ms:.0} ms before"),
+        Some(ms) => format!("{:.1} s before", ms / 1000.0),
+    };
+    let history = report.attempts.iter().find_map(|a| {
+        Some(match a.history.as_ref()? {
+            HistoryEntry::FailedRecently { failed_ago_ms } => format!(
+                "{}/{} to {} failed {}: tried last",
+                a.family,
+                a.transport,
+                a.host,
+                ago(*failed_ago_ms)
+            ),
+            HistoryEntry::PreferredFailed {
+                failed_family,
+                failed_ago_ms,
+            } => format!(
+                "{failed_family}/{} to {} failed {}: {} first",
+                a.transport,
+                a.host,
+                ago(*failed_ago_ms),
+                a.family
+            ),
+            HistoryEntry::FasterFamily { .. } => return None,
+        })
+    });
+    RaceNote {
+        first_family,
+        history,
     }
 }
 
@@ -598,7 +738,25 @@ async fn watch_flow(
         let _ = conn.send(&request.response(status).build()).await;
         let _ = done.send(Done::Inbound(flow, status, Box::new(request)));
     }
-    let _ = done.send(Done::Lost(flow, generation));
+    let _ = done.send(Done::Lost(flow, generation, conn.ended_by_peer()));
+}
+
+/// Why a REGISTER exchange failed.
+struct ExchangeFailure {
+    reason: String,
+    /// No answer in time or the connection died (the path's fault), as
+    /// opposed to an answer that refused.
+    path_broken: bool,
+}
+
+/// A refusal (the registrar answered): the path works.
+impl From<String> for ExchangeFailure {
+    fn from(reason: String) -> Self {
+        ExchangeFailure {
+            reason,
+            path_broken: false,
+        }
+    }
 }
 
 /// One REGISTER (or unregistration) on a flow, with its answer to one
@@ -612,7 +770,11 @@ struct Exchange {
 }
 
 impl Exchange {
-    async fn run(self, shared: &Shared) -> Result<(Option<Duration>, Duration), String> {
+    /// The 2xx's Flow-Timer, granted expiry and `Require: outbound`.
+    async fn run(
+        self,
+        shared: &Shared,
+    ) -> Result<(Option<Duration>, Duration, bool), ExchangeFailure> {
         let local = self.conn.local();
         let mut authorization = None;
         for cseq in [self.cseq, self.cseq + 1] {
@@ -631,13 +793,20 @@ impl Exchange {
                 unregister: self.unregister,
                 authorization: authorization.take(),
             };
-            let response = self.conn.request(&req.to_bytes(), &req.branch).await?;
+            let response = self
+                .conn
+                .request(&req.to_bytes(), &req.branch)
+                .await
+                .map_err(|reason| ExchangeFailure {
+                    reason,
+                    path_broken: true,
+                })?;
             match register::outcome(&response, &req) {
                 Some(RegisterOutcome::Registered {
                     expires,
                     flow_timer,
-                    ..
-                }) => return Ok((flow_timer, expires)),
+                    outbound,
+                }) => return Ok((flow_timer, expires, outbound)),
                 Some(RegisterOutcome::Challenged {
                     answer_header,
                     challenges,
@@ -657,17 +826,16 @@ impl Exchange {
                     authorization = Some((answer_header, answer));
                 }
                 Some(RegisterOutcome::Challenged { .. }) => {
-                    return Err("the registrar rejected the credentials".into())
+                    return Err(String::from("the registrar rejected the credentials").into())
                 }
                 Some(RegisterOutcome::Rejected { status, reason }) => {
-                    return Err(format!(
-                        "{status} {}",
-                        crate::report::terminal_safe(&reason)
-                    ))
+                    return Err(
+                        format!("{status} {}", crate::report::terminal_safe(&reason)).into(),
+                    )
                 }
                 None => unreachable!("only final responses reach here"),
             }
         }
-        Err("the registrar rejected the credentials".into())
+        Err(String::from("the registrar rejected the credentials").into())
     }
 }

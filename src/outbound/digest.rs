@@ -97,25 +97,11 @@ pub struct Challenge {
 impl Challenge {
     /// Parses one `WWW-Authenticate` / `Proxy-Authenticate` value.
     pub fn parse(value: &str) -> Result<Challenge, DigestError> {
-        let rest = value.trim_start();
-        let (scheme, params) = rest.split_at(rest.find([' ', '\t']).unwrap_or(rest.len()));
-        if !scheme.eq_ignore_ascii_case("Digest") {
-            return Err(DigestError::Malformed("the scheme is not Digest"));
-        }
-        let params = parse_params(params)?;
-        let get = |name: &str| {
-            params
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
-        };
+        let params = DigestParams::parse(value)?;
+        let get = |name: &str| params.get(name);
         let realm = get("realm").ok_or(DigestError::Malformed("no realm"))?;
         let nonce = get("nonce").ok_or(DigestError::Malformed("no nonce"))?;
-        let algorithm = match get("algorithm") {
-            None => Algorithm::Md5,
-            Some(token) => Algorithm::from_token(token)
-                .ok_or_else(|| DigestError::UnsupportedAlgorithm(token.to_string()))?,
-        };
+        let algorithm = params.algorithm()?;
         let qop_auth = match get("qop") {
             None => false,
             Some(list) => {
@@ -167,14 +153,8 @@ impl Challenge {
         nc: u32,
     ) -> String {
         let alg = self.algorithm;
-        let ha1 = alg.hex(&format!("{}:{}:{}", creds.user, self.realm, creds.password));
-        let ha2 = alg.hex(&format!("{method}:{uri}"));
+        let response = self.response(creds, method, uri, cnonce, nc);
         let nc = format!("{nc:08x}");
-        let response = if self.qop_auth {
-            alg.hex(&format!("{ha1}:{}:{nc}:{cnonce}:auth:{ha2}", self.nonce))
-        } else {
-            alg.hex(&format!("{ha1}:{}:{ha2}", self.nonce))
-        };
         let mut out = format!(
             "Digest username=\"{}\", realm=\"{}\", nonce=\"{}\", uri=\"{uri}\", response=\"{response}\", algorithm={}",
             quote_escape(&creds.user),
@@ -196,6 +176,127 @@ impl Challenge {
     }
 }
 
+impl Challenge {
+    /// The `response` value (RFC 7616 §3.4.1): `H(HA1:nonce:nc:cnonce:auth:HA2)`
+    /// with qop, `H(HA1:nonce:HA2)` without (RFC 2069).
+    fn response(
+        &self,
+        creds: &Credentials,
+        method: &str,
+        uri: &str,
+        cnonce: &str,
+        nc: u32,
+    ) -> String {
+        let alg = self.algorithm;
+        let ha1 = alg.hex(&format!("{}:{}:{}", creds.user, self.realm, creds.password));
+        let ha2 = alg.hex(&format!("{method}:{uri}"));
+        if self.qop_auth {
+            alg.hex(&format!(
+                "{ha1}:{}:{nc:08x}:{cnonce}:auth:{ha2}",
+                self.nonce
+            ))
+        } else {
+            alg.hex(&format!("{ha1}:{}:{ha2}", self.nonce))
+        }
+    }
+
+    /// The server side: this challenge as a `WWW-Authenticate` /
+    /// `Proxy-Authenticate` value (`qop="auth"` when `qop_auth`).
+    pub fn to_header(&self) -> String {
+        let mut out = format!(
+            "Digest realm=\"{}\", nonce=\"{}\", algorithm={}",
+            quote_escape(&self.realm),
+            quote_escape(&self.nonce),
+            self.algorithm.token()
+        );
+        if self.qop_auth {
+            out.push_str(", qop=\"auth\"");
+        }
+        if let Some(opaque) = &self.opaque {
+            let _ = write!(out, ", opaque=\"{}\"", quote_escape(opaque));
+        }
+        if self.stale {
+            out.push_str(", stale=true");
+        }
+        out
+    }
+
+    /// The server side: does `auth` (a client's answer to this challenge,
+    /// same realm, nonce and algorithm) prove `creds` for a request with
+    /// `method`? The digest is computed over the `uri` the client names;
+    /// the caller checks that it is the request's Request-URI.
+    pub fn verify(&self, creds: &Credentials, method: &str, auth: &Authorization) -> bool {
+        auth.username == creds.user
+            && auth.realm == self.realm
+            && auth.nonce == self.nonce
+            && auth.algorithm == self.algorithm
+            && auth.qop_auth == self.qop_auth
+            && auth.response.eq_ignore_ascii_case(&self.response(
+                creds,
+                method,
+                &auth.uri,
+                &auth.cnonce,
+                auth.nc,
+            ))
+    }
+}
+
+/// A client's `Authorization` / `Proxy-Authorization` value, as a server
+/// reads it to verify it ([`Challenge::verify`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorization {
+    /// `username`.
+    pub username: String,
+    /// `realm`, as challenged.
+    pub realm: String,
+    /// `nonce`, as challenged.
+    pub nonce: String,
+    /// The digest-uri the response was computed over.
+    pub uri: String,
+    /// The hex digest to check.
+    pub response: String,
+    /// `algorithm` (MD5 when absent).
+    pub algorithm: Algorithm,
+    /// `qop=auth` (then `nc` and `cnonce` count).
+    pub qop_auth: bool,
+    /// The nonce count (`nc`, hex), 0 without qop.
+    pub nc: u32,
+    /// The client nonce (`cnonce`), empty without qop.
+    pub cnonce: String,
+}
+
+impl Authorization {
+    /// Parses one `Digest` credentials value. Bounded like a challenge.
+    pub fn parse(value: &str) -> Result<Authorization, DigestError> {
+        let params = DigestParams::parse(value)?;
+        let required = |name: &'static str| params.get(name).ok_or(DigestError::Malformed(name));
+        let algorithm = params.algorithm()?;
+        let qop_auth = match params.get("qop") {
+            None => false,
+            Some(q) if q.eq_ignore_ascii_case("auth") => true,
+            Some(q) => return Err(DigestError::UnsupportedQop(q.to_string())),
+        };
+        let (nc, cnonce) = if qop_auth {
+            let nc = u32::from_str_radix(required("nc")?, 16)
+                .map_err(|_| DigestError::Malformed("nc is not hexadecimal"))?;
+            (nc, required("cnonce")?.to_string())
+        } else {
+            (0, String::new())
+        };
+        Ok(Authorization {
+            username: required("username")?.to_string(),
+            realm: required("realm")?.to_string(),
+            nonce: required("nonce")?.to_string(),
+            uri: required("uri")?.to_string(),
+            response: required("response")?.to_string(),
+            algorithm,
+            qop_auth,
+            nc,
+            cnonce,
+        })
+    }
+}
+
 /// A user name and password for digest authentication.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
@@ -211,6 +312,38 @@ impl std::fmt::Debug for Credentials {
             .field("user", &self.user)
             .field("password", &"<hidden>")
             .finish()
+    }
+}
+
+/// The auth-params of a `Digest` challenge or credentials value.
+struct DigestParams(Vec<(String, String)>);
+
+impl DigestParams {
+    /// Checks the scheme is `Digest` and reads the parameters after it.
+    fn parse(value: &str) -> Result<DigestParams, DigestError> {
+        let rest = value.trim_start();
+        let (scheme, params) = rest.split_at(rest.find([' ', '\t']).unwrap_or(rest.len()));
+        if !scheme.eq_ignore_ascii_case("Digest") {
+            return Err(DigestError::Malformed("the scheme is not Digest"));
+        }
+        parse_params(params).map(DigestParams)
+    }
+
+    /// The value of parameter `name` (case-insensitive name).
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `algorithm` parameter; MD5 when absent (RFC 3261 §22.4).
+    fn algorithm(&self) -> Result<Algorithm, DigestError> {
+        match self.get("algorithm") {
+            None => Ok(Algorithm::Md5),
+            Some(token) => Algorithm::from_token(token)
+                .ok_or_else(|| DigestError::UnsupportedAlgorithm(token.to_string())),
+        }
     }
 }
 
@@ -395,6 +528,50 @@ mod tests {
         assert!(a.contains(r#"realm="a \"quoted\" realm""#), "{a}");
     }
 
+    /// The server side: what the client answers to a challenge the
+    /// server wrote verifies, for each algorithm, with and without qop;
+    /// a wrong password, another nonce or another method does not.
+    #[test]
+    fn the_server_verifies_what_the_client_answers() {
+        for algorithm in [Algorithm::Md5, Algorithm::Sha256, Algorithm::Sha512_256] {
+            for qop_auth in [true, false] {
+                let issued = Challenge {
+                    realm: "example.test".into(),
+                    nonce: "n0nce".into(),
+                    opaque: None,
+                    algorithm,
+                    qop_auth,
+                    stale: false,
+                };
+                let header = issued.to_header();
+                let client_view = Challenge::parse(&header).unwrap();
+                assert_eq!(client_view, issued, "{header}");
+                let answer = client_view.answer(&mufasa(), "REGISTER", "sip:example.test", "c1", 1);
+                let auth = Authorization::parse(&answer).unwrap();
+                assert_eq!(auth.uri, "sip:example.test");
+                assert!(issued.verify(&mufasa(), "REGISTER", &auth), "{answer}");
+                let wrong = Credentials {
+                    password: "Circle of Death".into(),
+                    ..mufasa()
+                };
+                assert!(!issued.verify(&wrong, "REGISTER", &auth));
+                assert!(!issued.verify(&mufasa(), "INVITE", &auth));
+                let other_nonce = Challenge {
+                    nonce: "other".into(),
+                    ..issued.clone()
+                };
+                assert!(!other_nonce.verify(&mufasa(), "REGISTER", &auth));
+            }
+        }
+        for bad in [
+            "Basic abc",
+            "Digest realm=\"r\", nonce=\"n\", uri=\"sip:x\", response=\"0\"",
+            "Digest username=\"u\", realm=\"r\", nonce=\"n\", uri=\"sip:x\", response=\"0\", qop=auth, nc=zz, cnonce=\"c\"",
+        ] {
+            assert!(Authorization::parse(bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn the_password_is_never_printed() {
         assert!(!format!("{:?}", mufasa()).contains("Circle"));
@@ -404,6 +581,7 @@ mod tests {
         #[test]
         fn parsing_never_panics(s in ".{0,200}") {
             let _ = Challenge::parse(&s);
+            let _ = Authorization::parse(&s);
         }
     }
 }

@@ -20,7 +20,21 @@
 //!   each further failed attempt waits a random 50–100 % of
 //!   `min(max-time, base-time · 2^consecutive-failures)`, with base-time
 //!   30 s when no flow works and 90 s otherwise, max-time 1800 s;
-//! - a registration is refreshed at 80 % of the expiry the registrar granted.
+//! - a registration is refreshed at 80 % of the expiry the registrar granted;
+//! - a flow that fails on its path (keep-alive or REGISTER unanswered,
+//!   connection reset) is first recorded as a failure of that path in the
+//!   race history the flows share ([`Action::RecordPathFailure`]), so that
+//!   the race that re-establishes it tries the other family first; a
+//!   connection the registrar closes in order (a FIN: say, it restarted) is
+//!   re-established too, but its path is not blamed;
+//! - a registrar whose 2xx lacks `Require: outbound` does not support
+//!   Outbound (§4.2.1, §5): the UA then holds one ordinary registration.
+//!   The flow registered first is kept (refreshed, and re-raced if it is
+//!   reset); any other flow is unregistered or dropped and not raced again,
+//!   since the registrar would treat a second contact as another device and
+//!   no proxy would fail over between them; and no keep-alive is sent, since
+//!   such a registrar owes no CRLF pong nor STUN answer (§4.4), so a missing
+//!   answer would prove nothing.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -35,6 +49,9 @@ use crate::endpoint::{Family, Transport};
 pub const MAX_EXPIRES: Duration = Duration::from_secs(7 * 86_400);
 /// See [`MAX_EXPIRES`].
 pub const MAX_FLOW_TIMER: Duration = Duration::from_secs(3_600);
+
+/// A time that never comes (a year), for a deadline not in force.
+const NEVER: Duration = Duration::from_secs(3600 * 24 * 365);
 
 /// A flow's number: its `reg-id` (RFC 5626 §4.2), from 1.
 pub type FlowId = u32;
@@ -112,6 +129,9 @@ pub enum Input {
         flow_timer: Option<Duration>,
         /// The expiry the registrar granted this contact.
         expires: Duration,
+        /// The 2xx carried `Require: outbound` (the registrar supports
+        /// Outbound, RFC 5626 §4.2.1).
+        outbound: bool,
     },
     /// The REGISTER on `flow` failed (final error, timeout, 439, …).
     RegisterFailed {
@@ -119,6 +139,9 @@ pub enum Input {
         flow: FlowId,
         /// Why, for the event.
         reason: String,
+        /// The path failed (no answer in time, the connection died), as
+        /// opposed to the registrar refusing: recorded in the race history.
+        path_broken: bool,
     },
     /// A keep-alive on `flow` was answered (a CRLF pong, or a STUN
     /// success with the mapped address).
@@ -134,6 +157,10 @@ pub enum Input {
         flow: FlowId,
         /// Why, for the event.
         reason: String,
+        /// It was reset or broke (or ICMP said unreachable), as opposed to
+        /// closed in order (a FIN: the path works, e.g. the registrar
+        /// restarted): recorded in the race history.
+        path_broken: bool,
     },
     /// The time given by the last [`Action::WakeAt`] has come.
     Timer,
@@ -169,6 +196,14 @@ pub enum Action {
         /// True for a STUN retransmission of the same request.
         retransmission: bool,
     },
+    /// Record in the race history that the path of `flow`'s connection
+    /// (its host, family and transport) just failed, before the connection
+    /// is closed and the flow raced again (so that race tries the other
+    /// family first).
+    RecordPathFailure {
+        /// The flow.
+        flow: FlowId,
+    },
     /// Close `flow`'s connection (if any).
     Close {
         /// The flow.
@@ -194,7 +229,29 @@ pub struct FlowEvent {
     pub kind: EventKind,
     /// The flow's transport and remote address, once connected.
     pub path: Option<(Transport, SocketAddr)>,
+    /// On `Registered` and `Recovered`: whether the registrar confirmed
+    /// Outbound (`Require: outbound`); `None` on other events.
+    pub outbound: Option<bool>,
+    /// On `Registered` and `Recovered`: how the race that made the flow's
+    /// connection went (filled in by the driver; the machine sees no race).
+    pub race: Option<RaceNote>,
 }
+
+/// What the race of a flow's connection shows of history: the family it
+/// tried first, and why when history changed the order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaceNote {
+    /// The family of the race's first attempt.
+    pub first_family: Family,
+    /// History's note on the order, e.g. "ipv6/udp to registrar.example.test
+    /// failed 0.4 s before: ipv4 first" (DNS text: escape before printing).
+    pub history: Option<String>,
+}
+
+/// Why a flow is not kept when the registrar lacks Outbound (the reason of
+/// its [`EventKind::Unavailable`]).
+pub const NO_OUTBOUND: &str = "the registrar does not support Outbound (its 2xx to REGISTER \
+     lacks `Require: outbound`): one registration kept, no second flow, no keep-alives";
 
 /// The kinds of [`FlowEvent`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,6 +320,8 @@ pub struct Flows {
     flows: Vec<Flow>,
     rng: StdRng,
     stopping: bool,
+    /// `Some(false)` once a registrar's 2xx lacked `Require: outbound`.
+    registrar_outbound: Option<bool>,
 }
 
 impl Flows {
@@ -287,6 +346,7 @@ impl Flows {
             flows,
             rng: StdRng::seed_from_u64(seed),
             stopping: false,
+            registrar_outbound: None,
         }
     }
 
@@ -302,6 +362,19 @@ impl Flows {
         self.flows
             .iter()
             .all(|f| matches!(f.state, State::Done | State::Unavailable))
+    }
+
+    /// Whether the registrar supports Outbound: `None` until a flow is
+    /// registered, then what its 2xx said (a `false` is kept).
+    pub fn registrar_outbound(&self) -> Option<bool> {
+        self.registrar_outbound
+    }
+
+    /// Whether `flow` is being raced (a connection for it is wanted now;
+    /// the caller closes one that arrives otherwise).
+    pub fn is_connecting(&self, flow: FlowId) -> bool {
+        self.index_in(flow, |s| matches!(s, State::Connecting))
+            .is_some()
     }
 
     /// The flows that are registered now, with their paths.
@@ -358,6 +431,7 @@ impl Flows {
                 flow,
                 flow_timer,
                 expires,
+                outbound,
             } => {
                 if let Some(i) =
                     self.index_in(flow, |s| matches!(s, State::Registering | State::Up { .. }))
@@ -369,7 +443,13 @@ impl Flows {
                     f.flow_timer =
                         flow_timer.map(|t| t.clamp(Duration::from_secs(1), MAX_FLOW_TIMER));
                     f.consecutive_failures = 0;
-                    let interval = self.keepalive_interval(i);
+                    // Without Outbound no keep-alive is owed an answer: none
+                    // is sent (see the module docs).
+                    let interval = if outbound {
+                        self.keepalive_interval(i)
+                    } else {
+                        NEVER
+                    };
                     let f = &mut self.flows[i];
                     f.state = State::Up {
                         keepalive_at: now + interval,
@@ -384,15 +464,30 @@ impl Flows {
                         };
                         f.was_up = true;
                         f.recovering = false;
-                        out.push(self.event(i, kind));
+                        let mut event = self.event(i, kind);
+                        if let Action::Event(e) = &mut event {
+                            e.outbound = Some(outbound);
+                        }
+                        out.push(event);
+                    }
+                    if !outbound {
+                        self.without_outbound(i, &mut out);
                     }
                 }
             }
-            Input::RegisterFailed { flow, reason } => {
+            Input::RegisterFailed {
+                flow,
+                reason,
+                path_broken,
+            } => {
                 if let Some(i) =
                     self.index_in(flow, |s| matches!(s, State::Registering | State::Up { .. }))
                 {
-                    self.fail(now, i, reason, &mut out);
+                    if path_broken {
+                        self.fail_path(now, i, reason, &mut out);
+                    } else {
+                        self.fail(now, i, reason, &mut out);
+                    }
                 }
             }
             Input::KeepaliveAnswered { flow, mapped } => {
@@ -430,11 +525,19 @@ impl Flows {
                     }
                 }
             }
-            Input::FlowLost { flow, reason } => {
+            Input::FlowLost {
+                flow,
+                reason,
+                path_broken,
+            } => {
                 if let Some(i) =
                     self.index_in(flow, |s| matches!(s, State::Registering | State::Up { .. }))
                 {
-                    self.fail(now, i, reason, &mut out);
+                    if path_broken {
+                        self.fail_path(now, i, reason, &mut out);
+                    } else {
+                        self.fail(now, i, reason, &mut out);
+                    }
                 }
             }
             Input::Timer => self.on_timer(now, &mut out),
@@ -442,7 +545,10 @@ impl Flows {
                 self.stopping = true;
                 for i in 0..self.flows.len() {
                     match self.flows[i].state {
-                        State::Up { .. } => {
+                        // A REGISTER in flight may yet bind the contact:
+                        // unregistered too (with a higher CSeq, so a late
+                        // REGISTER cannot undo it, RFC 3261 §10.3 step 7).
+                        State::Up { .. } | State::Registering => {
                             self.flows[i].state = State::Unregistering;
                             out.push(Action::Unregister {
                                 flow: self.flows[i].id,
@@ -469,6 +575,35 @@ impl Flows {
         self.finish(out)
     }
 
+    /// The registrar lacks Outbound (flow `kept` was just registered
+    /// without `Require: outbound`): keep that one registration and no
+    /// other flow (see the module docs).
+    fn without_outbound(&mut self, kept: usize, out: &mut Vec<Action>) {
+        self.registrar_outbound = Some(false);
+        for j in 0..self.flows.len() {
+            if j == kept {
+                continue;
+            }
+            let id = self.flows[j].id;
+            let next = match self.flows[j].state {
+                State::Unavailable | State::Done | State::Unregistering => continue,
+                // Registered with its own reg-id (or its REGISTER is in
+                // flight and may yet bind it): that contact is taken back,
+                // then the flow closes ([`Input::Unregistered`]).
+                State::Up { .. } | State::Registering => {
+                    out.push(Action::Unregister { flow: id });
+                    State::Unregistering
+                }
+                _ => {
+                    out.push(Action::Close { flow: id });
+                    State::Unavailable
+                }
+            };
+            out.push(self.event(j, EventKind::Unavailable(NO_OUTBOUND.into())));
+            self.flows[j].state = next;
+        }
+    }
+
     fn on_timer(&mut self, now: Instant, out: &mut Vec<Action>) {
         for i in 0..self.flows.len() {
             let id = self.flows[i].id;
@@ -489,7 +624,7 @@ impl Flows {
                                 "keep-alive unanswered for {} s",
                                 self.cfg.pong_timeout.as_secs_f64()
                             );
-                            self.fail(now, i, reason, out);
+                            self.fail_path(now, i, reason, out);
                             continue;
                         }
                         if let Some((at, rto)) = p.retransmit {
@@ -523,7 +658,7 @@ impl Flows {
                         if let State::Up { refresh_at, .. } = &mut self.flows[i].state {
                             // Re-armed by the next Registered; until then,
                             // not again.
-                            *refresh_at = now + Duration::from_secs(3600 * 24 * 365);
+                            *refresh_at = now + NEVER;
                         }
                         out.push(Action::Register { flow: id });
                     }
@@ -537,6 +672,22 @@ impl Flows {
         if let State::Up { pending, .. } = &mut self.flows[i].state {
             *pending = p;
         }
+    }
+
+    /// A flow failed on its path (its keep-alive or REGISTER went
+    /// unanswered, or the connection was reset): the race history learns it
+    /// first, so the re-race tries the other family first. Not for a
+    /// REGISTER refused or a connection closed in order (the path works),
+    /// nor a changed STUN mapping (a NAT rebinding: the path carries
+    /// packets; demoting its family would move the flow off a working
+    /// family for the failure memory).
+    fn fail_path(&mut self, now: Instant, i: usize, reason: String, out: &mut Vec<Action>) {
+        if !self.stopping {
+            out.push(Action::RecordPathFailure {
+                flow: self.flows[i].id,
+            });
+        }
+        self.fail(now, i, reason, out);
     }
 
     /// A flow failed: close it and race again, at once if it was working,
@@ -635,6 +786,8 @@ impl Flows {
             flow: self.flows[i].id,
             kind,
             path: self.flows[i].path,
+            outbound: None,
+            race: None,
         })
     }
 

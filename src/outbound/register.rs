@@ -236,7 +236,7 @@ fn granted_expiry(response: &Response, req: &RegisterRequest<'_>) -> Option<Dura
 }
 
 /// The header parameters after a Contact's `<uri>` (`;name=value`).
-fn contact_params(contact: &str) -> Vec<(&str, &str)> {
+pub(crate) fn contact_params(contact: &str) -> Vec<(&str, &str)> {
     let after_uri = contact.find('>').map_or(contact, |i| &contact[i + 1..]);
     after_uri
         .split(';')

@@ -124,6 +124,55 @@ pub fn parse_binding_response(
         .map_or(BindingResponse::NoAddress, BindingResponse::Mapped))
 }
 
+/// The transaction ID of a Binding request, the server side of the
+/// keep-alive (a registrar or edge proxy answering RFC 5626 §4.4.2 pings).
+/// `None` for anything else: another STUN method or class, a truncated
+/// message, or a length that disagrees with the datagram.
+pub fn parse_binding_request(bytes: &[u8]) -> Option<TransactionId> {
+    if !is_stun(bytes) || u16::from_be_bytes([bytes[0], bytes[1]]) != BINDING_REQUEST {
+        return None;
+    }
+    let body_len = usize::from(u16::from_be_bytes([bytes[2], bytes[3]]));
+    if body_len % 4 != 0 || HEADER_LEN + body_len != bytes.len() {
+        return None;
+    }
+    bytes[8..20].try_into().ok()
+}
+
+/// The Binding success response to request `id`, telling the client the
+/// address its request came from (`mapped`) in an XOR-MAPPED-ADDRESS
+/// attribute (RFC 5389 §7.3.1, §15.2).
+pub fn binding_success(id: &TransactionId, mapped: SocketAddr) -> Vec<u8> {
+    let cookie = MAGIC_COOKIE.to_be_bytes();
+    let (family, address): (u8, Vec<u8>) = match mapped.ip() {
+        IpAddr::V4(v4) => (
+            0x01,
+            v4.octets().iter().zip(cookie).map(|(o, k)| o ^ k).collect(),
+        ),
+        IpAddr::V6(v6) => {
+            let key = cookie.iter().chain(id.iter());
+            (
+                0x02,
+                v6.octets().iter().zip(key).map(|(o, k)| o ^ k).collect(),
+            )
+        }
+    };
+    let port = mapped.port() ^ (MAGIC_COOKIE >> 16) as u16;
+    let value_len = 4 + address.len();
+    let mut msg = Vec::with_capacity(HEADER_LEN + 4 + value_len);
+    msg.extend_from_slice(&BINDING_SUCCESS.to_be_bytes());
+    // Always a multiple of 4 (8 or 20 bytes of value): no padding.
+    msg.extend_from_slice(&((4 + value_len) as u16).to_be_bytes());
+    msg.extend_from_slice(&cookie);
+    msg.extend_from_slice(id);
+    msg.extend_from_slice(&ATTR_XOR_MAPPED_ADDRESS.to_be_bytes());
+    msg.extend_from_slice(&(value_len as u16).to_be_bytes());
+    msg.extend_from_slice(&[0, family]);
+    msg.extend_from_slice(&port.to_be_bytes());
+    msg.extend_from_slice(&address);
+    msg
+}
+
 /// Reads a (XOR-)MAPPED-ADDRESS value; `xor_with` is the transaction ID
 /// for the XOR form. `None` for an unknown family or a wrong length.
 fn read_address(value: &[u8], xor_with: Option<&TransactionId>) -> Option<SocketAddr> {
@@ -245,6 +294,33 @@ mod tests {
         assert!(parse_binding_response(&cut, &id).is_err());
     }
 
+    /// The server side: a request is recognised, and the success built for
+    /// it reads back (through the client's parser) as the peer's address,
+    /// in both families; anything but a well-formed Binding request is not
+    /// answered.
+    #[test]
+    fn server_side_request_and_success_round_trip() {
+        let id = new_transaction_id();
+        let req = binding_request(&id);
+        assert_eq!(parse_binding_request(&req), Some(id));
+        for peer in ["192.0.2.7:40000", "[2001:db8::7]:5060"] {
+            let peer: SocketAddr = peer.parse().unwrap();
+            let success = binding_success(&id, peer);
+            assert_eq!(success.len() % 4, 0);
+            assert_eq!(
+                parse_binding_response(&success, &id),
+                Ok(BindingResponse::Mapped(peer))
+            );
+            // A success is not a request.
+            assert_eq!(parse_binding_request(&success), None);
+        }
+        let mut truncated = req.to_vec();
+        truncated[3] = 4; // claims an attribute the datagram lacks
+        assert_eq!(parse_binding_request(&truncated), None);
+        assert_eq!(parse_binding_request(b"\r\n\r\n"), None);
+        assert_eq!(parse_binding_request(&req[..19]), None);
+    }
+
     proptest::proptest! {
         #[test]
         fn hostile_datagrams_never_panic(mut bytes in proptest::collection::vec(0u8..=255, 0..120)) {
@@ -255,6 +331,7 @@ mod tests {
                 bytes[8..20].copy_from_slice(&id);
             }
             let _ = parse_binding_response(&bytes, &id);
+            let _ = parse_binding_request(&bytes);
         }
     }
 }

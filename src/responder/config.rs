@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use super::registrar::RegistrarConfig;
 use super::tls::ResponderTls;
 use crate::endpoint::Transport;
 use crate::sip::MAX_MESSAGE_SIZE;
@@ -68,6 +69,10 @@ pub struct ResponderConfig {
     /// OPTIONS over its own connection (found through the alias table) and
     /// count the answer. See the `alias` module.
     pub call_back: bool,
+    /// Act as a minimal SIP Outbound registrar: REGISTER binds contacts
+    /// with their flows (see the `registrar` module) instead of being
+    /// echoed, and STUN keep-alives are answered on UDP.
+    pub registrar: Option<RegistrarConfig>,
 }
 
 impl Default for ResponderConfig {
@@ -83,6 +88,7 @@ impl Default for ResponderConfig {
             tls: None,
             client_certificate_optional: false,
             call_back: false,
+            registrar: None,
         }
     }
 }

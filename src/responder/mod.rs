@@ -17,14 +17,23 @@
 //! buffer, and a connection cap that hands the stalest slot to a newcomer
 //! rather than refusing it (see [`ResponderConfig`]).
 //!
+//! With [`ResponderConfig::registrar`] it is a minimal SIP Outbound
+//! registrar (RFC 5626, see the `registrar` module and [`bindings`]):
+//! REGISTER binds contacts with the flow they came over, and
+//! [`ResponderHandle::send_to_aor`] sends a request down a chosen flow or
+//! the first that works. STUN Binding requests on UDP (Outbound
+//! keep-alives) are answered with the address they came from.
+//!
 //! Library use: [`start`] a [`ResponderConfig`], read the bound addresses and
 //! [`stats`](ResponderHandle::stats) from the [`ResponderHandle`], then
 //! [`shutdown`](ResponderHandle::shutdown). The command line
 //! (`siprace responder`) lives in the binary and fills a [`ResponderConfig`].
 
 mod alias;
+pub mod bindings;
 mod config;
 mod counters;
+mod registrar;
 mod respond;
 mod slots;
 mod stream;
@@ -42,12 +51,14 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+pub use bindings::{Binding, BindingKey, FlowRef};
 pub use config::{
     ListenSpec, ListenSpecError, ListenTransports, ListenerConfig, ResponderConfig,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_PENDING_OUTPUT, DEFAULT_MAX_TCP_CONNECTIONS,
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
 };
 pub use counters::{write_stats, Counters, FamilyCounters, StatsSnapshot};
+pub use registrar::{FlowChoice, FlowDelivery, FlowRequest, FlowSendError, RegistrarConfig};
 pub use respond::respond;
 use respond::Received;
 pub use tls::{ResponderTls, ThrowawayCa};
@@ -57,6 +68,7 @@ use crate::endpoint::{Family, Transport};
 use crate::socket::{new_socket, Bind};
 use alias::AliasTable;
 use counters::{bump, Stats};
+use registrar::Registrar;
 use slots::Slots;
 use stream::{serve_stream_listener, StreamLimits, StreamListener};
 use udp::serve_udp;
@@ -85,6 +97,7 @@ impl fmt::Display for BoundListener {
 pub struct ResponderHandle {
     listeners: Vec<BoundListener>,
     stats: Arc<Stats>,
+    registrar: Option<Arc<Registrar>>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -129,6 +142,59 @@ impl ResponderHandle {
         }
     }
 
+    fn registrar(&self) -> Result<&Arc<Registrar>, FlowSendError> {
+        self.registrar.as_ref().ok_or(FlowSendError::NotARegistrar)
+    }
+
+    /// The live bindings of `aor` (a SIP URI) at the registrar; empty when
+    /// the responder is no registrar.
+    pub fn bindings(&self, aor: &str) -> Vec<Binding> {
+        self.registrar
+            .as_ref()
+            .map(|r| r.bindings_of(aor))
+            .unwrap_or_default()
+    }
+
+    /// Waits until `pred` holds for the bindings of `aor` (re-checked after
+    /// every REGISTER). Meant for tests: bound it with a timeout.
+    pub async fn wait_for_bindings(
+        &self,
+        aor: &str,
+        pred: impl Fn(&[Binding]) -> bool,
+    ) -> Result<Vec<Binding>, FlowSendError> {
+        let registrar = self.registrar()?;
+        loop {
+            let changed = registrar.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let now = registrar.bindings_of(aor);
+            if pred(&now) {
+                return Ok(now);
+            }
+            changed.await;
+        }
+    }
+
+    /// Sends `request` to `aor` down the flow `choice` names (a reg-id, or
+    /// the first that works, RFC 5626 §5.3) and returns the final status;
+    /// each flow tried may take `timeout` (then it counts as a 408).
+    pub async fn send_to_aor(
+        &self,
+        aor: &str,
+        choice: FlowChoice,
+        request: &FlowRequest,
+        timeout: std::time::Duration,
+    ) -> Result<FlowDelivery, FlowSendError> {
+        self.registrar()?.send(aor, choice, request, timeout).await
+    }
+
+    /// Resets (TCP RST) the connection of `aor`'s flow `reg_id`: the flow
+    /// breaks as if the network had. The binding stays until the UA
+    /// replaces it; requests down it fail meanwhile.
+    pub async fn reset_flow(&self, aor: &str, reg_id: u32) -> Result<FlowRef, FlowSendError> {
+        self.registrar()?.reset_flow(aor, reg_id).await
+    }
+
     /// Stops accepting and receiving, closes every connection, waits for the
     /// tasks to end and returns the final counters.
     pub async fn shutdown(mut self) -> StatsSnapshot {
@@ -153,6 +219,7 @@ pub async fn start(cfg: ResponderConfig) -> io::Result<ResponderHandle> {
     let slots = Arc::new(Slots::new(cfg.max_tcp_connections, cfg.request_timeout));
     let limits = StreamLimits::of(&cfg);
     let max_message = cfg.max_message_size.max(1);
+    let registrar = cfg.registrar.clone().map(|r| Arc::new(Registrar::new(r)));
     let mut tasks = JoinSet::new();
     let mut listeners = Vec::new();
     for l in &cfg.listeners {
@@ -162,13 +229,17 @@ pub async fn start(cfg: ResponderConfig) -> io::Result<ResponderHandle> {
             max_message,
             aliases: aliases.clone(),
             call_back: cfg.call_back,
+            registrar: registrar.clone(),
         };
         let stop = shutdown.subscribe();
         let addr = match l.transport {
             Transport::Udp => {
                 let socket = new_socket(l.addr, Type::DGRAM, Protocol::UDP, Bind::Listen)?;
-                let socket = UdpSocket::from_std(socket.into())?;
+                let socket = Arc::new(UdpSocket::from_std(socket.into())?);
                 let addr = socket.local_addr()?;
+                if let Some(registrar) = &registrar {
+                    registrar.attach_udp(socket.clone());
+                }
                 tasks.spawn(serve_udp(socket, ctx, stop));
                 addr
             }
@@ -228,6 +299,7 @@ pub async fn start(cfg: ResponderConfig) -> io::Result<ResponderHandle> {
     Ok(ResponderHandle {
         listeners,
         stats,
+        registrar,
         shutdown,
         tasks,
     })
@@ -243,25 +315,28 @@ struct Ctx {
     aliases: Arc<AliasTable>,
     /// Send an OPTIONS to each client whose alias is honoured.
     call_back: bool,
+    /// The Outbound registrar, when the responder is one.
+    registrar: Option<Arc<Registrar>>,
 }
 
 impl Ctx {
-    /// Handles one datagram / framed message: counts it and returns the
-    /// bytes to send back.
-    fn handle(&self, transport: Transport, peer: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
-        self.handle_request(transport, peer, bytes).0
+    /// Handles one datagram / framed message that came over `flow`: counts
+    /// it and returns the bytes to send back.
+    fn handle(&self, flow: FlowRef, bytes: &[u8]) -> Option<Vec<u8>> {
+        self.handle_request(flow, bytes).0
     }
 
     /// [`handle`](Self::handle), also returning the request's top Via.
     fn handle_request(
         &self,
-        transport: Transport,
-        peer: SocketAddr,
+        flow: FlowRef,
         bytes: &[u8],
     ) -> (Option<Vec<u8>>, Option<crate::sip::Via>) {
+        let (transport, peer) = (flow.transport, flow.peer);
         let cell = self.stats.cell(transport, &peer);
         bump(&cell.messages);
-        let answer = respond::answer(bytes, peer, self.silent, self.max_message);
+        let registrar = self.registrar.as_deref().map(|r| (r, flow));
+        let answer = respond::answer(bytes, peer, self.silent, self.max_message, registrar);
         match answer.received {
             Received::Invalid => bump(&cell.invalid),
             Received::Request { options } => {

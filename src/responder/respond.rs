@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 
+use super::bindings::FlowRef;
+use super::registrar::Registrar;
 use crate::sip::{
     address_uri, is_sip_uri, parse_request, reject_invalid_request, split_comma_list, Request, Via,
     ALLOWED_METHODS,
@@ -32,7 +34,16 @@ pub(crate) struct Answer {
 /// 505) when it looks enough like a request to be answered; garbage and
 /// responses get nothing. A request gets [`respond`]'s answer. A `silent`
 /// responder answers nothing at all.
-pub(crate) fn answer(bytes: &[u8], peer: SocketAddr, silent: bool, max_message: usize) -> Answer {
+///
+/// With a `registrar` (and the flow the message came over), a REGISTER
+/// gets the registrar's answer instead of [`respond`]'s echo.
+pub(crate) fn answer(
+    bytes: &[u8],
+    peer: SocketAddr,
+    silent: bool,
+    max_message: usize,
+    registrar: Option<(&Registrar, FlowRef)>,
+) -> Answer {
     let invalid = |reply| Answer {
         received: Received::Invalid,
         reply,
@@ -54,7 +65,13 @@ pub(crate) fn answer(bytes: &[u8], peer: SocketAddr, silent: bool, max_message: 
         received: Received::Request {
             options: req.method == "OPTIONS",
         },
-        reply: if silent { None } else { respond(&req, peer) },
+        reply: match registrar {
+            _ if silent => None,
+            Some((registrar, flow)) if req.method == "REGISTER" => {
+                Some(registrar.on_register(&req, flow, std::time::Instant::now()))
+            }
+            _ => respond(&req, peer),
+        },
         top_via: req
             .vias
             .first()
@@ -181,28 +198,31 @@ mod tests {
                 line.split(' ').nth(1).unwrap().parse::<u16>().unwrap()
             })
         };
-        let a = answer(options.as_bytes(), peer, false, 65_535);
+        let a = answer(options.as_bytes(), peer, false, 65_535, None);
         assert_eq!(a.received, Received::Request { options: true });
         assert_eq!(status(&a), Some(200));
         // Silent: counted as a request, never answered.
-        let a = answer(options.as_bytes(), peer, true, 65_535);
+        let a = answer(options.as_bytes(), peer, true, 65_535, None);
         assert_eq!(
             (a.received, a.reply),
             (Received::Request { options: true }, None)
         );
         // Over the size bound: dropped unread.
-        let a = answer(options.as_bytes(), peer, false, options.len() - 1);
+        let a = answer(options.as_bytes(), peer, false, options.len() - 1, None);
         assert_eq!((a.received, a.reply), (Received::Invalid, None));
         // A request with a broken header gets a 400; garbage and responses nothing.
         let broken = options.replacen("CSeq: 1 OPTIONS", "CSeq: x", 1);
-        let a = answer(broken.as_bytes(), peer, false, 65_535);
+        let a = answer(broken.as_bytes(), peer, false, 65_535, None);
         assert_eq!((a.received, status(&a)), (Received::Invalid, Some(400)));
-        assert_eq!(answer(broken.as_bytes(), peer, true, 65_535).reply, None);
+        assert_eq!(
+            answer(broken.as_bytes(), peer, true, 65_535, None).reply,
+            None
+        );
         for junk in [
             &b"\x00\x01garbage"[..],
             b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n",
         ] {
-            let a = answer(junk, peer, false, 65_535);
+            let a = answer(junk, peer, false, 65_535, None);
             assert_eq!((a.received, a.reply), (Received::Invalid, None));
         }
     }

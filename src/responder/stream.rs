@@ -14,8 +14,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::alias::{self, AliasRefusal, ConnectionSecurity, Outbound};
+use super::bindings::FlowRef;
 use super::config::ResponderConfig;
 use super::counters::{bump, Cell};
+use super::registrar::FlowCommand;
 use super::slots::{SlotGuard, Slots};
 use super::Ctx;
 use crate::connect::sctp::{SctpListener, SctpStream};
@@ -151,6 +153,23 @@ fn limit_send_buffer(stream: &TcpStream, bytes: usize) {
     }
 }
 
+/// Makes closing `stream` send a TCP RST instead of a FIN (SO_LINGER 0):
+/// the registrar breaking a flow as a failing network or peer would.
+fn reset_on_close(stream: &TcpStream) {
+    if let Err(e) = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO)) {
+        tracing::debug!("SO_LINGER 0: {e}");
+    }
+}
+
+/// How a connection's service ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Closed (by the peer, a bound, shutdown): close normally.
+    Closed,
+    /// The registrar asked for a reset: close with RST where possible.
+    Reset,
+}
+
 /// The local address of a connection, for the Via of requests sent over
 /// it; the unspecified address if the socket cannot tell.
 fn local_or_unspecified(local: io::Result<SocketAddr>, peer: SocketAddr) -> SocketAddr {
@@ -180,15 +199,18 @@ async fn serve_accepted(
     slot: SlotGuard,
 ) {
     match accepted {
-        Accepted::Tcp(stream) => {
+        Accepted::Tcp(mut stream) => {
             let _ = stream.set_nodelay(true);
             limit_send_buffer(&stream, limits.send_buffer);
             let conn = Conn::plain(Transport::Tcp, peer, stream.local_addr());
-            serve_connection(stream, conn, ctx, limits, slot).await
+            if serve_connection(&mut stream, conn, ctx, limits, slot).await == Ending::Reset {
+                reset_on_close(&stream);
+            }
         }
         Accepted::Sctp(stream) => {
+            // A reset SCTP association is just closed (no linger trick).
             let conn = Conn::plain(Transport::Sctp, peer, stream.local_addr());
-            serve_connection(stream, conn, ctx, limits, slot).await
+            serve_connection(stream, conn, ctx, limits, slot).await;
         }
         Accepted::Tls(stream, acceptor) => {
             let _ = stream.set_nodelay(true);
@@ -196,7 +218,7 @@ async fn serve_accepted(
             let local = local_or_unspecified(stream.local_addr(), peer);
             let cell = ctx.stats.cell(Transport::Tls, &peer);
             match tokio::time::timeout(limits.request, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => {
+                Ok(Ok(mut tls)) => {
                     let conn = Conn {
                         transport: Transport::Tls,
                         peer,
@@ -205,7 +227,9 @@ async fn serve_accepted(
                             client: client_identities(tls.get_ref().1),
                         },
                     };
-                    serve_connection(tls, conn, ctx, limits, slot).await
+                    if serve_connection(&mut tls, conn, ctx, limits, slot).await == Ending::Reset {
+                        reset_on_close(tls.get_ref().0);
+                    }
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, "TLS handshake failed: {e}");
@@ -322,16 +346,6 @@ impl Reuse {
         }
     }
 
-    /// The next request queued for this connection; never ready if none can come.
-    async fn next_outbound(
-        queue: &mut Option<tokio::sync::mpsc::Receiver<Outbound>>,
-    ) -> Option<Outbound> {
-        match queue {
-            Some(rx) => rx.recv().await,
-            None => std::future::pending().await,
-        }
-    }
-
     /// True (and counted) if `msg` is a response to one of our call-backs.
     fn take_answer(&mut self, msg: &[u8], cell: &Cell) -> bool {
         if self.awaiting.is_empty() {
@@ -398,6 +412,8 @@ where
 enum Woken {
     Read(Result<io::Result<usize>, tokio::time::error::Elapsed>),
     Send(Outbound),
+    /// A registrar's command for this flow.
+    Flow(FlowCommand),
 }
 
 /// Serves one stream connection until the peer closes it or breaks a bound:
@@ -411,12 +427,28 @@ async fn serve_connection<S>(
     ctx: Ctx,
     limits: StreamLimits,
     slot: SlotGuard,
-) where
+) -> Ending
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (transport, peer) = (conn.transport, conn.peer);
     let cell = ctx.stats.cell(transport, &peer);
     let mut reuse = Reuse::new(slot.id, &ctx);
+    // As a registrar: the queue of requests down this flow (and resets),
+    // registered while the connection lives.
+    let (mut flow_commands, _flow_guard) = match &ctx.registrar {
+        Some(registrar) => {
+            let (rx, guard) = registrar.attach_stream(slot.id);
+            (Some(rx), Some(guard))
+        }
+        None => (None, None),
+    };
+    let flow = FlowRef {
+        transport,
+        local: conn.local,
+        peer,
+        connection: Some(slot.id),
+    };
     let mut framer = StreamFramer::new(ctx.max_message);
     let mut buf = vec![0u8; 16 * 1024];
     // When the first byte of the request being received arrived; None
@@ -444,7 +476,7 @@ async fn serve_connection<S>(
                         let _ = write_answer(&mut stream, &reply, limits.write).await;
                     }
                     ctx.stats.touched();
-                    return;
+                    return Ending::Closed;
                 }
             };
             completed = true;
@@ -460,8 +492,16 @@ async fn serve_connection<S>(
                     ctx.stats.touched();
                     None
                 }
+                Frame::Message(msg)
+                    if ctx
+                        .registrar
+                        .as_ref()
+                        .is_some_and(|r| r.take_response(&msg)) =>
+                {
+                    None
+                }
                 Frame::Message(msg) => {
-                    let (reply, via) = ctx.handle_request(transport, peer, &msg);
+                    let (reply, via) = ctx.handle_request(flow, &msg);
                     top_via = via;
                     reply
                 }
@@ -475,7 +515,7 @@ async fn serve_connection<S>(
                             bump(&cell.connections_write_timeout);
                             ctx.stats.touched();
                         }
-                        return;
+                        return Ending::Closed;
                     }
                 }
             }
@@ -501,18 +541,36 @@ async fn serve_connection<S>(
         let deadline = request_deadline.map_or(idle_deadline, |r| r.min(idle_deadline));
         let woken = tokio::select! {
             read = tokio::time::timeout_at(deadline, stream.read(&mut buf)) => Woken::Read(read),
-            Some(out) = Reuse::next_outbound(&mut reuse.queue) => Woken::Send(out),
+            Some(out) = next_queued(&mut reuse.queue) => Woken::Send(out),
+            Some(command) = next_queued(&mut flow_commands) => Woken::Flow(command),
         };
         let n = match woken {
+            Woken::Flow(FlowCommand::Send(bytes, written)) => {
+                let ok = write_answer(&mut stream, &bytes, limits.write)
+                    .await
+                    .is_ok();
+                let _ = written.send(ok);
+                if !ok {
+                    return Ending::Closed;
+                }
+                continue;
+            }
+            Woken::Flow(FlowCommand::Reset(done)) => {
+                tracing::debug!(%peer, "resetting a flow's connection as asked");
+                // Said before the socket closes: the caller's wait is for the
+                // task to act, and the close follows at once.
+                let _ = done.send(());
+                return Ending::Reset;
+            }
             Woken::Send(out) => {
                 let sent = reuse.send(&mut stream, out, cell, limits.write).await;
                 ctx.stats.touched();
                 if !sent {
-                    return;
+                    return Ending::Closed;
                 }
                 continue;
             }
-            Woken::Read(Ok(Ok(0)) | Ok(Err(_))) => return,
+            Woken::Read(Ok(Ok(0)) | Ok(Err(_))) => return Ending::Closed,
             Woken::Read(Ok(Ok(n))) => n,
             Woken::Read(Err(_)) => {
                 if request_deadline.is_some_and(|r| r <= idle_deadline) {
@@ -522,9 +580,18 @@ async fn serve_connection<S>(
                     bump(&cell.connections_idle_closed);
                 }
                 ctx.stats.touched();
-                return;
+                return Ending::Closed;
             }
         };
         framer.push(&buf[..n]);
+    }
+}
+
+/// The next item of a connection's queue (call-backs, a registrar's
+/// commands); never ready when the connection has no such queue.
+async fn next_queued<T>(queue: &mut Option<tokio::sync::mpsc::Receiver<T>>) -> Option<T> {
+    match queue {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -36,6 +36,7 @@ fn registered(flow: FlowId, expires: u64) -> Input {
         flow,
         flow_timer: None,
         expires: secs(expires),
+        outbound: true,
     }
 }
 
@@ -52,11 +53,15 @@ fn recovering_wait(out: &[Action]) -> Duration {
         .expect("a recovering event")
 }
 
+/// An event as the machine reports it (registered with Outbound confirmed).
 fn event(flow: FlowId, kind: EventKind, path: Option<(Transport, &str)>) -> Action {
+    let outbound = matches!(kind, EventKind::Registered | EventKind::Recovered).then_some(true);
     Action::Event(FlowEvent {
         flow,
         kind,
         path: path.map(|(t, a)| (t, addr(a))),
+        outbound,
+        race: None,
     })
 }
 
@@ -195,6 +200,8 @@ fn an_unanswered_keepalive_fails_the_flow_and_it_is_raced_again_at_once() {
     assert_eq!(
         out,
         vec![
+            // History learns first, so the re-race below tries IPv4 first.
+            Action::RecordPathFailure { flow: 1 },
             Action::Close { flow: 1 },
             event(
                 1,
@@ -231,6 +238,7 @@ fn failed_recoveries_back_off_per_rfc_5626() {
         Input::FlowLost {
             flow: 1,
             reason: "reset".into(),
+            path_broken: true,
         },
     );
     // Every further failure waits longer: 50–100 % of 90 s · 2^n (flow 2
@@ -330,11 +338,152 @@ fn stun_keepalives_retransmit_and_a_changed_mapping_fails_the_flow() {
             mapped: Some(addr("203.0.113.7:40001")),
         },
     );
+    // A NAT rebinding is not the path's failure: history is not told.
     assert_eq!(out[0], Action::Close { flow: 1 });
     assert!(matches!(
         &out[1],
         Action::Event(FlowEvent { kind: EventKind::Failed(r), .. }) if r.contains("mapped address changed")
     ));
+}
+
+#[test]
+fn a_reset_is_recorded_as_the_paths_failure_but_a_refused_register_is_not() {
+    let (mut m, t0) = two_flows_up();
+    let out = m.step(
+        t0,
+        Input::FlowLost {
+            flow: 2,
+            reason: "reset".into(),
+            path_broken: true,
+        },
+    );
+    assert_eq!(out[0], Action::RecordPathFailure { flow: 2 });
+    assert_eq!(out[1], Action::Close { flow: 2 });
+    // Flow 2 races again; its REGISTER is refused: the path worked.
+    m.step(t0, connected(2, Transport::Tcp, V6));
+    let out = m.step(
+        t0,
+        Input::RegisterFailed {
+            flow: 2,
+            reason: "403 Forbidden".into(),
+            path_broken: false,
+        },
+    );
+    assert_eq!(out[0], Action::Close { flow: 2 });
+    assert!(
+        !out.contains(&Action::RecordPathFailure { flow: 2 }),
+        "{out:?}"
+    );
+    // Nor is a connection lost while stopping.
+    let (mut m, t0) = two_flows_up();
+    m.step(t0, Input::Stop);
+    let out = m.step(
+        t0,
+        Input::FlowLost {
+            flow: 1,
+            reason: "closed".into(),
+            path_broken: true,
+        },
+    );
+    assert!(
+        !out.contains(&Action::RecordPathFailure { flow: 1 }),
+        "{out:?}"
+    );
+}
+
+fn registered_without_outbound(flow: FlowId) -> Input {
+    Input::Registered {
+        flow,
+        flow_timer: None,
+        expires: secs(3600),
+        outbound: false,
+    }
+}
+
+#[test]
+fn without_outbound_the_second_flow_is_dropped_before_it_registers() {
+    let (mut m, t0) = flows(2);
+    m.start();
+    m.step(t0, connected(1, Transport::Tcp, V6));
+    // Flow 2 is being raced in IPv4 when flow 1's 2xx lacks Require: outbound.
+    let out = m.step(t0, registered_without_outbound(1));
+    let mut registered = event(1, EventKind::Registered, Some((Transport::Tcp, V6)));
+    if let Action::Event(e) = &mut registered {
+        e.outbound = Some(false);
+    }
+    assert_eq!(
+        out,
+        vec![
+            registered,
+            Action::Close { flow: 2 },
+            event(2, EventKind::Unavailable(NO_OUTBOUND.into()), None),
+            // Only the refresh at 80 % of 3600 s: no keep-alive is armed.
+            Action::WakeAt(t0 + secs(2880)),
+        ]
+    );
+    assert_eq!(m.registrar_outbound(), Some(false));
+    assert!(!m.is_connecting(2));
+    // Its race's late winner is not taken.
+    assert_eq!(
+        m.step(t0, connected(2, Transport::Tcp, V4)),
+        vec![Action::WakeAt(t0 + secs(2880))]
+    );
+    // At the refresh: a REGISTER, never a keep-alive.
+    let out = m.step(t0 + secs(2880), Input::Timer);
+    assert_eq!(out[0], Action::Register { flow: 1 });
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::SendKeepalive { .. })),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn without_outbound_a_registered_second_flow_is_unregistered_and_not_raced_again() {
+    let (mut m, t0) = flows(2);
+    m.start();
+    m.step(t0, connected(1, Transport::Udp, V6));
+    m.step(t0, connected(2, Transport::Udp, V4));
+    // Flow 2's registrar said Outbound (or so it seemed), flow 1's did not.
+    m.step(t0, registered(2, 3600));
+    let out = m.step(t0, registered_without_outbound(1));
+    assert_eq!(out[1], Action::Unregister { flow: 2 });
+    assert_eq!(
+        out[2],
+        event(
+            2,
+            EventKind::Unavailable(NO_OUTBOUND.into()),
+            Some((Transport::Udp, V4))
+        )
+    );
+    let out = m.step(t0, Input::Unregistered { flow: 2 });
+    assert!(out.contains(&Action::Close { flow: 2 }), "{out:?}");
+    assert_eq!(m.registered().len(), 1);
+    // The kept flow is reset: it is raced again (in any family); flow 2 stays out.
+    let out = m.step(
+        t0 + secs(5),
+        Input::FlowLost {
+            flow: 1,
+            reason: "reset".into(),
+            path_broken: true,
+        },
+    );
+    assert!(out.contains(&Action::Connect {
+        flow: 1,
+        family: FamilyChoice::Any
+    }));
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::Connect { flow: 2, .. })),
+        "{out:?}"
+    );
+    // Stopping unregisters the one flow left and finishes.
+    m.step(t0 + secs(6), connected(1, Transport::Udp, V4));
+    m.step(t0 + secs(6), registered_without_outbound(1));
+    let out = m.step(t0 + secs(7), Input::Stop);
+    assert_eq!(out, vec![Action::Unregister { flow: 1 }]);
+    m.step(t0 + secs(7), Input::Unregistered { flow: 1 });
+    assert!(m.finished());
 }
 
 #[test]
@@ -354,6 +503,7 @@ fn flow_timer_sets_the_interval_to_80_to_100_percent() {
                 flow: 1,
                 flow_timer: Some(secs(120)),
                 expires: secs(3600),
+                outbound: true,
             },
         );
         let Some(Action::WakeAt(at)) = out.last() else {
@@ -447,6 +597,7 @@ fn inputs_for_unknown_or_idle_flows_change_nothing() {
         Input::FlowLost {
             flow: 9,
             reason: "x".into(),
+            path_broken: true,
         },
         connected(3, Transport::Tcp, V4),
         Input::Unregistered { flow: 1 },
@@ -466,6 +617,7 @@ fn a_huge_expiry_or_flow_timer_is_cut_not_overflowed() {
             flow: 1,
             flow_timer: Some(Duration::from_secs(u64::MAX)),
             expires: Duration::from_secs(u64::MAX),
+            outbound: true,
         },
     );
     let Some(Action::WakeAt(at)) = out.last() else {
@@ -474,4 +626,73 @@ fn a_huge_expiry_or_flow_timer_is_cut_not_overflowed() {
     assert!(*at <= t0 + MAX_FLOW_TIMER, "{:?}", *at - t0);
     let out = m.step(t0, registered(1, u64::MAX));
     assert!(matches!(out.last(), Some(Action::WakeAt(_))), "{out:?}");
+}
+
+#[test]
+fn a_connection_closed_in_order_is_raced_again_without_blaming_its_path() {
+    let (mut m, t0) = two_flows_up();
+    // A FIN (the registrar restarted): re-raced at once, history not told.
+    let out = m.step(
+        t0,
+        Input::FlowLost {
+            flow: 1,
+            reason: "closed".into(),
+            path_broken: false,
+        },
+    );
+    assert_eq!(out[0], Action::Close { flow: 1 });
+    assert!(
+        !out.contains(&Action::RecordPathFailure { flow: 1 }),
+        "{out:?}"
+    );
+    assert!(
+        out.contains(&Action::Connect {
+            flow: 1,
+            family: FamilyChoice::Any
+        }),
+        "{out:?}"
+    );
+    // A REGISTER that timed out is the path's failure.
+    m.step(t0, connected(1, Transport::Tcp, V6));
+    let out = m.step(
+        t0,
+        Input::RegisterFailed {
+            flow: 1,
+            reason: "no answer".into(),
+            path_broken: true,
+        },
+    );
+    assert_eq!(out[0], Action::RecordPathFailure { flow: 1 });
+}
+
+#[test]
+fn a_register_in_flight_is_taken_back_when_the_registrar_lacks_outbound_or_on_stop() {
+    // Flow 2's REGISTER is out when flow 1's 2xx shows no Outbound: the
+    // registrar may yet bind flow 2's contact, so it is unregistered.
+    let (mut m, t0) = flows(2);
+    m.start();
+    m.step(t0, connected(1, Transport::Tcp, V6));
+    m.step(t0, connected(2, Transport::Tcp, V4));
+    let out = m.step(t0, registered_without_outbound(1));
+    assert!(out.contains(&Action::Unregister { flow: 2 }), "{out:?}");
+    assert!(!out.contains(&Action::Close { flow: 2 }), "{out:?}");
+    // Its late 2xx changes nothing; the unregistration's end closes it.
+    let out = m.step(t0, registered(2, 3600));
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::Event(_))),
+        "{out:?}"
+    );
+    let out = m.step(t0, Input::Unregistered { flow: 2 });
+    assert!(out.contains(&Action::Close { flow: 2 }), "{out:?}");
+
+    // Stopping while a REGISTER is out unregisters that flow too.
+    let (mut m, t0) = flows(1);
+    m.start();
+    m.step(t0, connected(1, Transport::Tcp, V6));
+    assert_eq!(
+        m.step(t0, Input::Stop),
+        vec![Action::Unregister { flow: 1 }]
+    );
+    m.step(t0, Input::Unregistered { flow: 1 });
+    assert!(m.finished());
 }

@@ -1,0 +1,436 @@
+//! SIP Outbound end to end on loopback, without Kamailio: the library's
+//! `Registration` against a small registrar of the test's own (TCP on `::1`
+//! and `127.0.0.1`, one port, found through the lab DNS server).
+//!
+//! - A flow whose connection the registrar resets is recorded as a failure
+//!   of its path in the race history, so the race that replaces it tries
+//!   the other family first (and says so), although the failed family still
+//!   accepts connections. One the registrar closes in order (a FIN) comes
+//!   back too, without blaming its path.
+//! - A registrar whose 2xx lacks `Require: outbound` gets one plain
+//!   registration: one flow, no keep-alive.
+#![cfg(feature = "tools")]
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use siprace::dialer::DialerConfig;
+use siprace::endpoint::Family;
+use siprace::outbound::agent::{Notice, RegisterConfig, Registration};
+use siprace::outbound::flows::{EventKind, FlowConfig, FlowEvent, NO_OUTBOUND};
+use siprace::sip::{self, Frame, StreamFramer};
+
+const INSTANCE: &str = "urn:uuid:00000000-0000-1000-8000-00000000c0de";
+/// How long one step may take on a loaded machine.
+const STEP: Duration = Duration::from_secs(15);
+
+/// What the registrar saw, in order.
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    /// A REGISTER over `family` for `reg_id` asking for `expires` seconds.
+    Register {
+        family: Family,
+        reg_id: u32,
+        expires: u64,
+    },
+    /// A CRLF keep-alive ping.
+    Ping(Family),
+}
+
+/// A registrar on one port of both loopback addresses, over TCP: answers
+/// REGISTER with 200 (with `Require: outbound` when `outbound`), OPTIONS
+/// with 200, pings with pongs. Its tasks end with the test's runtime.
+struct MiniRegistrar {
+    port: u16,
+    seen: mpsc::UnboundedReceiver<Seen>,
+    /// Bumped to close the IPv6 connections open at that moment (later
+    /// ones are served): with a RST, or a FIN ([`Ending`]).
+    close_v6: watch::Sender<u64>,
+    /// The contacts registered now, by reg-id.
+    bindings: Arc<Mutex<HashMap<u32, u64>>>,
+}
+
+/// How the registrar ends the connections it closes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Ending {
+    /// A FIN: an orderly close (say, a restart).
+    Fin,
+    /// A RST (SO_LINGER 0), as a broken path or middlebox shows it.
+    Reset,
+}
+
+impl MiniRegistrar {
+    async fn start(outbound: bool, granted: Option<u64>, ending: Ending) -> MiniRegistrar {
+        let (v6, v4) = bind_both().await;
+        let port = v6.local_addr().unwrap().port();
+        let (seen_tx, seen) = mpsc::unbounded_channel();
+        let (close_v6, closes) = watch::channel(0u64);
+        let bindings = Arc::new(Mutex::new(HashMap::new()));
+        for (listener, family) in [(v6, Family::V6), (v4, Family::V4)] {
+            let seen = seen_tx.clone();
+            let closes = closes.clone();
+            let bindings = bindings.clone();
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    if ending == Ending::Reset {
+                        // Dropping it then sends a RST instead of a FIN.
+                        socket2::SockRef::from(&stream)
+                            .set_linger(Some(Duration::ZERO))
+                            .expect("SO_LINGER");
+                    }
+                    let mut closes = closes.clone();
+                    closes.borrow_and_update();
+                    let served = serve(
+                        stream,
+                        family,
+                        outbound,
+                        granted,
+                        seen.clone(),
+                        bindings.clone(),
+                    );
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = served => {}
+                            // Dropping the stream closes it (see `ending`).
+                            _ = closes.changed(), if family == Family::V6 => {}
+                        }
+                    });
+                }
+            });
+        }
+        MiniRegistrar {
+            port,
+            seen,
+            close_v6,
+            bindings,
+        }
+    }
+
+    async fn next_seen(&mut self) -> Seen {
+        tokio::time::timeout(STEP, self.seen.recv())
+            .await
+            .expect("the registrar hears from the UA in time")
+            .expect("the registrar runs")
+    }
+}
+
+/// Listeners on `[::1]:P` and `127.0.0.1:P` for one free port P.
+async fn bind_both() -> (TcpListener, TcpListener) {
+    for _ in 0..50 {
+        let v6 = TcpListener::bind("[::1]:0").await.expect("IPv6 loopback");
+        let port = v6.local_addr().unwrap().port();
+        if let Ok(v4) = TcpListener::bind(("127.0.0.1", port)).await {
+            return (v6, v4);
+        }
+    }
+    panic!("no port free on both loopback addresses in 50 tries");
+}
+
+/// Serves one connection until the UA closes it.
+async fn serve(
+    mut stream: TcpStream,
+    family: Family,
+    outbound: bool,
+    granted: Option<u64>,
+    seen: mpsc::UnboundedSender<Seen>,
+    bindings: Arc<Mutex<HashMap<u32, u64>>>,
+) {
+    let mut framer = StreamFramer::new(sip::MAX_MESSAGE_SIZE);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        framer.push(&buf[..n]);
+        while let Ok(Some(frame)) = framer.next_frame() {
+            let answer = match frame {
+                Frame::KeepAlive => {
+                    let _ = seen.send(Seen::Ping(family));
+                    b"\r\n".to_vec()
+                }
+                Frame::Message(bytes) => {
+                    let Ok(request) = sip::parse_request(&bytes) else {
+                        continue;
+                    };
+                    if request.method != "REGISTER" {
+                        request.options_ok(None)
+                    } else {
+                        let asked: u64 = request
+                            .headers
+                            .get("Expires")
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(600);
+                        let expires = if asked == 0 {
+                            0
+                        } else {
+                            granted.unwrap_or(asked)
+                        };
+                        let reg_id = request
+                            .headers
+                            .get("Contact")
+                            .and_then(|c| c.split(";reg-id=").nth(1))
+                            .and_then(|v| v.split(';').next()?.trim().parse().ok())
+                            .unwrap_or(0);
+                        {
+                            let mut b = bindings.lock().unwrap();
+                            if expires == 0 {
+                                b.remove(&reg_id);
+                            } else {
+                                b.insert(reg_id, expires);
+                            }
+                        }
+                        let _ = seen.send(Seen::Register {
+                            family,
+                            reg_id,
+                            expires,
+                        });
+                        let mut response =
+                            request.response(200).header("Expires", expires.to_string());
+                        if outbound {
+                            response = response.header("Require", "outbound");
+                        }
+                        response.build()
+                    }
+                }
+            };
+            if stream.write_all(&answer).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A registration of alice@example.test at the registrar, found by name
+/// (`registrar.example.test`: AAAA ::1, A 127.0.0.1) through `dns`.
+fn start_registration(
+    dns: SocketAddr,
+    port: u16,
+    expires: Duration,
+    keepalive: Duration,
+) -> Registration {
+    let mut dialer = DialerConfig::default();
+    dialer.locate.dns_server = Some(dns);
+    Registration::start(
+        dialer,
+        RegisterConfig {
+            aor: "sip:alice@example.test".into(),
+            registrar: Some(format!("sip:registrar.example.test:{port};transport=tcp")),
+            instance: INSTANCE.into(),
+            expires,
+            credentials: None,
+            flows: FlowConfig {
+                flows: 2,
+                keepalive: Some(keepalive),
+                ..FlowConfig::default()
+            },
+        },
+    )
+    .expect("the registration starts")
+}
+
+/// The next flow event that `wanted` accepts (others are skipped, each
+/// bounded by [`STEP`]).
+async fn wait_for(
+    registration: &mut Registration,
+    what: &str,
+    wanted: impl Fn(&FlowEvent) -> bool,
+) -> FlowEvent {
+    let mut skipped = vec![];
+    for _ in 0..100 {
+        let next = tokio::time::timeout(STEP, registration.next()).await;
+        match next {
+            Ok(Some((_, Notice::Flow(e)))) if wanted(&e) => return e,
+            Ok(Some((_, notice))) => skipped.push(notice),
+            Ok(None) => panic!("the registration ended before {what}: {skipped:#?}"),
+            Err(_) => panic!("no {what} within {STEP:?}: {skipped:#?}"),
+        }
+    }
+    panic!("no {what} among 100 notices: {skipped:#?}");
+}
+
+fn family_of(e: &FlowEvent) -> Option<Family> {
+    e.path.map(|(_, a)| Family::of(&a.ip()))
+}
+
+#[tokio::test]
+async fn a_flow_reset_comes_back_on_the_other_family_first() {
+    let dns = common::serve_zone("registrar IN AAAA ::1\nregistrar IN A 127.0.0.1\n", "").await;
+    let registrar = MiniRegistrar::start(true, None, Ending::Reset).await;
+    let mut registration = start_registration(
+        dns.addrs()[0],
+        registrar.port,
+        Duration::from_secs(600),
+        Duration::from_secs(600),
+    );
+
+    // Flow 1 wins on IPv6 (first by default), flow 2 is raced in IPv4.
+    let mut up: HashMap<u32, FlowEvent> = HashMap::new();
+    while up.len() < 2 {
+        let e = wait_for(&mut registration, "both flows registered", |e| {
+            e.kind == EventKind::Registered
+        })
+        .await;
+        up.insert(e.flow, e);
+    }
+    let (first, second) = (up[&1].clone(), up[&2].clone());
+    assert_eq!(family_of(&first), Some(Family::V6), "{first:?}");
+    let race = first.race.clone().expect("the race's note");
+    assert_eq!(race.first_family, Family::V6);
+    assert_eq!(race.history, None, "a fresh history changes nothing");
+    assert_eq!(first.outbound, Some(true));
+    assert_eq!(family_of(&second), Some(Family::V4), "{second:?}");
+
+    // The registrar resets the IPv6 connection (it still accepts new ones).
+    registrar.close_v6.send_modify(|n| *n += 1);
+    let failed = wait_for(&mut registration, "flow 1 failing", |e| {
+        e.flow == 1 && matches!(e.kind, EventKind::Failed(_))
+    })
+    .await;
+    assert!(
+        matches!(&failed.kind, EventKind::Failed(r) if r.contains("reset")),
+        "{failed:?}"
+    );
+    let recovered = wait_for(&mut registration, "flow 1 recovered", |e| {
+        e.flow == 1 && e.kind == EventKind::Recovered
+    })
+    .await;
+    eprintln!("flow 1: {failed:?}\nthen {recovered:?}");
+    // History demoted IPv6, whose flow just failed: IPv4 went first.
+    let race = recovered.race.clone().expect("the race's note");
+    assert_eq!(race.first_family, Family::V4, "{recovered:?}");
+    let note = race.history.expect("history's reason for the order");
+    assert!(
+        note.starts_with("ipv6/tcp to registrar.example.test failed"),
+        "{note}"
+    );
+    assert_eq!(family_of(&recovered), Some(Family::V4), "{recovered:?}");
+
+    // Both reg-ids stay bound; stopping unregisters them.
+    registration.stop();
+    while registration.next().await.is_some() {}
+    registration.finished().await;
+    assert!(
+        registrar.bindings.lock().unwrap().is_empty(),
+        "{:?}",
+        registrar.bindings
+    );
+}
+
+#[tokio::test]
+async fn a_registrar_without_outbound_gets_one_registration_and_no_keepalives() {
+    let dns = common::serve_zone("registrar IN AAAA ::1\nregistrar IN A 127.0.0.1\n", "").await;
+    // No `Require: outbound`; 2 s granted, so the refresh comes at 1.6 s.
+    let mut registrar = MiniRegistrar::start(false, Some(2), Ending::Fin).await;
+    let mut registration = start_registration(
+        dns.addrs()[0],
+        registrar.port,
+        Duration::from_secs(600),
+        // Were keep-alives sent, several would go before the refresh.
+        Duration::from_millis(200),
+    );
+
+    let registered = wait_for(&mut registration, "a flow registered", |e| {
+        e.kind == EventKind::Registered
+    })
+    .await;
+    assert_eq!(registered.outbound, Some(false), "{registered:?}");
+    let other = 3 - registered.flow;
+    let dropped = wait_for(&mut registration, "the other flow dropped", |e| {
+        e.flow == other && matches!(e.kind, EventKind::Unavailable(_))
+    })
+    .await;
+    assert_eq!(dropped.kind, EventKind::Unavailable(NO_OUTBOUND.into()));
+
+    // Until the kept flow's refresh: no ping, and no REGISTER of the other
+    // flow but (if it got one in first) its unregistration.
+    let kept = registered.flow;
+    let mut registers_of_kept = 0;
+    let mut other_bound = false;
+    let mut seen = vec![];
+    // Bounded: the kept flow refreshes every 1.6 s, so an unregistration
+    // that never comes shows as a failure here, not as a test that hangs.
+    for _ in 0..20 {
+        if registers_of_kept >= 2 && !other_bound {
+            break;
+        }
+        let s = registrar.next_seen().await;
+        match s {
+            Seen::Register {
+                reg_id, expires, ..
+            } if reg_id == kept && expires > 0 => registers_of_kept += 1,
+            Seen::Register { expires, .. } if expires > 0 => other_bound = true,
+            // The other flow's unregistration, if it got in first.
+            Seen::Register { .. } => other_bound = false,
+            Seen::Ping(_) => {}
+        }
+        seen.push(s);
+    }
+    assert!(
+        registers_of_kept >= 2 && !other_bound,
+        "two REGISTERs of the kept flow and the other's taken back: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|s| matches!(s, Seen::Ping(_))),
+        "no keep-alive to a registrar without Outbound: {seen:?}"
+    );
+    let bound: Vec<u32> = registrar.bindings.lock().unwrap().keys().copied().collect();
+    assert_eq!(bound, vec![kept], "one registration: {seen:?}");
+
+    registration.stop();
+    while registration.next().await.is_some() {}
+    registration.finished().await;
+    assert!(registrar.bindings.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_flow_closed_in_order_comes_back_without_blaming_its_path() {
+    let dns = common::serve_zone("registrar IN AAAA ::1\nregistrar IN A 127.0.0.1\n", "").await;
+    let registrar = MiniRegistrar::start(true, None, Ending::Fin).await;
+    let mut registration = start_registration(
+        dns.addrs()[0],
+        registrar.port,
+        Duration::from_secs(600),
+        Duration::from_secs(600),
+    );
+    let mut up: HashMap<u32, FlowEvent> = HashMap::new();
+    while up.len() < 2 {
+        let e = wait_for(&mut registration, "both flows registered", |e| {
+            e.kind == EventKind::Registered
+        })
+        .await;
+        up.insert(e.flow, e);
+    }
+    assert_eq!(family_of(&up[&1]), Some(Family::V6), "{:?}", up[&1]);
+
+    // A FIN (a registrar restart, say): the path worked, so the history
+    // is not told and the flow comes back over IPv6, first as before.
+    registrar.close_v6.send_modify(|n| *n += 1);
+    let failed = wait_for(&mut registration, "flow 1 failing", |e| {
+        e.flow == 1 && matches!(e.kind, EventKind::Failed(_))
+    })
+    .await;
+    assert!(
+        matches!(&failed.kind, EventKind::Failed(r) if r.contains("closed the connection")),
+        "{failed:?}"
+    );
+    let recovered = wait_for(&mut registration, "flow 1 recovered", |e| {
+        e.flow == 1 && e.kind == EventKind::Recovered
+    })
+    .await;
+    let race = recovered.race.clone().expect("the race's note");
+    assert_eq!(race.first_family, Family::V6, "{recovered:?}");
+    assert_eq!(race.history, None, "{recovered:?}");
+
+    registration.stop();
+    while registration.next().await.is_some() {}
+    registration.finished().await;
+}
