@@ -10,6 +10,7 @@
 
 pub mod census;
 pub mod clients;
+pub mod outbound;
 pub mod output;
 pub mod priority;
 pub mod records;
@@ -81,6 +82,9 @@ struct Results<'a> {
     machine: Machine,
     parameters: Parameters,
     cases: &'a [CaseStats],
+    /// The "registered, then a family breaks" cases, with their event and
+    /// request logs.
+    outbound: &'a [outbound::OutboundCase],
     checks: &'a [Check],
     wall_s: f64,
 }
@@ -199,6 +203,9 @@ pub async fn run(args: BenchConfig) -> Result<bool, BoxError> {
         scenarios.retain(|s| s.quick);
     }
     let mut scenarios: Vec<Scenario> = scenarios.iter().map(|s| s.for_run(args.quick)).collect();
+    // "Registered, then a family breaks" runs on its own (outbound::run_scenario).
+    let (outbound_scenarios, mut scenarios): (Vec<Scenario>, Vec<Scenario>) =
+        scenarios.drain(..).partition(|s| s.outbound.is_some());
     if args.sctp {
         if !crate::connect::sctp::kernel_supported() {
             return Err(format!(
@@ -262,12 +269,19 @@ pub async fn run(args: BenchConfig) -> Result<bool, BoxError> {
 
     let bench = Bench::start(&lab, args.quick, tick)?;
     let mut cases: Vec<CaseResult> = Vec::new();
+    let mut outbound_cases: Vec<outbound::OutboundCase> = Vec::new();
     let work = async {
         for s in &scenarios {
             // Printed around the bar, and also when stderr is no terminal (CI).
             bar.suspend(|| eprintln!("scenario {}: {}", s.name, s.description));
             let mut done = bench.run_scenario(s).await?;
             cases.append(&mut done);
+        }
+        for s in &outbound_scenarios {
+            let Some(spec) = &s.outbound else { continue };
+            bar.suspend(|| eprintln!("scenario {}: {}", s.name, s.description));
+            let mut done = outbound::run_scenario(&lab, s, spec, args.quick).await?;
+            outbound_cases.append(&mut done);
         }
         Ok::<(), String>(())
     };
@@ -281,21 +295,35 @@ pub async fn run(args: BenchConfig) -> Result<bool, BoxError> {
     outcome?;
 
     let stats: Vec<CaseStats> = cases.iter().map(output::case_stats).collect();
-    let checks = output::checks(&stats);
+    let mut checks = output::checks(&stats);
+    checks.extend(outbound::report::checks(&outbound_cases));
     let dir = args.out.join(&started_utc);
     std::fs::create_dir_all(&dir)?;
 
     let mut summary = format!(
-        "# siprace bench {}\n\n{} run, {} case(s), {:.0} s. Latency = from the start of a dial to a usable connection (UDP: the OPTIONS answer). \
-         `+p50`/`+p95`: over the oracle's (a direct dial to the working address, no DNS); `×p50`: ratio to it.\n\n",
+        "# siprace bench {}\n\n{} run, {} case(s), {:.0} s.",
         started_utc,
         if args.quick { "Quick" } else { "Full" },
-        stats.len(),
+        stats.len() + outbound_cases.len(),
         started.elapsed().as_secs_f64()
     );
+    if !stats.is_empty() {
+        summary += " Latency = from the start of a dial to a usable connection (UDP: the OPTIONS answer). \
+         `+p50`/`+p95`: over the oracle's (a direct dial to the working address, no DNS); `×p50`: ratio to it.";
+    }
+    summary += "\n\n";
     for c in &stats {
         summary += &output::case_table(c);
         summary += "\n";
+    }
+    if !outbound_cases.is_empty() {
+        summary += "## Registered, then a family breaks (SIP Outbound failover)\n\n";
+        summary += &outbound::report::definitions();
+        summary += "\n";
+        for c in &outbound_cases {
+            summary += &outbound::report::case_table(c);
+            summary += "\n";
+        }
     }
     if !checks.is_empty() {
         summary += "## Acceptance checks (figures of this run compared with each other)\n\n";
@@ -326,16 +354,25 @@ pub async fn run(args: BenchConfig) -> Result<bool, BoxError> {
             eprintln!("siprace bench: plot {}: {e}", svg.display());
         }
     }
-    if let Err(e) = output::plot_overview(&dir.join("overview.svg"), &stats) {
-        eprintln!("siprace bench: overview plot: {e}");
+    for c in &outbound_cases {
+        let svg = dir.join(format!("outbound-{}-{}.svg", c.scenario, c.transport));
+        if let Err(e) = outbound::report::plot_timeline(&svg, c) {
+            eprintln!("siprace bench: plot {}: {e}", svg.display());
+        }
+    }
+    if !stats.is_empty() {
+        if let Err(e) = output::plot_overview(&dir.join("overview.svg"), &stats) {
+            eprintln!("siprace bench: overview plot: {e}");
+        }
     }
     let results = Results {
         schema: 1,
         started_utc: started_utc.clone(),
         quick: args.quick,
         machine: machine(),
-        parameters: parameters(&scenarios),
+        parameters: parameters(&[scenarios.clone(), outbound_scenarios.clone()].concat()),
         cases: &stats,
+        outbound: &outbound_cases,
         checks: &checks,
         wall_s: started.elapsed().as_secs_f64(),
     };

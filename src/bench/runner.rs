@@ -134,11 +134,11 @@ impl<T> NsService<T> {
     }
 
     /// Takes the handle out (for an async shutdown), then stops the thread.
-    fn take(&mut self) -> Option<T> {
+    pub(crate) fn take(&mut self) -> Option<T> {
         self.handle.take()
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -662,7 +662,7 @@ fn ns_runtime() -> Result<tokio::runtime::Runtime, String> {
 /// Runs the future `make()` returns to completion on a thread inside
 /// `role`'s namespace (so every socket it opens is there), without
 /// blocking the caller's runtime.
-async fn run_in<T, F, Fut>(lab: &Lab, role: Role, make: F) -> Result<T, String>
+pub(crate) async fn run_in<T, F, Fut>(lab: &Lab, role: Role, make: F) -> Result<T, String>
 where
     T: Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,

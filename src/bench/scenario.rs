@@ -38,6 +38,9 @@
 //! srv_additionals = true                    # A/AAAA of SRV targets in the additional section
 //! ttl = 0                                   # the zone's TTL, s (0: no answer may be cached)
 //!
+//! [outbound]                                # SIP Outbound failover instead of dials:
+//! uas = ["siprace-flows-2", "siprace-flows-1"] # see siprace::bench::outbound
+//!
 //! [[impair]]                                # any number; see `siprace lab impair`
 //! family = "ipv6"                           # ipv6 | ipv4
 //! server = 0                                # optional: only this server address (0-2)
@@ -56,6 +59,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bench::outbound::OutboundSpec;
 use crate::bench::sweep::SweepSpec;
 use crate::endpoint::{Family, Transport};
 use crate::lab::impair::{Direction, Fault};
@@ -107,6 +111,9 @@ pub struct Scenario {
     pub dns: DnsSpec,
     #[serde(default)]
     pub impair: Vec<ImpairSpec>,
+    /// "Registered, then a family breaks" (SIP Outbound failover) instead
+    /// of dial rows; see [`crate::bench::outbound`].
+    pub outbound: Option<OutboundSpec>,
 }
 
 /// Which timeline a scenario runs (see `crate::bench::timeline`).
@@ -277,6 +284,9 @@ impl Scenario {
             return Err(format!("oracle.server must be 0-{}", SERVERS - 1));
         }
         crate::lab::dns::parse_faults(&self.dns.faults).map_err(|e| format!("dns.faults: {e}"))?;
+        if let Some(outbound) = &self.outbound {
+            outbound.check(self)?;
+        }
         for imp in &self.impair {
             imp.fault()?;
             if imp.server.is_some_and(|s| s >= SERVERS) {

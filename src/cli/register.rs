@@ -219,6 +219,10 @@ struct EventLine<'a> {
     method: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<u16>,
+    /// An inbound request's CSeq number (a sender's sequence number, e.g.
+    /// the bench's OPTIONS counter).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cseq: Option<u32>,
     /// On registered/recovered: whether the registrar confirmed Outbound
     /// (`Require: outbound`); `false` means one plain registration.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -243,6 +247,7 @@ fn event_line(at: Duration, notice: &Notice) -> EventLine<'_> {
         after_ms: None,
         method: None,
         status: None,
+        cseq: None,
         outbound: None,
         first_family: None,
         history: None,
@@ -283,12 +288,13 @@ fn event_line(at: Duration, notice: &Notice) -> EventLine<'_> {
             flow,
             method,
             status,
-            ..
+            request,
         } => {
             line.flow = *flow;
             line.event = "inbound";
             line.method = Some(method);
             line.status = Some(*status);
+            line.cseq = Some(request.cseq.seq);
         }
     }
     line

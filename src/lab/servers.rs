@@ -38,6 +38,9 @@ pub const EXAMPLE_ZONE: &str = include_str!("../../lab/zones/example.test.zone")
 pub const KAMAILIO_CFG: &str = include_str!("../../lab/kamailio.cfg");
 /// `lab/kamailio-tls.cfg`: Kamailio's TLS domains (see [`KamailioTls`]).
 pub const KAMAILIO_TLS_CFG: &str = include_str!("../../lab/kamailio-tls.cfg");
+/// `lab/kamailio-registrar.cfg`: Kamailio as an RFC 5626 (SIP Outbound)
+/// registrar (see [`start_outbound_registrar`]).
+pub const KAMAILIO_REGISTRAR_CFG: &str = include_str!("../../lab/kamailio-registrar.cfg");
 /// `lab/sipp/uas.xml` (answers every OPTIONS with 200).
 pub const SIPP_UAS_XML: &str = include_str!("../../lab/sipp/uas.xml");
 
@@ -47,6 +50,9 @@ pub const SIP_PORT: u16 = 5060;
 pub const DNS_PORT: u16 = 53;
 /// The port of Kamailio's TLS listeners.
 pub const KAMAILIO_TLS_PORT: u16 = 5061;
+/// The port of the Outbound registrar ([`start_outbound_registrar`]): not
+/// 5060, which the bench's responder holds on every server address.
+pub const REGISTRAR_PORT: u16 = 5080;
 
 /// Which SIP server implementation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -669,6 +675,72 @@ fn wait_sip_ready(
                 .iter()
                 .all(|a| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok())
     })
+}
+
+/// Starts Kamailio as an RFC 5626 registrar (`lab/kamailio-registrar.cfg`,
+/// digest user alice, MD5) on server 0's IPv6 and IPv4 addresses, UDP and TCP
+/// port [`REGISTRAR_PORT`], sending `Flow-Timer: flow_timer_s` in its 2xx.
+/// Returns its PID (recorded in the lab's state, so [`super::down`] kills
+/// it too) once it answers OPTIONS from the client namespace over both
+/// families and transports.
+pub fn start_outbound_registrar(
+    lab: &Lab,
+    flow_timer_s: u64,
+    timeout: Duration,
+) -> Result<u32, LabError> {
+    let kam = sys::require("kamailio", "kamailio")?;
+    let cfg = write_state_file(lab, "kamailio-registrar.cfg", KAMAILIO_REGISTRAR_CFG)?;
+    let run = lab.state_dir.join("kamailio-registrar");
+    std::fs::create_dir_all(&run).map_err(LabError::io(format!("creating {}", run.display())))?;
+    let (v6, v4) = (lab.addrs.servers_v6[0], lab.addrs.servers_v4[0]);
+    let mut args: Vec<OsString> = os(&["-DD", "-E", "-f"]);
+    args.push(cfg.into());
+    args.push("-Y".into());
+    args.push(run.clone().into());
+    args.push("-w".into());
+    args.push(run.into());
+    args.push("-A".into());
+    args.push(format!("FLOW_TIMER={flow_timer_s}").into());
+    // MD5 digest: baresip 1.0's libre answers no other algorithm.
+    args.push("-A".into());
+    args.push("WITH_MD5".into());
+    for listen in [
+        format!("udp:[{v6}]:{REGISTRAR_PORT}"),
+        format!("tcp:[{v6}]:{REGISTRAR_PORT}"),
+        format!("udp:{v4}:{REGISTRAR_PORT}"),
+        format!("tcp:{v4}:{REGISTRAR_PORT}"),
+    ] {
+        args.push("-l".into());
+        args.push(listen.into());
+    }
+    let pid = topology::spawn_in(&lab.name, Role::Server, "kamailio-registrar", &kam, &args)?;
+    let targets: Vec<(Transport, SocketAddr)> = [Transport::Udp, Transport::Tcp]
+        .into_iter()
+        .flat_map(|t| {
+            [
+                (t, SocketAddr::new(v6.into(), REGISTRAR_PORT)),
+                (t, SocketAddr::new(v4.into(), REGISTRAR_PORT)),
+            ]
+        })
+        .collect();
+    let what = format!("the Outbound registrar ({v6}, {v4} port {REGISTRAR_PORT})");
+    let ready = poll_ready(
+        lab,
+        &what,
+        &[pid],
+        &[log_path(lab, "kamailio-registrar")],
+        timeout,
+        move || {
+            targets
+                .iter()
+                .all(|(t, a)| options_ping(*t, *a, Duration::from_millis(200)).is_ok())
+        },
+    );
+    if let Err(e) = ready {
+        sys::kill_all(&[pid], Duration::from_secs(5));
+        return Err(e);
+    }
+    Ok(pid)
 }
 
 /// Calls `check` from the client namespace until it returns true (each call is
