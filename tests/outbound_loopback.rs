@@ -51,9 +51,10 @@ enum Seen {
 struct MiniRegistrar {
     port: u16,
     seen: mpsc::UnboundedReceiver<Seen>,
-    /// Bumped to close the IPv6 connections open at that moment (later
-    /// ones are served): with a RST, or a FIN ([`Ending`]).
+    /// Bumped to close the IPv6 (IPv4) connections open at that moment
+    /// (later ones are served): with a RST, or a FIN ([`Ending`]).
     close_v6: watch::Sender<u64>,
+    close_v4: watch::Sender<u64>,
     /// The contacts registered now, by reg-id.
     bindings: Arc<Mutex<HashMap<u32, u64>>>,
 }
@@ -72,11 +73,15 @@ impl MiniRegistrar {
         let (v6, v4) = bind_both().await;
         let port = v6.local_addr().unwrap().port();
         let (seen_tx, seen) = mpsc::unbounded_channel();
-        let (close_v6, closes) = watch::channel(0u64);
+        let (close_v6, closes_v6) = watch::channel(0u64);
+        let (close_v4, closes_v4) = watch::channel(0u64);
         let bindings = Arc::new(Mutex::new(HashMap::new()));
         for (listener, family) in [(v6, Family::V6), (v4, Family::V4)] {
             let seen = seen_tx.clone();
-            let closes = closes.clone();
+            let closes = match family {
+                Family::V6 => closes_v6.clone(),
+                Family::V4 => closes_v4.clone(),
+            };
             let bindings = bindings.clone();
             tokio::spawn(async move {
                 while let Ok((stream, _)) = listener.accept().await {
@@ -100,7 +105,7 @@ impl MiniRegistrar {
                         tokio::select! {
                             _ = served => {}
                             // Dropping the stream closes it (see `ending`).
-                            _ = closes.changed(), if family == Family::V6 => {}
+                            _ = closes.changed() => {}
                         }
                     });
                 }
@@ -110,6 +115,7 @@ impl MiniRegistrar {
             port,
             seen,
             close_v6,
+            close_v4,
             bindings,
         }
     }
@@ -429,6 +435,18 @@ async fn a_flow_closed_in_order_comes_back_without_blaming_its_path() {
     let race = recovered.race.clone().expect("the race's note");
     assert_eq!(race.first_family, Family::V6, "{recovered:?}");
     assert_eq!(race.history, None, "{recovered:?}");
+
+    // The IPv4 flow closed in order goes back to IPv4 first, although
+    // RFC 6724 ranks IPv6 first: each family keeps its flow.
+    let v4_flow = up[&2].flow;
+    registrar.close_v4.send_modify(|n| *n += 1);
+    let recovered = wait_for(&mut registration, "the IPv4 flow recovered", |e| {
+        e.flow == v4_flow && e.kind == EventKind::Recovered
+    })
+    .await;
+    let race = recovered.race.clone().expect("the race's note");
+    assert_eq!(race.first_family, Family::V4, "{recovered:?}");
+    assert_eq!(family_of(&recovered), Some(Family::V4), "{recovered:?}");
 
     registration.stop();
     while registration.next().await.is_some() {}

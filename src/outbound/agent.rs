@@ -590,7 +590,12 @@ impl Driver {
         match choice {
             FamilyChoice::Any => {}
             FamilyChoice::Only(family) => cfg.locate.families = vec![family],
-            FamilyChoice::Prefer(family) => cfg.race.preferred_family = family,
+            FamilyChoice::Prefer(family) => {
+                // First in the order (RFC 6724 would put IPv6 first), and
+                // the family the Resolution Delay waits for.
+                cfg.race.family_first = Some(family);
+                cfg.race.preferred_family = family;
+            }
         }
         let made = match self.dialers.values().next() {
             Some(sibling) => sibling.sharing_history(cfg),

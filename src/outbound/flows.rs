@@ -721,11 +721,10 @@ impl Flows {
         out.push(self.event(i, EventKind::Failed(reason)));
         let f = &mut self.flows[i];
         f.recovering = f.was_up;
-        if was_working {
-            f.prefer = match f.path {
-                Some((_, remote)) if !path_broken => Some(Family::of(&remote.ip())),
-                _ => None,
-            };
+        if path_broken {
+            f.prefer = None;
+        } else if was_working {
+            f.prefer = f.path.map(|(_, remote)| Family::of(&remote.ip()));
         }
         if self.stopping {
             self.flows[i].state = State::Done;

@@ -76,6 +76,11 @@ pub struct RaceConfig {
     /// The family whose DNS answer the Resolution Delay waits for, and the
     /// one tried first when `rfc6724` is off.
     pub preferred_family: Family,
+    /// With `rfc6724`: this family first instead of the one RFC 6724 ranks
+    /// first (history still puts a family whose path just failed last).
+    /// For a connection going back to the family it ran on: an Outbound
+    /// flow the registrar closed in order. `None`: RFC 6724 decides.
+    pub family_first: Option<Family>,
     /// At most this many attempts in flight.
     pub max_concurrent: usize,
     /// Overall bound of the dial, from its start (Timer B = 64 × T1 = 32 s).
@@ -97,6 +102,7 @@ impl Default for RaceConfig {
             rfc6724: true,
             preferred_family_count: 1,
             preferred_family: Family::V6,
+            family_first: None,
             max_concurrent: 6,
             deadline: Duration::from_secs(32),
             attempt_timeout: None,
@@ -738,6 +744,7 @@ impl Race {
         let policy = SortPolicy {
             rfc6724: self.cfg.rfc6724,
             first_family: self.cfg.preferred_family,
+            family_first: self.cfg.family_first,
             preferred_family_count: self.cfg.preferred_family_count,
         };
         self.order = sort::order(&self.order, &self.history, policy);

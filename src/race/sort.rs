@@ -111,18 +111,24 @@ fn family_verdict(group: &[Endpoint], history: &HistoryView, family: Family) -> 
 
 /// Sorts one rank's endpoints: a path that failed recently goes last; then
 /// the family history puts first ([`history_first_family`], starting from
-/// the family RFC 6724 ranks first); then RFC 6724 precedence (higher
-/// first) and scope (smaller first). Equal keys keep DNS order.
-fn sort_by_history_and_rfc6724(group: &mut [Endpoint], history: &HistoryView) {
+/// `family_first` if given, else the family RFC 6724 ranks first); then
+/// RFC 6724 precedence (higher first) and scope (smaller first). Equal keys
+/// keep DNS order.
+fn sort_by_history_and_rfc6724(
+    group: &mut [Endpoint],
+    history: &HistoryView,
+    family_first: Option<Family>,
+) {
     let rfc6724 = |e: &Endpoint| {
         let ip = e.addr.ip();
         (Reverse(precedence(&ip)), scope(&ip))
     };
-    let Some(preferred) = group
-        .iter()
-        .min_by_key(|e| rfc6724(e))
-        .map(Endpoint::family)
-    else {
+    let Some(preferred) = family_first.or_else(|| {
+        group
+            .iter()
+            .min_by_key(|e| rfc6724(e))
+            .map(Endpoint::family)
+    }) else {
         return;
     };
     let first = history_first_family(preferred, |f| family_verdict(group, history, f));
@@ -144,6 +150,9 @@ pub struct SortPolicy {
     pub rfc6724: bool,
     /// The family that goes first when `rfc6724` is off.
     pub first_family: Family,
+    /// With `rfc6724`: the family that goes first instead of RFC 6724's
+    /// (see `RaceConfig::family_first`).
+    pub family_first: Option<Family>,
     /// Alternate families after this many endpoints of the first one
     /// (RFC 8305 "Preferred Address Family Count"); 0 disables interleaving.
     pub preferred_family_count: usize,
@@ -176,7 +185,7 @@ pub fn order(endpoints: &[Endpoint], history: &HistoryView, policy: SortPolicy) 
     for group in by_rank.chunk_by(|a, b| a.rank == b.rank) {
         let mut group = group.to_vec();
         if policy.rfc6724 {
-            sort_by_history_and_rfc6724(&mut group, history);
+            sort_by_history_and_rfc6724(&mut group, history, policy.family_first);
         } else {
             group.sort_by_key(|e| e.family() != policy.first_family);
         }
@@ -233,6 +242,7 @@ mod tests {
     const POLICY: SortPolicy = SortPolicy {
         rfc6724: true,
         first_family: Family::V6,
+        family_first: None,
         preferred_family_count: 1,
     };
 
@@ -280,6 +290,29 @@ mod tests {
             addrs(&out),
             ["192.0.2.1:5060", "[fd00::1]:5060", "[2001:db8::9]:5060"]
         );
+    }
+
+    #[test]
+    fn family_first_overrides_rfc6724_but_not_a_failed_path() {
+        let list = [
+            ep("[2001:db8::1]:5060", 0),
+            ep("192.0.2.1:5060", 0),
+            ep("[2001:db8::2]:5060", 0),
+        ];
+        let v4_first = SortPolicy {
+            family_first: Some(Family::V4),
+            ..POLICY
+        };
+        let out = order(&list, &HistoryView::default(), v4_first);
+        assert_eq!(
+            addrs(&out),
+            ["192.0.2.1:5060", "[2001:db8::1]:5060", "[2001:db8::2]:5060"]
+        );
+        // History still puts the family whose path just failed last.
+        let mut view = HistoryView::default();
+        view.insert(&list[1], PathVerdict::Failed);
+        let out = order(&list, &view, v4_first);
+        assert_eq!(out[0].addr.to_string(), "[2001:db8::1]:5060");
     }
 
     #[test]
@@ -448,6 +481,7 @@ mod tests {
         let policy = SortPolicy {
             rfc6724: false,
             first_family: Family::V6,
+            family_first: None,
             preferred_family_count: 0,
         };
         let out = order(&list, &HistoryView::default(), policy);

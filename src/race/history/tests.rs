@@ -571,6 +571,7 @@ fn a_repaired_family_is_used_again_within_the_failure_memory() {
     let policy = SortPolicy {
         rfc6724: true,
         first_family: Family::V6,
+        family_first: None,
         preferred_family_count: 1,
     };
     let v6 = ep("[2001:db8::1]:5060");
