@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::endpoint::Family;
+use crate::endpoint::{Family, Transport};
 
 /// Two queries sent within this many ms of each other count as "together".
 pub const TOGETHER_MS: f64 = 5.0;
@@ -31,6 +31,10 @@ pub struct Dial {
     pub gave_up_ms: Option<f64>,
     /// The dial's bound, s.
     pub bound_s: u64,
+    /// The transport the response came over.
+    pub transport: Option<Transport>,
+    /// It sent over TCP (DNS aside) up to the response.
+    pub sent_tcp: bool,
 }
 
 impl Dial {
@@ -148,6 +152,121 @@ pub fn resolution_delay(aaaa_late: Option<&Dial>, a_late: Option<&Dial>) -> Stri
         },
     };
     format!("AAAA late: {aaaa}; A late: {a}")
+}
+
+/// What a client did at one point of the Resolution Delay sweep (the AAAA
+/// answers that many ms late).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RdStep {
+    /// It sent no AAAA query (IPv4 only, or the SRV answer's additionals).
+    NoAaaaQuery,
+    /// IPv6 answered: it waited for the AAAA answer.
+    WaitedForAaaa,
+    /// IPv4 answered, its first IPv4 attempt this many ms after the A
+    /// answer (`None`: the capture showed no A answer before it).
+    WentIpv4 { after_a_ms: Option<f64> },
+    /// No answer.
+    Failed,
+}
+
+/// The verdict on one dial with the AAAA answers late.
+pub fn rd_step(d: &Dial) -> RdStep {
+    if !d.queried("AAAA") {
+        return RdStep::NoAaaaQuery;
+    }
+    if !d.ok {
+        return RdStep::Failed;
+    }
+    match d.family {
+        Some(Family::V6) => RdStep::WaitedForAaaa,
+        _ => RdStep::WentIpv4 {
+            after_a_ms: match (d.answer_ms("A"), d.first_try_ms(Family::V4)) {
+                (Some(a), Some(t)) => Some((t - a).max(0.0)),
+                _ => None,
+            },
+        },
+    }
+}
+
+/// The effective Resolution Delay from the sweep of AAAA delays ((AAAA
+/// delay ms, dial) pairs, ascending): how long the client waits for a late
+/// AAAA answer once the A answer is in. A client that took IPv6 at every
+/// delay waits at least the largest one; one that went IPv4 even with the
+/// AAAA answer on time has no race to wait for; otherwise the wait it showed
+/// at the delays where it went IPv4 (their median), with the switch point.
+pub fn effective_rd(sweep: &[(u32, Dial)]) -> String {
+    let Some((max, _)) = sweep.last() else {
+        return "not run".into();
+    };
+    let steps: Vec<(u32, RdStep)> = sweep.iter().map(|(ms, d)| (*ms, rd_step(d))).collect();
+    if steps.iter().all(|(_, s)| *s == RdStep::NoAaaaQuery) {
+        return "never queries AAAA".into();
+    }
+    let answered: Vec<&(u32, RdStep)> = steps
+        .iter()
+        .filter(|(_, s)| matches!(s, RdStep::WaitedForAaaa | RdStep::WentIpv4 { .. }))
+        .collect();
+    let failed = steps.iter().filter(|(_, s)| *s == RdStep::Failed).count();
+    let note = if failed > 0 {
+        format!(" ({failed} of {} dials failed)", steps.len())
+    } else {
+        String::new()
+    };
+    if answered.is_empty() {
+        return format!("no dial answered{note}");
+    }
+    let v4: Vec<(u32, Option<f64>)> = answered
+        .iter()
+        .filter_map(|(ms, s)| match s {
+            RdStep::WentIpv4 { after_a_ms } => Some((*ms, *after_a_ms)),
+            _ => None,
+        })
+        .collect();
+    let Some(&(first_v4, _)) = v4.first() else {
+        return format!("waits for AAAA (≥ {max} ms){note}");
+    };
+    if first_v4 == answered[0].0 && v4.len() == answered.len() {
+        return format!("IPv4 always (even AAAA +{first_v4} ms){note}");
+    }
+    let mut waits: Vec<f64> = v4.iter().filter_map(|(_, w)| *w).collect();
+    waits.sort_by(f64::total_cmp);
+    let wait = waits
+        .get(waits.len() / 2)
+        .map(|w| format!("~{w:.0} ms"))
+        .unwrap_or_else(|| "?".into());
+    let v6_after = answered
+        .iter()
+        .any(|(ms, s)| *ms > first_v4 && *s == RdStep::WaitedForAaaa);
+    let monotone = if v6_after { ", not monotone" } else { "" };
+    format!("{wait} (IPv6 below AAAA +{first_v4} ms, IPv4 from it{monotone}){note}")
+}
+
+/// The NAPTR transport fall-over verdict: a dial toward the domain with no
+/// transport given, the NAPTR-preferred transport's (TCP's) targets
+/// rejecting every connection while UDP works.
+pub fn naptr_fallover(d: Option<&Dial>) -> String {
+    let Some(d) = d else {
+        return "not run".into();
+    };
+    if !d.queried("NAPTR") {
+        return "no NAPTR".into();
+    }
+    match (d.ok, d.transport) {
+        (true, Some(t)) if t != Transport::Tcp && d.sent_tcp => format!(
+            "falls over to {t} (TCP tried first): answered in {}",
+            seconds(d.latency_ms)
+        ),
+        (true, Some(t)) if t != Transport::Tcp => format!(
+            "takes {t} without trying TCP: answered in {}",
+            seconds(d.latency_ms)
+        ),
+        (true, _) => format!("answered over tcp in {}", seconds(d.latency_ms)),
+        (false, _) => match d.gave_up_ms {
+            Some(ms) => format!("no fall-over: gave up after {}", seconds(ms)),
+            None => format!("no fall-over within {} s", d.bound_s),
+        },
+    }
 }
 
 fn no_query(d: &Dial, rtype: &str) -> String {
@@ -417,5 +536,109 @@ mod tests {
         assert_eq!(on_reject(Some(&at_once)), "acts on it: IPv4 in 12 ms");
         at_once.destinations.remove(0);
         assert_eq!(on_reject(Some(&at_once)), "not tried (IPv4 only)");
+    }
+
+    /// A dial of the AAAA delay sweep: both queries at 0, the A answer at
+    /// 2 ms, the AAAA answer `aaaa_ms` late; the first attempt to `to`.
+    fn rd_dial(aaaa_ms: f64, to: &str, at_ms: f64) -> Dial {
+        let mut d = dial(family_of(to), at_ms + 1.0);
+        d.queries = vec![("AAAA".into(), 0.0), ("A".into(), 0.1)];
+        d.answers = vec![("A".into(), 2.0), ("AAAA".into(), 2.0 + aaaa_ms)];
+        d.destinations = vec![(to.into(), at_ms)];
+        d
+    }
+
+    #[test]
+    fn rd_sweep_reads_the_wait_after_the_a_answer() {
+        const V6: &str = "2001:db8:5e::10";
+        const V4: &str = "198.51.100.10";
+        // Waits up to 50 ms: IPv6 at 0 and 25, IPv4 52 ms after A from 50.
+        let rfc8305: Vec<(u32, Dial)> = [0u32, 25, 50, 100, 200, 300]
+            .iter()
+            .map(|&ms| {
+                let d = if ms < 50 {
+                    rd_dial(ms as f64, V6, ms as f64 + 3.0)
+                } else {
+                    rd_dial(ms as f64, V4, 54.0)
+                };
+                (ms, d)
+            })
+            .collect();
+        assert_eq!(rd_step(&rfc8305[0].1), RdStep::WaitedForAaaa);
+        assert_eq!(
+            rd_step(&rfc8305[3].1),
+            RdStep::WentIpv4 {
+                after_a_ms: Some(52.0)
+            }
+        );
+        assert_eq!(
+            effective_rd(&rfc8305),
+            "~52 ms (IPv6 below AAAA +50 ms, IPv4 from it)"
+        );
+
+        // Waits however late the AAAA answer comes.
+        let waits: Vec<(u32, Dial)> = [0u32, 300]
+            .iter()
+            .map(|&ms| (ms, rd_dial(ms as f64, V6, ms as f64 + 3.0)))
+            .collect();
+        assert_eq!(effective_rd(&waits), "waits for AAAA (≥ 300 ms)");
+
+        // IPv4 even with the AAAA answer on time: no race to wait for.
+        let v4: Vec<(u32, Dial)> = [0u32, 300]
+            .iter()
+            .map(|&ms| (ms, rd_dial(ms as f64, V4, 3.0)))
+            .collect();
+        assert_eq!(effective_rd(&v4), "IPv4 always (even AAAA +0 ms)");
+
+        // No AAAA query at all (SRV additionals or IPv4 only).
+        let mut none = rd_dial(0.0, V4, 3.0);
+        none.queries = vec![("SRV".into(), 0.0)];
+        assert_eq!(rd_step(&none), RdStep::NoAaaaQuery);
+        assert_eq!(
+            effective_rd(&[(0, none.clone()), (300, none)]),
+            "never queries AAAA"
+        );
+
+        // A failed dial is counted, and IPv6 after the switch flagged.
+        let mut noisy = rfc8305.clone();
+        noisy[4].1 = rd_dial(200.0, V6, 203.0);
+        noisy[5].1.ok = false;
+        noisy[5].1.family = None;
+        assert_eq!(rd_step(&noisy[5].1), RdStep::Failed);
+        assert_eq!(
+            effective_rd(&noisy),
+            "~52 ms (IPv6 below AAAA +50 ms, IPv4 from it, not monotone) (1 of 6 dials failed)"
+        );
+        assert_eq!(effective_rd(&[]), "not run");
+    }
+
+    #[test]
+    fn naptr_fallover_needs_a_naptr_query_and_a_udp_answer() {
+        let mut d = dial(Some(Family::V6), 12.0);
+        d.bound_s = 130;
+        d.queries = vec![("NAPTR".into(), 0.0), ("SRV".into(), 1.0)];
+        d.transport = Some(Transport::Udp);
+        assert_eq!(
+            naptr_fallover(Some(&d)),
+            "takes udp without trying TCP: answered in 12 ms"
+        );
+        d.sent_tcp = true;
+        d.latency_ms = 32_060.0;
+        assert_eq!(
+            naptr_fallover(Some(&d)),
+            "falls over to udp (TCP tried first): answered in 32.1 s"
+        );
+        let mut stuck = dial(None, 130_000.0);
+        stuck.bound_s = 130;
+        stuck.queries = d.queries.clone();
+        assert_eq!(naptr_fallover(Some(&stuck)), "no fall-over within 130 s");
+        stuck.gave_up_ms = Some(4_000.0);
+        assert_eq!(
+            naptr_fallover(Some(&stuck)),
+            "no fall-over: gave up after 4.0 s"
+        );
+        d.queries = vec![("SRV".into(), 0.0)];
+        assert_eq!(naptr_fallover(Some(&d)), "no NAPTR");
+        assert_eq!(naptr_fallover(None), "not run");
     }
 }

@@ -7,7 +7,10 @@
 //!   cold dial per value; which family answered and when. The first value
 //!   at which IPv4 won is the client's effective Connection Attempt Delay.
 //! - **Resolution Delay** (timing lab): one dial with the AAAA answers
-//!   300 ms late, one with the A answers 300 ms late.
+//!   0, 25, 50, 100, 200 and 300 ms late each (the effective Resolution
+//!   Delay), one with the A answers 300 ms late.
+//! - **NAPTR fall-over** (worker labs): NAPTR prefers TCP, whose targets
+//!   reject every connection; one dial with no transport given.
 //! - **Broken family** (worker labs, run side by side, bounded at 130 s):
 //!   one dial with IPv6 blackholed, one with IPv4 blackholed, one with
 //!   IPv6 rejected (ICMP port unreachable, TCP RST).
@@ -15,7 +18,7 @@
 //! Every figure comes from a `tshark` capture in the client namespace
 //! ([`crate::bench::clients`]): from the client's first packet (its first
 //! DNS query) to the first SIP response (for curl and Python: the TCP
-//! SYN-ACK). siprace's strategies are run as `siprace dial` processes and
+//! SYN-ACK; over TLS: the server's ServerHello). siprace's strategies are run as `siprace dial` processes and
 //! timed the same way. Writes `<out>/<UTC>/census.md`, `census.json` and one
 //! sweep plot per client and transport.
 
@@ -50,8 +53,14 @@ const SHORT_BOUND: Duration = Duration::from_secs(5);
 /// The bound of a dial with a broken family: long enough for a kernel's
 /// TCP connect timeout (about 127 s) to show.
 const BROKEN_BOUND: Duration = Duration::from_secs(130);
-/// How late the delayed DNS answers come in the Resolution Delay dials.
+/// How late the A answers come in the "A late" dial.
 const DNS_LATE_MS: u64 = 300;
+/// The Resolution Delay sweep: how late the AAAA answers come, ms.
+const RD_SWEEP_MS: [u32; 6] = [0, 25, 50, 100, 200, 300];
+/// The NAPTR fall-over case: the port of the `_sip._tcp` SRV records,
+/// where nothing listens, so every TCP connection is rejected (RST) on
+/// both families while UDP works.
+const DEAD_TCP_PORT: u16 = 5062;
 /// Worker labs for the broken-family dials (besides the timing lab).
 const WORKERS: usize = 4;
 
@@ -106,11 +115,18 @@ pub struct Row {
     pub version: String,
     pub transport: Transport,
     pub resolution: String,
+    /// Whether it is run toward the domain with no transport given (the
+    /// NAPTR fall-over dial).
+    pub picks_transport: bool,
     /// (extra IPv6 delay ms, the dial).
     pub sweep: Vec<(u32, Dial)>,
-    pub aaaa_late: Option<Dial>,
+    /// The Resolution Delay sweep: (AAAA answers' delay ms, the dial).
+    pub aaaa_sweep: Vec<(u32, Dial)>,
     pub a_late: Option<Dial>,
     pub broken: Vec<(Broken, Dial)>,
+    /// The NAPTR fall-over dial (no transport given; the same for every
+    /// transport row of the client).
+    pub fallover: Option<Dial>,
     pub summary: Summary,
 }
 
@@ -119,7 +135,9 @@ pub struct Row {
 pub struct Summary {
     pub dns_queries: String,
     pub resolution_delay: String,
+    pub effective_rd: String,
     pub effective_cad: String,
+    pub naptr_fallover: String,
     pub addresses_tried: String,
     pub interleaving: String,
     pub on_reject: String,
@@ -140,10 +158,22 @@ impl Row {
                 .map(|d| analysis::dns_pattern(&d.queries))
                 .unwrap_or_else(|| "not run".into()),
             resolution_delay: analysis::resolution_delay(
-                self.aaaa_late.as_ref(),
+                self.aaaa_sweep.last().map(|(_, d)| d),
                 self.a_late.as_ref(),
             ),
+            effective_rd: analysis::effective_rd(&self.aaaa_sweep),
             effective_cad: analysis::effective_cad(&self.sweep),
+            naptr_fallover: match (&self.fallover, healthy) {
+                (Some(d), _) => analysis::naptr_fallover(Some(d)),
+                // Its fall-over dial was due but did not run (a worker lab failed).
+                (None, _) if self.picks_transport => "not run".into(),
+                // Given its transport: whether it asks for NAPTR at all.
+                (None, Some(h)) if h.queries.iter().any(|(t, _)| t == "NAPTR") => {
+                    "not run (always given its transport)".into()
+                }
+                (None, Some(_)) => "no NAPTR".into(),
+                (None, None) => "not run".into(),
+            },
             addresses_tried: tried,
             interleaving,
             on_reject: analysis::on_reject(self.broken(Broken::V6Rejected)),
@@ -163,6 +193,7 @@ struct CensusFile<'a> {
     sweep_ms: Vec<u32>,
     bounds_s: (u64, u64),
     dns_late_ms: u64,
+    rd_sweep_ms: &'a [u32],
     not_run: &'a [(String, String)],
     rows: &'a [Row],
     checks: &'a [output::Check],
@@ -170,7 +201,7 @@ struct CensusFile<'a> {
 }
 
 /// The method, as the table's caption states it.
-pub const METHOD: &str = "Each client runs as its own process in the client namespace of a network-namespace lab (siprace lab) and dials the dual-stack domain example.test (NAPTR → SRV → 3 targets, each with AAAA and A; TTL 0). Timing from a tshark capture on the client namespace's link: from the client's first packet (its first DNS query) to the first SIP response to a port it sent SIP from (curl and Python: the TCP SYN-ACK), kernel timestamps. IPv6 delay sweep: extra delay on client→server IPv6 packets (adds to the RTT) by the lab's shaper, 0–400 ms in 10 ms steps, one cold dial per step (a fresh process; Kamailio restarted per dial); the effective Connection Attempt Delay is the first step at which IPv4 answered. Resolution Delay: the lab DNS answers AAAA (or A) 300 ms late. Broken family: the router drops (blackhole) or rejects (ICMP port unreachable, TCP RST) every packet to the servers of one family; one dial each, bounded at 130 s, run side by side in separate labs. TLS is not covered: the capture cannot see a SIP response inside TLS.";
+pub const METHOD: &str = "Each client runs as its own process in the client namespace of a network-namespace lab (siprace lab) and dials the dual-stack domain example.test (NAPTR → SRV → 3 targets, each with AAAA and A; TTL 0). Timing from a tshark capture on the client namespace's link: from the client's first packet (its first DNS query) to the first SIP response to a port it sent SIP from (curl and Python: the TCP SYN-ACK), kernel timestamps. IPv6 delay sweep: extra delay on client→server IPv6 packets (adds to the RTT) by the lab's shaper, 0–400 ms in 10 ms steps, one cold dial per step (a fresh process; Kamailio restarted per dial); the effective Connection Attempt Delay is the first step at which IPv4 answered. Resolution Delay: the lab DNS answers AAAA 0, 25, 50, 100, 200 and 300 ms late (one dial each; the restarted DNS server holds the AAAA answers back, the A answers come at once), and A 300 ms late (one dial); the effective Resolution Delay is read off the capture as the time from the A answer to the first IPv4 attempt. NAPTR fall-over: NAPTR prefers TCP, whose SRV records name a port where nothing listens (the kernel answers every SYN with RST, both families), UDP works; one dial with no transport given (clients that can be told so: siprace, sofia-sip, pjsua2, baresip), bounded at 130 s. Broken family: the router drops (blackhole) or rejects (ICMP port unreachable, TCP RST) every packet to the servers of one family; one dial each, bounded at 130 s, run side by side in separate labs. TLS (the `_sips._tcp` SRV targets, port 5061, where the bench's responder serves TLS with a throwaway certificate for example.test): the capture cannot see a SIP response inside TLS, so a TLS dial is timed from the client's first packet to the first TLS ServerHello (the server's first handshake record, dissected by tshark from the record headers without keys) on a connection the client opened. No TLS client verifies the certificate (siprace --insecure, curl -k, SIPp, baresip with sip_verify_server no, sofia-sip and pjsua2 at their defaults); verification comes after the ServerHello, so it does not change the figure. Not run over TLS: SIPp (Debian's build says \"To use a TLS transport you must compile SIPp with OpenSSL\"), sofia-sip's sip-options (\"transport tls is not supported\"), sipsak, Kamailio as a proxy (its TLS client would need a TLS configuration of its own), linphonec (UDP only: its stdin commands open no TCP or TLS listening point), the Python references.";
 
 /// The sweep's values, ms.
 fn sweep_points(quick: bool) -> Vec<u32> {
@@ -205,7 +236,7 @@ fn clients_of(quick: bool, only: Option<&[String]>) -> Result<Vec<Client>, Strin
 
 /// Quick: the client's first transport only (UDP where it has it).
 fn transports_of(client: Client, quick: bool) -> Vec<Transport> {
-    let all = client.transports();
+    let all = client.census_transports();
     if quick {
         all[..1].to_vec()
     } else {
@@ -243,15 +274,51 @@ fn version(client: Client) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-/// The census zone: NAPTR (UDP, TCP), SRV with three targets, each target
-/// with AAAA and A, TTL 0.
-fn zone(lab: &Lab) -> Result<String, String> {
+/// Which census zone the lab DNS serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Zone {
+    /// NAPTR (UDP, TCP, TLS), SRV with three targets, each target with
+    /// AAAA and A, TTL 0 (the responder serves TLS on every target).
+    Healthy,
+    /// The same with NAPTR preferring TCP, whose SRV records name
+    /// [`DEAD_TCP_PORT`] (the NAPTR fall-over case).
+    TcpPreferredDead,
+}
+
+fn zone(lab: &Lab, which: Zone) -> Result<String, String> {
+    let transports = match which {
+        Zone::Healthy => "[\"udp\", \"tcp\", \"tls\"]",
+        Zone::TcpPreferredDead => "[\"tcp\", \"udp\"]",
+    };
     let s = Scenario::parse(
-        "name = \"census\"\ndescription = \"census\"\ntransports = [\"udp\", \"tcp\"]\n\
-         oracle = { family = \"ipv6\" }\n[dns]\nsrv_targets = 3\nttl = 0\n",
+        &format!(
+            "name = \"census\"\ndescription = \"census\"\ntransports = {transports}\n\
+             oracle = {{ family = \"ipv6\" }}\n[dns]\nsrv_targets = 3\nttl = 0\n"
+        ),
         "census",
     )?;
-    Ok(s.zone_for_all(&lab.addrs))
+    let zone = s.zone_for_all(&lab.addrs);
+    Ok(match which {
+        Zone::Healthy => zone,
+        Zone::TcpPreferredDead => dead_tcp_port(&zone),
+    })
+}
+
+/// The zone with every `_sip._tcp` SRV record's port set to [`DEAD_TCP_PORT`].
+fn dead_tcp_port(zone: &str) -> String {
+    zone.lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // "_sip._tcp IN SRV priority weight port target"
+            if f.len() == 7 && f[0] == "_sip._tcp" && f[2] == "SRV" {
+                format!("{} IN SRV {} {} {DEAD_TCP_PORT} {}", f[0], f[3], f[4], f[6])
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
 }
 
 /// One lab with its responder and DNS server; torn down when dropped
@@ -279,30 +346,14 @@ impl CensusLab {
             _guard: guard,
             _lock: lock,
         };
-        l.serve_dns("")?;
+        l.serve_dns(Zone::Healthy, "")?;
         Ok(l)
     }
 
-    /// (Re)starts the lab DNS with the census zone and `faults` (e.g.
+    /// (Re)starts the lab DNS with a census zone and `faults` (e.g.
     /// `AAAA=delay:300ms`).
-    fn serve_dns(&mut self, faults: &str) -> Result<(), String> {
-        self.dns = None;
-        let cfg =
-            DnsServerConfig::parse(&zone(&self.lab)?, faults).map_err(|e| format!("zone: {e}"))?;
-        let binds = vec![
-            std::net::SocketAddr::new(self.lab.addrs.dns_v6.into(), 53),
-            std::net::SocketAddr::new(self.lab.addrs.dns_v4.into(), 53),
-        ];
-        self.dns = Some(NsService::start(
-            &self.lab,
-            Role::Dns,
-            move || async move {
-                DnsServer::start(cfg, &binds)
-                    .await
-                    .map_err(|e| format!("lab dns: {e}"))
-            },
-        )?);
-        Ok(())
+    fn serve_dns(&mut self, which: Zone, faults: &str) -> Result<(), String> {
+        restart_dns(&mut self.dns, &self.lab, which, faults)
     }
 
     fn impair(&self, family: Option<Family>, fault: Fault) -> Result<(), String> {
@@ -311,6 +362,50 @@ impl CensusLab {
             .map_err(|e| format!("impair: {e}"))
     }
 }
+
+/// Stops the lab DNS in `dns`, if any, and starts it again with a census
+/// zone and `faults` (a free function, so that it can run while the lab is
+/// borrowed by a dial series).
+fn restart_dns(
+    dns: &mut Option<NsService<DnsServer>>,
+    lab: &Lab,
+    which: Zone,
+    faults: &str,
+) -> Result<(), String> {
+    *dns = None;
+    let zone = zone(lab, which)?;
+    let binds = vec![
+        std::net::SocketAddr::new(lab.addrs.dns_v6.into(), 53),
+        std::net::SocketAddr::new(lab.addrs.dns_v4.into(), 53),
+    ];
+    // The stopped server's sockets may not be closed yet when its thread
+    // has ended: a bind that finds the port in use is tried again, a
+    // bounded number of times.
+    let mut last = String::new();
+    for _ in 0..DNS_RESTART_TRIES {
+        let cfg = DnsServerConfig::parse(&zone, faults).map_err(|e| format!("zone: {e}"))?;
+        let binds = binds.clone();
+        match NsService::start(lab, Role::Dns, move || async move {
+            DnsServer::start(cfg, &binds)
+                .await
+                .map_err(|e| format!("lab dns: {e}"))
+        }) {
+            Ok(service) => {
+                *dns = Some(service);
+                return Ok(());
+            }
+            Err(e) if e.contains("in use") => {
+                last = e;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
+}
+
+/// How often [`restart_dns`] tries to bind the lab DNS's port (100 ms apart).
+const DNS_RESTART_TRIES: usize = 30;
 
 impl Drop for CensusLab {
     fn drop(&mut self) {
@@ -334,7 +429,18 @@ fn to_dial((r, o): (DialRecord, Observed), bound: Duration) -> Dial {
             .collect(),
         gave_up_ms: o.gave_up_ms,
         bound_s: bound.as_secs(),
+        transport: r.transport,
+        sent_tcp: o.sent_tcp,
     }
+}
+
+/// A sweep's dials (bounded at [`SHORT_BOUND`]), each with its point (ms).
+fn at_points(points: &[u32], dials: Vec<(DialRecord, Observed)>) -> Vec<(u32, Dial)> {
+    points
+        .iter()
+        .copied()
+        .zip(dials.into_iter().map(|d| to_dial(d, SHORT_BOUND)))
+        .collect()
 }
 
 /// Runs the census; returns whether every check passed (the quick run's).
@@ -391,10 +497,12 @@ fn run_blocking(cfg: &CensusConfig, stop: &AtomicBool) -> Result<bool, String> {
                 version: version(c),
                 transport: t,
                 resolution: c.resolution().to_string(),
+                picks_transport: c.picks_transport(),
                 sweep: Vec::new(),
-                aaaa_late: None,
+                aaaa_sweep: Vec::new(),
                 a_late: None,
                 broken: Vec::new(),
+                fallover: None,
                 summary: Summary::default(),
             })
             .collect(),
@@ -402,18 +510,28 @@ fn run_blocking(cfg: &CensusConfig, stop: &AtomicBool) -> Result<bool, String> {
 
     // The broken-family dials, side by side in worker labs, while the
     // timing lab runs the sweeps.
-    let broken_jobs: Vec<(usize, Client, Transport, Broken)> = if cfg.quick {
+    let broken_jobs: Vec<Job> = if cfg.quick {
         Vec::new()
     } else {
-        Broken::ALL
+        let mut jobs: Vec<Job> = Broken::ALL
             .iter()
             .flat_map(|&b| {
                 wanted
                     .iter()
                     .enumerate()
-                    .map(move |(i, &(c, t))| (i, c, t, b))
+                    .map(move |(i, &(c, t))| (i, c, t, Case::Broken(b)))
             })
-            .collect()
+            .collect();
+        // One NAPTR fall-over dial per client that can pick its transport,
+        // at its first row (copied to its other rows afterwards).
+        let mut seen: Vec<Client> = Vec::new();
+        for (i, &(c, t)) in wanted.iter().enumerate() {
+            if c.picks_transport() && !seen.contains(&c) {
+                seen.push(c);
+                jobs.push((i, c, t, Case::Fallover));
+            }
+        }
+        jobs
     };
     let errors: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     std::thread::scope(|scope| {
@@ -445,6 +563,16 @@ fn run_blocking(cfg: &CensusConfig, stop: &AtomicBool) -> Result<bool, String> {
         .map_err(|_| "rows still shared".to_string())?
         .into_inner()
         .map_err(|_| "rows lock poisoned".to_string())?;
+    // A client's fall-over dial holds for all its transport rows.
+    for i in 0..rows.len() {
+        if rows[i].fallover.is_none() {
+            let client = rows[i].client.clone();
+            rows[i].fallover = rows
+                .iter()
+                .find(|r| r.client == client && r.fallover.is_some())
+                .and_then(|r| r.fallover.clone());
+        }
+    }
     for r in rows.iter_mut() {
         r.summarize();
     }
@@ -476,6 +604,7 @@ fn run_blocking(cfg: &CensusConfig, stop: &AtomicBool) -> Result<bool, String> {
         sweep_ms: sweep_points(cfg.quick),
         bounds_s: (SHORT_BOUND.as_secs(), BROKEN_BOUND.as_secs()),
         dns_late_ms: DNS_LATE_MS,
+        rd_sweep_ms: &RD_SWEEP_MS,
         not_run: &not_run,
         rows: &rows,
         checks: &checks,
@@ -529,11 +658,7 @@ fn timing_lab(
         );
         lab.impair(None, Fault::Clear)?;
         let dials = dials.map_err(|e| format!("{client}/{transport}: {e}"))?;
-        let sweep: Vec<(u32, Dial)> = points
-            .iter()
-            .copied()
-            .zip(dials.into_iter().map(|d| to_dial(d, SHORT_BOUND)))
-            .collect();
+        let sweep = at_points(&points, dials);
         if let Ok(mut r) = rows.lock() {
             r[i].sweep = sweep;
         }
@@ -541,48 +666,102 @@ fn timing_lab(
     if cfg.quick {
         return Ok(());
     }
-    for late in ["AAAA", "A"] {
-        lab.serve_dns(&format!("{late}=delay:{DNS_LATE_MS}ms"))?;
-        for (i, &(client, transport)) in wanted.iter().enumerate() {
-            if stop.load(Ordering::SeqCst) {
-                return Err("interrupted".into());
-            }
-            eprintln!("census: {late} late {client}/{transport}");
-            let mut dials =
-                clients::run_series(&lab.lab, client, transport, DOMAIN, 1, SHORT_BOUND, |_| {
-                    Ok(())
-                })
-                .map_err(|e| format!("{client}/{transport}: {e}"))?;
-            let d = to_dial(dials.remove(0), SHORT_BOUND);
-            if let Ok(mut r) = rows.lock() {
-                if late == "AAAA" {
-                    r[i].aaaa_late = Some(d);
-                } else {
-                    r[i].a_late = Some(d);
+    // The Resolution Delay sweep: one series per client and transport, the
+    // lab DNS restarted with the next AAAA delay before each dial.
+    for (i, &(client, transport)) in wanted.iter().enumerate() {
+        eprintln!(
+            "census: AAAA late {client}/{transport} ({} points)",
+            RD_SWEEP_MS.len()
+        );
+        let CensusLab { dns, lab: l, .. } = &mut lab;
+        let dials = clients::run_series(
+            l,
+            client,
+            transport,
+            DOMAIN,
+            RD_SWEEP_MS.len(),
+            SHORT_BOUND,
+            |k| {
+                if stop.load(Ordering::SeqCst) {
+                    return Err("interrupted".into());
                 }
-            }
+                let faults = match RD_SWEEP_MS[k] {
+                    0 => String::new(),
+                    ms => format!("AAAA=delay:{ms}ms"),
+                };
+                restart_dns(dns, l, Zone::Healthy, &faults)
+            },
+        );
+        lab.serve_dns(Zone::Healthy, "")?;
+        let dials = dials.map_err(|e| format!("{client}/{transport}: {e}"))?;
+        let sweep = at_points(&RD_SWEEP_MS, dials);
+        if let Ok(mut r) = rows.lock() {
+            r[i].aaaa_sweep = sweep;
+        }
+    }
+    lab.serve_dns(Zone::Healthy, &format!("A=delay:{DNS_LATE_MS}ms"))?;
+    for (i, &(client, transport)) in wanted.iter().enumerate() {
+        if stop.load(Ordering::SeqCst) {
+            return Err("interrupted".into());
+        }
+        eprintln!("census: A late {client}/{transport}");
+        let mut dials =
+            clients::run_series(&lab.lab, client, transport, DOMAIN, 1, SHORT_BOUND, |_| {
+                Ok(())
+            })
+            .map_err(|e| format!("{client}/{transport}: {e}"))?;
+        let d = to_dial(dials.remove(0), SHORT_BOUND);
+        if let Ok(mut r) = rows.lock() {
+            r[i].a_late = Some(d);
         }
     }
     Ok(())
 }
 
+/// A worker lab's job: (row, client, transport, case).
+type Job = (usize, Client, Transport, Case);
+
+/// What a worker lab dial tests.
+#[derive(Debug, Clone, Copy)]
+enum Case {
+    Broken(Broken),
+    /// NAPTR prefers TCP, whose targets reject every connection.
+    Fallover,
+}
+
 /// A worker lab: takes broken-family jobs off the queue until it is empty.
-#[allow(clippy::type_complexity)]
 fn broken_worker(
     name: &str,
-    queue: &Mutex<Vec<(usize, Client, Transport, Broken)>>,
+    queue: &Mutex<Vec<Job>>,
     rows: &Mutex<Vec<Row>>,
     stop: &AtomicBool,
 ) -> Result<(), String> {
-    let lab = CensusLab::up(name)?;
+    let mut lab = CensusLab::up(name)?;
     // Bounded: each round takes one job off a finite queue.
     loop {
         if stop.load(Ordering::SeqCst) {
             return Err("interrupted".into());
         }
         let job = queue.lock().map_err(|_| "queue lock poisoned")?.pop();
-        let Some((i, client, transport, broken)) = job else {
+        let Some((i, client, transport, case)) = job else {
             return Ok(());
+        };
+        let broken = match case {
+            Case::Broken(b) => b,
+            Case::Fallover => {
+                eprintln!("census: NAPTR fall-over {client} in lab {name}");
+                lab.serve_dns(Zone::TcpPreferredDead, "")?;
+                let result = clients::run_transport_choice(&lab.lab, client, DOMAIN, BROKEN_BOUND);
+                lab.serve_dns(Zone::Healthy, "")?;
+                let d = match result {
+                    Ok(d) => to_dial(d, BROKEN_BOUND),
+                    Err(e) => failed_dial(e),
+                };
+                if let Ok(mut r) = rows.lock() {
+                    r[i].fallover = Some(d);
+                }
+                continue;
+            }
         };
         eprintln!("census: {broken:?} {client}/{transport} in lab {name}");
         lab.impair(Some(broken.family()), broken.fault())?;
@@ -593,16 +772,21 @@ fn broken_worker(
         lab.impair(None, Fault::Clear)?;
         let d = match result {
             Ok(mut dials) => to_dial(dials.remove(0), BROKEN_BOUND),
-            Err(e) => Dial {
-                error: Some(e),
-                latency_ms: BROKEN_BOUND.as_secs_f64() * 1e3,
-                bound_s: BROKEN_BOUND.as_secs(),
-                ..Dial::default()
-            },
+            Err(e) => failed_dial(e),
         };
         if let Ok(mut r) = rows.lock() {
             r[i].broken.push((broken, d));
         }
+    }
+}
+
+/// A worker dial that could not be run.
+fn failed_dial(error: String) -> Dial {
+    Dial {
+        error: Some(error),
+        latency_ms: BROKEN_BOUND.as_secs_f64() * 1e3,
+        bound_s: BROKEN_BOUND.as_secs(),
+        ..Dial::default()
     }
 }
 
@@ -680,30 +864,33 @@ fn markdown(
     );
     let _ = writeln!(
         s,
-        "Columns: *DNS queries* of a healthy dial, each type at its first query (`+` sent within {} ms of the previous, `→N→` N ms later, `×n` sent n times); *Resolution Delay*: what it did with AAAA {DNS_LATE_MS} ms late and with A {DNS_LATE_MS} ms late; *effective CAD*: the first extra IPv6 delay (10 ms steps) at which IPv4 answered; *tried (v6 broken)*: addresses it sent to with IPv6 blackholed, up to its answer (families in order); *interleaving*: whether the families alternate (\"other family second\": only two addresses were tried, the second of the other family); *v6 rejected*: with ICMP port unreachable / TCP RST for IPv6; *cost*: setup time with one family blackholed (bound 130 s).\n",
-        analysis::TOGETHER_MS
+        "Columns: *DNS queries* of a healthy dial, each type at its first query (`+` sent within {} ms of the previous, `→N→` N ms later, `×n` sent n times); *Resolution Delay*: what it did with AAAA {DNS_LATE_MS} ms late and with A {DNS_LATE_MS} ms late; *effective RD*: from the AAAA delay sweep ({rd_steps} ms, one dial each): how long it waits for a late AAAA answer once the A answer is in (the median of first IPv4 attempt − A answer at the delays where IPv4 answered), \"waits for AAAA\" if IPv6 answered at every delay; *effective CAD*: the first extra IPv6 delay (10 ms steps) at which IPv4 answered; *tried (v6 broken)*: addresses it sent to with IPv6 blackholed, up to its answer (families in order); *interleaving*: whether the families alternate (\"other family second\": only two addresses were tried, the second of the other family); *v6 rejected*: with ICMP port unreachable / TCP RST for IPv6; *cost*: setup time with one family blackholed (bound 130 s); *NAPTR fall-over*: one dial toward sip:example.test with no transport given, NAPTR preferring TCP whose SRV targets name port {DEAD_TCP_PORT}, where nothing listens (every TCP connection rejected by RST, both families) while UDP works: whether it falls over to UDP and the setup time (bound 130 s); \"no NAPTR\": it sent no NAPTR query (given its transport, or no NAPTR support).\n",
+        analysis::TOGETHER_MS,
+        rd_steps = RD_SWEEP_MS.map(|m| m.to_string()).join(", ")
     );
     let _ = writeln!(
         s,
-        "| client | version | transport | DNS queries | Resolution Delay | effective CAD | tried (v6 broken) | interleaving | v6 rejected | cost, broken v6 | cost, broken v4 |"
+        "| client | version | transport | DNS queries | Resolution Delay | effective RD | effective CAD | tried (v6 broken) | interleaving | v6 rejected | cost, broken v6 | cost, broken v4 | NAPTR fall-over |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let m = &r.summary;
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             cell(&r.client),
             cell(&r.version),
             r.transport,
             cell(&m.dns_queries),
             cell(&m.resolution_delay),
+            cell(&m.effective_rd),
             cell(&m.effective_cad),
             cell(&m.addresses_tried),
             cell(&m.interleaving),
             cell(&m.on_reject),
             cell(&m.cost_broken_v6),
-            cell(&m.cost_broken_v4)
+            cell(&m.cost_broken_v4),
+            cell(&m.naptr_fallover)
         );
     }
     if !not_run.is_empty() {
@@ -736,9 +923,14 @@ fn markdown(
                     .filter_map(|(ms, d)| case(format!("+{ms} ms"), d)),
             );
             v.extend(
-                r.aaaa_late
+                r.aaaa_sweep
                     .iter()
-                    .filter_map(|d| case("AAAA late".into(), d)),
+                    .filter_map(|(ms, d)| case(format!("AAAA +{ms} ms"), d)),
+            );
+            v.extend(
+                r.fallover
+                    .iter()
+                    .filter_map(|d| case("NAPTR fall-over".into(), d)),
             );
             v.extend(r.a_late.iter().filter_map(|d| case("A late".into(), d)));
             v.extend(
@@ -832,5 +1024,25 @@ fn dial_record(d: &Dial) -> DialRecord {
         error: d.error.clone(),
         // Every census dial is a fresh process: nothing to reuse.
         reused: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fallover_zone_moves_only_the_tcp_srv_records() {
+        let zone = "_sip._tcp IN SRV 10 10 5060 sip1.example.test.\n\
+                    _sip._udp IN SRV 10 10 5060 sip1.example.test.\n\
+                    @ IN NAPTR 10 50 \"s\" \"SIP+D2T\" \"\" _sip._tcp.example.test.\n";
+        let dead = dead_tcp_port(zone);
+        let lines: Vec<&str> = dead.lines().collect();
+        assert_eq!(
+            lines[0],
+            format!("_sip._tcp IN SRV 10 10 {DEAD_TCP_PORT} sip1.example.test.")
+        );
+        assert_eq!(lines[1], "_sip._udp IN SRV 10 10 5060 sip1.example.test.");
+        assert_eq!(lines[2], zone.lines().nth(2).unwrap());
     }
 }

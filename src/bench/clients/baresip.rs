@@ -8,10 +8,11 @@ use std::path::Path;
 use super::{write_file, Invocation};
 use crate::endpoint::Transport;
 
-/// baresip's command line toward `domain` over `transport`, exiting after
-/// `self_bound` seconds; its configuration directory is written into `dir`.
+/// baresip's command line toward `domain` over `transport` (none: libre
+/// picks it, by NAPTR), exiting after `self_bound` seconds; its
+/// configuration directory is written into `dir`.
 pub(super) fn invocation(
-    transport: Transport,
+    transport: Option<Transport>,
     domain: &str,
     self_bound: String,
     dir: &Path,
@@ -22,13 +23,14 @@ pub(super) fn invocation(
     let config = "poll_method\t\tepoll\n\
                   module_path\t\t/usr/lib/baresip/modules\n\
                   module_app\t\taccount.so\n\
-                  sip_trans_def\t\tudp\n";
+                  sip_trans_def\t\tudp\n\
+                  sip_verify_server\tno\n";
     write_file(dir, "baresip/config", config)?;
-    write_file(
-        dir,
-        "baresip/accounts",
-        &format!("<sip:bench@{domain};transport={transport}>;regint=3600\n"),
-    )?;
+    let aor = match transport {
+        Some(t) => format!("sip:bench@{domain};transport={t}"),
+        None => format!("sip:bench@{domain}"),
+    };
+    write_file(dir, "baresip/accounts", &format!("<{aor}>;regint=3600\n"))?;
     write_file(dir, "baresip/contacts", "")?;
     Ok(Invocation::new(
         "baresip",

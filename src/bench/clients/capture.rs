@@ -54,6 +54,8 @@ impl Capture {
             .args(["-f", "udp or tcp"])
             .args(["--enable-heuristic", "sip_udp"])
             .args(["--enable-heuristic", "sip_tcp"])
+            // SIP over TLS on its port, so TLS records are dissected.
+            .args(["-d", "tcp.port==5061,tls"])
             .args(["-T", "fields", "-E", "separator=/t", "-E", "occurrence=f"]);
         for f in FIELDS {
             cmd.args(["-e", f]);

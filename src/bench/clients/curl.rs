@@ -10,21 +10,29 @@ use super::{sipp, Invocation};
 use crate::endpoint::Transport;
 use crate::lab::topology::Lab;
 
-/// curl's command line toward the SRV target of `domain`, giving up after
-/// `self_bound` seconds.
-pub(super) fn invocation(lab: &Lab, domain: &str, self_bound: String) -> Invocation {
-    let (host, port) = sipp::sipp_target(lab, domain, Transport::Tcp);
-    let mut inv = Invocation::new(
-        "curl",
-        vec![
-            "-sS".into(),
-            "-o".into(),
-            "/dev/null".into(),
-            "--max-time".into(),
-            self_bound,
-            format!("http://{host}:{port}/"),
-        ],
-    );
+/// curl's command line toward the SRV target of `domain` over TCP, or
+/// over TLS (`https://` to the `_sips._tcp` target's port, the certificate
+/// not verified: `-k`), giving up after `self_bound` seconds.
+pub(super) fn invocation(
+    lab: &Lab,
+    transport: Transport,
+    domain: &str,
+    self_bound: String,
+) -> Invocation {
+    let (host, port) = sipp::sipp_target(lab, domain, transport);
+    let mut args: Vec<String> = vec![
+        "-sS".into(),
+        "-o".into(),
+        "/dev/null".into(),
+        "--max-time".into(),
+        self_bound,
+    ];
+    if transport == Transport::Tls {
+        args.extend(["-k".into(), format!("https://{host}:{port}/")]);
+    } else {
+        args.push(format!("http://{host}:{port}/"));
+    }
+    let mut inv = Invocation::new("curl", args);
     inv.connects = true;
     inv
 }

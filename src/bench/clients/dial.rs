@@ -27,6 +27,8 @@ pub struct Observed {
     pub destinations: Vec<(IpAddr, f64)>,
     /// When the response came, ms after the client's first packet.
     pub response_ms: Option<f64>,
+    /// It sent over TCP (DNS aside) before the response (or at all).
+    pub sent_tcp: bool,
     /// It exited on its own without a response: after this many ms from
     /// its start (the process's, as it may have sent nothing).
     pub gave_up_ms: Option<f64>,
@@ -78,7 +80,8 @@ pub(super) fn dial_observed(
     };
 
     let mut window = Window::new(window_start, client_addrs, capture.marker_port)
-        .counting_connects(inv.connects);
+        .counting_connects(inv.connects)
+        .counting_server_hellos(transport == Transport::Tls);
     let deadline = started + bound;
     let mut exited: Option<(std::process::ExitStatus, Instant)> = None;
     // Bounded: every iteration waits at most 20 ms, and the loop ends at the
@@ -121,6 +124,7 @@ pub(super) fn dial_observed(
         destinations: first
             .map(|f| window.timed_destinations(f.ts_ns, until))
             .unwrap_or_default(),
+        sent_tcp: window.sent_tcp(until),
         response_ms: match (first, &response) {
             (Some(f), Some(r)) => Some(r.ts_ns.saturating_sub(f.ts_ns) as f64 / 1e6),
             _ => None,
@@ -137,7 +141,11 @@ pub(super) fn dial_observed(
             ok: true,
             latency_us: (resp.ts_ns.saturating_sub(first.ts_ns) / 1000).max(1),
             family: Some(Family::of(&resp.src)),
-            transport: Some(if resp.tcp { Transport::Tcp } else { transport }),
+            transport: Some(match transport {
+                Transport::Tls => Transport::Tls,
+                _ if resp.tcp => Transport::Tcp,
+                _ => transport,
+            }),
             attempts: attempts.len(),
             abandoned: attempts.len().saturating_sub(1),
             dns_ms,

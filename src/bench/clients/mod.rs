@@ -41,6 +41,7 @@ mod capture;
 mod curl;
 mod dial;
 mod kamailio;
+mod linphone;
 mod packet;
 mod pjsua;
 mod python;
@@ -84,6 +85,8 @@ pub enum Client {
     SofiaOptions,
     /// PJSIP through pjsua2: one REGISTER (census only).
     Pjsua,
+    /// linphonec (liblinphone, belle-sip): one REGISTER, UDP only (census only).
+    Linphone,
     /// Kamailio as a forwarding proxy in the client namespace: SIPp sends
     /// OPTIONS to it on loopback, it relays them to the domain (census only).
     KamailioProxy,
@@ -105,12 +108,13 @@ impl Client {
     pub const ALL: [Client; 3] = [Client::SippUac, Client::Sipsak, Client::Baresip];
 
     /// Every client of the census, third-party clients first.
-    pub const CENSUS: [Client; 14] = [
+    pub const CENSUS: [Client; 15] = [
         Client::SippUac,
         Client::Sipsak,
         Client::Baresip,
         Client::SofiaOptions,
         Client::Pjsua,
+        Client::Linphone,
         Client::KamailioProxy,
         Client::Curl,
         Client::PythonHappyEyeballs,
@@ -130,6 +134,7 @@ impl Client {
             Client::Baresip => "baresip",
             Client::SofiaOptions => "sofia-sip-options",
             Client::Pjsua => "pjsua2",
+            Client::Linphone => "linphonec",
             Client::KamailioProxy => "kamailio-proxy",
             Client::Curl => "curl",
             Client::PythonHappyEyeballs => "python-asyncio-he250",
@@ -152,6 +157,7 @@ impl Client {
             Client::Baresip => "baresip",
             Client::SofiaOptions => "sip-options",
             Client::Pjsua => pjsua::VENV_PYTHON,
+            Client::Linphone => "linphonec",
             Client::KamailioProxy => "kamailio",
             Client::Curl => "curl",
             Client::PythonHappyEyeballs | Client::PythonDefault => python::PROGRAM,
@@ -169,6 +175,7 @@ impl Client {
             Client::Pjsua => {
                 "PyPI pjsua2-python in the venv /opt/siprace-pjsua2 (scripts/census-clients.sh)"
             }
+            Client::Linphone => "linphone-cli",
             Client::KamailioProxy => "kamailio (and sip-tester, whose SIPp sends it the request)",
             Client::Curl => "curl",
             Client::PythonHappyEyeballs | Client::PythonDefault => "python3",
@@ -179,18 +186,44 @@ impl Client {
     /// The request it sends.
     pub fn method(self) -> &'static str {
         match self {
-            Client::Baresip | Client::Pjsua => "REGISTER",
+            Client::Baresip | Client::Pjsua | Client::Linphone => "REGISTER",
             Client::Curl | Client::PythonHappyEyeballs | Client::PythonDefault => "(TCP connect)",
             _ => "OPTIONS",
         }
     }
 
-    /// The transports it is run over.
+    /// The transports the bench's scenarios run it over.
     pub fn transports(self) -> &'static [Transport] {
         match self {
             Client::Curl | Client::PythonHappyEyeballs | Client::PythonDefault => &[Transport::Tcp],
             _ => &[Transport::Udp, Transport::Tcp],
         }
+    }
+
+    /// The transports the census runs it over: TLS too where the client
+    /// can (a TLS dial ends at the server's ServerHello, see [`run_series`]).
+    pub fn census_transports(self) -> &'static [Transport] {
+        match self {
+            Client::Curl => &[Transport::Tcp, Transport::Tls],
+            Client::PythonHappyEyeballs | Client::PythonDefault => &[Transport::Tcp],
+            // Debian's SIPp is built without OpenSSL; sofia-sip's
+            // sip-options says "transport tls is not supported".
+            Client::SippUac | Client::SofiaOptions | Client::Sipsak | Client::KamailioProxy => {
+                &[Transport::Udp, Transport::Tcp]
+            }
+            Client::Linphone => &[Transport::Udp],
+            _ => &[Transport::Udp, Transport::Tcp, Transport::Tls],
+        }
+    }
+
+    /// Whether it can be run toward the domain with no transport given
+    /// (see [`run_transport_choice`]); the others are always given one
+    /// (SIPp, sipsak, Kamailio's `$du`) or are TCP-only references.
+    pub fn picks_transport(self) -> bool {
+        matches!(
+            self,
+            Client::Baresip | Client::SofiaOptions | Client::Pjsua | Client::Siprace(_)
+        )
     }
 
     /// Whether its dial ends when a TCP connection is up (no SIP).
@@ -209,6 +242,9 @@ impl Client {
             Client::KamailioProxy => {
                 sys::which("kamailio").is_some() && sys::which("sipp").is_some()
             }
+            Client::Linphone => {
+                sys::which("linphonec").is_some() && Path::new(python::PROGRAM).is_file()
+            }
             _ => sys::which(self.program()).is_some(),
         }
     }
@@ -220,6 +256,7 @@ impl Client {
             Client::Sipsak => "its own SRV lookup (c-ares), then gethostbyname: IPv4 only",
             Client::Baresip => "libre's RFC 3263 resolver for sip:DOMAIN;transport=T (SRV, then A/AAAA), one REGISTER",
             Client::Pjsua => "pjsip's resolver (nameserver = the lab DNS over IPv4) for the registrar sip:DOMAIN;transport=T: NAPTR/SRV, then A/AAAA; a transport of each family; one REGISTER",
+            Client::Linphone => "belle-sip's resolver for the proxy sip:DOMAIN;transport=udp (SRV, then A/AAAA), one REGISTER; linphonec driven through its stdin (`ports sip 5070`, `register`), as liblinphone 5.1 ignores the configuration file's SIP port",
             Client::SofiaOptions => "sofia-sip's resolver (sresolv) for sip:DOMAIN;transport=T: RFC 3263 with NAPTR/SRV, one OPTIONS",
             Client::KamailioProxy => "Kamailio's resolver for $du = sip:DOMAIN;transport=T (SRV, then A, AAAA only without A; DNS cache on with failover), restarted for every dial; SIPp sends the OPTIONS to it on loopback",
             Client::Curl => "curl http://HOST:5060/ to the most preferred SRV target host (no SRV in curl): getaddrinfo, its own Happy Eyeballs (200 ms)",
@@ -286,14 +323,61 @@ pub fn run_series(
     domain: &str,
     steps: usize,
     bound: Duration,
+    before: impl FnMut(usize) -> Result<(), String>,
+) -> Result<Vec<(DialRecord, Observed)>, String> {
+    if !client.census_transports().contains(&transport) {
+        return Err(format!("{client} is not run over {transport}"));
+    }
+    series(
+        lab,
+        client,
+        Over::Given(transport),
+        domain,
+        steps,
+        bound,
+        before,
+    )
+}
+
+/// One dial of `client` toward `domain` with no transport given, so a
+/// client that does NAPTR picks the transport itself (the census's NAPTR
+/// fall-over case). Only for clients that [`Client::picks_transport`]. A
+/// response over TCP is recorded as TCP, any other as UDP.
+pub fn run_transport_choice(
+    lab: &Lab,
+    client: Client,
+    domain: &str,
+    bound: Duration,
+) -> Result<(DialRecord, Observed), String> {
+    let mut dials = series(lab, client, Over::Choice, domain, 1, bound, |_| Ok(()))?;
+    dials.pop().ok_or_else(|| "no dial".to_string())
+}
+
+/// Whether a client is given its transport, or picks it itself.
+#[derive(Debug, Clone, Copy)]
+enum Over {
+    Given(Transport),
+    Choice,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn series(
+    lab: &Lab,
+    client: Client,
+    over: Over,
+    domain: &str,
+    steps: usize,
+    bound: Duration,
     mut before: impl FnMut(usize) -> Result<(), String>,
 ) -> Result<Vec<(DialRecord, Observed)>, String> {
     if let Some(why) = unavailable(client) {
         return Err(why);
     }
-    if !client.transports().contains(&transport) {
-        return Err(format!("{client} is not run over {transport}"));
-    }
+    // What a response not over TCP is recorded as.
+    let transport = match over {
+        Over::Given(t) => t,
+        Over::Choice => Transport::Udp,
+    };
     if bound.is_zero() {
         return Err("the time bound must be positive".into());
     }
@@ -301,8 +385,9 @@ pub fn run_series(
         return Ok(Vec::new());
     }
     let dir = TempDir::new(client.label().replace(':', "-").as_str())?;
-    let mut invocation = prepare(lab, client, transport, domain, bound, &dir.0)?;
-    invocation.connects = client.connects_only();
+    let mut invocation = prepare(lab, client, over, domain, bound, &dir.0)?;
+    // Over TLS the dial ends at the ServerHello, not the SYN-ACK.
+    invocation.connects = client.connects_only() && transport != Transport::Tls;
     // The capture may run at most this long (dumpcap's own bound).
     let capture_bound = (bound + SYNC + GAP) * steps as u32 + Duration::from_secs(60);
     let capture = Capture::start(lab, &dir.0, capture_bound)?;
@@ -356,30 +441,46 @@ impl Invocation {
     }
 }
 
-/// Writes the client's files into `dir` and builds its command line.
+/// Writes the client's files into `dir` and builds its command line, over
+/// `transport`, or with none given ([`Over::Choice`]: the client picks).
 fn prepare(
     lab: &Lab,
     client: Client,
-    transport: Transport,
+    over: Over,
     domain: &str,
     bound: Duration,
     dir: &Path,
 ) -> Result<Invocation, String> {
     // The client's own time limit, past the dial's bound (which kills it).
     let self_bound = (ceil_secs(bound) + 2).to_string();
+    let transport = match over {
+        Over::Given(t) => t,
+        Over::Choice => {
+            let t = None;
+            return match client {
+                Client::Baresip => baresip::invocation(t, domain, self_bound, dir),
+                Client::SofiaOptions => Ok(sofia::invocation(t, domain)),
+                Client::Pjsua => pjsua::invocation(lab, t, domain, self_bound, dir),
+                Client::Siprace(strategy) => {
+                    siprace_cli::invocation(lab, strategy, t, domain, bound)
+                }
+                c => Err(format!("{c} is always given its transport")),
+            };
+        }
+    };
+    let t = Some(transport);
     match client {
         Client::SippUac => sipp::invocation(lab, transport, domain, self_bound, dir),
         Client::Sipsak => Ok(sipsak::invocation(transport, domain)),
-        Client::Baresip => baresip::invocation(transport, domain, self_bound, dir),
-        Client::SofiaOptions => Ok(sofia::invocation(transport, domain)),
-        Client::Pjsua => pjsua::invocation(lab, transport, domain, self_bound, dir),
+        Client::Baresip => baresip::invocation(t, domain, self_bound, dir),
+        Client::SofiaOptions => Ok(sofia::invocation(t, domain)),
+        Client::Pjsua => pjsua::invocation(lab, t, domain, self_bound, dir),
+        Client::Linphone => linphone::invocation(transport, domain, self_bound, dir),
         Client::KamailioProxy => kamailio::invocation(lab, transport, domain, self_bound, dir),
-        Client::Curl => Ok(curl::invocation(lab, domain, self_bound)),
+        Client::Curl => Ok(curl::invocation(lab, transport, domain, self_bound)),
         Client::PythonHappyEyeballs => python::invocation(lab, domain, Some(0.25), dir),
         Client::PythonDefault => python::invocation(lab, domain, None, dir),
-        Client::Siprace(strategy) => {
-            siprace_cli::invocation(lab, strategy, transport, domain, bound)
-        }
+        Client::Siprace(strategy) => siprace_cli::invocation(lab, strategy, t, domain, bound),
     }
 }
 

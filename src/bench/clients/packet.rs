@@ -20,10 +20,13 @@ pub(super) struct Packet {
     pub(super) status: Option<u16>,
     /// TCP SYN and ACK both set: a server accepting a connection.
     pub(super) syn_ack: bool,
+    /// A TLS ServerHello (handshake type 2; tshark dissects the record
+    /// headers without keys): the server's first record of a handshake.
+    pub(super) tls_server_hello: bool,
 }
 
 /// The `-e` fields, in the order [`parse_line`] reads them.
-pub(super) const FIELDS: [&str; 16] = [
+pub(super) const FIELDS: [&str; 17] = [
     "frame.time_epoch",
     "ip.src",
     "ipv6.src",
@@ -40,6 +43,7 @@ pub(super) const FIELDS: [&str; 16] = [
     "sip.Method",
     "tcp.flags.syn",
     "tcp.flags.ack",
+    "tls.handshake.type",
 ];
 
 fn flag(s: &str) -> bool {
@@ -99,6 +103,9 @@ pub(super) fn parse_line(line: &str) -> Option<Packet> {
         dns,
         status,
         syn_ack: tcp && flag(get(14)) && flag(get(15)),
+        // The first handshake message of the segment (occurrence=f): a
+        // ServerHello leads the server's first flight.
+        tls_server_hello: tcp && get(16) == "2",
     })
 }
 

@@ -31,8 +31,10 @@ cfg.uaConfig.nameserver.append(dns)
 cfg.logConfig.level = 3
 cfg.logConfig.consoleLevel = 3
 ep.libInit(cfg)
-kinds = {"udp": (pj.PJSIP_TRANSPORT_UDP, pj.PJSIP_TRANSPORT_UDP6),
-         "tcp": (pj.PJSIP_TRANSPORT_TCP, pj.PJSIP_TRANSPORT_TCP6)}[transport]
+udp = (pj.PJSIP_TRANSPORT_UDP, pj.PJSIP_TRANSPORT_UDP6)
+tcp = (pj.PJSIP_TRANSPORT_TCP, pj.PJSIP_TRANSPORT_TCP6)
+tls = (pj.PJSIP_TRANSPORT_TLS, pj.PJSIP_TRANSPORT_TLS6)
+kinds = {"udp": udp, "tcp": tcp, "tls": tls, "any": udp + tcp}[transport]
 for kind in kinds:
     tc = pj.TransportConfig()
     tc.port = 0
@@ -41,7 +43,10 @@ ep.libStart()
 ep.audDevManager().setNullDev()
 acc_cfg = pj.AccountConfig()
 acc_cfg.idUri = "sip:bench@" + domain
-acc_cfg.regConfig.registrarUri = "sip:%s;transport=%s" % (domain, transport)
+if transport == "any":
+    acc_cfg.regConfig.registrarUri = "sip:" + domain
+else:
+    acc_cfg.regConfig.registrarUri = "sip:%s;transport=%s" % (domain, transport)
 acc_cfg.natConfig.sipOutboundUse = 0
 acc_cfg.natConfig.contactRewriteUse = 0
 acc_cfg.natConfig.viaRewriteUse = 0
@@ -56,12 +61,13 @@ while time.time() < end:
         break
 "#;
 
-/// The command line toward `domain` over `transport`, giving up after
+/// The command line toward `domain` over `transport` (none: a transport of
+/// each kind and the registrar without one, so pjsip picks by NAPTR), giving up after
 /// `self_bound` seconds; the script is written into `dir`. pjsip's resolver
 /// is given the lab DNS's IPv4 address (it did not reach it over IPv6).
 pub(super) fn invocation(
     lab: &Lab,
-    transport: Transport,
+    transport: Option<Transport>,
     domain: &str,
     self_bound: String,
     dir: &Path,
@@ -72,7 +78,7 @@ pub(super) fn invocation(
         vec![
             script.display().to_string(),
             domain.into(),
-            transport.as_str().into(),
+            transport.map(|t| t.as_str()).unwrap_or("any").into(),
             lab.addrs.dns_v4.to_string(),
             self_bound,
         ],

@@ -27,6 +27,7 @@ pub(super) fn invocation(
     let (host, port) = sipp_target(lab, domain, transport);
     let t = match transport {
         Transport::Tcp => "t1",
+        Transport::Tls => "l1",
         _ => "u1",
     };
     options_invocation(dir, t, None, self_bound, &format!("{host}:{port}"))

@@ -6,10 +6,12 @@
 use super::Invocation;
 use crate::endpoint::Transport;
 
-/// `sip-options`'s command line toward `domain` over `transport` (no files).
-pub(super) fn invocation(transport: Transport, domain: &str) -> Invocation {
-    Invocation::new(
-        "sip-options",
-        vec![format!("sip:{domain};transport={transport}")],
-    )
+/// `sip-options`'s command line toward `domain` over `transport` (no files);
+/// with none, sofia-sip picks the transport itself (NAPTR).
+pub(super) fn invocation(transport: Option<Transport>, domain: &str) -> Invocation {
+    let uri = match transport {
+        Some(t) => format!("sip:{domain};transport={t}"),
+        None => format!("sip:{domain}"),
+    };
+    Invocation::new("sip-options", vec![uri])
 }

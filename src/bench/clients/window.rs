@@ -22,6 +22,9 @@ pub(super) struct Window {
     /// A TCP SYN-ACK counts as the response (the non-SIP reference clients,
     /// whose dial ends when the connection is up).
     connects: bool,
+    /// A TLS ServerHello counts as the response (TLS dials: the SIP
+    /// response inside TLS cannot be seen without keys).
+    tls: bool,
 }
 
 impl Window {
@@ -34,7 +37,14 @@ impl Window {
             sip_ports: BTreeSet::new(),
             response: None,
             connects: false,
+            tls: false,
         }
+    }
+
+    /// Makes a TLS ServerHello count as the response (TLS dials).
+    pub(super) fn counting_server_hellos(mut self, on: bool) -> Window {
+        self.tls = on;
+        self
     }
 
     /// Makes a TCP SYN-ACK (the connection accepted) count as the response.
@@ -57,7 +67,9 @@ impl Window {
         if self.response.is_none()
             && !self.outgoing(&p)
             && self.client.contains(&p.dst)
-            && (p.status.is_some() || (self.connects && p.syn_ack))
+            && (p.status.is_some()
+                || (self.connects && p.syn_ack)
+                || (self.tls && p.tls_server_hello))
             && self.sip_ports.contains(&(p.tcp, p.dport))
         {
             self.response = Some(self.packets.len());
@@ -91,6 +103,18 @@ impl Window {
             }
         }
         v
+    }
+
+    /// Whether the client sent anything over TCP (a SYN at least, DNS
+    /// aside) up to `until`.
+    pub(super) fn sent_tcp(&self, until: Option<u64>) -> bool {
+        self.packets.iter().any(|p| {
+            self.outgoing(p)
+                && p.tcp
+                && p.dns.is_none()
+                && !p.rst
+                && until.is_none_or(|u| p.ts_ns <= u)
+        })
     }
 
     /// The DNS queries the client sent up to `until`, in order: (record
@@ -347,6 +371,58 @@ mod tests {
         assert_eq!(r.ts_ns, 1_002_000_000);
         let d = connect.timed_destinations(1_000_000_000, Some(r.ts_ns));
         assert_eq!(d, vec![("198.51.100.10".parse().unwrap(), 0.0)]);
+    }
+
+    /// A TLS-over-TCP packet line (IPv6): time, src, dst, ports, SYN and
+    /// ACK flags, and the first TLS handshake type of the segment ("" none).
+    fn tls_line(
+        ts: &str,
+        src: &str,
+        dst: &str,
+        ports: (&str, &str),
+        flags: (&str, &str),
+        hs: &str,
+    ) -> String {
+        line(&[
+            ts, "", src, "", dst, "", "", ports.0, ports.1, "0", "", "", "", "", flags.0, flags.1,
+            hs,
+        ])
+    }
+
+    #[test]
+    fn server_hello_ends_a_tls_dial_and_nothing_else_does() {
+        const C: &str = "2001:db8:c1::10";
+        const S: &str = "2001:db8:5e::10";
+        let c6: IpAddr = C.parse().unwrap();
+        let to = ("40000", "5061");
+        let back = ("5061", "40000");
+        let pkts = [
+            tls_line("1.000", C, S, to, ("1", "0"), ""),
+            tls_line("1.001", S, C, back, ("1", "1"), ""),
+            // the ClientHello (type 1) is the client's
+            tls_line("1.002", C, S, to, ("0", "1"), "1"),
+            // a ServerHello to a port the client never used: not this dial's
+            tls_line("1.003", S, C, ("5061", "40009"), ("0", "1"), "2"),
+            // the ServerHello
+            tls_line("1.004", S, C, back, ("0", "1"), "2"),
+            // later records (Finished, application data): too late
+            tls_line("1.005", S, C, back, ("0", "1"), "20"),
+        ];
+        let mut tls = Window::new(0, &[c6], 1).counting_server_hellos(true);
+        let mut tcp = Window::new(0, &[c6], 1);
+        for l in &pkts {
+            tls.add(parse_line(l).expect("parses"));
+            tcp.add(parse_line(l).expect("parses"));
+        }
+        let r = tls.response().expect("the ServerHello");
+        assert_eq!(r.ts_ns, 1_004_000_000);
+        assert!(r.tls_server_hello);
+        assert!(
+            tcp.response().is_none(),
+            "no SIP response, no connect counted"
+        );
+        assert!(tls.sent_tcp(Some(r.ts_ns)));
+        assert!(!tls.sent_tcp(Some(999_000_000)));
     }
 
     #[test]
