@@ -320,9 +320,10 @@ async fn keepalives_are_answered_over_tcp_and_udp() {
 /// re-establishes it over a new connection, and the registrar's binding
 /// for that reg-id follows (replaced, not added).
 ///
-/// Runs on the current-thread runtime: the request is sent as soon as the
-/// reset is acknowledged, which is before the RST leaves, so the UA
-/// cannot have re-registered in between.
+/// The "first that works" request is sent right after the reset: the
+/// registrar takes its snapshot of the flows before it awaits anything, and
+/// the reset flow's queue is gone from it by then, so it is skipped however
+/// fast the UA re-registers.
 #[tokio::test]
 async fn a_reset_tcp_flow_fails_over_and_is_reestablished() {
     a_reset_flow_fails_over_and_is_reestablished(Transport::Tcp).await;
@@ -358,7 +359,8 @@ async fn a_reset_flow_fails_over_and_is_reestablished(transport: Transport) {
     assert_eq!((delivery.status, delivery.reg_id), (200, other));
     assert_eq!(delivery.skipped.len(), 1, "{delivery:?}");
     assert_eq!(delivery.skipped[0].0, broken);
-    // The chosen flow alone fails now: its connection is gone.
+    // The chosen flow alone never goes down the reset connection: it fails,
+    // or (if the UA re-registered meanwhile) goes down the new one.
     let alone = bed
         .responder
         .send_to_aor(
@@ -368,7 +370,9 @@ async fn a_reset_flow_fails_over_and_is_reestablished(transport: Transport) {
             ANSWER,
         )
         .await;
-    assert!(alone.is_err(), "{alone:?}");
+    if let Ok(delivery) = &alone {
+        assert_ne!(delivery.flow.connection, old_connection, "{delivery:?}");
+    }
     // The UA: the MESSAGE arrives over the other flow, its broken flow
     // fails and recovers.
     let mut got_message = false;

@@ -34,10 +34,12 @@ pub struct ResponderArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_TCP_CONNECTIONS,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
     pub max_connections: usize,
-    /// Close TCP connections idle for this many seconds.
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_IDLE_TIMEOUT.as_secs(),
+    /// Close TCP connections idle for this many seconds (default 60; with
+    /// --registrar, 30 s more than the longest keep-alive interval of a
+    /// registered flow: --flow-timer, or RFC 5626's 120 s without one).
+    #[arg(long, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub idle_timeout: u64,
+    pub idle_timeout: Option<u64>,
     /// TLS certificate chain (PEM) for tls: listeners. Without it, a throwaway
     /// certificate for --domain is generated.
     #[arg(long, value_name = "FILE", requires = "key")]
@@ -140,7 +142,10 @@ impl ResponderArgs {
                 .collect(),
             max_tcp_connections: self.max_connections,
             max_message_size: MAX_MESSAGE_SIZE,
-            idle_timeout: Duration::from_secs(self.idle_timeout),
+            idle_timeout: self.idle_timeout.map_or_else(
+                || DEFAULT_IDLE_TIMEOUT.max(self.keepalive_bound() + Duration::from_secs(30)),
+                Duration::from_secs,
+            ),
             request_timeout: Duration::from_secs(self.request_timeout),
             write_timeout: Duration::from_secs(self.write_timeout),
             max_pending_output: DEFAULT_MAX_PENDING_OUTPUT,
@@ -170,9 +175,33 @@ impl ResponderArgs {
         }
     }
 
+    /// The longest a registered stream flow may go without a keep-alive:
+    /// the Flow-Timer sent, else RFC 5626 §4.4.1's 120 s at most (zero
+    /// when not a registrar).
+    fn keepalive_bound(&self) -> Duration {
+        match (self.registrar, self.flow_timer) {
+            (false, _) => Duration::ZERO,
+            (true, 0) => Duration::from_secs(120),
+            (true, secs) => Duration::from_secs(secs),
+        }
+    }
+
     /// [`config`](Self::config), plus a throwaway certificate for --domain
     /// when a TLS listener has none (its CA written to --write-ca).
+    /// Refuses an --idle-timeout that would close registered flows between
+    /// their keep-alives.
     pub fn config_with_tls(&self) -> Result<ResponderConfig, String> {
+        let bound = self.keepalive_bound();
+        if let Some(idle) = self
+            .idle_timeout
+            .filter(|&s| Duration::from_secs(s) <= bound)
+        {
+            return Err(format!(
+                "--idle-timeout {idle} would close registered flows between their keep-alives \
+                 (up to {} s apart): give more than that, or a shorter --flow-timer",
+                bound.as_secs()
+            ));
+        }
         let mut cfg = self.config();
         let serves_tls = cfg.listeners.iter().any(|l| l.transport == Transport::Tls);
         if serves_tls && cfg.tls.is_none() {
@@ -472,6 +501,19 @@ mod tests {
             Some("alice")
         );
         assert_eq!(registrar.flow_timer, None);
+        // No Flow-Timer: keep-alives may be 120 s apart; idle closes later.
+        assert_eq!(cli.args.config().idle_timeout, Duration::from_secs(150));
+        let low = Cli::try_parse_from([
+            "x",
+            "--listen",
+            "tcp:[::1]:0",
+            "--registrar",
+            "--idle-timeout",
+            "30",
+        ])
+        .unwrap();
+        let err = low.args.config_with_tls().unwrap_err();
+        assert!(err.contains("--idle-timeout 30"), "{err}");
         let cfg = Cli::try_parse_from(["x", "--listen", "tcp:[::1]:0", "--registrar"])
             .unwrap()
             .args

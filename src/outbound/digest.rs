@@ -231,14 +231,24 @@ impl Challenge {
             && auth.nonce == self.nonce
             && auth.algorithm == self.algorithm
             && auth.qop_auth == self.qop_auth
-            && auth.response.eq_ignore_ascii_case(&self.response(
-                creds,
-                method,
-                &auth.uri,
-                &auth.cnonce,
-                auth.nc,
-            ))
+            && same_hex_in_constant_time(
+                &auth.response,
+                &self.response(creds, method, &auth.uri, &auth.cnonce, auth.nc),
+            )
     }
+}
+
+/// Compares two hex digests without stopping at the first difference, so
+/// the time taken does not tell a client how much of its guess was right.
+fn same_hex_in_constant_time(given: &str, expected: &str) -> bool {
+    given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |diff, (a, b)| {
+                diff | (a.to_ascii_lowercase() ^ b.to_ascii_lowercase())
+            })
+            == 0
 }
 
 /// A client's `Authorization` / `Proxy-Authorization` value, as a server

@@ -114,6 +114,11 @@ pub const MAX_EXPIRES: Duration = Duration::from_secs(86_400);
 /// The most bindings stored (all AORs together): a peer registering
 /// contact after contact cannot grow memory without bound.
 pub const MAX_BINDINGS: usize = 10_000;
+/// Most bindings one address-of-record may hold (a phone, a few devices);
+/// more are refused, so no AOR's list (nor its 200's Contacts) grows big.
+pub const MAX_BINDINGS_PER_AOR: usize = 32;
+/// Most Contacts one REGISTER may carry (more are a 400).
+pub const MAX_CONTACTS_PER_REGISTER: usize = 32;
 
 /// Why a REGISTER changed nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -121,6 +126,9 @@ pub enum Refusal {
     /// The table holds as many bindings as it may.
     #[error("the registrar holds as many bindings as it may")]
     TableFull,
+    /// The address-of-record holds [`MAX_BINDINGS_PER_AOR`] already.
+    #[error("the address-of-record holds as many bindings as it may")]
+    AorFull,
     /// RFC 3261 §10.3 step 7: an older REGISTER of the same Call-ID than
     /// the one a binding has (a delayed or reordered request).
     #[error("a REGISTER older than the binding's (same Call-ID, lower CSeq)")]
@@ -177,6 +185,9 @@ impl Bindings {
         if self.len() + added > self.max_bindings.unwrap_or(MAX_BINDINGS) {
             return Err(Refusal::TableFull);
         }
+        if existing.map_or(0, Vec::len) + added > MAX_BINDINGS_PER_AOR {
+            return Err(Refusal::AorFull);
+        }
         let max = self.max_expires.unwrap_or(MAX_EXPIRES);
         for update in updates {
             let list = self.by_aor.entry(aor.to_string()).or_default();
@@ -192,7 +203,10 @@ impl Bindings {
                 flow: origin.flow,
                 call_id: origin.call_id.clone(),
                 cseq: origin.cseq,
-                expires_at: now + update.expires.min(max),
+                // A huge configured maximum must not overflow the clock.
+                expires_at: now
+                    .checked_add(update.expires.min(max))
+                    .unwrap_or(now + MAX_EXPIRES),
                 registered: self.registrations,
             });
         }
@@ -269,15 +283,15 @@ pub enum ContactError {
     BadContact,
     #[error("reg-id is not a number from 1 to 2^31-1")]
     BadRegId,
-    /// RFC 5626 §6 step 3: a `reg-id` needs a `+sip.instance`.
-    #[error("a Contact has a reg-id but no +sip.instance")]
-    RegIdWithoutInstance,
-    /// RFC 5626 §6 step 3: one flow per REGISTER.
-    #[error("more than one Contact with a reg-id")]
-    SeveralRegIds,
+    /// RFC 5626 §6: a REGISTER with a `reg-id` Contact registers one
+    /// flow, so no other Contact with a non-zero expiry may come with it.
+    #[error("a Contact with a reg-id among several Contacts with a non-zero expiry")]
+    RegIdAmongSeveral,
     /// RFC 3261 §10.3 step 6.
     #[error("Contact: * needs Expires: 0 and no other Contact")]
     BadWildcard,
+    #[error("more than {MAX_CONTACTS_PER_REGISTER} Contacts")]
+    TooManyContacts,
 }
 
 /// What a REGISTER asks of its AOR's bindings.
@@ -315,6 +329,9 @@ pub fn read_contacts<'a>(
             Err(ContactError::BadWildcard)
         };
     }
+    if entries.len() > MAX_CONTACTS_PER_REGISTER {
+        return Err(ContactError::TooManyContacts);
+    }
     let mut updates = Vec::new();
     for entry in entries {
         let uri = crate::sip::address_uri(entry).ok_or(ContactError::BadContact)?;
@@ -341,9 +358,10 @@ pub fn read_contacts<'a>(
             ),
         };
         let key = match (reg_id, instance) {
-            (Some(_), None) => return Err(ContactError::RegIdWithoutInstance),
             (Some(reg_id), Some(instance)) => BindingKey::Outbound { instance, reg_id },
-            (None, _) => BindingKey::Uri(uri.to_string()),
+            // RFC 5626 §6: a reg-id without an instance ID is ignored; the
+            // Contact is bound by RFC 3261's rules.
+            (_, _) => BindingKey::Uri(uri.to_string()),
         };
         let kept: String = params
             .iter()
@@ -363,12 +381,14 @@ pub fn read_contacts<'a>(
             expires,
         });
     }
-    let with_reg_id = updates
-        .iter()
-        .filter(|u| matches!(u.key, BindingKey::Outbound { .. }))
-        .count();
-    if with_reg_id > 1 {
-        return Err(ContactError::SeveralRegIds);
+    // Taking other contacts back (expires=0) alongside is allowed.
+    let binding: Vec<&ContactUpdate> = updates.iter().filter(|u| !u.expires.is_zero()).collect();
+    if binding.len() > 1
+        && binding
+            .iter()
+            .any(|u| matches!(u.key, BindingKey::Outbound { .. }))
+    {
+        return Err(ContactError::RegIdAmongSeveral);
     }
     Ok(RegisterChange::Contacts(updates))
 }
@@ -466,12 +486,23 @@ mod tests {
         let both = format!("{}, {}", contact(1, 1, 60), contact(2, 2, 60));
         assert_eq!(
             read_contacts([both.as_str()], None, true),
-            Err(ContactError::SeveralRegIds)
+            Err(ContactError::RegIdAmongSeveral)
         );
+        let with_plain = format!("{}, <sip:a@192.0.2.9>", contact(1, 1, 60));
         assert_eq!(
-            read_contacts(["<sip:a@192.0.2.1;ob>;reg-id=1"], None, true),
-            Err(ContactError::RegIdWithoutInstance)
+            read_contacts([with_plain.as_str()], None, true),
+            Err(ContactError::RegIdAmongSeveral)
         );
+        // Taking another flow back in the same REGISTER is fine.
+        let one_back = format!("{}, {}", contact(1, 1, 60), contact(2, 2, 0));
+        assert!(read_contacts([one_back.as_str()], None, true).is_ok());
+        // A reg-id without an instance ID is ignored: a plain binding.
+        let RegisterChange::Contacts(u) =
+            read_contacts(["<sip:a@192.0.2.1;ob>;reg-id=1"], None, true).unwrap()
+        else {
+            panic!()
+        };
+        assert!(matches!(u[0].key, BindingKey::Uri(_)), "{u:?}");
         assert_eq!(
             read_contacts(
                 [format!("<sip:a@x>;reg-id=0;+sip.instance=\"{INSTANCE}\"").as_str()],
@@ -631,7 +662,9 @@ mod tests {
             else {
                 panic!()
             };
-            b.register(AOR, &u, flow(1, 1), t0).unwrap();
+            // Spread over AORs: one AOR holds at most MAX_BINDINGS_PER_AOR.
+            b.register(&format!("sip:u{i}@example.test"), &u, flow(1, 1), t0)
+                .unwrap();
         }
         assert_eq!(b.len(), LIMIT);
         // A new binding is refused, a refresh of an existing one is not.
@@ -646,11 +679,47 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(b.register(AOR, &again, flow(1, 1), t0), Ok(()));
+        assert_eq!(
+            b.register("sip:u0@example.test", &again, flow(1, 1), t0),
+            Ok(())
+        );
         // Once they expire there is room again.
         let later = t0 + DEFAULT_EXPIRES;
         assert_eq!(b.register(AOR, &refused, flow(1, 1), later), Ok(()));
         assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn one_aor_and_one_register_are_bounded_too() {
+        let t0 = Instant::now();
+        let mut b = Bindings::new(MAX_EXPIRES);
+        let one = |i: usize| {
+            let RegisterChange::Contacts(u) =
+                read_contacts([format!("<sip:d{i}@192.0.2.1>").as_str()], None, true).unwrap()
+            else {
+                panic!()
+            };
+            u
+        };
+        for i in 0..MAX_BINDINGS_PER_AOR {
+            b.register(AOR, &one(i), flow(1, 1), t0).unwrap();
+        }
+        assert_eq!(
+            b.register(AOR, &one(MAX_BINDINGS_PER_AOR), flow(1, 1), t0),
+            Err(Refusal::AorFull)
+        );
+        // Another AOR still registers.
+        assert_eq!(
+            b.register("sip:bob@example.test", &one(0), flow(1, 1), t0),
+            Ok(())
+        );
+        let many: Vec<String> = (0..=MAX_CONTACTS_PER_REGISTER)
+            .map(|i| format!("<sip:m{i}@192.0.2.1>"))
+            .collect();
+        assert_eq!(
+            read_contacts(many.iter().map(String::as_str), None, true),
+            Err(ContactError::TooManyContacts)
+        );
     }
 
     #[test]

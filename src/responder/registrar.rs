@@ -55,6 +55,14 @@ impl Default for RegistrarConfig {
     }
 }
 
+/// What a REGISTER's credentials prove.
+enum Authorized {
+    Yes,
+    /// Right, but for a nonce no longer live: challenge again, `stale=true`.
+    Stale,
+    No,
+}
+
 /// Which flow of an AOR a request goes down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlowChoice {
@@ -121,8 +129,11 @@ pub(super) enum FlowCommand {
 /// Most commands queued for one connection.
 const COMMAND_QUEUE: usize = 16;
 /// Most nonces remembered (older ones are no longer accepted: the UA gets
-/// a fresh challenge and answers again).
-const MAX_NONCES: usize = 64;
+/// a fresh challenge, with `stale=true` if its answer was right).
+const MAX_NONCES: usize = 1024;
+/// How long a nonce may be answered. Each is accepted once: a captured
+/// answer cannot be replayed to bind other contacts.
+const NONCE_LIFETIME: Duration = Duration::from_secs(60);
 /// Most requests of ours awaiting an answer at once.
 const MAX_PENDING: usize = 1024;
 /// RFC 3261 T1: the first UDP retransmission interval (doubling after).
@@ -134,7 +145,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct Registrar {
     cfg: RegistrarConfig,
     bindings: Mutex<Bindings>,
-    nonces: Mutex<VecDeque<String>>,
+    /// The nonces issued and not yet used, with when.
+    nonces: Mutex<VecDeque<(String, Instant)>>,
     /// The command queue of each live stream connection, by connection id.
     streams: Mutex<HashMap<u64, mpsc::Sender<FlowCommand>>>,
     /// The UDP listeners' sockets, by local address.
@@ -229,8 +241,10 @@ impl Registrar {
                 .build();
         };
         if let Some(creds) = &self.cfg.auth {
-            if !self.authorized(req, creds) {
-                return self.challenge(req, src);
+            match self.authorize(req, creds, now) {
+                Authorized::Yes => {}
+                Authorized::Stale => return self.challenge(req, src, now, true),
+                Authorized::No => return self.challenge(req, src, now, false),
             }
         }
         let supports_outbound = self.cfg.outbound
@@ -276,7 +290,7 @@ impl Registrar {
                         // 503 for a full table (try later), 500 for an
                         // out-of-order request (RFC 3261 §10.3 step 7).
                         let status = match refusal {
-                            Refusal::TableFull => 503,
+                            Refusal::TableFull | Refusal::AorFull => 503,
                             Refusal::OutOfOrder => 500,
                         };
                         return req
@@ -309,37 +323,57 @@ impl Registrar {
         resp.build()
     }
 
-    /// Does one of the request's `Authorization` values answer a nonce we
-    /// issued, for the configured user, over the Request-URI?
-    fn authorized(&self, req: &Request, creds: &Credentials) -> bool {
-        let nonces = lock(&self.nonces);
-        req.headers
+    /// Does one of the request's `Authorization` values prove the
+    /// configured user over the Request-URI, answering a live nonce of ours
+    /// (which is then used up)? `Stale`: it would, but its nonce is unknown,
+    /// expired or used.
+    fn authorize(&self, req: &Request, creds: &Credentials, now: Instant) -> Authorized {
+        let mut nonces = lock(&self.nonces);
+        nonces.retain(|(_, issued)| now.saturating_duration_since(*issued) < NONCE_LIFETIME);
+        let mut verdict = Authorized::No;
+        for auth in req
+            .headers
             .get_all("authorization")
             .filter_map(|v| Authorization::parse(v).ok())
-            .any(|auth| {
-                let issued = Challenge {
-                    realm: self.cfg.realm.clone(),
-                    nonce: auth.nonce.clone(),
-                    opaque: None,
-                    algorithm: auth.algorithm,
-                    qop_auth: true,
-                    stale: false,
-                };
-                nonces.contains(&auth.nonce)
-                    && auth.uri == req.uri
-                    && issued.verify(creds, &req.method, &auth)
-            })
+        {
+            let issued = Challenge {
+                realm: self.cfg.realm.clone(),
+                nonce: auth.nonce.clone(),
+                opaque: None,
+                algorithm: auth.algorithm,
+                qop_auth: true,
+                stale: false,
+            };
+            if auth.uri != req.uri || !issued.verify(creds, &req.method, &auth) {
+                continue;
+            }
+            match nonces.iter().position(|(n, _)| *n == auth.nonce) {
+                Some(i) => {
+                    nonces.remove(i);
+                    return Authorized::Yes;
+                }
+                None => verdict = Authorized::Stale,
+            }
+        }
+        verdict
     }
 
-    /// A 401 with a fresh nonce, offered with SHA-256 then MD5 (RFC 8760 §2.4).
-    fn challenge(&self, req: &Request, src: Option<SocketAddr>) -> Vec<u8> {
+    /// A 401 with a fresh nonce, offered with SHA-256 then MD5 (RFC 8760
+    /// §2.4); `stale`: the answer was right but its nonce is no longer.
+    fn challenge(
+        &self,
+        req: &Request,
+        src: Option<SocketAddr>,
+        now: Instant,
+        stale: bool,
+    ) -> Vec<u8> {
         let nonce = sip::random_token(24);
         {
             let mut nonces = lock(&self.nonces);
-            if nonces.len() == MAX_NONCES {
+            if nonces.len() >= MAX_NONCES {
                 nonces.pop_front();
             }
-            nonces.push_back(nonce.clone());
+            nonces.push_back((nonce.clone(), now));
         }
         let mut resp = req.response(401).received(src);
         for algorithm in [Algorithm::Sha256, Algorithm::Md5] {
@@ -349,7 +383,7 @@ impl Registrar {
                 opaque: None,
                 algorithm,
                 qop_auth: true,
-                stale: false,
+                stale,
             };
             resp = resp.header("WWW-Authenticate", challenge.to_header());
         }
@@ -447,10 +481,18 @@ impl Registrar {
                 let queue = lock(&self.streams).get(&connection).cloned();
                 let queue = queue.ok_or("the flow's connection is gone")?;
                 let (written_tx, written) = oneshot::channel();
-                queue
-                    .send(FlowCommand::Send(bytes, written_tx))
-                    .await
-                    .map_err(|_| "the flow's connection is gone")?;
+                // A full queue (a connection stuck writing) waits no longer
+                // than the request may.
+                match tokio::time::timeout_at(
+                    deadline,
+                    queue.send(FlowCommand::Send(bytes, written_tx)),
+                )
+                .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err("the flow's connection is gone".into()),
+                    Err(_) => return Err("the flow's connection is busy".into()),
+                }
                 match tokio::time::timeout_at(deadline, written).await {
                     Ok(Ok(true)) => {}
                     Ok(_) => return Err("writing to the flow's connection failed".into()),
@@ -503,11 +545,13 @@ impl Registrar {
         // Taken out at once: from now on the flow counts as failed.
         let queue = lock(&self.streams).remove(&connection).ok_or_else(gone)?;
         let (done_tx, done) = oneshot::channel();
-        queue
-            .send(FlowCommand::Reset(done_tx))
-            .await
-            .map_err(|_| gone())?;
-        match tokio::time::timeout(COMMAND_TIMEOUT, done).await {
+        // One bound for queueing the reset and its being done.
+        let deadline = tokio::time::Instant::now() + COMMAND_TIMEOUT;
+        match tokio::time::timeout_at(deadline, queue.send(FlowCommand::Reset(done_tx))).await {
+            Ok(Ok(())) => {}
+            _ => return Err(gone()),
+        }
+        match tokio::time::timeout_at(deadline, done).await {
             Ok(Ok(())) => Ok(flow),
             _ => Err(gone()),
         }
@@ -675,6 +719,26 @@ mod tests {
             parse(&r.on_register(&register(1, supported, Some(&good)), flow(), Instant::now()));
         assert_eq!(ok.status, 200);
         assert_eq!(r.bindings_of("sip:alice@example.test").len(), 1);
+        // The same answer again (a replay, to bind another flow): its nonce
+        // is used up; the answer was right, so the challenge says stale.
+        let replayed =
+            parse(&r.on_register(&register(2, supported, Some(&good)), flow(), Instant::now()));
+        assert_eq!(replayed.status, 401);
+        let stale = Challenge::choose(replayed.headers.get_all("www-authenticate")).unwrap();
+        assert!(stale.stale);
+        assert_eq!(r.bindings_of("sip:alice@example.test").len(), 1);
+        // A nonce past its lifetime is refused the same way.
+        let fresh = parse(&r.on_register(&register(2, supported, None), flow(), Instant::now()));
+        let fresh = Challenge::choose(fresh.headers.get_all("www-authenticate")).unwrap();
+        let late = fresh.answer(&creds, "REGISTER", "sip:example.test", "c", 1);
+        let later = Instant::now() + NONCE_LIFETIME + Duration::from_secs(1);
+        let refused = parse(&r.on_register(&register(2, supported, Some(&late)), flow(), later));
+        assert_eq!(refused.status, 401);
+        // A wrong password is no stale nonce.
+        let wrong_again =
+            parse(&r.on_register(&register(2, supported, Some(&bad)), flow(), Instant::now()));
+        let plain = Challenge::choose(wrong_again.headers.get_all("www-authenticate")).unwrap();
+        assert!(!plain.stale);
         // A nonce the registrar never issued is refused.
         let forged = Challenge {
             nonce: "forged".into(),
@@ -687,6 +751,7 @@ mod tests {
             Instant::now(),
         ));
         assert_eq!(refused.status, 401);
+        assert_eq!(r.bindings_of("sip:alice@example.test").len(), 1);
     }
 
     #[test]
@@ -723,7 +788,7 @@ mod tests {
     }
 
     #[test]
-    fn a_reg_id_without_instance_is_a_400() {
+    fn a_reg_id_without_instance_is_a_plain_binding() {
         let r = Registrar::new(RegistrarConfig::default());
         let raw = "REGISTER sip:example.test SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKx\r\n\
              From: <sip:alice@example.test>;tag=f\r\nTo: <sip:alice@example.test>\r\nCall-ID: r@x\r\n\
@@ -731,8 +796,20 @@ mod tests {
              Supported: outbound\r\nContent-Length: 0\r\n\r\n";
         let req = sip::parse_request(raw.as_bytes()).unwrap();
         let resp = parse(&r.on_register(&req, flow(), Instant::now()));
-        assert_eq!(resp.status, 400);
-        assert!(resp.reason.contains("+sip.instance"), "{}", resp.reason);
+        assert_eq!(resp.status, 200);
+        // Not an Outbound registration: no `Require: outbound`.
+        assert!(
+            !resp
+                .headers
+                .get_all("Require")
+                .any(|v| v.contains("outbound")),
+            "{resp:?}"
+        );
+        let bound = r.bindings_of("sip:alice@example.test");
+        assert!(
+            matches!(bound[0].key, super::super::bindings::BindingKey::Uri(_)),
+            "{bound:?}"
+        );
     }
 
     #[test]

@@ -68,7 +68,9 @@ pub(crate) fn answer(
         reply: match registrar {
             _ if silent => None,
             Some((registrar, flow)) if req.method == "REGISTER" => {
-                Some(registrar.on_register(&req, flow, std::time::Instant::now()))
+                Some(refusal(&req, Some(peer)).unwrap_or_else(|| {
+                    registrar.on_register(&req, flow, std::time::Instant::now())
+                }))
             }
             _ => respond(&req, peer),
         },
@@ -105,6 +107,36 @@ pub fn respond(req: &Request, peer: SocketAddr) -> Option<Vec<u8>> {
     if method == "ACK" {
         return None;
     }
+    if let Some(refused) = refusal(req, src) {
+        return Some(refused);
+    }
+    let resp = match method {
+        "OPTIONS" => return Some(req.options_ok(src)),
+        "REGISTER" => {
+            if !address_uri(&req.to).is_some_and(is_sip_uri) {
+                req.response(400)
+                    .reason("Bad Request (To is not a SIP address-of-record)")
+                    .received(src)
+            } else {
+                let mut b = req.response(200).received(src);
+                for contact in req.headers.get_all("contact") {
+                    b = b.header("Contact", contact);
+                }
+                b
+            }
+        }
+        "INVITE" => req.response(486).received(src),
+        _ => req.response(481).received(src), // BYE, CANCEL: no dialog, no transaction
+    };
+    Some(resp.build())
+}
+
+/// RFC 3261 §8.2's checks every request passes before its method is served
+/// (the registrar's REGISTERs too, §10.3 step 2): a method we know (405 or
+/// 501), a SIP Request-URI (416), nothing required that we lack (420), a
+/// body we can read (415). The refusal to send, if any. Not for ACK.
+fn refusal(req: &Request, src: Option<SocketAddr>) -> Option<Vec<u8>> {
+    let method = req.method.as_str();
     if !matches!(method, "OPTIONS" | "REGISTER" | "INVITE" | "BYE" | "CANCEL") {
         let status = if EXTENSION_METHODS.contains(&method) {
             405
@@ -121,7 +153,7 @@ pub fn respond(req: &Request, peer: SocketAddr) -> Option<Vec<u8>> {
     if !is_sip_uri(&req.uri) {
         return Some(req.response(416).received(src).build());
     }
-    // ACK and CANCEL never carry Require (RFC 3261 §8.2.2.3); ACK left above.
+    // ACK and CANCEL never carry Require (RFC 3261 §8.2.2.3).
     let required: Vec<&str> = req
         .headers
         .get_all("require")
@@ -150,25 +182,7 @@ pub fn respond(req: &Request, peer: SocketAddr) -> Option<Vec<u8>> {
                 .build(),
         );
     }
-    let resp = match method {
-        "OPTIONS" => return Some(req.options_ok(src)),
-        "REGISTER" => {
-            if !address_uri(&req.to).is_some_and(is_sip_uri) {
-                req.response(400)
-                    .reason("Bad Request (To is not a SIP address-of-record)")
-                    .received(src)
-            } else {
-                let mut b = req.response(200).received(src);
-                for contact in req.headers.get_all("contact") {
-                    b = b.header("Contact", contact);
-                }
-                b
-            }
-        }
-        "INVITE" => req.response(486).received(src),
-        _ => req.response(481).received(src), // BYE, CANCEL: no dialog, no transaction
-    };
-    Some(resp.build())
+    None
 }
 
 #[cfg(test)]
@@ -182,6 +196,35 @@ mod tests {
              Contact: <sip:a@127.0.0.1:5999>\r\nContent-Length: 0\r\n\r\n"
         );
         parse_request(raw.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn the_registrar_refuses_what_any_request_is_refused_for() {
+        use super::super::registrar::{Registrar, RegistrarConfig};
+        let registrar = Registrar::new(RegistrarConfig::default());
+        let flow = FlowRef {
+            transport: crate::endpoint::Transport::Udp,
+            local: "127.0.0.1:5060".parse().unwrap(),
+            peer: "127.0.0.1:5999".parse().unwrap(),
+            connection: None,
+        };
+        let peer = flow.peer;
+        let register = |extra: &str| {
+            format!(
+                "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKr\r\n\
+                 From: <sip:a@x>;tag=f\r\nTo: <sip:a@x>\r\nCall-ID: r@x\r\nCSeq: 1 REGISTER\r\n\
+                 Contact: <sip:a@127.0.0.1:5999>\r\n{extra}Content-Length: 0\r\n\r\n"
+            )
+        };
+        let status = |raw: String| {
+            let a = answer(raw.as_bytes(), peer, false, 65535, Some((&registrar, flow)));
+            crate::sip::parse_response(&a.reply.expect("an answer"))
+                .unwrap()
+                .status
+        };
+        assert_eq!(status(register("Require: foo\r\n")), 420);
+        assert_eq!(status(register("")), 200);
+        assert_eq!(registrar.bindings_of("sip:a@x").len(), 1);
     }
 
     #[test]
