@@ -59,7 +59,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::bench::outbound::OutboundSpec;
+use crate::bench::outbound::spec::OutboundSpec;
 use crate::bench::sweep::SweepSpec;
 use crate::endpoint::{Family, Transport};
 use crate::lab::impair::{Direction, Fault};
@@ -226,6 +226,41 @@ fn yes() -> bool {
 const SERVERS: usize = 3;
 
 impl Scenario {
+    /// How the rest of an `[outbound]` scenario must look: no dial
+    /// features, UDP or TCP (what the lab registrar serves), and one break
+    /// (blackhole or reject of one family, client → server, at server 0
+    /// where the registrar runs).
+    fn check_outbound_fit(&self) -> Result<(), String> {
+        if self.timeline.is_some() || self.sweep.is_some() || self.reuse {
+            return Err("an [outbound] scenario has no timeline, sweep or reuse".into());
+        }
+        if let Some(t) = self
+            .transports
+            .iter()
+            .find(|t| !matches!(t, Transport::Udp | Transport::Tcp))
+        {
+            return Err(format!(
+                "outbound: transport {t} (the lab registrar has UDP and TCP)"
+            ));
+        }
+        let Some(first) = self.impair.first() else {
+            return Err("an [outbound] scenario needs an [[impair]]: the break".into());
+        };
+        if self.impair.iter().any(|i| {
+            i.family != first.family
+                || !matches!(i.fault, FaultKind::Blackhole | FaultKind::Reject)
+                || i.server.is_some_and(|s| s != 0)
+                || i.direction != Direction::default()
+        }) {
+            return Err(
+                "outbound: the break is blackhole or reject of one family, client → server, \
+                 at server 0 (the registrar's)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     /// Parses and checks one scenario file's text.
     pub fn parse(text: &str, origin: &str) -> Result<Scenario, String> {
         let s: Scenario = toml::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
@@ -285,7 +320,8 @@ impl Scenario {
         }
         crate::lab::dns::parse_faults(&self.dns.faults).map_err(|e| format!("dns.faults: {e}"))?;
         if let Some(outbound) = &self.outbound {
-            outbound.check(self)?;
+            outbound.check_values()?;
+            self.check_outbound_fit()?;
         }
         for imp in &self.impair {
             imp.fault()?;

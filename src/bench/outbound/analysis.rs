@@ -9,7 +9,8 @@
 //! - a request is **delivered** if the sender got a 2xx for it, **late** if
 //!   that 2xx came more than `late_after_ms` after it was sent (e.g. after
 //!   Kamailio's fr_timer failover to the next flow), **lost** otherwise (an
-//!   error response, or no final response within the sender's bound);
+//!   error response, or no final response within the sender's bound, also
+//!   for a request answered later than that during the run);
 //! - **lost-inbound time**: for each run of consecutive lost requests (in
 //!   sending order), the time from the first one's sending to the sending
 //!   of the next delivered request (or, for a run that lasts until the end,
@@ -27,8 +28,10 @@ next flow); lost = an error response or no final response within the sender's bo
 Lost-inbound ms = for each run of consecutive lost requests, the time from the sending of \
 its first request to the sending of the next delivered one (or one interval after its last \
 one, at the end), summed; late ms likewise for runs of late requests. Notice = the UA's \
-first `failed` event after the break; re-registered = the failed flow's next \
-`recovered` event; both in ms after the break.";
+first `failed` event (of any flow) after the break; re-registered = that flow's next \
+`recovered` (or `registered`) event, for baresip any flow's; both in ms after the break. \
+The break is one-way, client → registrar: the registrar's requests still reach the UA \
+(`lost, seen by the UA`), their answers do not.";
 
 /// The final response a request got.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

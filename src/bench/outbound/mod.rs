@@ -25,6 +25,9 @@
 
 pub mod analysis;
 pub mod report;
+pub mod spec;
+
+pub use spec::{OutboundSpec, UaKind};
 
 use std::net::SocketAddr;
 use std::process::{Child, Stdio};
@@ -32,7 +35,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::bench::runner::{run_in, NsService};
@@ -54,7 +57,7 @@ pub const LATE_AFTER: Duration = Duration::from_millis(1000);
 /// Kamailio's failover over two flows (fr_timer 3 s each).
 const ANSWER_BOUND: Duration = Duration::from_secs(8);
 /// After the last affected UA re-registered, the senders go on this long.
-pub const SETTLE: Duration = Duration::from_secs(3);
+pub const SETTLE: Duration = Duration::from_secs(spec::SETTLE_S);
 /// The most a UA may take to register all its flows.
 const REGISTER_BOUND: Duration = Duration::from_secs(20);
 /// Requests each UA must have answered 2xx before the break.
@@ -62,134 +65,6 @@ const INBOUND_BEFORE_BREAK: usize = 3;
 const INBOUND_BOUND: Duration = Duration::from_secs(10);
 /// How often the orchestration looks at the UAs' events.
 const LOOK_EVERY: Duration = Duration::from_millis(50);
-
-/// A user agent of the family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum UaKind {
-    /// `siprace register --flows 2`: one flow per family.
-    #[serde(rename = "siprace-flows-2")]
-    SipraceFlows2,
-    /// `siprace register --flows 1`: the baseline.
-    #[serde(rename = "siprace-flows-1")]
-    SipraceFlows1,
-    /// baresip with `sipnat=outbound`.
-    Baresip,
-}
-
-impl UaKind {
-    pub fn label(self) -> &'static str {
-        match self {
-            UaKind::SipraceFlows2 => "siprace --flows 2",
-            UaKind::SipraceFlows1 => "siprace --flows 1",
-            UaKind::Baresip => "baresip (outbound)",
-        }
-    }
-
-    /// The user part of its AOR.
-    fn user(self) -> &'static str {
-        match self {
-            UaKind::SipraceFlows2 => "flows2",
-            UaKind::SipraceFlows1 => "flows1",
-            UaKind::Baresip => "baresip",
-        }
-    }
-
-    fn flows(self) -> usize {
-        match self {
-            UaKind::SipraceFlows2 => 2,
-            _ => 1,
-        }
-    }
-}
-
-/// The `[outbound]` section of a scenario.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct OutboundSpec {
-    #[serde(default = "default_uas")]
-    pub uas: Vec<UaKind>,
-    /// The UAs of a `--quick` run (default: the siprace ones of `uas`).
-    pub quick_uas: Option<Vec<UaKind>>,
-    #[serde(default = "default_flow_timer")]
-    pub flow_timer_s: u64,
-    #[serde(default = "default_observe")]
-    pub observe_s: u64,
-    #[serde(default = "default_interval")]
-    pub interval_ms: u64,
-}
-
-fn default_uas() -> Vec<UaKind> {
-    vec![UaKind::SipraceFlows2, UaKind::SipraceFlows1]
-}
-fn default_flow_timer() -> u64 {
-    5
-}
-fn default_observe() -> u64 {
-    30
-}
-fn default_interval() -> u64 {
-    200
-}
-
-impl OutboundSpec {
-    /// Checks the section and how the rest of its scenario fits it.
-    pub fn check(&self, scenario: &Scenario) -> Result<(), String> {
-        let uas_ok = |uas: &[UaKind]| {
-            !uas.is_empty() && uas.iter().enumerate().all(|(i, u)| !uas[..i].contains(u))
-        };
-        if !uas_ok(&self.uas) || self.quick_uas.as_deref().is_some_and(|q| !uas_ok(q)) {
-            return Err("outbound.uas (and quick_uas) must be non-empty, without repeats".into());
-        }
-        if !(1..=120).contains(&self.flow_timer_s)
-            || !(5..=120).contains(&self.observe_s)
-            || !(50..=5000).contains(&self.interval_ms)
-        {
-            return Err(
-                "outbound: flow_timer_s must be 1-120, observe_s 5-120, interval_ms 50-5000".into(),
-            );
-        }
-        if scenario.timeline.is_some() || scenario.sweep.is_some() || scenario.reuse {
-            return Err("an [outbound] scenario has no timeline, sweep or reuse".into());
-        }
-        if let Some(t) = scenario
-            .transports
-            .iter()
-            .find(|t| !matches!(t, Transport::Udp | Transport::Tcp))
-        {
-            return Err(format!(
-                "outbound: transport {t} (the lab registrar has UDP and TCP)"
-            ));
-        }
-        let Some(first) = scenario.impair.first() else {
-            return Err("an [outbound] scenario needs an [[impair]]: the break".into());
-        };
-        if scenario.impair.iter().any(|i| {
-            i.family != first.family
-                || !matches!(
-                    i.fault,
-                    crate::bench::scenario::FaultKind::Blackhole
-                        | crate::bench::scenario::FaultKind::Reject
-                )
-        }) {
-            return Err("outbound: the break is blackhole or reject, of one family".into());
-        }
-        Ok(())
-    }
-
-    fn uas(&self, quick: bool) -> Vec<UaKind> {
-        match (quick, &self.quick_uas) {
-            (true, Some(q)) => q.clone(),
-            (true, None) => self
-                .uas
-                .iter()
-                .copied()
-                .filter(|u| *u != UaKind::Baresip)
-                .collect(),
-            (false, _) => self.uas.clone(),
-        }
-    }
-}
 
 /// One UA's part of a case.
 #[derive(Debug, Clone, Serialize)]
@@ -283,10 +158,13 @@ pub async fn run_scenario(
 struct Ua {
     kind: UaKind,
     child: Child,
-    lines: mpsc::Receiver<(Instant, String)>,
+    lines: mpsc::Receiver<(Instant, Stream, String)>,
     events: Vec<UaEvent>,
-    /// Lines that were not events (reported once).
+    /// Lines on stdout that were not events (reported once).
     garbled: usize,
+    /// siprace's last diagnostic line (stderr), for the error of a UA
+    /// that failed; not an event, not garbled.
+    last_diagnostic: Option<String>,
 }
 
 impl Ua {
@@ -305,26 +183,31 @@ impl Ua {
         // Both streams, line by line (baresip prints its errors on stderr).
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let stderr = child.stderr.take().ok_or("no stderr")?;
-        forward_lines(stdout, tx.clone());
-        forward_lines(stderr, tx);
+        forward_lines(stdout, Stream::Stdout, tx.clone());
+        forward_lines(stderr, Stream::Stderr, tx);
         Ok(Ua {
             kind,
             child,
             lines,
             events: Vec::new(),
             garbled: 0,
+            last_diagnostic: None,
         })
     }
 
     /// Takes in the events that arrived, timed since `t0`.
     fn read(&mut self, t0: Instant) {
-        while let Ok((at, line)) = self.lines.try_recv() {
+        while let Ok((at, stream, line)) = self.lines.try_recv() {
             let at = at.saturating_duration_since(t0);
-            match self.kind {
-                // baresip prints much else besides: only its lines about
-                // registrations are events.
-                UaKind::Baresip => self.events.extend(parse_baresip_line(&line, at)),
-                _ => match parse_event(&line, at) {
+            match (self.kind, stream) {
+                // baresip prints much else besides, on both streams: only
+                // its lines about registrations are events.
+                (UaKind::Baresip, _) => self.events.extend(parse_baresip_line(&line, at)),
+                // siprace's events are on stdout, its diagnostics on stderr.
+                (_, Stream::Stderr) => {
+                    self.last_diagnostic = Some(crate::report::terminal_safe(&line).into_owned())
+                }
+                (_, Stream::Stdout) => match parse_event(&line, at) {
                     Some(e) => self.events.push(e),
                     None => self.garbled += 1,
                 },
@@ -345,15 +228,26 @@ impl Drop for Ua {
 }
 
 /// Sends each line `from` gives to `to`, with the time it arrived.
-fn forward_lines(from: impl std::io::Read + Send + 'static, to: mpsc::Sender<(Instant, String)>) {
+fn forward_lines(
+    from: impl std::io::Read + Send + 'static,
+    stream: Stream,
+    to: mpsc::Sender<(Instant, Stream, String)>,
+) {
     std::thread::spawn(move || {
         use std::io::BufRead;
         for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
-            if to.send((Instant::now(), line)).is_err() {
+            if to.send((Instant::now(), stream, line)).is_err() {
                 break;
             }
         }
     });
+}
+
+/// Which output stream of a UA a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Stdout,
+    Stderr,
 }
 
 /// `siprace register` for the AOR of `kind`, through the lab registrar.
@@ -369,6 +263,8 @@ fn siprace_command(
     let aor = format!("sip:{}@{DOMAIN}", kind.user());
     let dns = format!("{}:53", lab.addrs.dns_v4);
     let mut cmd = lab.command(Role::Client, &bin);
+    // Its log level is its own, whatever the bench was run with.
+    cmd.env_remove("RUST_LOG");
     cmd.args(["register", &aor, "--registrar", &registrar, "--dns", &dns])
         .args(["--user", USER, "--password", PASSWORD, "--json"])
         .args(["--flows", &kind.flows().to_string()])
@@ -583,8 +479,7 @@ async fn run_case(
         }
     }
 
-    // The break.
-    let break_at = Instant::now();
+    // The break: it counts from when the rules are in place.
     let applied = (|| {
         for imp in &scenario.impair {
             let server = imp.server_addr(&lab.addrs);
@@ -593,6 +488,7 @@ async fn run_case(
         }
         Ok::<(), String>(())
     })();
+    let break_at = Instant::now();
     let break_ms = break_at.duration_since(t0).as_secs_f64() * 1000.0;
     let mut settled_since: Option<Instant> = None;
     if applied.is_ok() {
@@ -634,7 +530,11 @@ async fn run_case(
             (e, 0) => e,
             (None, n) => Some(format!("{n} output lines were not events")),
             (Some(e), n) => Some(format!("{e}; {n} output lines were not events")),
-        };
+        }
+        .map(|e| match &ua.last_diagnostic {
+            Some(last) => format!("{e} (its last diagnostic: {last})"),
+            None => e,
+        });
         results.push(UaResult {
             ua: ua.kind.label().to_string(),
             reports_inbound: ua.kind != UaKind::Baresip,
@@ -720,11 +620,15 @@ async fn send_messages(
                     continue;
                 }
                 let entry = log.iter_mut().find(|q| q.answer.is_none() && call_id(q.seq) == r.call_id);
-                if let Some(q) = entry {
+                // An answer later than the bound counts as none (lost), as
+                // for the requests still out when the senders stop.
+                let now_ms = ms(Instant::now());
+                let in_time = |q: &SentRequest| now_ms - q.sent_ms <= ANSWER_BOUND.as_secs_f64() * 1000.0;
+                if let Some(q) = entry.filter(|q| in_time(q)) {
                     if (200..300).contains(&r.status) {
                         answered_2xx.fetch_add(1, Ordering::Relaxed);
                     }
-                    q.answer = Some(Answer { status: r.status, at_ms: ms(Instant::now()) });
+                    q.answer = Some(Answer { status: r.status, at_ms: now_ms });
                 }
             }
             _ = stop.changed(), if answers_until.is_none() => {
