@@ -267,6 +267,20 @@ fn family_of(e: &FlowEvent) -> Option<Family> {
     e.path.map(|(_, a)| Family::of(&a.ip()))
 }
 
+/// Waits (bounded per event) until both flows are registered; their
+/// `registered` events, by flow.
+async fn both_registered(registration: &mut Registration) -> HashMap<u32, FlowEvent> {
+    let mut up = HashMap::new();
+    while up.len() < 2 {
+        let e = wait_for(registration, "both flows registered", |e| {
+            e.kind == EventKind::Registered
+        })
+        .await;
+        up.insert(e.flow, e);
+    }
+    up
+}
+
 #[tokio::test]
 async fn a_flow_reset_comes_back_on_the_other_family_first() {
     let dns = common::serve_zone("registrar IN AAAA ::1\nregistrar IN A 127.0.0.1\n", "").await;
@@ -279,14 +293,7 @@ async fn a_flow_reset_comes_back_on_the_other_family_first() {
     );
 
     // Flow 1 wins on IPv6 (first by default), flow 2 is raced in IPv4.
-    let mut up: HashMap<u32, FlowEvent> = HashMap::new();
-    while up.len() < 2 {
-        let e = wait_for(&mut registration, "both flows registered", |e| {
-            e.kind == EventKind::Registered
-        })
-        .await;
-        up.insert(e.flow, e);
-    }
+    let up = both_registered(&mut registration).await;
     let (first, second) = (up[&1].clone(), up[&2].clone());
     assert_eq!(family_of(&first), Some(Family::V6), "{first:?}");
     let race = first.race.clone().expect("the race's note");
@@ -407,14 +414,7 @@ async fn a_flow_closed_in_order_comes_back_without_blaming_its_path() {
         Duration::from_secs(600),
         Duration::from_secs(600),
     );
-    let mut up: HashMap<u32, FlowEvent> = HashMap::new();
-    while up.len() < 2 {
-        let e = wait_for(&mut registration, "both flows registered", |e| {
-            e.kind == EventKind::Registered
-        })
-        .await;
-        up.insert(e.flow, e);
-    }
+    let up = both_registered(&mut registration).await;
     assert_eq!(family_of(&up[&1]), Some(Family::V6), "{:?}", up[&1]);
 
     // A FIN (a registrar restart, say): the path worked, so the history
