@@ -81,7 +81,8 @@ pub(super) fn dial_observed(
 
     let mut window = Window::new(window_start, client_addrs, capture.marker_port)
         .counting_connects(inv.connects)
-        .counting_server_hellos(transport == Transport::Tls);
+        .counting_server_hellos(transport == Transport::Tls)
+        .for_domain(&inv.domain);
     let deadline = started + bound;
     let mut exited: Option<(std::process::ExitStatus, Instant)> = None;
     // Bounded: every iteration waits at most 20 ms, and the loop ends at the

@@ -388,6 +388,7 @@ fn series(
     let mut invocation = prepare(lab, client, over, domain, bound, &dir.0)?;
     // Over TLS the dial ends at the ServerHello, not the SYN-ACK.
     invocation.connects = client.connects_only() && transport != Transport::Tls;
+    invocation.domain = domain.to_string();
     // The capture may run at most this long (dumpcap's own bound).
     let capture_bound = (bound + SYNC + GAP) * steps as u32 + Duration::from_secs(60);
     let capture = Capture::start(lab, &dir.0, capture_bound)?;
@@ -428,6 +429,8 @@ struct Invocation {
     /// A process started before each dial and stopped after it (Kamailio,
     /// which the client program sends its request to).
     background: Option<kamailio::BackgroundSpec>,
+    /// The dialled domain: only DNS packets about it are the dial's.
+    domain: String,
 }
 
 impl Invocation {
@@ -437,6 +440,7 @@ impl Invocation {
             args,
             connects: false,
             background: None,
+            domain: String::new(),
         }
     }
 }
