@@ -42,7 +42,7 @@ use crate::endpoint::{Family, Transport};
 use crate::lab::dns::{DnsServer, DnsServerConfig};
 use crate::lab::impair::{self, Direction, Fault};
 use crate::lab::lock::LabLock;
-use crate::lab::topology::{self, Lab, LabConfig, Role};
+use crate::lab::topology::{self, Lab, LabAddrs, LabConfig, Role};
 use crate::race::strategy::Strategy;
 use analysis::Dial;
 
@@ -285,7 +285,7 @@ enum Zone {
     TcpPreferredDead,
 }
 
-fn zone(lab: &Lab, which: Zone) -> Result<String, String> {
+fn zone(addrs: &LabAddrs, which: Zone) -> Result<String, String> {
     let transports = match which {
         Zone::Healthy => "[\"udp\", \"tcp\", \"tls\"]",
         Zone::TcpPreferredDead => "[\"tcp\", \"udp\"]",
@@ -297,28 +297,37 @@ fn zone(lab: &Lab, which: Zone) -> Result<String, String> {
         ),
         "census",
     )?;
-    let zone = s.zone_for_all(&lab.addrs);
-    Ok(match which {
-        Zone::Healthy => zone,
+    let zone = s.zone_for_all(addrs);
+    match which {
+        Zone::Healthy => Ok(zone),
         Zone::TcpPreferredDead => dead_tcp_port(&zone),
-    })
+    }
 }
 
 /// The zone with every `_sip._tcp` SRV record's port set to [`DEAD_TCP_PORT`].
-fn dead_tcp_port(zone: &str) -> String {
-    zone.lines()
+/// An error if there is none: the fall-over would be measured against a
+/// working TCP (the zone's format changed under the rewrite).
+fn dead_tcp_port(zone: &str) -> Result<String, String> {
+    let mut rewritten = 0;
+    let lines: Vec<String> = zone
+        .lines()
         .map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
             // "_sip._tcp IN SRV priority weight port target"
             if f.len() == 7 && f[0] == "_sip._tcp" && f[2] == "SRV" {
+                rewritten += 1;
                 format!("{} IN SRV {} {} {DEAD_TCP_PORT} {}", f[0], f[3], f[4], f[6])
             } else {
                 line.to_string()
             }
         })
-        .collect::<Vec<_>>()
-        .join("\n")
-        + "\n"
+        .collect();
+    if rewritten == 0 {
+        return Err(
+            "NAPTR fall-over zone: no `_sip._tcp IN SRV` record to point at the dead port".into(),
+        );
+    }
+    Ok(lines.join("\n") + "\n")
 }
 
 /// One lab with its responder and DNS server; torn down when dropped
@@ -373,7 +382,7 @@ fn restart_dns(
     faults: &str,
 ) -> Result<(), String> {
     *dns = None;
-    let zone = zone(lab, which)?;
+    let zone = zone(&lab.addrs, which)?;
     let binds = vec![
         std::net::SocketAddr::new(lab.addrs.dns_v6.into(), 53),
         std::net::SocketAddr::new(lab.addrs.dns_v4.into(), 53),
@@ -1036,7 +1045,7 @@ mod tests {
         let zone = "_sip._tcp IN SRV 10 10 5060 sip1.example.test.\n\
                     _sip._udp IN SRV 10 10 5060 sip1.example.test.\n\
                     @ IN NAPTR 10 50 \"s\" \"SIP+D2T\" \"\" _sip._tcp.example.test.\n";
-        let dead = dead_tcp_port(zone);
+        let dead = dead_tcp_port(zone).expect("a _sip._tcp record");
         let lines: Vec<&str> = dead.lines().collect();
         assert_eq!(
             lines[0],
@@ -1044,5 +1053,31 @@ mod tests {
         );
         assert_eq!(lines[1], "_sip._udp IN SRV 10 10 5060 sip1.example.test.");
         assert_eq!(lines[2], zone.lines().nth(2).unwrap());
+        assert!(dead_tcp_port("_sip._udp IN SRV 10 10 5060 sip1.example.test.\n").is_err());
+    }
+
+    #[test]
+    fn the_real_fallover_zone_points_every_tcp_srv_record_at_the_dead_port() {
+        let addrs = LabAddrs::standard();
+        let healthy = zone(&addrs, Zone::Healthy).expect("healthy zone");
+        let dead = zone(&addrs, Zone::TcpPreferredDead).expect("the zone has _sip._tcp records");
+        let tcp_srv = |z: &str| -> Vec<String> {
+            z.lines()
+                .filter(|l| l.split_whitespace().next() == Some("_sip._tcp"))
+                .map(str::to_string)
+                .collect()
+        };
+        let records = tcp_srv(&dead);
+        assert!(!records.is_empty());
+        for r in &records {
+            assert_eq!(
+                r.split_whitespace().nth(5),
+                Some(DEAD_TCP_PORT.to_string().as_str()),
+                "{r}"
+            );
+        }
+        assert!(!tcp_srv(&healthy)
+            .iter()
+            .any(|r| r.contains(&format!(" {DEAD_TCP_PORT} "))));
     }
 }
