@@ -33,8 +33,10 @@ pub struct Dial {
     pub bound_s: u64,
     /// The transport the response came over.
     pub transport: Option<Transport>,
-    /// It sent over TCP (DNS aside) up to the response.
-    pub sent_tcp: bool,
+    /// When it first sent over TCP (a SYN) up to the response, DNS aside, ms.
+    pub first_tcp_ms: Option<f64>,
+    /// When it first sent SIP over UDP up to the response, ms.
+    pub first_udp_ms: Option<f64>,
 }
 
 impl Dial {
@@ -300,9 +302,19 @@ pub fn naptr_fallover(d: Option<&Dial>) -> String {
     if !d.queried("NAPTR") {
         return "no NAPTR".into();
     }
+    // Which transport it tried first, from the capture's order.
+    let tcp_first = match (d.first_tcp_ms, d.first_udp_ms) {
+        (Some(tcp), Some(udp)) => Some(tcp <= udp),
+        (Some(_), None) => Some(true),
+        (None, _) => None,
+    };
     match (d.ok, d.transport) {
-        (true, Some(t)) if t != Transport::Tcp && d.sent_tcp => format!(
+        (true, Some(t)) if t != Transport::Tcp && tcp_first == Some(true) => format!(
             "falls over to {t} (TCP tried first): answered in {}",
+            seconds(d.latency_ms)
+        ),
+        (true, Some(t)) if t != Transport::Tcp && tcp_first == Some(false) => format!(
+            "takes {t} first (TCP tried after it): answered in {}",
             seconds(d.latency_ms)
         ),
         (true, Some(t)) if t != Transport::Tcp => format!(
@@ -757,11 +769,19 @@ mod tests {
             naptr_fallover(Some(&d)),
             "takes udp without trying TCP: answered in 12 ms"
         );
-        d.sent_tcp = true;
+        d.first_tcp_ms = Some(1.5);
+        d.first_udp_ms = Some(32_050.0);
         d.latency_ms = 32_060.0;
         assert_eq!(
             naptr_fallover(Some(&d)),
             "falls over to udp (TCP tried first): answered in 32.1 s"
+        );
+        // TCP sent, but only after UDP: no fall-over.
+        d.first_tcp_ms = Some(32_055.0);
+        d.first_udp_ms = Some(1.5);
+        assert_eq!(
+            naptr_fallover(Some(&d)),
+            "takes udp first (TCP tried after it): answered in 32.1 s"
         );
         let mut stuck = dial(None, 130_000.0);
         stuck.bound_s = 130;

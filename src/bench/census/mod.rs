@@ -439,7 +439,8 @@ fn to_dial((r, o): (DialRecord, Observed), bound: Duration) -> Dial {
         gave_up_ms: o.gave_up_ms,
         bound_s: bound.as_secs(),
         transport: r.transport,
-        sent_tcp: o.sent_tcp,
+        first_tcp_ms: o.first_tcp_ms,
+        first_udp_ms: o.first_udp_ms,
     }
 }
 

@@ -138,16 +138,22 @@ impl Window {
         v
     }
 
-    /// Whether the client sent anything over TCP (a SYN at least, DNS
-    /// aside) up to `until`.
-    pub(super) fn sent_tcp(&self, until: Option<u64>) -> bool {
-        self.packets.iter().any(|p| {
-            self.outgoing(p)
-                && p.tcp
-                && p.dns.is_none()
-                && !p.rst
-                && until.is_none_or(|u| p.ts_ns <= u)
-        })
+    /// When the client first sent over TCP (its first SYN; `tcp`) or over
+    /// UDP (its first SIP datagram), DNS aside, up to `until`: ms after
+    /// `first`. The order of the two says which transport it tried first.
+    pub(super) fn first_send_ms(&self, tcp: bool, first: u64, until: Option<u64>) -> Option<f64> {
+        self.packets
+            .iter()
+            .filter(|p| {
+                self.outgoing(p)
+                    && p.tcp == tcp
+                    && p.dns.is_none()
+                    && !p.rst
+                    && until.is_none_or(|u| p.ts_ns <= u)
+            })
+            .map(|p| p.ts_ns)
+            .min()
+            .map(|ts| ts.saturating_sub(first) as f64 / 1e6)
     }
 
     /// The DNS queries the client sent up to `until`, in order: (record
@@ -454,8 +460,9 @@ mod tests {
             tcp.response().is_none(),
             "no SIP response, no connect counted"
         );
-        assert!(tls.sent_tcp(Some(r.ts_ns)));
-        assert!(!tls.sent_tcp(Some(999_000_000)));
+        assert_eq!(tls.first_send_ms(true, 0, Some(r.ts_ns)), Some(1000.0));
+        assert_eq!(tls.first_send_ms(false, 0, Some(r.ts_ns)), None);
+        assert_eq!(tls.first_send_ms(true, 0, Some(999_000_000)), None);
     }
 
     #[test]
