@@ -69,7 +69,7 @@ try:
     p.stdin.flush()
     port_wait = min(PORT_WAIT, bound)
     if not pass_on(started + port_wait, PORT_SET):
-        sys.stderr.write("linphonec did not confirm the SIP port 5070 within %.1f s\n" % port_wait)
+        sys.stderr.write("linphonec did not confirm the SIP port 5070 within %.2f s\n" % port_wait)
         sys.exit(1)
     p.stdin.write(("register sip:bench@%s sip:%s;transport=%s x\n" % (domain, domain, transport)).encode())
     p.stdin.flush()
