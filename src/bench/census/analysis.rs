@@ -33,8 +33,10 @@ pub struct Dial {
     pub bound_s: u64,
     /// The transport the response came over.
     pub transport: Option<Transport>,
-    /// It sent over TCP (DNS aside) up to the response.
-    pub sent_tcp: bool,
+    /// When it first sent over TCP (a SYN) up to the response, DNS aside, ms.
+    pub first_tcp_ms: Option<f64>,
+    /// When it first sent SIP over UDP up to the response, ms.
+    pub first_udp_ms: Option<f64>,
 }
 
 impl Dial {
@@ -55,6 +57,21 @@ impl Dial {
             .iter()
             .find(|(a, _)| family_of(a) == Some(family))
             .map(|(_, ms)| *ms)
+    }
+
+    /// The family of the first address tried (of the one that answered
+    /// if the capture showed no attempt).
+    fn first_family(&self) -> Option<Family> {
+        self.destinations
+            .first()
+            .and_then(|(a, _)| family_of(a))
+            .or(self.family)
+    }
+
+    /// The harness failed to run the dial: no answer and not one DNS query,
+    /// so nothing can be said about what the client queries.
+    fn not_run(&self) -> bool {
+        !self.ok && self.queries.is_empty()
     }
 
     /// The families of the addresses tried, in order: "6 6 4".
@@ -119,9 +136,12 @@ pub fn dns_pattern(queries: &[(String, f64)]) -> String {
 pub fn resolution_delay(aaaa_late: Option<&Dial>, a_late: Option<&Dial>) -> String {
     let aaaa = match aaaa_late {
         None => "not run".to_string(),
+        Some(d) if d.not_run() => format!("failed ({})", short_error(d)),
         Some(d) if !d.queried("AAAA") => no_query(d, "AAAA"),
         Some(d) if !d.ok => format!("failed ({})", short_error(d)),
-        Some(d) => match d.family {
+        // Judged from the family tried first: a client that tried IPv6
+        // first waited for the AAAA answer, whichever family answered.
+        Some(d) => match d.first_family() {
             Some(Family::V6) => "waits for AAAA".to_string(),
             _ => match (d.answer_ms("A"), d.first_try_ms(Family::V4)) {
                 (Some(a), Some(t)) if t - a > TOGETHER_MS => {
@@ -134,6 +154,7 @@ pub fn resolution_delay(aaaa_late: Option<&Dial>, a_late: Option<&Dial>) -> Stri
     };
     let a = match a_late {
         None => "not run".to_string(),
+        Some(d) if d.not_run() => format!("failed ({})", short_error(d)),
         Some(d) if !d.queried("A") => no_query(d, "A"),
         Some(d) if !d.ok => format!("failed ({})", short_error(d)),
         // The answers are kept up to the response: an A answer missing
@@ -161,9 +182,9 @@ pub fn resolution_delay(aaaa_late: Option<&Dial>, a_late: Option<&Dial>) -> Stri
 pub enum RdStep {
     /// It sent no AAAA query (IPv4 only, or the SRV answer's additionals).
     NoAaaaQuery,
-    /// IPv6 answered: it waited for the AAAA answer.
+    /// It tried IPv6 first: it waited for the AAAA answer.
     WaitedForAaaa,
-    /// IPv4 answered, its first IPv4 attempt this many ms after the A
+    /// It tried IPv4 first, its first IPv4 attempt this many ms after the A
     /// answer (`None`: the capture showed no A answer before it).
     WentIpv4 { after_a_ms: Option<f64> },
     /// No answer.
@@ -172,13 +193,20 @@ pub enum RdStep {
 
 /// The verdict on one dial with the AAAA answers late.
 pub fn rd_step(d: &Dial) -> RdStep {
+    // A dial the harness failed to run sent no query: that says nothing
+    // about the client's AAAA queries.
+    if d.not_run() {
+        return RdStep::Failed;
+    }
     if !d.queried("AAAA") {
         return RdStep::NoAaaaQuery;
     }
     if !d.ok {
         return RdStep::Failed;
     }
-    match d.family {
+    // The family tried first, not the one that answered: a client that
+    // tried IPv6 first and fell back to IPv4 still waited for the AAAA.
+    match d.first_family() {
         Some(Family::V6) => RdStep::WaitedForAaaa,
         _ => RdStep::WentIpv4 {
             after_a_ms: match (d.answer_ms("A"), d.first_try_ms(Family::V4)) {
@@ -195,10 +223,13 @@ pub fn rd_step(d: &Dial) -> RdStep {
 /// delay waits at least the largest one; one that went IPv4 even with the
 /// AAAA answer on time has no race to wait for; otherwise the wait it showed
 /// at the delays where it went IPv4 (their median), with the switch point.
+/// A client that went IPv4 at every delay either did not wait (its median
+/// wait after the A answer within [`TOGETHER_MS`]) or waited for the AAAA
+/// answer and then went IPv4 anyway (its waits follow the delay).
 pub fn effective_rd(sweep: &[(u32, Dial)]) -> String {
-    let Some((max, _)) = sweep.last() else {
+    if sweep.is_empty() {
         return "not run".into();
-    };
+    }
     let steps: Vec<(u32, RdStep)> = sweep.iter().map(|(ms, d)| (*ms, rd_step(d))).collect();
     if steps.iter().all(|(_, s)| *s == RdStep::NoAaaaQuery) {
         return "never queries AAAA".into();
@@ -213,9 +244,11 @@ pub fn effective_rd(sweep: &[(u32, Dial)]) -> String {
     } else {
         String::new()
     };
-    if answered.is_empty() {
+    // The largest delay the client was seen to wait through: a failed dial
+    // at a larger one shows nothing.
+    let Some(&&(max_answered, _)) = answered.last() else {
         return format!("no dial answered{note}");
-    }
+    };
     let v4: Vec<(u32, Option<f64>)> = answered
         .iter()
         .filter_map(|(ms, s)| match s {
@@ -224,15 +257,29 @@ pub fn effective_rd(sweep: &[(u32, Dial)]) -> String {
         })
         .collect();
     let Some(&(first_v4, _)) = v4.first() else {
-        return format!("waits for AAAA (≥ {max} ms){note}");
+        return format!("waits for AAAA (≥ {max_answered} ms){note}");
     };
-    if first_v4 == answered[0].0 && v4.len() == answered.len() {
-        return format!("IPv4 always (even AAAA +{first_v4} ms){note}");
-    }
     let mut waits: Vec<f64> = v4.iter().filter_map(|(_, w)| *w).collect();
     waits.sort_by(f64::total_cmp);
-    let wait = waits
-        .get(waits.len() / 2)
+    let median_wait = waits.get(waits.len() / 2).copied();
+    if v4.len() == answered.len() {
+        // IPv4 at every delay: whether it raced at all is in its waits.
+        let follows_delay = max_answered as f64 > TOGETHER_MS
+            && v4
+                .iter()
+                .all(|(ms, w)| w.is_some_and(|w| w + TOGETHER_MS >= *ms as f64));
+        return match median_wait {
+            _ if follows_delay => {
+                format!("waits for AAAA (≥ {max_answered} ms), then IPv4{note}")
+            }
+            Some(w) if w <= TOGETHER_MS => {
+                format!("IPv4 always, no wait (even AAAA +{first_v4} ms){note}")
+            }
+            Some(w) => format!("IPv4 always, ~{w:.0} ms after A{note}"),
+            None => format!("IPv4 always (wait after A not seen){note}"),
+        };
+    }
+    let wait = median_wait
         .map(|w| format!("~{w:.0} ms"))
         .unwrap_or_else(|| "?".into());
     let v6_after = answered
@@ -249,12 +296,25 @@ pub fn naptr_fallover(d: Option<&Dial>) -> String {
     let Some(d) = d else {
         return "not run".into();
     };
+    if d.not_run() {
+        return format!("failed ({})", short_error(d));
+    }
     if !d.queried("NAPTR") {
         return "no NAPTR".into();
     }
+    // Which transport it tried first, from the capture's order.
+    let tcp_first = match (d.first_tcp_ms, d.first_udp_ms) {
+        (Some(tcp), Some(udp)) => Some(tcp <= udp),
+        (Some(_), None) => Some(true),
+        (None, _) => None,
+    };
     match (d.ok, d.transport) {
-        (true, Some(t)) if t != Transport::Tcp && d.sent_tcp => format!(
+        (true, Some(t)) if t != Transport::Tcp && tcp_first == Some(true) => format!(
             "falls over to {t} (TCP tried first): answered in {}",
+            seconds(d.latency_ms)
+        ),
+        (true, Some(t)) if t != Transport::Tcp && tcp_first == Some(false) => format!(
+            "takes {t} first (TCP tried after it): answered in {}",
             seconds(d.latency_ms)
         ),
         (true, Some(t)) if t != Transport::Tcp => format!(
@@ -588,7 +648,7 @@ mod tests {
             .iter()
             .map(|&ms| (ms, rd_dial(ms as f64, V4, 3.0)))
             .collect();
-        assert_eq!(effective_rd(&v4), "IPv4 always (even AAAA +0 ms)");
+        assert_eq!(effective_rd(&v4), "IPv4 always, no wait (even AAAA +0 ms)");
 
         // No AAAA query at all (SRV additionals or IPv4 only).
         let mut none = rd_dial(0.0, V4, 3.0);
@@ -612,6 +672,93 @@ mod tests {
         assert_eq!(effective_rd(&[]), "not run");
     }
 
+    /// A dial the harness could not run: an error and no packet at all.
+    fn harness_failure() -> Dial {
+        let mut d = dial(None, 0.0);
+        d.error = Some("spawn failed: no such file".into());
+        d
+    }
+
+    #[test]
+    fn rd_sweep_of_a_client_waiting_for_aaaa_then_going_ipv4() {
+        // siprace:sequential-v4 in the published run: its first IPv4
+        // attempt follows the AAAA delay, so it waited for the AAAA answer.
+        const V4: &str = "198.51.100.10";
+        let sequential: Vec<(u32, Dial)> = [
+            (0u32, 3.0),
+            (25, 30.6),
+            (50, 55.7),
+            (100, 105.6),
+            (200, 205.5),
+            (300, 305.9),
+        ]
+        .iter()
+        .map(|&(ms, at)| (ms, rd_dial(ms as f64, V4, at)))
+        .collect();
+        assert_eq!(
+            effective_rd(&sequential),
+            "waits for AAAA (≥ 300 ms), then IPv4"
+        );
+        // A constant wait that does not follow the delay is no race.
+        let constant: Vec<(u32, Dial)> = [0u32, 100, 300]
+            .iter()
+            .map(|&ms| (ms, rd_dial(ms as f64, V4, 42.0)))
+            .collect();
+        assert_eq!(effective_rd(&constant), "IPv4 always, ~40 ms after A");
+    }
+
+    #[test]
+    fn a_dial_the_harness_failed_to_run_reads_as_failed() {
+        let failed = harness_failure();
+        assert_eq!(rd_step(&failed), RdStep::Failed);
+        assert_eq!(
+            effective_rd(&[(0, failed.clone()), (300, failed.clone())]),
+            "no dial answered (2 of 2 dials failed)"
+        );
+        assert_eq!(
+            naptr_fallover(Some(&failed)),
+            "failed (spawn failed: no such file)"
+        );
+        assert_eq!(
+            resolution_delay(Some(&failed), Some(&failed)),
+            "AAAA late: failed (spawn failed: no such file); A late: failed (spawn failed: no such file)"
+        );
+    }
+
+    #[test]
+    fn waits_for_aaaa_names_the_largest_delay_that_answered() {
+        const V6: &str = "2001:db8:5e::10";
+        let mut sweep: Vec<(u32, Dial)> = [0u32, 100, 200, 300]
+            .iter()
+            .map(|&ms| (ms, rd_dial(ms as f64, V6, ms as f64 + 3.0)))
+            .collect();
+        sweep[3].1 = harness_failure();
+        assert_eq!(
+            effective_rd(&sweep),
+            "waits for AAAA (≥ 200 ms) (1 of 4 dials failed)"
+        );
+    }
+
+    #[test]
+    fn rd_step_goes_by_the_family_tried_first() {
+        // IPv6 tried first (after the late AAAA), IPv4 answered: it waited.
+        let mut d = rd_dial(100.0, "2001:db8:5e::10", 103.0);
+        d.family = Some(Family::V4);
+        d.destinations.push(("198.51.100.10".into(), 353.0));
+        assert_eq!(rd_step(&d), RdStep::WaitedForAaaa);
+        assert!(resolution_delay(Some(&d), None).starts_with("AAAA late: waits for AAAA"));
+        // IPv4 tried first, IPv6 answered: it did not wait.
+        let mut e = rd_dial(100.0, "198.51.100.10", 3.0);
+        e.family = Some(Family::V6);
+        e.destinations.push(("2001:db8:5e::10".into(), 104.0));
+        assert_eq!(
+            rd_step(&e),
+            RdStep::WentIpv4 {
+                after_a_ms: Some(1.0)
+            }
+        );
+    }
+
     #[test]
     fn naptr_fallover_needs_a_naptr_query_and_a_udp_answer() {
         let mut d = dial(Some(Family::V6), 12.0);
@@ -622,11 +769,19 @@ mod tests {
             naptr_fallover(Some(&d)),
             "takes udp without trying TCP: answered in 12 ms"
         );
-        d.sent_tcp = true;
+        d.first_tcp_ms = Some(1.5);
+        d.first_udp_ms = Some(32_050.0);
         d.latency_ms = 32_060.0;
         assert_eq!(
             naptr_fallover(Some(&d)),
             "falls over to udp (TCP tried first): answered in 32.1 s"
+        );
+        // TCP sent, but only after UDP: no fall-over.
+        d.first_tcp_ms = Some(32_055.0);
+        d.first_udp_ms = Some(1.5);
+        assert_eq!(
+            naptr_fallover(Some(&d)),
+            "takes udp first (TCP tried after it): answered in 32.1 s"
         );
         let mut stuck = dial(None, 130_000.0);
         stuck.bound_s = 130;

@@ -42,7 +42,7 @@ use crate::endpoint::{Family, Transport};
 use crate::lab::dns::{DnsServer, DnsServerConfig};
 use crate::lab::impair::{self, Direction, Fault};
 use crate::lab::lock::LabLock;
-use crate::lab::topology::{self, Lab, LabConfig, Role};
+use crate::lab::topology::{self, Lab, LabAddrs, LabConfig, Role};
 use crate::race::strategy::Strategy;
 use analysis::Dial;
 
@@ -201,7 +201,7 @@ struct CensusFile<'a> {
 }
 
 /// The method, as the table's caption states it.
-pub const METHOD: &str = "Each client runs as its own process in the client namespace of a network-namespace lab (siprace lab) and dials the dual-stack domain example.test (NAPTR → SRV → 3 targets, each with AAAA and A; TTL 0). Timing from a tshark capture on the client namespace's link: from the client's first packet (its first DNS query) to the first SIP response to a port it sent SIP from (curl and Python: the TCP SYN-ACK), kernel timestamps. IPv6 delay sweep: extra delay on client→server IPv6 packets (adds to the RTT) by the lab's shaper, 0–400 ms in 10 ms steps, one cold dial per step (a fresh process; Kamailio restarted per dial); the effective Connection Attempt Delay is the first step at which IPv4 answered. Resolution Delay: the lab DNS answers AAAA 0, 25, 50, 100, 200 and 300 ms late (one dial each; the restarted DNS server holds the AAAA answers back, the A answers come at once), and A 300 ms late (one dial); the effective Resolution Delay is read off the capture as the time from the A answer to the first IPv4 attempt. NAPTR fall-over: NAPTR prefers TCP, whose SRV records name a port where nothing listens (the kernel answers every SYN with RST, both families), UDP works; one dial with no transport given (clients that can be told so: siprace, sofia-sip, pjsua2, baresip), bounded at 130 s. Broken family: the router drops (blackhole) or rejects (ICMP port unreachable, TCP RST) every packet to the servers of one family; one dial each, bounded at 130 s, run side by side in separate labs. TLS (the `_sips._tcp` SRV targets, port 5061, where the bench's responder serves TLS with a throwaway certificate for example.test): the capture cannot see a SIP response inside TLS, so a TLS dial is timed from the client's first packet to the first TLS ServerHello (the server's first handshake record, dissected by tshark from the record headers without keys) on a connection the client opened. No TLS client verifies the certificate (siprace --insecure, curl -k, SIPp, baresip with sip_verify_server no, sofia-sip and pjsua2 at their defaults); verification comes after the ServerHello, so it does not change the figure. Not run over TLS: SIPp (Debian's build says \"To use a TLS transport you must compile SIPp with OpenSSL\"), sofia-sip's sip-options (\"transport tls is not supported\"), sipsak, Kamailio as a proxy (its TLS client would need a TLS configuration of its own), linphonec (UDP only: its stdin commands open no TCP or TLS listening point), the Python references.";
+pub const METHOD: &str = "Each client runs as its own process in the client namespace of a network-namespace lab (siprace lab) and dials the dual-stack domain example.test (NAPTR → SRV → 3 targets, each with AAAA and A; TTL 0). Timing from a tshark capture on the client namespace's link: from the client's first packet (its first DNS query) to the first SIP response to a port it sent SIP from (curl and Python: the TCP SYN-ACK; over TLS: the ServerHello, see below), kernel timestamps. IPv6 delay sweep: extra delay on client→server IPv6 packets (adds to the RTT) by the lab's shaper, 0–400 ms in 10 ms steps, one cold dial per step (a fresh process; Kamailio restarted per dial); the effective Connection Attempt Delay is the first step at which IPv4 answered. Resolution Delay: the lab DNS answers AAAA 0, 25, 50, 100, 200 and 300 ms late (one dial each; the restarted DNS server holds the AAAA answers back, the A answers come at once), and A 300 ms late (one dial); the effective Resolution Delay is read off the capture as the time from the A answer to the first IPv4 attempt. NAPTR fall-over: NAPTR prefers TCP, whose SRV records name a port where nothing listens (the kernel answers every SYN with RST, both families), UDP works; one dial with no transport given (clients that can be told so: siprace, sofia-sip, pjsua2, baresip), bounded at 130 s. Broken family: the router drops (blackhole) or rejects (ICMP port unreachable, TCP RST) every packet to the servers of one family; one dial each, bounded at 130 s, run side by side in separate labs. TLS (the `_sips._tcp` SRV targets, port 5061, where the bench's responder serves TLS with a throwaway certificate for example.test): the capture cannot see a SIP response inside TLS, so a TLS dial is timed from the client's first packet to the first TLS ServerHello (the server's first handshake record, dissected by tshark from the record headers without keys) on a connection the client opened. No TLS client verifies the certificate (siprace --insecure, curl -k, baresip with sip_verify_server no, pjsua2 at its default); verification comes after the ServerHello, so it does not change the figure. Not run over TLS: SIPp (Debian's build says \"To use a TLS transport you must compile SIPp with OpenSSL\"), sofia-sip's sip-options (\"transport tls is not supported\"), sipsak, Kamailio as a proxy (its TLS client would need a TLS configuration of its own), linphonec (UDP only: its stdin commands open no TCP or TLS listening point), the Python references.";
 
 /// The sweep's values, ms.
 fn sweep_points(quick: bool) -> Vec<u32> {
@@ -285,7 +285,7 @@ enum Zone {
     TcpPreferredDead,
 }
 
-fn zone(lab: &Lab, which: Zone) -> Result<String, String> {
+fn zone(addrs: &LabAddrs, which: Zone) -> Result<String, String> {
     let transports = match which {
         Zone::Healthy => "[\"udp\", \"tcp\", \"tls\"]",
         Zone::TcpPreferredDead => "[\"tcp\", \"udp\"]",
@@ -297,28 +297,37 @@ fn zone(lab: &Lab, which: Zone) -> Result<String, String> {
         ),
         "census",
     )?;
-    let zone = s.zone_for_all(&lab.addrs);
-    Ok(match which {
-        Zone::Healthy => zone,
+    let zone = s.zone_for_all(addrs);
+    match which {
+        Zone::Healthy => Ok(zone),
         Zone::TcpPreferredDead => dead_tcp_port(&zone),
-    })
+    }
 }
 
 /// The zone with every `_sip._tcp` SRV record's port set to [`DEAD_TCP_PORT`].
-fn dead_tcp_port(zone: &str) -> String {
-    zone.lines()
+/// An error if there is none: the fall-over would be measured against a
+/// working TCP (the zone's format changed under the rewrite).
+fn dead_tcp_port(zone: &str) -> Result<String, String> {
+    let mut rewritten = 0;
+    let lines: Vec<String> = zone
+        .lines()
         .map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
             // "_sip._tcp IN SRV priority weight port target"
             if f.len() == 7 && f[0] == "_sip._tcp" && f[2] == "SRV" {
+                rewritten += 1;
                 format!("{} IN SRV {} {} {DEAD_TCP_PORT} {}", f[0], f[3], f[4], f[6])
             } else {
                 line.to_string()
             }
         })
-        .collect::<Vec<_>>()
-        .join("\n")
-        + "\n"
+        .collect();
+    if rewritten == 0 {
+        return Err(
+            "NAPTR fall-over zone: no `_sip._tcp IN SRV` record to point at the dead port".into(),
+        );
+    }
+    Ok(lines.join("\n") + "\n")
 }
 
 /// One lab with its responder and DNS server; torn down when dropped
@@ -373,7 +382,7 @@ fn restart_dns(
     faults: &str,
 ) -> Result<(), String> {
     *dns = None;
-    let zone = zone(lab, which)?;
+    let zone = zone(&lab.addrs, which)?;
     let binds = vec![
         std::net::SocketAddr::new(lab.addrs.dns_v6.into(), 53),
         std::net::SocketAddr::new(lab.addrs.dns_v4.into(), 53),
@@ -430,7 +439,8 @@ fn to_dial((r, o): (DialRecord, Observed), bound: Duration) -> Dial {
         gave_up_ms: o.gave_up_ms,
         bound_s: bound.as_secs(),
         transport: r.transport,
-        sent_tcp: o.sent_tcp,
+        first_tcp_ms: o.first_tcp_ms,
+        first_udp_ms: o.first_udp_ms,
     }
 }
 
@@ -692,12 +702,19 @@ fn timing_lab(
                 restart_dns(dns, l, Zone::Healthy, &faults)
             },
         );
-        lab.serve_dns(Zone::Healthy, "")?;
-        let dials = dials.map_err(|e| format!("{client}/{transport}: {e}"))?;
-        let sweep = at_points(&RD_SWEEP_MS, dials);
-        if let Ok(mut r) = rows.lock() {
-            r[i].aaaa_sweep = sweep;
-        }
+        // Kept before the DNS is restored, so that a failed restore does
+        // not hide the dials or their error.
+        let stored = dials
+            .map(|dials| {
+                let sweep = at_points(&RD_SWEEP_MS, dials);
+                if let Ok(mut r) = rows.lock() {
+                    r[i].aaaa_sweep = sweep;
+                }
+            })
+            .map_err(|e| format!("{client}/{transport}: {e}"));
+        let restored = lab.serve_dns(Zone::Healthy, "");
+        stored?;
+        restored?;
     }
     lab.serve_dns(Zone::Healthy, &format!("A=delay:{DNS_LATE_MS}ms"))?;
     for (i, &(client, transport)) in wanted.iter().enumerate() {
@@ -752,14 +769,16 @@ fn broken_worker(
                 eprintln!("census: NAPTR fall-over {client} in lab {name}");
                 lab.serve_dns(Zone::TcpPreferredDead, "")?;
                 let result = clients::run_transport_choice(&lab.lab, client, DOMAIN, BROKEN_BOUND);
-                lab.serve_dns(Zone::Healthy, "")?;
                 let d = match result {
                     Ok(d) => to_dial(d, BROKEN_BOUND),
                     Err(e) => failed_dial(e),
                 };
+                // Kept before the DNS is restored: a failed restore must
+                // not hide the dial.
                 if let Ok(mut r) = rows.lock() {
                     r[i].fallover = Some(d);
                 }
+                lab.serve_dns(Zone::Healthy, "")?;
                 continue;
             }
         };
@@ -769,14 +788,16 @@ fn broken_worker(
             clients::run_series(&lab.lab, client, transport, DOMAIN, 1, BROKEN_BOUND, |_| {
                 Ok(())
             });
-        lab.impair(None, Fault::Clear)?;
         let d = match result {
             Ok(mut dials) => to_dial(dials.remove(0), BROKEN_BOUND),
             Err(e) => failed_dial(e),
         };
+        // Kept before the impairment is cleared: a failed clear must not
+        // hide the dial.
         if let Ok(mut r) = rows.lock() {
             r[i].broken.push((broken, d));
         }
+        lab.impair(None, Fault::Clear)?;
     }
 }
 
@@ -840,9 +861,11 @@ fn sweep_detail(sweep: &[(u32, Dial)]) -> String {
     v.join(", ")
 }
 
-/// Markdown cells: no pipes or line breaks from peers' text.
+/// Markdown cells from peers' and clients' text: every control character
+/// escaped (the crate's terminal-safe form: line breaks, ESC sequences and
+/// the like show as `\n`, `\x1b`, …), and no pipes to break the table.
 fn cell(s: &str) -> String {
-    s.replace('|', "/").replace(['\n', '\r'], " ")
+    crate::report::terminal_safe(s).replace('|', "/")
 }
 
 fn markdown(
@@ -864,9 +887,10 @@ fn markdown(
     );
     let _ = writeln!(
         s,
-        "Columns: *DNS queries* of a healthy dial, each type at its first query (`+` sent within {} ms of the previous, `→N→` N ms later, `×n` sent n times); *Resolution Delay*: what it did with AAAA {DNS_LATE_MS} ms late and with A {DNS_LATE_MS} ms late; *effective RD*: from the AAAA delay sweep ({rd_steps} ms, one dial each): how long it waits for a late AAAA answer once the A answer is in (the median of first IPv4 attempt − A answer at the delays where IPv4 answered), \"waits for AAAA\" if IPv6 answered at every delay; *effective CAD*: the first extra IPv6 delay (10 ms steps) at which IPv4 answered; *tried (v6 broken)*: addresses it sent to with IPv6 blackholed, up to its answer (families in order); *interleaving*: whether the families alternate (\"other family second\": only two addresses were tried, the second of the other family); *v6 rejected*: with ICMP port unreachable / TCP RST for IPv6; *cost*: setup time with one family blackholed (bound 130 s); *NAPTR fall-over*: one dial toward sip:example.test with no transport given, NAPTR preferring TCP whose SRV targets name port {DEAD_TCP_PORT}, where nothing listens (every TCP connection rejected by RST, both families) while UDP works: whether it falls over to UDP and the setup time (bound 130 s); \"no NAPTR\": it sent no NAPTR query (given its transport, or no NAPTR support).\n",
+        "Columns: *DNS queries* of a healthy dial, each type at its first query (`+` sent within {} ms of the previous, `→N→` N ms later, `×n` sent n times); *Resolution Delay*: what it did with AAAA {aaaa_late} ms late (the sweep's last dial) and with A {DNS_LATE_MS} ms late; *effective RD*: from the AAAA delay sweep ({rd_steps} ms, one dial each): how long it waits for a late AAAA answer once the A answer is in (the median of first IPv4 attempt − A answer at the delays where it tried IPv4 first), \"waits for AAAA\" if it tried IPv6 first at every delay (\"waits for AAAA …, then IPv4\": it tried IPv4 first at every delay, but only once the late AAAA answer was in; \"IPv4 always, no wait\": at once after the A answer); *effective CAD*: the first extra IPv6 delay (10 ms steps) at which IPv4 answered; *tried (v6 broken)*: addresses it sent to with IPv6 blackholed, up to its answer (families in order); *interleaving*: whether the families alternate (\"other family second\": only two addresses were tried, the second of the other family); *v6 rejected*: with ICMP port unreachable / TCP RST for IPv6; *cost*: setup time with one family blackholed (bound 130 s); *NAPTR fall-over*: one dial toward sip:example.test with no transport given, NAPTR preferring TCP whose SRV targets name port {DEAD_TCP_PORT}, where nothing listens (every TCP connection rejected by RST, both families) while UDP works: whether it falls over to UDP and the setup time (bound 130 s); \"no NAPTR\": it sent no NAPTR query (given its transport, or no NAPTR support).\n",
         analysis::TOGETHER_MS,
-        rd_steps = RD_SWEEP_MS.map(|m| m.to_string()).join(", ")
+        rd_steps = RD_SWEEP_MS.map(|m| m.to_string()).join(", "),
+        aaaa_late = RD_SWEEP_MS[RD_SWEEP_MS.len() - 1]
     );
     let _ = writeln!(
         s,
@@ -907,6 +931,9 @@ fn markdown(
             let _ = writeln!(s, "- {}: {}", r.client, cell(&r.resolution));
         }
     }
+    // The fall-over dial is one per client, copied to each of its rows:
+    // listed once.
+    let mut fallover_listed: Vec<&str> = Vec::new();
     let failures: Vec<String> = rows
         .iter()
         .flat_map(|r| {
@@ -927,11 +954,14 @@ fn markdown(
                     .iter()
                     .filter_map(|(ms, d)| case(format!("AAAA +{ms} ms"), d)),
             );
-            v.extend(
-                r.fallover
-                    .iter()
-                    .filter_map(|d| case("NAPTR fall-over".into(), d)),
-            );
+            if !fallover_listed.contains(&r.client.as_str()) {
+                fallover_listed.push(&r.client);
+                v.extend(
+                    r.fallover
+                        .iter()
+                        .filter_map(|d| case("NAPTR fall-over".into(), d)),
+                );
+            }
             v.extend(r.a_late.iter().filter_map(|d| case("A late".into(), d)));
             v.extend(
                 r.broken
@@ -1036,7 +1066,7 @@ mod tests {
         let zone = "_sip._tcp IN SRV 10 10 5060 sip1.example.test.\n\
                     _sip._udp IN SRV 10 10 5060 sip1.example.test.\n\
                     @ IN NAPTR 10 50 \"s\" \"SIP+D2T\" \"\" _sip._tcp.example.test.\n";
-        let dead = dead_tcp_port(zone);
+        let dead = dead_tcp_port(zone).expect("a _sip._tcp record");
         let lines: Vec<&str> = dead.lines().collect();
         assert_eq!(
             lines[0],
@@ -1044,5 +1074,68 @@ mod tests {
         );
         assert_eq!(lines[1], "_sip._udp IN SRV 10 10 5060 sip1.example.test.");
         assert_eq!(lines[2], zone.lines().nth(2).unwrap());
+        assert!(dead_tcp_port("_sip._udp IN SRV 10 10 5060 sip1.example.test.\n").is_err());
+    }
+
+    #[test]
+    fn cells_escape_every_control_character_of_client_output() {
+        assert_eq!(
+            cell("a|b\nc\x1b[31mred\x07\u{9b}"),
+            "a/b\\nc\\x1b[31mred\\x07\\u{9b}"
+        );
+        assert_eq!(cell("plain → text"), "plain → text");
+    }
+
+    #[test]
+    fn a_failed_fallover_dial_is_listed_once_per_client() {
+        let mut fallover = failed_dial("no response within 130 s".into());
+        fallover.queries = vec![("NAPTR".into(), 0.0)];
+        let rows: Vec<Row> = [Transport::Udp, Transport::Tcp, Transport::Tls]
+            .into_iter()
+            .map(|transport| Row {
+                client: "pjsua2".into(),
+                version: "2".into(),
+                transport,
+                resolution: String::new(),
+                picks_transport: true,
+                sweep: Vec::new(),
+                aaaa_sweep: Vec::new(),
+                a_late: None,
+                broken: Vec::new(),
+                fallover: Some(fallover.clone()),
+                summary: Summary::default(),
+            })
+            .collect();
+        let md = markdown("t", false, &rows, &[], &[], &[], 1.0);
+        assert_eq!(
+            md.matches("NAPTR fall-over: no response").count(),
+            1,
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn the_real_fallover_zone_points_every_tcp_srv_record_at_the_dead_port() {
+        let addrs = LabAddrs::standard();
+        let healthy = zone(&addrs, Zone::Healthy).expect("healthy zone");
+        let dead = zone(&addrs, Zone::TcpPreferredDead).expect("the zone has _sip._tcp records");
+        let tcp_srv = |z: &str| -> Vec<String> {
+            z.lines()
+                .filter(|l| l.split_whitespace().next() == Some("_sip._tcp"))
+                .map(str::to_string)
+                .collect()
+        };
+        let records = tcp_srv(&dead);
+        assert!(!records.is_empty());
+        for r in &records {
+            assert_eq!(
+                r.split_whitespace().nth(5),
+                Some(DEAD_TCP_PORT.to_string().as_str()),
+                "{r}"
+            );
+        }
+        assert!(!tcp_srv(&healthy)
+            .iter()
+            .any(|r| r.contains(&format!(" {DEAD_TCP_PORT} "))));
     }
 }

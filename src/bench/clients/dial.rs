@@ -27,8 +27,10 @@ pub struct Observed {
     pub destinations: Vec<(IpAddr, f64)>,
     /// When the response came, ms after the client's first packet.
     pub response_ms: Option<f64>,
-    /// It sent over TCP (DNS aside) before the response (or at all).
-    pub sent_tcp: bool,
+    /// When it first sent over TCP (a SYN) and over UDP (SIP), DNS aside,
+    /// before the response (or at all): ms after its first packet.
+    pub first_tcp_ms: Option<f64>,
+    pub first_udp_ms: Option<f64>,
     /// It exited on its own without a response: after this many ms from
     /// its start (the process's, as it may have sent nothing).
     pub gave_up_ms: Option<f64>,
@@ -81,7 +83,8 @@ pub(super) fn dial_observed(
 
     let mut window = Window::new(window_start, client_addrs, capture.marker_port)
         .counting_connects(inv.connects)
-        .counting_server_hellos(transport == Transport::Tls);
+        .counting_server_hellos(transport == Transport::Tls)
+        .for_domain(&inv.domain);
     let deadline = started + bound;
     let mut exited: Option<(std::process::ExitStatus, Instant)> = None;
     // Bounded: every iteration waits at most 20 ms, and the loop ends at the
@@ -124,7 +127,8 @@ pub(super) fn dial_observed(
         destinations: first
             .map(|f| window.timed_destinations(f.ts_ns, until))
             .unwrap_or_default(),
-        sent_tcp: window.sent_tcp(until),
+        first_tcp_ms: first.and_then(|f| window.first_send_ms(true, f.ts_ns, until)),
+        first_udp_ms: first.and_then(|f| window.first_send_ms(false, f.ts_ns, until)),
         response_ms: match (first, &response) {
             (Some(f), Some(r)) => Some(r.ts_ns.saturating_sub(f.ts_ns) as f64 / 1e6),
             _ => None,

@@ -255,11 +255,11 @@ impl Client {
             Client::SippUac => "no SRV support: given the lowest-priority SRV target of the domain (looked up before the dial, not timed), resolved by SIPp with getaddrinfo, first result only",
             Client::Sipsak => "its own SRV lookup (c-ares), then gethostbyname: IPv4 only",
             Client::Baresip => "libre's RFC 3263 resolver for sip:DOMAIN;transport=T (SRV, then A/AAAA), one REGISTER",
-            Client::Pjsua => "pjsip's resolver (nameserver = the lab DNS over IPv4) for the registrar sip:DOMAIN;transport=T: NAPTR/SRV, then A/AAAA; a transport of each family; one REGISTER",
+            Client::Pjsua => "pjsip's resolver (nameserver = the lab DNS over IPv4) for the registrar sip:DOMAIN;transport=T: SRV (the census saw no NAPTR query, not even with no transport given), then A/AAAA; a transport of each family; one REGISTER",
             Client::Linphone => "belle-sip's resolver for the proxy sip:DOMAIN;transport=udp (SRV, then A/AAAA), one REGISTER; linphonec driven through its stdin (`ports sip 5070`, `register`), as liblinphone 5.1 ignores the configuration file's SIP port",
             Client::SofiaOptions => "sofia-sip's resolver (sresolv) for sip:DOMAIN;transport=T: RFC 3263 with NAPTR/SRV, one OPTIONS",
             Client::KamailioProxy => "Kamailio's resolver for $du = sip:DOMAIN;transport=T (SRV, then A, AAAA only without A; DNS cache on with failover), restarted for every dial; SIPp sends the OPTIONS to it on loopback",
-            Client::Curl => "curl http://HOST:5060/ to the most preferred SRV target host (no SRV in curl): getaddrinfo, its own Happy Eyeballs (200 ms)",
+            Client::Curl => "curl http://HOST:5060/ (over TLS: curl -k https://HOST:PORT/ to the _sips._tcp target's port) to the most preferred SRV target host (no SRV in curl): getaddrinfo, its own Happy Eyeballs (200 ms)",
             Client::PythonHappyEyeballs => "asyncio.open_connection(HOST, 5060, happy_eyeballs_delay=0.25) to the SRV target host: getaddrinfo, then RFC 8305-style staggered attempts",
             Client::PythonDefault => "asyncio.open_connection(HOST, 5060) to the SRV target host: getaddrinfo, then one address after the other",
             Client::Siprace(_) => "siprace dial --strategy S --probe sip:DOMAIN (NAPTR/SRV/AAAA/A, its own resolver)",
@@ -388,6 +388,7 @@ fn series(
     let mut invocation = prepare(lab, client, over, domain, bound, &dir.0)?;
     // Over TLS the dial ends at the ServerHello, not the SYN-ACK.
     invocation.connects = client.connects_only() && transport != Transport::Tls;
+    invocation.domain = domain.to_string();
     // The capture may run at most this long (dumpcap's own bound).
     let capture_bound = (bound + SYNC + GAP) * steps as u32 + Duration::from_secs(60);
     let capture = Capture::start(lab, &dir.0, capture_bound)?;
@@ -428,6 +429,8 @@ struct Invocation {
     /// A process started before each dial and stopped after it (Kamailio,
     /// which the client program sends its request to).
     background: Option<kamailio::BackgroundSpec>,
+    /// The dialled domain: only DNS packets about it are the dial's.
+    domain: String,
 }
 
 impl Invocation {
@@ -437,6 +440,7 @@ impl Invocation {
             args,
             connects: false,
             background: None,
+            domain: String::new(),
         }
     }
 }

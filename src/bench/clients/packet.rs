@@ -16,6 +16,8 @@ pub(super) struct Packet {
     pub(super) rst: bool,
     /// DNS: (is a response, query type).
     pub(super) dns: Option<(bool, u16)>,
+    /// DNS: the (first) query name, lower case, without the trailing dot.
+    pub(super) dns_name: Option<String>,
     /// A SIP response's status code.
     pub(super) status: Option<u16>,
     /// TCP SYN and ACK both set: a server accepting a connection.
@@ -26,7 +28,7 @@ pub(super) struct Packet {
 }
 
 /// The `-e` fields, in the order [`parse_line`] reads them.
-pub(super) const FIELDS: [&str; 17] = [
+pub(super) const FIELDS: [&str; 18] = [
     "frame.time_epoch",
     "ip.src",
     "ipv6.src",
@@ -44,6 +46,7 @@ pub(super) const FIELDS: [&str; 17] = [
     "tcp.flags.syn",
     "tcp.flags.ack",
     "tls.handshake.type",
+    "dns.qry.name",
 ];
 
 fn flag(s: &str) -> bool {
@@ -92,6 +95,10 @@ pub(super) fn parse_line(line: &str) -> Option<Packet> {
         (resp, get(11).parse().unwrap_or(0))
     });
     let status = get(12).parse().ok();
+    let dns_name = dns.is_some().then(|| get(17)).and_then(|n| {
+        let n = n.trim_end_matches('.').to_ascii_lowercase();
+        (!n.is_empty()).then_some(n)
+    });
     Some(Packet {
         ts_ns,
         src,
@@ -101,6 +108,7 @@ pub(super) fn parse_line(line: &str) -> Option<Packet> {
         tcp,
         rst: flag(get(9)),
         dns,
+        dns_name,
         status,
         syn_ack: tcp && flag(get(14)) && flag(get(15)),
         // The first handshake message of the segment (occurrence=f): a

@@ -25,6 +25,10 @@ pub(super) struct Window {
     /// A TLS ServerHello counts as the response (TLS dials: the SIP
     /// response inside TLS cannot be seen without keys).
     tls: bool,
+    /// The dialled domain (lower case): DNS packets about other names (a
+    /// client resolving its own host name, reverse lookups) are no part of
+    /// the dial. `None`: every DNS packet is kept.
+    domain: Option<String>,
 }
 
 impl Window {
@@ -38,6 +42,30 @@ impl Window {
             response: None,
             connects: false,
             tls: false,
+            domain: None,
+        }
+    }
+
+    /// Keeps only the DNS packets about `domain`: the domain itself (NAPTR,
+    /// A/AAAA) and the names under it (the `_sip*`/`_sips*` SRV owners and
+    /// the SRV targets). A packet whose query name the capture did not show
+    /// is kept.
+    pub(super) fn for_domain(mut self, domain: &str) -> Window {
+        let d = domain.trim_end_matches('.').to_ascii_lowercase();
+        self.domain = (!d.is_empty()).then_some(d);
+        self
+    }
+
+    /// Whether a DNS packet is about a name other than the dialled domain's.
+    fn foreign_dns(&self, p: &Packet) -> bool {
+        match (&self.domain, &p.dns_name) {
+            (Some(domain), Some(name)) if p.dns.is_some() => {
+                name != domain
+                    && !name
+                        .strip_suffix(domain.as_str())
+                        .is_some_and(|head| head.ends_with('.'))
+            }
+            _ => false,
         }
     }
 
@@ -58,7 +86,12 @@ impl Window {
     }
 
     pub(super) fn add(&mut self, p: Packet) {
-        if p.ts_ns < self.start_ns || (self.outgoing(&p) && p.sport == self.marker_port) {
+        if p.ts_ns < self.start_ns
+            || (self.outgoing(&p) && p.sport == self.marker_port)
+            // Not the target's resolution: neither the dial's start, nor
+            // its query pattern, nor its Resolution Delay.
+            || self.foreign_dns(&p)
+        {
             return;
         }
         if self.outgoing(&p) && p.dns.is_none() && !p.rst {
@@ -105,16 +138,22 @@ impl Window {
         v
     }
 
-    /// Whether the client sent anything over TCP (a SYN at least, DNS
-    /// aside) up to `until`.
-    pub(super) fn sent_tcp(&self, until: Option<u64>) -> bool {
-        self.packets.iter().any(|p| {
-            self.outgoing(p)
-                && p.tcp
-                && p.dns.is_none()
-                && !p.rst
-                && until.is_none_or(|u| p.ts_ns <= u)
-        })
+    /// When the client first sent over TCP (its first SYN; `tcp`) or over
+    /// UDP (its first SIP datagram), DNS aside, up to `until`: ms after
+    /// `first`. The order of the two says which transport it tried first.
+    pub(super) fn first_send_ms(&self, tcp: bool, first: u64, until: Option<u64>) -> Option<f64> {
+        self.packets
+            .iter()
+            .filter(|p| {
+                self.outgoing(p)
+                    && p.tcp == tcp
+                    && p.dns.is_none()
+                    && !p.rst
+                    && until.is_none_or(|u| p.ts_ns <= u)
+            })
+            .map(|p| p.ts_ns)
+            .min()
+            .map(|ts| ts.saturating_sub(first) as f64 / 1e6)
     }
 
     /// The DNS queries the client sent up to `until`, in order: (record
@@ -421,8 +460,9 @@ mod tests {
             tcp.response().is_none(),
             "no SIP response, no connect counted"
         );
-        assert!(tls.sent_tcp(Some(r.ts_ns)));
-        assert!(!tls.sent_tcp(Some(999_000_000)));
+        assert_eq!(tls.first_send_ms(true, 0, Some(r.ts_ns)), Some(1000.0));
+        assert_eq!(tls.first_send_ms(false, 0, Some(r.ts_ns)), None);
+        assert_eq!(tls.first_send_ms(true, 0, Some(999_000_000)), None);
     }
 
     #[test]
@@ -451,6 +491,50 @@ mod tests {
         let types: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
         assert_eq!(types, ["SRV", "AAAA", "A"]);
         assert!((got[2].1 - 10.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn dns_about_other_names_is_no_part_of_the_dial() {
+        let c6: IpAddr = "2001:db8:c1::10".parse().unwrap();
+        // (time, query type, is a response, query name)
+        let q = |ts: &str, qtype: &str, response: bool, name: &str| {
+            let (src, dst, sport, dport) = if response {
+                ("2001:db8:d5::53", "2001:db8:c1::10", "53", "40000")
+            } else {
+                ("2001:db8:c1::10", "2001:db8:d5::53", "40000", "53")
+            };
+            let r = if response { "1" } else { "0" };
+            let mut f = vec![ts, "", src, "", dst, sport, dport, "", "", "", r, qtype];
+            f.resize(17, "");
+            f.push(name);
+            line(&f)
+        };
+        let records = [
+            // pjsua2 resolving its own host name first
+            q("1.000", "28", false, "client-host.localdomain."),
+            q("1.001", "28", true, "client-host.localdomain."),
+            q("1.010", "33", false, "_sip._udp.example.test."),
+            q("1.011", "33", true, "_sip._udp.example.test."),
+            q("1.020", "28", false, "sip1.Example.Test."),
+            q("1.021", "1", false, "sip1.example.test."),
+            q("1.030", "28", true, "sip1.example.test."),
+            // a name that only ends like the domain
+            q("1.031", "1", false, "notexample.test."),
+        ];
+        let mut w = Window::new(0, &[c6], 1).for_domain("example.test");
+        let mut all = Window::new(0, &[c6], 1);
+        for l in &records {
+            w.add(parse_line(l).expect("parses"));
+            all.add(parse_line(l).expect("parses"));
+        }
+        let first = w.first_sent().expect("a query").ts_ns;
+        assert_eq!(first, 1_010_000_000, "the dial starts at the SRV query");
+        let types: Vec<String> = w.queries(first, None).into_iter().map(|(t, _)| t).collect();
+        assert_eq!(types, ["SRV", "AAAA", "A"]);
+        let answers = w.dns_ms(Some(first), None);
+        assert_eq!(answers.get("AAAA"), Some(&20.0));
+        // Without the domain every query counts (what the review found).
+        assert_eq!(all.first_sent().expect("a query").ts_ns, 1_000_000_000);
     }
 
     #[test]
