@@ -9,12 +9,16 @@
 //!   back too, without blaming its path.
 //! - A registrar whose 2xx lacks `Require: outbound` gets one plain
 //!   registration: one flow, no keep-alive.
+//! - A flow that recovered onto IPv4 while IPv6 was broken goes back to
+//!   IPv6 once it works again (make before break), and requests to its
+//!   reg-id then arrive over IPv6.
 #![cfg(feature = "tools")]
 
 mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,7 +30,8 @@ use siprace::dialer::DialerConfig;
 use siprace::endpoint::Family;
 use siprace::outbound::agent::{Notice, RegisterConfig, Registration};
 use siprace::outbound::flows::{EventKind, FlowConfig, FlowEvent, NO_OUTBOUND};
-use siprace::sip::{self, Frame, StreamFramer};
+use siprace::sip::{self, Frame, OptionsProbe, StreamFramer};
+use siprace::Transport;
 
 const INSTANCE: &str = "urn:uuid:00000000-0000-1000-8000-00000000c0de";
 /// How long one step may take on a loaded machine.
@@ -56,7 +61,23 @@ struct MiniRegistrar {
     close_v6: watch::Sender<u64>,
     close_v4: watch::Sender<u64>,
     /// The contacts registered now, by reg-id.
-    bindings: Arc<Mutex<HashMap<u32, u64>>>,
+    bindings: Arc<Mutex<HashMap<u32, Bound>>>,
+    /// While set, every IPv6 connection is reset as soon as it is accepted
+    /// (with [`Ending::Reset`]): a broken IPv6 path.
+    v6_broken: Arc<AtomicBool>,
+    /// How many IPv4 connections are open now.
+    open_v4: Arc<watch::Sender<usize>>,
+}
+
+/// A registered contact: the connection it came over (the registrar's
+/// requests to its reg-id go down that one, RFC 5626 §5.3).
+#[derive(Debug, Clone)]
+struct Bound {
+    family: Family,
+    /// The registrar's end of that connection.
+    local: SocketAddr,
+    /// Bytes to send down it.
+    to_ua: mpsc::UnboundedSender<Vec<u8>>,
 }
 
 /// How the registrar ends the connections it closes.
@@ -76,6 +97,8 @@ impl MiniRegistrar {
         let (close_v6, closes_v6) = watch::channel(0u64);
         let (close_v4, closes_v4) = watch::channel(0u64);
         let bindings = Arc::new(Mutex::new(HashMap::new()));
+        let v6_broken = Arc::new(AtomicBool::new(false));
+        let open_v4 = Arc::new(watch::channel(0usize).0);
         for (listener, family) in [(v6, Family::V6), (v4, Family::V4)] {
             let seen = seen_tx.clone();
             let closes = match family {
@@ -83,6 +106,8 @@ impl MiniRegistrar {
                 Family::V4 => closes_v4.clone(),
             };
             let bindings = bindings.clone();
+            let v6_broken = v6_broken.clone();
+            let open_v4 = open_v4.clone();
             tokio::spawn(async move {
                 while let Ok((stream, _)) = listener.accept().await {
                     if ending == Ending::Reset {
@@ -91,6 +116,10 @@ impl MiniRegistrar {
                             .set_linger(Some(Duration::ZERO))
                             .expect("SO_LINGER");
                     }
+                    if family == Family::V6 && v6_broken.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    let open_v4 = (family == Family::V4).then(|| OpenGuard::new(open_v4.clone()));
                     let mut closes = closes.clone();
                     closes.borrow_and_update();
                     let served = serve(
@@ -107,6 +136,7 @@ impl MiniRegistrar {
                             // Dropping the stream closes it (see `ending`).
                             _ = closes.changed() => {}
                         }
+                        drop(open_v4);
                     });
                 }
             });
@@ -117,6 +147,8 @@ impl MiniRegistrar {
             close_v6,
             close_v4,
             bindings,
+            v6_broken,
+            open_v4,
         }
     }
 
@@ -125,6 +157,22 @@ impl MiniRegistrar {
             .await
             .expect("the registrar hears from the UA in time")
             .expect("the registrar runs")
+    }
+}
+
+/// Counts an open connection while it lives.
+struct OpenGuard(Arc<watch::Sender<usize>>);
+
+impl OpenGuard {
+    fn new(count: Arc<watch::Sender<usize>>) -> OpenGuard {
+        count.send_modify(|n| *n += 1);
+        OpenGuard(count)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
     }
 }
 
@@ -147,12 +195,25 @@ async fn serve(
     outbound: bool,
     granted: Option<u64>,
     seen: mpsc::UnboundedSender<Seen>,
-    bindings: Arc<Mutex<HashMap<u32, u64>>>,
+    bindings: Arc<Mutex<HashMap<u32, Bound>>>,
 ) {
     let mut framer = StreamFramer::new(sip::MAX_MESSAGE_SIZE);
     let mut buf = vec![0u8; 16 * 1024];
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    let (to_ua, mut outgoing) = mpsc::unbounded_channel::<Vec<u8>>();
     loop {
-        let n = match stream.read(&mut buf).await {
+        let read = tokio::select! {
+            read = stream.read(&mut buf) => read,
+            Some(bytes) = outgoing.recv() => {
+                if stream.write_all(&bytes).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let n = match read {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
@@ -191,7 +252,14 @@ async fn serve(
                             if expires == 0 {
                                 b.remove(&reg_id);
                             } else {
-                                b.insert(reg_id, expires);
+                                // Same instance and reg-id: this flow
+                                // replaces the one bound before (§6).
+                                let bound = Bound {
+                                    family,
+                                    local,
+                                    to_ua: to_ua.clone(),
+                                };
+                                b.insert(reg_id, bound);
                             }
                         }
                         let _ = seen.send(Seen::Register {
@@ -223,6 +291,25 @@ fn start_registration(
     expires: Duration,
     keepalive: Duration,
 ) -> Registration {
+    start_registration_with(
+        dns,
+        port,
+        FlowConfig {
+            flows: 2,
+            keepalive: Some(keepalive),
+            ..FlowConfig::default()
+        },
+        expires,
+    )
+}
+
+/// The same with the flows' rules given.
+fn start_registration_with(
+    dns: SocketAddr,
+    port: u16,
+    flows: FlowConfig,
+    expires: Duration,
+) -> Registration {
     let mut dialer = DialerConfig::default();
     dialer.locate.dns_server = Some(dns);
     Registration::start(
@@ -233,11 +320,7 @@ fn start_registration(
             instance: INSTANCE.into(),
             expires,
             credentials: None,
-            flows: FlowConfig {
-                flows: 2,
-                keepalive: Some(keepalive),
-                ..FlowConfig::default()
-            },
+            flows,
         },
     )
     .expect("the registration starts")
@@ -451,4 +534,113 @@ async fn a_flow_closed_in_order_comes_back_without_blaming_its_path() {
     registration.stop();
     while registration.next().await.is_some() {}
     registration.finished().await;
+}
+
+#[tokio::test]
+async fn a_flow_displaced_onto_ipv4_goes_home_to_ipv6_once_it_works_again() {
+    let dns = common::serve_zone("registrar IN AAAA ::1\nregistrar IN A 127.0.0.1\n", "").await;
+    let registrar = MiniRegistrar::start(true, None, Ending::Reset).await;
+    let mut registration = start_registration_with(
+        dns.addrs()[0],
+        registrar.port,
+        FlowConfig {
+            flows: 2,
+            keepalive: Some(Duration::from_secs(600)),
+            // A home attempt 0.15–0.3 s after the flow is displaced, then
+            // 0.3–0.6 s after a failed one, and so on.
+            rehome_after: Duration::from_millis(300),
+            ..FlowConfig::default()
+        },
+        Duration::from_secs(600),
+    );
+    let up = both_registered(&mut registration).await;
+    assert_eq!(family_of(&up[&1]), Some(Family::V6), "{:?}", up[&1]);
+    assert_eq!(family_of(&up[&2]), Some(Family::V4), "{:?}", up[&2]);
+
+    // IPv6 breaks: the flow's connection is reset, and every new one too.
+    registrar.v6_broken.store(true, Ordering::SeqCst);
+    registrar.close_v6.send_modify(|n| *n += 1);
+    let recovered = wait_for(&mut registration, "flow 1 recovered", |e| {
+        e.flow == 1 && e.kind == EventKind::Recovered
+    })
+    .await;
+    assert_eq!(family_of(&recovered), Some(Family::V4), "{recovered:?}");
+
+    // Displaced onto IPv4, it tries IPv6 again; that fails while IPv6 is
+    // broken, and the flow stays registered over IPv4.
+    let failed = wait_for(&mut registration, "a failed home attempt", |e| {
+        e.flow == 1 && matches!(e.kind, EventKind::RehomeFailed { .. })
+    })
+    .await;
+    eprintln!("{failed:?}");
+    assert_eq!(family_of(&failed), Some(Family::V4), "{failed:?}");
+    assert!(
+        matches!(&failed.kind, EventKind::RehomeFailed { reason, .. } if reason.starts_with("ipv6: ")),
+        "{failed:?}"
+    );
+    assert_eq!(
+        registrar.bindings.lock().unwrap()[&1].family,
+        Family::V4,
+        "a failed attempt leaves the binding alone"
+    );
+
+    // IPv6 works again: the flow goes home.
+    registrar.v6_broken.store(false, Ordering::SeqCst);
+    let rehomed = wait_for(&mut registration, "flow 1 back on IPv6", |e| {
+        e.flow == 1 && e.kind == EventKind::Rehomed
+    })
+    .await;
+    eprintln!("{rehomed:?}");
+    assert_eq!(family_of(&rehomed), Some(Family::V6), "{rehomed:?}");
+    assert_eq!(rehomed.outbound, Some(true));
+    let race = rehomed.race.clone().expect("the home race's note");
+    assert_eq!(race.first_family, Family::V6);
+    let bound = registrar.bindings.lock().unwrap()[&1].clone();
+    assert_eq!(bound.family, Family::V6, "reg-id 1 now bound over IPv6");
+    assert_eq!(registrar.bindings.lock().unwrap()[&2].family, Family::V4);
+
+    // The old IPv4 connection of flow 1 is closed: only flow 2's is left.
+    let mut open_v4 = registrar.open_v4.subscribe();
+    tokio::time::timeout(STEP, open_v4.wait_for(|n| *n == 1))
+        .await
+        .expect("flow 1's IPv4 connection closed in time")
+        .expect("the registrar runs");
+
+    // A request to reg-id 1 goes down its binding, over IPv6, and arrives
+    // on flow 1.
+    let options = OptionsProbe::new("sip:alice@example.test", Transport::Tcp, bound.local)
+        .with_cseq(4242)
+        .to_bytes();
+    bound
+        .to_ua
+        .send(options)
+        .expect("the IPv6 connection is served");
+    let mut skipped = vec![];
+    loop {
+        match tokio::time::timeout(STEP, registration.next()).await {
+            Ok(Some((
+                _,
+                Notice::Inbound {
+                    flow,
+                    method,
+                    status,
+                    request,
+                },
+            ))) if request.cseq.seq == 4242 => {
+                assert_eq!((flow, method.as_str(), status), (1, "OPTIONS", 200));
+                break;
+            }
+            Ok(Some((_, notice))) if skipped.len() < 100 => skipped.push(notice),
+            other => panic!("no OPTIONS over flow 1: {other:?} after {skipped:#?}"),
+        }
+    }
+
+    registration.stop();
+    while registration.next().await.is_some() {}
+    registration.finished().await;
+    assert!(
+        registrar.bindings.lock().unwrap().is_empty(),
+        "{:?}",
+        registrar.bindings
+    );
 }
