@@ -65,6 +65,9 @@ struct MiniRegistrar {
     /// While set, every IPv6 connection is reset as soon as it is accepted
     /// (with [`Ending::Reset`]): a broken IPv6 path.
     v6_broken: Arc<AtomicBool>,
+    /// While set, an IPv6 connection is reset when a REGISTER arrives over
+    /// it (connections and OPTIONS still work): a path that breaks later.
+    v6_resets_register: Arc<AtomicBool>,
     /// How many IPv4 connections are open now.
     open_v4: Arc<watch::Sender<usize>>,
 }
@@ -98,6 +101,7 @@ impl MiniRegistrar {
         let (close_v4, closes_v4) = watch::channel(0u64);
         let bindings = Arc::new(Mutex::new(HashMap::new()));
         let v6_broken = Arc::new(AtomicBool::new(false));
+        let v6_resets_register = Arc::new(AtomicBool::new(false));
         let open_v4 = Arc::new(watch::channel(0usize).0);
         for (listener, family) in [(v6, Family::V6), (v4, Family::V4)] {
             let seen = seen_tx.clone();
@@ -107,6 +111,7 @@ impl MiniRegistrar {
             };
             let bindings = bindings.clone();
             let v6_broken = v6_broken.clone();
+            let resets_register = (family == Family::V6).then(|| v6_resets_register.clone());
             let open_v4 = open_v4.clone();
             tokio::spawn(async move {
                 while let Ok((stream, _)) = listener.accept().await {
@@ -129,6 +134,7 @@ impl MiniRegistrar {
                         granted,
                         seen.clone(),
                         bindings.clone(),
+                        resets_register.clone(),
                     );
                     tokio::spawn(async move {
                         tokio::select! {
@@ -148,6 +154,7 @@ impl MiniRegistrar {
             close_v4,
             bindings,
             v6_broken,
+            v6_resets_register,
             open_v4,
         }
     }
@@ -196,6 +203,7 @@ async fn serve(
     granted: Option<u64>,
     seen: mpsc::UnboundedSender<Seen>,
     bindings: Arc<Mutex<HashMap<u32, Bound>>>,
+    resets_register: Option<Arc<AtomicBool>>,
 ) {
     let mut framer = StreamFramer::new(sip::MAX_MESSAGE_SIZE);
     let mut buf = vec![0u8; 16 * 1024];
@@ -230,6 +238,12 @@ async fn serve(
                     };
                     if request.method != "REGISTER" {
                         request.options_ok(None)
+                    } else if resets_register
+                        .as_ref()
+                        .is_some_and(|r| r.load(Ordering::SeqCst))
+                    {
+                        // Dropping the stream resets it (`Ending::Reset`).
+                        return;
                     } else {
                         let asked: u64 = request
                             .headers
@@ -584,8 +598,22 @@ async fn a_flow_displaced_onto_ipv4_goes_home_to_ipv6_once_it_works_again() {
         "a failed attempt leaves the binding alone"
     );
 
-    // IPv6 works again: the flow goes home.
+    // IPv6 connects again, but a REGISTER over it is reset: the flow stays
+    // on IPv4, and the reset counts as the new path's failure.
+    registrar.v6_resets_register.store(true, Ordering::SeqCst);
     registrar.v6_broken.store(false, Ordering::SeqCst);
+    let failed = wait_for(&mut registration, "a home REGISTER reset", |e| {
+        e.flow == 1
+            && matches!(&e.kind, EventKind::RehomeFailed { reason, .. }
+                if reason.contains("recorded as the path's failure"))
+    })
+    .await;
+    eprintln!("{failed:?}");
+    assert_eq!(family_of(&failed), Some(Family::V4), "{failed:?}");
+    assert_eq!(registrar.bindings.lock().unwrap()[&1].family, Family::V4);
+
+    // IPv6 works again: the flow goes home.
+    registrar.v6_resets_register.store(false, Ordering::SeqCst);
     let rehomed = wait_for(&mut registration, "flow 1 back on IPv6", |e| {
         e.flow == 1 && e.kind == EventKind::Rehomed
     })
