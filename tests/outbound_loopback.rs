@@ -11,7 +11,8 @@
 //!   registration: one flow, no keep-alive.
 //! - A flow that recovered onto IPv4 while IPv6 was broken goes back to
 //!   IPv6 once it works again (make before break), and requests to its
-//!   reg-id then arrive over IPv6.
+//!   reg-id then arrive over IPv6; stopping while its REGISTER over the new
+//!   connection is out unregisters over both connections and closes both.
 #![cfg(feature = "tools")]
 
 mod common;
@@ -62,14 +63,35 @@ struct MiniRegistrar {
     close_v4: watch::Sender<u64>,
     /// The contacts registered now, by reg-id.
     bindings: Arc<Mutex<HashMap<u32, Bound>>>,
-    /// While set, every IPv6 connection is reset as soon as it is accepted
-    /// (with [`Ending::Reset`]): a broken IPv6 path.
-    v6_broken: Arc<AtomicBool>,
-    /// While set, an IPv6 connection is reset when a REGISTER arrives over
-    /// it (connections and OPTIONS still work): a path that breaks later.
-    v6_resets_register: Arc<AtomicBool>,
-    /// How many IPv4 connections are open now.
+    /// What goes wrong over IPv6 (nothing until the test says).
+    v6: Arc<Faults>,
+    /// How many IPv6 (IPv4) connections are open now.
+    open_v6: Arc<watch::Sender<usize>>,
     open_v4: Arc<watch::Sender<usize>>,
+}
+
+/// Faults of one family's listener, switched on and off by the test.
+#[derive(Default)]
+struct Faults {
+    /// Every connection is reset as soon as it is accepted (with
+    /// [`Ending::Reset`]): a broken path.
+    refuse: AtomicBool,
+    /// A connection is reset when a REGISTER arrives over it (connections
+    /// and OPTIONS still work): a path that breaks a moment later.
+    reset_register: AtomicBool,
+    /// A REGISTER that binds is bound but never answered (a lost 200);
+    /// unregistrations are answered.
+    hold_register: AtomicBool,
+}
+
+impl Faults {
+    fn set(flag: &AtomicBool, on: bool) {
+        flag.store(on, Ordering::SeqCst);
+    }
+
+    fn on(flag: &AtomicBool) -> bool {
+        flag.load(Ordering::SeqCst)
+    }
 }
 
 /// A registered contact: the connection it came over (the registrar's
@@ -100,8 +122,8 @@ impl MiniRegistrar {
         let (close_v6, closes_v6) = watch::channel(0u64);
         let (close_v4, closes_v4) = watch::channel(0u64);
         let bindings = Arc::new(Mutex::new(HashMap::new()));
-        let v6_broken = Arc::new(AtomicBool::new(false));
-        let v6_resets_register = Arc::new(AtomicBool::new(false));
+        let v6_faults = Arc::new(Faults::default());
+        let open_v6 = Arc::new(watch::channel(0usize).0);
         let open_v4 = Arc::new(watch::channel(0usize).0);
         for (listener, family) in [(v6, Family::V6), (v4, Family::V4)] {
             let seen = seen_tx.clone();
@@ -110,9 +132,14 @@ impl MiniRegistrar {
                 Family::V4 => closes_v4.clone(),
             };
             let bindings = bindings.clone();
-            let v6_broken = v6_broken.clone();
-            let resets_register = (family == Family::V6).then(|| v6_resets_register.clone());
-            let open_v4 = open_v4.clone();
+            let faults = match family {
+                Family::V6 => v6_faults.clone(),
+                Family::V4 => Arc::new(Faults::default()),
+            };
+            let open = match family {
+                Family::V6 => open_v6.clone(),
+                Family::V4 => open_v4.clone(),
+            };
             tokio::spawn(async move {
                 while let Ok((stream, _)) = listener.accept().await {
                     if ending == Ending::Reset {
@@ -121,10 +148,10 @@ impl MiniRegistrar {
                             .set_linger(Some(Duration::ZERO))
                             .expect("SO_LINGER");
                     }
-                    if family == Family::V6 && v6_broken.load(Ordering::SeqCst) {
+                    if Faults::on(&faults.refuse) {
                         continue;
                     }
-                    let open_v4 = (family == Family::V4).then(|| OpenGuard::new(open_v4.clone()));
+                    let open = OpenGuard::new(open.clone());
                     let mut closes = closes.clone();
                     closes.borrow_and_update();
                     let served = serve(
@@ -134,7 +161,7 @@ impl MiniRegistrar {
                         granted,
                         seen.clone(),
                         bindings.clone(),
-                        resets_register.clone(),
+                        faults.clone(),
                     );
                     tokio::spawn(async move {
                         tokio::select! {
@@ -142,7 +169,7 @@ impl MiniRegistrar {
                             // Dropping the stream closes it (see `ending`).
                             _ = closes.changed() => {}
                         }
-                        drop(open_v4);
+                        drop(open);
                     });
                 }
             });
@@ -153,8 +180,8 @@ impl MiniRegistrar {
             close_v6,
             close_v4,
             bindings,
-            v6_broken,
-            v6_resets_register,
+            v6: v6_faults,
+            open_v6,
             open_v4,
         }
     }
@@ -203,7 +230,7 @@ async fn serve(
     granted: Option<u64>,
     seen: mpsc::UnboundedSender<Seen>,
     bindings: Arc<Mutex<HashMap<u32, Bound>>>,
-    resets_register: Option<Arc<AtomicBool>>,
+    faults: Arc<Faults>,
 ) {
     let mut framer = StreamFramer::new(sip::MAX_MESSAGE_SIZE);
     let mut buf = vec![0u8; 16 * 1024];
@@ -238,10 +265,7 @@ async fn serve(
                     };
                     if request.method != "REGISTER" {
                         request.options_ok(None)
-                    } else if resets_register
-                        .as_ref()
-                        .is_some_and(|r| r.load(Ordering::SeqCst))
-                    {
+                    } else if Faults::on(&faults.reset_register) {
                         // Dropping the stream resets it (`Ending::Reset`).
                         return;
                     } else {
@@ -281,6 +305,9 @@ async fn serve(
                             reg_id,
                             expires,
                         });
+                        if expires > 0 && Faults::on(&faults.hold_register) {
+                            continue;
+                        }
                         let mut response =
                             request.response(200).header("Expires", expires.to_string());
                         if outbound {
@@ -572,7 +599,7 @@ async fn a_flow_displaced_onto_ipv4_goes_home_to_ipv6_once_it_works_again() {
     assert_eq!(family_of(&up[&2]), Some(Family::V4), "{:?}", up[&2]);
 
     // IPv6 breaks: the flow's connection is reset, and every new one too.
-    registrar.v6_broken.store(true, Ordering::SeqCst);
+    Faults::set(&registrar.v6.refuse, true);
     registrar.close_v6.send_modify(|n| *n += 1);
     let recovered = wait_for(&mut registration, "flow 1 recovered", |e| {
         e.flow == 1 && e.kind == EventKind::Recovered
@@ -600,8 +627,8 @@ async fn a_flow_displaced_onto_ipv4_goes_home_to_ipv6_once_it_works_again() {
 
     // IPv6 connects again, but a REGISTER over it is reset: the flow stays
     // on IPv4, and the reset counts as the new path's failure.
-    registrar.v6_resets_register.store(true, Ordering::SeqCst);
-    registrar.v6_broken.store(false, Ordering::SeqCst);
+    Faults::set(&registrar.v6.reset_register, true);
+    Faults::set(&registrar.v6.refuse, false);
     let failed = wait_for(&mut registration, "a home REGISTER reset", |e| {
         e.flow == 1
             && matches!(&e.kind, EventKind::RehomeFailed { reason, .. }
@@ -613,7 +640,7 @@ async fn a_flow_displaced_onto_ipv4_goes_home_to_ipv6_once_it_works_again() {
     assert_eq!(registrar.bindings.lock().unwrap()[&1].family, Family::V4);
 
     // IPv6 works again: the flow goes home.
-    registrar.v6_resets_register.store(false, Ordering::SeqCst);
+    Faults::set(&registrar.v6.reset_register, false);
     let rehomed = wait_for(&mut registration, "flow 1 back on IPv6", |e| {
         e.flow == 1 && e.kind == EventKind::Rehomed
     })
@@ -671,4 +698,87 @@ async fn a_flow_displaced_onto_ipv4_goes_home_to_ipv6_once_it_works_again() {
         "{:?}",
         registrar.bindings
     );
+}
+
+#[tokio::test]
+async fn stopping_while_the_home_register_is_out_unregisters_over_both_connections() {
+    let dns = common::serve_zone("registrar IN AAAA ::1\nregistrar IN A 127.0.0.1\n", "").await;
+    let mut registrar = MiniRegistrar::start(true, None, Ending::Reset).await;
+    let mut registration = start_registration_with(
+        dns.addrs()[0],
+        registrar.port,
+        FlowConfig {
+            flows: 2,
+            keepalive: Some(Duration::from_secs(600)),
+            rehome_after: Duration::from_millis(300),
+            ..FlowConfig::default()
+        },
+        Duration::from_secs(600),
+    );
+    let up = both_registered(&mut registration).await;
+    assert_eq!(family_of(&up[&1]), Some(Family::V6), "{:?}", up[&1]);
+
+    // From now on a REGISTER over IPv6 is bound but its 200 never comes.
+    // Flow 1's IPv6 connection is reset: it recovers over IPv4, then goes
+    // for home, whose REGISTER stays out.
+    Faults::set(&registrar.v6.hold_register, true);
+    registrar.close_v6.send_modify(|n| *n += 1);
+    let mut seen = vec![];
+    let mut wanted = [
+        Seen::Register {
+            family: Family::V4,
+            reg_id: 1,
+            expires: 600,
+        },
+        Seen::Register {
+            family: Family::V6,
+            reg_id: 1,
+            expires: 600,
+        },
+    ]
+    .into_iter();
+    let mut next = wanted.next();
+    while let Some(want) = &next {
+        assert!(seen.len() < 100, "{seen:?}");
+        let s = registrar.next_seen().await;
+        if s == *want {
+            next = wanted.next();
+        }
+        seen.push(s);
+    }
+    assert_eq!(registrar.bindings.lock().unwrap()[&1].family, Family::V6);
+
+    // Stop: the flow is unregistered over the candidate (behind its
+    // REGISTER) and over its working connection, flow 2 over its own, and
+    // every connection closes.
+    registration.stop();
+    while registration.next().await.is_some() {}
+    registration.finished().await;
+    let mut unregistered = vec![];
+    while let Ok(s) = registrar.seen.try_recv() {
+        if let Seen::Register {
+            family,
+            reg_id,
+            expires: 0,
+        } = s
+        {
+            unregistered.push((reg_id, family));
+        }
+    }
+    unregistered.sort_by_key(|(reg_id, family)| (*reg_id, *family == Family::V4));
+    assert_eq!(
+        unregistered,
+        vec![(1, Family::V6), (1, Family::V4), (2, Family::V4)],
+        "{seen:?}"
+    );
+    assert!(registrar.bindings.lock().unwrap().is_empty());
+    for (family, open) in [
+        (Family::V6, &registrar.open_v6),
+        (Family::V4, &registrar.open_v4),
+    ] {
+        tokio::time::timeout(STEP, open.subscribe().wait_for(|n| *n == 0))
+            .await
+            .unwrap_or_else(|_| panic!("{family:?} connections left open"))
+            .expect("the registrar runs");
+    }
 }
