@@ -387,6 +387,16 @@ async fn wait_for(
     panic!("no {what} among 100 notices: {skipped:#?}");
 }
 
+/// Stops the registration, waits until it ended, and checks that it took
+/// back every binding.
+async fn stop_and_expect_no_binding(mut registration: Registration, registrar: &MiniRegistrar) {
+    registration.stop();
+    while registration.next().await.is_some() {}
+    registration.finished().await;
+    let bindings = registrar.bindings.lock().unwrap();
+    assert!(bindings.is_empty(), "{bindings:?}");
+}
+
 fn family_of(e: &FlowEvent) -> Option<Family> {
     e.path.map(|(_, a)| Family::of(&a.ip()))
 }
@@ -452,14 +462,7 @@ async fn a_flow_reset_comes_back_on_the_other_family_first() {
     assert_eq!(family_of(&recovered), Some(Family::V4), "{recovered:?}");
 
     // Both reg-ids stay bound; stopping unregisters them.
-    registration.stop();
-    while registration.next().await.is_some() {}
-    registration.finished().await;
-    assert!(
-        registrar.bindings.lock().unwrap().is_empty(),
-        "{:?}",
-        registrar.bindings
-    );
+    stop_and_expect_no_binding(registration, &registrar).await;
 }
 
 #[tokio::test]
@@ -522,10 +525,7 @@ async fn a_registrar_without_outbound_gets_one_registration_and_no_keepalives() 
     let bound: Vec<u32> = registrar.bindings.lock().unwrap().keys().copied().collect();
     assert_eq!(bound, vec![kept], "one registration: {seen:?}");
 
-    registration.stop();
-    while registration.next().await.is_some() {}
-    registration.finished().await;
-    assert!(registrar.bindings.lock().unwrap().is_empty());
+    stop_and_expect_no_binding(registration, &registrar).await;
 }
 
 #[tokio::test]
@@ -577,18 +577,17 @@ async fn a_flow_closed_in_order_comes_back_without_blaming_its_path() {
     registration.finished().await;
 }
 
-#[tokio::test]
-async fn a_flow_displaced_onto_ipv4_goes_home_to_ipv6_once_it_works_again() {
-    let dns = common::serve_zone("registrar IN AAAA ::1\nregistrar IN A 127.0.0.1\n", "").await;
-    let registrar = MiniRegistrar::start(true, None, Ending::Reset).await;
+/// A registration whose displaced flow tries to go home 0.15–0.3 s after
+/// it is displaced, then 0.3–0.6 s after a failed attempt, and so on;
+/// returned once both flows are registered, flow 1 over IPv6 and flow 2
+/// over IPv4.
+async fn registered_and_quick_to_go_home(dns: SocketAddr, port: u16) -> Registration {
     let mut registration = start_registration_with(
-        dns.addrs()[0],
-        registrar.port,
+        dns,
+        port,
         FlowConfig {
             flows: 2,
             keepalive: Some(Duration::from_secs(600)),
-            // A home attempt 0.15–0.3 s after the flow is displaced, then
-            // 0.3–0.6 s after a failed one, and so on.
             rehome_after: Duration::from_millis(300),
             ..FlowConfig::default()
         },
@@ -597,6 +596,14 @@ async fn a_flow_displaced_onto_ipv4_goes_home_to_ipv6_once_it_works_again() {
     let up = both_registered(&mut registration).await;
     assert_eq!(family_of(&up[&1]), Some(Family::V6), "{:?}", up[&1]);
     assert_eq!(family_of(&up[&2]), Some(Family::V4), "{:?}", up[&2]);
+    registration
+}
+
+#[tokio::test]
+async fn a_flow_displaced_onto_ipv4_goes_home_to_ipv6_once_it_works_again() {
+    let dns = common::serve_zone("registrar IN AAAA ::1\nregistrar IN A 127.0.0.1\n", "").await;
+    let registrar = MiniRegistrar::start(true, None, Ending::Reset).await;
+    let mut registration = registered_and_quick_to_go_home(dns.addrs()[0], registrar.port).await;
 
     // IPv6 breaks: the flow's connection is reset, and every new one too.
     Faults::set(&registrar.v6.refuse, true);
@@ -690,33 +697,14 @@ async fn a_flow_displaced_onto_ipv4_goes_home_to_ipv6_once_it_works_again() {
         }
     }
 
-    registration.stop();
-    while registration.next().await.is_some() {}
-    registration.finished().await;
-    assert!(
-        registrar.bindings.lock().unwrap().is_empty(),
-        "{:?}",
-        registrar.bindings
-    );
+    stop_and_expect_no_binding(registration, &registrar).await;
 }
 
 #[tokio::test]
 async fn stopping_while_the_home_register_is_out_unregisters_over_both_connections() {
     let dns = common::serve_zone("registrar IN AAAA ::1\nregistrar IN A 127.0.0.1\n", "").await;
     let mut registrar = MiniRegistrar::start(true, None, Ending::Reset).await;
-    let mut registration = start_registration_with(
-        dns.addrs()[0],
-        registrar.port,
-        FlowConfig {
-            flows: 2,
-            keepalive: Some(Duration::from_secs(600)),
-            rehome_after: Duration::from_millis(300),
-            ..FlowConfig::default()
-        },
-        Duration::from_secs(600),
-    );
-    let up = both_registered(&mut registration).await;
-    assert_eq!(family_of(&up[&1]), Some(Family::V6), "{:?}", up[&1]);
+    let mut registration = registered_and_quick_to_go_home(dns.addrs()[0], registrar.port).await;
 
     // From now on a REGISTER over IPv6 is bound but its 200 never comes.
     // Flow 1's IPv6 connection is reset: it recovers over IPv4, then goes

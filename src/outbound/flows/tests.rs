@@ -724,6 +724,24 @@ fn a_register_in_flight_is_taken_back_when_the_registrar_lacks_outbound_or_on_st
 
 // Going back home (see the module docs).
 
+/// `flow`'s connection reset (its path failed).
+fn reset(flow: FlowId) -> Input {
+    Input::FlowLost {
+        flow,
+        reason: "reset".into(),
+        path_broken: true,
+    }
+}
+
+/// Flow 1's home race won: a connection over IPv6.
+fn home_connected() -> Input {
+    Input::HomeConnected {
+        flow: 1,
+        transport: Transport::Tcp,
+        remote: addr(V6),
+    }
+}
+
 /// Keep-alives every 300 s, so the home race's wait is the earliest deadline.
 fn rehome_flows(count: u32) -> (Flows, Instant) {
     let cfg = FlowConfig {
@@ -752,14 +770,7 @@ fn displaced(expires: u64) -> (Flows, Instant, Instant) {
     m.step(t0, connected(2, Transport::Tcp, V4));
     m.step(t0, registered(1, 3600));
     m.step(t0, registered(2, 3600));
-    m.step(
-        t0,
-        Input::FlowLost {
-            flow: 1,
-            reason: "reset".into(),
-            path_broken: true,
-        },
-    );
+    m.step(t0, reset(1));
     m.step(t0, connected(1, Transport::Tcp, V4));
     let out = m.step(t0, registered(1, expires));
     assert_eq!(
@@ -957,14 +968,7 @@ fn a_register_failure_on_the_candidate_closes_only_the_candidate() {
     for (path_broken, blamed) in [(true, true), (false, false)] {
         let (mut m, _t0, due) = displaced(3600);
         m.step(due, Input::Timer);
-        m.step(
-            due,
-            Input::HomeConnected {
-                flow: 1,
-                transport: Transport::Tcp,
-                remote: addr(V6),
-            },
-        );
+        m.step(due, home_connected());
         let out = m.step(
             due,
             Input::HomeRegisterFailed {
@@ -1015,14 +1019,7 @@ fn stop_mid_rehome_unregisters_and_closes_both_connections() {
     // The candidate's REGISTER is out: unregistered over it too.
     let (mut m, _t0, due) = displaced(3600);
     m.step(due, Input::Timer);
-    m.step(
-        due,
-        Input::HomeConnected {
-            flow: 1,
-            transport: Transport::Tcp,
-            remote: addr(V6),
-        },
-    );
+    m.step(due, home_connected());
     assert_eq!(
         m.step(due, Input::Stop),
         vec![
@@ -1068,14 +1065,7 @@ fn stop_mid_rehome_unregisters_and_closes_both_connections() {
     let (mut m, t0, due) = displaced(20);
     m.step(t0 + secs(16), Input::Timer);
     m.step(due, Input::Timer);
-    m.step(
-        due,
-        Input::HomeConnected {
-            flow: 1,
-            transport: Transport::Tcp,
-            remote: addr(V6),
-        },
-    );
+    m.step(due, home_connected());
     assert_eq!(
         m.step(due, Input::Stop),
         vec![
@@ -1096,14 +1086,7 @@ fn the_refresh_and_the_home_register_never_cross() {
     assert_eq!(wake(&out), due);
     m.step(due, Input::Timer);
     // The candidate connects while the refresh is out: its REGISTER waits.
-    let out = m.step(
-        due,
-        Input::HomeConnected {
-            flow: 1,
-            transport: Transport::Tcp,
-            remote: addr(V6),
-        },
-    );
+    let out = m.step(due, home_connected());
     assert_eq!(out, vec![Action::WakeAt(t0 + secs(300))]);
     // The refresh answered: now the candidate's REGISTER.
     let t1 = due + secs(1);
@@ -1139,22 +1122,8 @@ fn the_refresh_and_the_home_register_never_cross() {
 fn a_flow_failing_mid_rehome_drops_its_candidate_and_recovers() {
     let (mut m, t0, due) = displaced(3600);
     m.step(due, Input::Timer);
-    m.step(
-        due,
-        Input::HomeConnected {
-            flow: 1,
-            transport: Transport::Tcp,
-            remote: addr(V6),
-        },
-    );
-    let out = m.step(
-        due,
-        Input::FlowLost {
-            flow: 1,
-            reason: "reset".into(),
-            path_broken: true,
-        },
-    );
+    m.step(due, home_connected());
+    let out = m.step(due, reset(1));
     assert_eq!(
         out,
         vec![
@@ -1222,14 +1191,7 @@ fn no_rehome_with_one_flow_without_outbound_or_on_different_families() {
     m.start();
     m.step(t0, connected(1, Transport::Tcp, V6));
     m.step(t0, registered(1, 3600));
-    m.step(
-        t0,
-        Input::FlowLost {
-            flow: 1,
-            reason: "reset".into(),
-            path_broken: true,
-        },
-    );
+    m.step(t0, reset(1));
     m.step(t0, connected(1, Transport::Tcp, V4));
     m.step(t0, registered(1, 3600));
     never_races_home(&mut m, t0);
@@ -1239,14 +1201,7 @@ fn no_rehome_with_one_flow_without_outbound_or_on_different_families() {
     m.start();
     m.step(t0, connected(1, Transport::Tcp, V6));
     m.step(t0, registered_without_outbound(1));
-    m.step(
-        t0,
-        Input::FlowLost {
-            flow: 1,
-            reason: "reset".into(),
-            path_broken: true,
-        },
-    );
+    m.step(t0, reset(1));
     m.step(t0, connected(1, Transport::Tcp, V4));
     m.step(t0, registered_without_outbound(1));
     never_races_home(&mut m, t0);
@@ -1274,14 +1229,7 @@ fn no_rehome_with_one_flow_without_outbound_or_on_different_families() {
     // Off home but alone on its family (flow 2 is down): nothing due; it
     // becomes due once flow 2 is back on IPv4.
     let (mut m, _t0, due) = displaced(3600);
-    m.step(
-        due - secs(1),
-        Input::FlowLost {
-            flow: 2,
-            reason: "reset".into(),
-            path_broken: true,
-        },
-    );
+    m.step(due - secs(1), reset(2));
     assert_eq!(m.flows[0].rehome, Rehome::Idle);
     m.step(due, connected(2, Transport::Tcp, V4));
     m.step(due, registered(2, 3600));
