@@ -815,6 +815,13 @@ impl Flows {
                     .rehoming(flow, Rehome::Connected)
                     .or_else(|| self.rehoming(flow, Rehome::Registering))
                 {
+                    // What history learns: the home path failed only when
+                    // the new connection did (no answer, a reset) -- then the
+                    // next race of any flow rightly tries the working family
+                    // first. A refusal proves the home path carries packets,
+                    // and the working connection failed in nothing: neither
+                    // is recorded, or history would steer flows off families
+                    // that work.
                     if path_broken {
                         out.push(Action::RecordHomePathFailure { flow });
                     }
