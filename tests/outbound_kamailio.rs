@@ -610,6 +610,9 @@ impl Ua {
             "--password",
             PASSWORD,
             "--json",
+            // A displaced flow tries its home family after 0.5–1 s.
+            "--rehome-after",
+            "1",
         ]);
         if transport == "tls" {
             cmd.arg("--ca").arg(registrar.dir.join("ca.pem"));
@@ -706,7 +709,8 @@ fn siprace_register_over_udp_keeps_a_flow_per_family_and_recovers_when_ipv6_brea
 /// `siprace register` over `transport`: two flows (one per family), a
 /// MESSAGE delivered, IPv6 blackholed, the IPv6 flow's keep-alive (CRLF on
 /// streams, STUN on UDP) unanswered, the flow re-raced onto IPv4, the AOR
-/// still reachable, Ctrl-C unregistering both.
+/// still reachable; IPv6 back, the flow moved home to IPv6, the AOR still
+/// reachable; Ctrl-C unregistering both.
 fn register_and_recover(transport: &str, expect_transport: &str) {
     if skip() {
         return;
@@ -785,7 +789,7 @@ fn register_and_recover(transport: &str, expect_transport: &str) {
         is(e, "keepalive_ok", v6_flow)
     });
 
-    // Still reachable, and Ctrl-C unregisters both flows.
+    // Still reachable.
     let branch = sender.send(2);
     assert_eq!(
         sender.final_status(&branch, ANSWER),
@@ -793,6 +797,33 @@ fn register_and_recover(transport: &str, expect_transport: &str) {
         "{}",
         registrar.log()
     );
+
+    // IPv6 comes back: the displaced flow goes home (its attempts while
+    // IPv6 was blackholed failed or are still waiting for an answer), and
+    // the AOR stays reachable; Ctrl-C unregisters both flows.
+    nft("delete table inet sr_outbound");
+    let healed = Instant::now();
+    let rehomed = ua.wait_for("the flow back on IPv6", Duration::from_secs(60), |e| {
+        is(e, "rehomed", v6_flow)
+    });
+    eprintln!(
+        "{transport}: IPv6 back; {rehomed} — {:.1} s after",
+        healed.elapsed().as_secs_f64()
+    );
+    assert_eq!(rehomed["family"], "ipv6", "{rehomed}");
+    assert_eq!(rehomed["transport"], expect_transport, "{rehomed}");
+    assert_eq!(rehomed["outbound"], true, "{rehomed}");
+    let branch = sender.send(3);
+    assert_eq!(
+        sender.final_status(&branch, ANSWER),
+        Some(200),
+        "{}",
+        registrar.log()
+    );
+    let delivered = ua.wait_for("the MESSAGE after the move", ANSWER, |e| {
+        e["event"] == "inbound" && e["method"] == "MESSAGE" && e["cseq"] == 3
+    });
+    eprintln!("{transport}: after the move: {delivered}");
     let (code, events) = ua.interrupt();
     assert_eq!(code, Some(130));
     for flow in [1, 2] {

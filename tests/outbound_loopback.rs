@@ -9,12 +9,17 @@
 //!   back too, without blaming its path.
 //! - A registrar whose 2xx lacks `Require: outbound` gets one plain
 //!   registration: one flow, no keep-alive.
+//! - A flow that recovered onto IPv4 while IPv6 was broken goes back to
+//!   IPv6 once it works again (make before break), and requests to its
+//!   reg-id then arrive over IPv6; stopping while its REGISTER over the new
+//!   connection is out unregisters over both connections and closes both.
 #![cfg(feature = "tools")]
 
 mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,7 +31,8 @@ use siprace::dialer::DialerConfig;
 use siprace::endpoint::Family;
 use siprace::outbound::agent::{Notice, RegisterConfig, Registration};
 use siprace::outbound::flows::{EventKind, FlowConfig, FlowEvent, NO_OUTBOUND};
-use siprace::sip::{self, Frame, StreamFramer};
+use siprace::sip::{self, Frame, OptionsProbe, StreamFramer};
+use siprace::Transport;
 
 const INSTANCE: &str = "urn:uuid:00000000-0000-1000-8000-00000000c0de";
 /// How long one step may take on a loaded machine.
@@ -56,7 +62,47 @@ struct MiniRegistrar {
     close_v6: watch::Sender<u64>,
     close_v4: watch::Sender<u64>,
     /// The contacts registered now, by reg-id.
-    bindings: Arc<Mutex<HashMap<u32, u64>>>,
+    bindings: Arc<Mutex<HashMap<u32, Bound>>>,
+    /// What goes wrong over IPv6 (nothing until the test says).
+    v6: Arc<Faults>,
+    /// How many IPv6 (IPv4) connections are open now.
+    open_v6: Arc<watch::Sender<usize>>,
+    open_v4: Arc<watch::Sender<usize>>,
+}
+
+/// Faults of one family's listener, switched on and off by the test.
+#[derive(Default)]
+struct Faults {
+    /// Every connection is reset as soon as it is accepted (with
+    /// [`Ending::Reset`]): a broken path.
+    refuse: AtomicBool,
+    /// A connection is reset when a REGISTER arrives over it (connections
+    /// and OPTIONS still work): a path that breaks a moment later.
+    reset_register: AtomicBool,
+    /// A REGISTER that binds is bound but never answered (a lost 200);
+    /// unregistrations are answered.
+    hold_register: AtomicBool,
+}
+
+impl Faults {
+    fn set(flag: &AtomicBool, on: bool) {
+        flag.store(on, Ordering::SeqCst);
+    }
+
+    fn on(flag: &AtomicBool) -> bool {
+        flag.load(Ordering::SeqCst)
+    }
+}
+
+/// A registered contact: the connection it came over (the registrar's
+/// requests to its reg-id go down that one, RFC 5626 §5.3).
+#[derive(Debug, Clone)]
+struct Bound {
+    family: Family,
+    /// The registrar's end of that connection.
+    local: SocketAddr,
+    /// Bytes to send down it.
+    to_ua: mpsc::UnboundedSender<Vec<u8>>,
 }
 
 /// How the registrar ends the connections it closes.
@@ -76,6 +122,9 @@ impl MiniRegistrar {
         let (close_v6, closes_v6) = watch::channel(0u64);
         let (close_v4, closes_v4) = watch::channel(0u64);
         let bindings = Arc::new(Mutex::new(HashMap::new()));
+        let v6_faults = Arc::new(Faults::default());
+        let open_v6 = Arc::new(watch::channel(0usize).0);
+        let open_v4 = Arc::new(watch::channel(0usize).0);
         for (listener, family) in [(v6, Family::V6), (v4, Family::V4)] {
             let seen = seen_tx.clone();
             let closes = match family {
@@ -83,6 +132,14 @@ impl MiniRegistrar {
                 Family::V4 => closes_v4.clone(),
             };
             let bindings = bindings.clone();
+            let faults = match family {
+                Family::V6 => v6_faults.clone(),
+                Family::V4 => Arc::new(Faults::default()),
+            };
+            let open = match family {
+                Family::V6 => open_v6.clone(),
+                Family::V4 => open_v4.clone(),
+            };
             tokio::spawn(async move {
                 while let Ok((stream, _)) = listener.accept().await {
                     if ending == Ending::Reset {
@@ -91,6 +148,10 @@ impl MiniRegistrar {
                             .set_linger(Some(Duration::ZERO))
                             .expect("SO_LINGER");
                     }
+                    if Faults::on(&faults.refuse) {
+                        continue;
+                    }
+                    let open = OpenGuard::new(open.clone());
                     let mut closes = closes.clone();
                     closes.borrow_and_update();
                     let served = serve(
@@ -100,6 +161,7 @@ impl MiniRegistrar {
                         granted,
                         seen.clone(),
                         bindings.clone(),
+                        faults.clone(),
                     );
                     tokio::spawn(async move {
                         tokio::select! {
@@ -107,6 +169,7 @@ impl MiniRegistrar {
                             // Dropping the stream closes it (see `ending`).
                             _ = closes.changed() => {}
                         }
+                        drop(open);
                     });
                 }
             });
@@ -117,6 +180,9 @@ impl MiniRegistrar {
             close_v6,
             close_v4,
             bindings,
+            v6: v6_faults,
+            open_v6,
+            open_v4,
         }
     }
 
@@ -125,6 +191,22 @@ impl MiniRegistrar {
             .await
             .expect("the registrar hears from the UA in time")
             .expect("the registrar runs")
+    }
+}
+
+/// Counts an open connection while it lives.
+struct OpenGuard(Arc<watch::Sender<usize>>);
+
+impl OpenGuard {
+    fn new(count: Arc<watch::Sender<usize>>) -> OpenGuard {
+        count.send_modify(|n| *n += 1);
+        OpenGuard(count)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
     }
 }
 
@@ -147,12 +229,26 @@ async fn serve(
     outbound: bool,
     granted: Option<u64>,
     seen: mpsc::UnboundedSender<Seen>,
-    bindings: Arc<Mutex<HashMap<u32, u64>>>,
+    bindings: Arc<Mutex<HashMap<u32, Bound>>>,
+    faults: Arc<Faults>,
 ) {
     let mut framer = StreamFramer::new(sip::MAX_MESSAGE_SIZE);
     let mut buf = vec![0u8; 16 * 1024];
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    let (to_ua, mut outgoing) = mpsc::unbounded_channel::<Vec<u8>>();
     loop {
-        let n = match stream.read(&mut buf).await {
+        let read = tokio::select! {
+            read = stream.read(&mut buf) => read,
+            Some(bytes) = outgoing.recv() => {
+                if stream.write_all(&bytes).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let n = match read {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
@@ -169,6 +265,9 @@ async fn serve(
                     };
                     if request.method != "REGISTER" {
                         request.options_ok(None)
+                    } else if Faults::on(&faults.reset_register) {
+                        // Dropping the stream resets it (`Ending::Reset`).
+                        return;
                     } else {
                         let asked: u64 = request
                             .headers
@@ -191,7 +290,14 @@ async fn serve(
                             if expires == 0 {
                                 b.remove(&reg_id);
                             } else {
-                                b.insert(reg_id, expires);
+                                // Same instance and reg-id: this flow
+                                // replaces the one bound before (§6).
+                                let bound = Bound {
+                                    family,
+                                    local,
+                                    to_ua: to_ua.clone(),
+                                };
+                                b.insert(reg_id, bound);
                             }
                         }
                         let _ = seen.send(Seen::Register {
@@ -199,6 +305,9 @@ async fn serve(
                             reg_id,
                             expires,
                         });
+                        if expires > 0 && Faults::on(&faults.hold_register) {
+                            continue;
+                        }
                         let mut response =
                             request.response(200).header("Expires", expires.to_string());
                         if outbound {
@@ -223,6 +332,25 @@ fn start_registration(
     expires: Duration,
     keepalive: Duration,
 ) -> Registration {
+    start_registration_with(
+        dns,
+        port,
+        FlowConfig {
+            flows: 2,
+            keepalive: Some(keepalive),
+            ..FlowConfig::default()
+        },
+        expires,
+    )
+}
+
+/// The same with the flows' rules given.
+fn start_registration_with(
+    dns: SocketAddr,
+    port: u16,
+    flows: FlowConfig,
+    expires: Duration,
+) -> Registration {
     let mut dialer = DialerConfig::default();
     dialer.locate.dns_server = Some(dns);
     Registration::start(
@@ -233,11 +361,7 @@ fn start_registration(
             instance: INSTANCE.into(),
             expires,
             credentials: None,
-            flows: FlowConfig {
-                flows: 2,
-                keepalive: Some(keepalive),
-                ..FlowConfig::default()
-            },
+            flows,
         },
     )
     .expect("the registration starts")
@@ -261,6 +385,16 @@ async fn wait_for(
         }
     }
     panic!("no {what} among 100 notices: {skipped:#?}");
+}
+
+/// Stops the registration, waits until it ended, and checks that it took
+/// back every binding.
+async fn stop_and_expect_no_binding(mut registration: Registration, registrar: &MiniRegistrar) {
+    registration.stop();
+    while registration.next().await.is_some() {}
+    registration.finished().await;
+    let bindings = registrar.bindings.lock().unwrap();
+    assert!(bindings.is_empty(), "{bindings:?}");
 }
 
 fn family_of(e: &FlowEvent) -> Option<Family> {
@@ -328,14 +462,7 @@ async fn a_flow_reset_comes_back_on_the_other_family_first() {
     assert_eq!(family_of(&recovered), Some(Family::V4), "{recovered:?}");
 
     // Both reg-ids stay bound; stopping unregisters them.
-    registration.stop();
-    while registration.next().await.is_some() {}
-    registration.finished().await;
-    assert!(
-        registrar.bindings.lock().unwrap().is_empty(),
-        "{:?}",
-        registrar.bindings
-    );
+    stop_and_expect_no_binding(registration, &registrar).await;
 }
 
 #[tokio::test]
@@ -398,10 +525,7 @@ async fn a_registrar_without_outbound_gets_one_registration_and_no_keepalives() 
     let bound: Vec<u32> = registrar.bindings.lock().unwrap().keys().copied().collect();
     assert_eq!(bound, vec![kept], "one registration: {seen:?}");
 
-    registration.stop();
-    while registration.next().await.is_some() {}
-    registration.finished().await;
-    assert!(registrar.bindings.lock().unwrap().is_empty());
+    stop_and_expect_no_binding(registration, &registrar).await;
 }
 
 #[tokio::test]
@@ -451,4 +575,198 @@ async fn a_flow_closed_in_order_comes_back_without_blaming_its_path() {
     registration.stop();
     while registration.next().await.is_some() {}
     registration.finished().await;
+}
+
+/// A registration whose displaced flow tries to go home 0.15–0.3 s after
+/// it is displaced, then 0.3–0.6 s after a failed attempt, and so on;
+/// returned once both flows are registered, flow 1 over IPv6 and flow 2
+/// over IPv4.
+async fn registered_and_quick_to_go_home(dns: SocketAddr, port: u16) -> Registration {
+    let mut registration = start_registration_with(
+        dns,
+        port,
+        FlowConfig {
+            flows: 2,
+            keepalive: Some(Duration::from_secs(600)),
+            rehome_after: Duration::from_millis(300),
+            ..FlowConfig::default()
+        },
+        Duration::from_secs(600),
+    );
+    let up = both_registered(&mut registration).await;
+    assert_eq!(family_of(&up[&1]), Some(Family::V6), "{:?}", up[&1]);
+    assert_eq!(family_of(&up[&2]), Some(Family::V4), "{:?}", up[&2]);
+    registration
+}
+
+#[tokio::test]
+async fn a_flow_displaced_onto_ipv4_goes_home_to_ipv6_once_it_works_again() {
+    let dns = common::serve_zone("registrar IN AAAA ::1\nregistrar IN A 127.0.0.1\n", "").await;
+    let registrar = MiniRegistrar::start(true, None, Ending::Reset).await;
+    let mut registration = registered_and_quick_to_go_home(dns.addrs()[0], registrar.port).await;
+
+    // IPv6 breaks: the flow's connection is reset, and every new one too.
+    Faults::set(&registrar.v6.refuse, true);
+    registrar.close_v6.send_modify(|n| *n += 1);
+    let recovered = wait_for(&mut registration, "flow 1 recovered", |e| {
+        e.flow == 1 && e.kind == EventKind::Recovered
+    })
+    .await;
+    assert_eq!(family_of(&recovered), Some(Family::V4), "{recovered:?}");
+
+    // Displaced onto IPv4, it tries IPv6 again; that fails while IPv6 is
+    // broken, and the flow stays registered over IPv4.
+    let failed = wait_for(&mut registration, "a failed home attempt", |e| {
+        e.flow == 1 && matches!(e.kind, EventKind::RehomeFailed { .. })
+    })
+    .await;
+    eprintln!("{failed:?}");
+    assert_eq!(family_of(&failed), Some(Family::V4), "{failed:?}");
+    assert!(
+        matches!(&failed.kind, EventKind::RehomeFailed { reason, .. } if reason.starts_with("ipv6: ")),
+        "{failed:?}"
+    );
+    assert_eq!(
+        registrar.bindings.lock().unwrap()[&1].family,
+        Family::V4,
+        "a failed attempt leaves the binding alone"
+    );
+
+    // IPv6 connects again, but a REGISTER over it is reset: the flow stays
+    // on IPv4, and the reset counts as the new path's failure.
+    Faults::set(&registrar.v6.reset_register, true);
+    Faults::set(&registrar.v6.refuse, false);
+    let failed = wait_for(&mut registration, "a home REGISTER reset", |e| {
+        e.flow == 1
+            && matches!(&e.kind, EventKind::RehomeFailed { reason, .. }
+                if reason.contains("recorded as the path's failure"))
+    })
+    .await;
+    eprintln!("{failed:?}");
+    assert_eq!(family_of(&failed), Some(Family::V4), "{failed:?}");
+    assert_eq!(registrar.bindings.lock().unwrap()[&1].family, Family::V4);
+
+    // IPv6 works again: the flow goes home.
+    Faults::set(&registrar.v6.reset_register, false);
+    let rehomed = wait_for(&mut registration, "flow 1 back on IPv6", |e| {
+        e.flow == 1 && e.kind == EventKind::Rehomed
+    })
+    .await;
+    eprintln!("{rehomed:?}");
+    assert_eq!(family_of(&rehomed), Some(Family::V6), "{rehomed:?}");
+    assert_eq!(rehomed.outbound, Some(true));
+    let race = rehomed.race.clone().expect("the home race's note");
+    assert_eq!(race.first_family, Family::V6);
+    let bound = registrar.bindings.lock().unwrap()[&1].clone();
+    assert_eq!(bound.family, Family::V6, "reg-id 1 now bound over IPv6");
+    assert_eq!(registrar.bindings.lock().unwrap()[&2].family, Family::V4);
+
+    // The old IPv4 connection of flow 1 is closed: only flow 2's is left.
+    let mut open_v4 = registrar.open_v4.subscribe();
+    tokio::time::timeout(STEP, open_v4.wait_for(|n| *n == 1))
+        .await
+        .expect("flow 1's IPv4 connection closed in time")
+        .expect("the registrar runs");
+
+    // A request to reg-id 1 goes down its binding, over IPv6, and arrives
+    // on flow 1.
+    let options = OptionsProbe::new("sip:alice@example.test", Transport::Tcp, bound.local)
+        .with_cseq(4242)
+        .to_bytes();
+    bound
+        .to_ua
+        .send(options)
+        .expect("the IPv6 connection is served");
+    let mut skipped = vec![];
+    loop {
+        match tokio::time::timeout(STEP, registration.next()).await {
+            Ok(Some((
+                _,
+                Notice::Inbound {
+                    flow,
+                    method,
+                    status,
+                    request,
+                },
+            ))) if request.cseq.seq == 4242 => {
+                assert_eq!((flow, method.as_str(), status), (1, "OPTIONS", 200));
+                break;
+            }
+            Ok(Some((_, notice))) if skipped.len() < 100 => skipped.push(notice),
+            other => panic!("no OPTIONS over flow 1: {other:?} after {skipped:#?}"),
+        }
+    }
+
+    stop_and_expect_no_binding(registration, &registrar).await;
+}
+
+#[tokio::test]
+async fn stopping_while_the_home_register_is_out_unregisters_over_both_connections() {
+    let dns = common::serve_zone("registrar IN AAAA ::1\nregistrar IN A 127.0.0.1\n", "").await;
+    let mut registrar = MiniRegistrar::start(true, None, Ending::Reset).await;
+    let mut registration = registered_and_quick_to_go_home(dns.addrs()[0], registrar.port).await;
+
+    // From now on a REGISTER over IPv6 is bound but its 200 never comes.
+    // Flow 1's IPv6 connection is reset: it recovers over IPv4, then goes
+    // for home, whose REGISTER stays out.
+    Faults::set(&registrar.v6.hold_register, true);
+    registrar.close_v6.send_modify(|n| *n += 1);
+    let mut seen = vec![];
+    let mut wanted = [
+        Seen::Register {
+            family: Family::V4,
+            reg_id: 1,
+            expires: 600,
+        },
+        Seen::Register {
+            family: Family::V6,
+            reg_id: 1,
+            expires: 600,
+        },
+    ]
+    .into_iter();
+    let mut next = wanted.next();
+    while let Some(want) = &next {
+        assert!(seen.len() < 100, "{seen:?}");
+        let s = registrar.next_seen().await;
+        if s == *want {
+            next = wanted.next();
+        }
+        seen.push(s);
+    }
+    assert_eq!(registrar.bindings.lock().unwrap()[&1].family, Family::V6);
+
+    // Stop: the flow is unregistered over the candidate (behind its
+    // REGISTER) and over its working connection, flow 2 over its own, and
+    // every connection closes.
+    registration.stop();
+    while registration.next().await.is_some() {}
+    registration.finished().await;
+    let mut unregistered = vec![];
+    while let Ok(s) = registrar.seen.try_recv() {
+        if let Seen::Register {
+            family,
+            reg_id,
+            expires: 0,
+        } = s
+        {
+            unregistered.push((reg_id, family));
+        }
+    }
+    unregistered.sort_by_key(|(reg_id, family)| (*reg_id, *family == Family::V4));
+    assert_eq!(
+        unregistered,
+        vec![(1, Family::V6), (1, Family::V4), (2, Family::V4)],
+        "{seen:?}"
+    );
+    assert!(registrar.bindings.lock().unwrap().is_empty());
+    for (family, open) in [
+        (Family::V6, &registrar.open_v6),
+        (Family::V4, &registrar.open_v4),
+    ] {
+        tokio::time::timeout(STEP, open.subscribe().wait_for(|n| *n == 0))
+            .await
+            .unwrap_or_else(|_| panic!("{family:?} connections left open"))
+            .expect("the registrar runs");
+    }
 }

@@ -1,6 +1,8 @@
 //! `siprace register AOR`: SIP Outbound (RFC 5626) with one flow per
 //! address family, each raced, kept alive (CRLF pings on streams, STUN on
-//! UDP) and re-raced when it fails; inbound OPTIONS and MESSAGE are answered with 200. One line per
+//! UDP) and re-raced when it fails, and moved back to its own family when a
+//! flow that recovered onto the other flow's family can go home; inbound
+//! OPTIONS and MESSAGE are answered with 200. One line per
 //! event (`--json`: one JSON object per line), until `--for` has passed or
 //! Ctrl-C; then every flow is unregistered (Expires: 0).
 
@@ -26,6 +28,9 @@ const EXIT_INTERRUPTED: u8 = 130;
 /// The longest `--expires` (a day) and `--keepalive` (an hour).
 const MAX_EXPIRES_S: u64 = 86_400;
 const MAX_KEEPALIVE_S: u64 = 3_600;
+/// The range of `--rehome-after`: a tenth of a second (labs and tests) to a
+/// day (beyond, the back-off ceiling of 1800 s rules anyway).
+const REHOME_AFTER_RANGE: std::ops::RangeInclusive<f64> = 0.1..=86_400.0;
 /// The longest `--for` (a week).
 const MAX_FOR: Duration = Duration::from_secs(7 * 86_400);
 
@@ -57,6 +62,12 @@ pub struct RegisterArgs {
     /// (default: RFC 5626's random 95–120 s).
     #[arg(long, value_name = "S")]
     keepalive: Option<u64>,
+    /// A flow that recovered onto the other flow's family tries to go back
+    /// to its own after this many seconds (a random 50–100 % of it), doubled
+    /// after each failed attempt up to 1800 s. Decimals allowed (0.1 to
+    /// 86400).
+    #[arg(long, value_name = "S", default_value_t = 60.0)]
+    rehome_after: f64,
     /// Stop after this long (e.g. 90s, 10m, 2h; plain numbers are seconds);
     /// default: until Ctrl-C.
     #[arg(long = "for", value_name = "DURATION")]
@@ -160,6 +171,15 @@ fn configs(
             "--keepalive must be 1 to {MAX_KEEPALIVE_S} s, not {k}"
         ));
     }
+    // Also refuses NaN and the infinities (outside every range).
+    if !REHOME_AFTER_RANGE.contains(&args.rehome_after) {
+        return Err(format!(
+            "--rehome-after must be {} to {} s, not {}",
+            REHOME_AFTER_RANGE.start(),
+            REHOME_AFTER_RANGE.end(),
+            args.rehome_after
+        ));
+    }
     let duration = args.duration.as_deref().map(parse_duration).transpose()?;
     if let Some(instance) = args.instance.as_deref().filter(|i| !is_urn(i)) {
         return Err(format!(
@@ -193,6 +213,7 @@ fn configs(
         flows: FlowConfig {
             flows: args.flows,
             keepalive: args.keepalive.map(Duration::from_secs),
+            rehome_after: Duration::from_secs_f64(args.rehome_after),
             ..FlowConfig::default()
         },
     };
@@ -223,14 +244,14 @@ struct EventLine<'a> {
     /// the bench's OPTIONS counter).
     #[serde(skip_serializing_if = "Option::is_none")]
     cseq: Option<u32>,
-    /// On registered/recovered: whether the registrar confirmed Outbound
+    /// On registered/recovered/rehomed: whether the registrar confirmed Outbound
     /// (`Require: outbound`); `false` means one plain registration.
     #[serde(skip_serializing_if = "Option::is_none")]
     outbound: Option<bool>,
-    /// On registered/recovered: the family the flow's race tried first.
+    /// On registered/recovered/rehomed: the family the flow's race tried first.
     #[serde(skip_serializing_if = "Option::is_none")]
     first_family: Option<&'static str>,
-    /// On registered/recovered: history's note on that race's order.
+    /// On registered/recovered/rehomed: history's note on that race's order.
     #[serde(skip_serializing_if = "Option::is_none")]
     history: Option<&'a str>,
 }
@@ -282,6 +303,12 @@ fn event_line(at: Duration, notice: &Notice) -> EventLine<'_> {
                     "unavailable"
                 }
                 EventKind::Unregistered => "unregistered",
+                EventKind::Rehomed => "rehomed",
+                EventKind::RehomeFailed { reason, retry_in } => {
+                    line.reason = Some(reason);
+                    line.after_ms = Some((retry_in.as_secs_f64() * 10_000.0).round() / 10.0);
+                    "rehome_failed"
+                }
             };
         }
         Notice::Inbound {
@@ -440,6 +467,55 @@ mod tests {
         assert!(json.get("outbound").is_none(), "{json}");
     }
 
+    #[test]
+    fn a_flow_going_home_has_its_event_lines() {
+        let rehomed = Notice::Flow(FlowEvent {
+            flow: 1,
+            kind: EventKind::Rehomed,
+            path: Some((Transport::Tcp, "[2001:db8::10]:5060".parse().unwrap())),
+            outbound: Some(true),
+            race: Some(RaceNote {
+                first_family: Family::V6,
+                history: None,
+            }),
+        });
+        let json = serde_json::to_value(event_line(Duration::from_secs(70), &rehomed)).unwrap();
+        assert_eq!(json["event"], "rehomed");
+        assert_eq!(json["family"], "ipv6");
+        assert_eq!(json["remote"], "[2001:db8::10]:5060");
+        assert_eq!(json["first_family"], "ipv6");
+
+        let failed = Notice::Flow(FlowEvent {
+            flow: 1,
+            kind: EventKind::RehomeFailed {
+                reason: "ipv6: connection refused\x1b[2J".into(),
+                retry_in: Duration::from_millis(91_500),
+            },
+            path: Some((Transport::Tcp, "192.0.2.10:5060".parse().unwrap())),
+            outbound: None,
+            race: None,
+        });
+        let line = event_line(Duration::from_secs(70), &failed);
+        let json = serde_json::to_value(&line).unwrap();
+        assert_eq!(json["event"], "rehome_failed");
+        assert_eq!(json["family"], "ipv4", "the flow stays where it was");
+        assert_eq!(json["after_ms"], 91_500.0);
+        let human = human_line(&line);
+        assert!(human.contains("rehome_failed"), "{human}");
+        assert!(human.contains("in 91.5 s"), "{human}");
+        assert!(!human.contains('\x1b'), "{human:?}");
+    }
+
+    #[test]
+    fn rehome_after_reaches_the_flow_config() {
+        let args = parse(&["sip:a@example.test", "--rehome-after", "0.25"]).unwrap();
+        let (_, register, _) = configs(&args).unwrap();
+        assert_eq!(register.flows.rehome_after, Duration::from_millis(250));
+        let args = parse(&["sip:a@example.test"]).unwrap();
+        let (_, register, _) = configs(&args).unwrap();
+        assert_eq!(register.flows.rehome_after, Duration::from_secs(60));
+    }
+
     #[derive(clap::Parser)]
     struct Wrapper {
         #[command(flatten)]
@@ -467,6 +543,22 @@ mod tests {
                 "--keepalive",
             ),
             (&["sip:a@example.test", "--for", "0s"][..], "--for"),
+            (
+                &["sip:a@example.test", "--rehome-after", "0"][..],
+                "--rehome-after",
+            ),
+            (
+                &["sip:a@example.test", "--rehome-after", "1e9"][..],
+                "--rehome-after",
+            ),
+            (
+                &["sip:a@example.test", "--rehome-after", "NaN"][..],
+                "--rehome-after",
+            ),
+            (
+                &["sip:a@example.test", "--rehome-after=-5"][..],
+                "--rehome-after",
+            ),
             (
                 &["sip:a@example.test", "--transports", "quic"][..],
                 "transport",

@@ -8,6 +8,14 @@
 //!
 //! A stream flow (TCP, TLS, SCTP) is a [`SipConnection`] pinged with CRLF;
 //! a UDP flow is a [`UdpFlow`] pinged with STUN Binding requests.
+//!
+//! A flow going back to its home family briefly owns two connections: its
+//! working one and the candidate raced in the home family. Every connection
+//! has a generation of its own, so a task's late report is routed to the
+//! connection it was about (working or candidate) or dropped when that
+//! connection is gone: the retired connection's death after the flow moved
+//! home fails nothing. The candidate's REGISTER continues the flow's
+//! Call-ID and CSeq series.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -137,6 +145,7 @@ impl Registration {
             dialer,
             dialers: HashMap::new(),
             flows: HashMap::new(),
+            candidates: HashMap::new(),
             generations: 0,
             started: Instant::now(),
             notices: notices_tx,
@@ -293,15 +302,19 @@ struct Won {
     race: RaceNote,
 }
 
-/// What a task of the driver reports back.
+/// What a task of the driver reports back (the `u64`s: the generation of
+/// the connection it was about).
 enum Done {
     Connected(FlowId, Box<Won>),
     ConnectFailed(FlowId, String, bool),
+    /// The home race's winner: the flow's candidate.
+    HomeConnected(FlowId, Box<Won>),
+    HomeConnectFailed(FlowId, String),
     /// A 2xx: its Flow-Timer, expiry and `Require: outbound`.
     Registered(FlowId, u64, Option<Duration>, Duration, bool),
     RegisterFailed(FlowId, u64, ExchangeFailure),
     Pong(FlowId, u64, Option<std::net::SocketAddr>),
-    Unregistered(FlowId),
+    Unregistered(FlowId, u64),
     /// The connection died; true if the peer closed it in order.
     Lost(FlowId, u64, bool),
     Inbound(FlowId, u16, Box<sip::Request>),
@@ -316,6 +329,8 @@ struct Driver {
     /// connection table, so no flow is ever handed another's connection.
     dialers: HashMap<(FlowId, FamilyChoice), Dialer>,
     flows: HashMap<FlowId, FlowIo>,
+    /// The home candidates of flows going back to their home family.
+    candidates: HashMap<FlowId, FlowIo>,
     /// Numbers the flows' connections.
     generations: u64,
     started: Instant,
@@ -368,7 +383,7 @@ impl Driver {
             }
         }
         tasks.shutdown().await;
-        for (_, flow) in self.flows.drain() {
+        for (_, flow) in self.flows.drain().chain(self.candidates.drain()) {
             flow.conn.close().await;
         }
     }
@@ -382,29 +397,27 @@ impl Driver {
                 tokio::spawn(async move { won.conn.close().await });
                 return None;
             }
+            Done::HomeConnected(flow, won) if !self.machine.is_racing_home(flow) => {
+                tokio::spawn(async move { won.conn.close().await });
+                return None;
+            }
             Done::Connected(flow, won) => {
-                let Won {
-                    conn,
-                    endpoint,
-                    dialer,
-                    race,
-                } = *won;
-                let (transport, remote) = (conn.transport(), conn.peer());
-                self.generations += 1;
-                self.flows.insert(
-                    flow,
-                    FlowIo {
-                        conn,
-                        generation: self.generations,
-                        call_id: format!("{}@siprace", sip::random_token(20)),
-                        next_cseq: 1,
-                        stun_id: stun::new_transaction_id(),
-                        endpoint,
-                        dialer,
-                        race,
-                    },
-                );
+                let (transport, remote) = (won.conn.transport(), won.conn.peer());
+                let io = self.flow_io(*won, None);
+                self.flows.insert(flow, io);
                 Input::Connected {
+                    flow,
+                    transport,
+                    remote,
+                }
+            }
+            Done::HomeConnected(flow, won) => {
+                let (transport, remote) = (won.conn.transport(), won.conn.peer());
+                // The candidate continues the flow's REGISTER series.
+                let call_id = self.flows.get(&flow).map(|io| io.call_id.clone());
+                let io = self.flow_io(*won, call_id);
+                self.candidates.insert(flow, io);
+                Input::HomeConnected {
                     flow,
                     transport,
                     remote,
@@ -415,41 +428,69 @@ impl Driver {
                 reason,
                 no_candidates,
             },
+            Done::HomeConnectFailed(flow, reason) => Input::HomeConnectFailed { flow, reason },
             // The results of a connection the flow no longer has (it failed
-            // and was replaced meanwhile) are stale: dropped.
-            Done::Registered(flow, generation, ..)
-            | Done::RegisterFailed(flow, generation, _)
-            | Done::Pong(flow, generation, _)
-                if !self.is_current(flow, generation) =>
-            {
-                return None
-            }
-            Done::Registered(flow, _, flow_timer, expires, outbound) => Input::Registered {
-                flow,
-                flow_timer,
-                expires,
-                outbound,
-            },
-            Done::RegisterFailed(flow, _, failure) => Input::RegisterFailed {
-                flow,
-                reason: failure.reason,
-                path_broken: failure.path_broken,
-            },
-            Done::Pong(flow, _, mapped) => Input::KeepaliveAnswered { flow, mapped },
-            Done::Unregistered(flow) => Input::Unregistered { flow },
-            // A connection that is no longer the flow's (replaced) is ignored.
-            Done::Lost(flow, generation, closed_in_order) => {
-                if !self.is_current(flow, generation) {
-                    return None;
-                }
-                Input::FlowLost {
-                    flow,
-                    reason: if closed_in_order {
-                        "the registrar closed the connection".into()
-                    } else {
-                        "the connection was reset or broke".into()
+            // and was replaced, or it moved home, meanwhile) are stale:
+            // dropped. The others go to the connection they were about.
+            Done::Registered(flow, generation, flow_timer, expires, outbound) => {
+                match self.which(flow, generation)? {
+                    Which::Working => Input::Registered {
+                        flow,
+                        flow_timer,
+                        expires,
+                        outbound,
                     },
-                    path_broken: !closed_in_order,
+                    Which::Candidate => Input::HomeRegistered {
+                        flow,
+                        flow_timer,
+                        expires,
+                        outbound,
+                    },
+                }
+            }
+            Done::RegisterFailed(flow, generation, failure) => {
+                let (reason, path_broken) = (failure.reason, failure.path_broken);
+                match self.which(flow, generation)? {
+                    Which::Working => Input::RegisterFailed {
+                        flow,
+                        reason,
+                        path_broken,
+                    },
+                    Which::Candidate => Input::HomeRegisterFailed {
+                        flow,
+                        reason,
+                        path_broken,
+                    },
+                }
+            }
+            Done::Pong(flow, generation, mapped) => match self.which(flow, generation)? {
+                Which::Working => Input::KeepaliveAnswered { flow, mapped },
+                Which::Candidate => return None,
+            },
+            // An unregistration ends (answered or not) the flow's
+            // unregistering, whichever connection it went over.
+            Done::Unregistered(flow, generation) => match self.which(flow, generation) {
+                Some(Which::Candidate) => Input::HomeUnregistered { flow },
+                _ => Input::Unregistered { flow },
+            },
+            Done::Lost(flow, generation, closed_in_order) => {
+                let reason = if closed_in_order {
+                    "the registrar closed the connection".to_string()
+                } else {
+                    "the connection was reset or broke".to_string()
+                };
+                let path_broken = !closed_in_order;
+                match self.which(flow, generation)? {
+                    Which::Working => Input::FlowLost {
+                        flow,
+                        reason,
+                        path_broken,
+                    },
+                    Which::Candidate => Input::HomeLost {
+                        flow,
+                        reason,
+                        path_broken,
+                    },
                 }
             }
             Done::Inbound(flow, status, request) => {
@@ -464,11 +505,61 @@ impl Driver {
         })
     }
 
-    /// Is `generation` the flow's current connection?
-    fn is_current(&self, flow: FlowId, generation: u64) -> bool {
-        self.flows
-            .get(&flow)
-            .is_some_and(|f| f.generation == generation)
+    /// A new connection of a flow, with a generation of its own; a new
+    /// Call-ID unless it continues the flow's (`call_id`).
+    fn flow_io(&mut self, won: Won, call_id: Option<String>) -> FlowIo {
+        self.generations += 1;
+        FlowIo {
+            conn: won.conn,
+            generation: self.generations,
+            call_id: call_id.unwrap_or_else(|| format!("{}@siprace", sip::random_token(20))),
+            next_cseq: 1,
+            stun_id: stun::new_transaction_id(),
+            endpoint: won.endpoint,
+            dialer: won.dialer,
+            race: won.race,
+        }
+    }
+
+    /// Which of the flow's connections `generation` is, if it still has it.
+    fn which(&self, flow: FlowId, generation: u64) -> Option<Which> {
+        let has = |table: &HashMap<FlowId, FlowIo>| {
+            table.get(&flow).is_some_and(|f| f.generation == generation)
+        };
+        if has(&self.flows) {
+            Some(Which::Working)
+        } else if has(&self.candidates) {
+            Some(Which::Candidate)
+        } else {
+            None
+        }
+    }
+
+    /// The connection, generation, Call-ID and CSeq of `flow`'s next
+    /// REGISTER: over its working connection, or over its candidate
+    /// (`home`), which takes the next number of the flow's series, so the
+    /// registrar sees the next REGISTER of the same registration (RFC 3261
+    /// §10.3 step 7) and the working connection's later ones stay above it.
+    fn next_register(&mut self, flow: FlowId, home: bool) -> Option<(FlowConn, u64, String, u32)> {
+        let working_next = self.flows.get(&flow).map(|io| io.next_cseq);
+        let io = if home {
+            self.candidates.get_mut(&flow)?
+        } else {
+            self.flows.get_mut(&flow)?
+        };
+        let cseq = match working_next {
+            Some(next) if home => next.max(io.next_cseq),
+            _ => io.next_cseq,
+        };
+        // Two numbers: the REGISTER and its answer to a challenge.
+        io.next_cseq = cseq + 2;
+        let taken = (io.conn.clone(), io.generation, io.call_id.clone(), cseq);
+        if home {
+            if let Some(working) = self.flows.get_mut(&flow) {
+                working.next_cseq = cseq + 2;
+            }
+        }
+        Some(taken)
     }
 
     fn notify(&self, notice: Notice) {
@@ -495,30 +586,54 @@ impl Driver {
                     let registrar = self.shared.registrar.clone();
                     let done = done.clone();
                     tasks.spawn(async move {
-                        let _ = done.send(connect(flow, dialer, registrar).await);
+                        let report = match race(dialer, registrar).await {
+                            Ok(won) => Done::Connected(flow, Box::new(won)),
+                            Err((reason, none)) => Done::ConnectFailed(flow, reason, none),
+                        };
+                        let _ = done.send(report);
                     });
                 }
-                Action::Register { flow } | Action::Unregister { flow } => {
-                    let unregister = matches!(action, Action::Unregister { .. });
-                    let Some(io) = self.flows.get_mut(&flow) else {
+                Action::RaceHome { flow, family } => {
+                    let dialer = self.dialer_for(flow, FamilyChoice::Only(family));
+                    let registrar = self.shared.registrar.clone();
+                    let done = done.clone();
+                    tasks.spawn(async move {
+                        let report = match race(dialer, registrar).await {
+                            Ok(won) => Done::HomeConnected(flow, Box::new(won)),
+                            Err((reason, _)) => Done::HomeConnectFailed(flow, reason),
+                        };
+                        let _ = done.send(report);
+                    });
+                }
+                Action::Register { flow }
+                | Action::Unregister { flow }
+                | Action::RegisterHome { flow }
+                | Action::UnregisterHome { flow } => {
+                    let unregister = matches!(
+                        action,
+                        Action::Unregister { .. } | Action::UnregisterHome { .. }
+                    );
+                    let home = matches!(
+                        action,
+                        Action::RegisterHome { .. } | Action::UnregisterHome { .. }
+                    );
+                    let Some((conn, generation, call_id, cseq)) = self.next_register(flow, home)
+                    else {
                         continue;
                     };
-                    let generation = io.generation;
                     let exchange = Exchange {
-                        conn: io.conn.clone(),
-                        call_id: io.call_id.clone(),
-                        cseq: io.next_cseq,
+                        conn,
+                        call_id,
+                        cseq,
                         reg_id: flow,
                         unregister,
                     };
-                    // Two numbers: the REGISTER and its answer to a challenge.
-                    io.next_cseq += 2;
                     let shared = self.shared.clone();
                     let done = done.clone();
                     tasks.spawn(async move {
                         let result = exchange.run(&shared).await;
                         let report = match (unregister, result) {
-                            (true, _) => Done::Unregistered(flow),
+                            (true, _) => Done::Unregistered(flow, generation),
                             (false, Ok((flow_timer, expires, outbound))) => {
                                 Done::Registered(flow, generation, flow_timer, expires, outbound)
                             }
@@ -551,16 +666,36 @@ impl Driver {
                         io.dialer.record_path_failure(&io.endpoint);
                     }
                 }
-                Action::Close { flow } => {
-                    if let Some(io) = self.flows.remove(&flow) {
-                        // Dead at once, before any re-race this batch
-                        // starts could take it from the flow's table again.
-                        io.conn.abandon();
-                        tasks.spawn(async move { io.conn.close().await });
+                Action::RecordHomePathFailure { flow } => {
+                    if let Some(io) = self.candidates.get(&flow) {
+                        io.dialer.record_path_failure(&io.endpoint);
                     }
                 }
+                Action::Close { flow } => {
+                    if let Some(io) = self.flows.remove(&flow) {
+                        retire(io, tasks);
+                    }
+                }
+                Action::CloseHome { flow } => {
+                    if let Some(io) = self.candidates.remove(&flow) {
+                        retire(io, tasks);
+                    }
+                }
+                Action::AdoptHome { flow } => {
+                    let Some(mut home) = self.candidates.remove(&flow) else {
+                        continue;
+                    };
+                    if let Some(old) = self.flows.remove(&flow) {
+                        home.next_cseq = home.next_cseq.max(old.next_cseq);
+                        retire(old, tasks);
+                    }
+                    self.flows.insert(flow, home);
+                }
                 Action::Event(mut event) => {
-                    if matches!(event.kind, EventKind::Registered | EventKind::Recovered) {
+                    if matches!(
+                        event.kind,
+                        EventKind::Registered | EventKind::Recovered | EventKind::Rehomed
+                    ) {
                         // Over the winner of the flow's latest race.
                         event.race = self.flows.get(&event.flow).map(|io| io.race.clone());
                     }
@@ -569,8 +704,8 @@ impl Driver {
                 Action::WakeAt(at) => *wake = Some(at),
             }
         }
-        // Every connected flow is watched (death, inbound requests) once.
-        for (&flow, io) in &self.flows {
+        // Every connection is watched (death, inbound requests) once.
+        for (&flow, io) in self.flows.iter().chain(&self.candidates) {
             if let Some(inbound) = io.conn.take_inbound() {
                 let watched =
                     watch_flow(flow, io.generation, io.conn.clone(), inbound, done.clone());
@@ -607,8 +742,22 @@ impl Driver {
     }
 }
 
-/// Races the registrar for `flow`.
-async fn connect(flow: FlowId, dialer: Dialer, registrar: String) -> Done {
+/// Which of a flow's connections a task's report is about.
+enum Which {
+    Working,
+    Candidate,
+}
+
+/// A connection retired (its flow failed, stopped, or moved home, or a
+/// candidate was given up): dead at once, before any race the same batch
+/// starts could take it from its dialer's table again, then closed.
+fn retire(io: FlowIo, tasks: &mut JoinSet<()>) {
+    io.conn.abandon();
+    tasks.spawn(async move { io.conn.close().await });
+}
+
+/// Races the registrar; on failure, why and whether no candidate existed.
+async fn race(dialer: Dialer, registrar: String) -> Result<Won, (String, bool)> {
     match dialer.dial(&registrar).await {
         Ok(dial) => {
             let race = race_note(&dial.report);
@@ -616,37 +765,25 @@ async fn connect(flow: FlowId, dialer: Dialer, registrar: String) -> Done {
                 (Some(conn), _) => FlowConn::Stream(conn),
                 (None, Some(Connection::Udp(socket))) => match UdpFlow::start(socket) {
                     Ok(udp) => FlowConn::Datagram(udp),
-                    Err(e) => {
-                        return Done::ConnectFailed(flow, format!("the UDP socket: {e}"), false)
-                    }
+                    Err(e) => return Err((format!("the UDP socket: {e}"), false)),
                 },
-                _ => {
-                    return Done::ConnectFailed(
-                        flow,
-                        "the winner gave no usable connection".into(),
-                        false,
-                    )
-                }
+                _ => return Err(("the winner gave no usable connection".into(), false)),
             };
-            Done::Connected(
-                flow,
-                Box::new(Won {
-                    conn,
-                    endpoint: dial.endpoint,
-                    dialer,
-                    race,
-                }),
-            )
+            Ok(Won {
+                conn,
+                endpoint: dial.endpoint,
+                dialer,
+                race,
+            })
         }
-        Err(DialError::Resolution(report)) => Done::ConnectFailed(
-            flow,
+        Err(DialError::Resolution(report)) => Err((
             format!(
                 "no address: {}",
                 report.reason.as_deref().unwrap_or("resolution failed")
             ),
             true,
-        ),
-        Err(e) => Done::ConnectFailed(flow, e.to_string(), false),
+        )),
+        Err(e) => Err((e.to_string(), false)),
     }
 }
 

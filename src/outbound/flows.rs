@@ -35,6 +35,29 @@
 //!   no proxy would fail over between them; and no keep-alive is sent, since
 //!   such a registrar owes no CRLF pong nor STUN answer (§4.4), so a missing
 //!   answer would prove nothing.
+//!
+//! Going back home (siprace's, not RFC 5626's): each of two flows has a
+//! *home* family, fixed when the first flow registers: that flow's family
+//! is its home, the other family the other flow's (the families they would
+//! have with nothing broken). A flow that recovered onto the other flow's
+//! family is *displaced*: both flows then hang on one family, and its
+//! failure would take both. When the registrar supports Outbound, a
+//! displaced flow races its home family alone ([`Action::RaceHome`]) after
+//! [`FlowConfig::rehome_after`], doubling after each failed attempt up to
+//! `max_time`, each wait a random 50–100 % of that (as §4.5's back-off).
+//! Make before break: the displaced flow keeps its connection, keep-alives
+//! and refreshes meanwhile; only once the home connection is up and a
+//! REGISTER over it (same reg-id and instance: the registrar replaces that
+//! reg-id's flow, §6) succeeded does the flow move onto it and its old
+//! connection close ([`Action::AdoptHome`]). A home attempt that fails
+//! closes only the new connection and is tried again later; the race
+//! history learns of it only when the new connection failed on its path
+//! (its REGISTER unanswered, a reset), never from the working flow. The
+//! working connection's refresh and the home REGISTER never cross at the
+//! registrar (either could land last and point the reg-id at the wrong
+//! connection): the home REGISTER waits for a refresh in flight, and a
+//! refresh falling due while the home REGISTER is out waits for its answer.
+//! A flow that fails meanwhile drops its candidate and recovers as above.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -88,7 +111,21 @@ pub struct FlowConfig {
     pub base_time_some_ok: Duration,
     /// Back-off ceiling (1800 s).
     pub max_time: Duration,
+    /// The first wait before a displaced flow races its home family again
+    /// ([`DEFAULT_REHOME_AFTER`]; see the module docs), doubled after each
+    /// failed attempt up to `max_time`, each wait a random 50–100 % of that.
+    pub rehome_after: Duration,
 }
+
+/// The default [`FlowConfig::rehome_after`]. A minute: a family that broke
+/// seldom heals within seconds, so trying sooner mostly costs a doomed
+/// connection; while a displaced flow waits, the UA is as exposed as it was
+/// while it noticed the break (a keep-alive interval plus 10 s, about two
+/// minutes on streams), so a wait of that order keeps the exposure of the
+/// same order; and doubling up to 1800 s holds a long outage to a handful
+/// of attempts an hour. The jitter keeps a fleet of UAs displaced by the
+/// same outage from all coming back at the same moment.
+pub const DEFAULT_REHOME_AFTER: Duration = Duration::from_secs(60);
 
 impl Default for FlowConfig {
     fn default() -> Self {
@@ -100,6 +137,7 @@ impl Default for FlowConfig {
             base_time_all_failed: Duration::from_secs(30),
             base_time_some_ok: Duration::from_secs(90),
             max_time: Duration::from_secs(1800),
+            rehome_after: DEFAULT_REHOME_AFTER,
         }
     }
 }
@@ -176,6 +214,58 @@ pub enum Input {
         /// The flow.
         flow: FlowId,
     },
+    /// The home race of `flow` ([`Action::RaceHome`]) won: a connection to
+    /// `remote`, the flow's candidate.
+    HomeConnected {
+        /// The flow.
+        flow: FlowId,
+        /// The winner's transport.
+        transport: Transport,
+        /// The winner's address.
+        remote: SocketAddr,
+    },
+    /// The home race of `flow` found nothing.
+    HomeConnectFailed {
+        /// The flow.
+        flow: FlowId,
+        /// Why, for the event.
+        reason: String,
+    },
+    /// The REGISTER over `flow`'s candidate was accepted.
+    HomeRegistered {
+        /// The flow.
+        flow: FlowId,
+        /// The `Flow-Timer` of the 200, if any.
+        flow_timer: Option<Duration>,
+        /// The expiry the registrar granted.
+        expires: Duration,
+        /// The 2xx carried `Require: outbound`.
+        outbound: bool,
+    },
+    /// The REGISTER over `flow`'s candidate failed.
+    HomeRegisterFailed {
+        /// The flow.
+        flow: FlowId,
+        /// Why, for the event.
+        reason: String,
+        /// No answer in time or the connection died (the home path's
+        /// fault), as opposed to the registrar refusing.
+        path_broken: bool,
+    },
+    /// `flow`'s candidate connection was closed or reset by the peer.
+    HomeLost {
+        /// The flow.
+        flow: FlowId,
+        /// Why, for the event.
+        reason: String,
+        /// Reset or broken, as opposed to closed in order.
+        path_broken: bool,
+    },
+    /// The unregistration over `flow`'s candidate (on stop) is done.
+    HomeUnregistered {
+        /// The flow.
+        flow: FlowId,
+    },
 }
 
 /// What the caller must do.
@@ -223,6 +313,42 @@ pub enum Action {
     Event(FlowEvent),
     /// Call back with [`Input::Timer`] at this time (replaces earlier ones).
     WakeAt(Instant),
+    /// Race a second connection for `flow` within its home `family` only
+    /// (the candidate), keeping its working one.
+    RaceHome {
+        /// The flow.
+        flow: FlowId,
+        /// Its home family.
+        family: Family,
+    },
+    /// Send a REGISTER for `flow` (same reg-id, Call-ID and CSeq series)
+    /// over its candidate connection.
+    RegisterHome {
+        /// The flow.
+        flow: FlowId,
+    },
+    /// Send a REGISTER with Expires: 0 for `flow` over its candidate
+    /// connection (stopping while the candidate's REGISTER was out).
+    UnregisterHome {
+        /// The flow.
+        flow: FlowId,
+    },
+    /// Record in the race history that the path of `flow`'s candidate
+    /// failed (not the working connection's).
+    RecordHomePathFailure {
+        /// The flow.
+        flow: FlowId,
+    },
+    /// Close `flow`'s candidate connection (if any); the working one stays.
+    CloseHome {
+        /// The flow.
+        flow: FlowId,
+    },
+    /// The candidate becomes `flow`'s connection; close the old one.
+    AdoptHome {
+        /// The flow.
+        flow: FlowId,
+    },
 }
 
 /// An event of a flow's life, for the report and `--json`.
@@ -275,6 +401,16 @@ pub enum EventKind {
     Unavailable(String),
     /// Unregistered on stop.
     Unregistered,
+    /// Moved back to its home family (the event's path is the new one).
+    Rehomed,
+    /// An attempt to move back home failed (the reason says how); the flow
+    /// stays where it is and tries again after `retry_in`.
+    RehomeFailed {
+        /// Why.
+        reason: String,
+        /// The wait before the next attempt.
+        retry_in: Duration,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -298,6 +434,24 @@ enum State {
     Done,
 }
 
+/// Where a flow is in going back to its home family.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Rehome {
+    /// Nothing due: at home, alone on its family, or not registered.
+    Idle,
+    /// Displaced: its home race starts at this time.
+    Due(Instant),
+    /// The home race runs.
+    Racing,
+    /// The candidate is connected; its REGISTER waits for the working
+    /// connection's refresh in flight.
+    Connected,
+    /// The candidate's REGISTER is out.
+    Registering,
+    /// Stopping: the candidate's unregistration is out.
+    Unregistering,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Pending {
     deadline: Instant,
@@ -319,6 +473,16 @@ struct Flow {
     /// The family its recovery prefers: the one it ran on, when its working
     /// connection ended without the path failing.
     prefer: Option<Family>,
+    /// A refresh REGISTER is out on its working connection.
+    refreshing: bool,
+    /// The family it belongs on (see the module docs), once a flow registered.
+    home: Option<Family>,
+    /// Its move back home.
+    rehome: Rehome,
+    /// The candidate's path, once its home race won.
+    candidate: Option<(Transport, SocketAddr)>,
+    /// Home attempts failed in a row (the exponent of their back-off).
+    rehome_failures: u32,
 }
 
 /// The flows of one registration.
@@ -348,6 +512,11 @@ impl Flows {
                 was_up: false,
                 recovering: false,
                 prefer: None,
+                refreshing: false,
+                home: None,
+                rehome: Rehome::Idle,
+                candidate: None,
+                rehome_failures: 0,
             })
             .collect();
         Flows {
@@ -366,11 +535,12 @@ impl Flows {
         self.finish(out)
     }
 
-    /// True once every flow is unregistered, unavailable or given up.
+    /// True once every flow is unregistered, unavailable or given up, and
+    /// no candidate's unregistration is out.
     pub fn finished(&self) -> bool {
-        self.flows
-            .iter()
-            .all(|f| matches!(f.state, State::Done | State::Unavailable))
+        self.flows.iter().all(|f| {
+            matches!(f.state, State::Done | State::Unavailable) && f.rehome == Rehome::Idle
+        })
     }
 
     /// Whether the registrar supports Outbound: `None` until a flow is
@@ -384,6 +554,14 @@ impl Flows {
     pub fn is_connecting(&self, flow: FlowId) -> bool {
         self.index_in(flow, |s| matches!(s, State::Connecting))
             .is_some()
+    }
+
+    /// Whether `flow`'s home race runs (a candidate is wanted now; the
+    /// caller closes one that arrives otherwise).
+    pub fn is_racing_home(&self, flow: FlowId) -> bool {
+        self.flows
+            .iter()
+            .any(|f| f.id == flow && f.rehome == Rehome::Racing)
     }
 
     /// The flows that are registered now, with their paths.
@@ -445,26 +623,19 @@ impl Flows {
                 if let Some(i) =
                     self.index_in(flow, |s| matches!(s, State::Registering | State::Up { .. }))
                 {
-                    let expires = expires.min(MAX_EXPIRES);
-                    let refresh = expires.mul_f64(0.8).max(Duration::from_secs(1));
+                    let first = matches!(self.flows[i].state, State::Registering);
+                    self.set_up(now, i, flow_timer, expires, outbound);
                     let f = &mut self.flows[i];
-                    let first = matches!(f.state, State::Registering);
-                    f.flow_timer =
-                        flow_timer.map(|t| t.clamp(Duration::from_secs(1), MAX_FLOW_TIMER));
-                    f.consecutive_failures = 0;
-                    // Without Outbound no keep-alive is owed an answer: none
-                    // is sent (see the module docs).
-                    let interval = if outbound {
-                        self.keepalive_interval(i)
-                    } else {
-                        NEVER
-                    };
+                    // The refresh the candidate's REGISTER waited for is
+                    // answered: that REGISTER goes now.
+                    if f.rehome == Rehome::Connected {
+                        f.rehome = Rehome::Registering;
+                        out.push(Action::RegisterHome { flow });
+                    }
+                    if first {
+                        self.assign_homes(i);
+                    }
                     let f = &mut self.flows[i];
-                    f.state = State::Up {
-                        keepalive_at: now + interval,
-                        refresh_at: now + refresh,
-                        pending: None,
-                    };
                     if first {
                         let kind = if f.recovering {
                             EventKind::Recovered
@@ -553,6 +724,24 @@ impl Flows {
             Input::Stop => {
                 self.stopping = true;
                 for i in 0..self.flows.len() {
+                    let id = self.flows[i].id;
+                    match self.flows[i].rehome {
+                        // Its REGISTER may yet bind the reg-id to the
+                        // candidate: taken back over the candidate itself,
+                        // behind that REGISTER on the same connection.
+                        Rehome::Registering => {
+                            self.flows[i].rehome = Rehome::Unregistering;
+                            out.push(Action::UnregisterHome { flow: id });
+                        }
+                        Rehome::Connected => {
+                            self.flows[i].rehome = Rehome::Idle;
+                            out.push(Action::CloseHome { flow: id });
+                        }
+                        // A late winner of the race is closed by the caller
+                        // ([`Flows::is_racing_home`]).
+                        Rehome::Racing | Rehome::Due(_) => self.flows[i].rehome = Rehome::Idle,
+                        Rehome::Idle | Rehome::Unregistering => {}
+                    }
                     match self.flows[i].state {
                         // A REGISTER in flight may yet bind the contact:
                         // unregistered too (with a higher CSeq, so a late
@@ -580,8 +769,262 @@ impl Flows {
                     out.push(Action::Close { flow });
                 }
             }
+            Input::HomeConnected {
+                flow,
+                transport,
+                remote,
+            } => {
+                if let Some(i) = self.rehoming(flow, Rehome::Racing) {
+                    let f = &mut self.flows[i];
+                    f.candidate = Some((transport, remote));
+                    if f.refreshing {
+                        f.rehome = Rehome::Connected;
+                    } else {
+                        f.rehome = Rehome::Registering;
+                        out.push(Action::RegisterHome { flow });
+                    }
+                }
+            }
+            Input::HomeConnectFailed { flow, reason } => {
+                if let Some(i) = self.rehoming(flow, Rehome::Racing) {
+                    // The race's own attempts taught the history already.
+                    self.home_failed(now, i, reason, false, &mut out);
+                }
+            }
+            Input::HomeRegistered {
+                flow,
+                flow_timer,
+                expires,
+                outbound,
+            } => {
+                if let Some(i) = self.rehoming(flow, Rehome::Registering) {
+                    self.adopt_home(now, i, flow_timer, expires, outbound, &mut out);
+                }
+            }
+            Input::HomeRegisterFailed {
+                flow,
+                reason,
+                path_broken,
+            }
+            | Input::HomeLost {
+                flow,
+                reason,
+                path_broken,
+            } => {
+                if let Some(i) = self
+                    .rehoming(flow, Rehome::Connected)
+                    .or_else(|| self.rehoming(flow, Rehome::Registering))
+                {
+                    // What history learns: the home path failed only when
+                    // the new connection did (no answer, a reset) -- then the
+                    // next race of any flow rightly tries the working family
+                    // first. A refusal proves the home path carries packets,
+                    // and the working connection failed in nothing: neither
+                    // is recorded, or history would steer flows off families
+                    // that work.
+                    if path_broken {
+                        out.push(Action::RecordHomePathFailure { flow });
+                    }
+                    out.push(Action::CloseHome { flow });
+                    self.home_failed(now, i, reason, path_broken, &mut out);
+                } else if let Some(i) = self.rehoming(flow, Rehome::Unregistering) {
+                    // Stopping: the candidate died under its unregistration.
+                    self.flows[i].rehome = Rehome::Idle;
+                    out.push(Action::CloseHome { flow });
+                }
+            }
+            Input::HomeUnregistered { flow } => {
+                if let Some(i) = self.rehoming(flow, Rehome::Unregistering) {
+                    self.flows[i].rehome = Rehome::Idle;
+                    out.push(Action::CloseHome { flow });
+                }
+            }
         }
+        self.review_rehoming(now);
         self.finish(out)
+    }
+
+    /// The first flow registered (flow `i`): its family is its home, the
+    /// other family the other flow's (see the module docs).
+    fn assign_homes(&mut self, i: usize) {
+        if self.flows.iter().any(|f| f.home.is_some()) {
+            return;
+        }
+        let Some((_, remote)) = self.flows[i].path else {
+            return;
+        };
+        let family = Family::of(&remote.ip());
+        for (j, f) in self.flows.iter_mut().enumerate() {
+            f.home = Some(if j == i { family } else { family.other() });
+        }
+    }
+
+    /// The index of `flow` if it is registered and at `stage` of going home.
+    fn rehoming(&self, flow: FlowId, stage: Rehome) -> Option<usize> {
+        self.flows.iter().position(|f| {
+            f.id == flow
+                && f.rehome == stage
+                && (matches!(f.state, State::Up { .. }) || stage == Rehome::Unregistering)
+        })
+    }
+
+    /// Is flow `i` displaced: registered off its home family, on the family
+    /// another registered flow uses, with two flows and Outbound?
+    fn is_displaced(&self, i: usize) -> bool {
+        if self.stopping || self.flows.len() != 2 || self.registrar_outbound != Some(true) {
+            return false;
+        }
+        let family_up = |f: &Flow| match (&f.state, f.path) {
+            (State::Up { .. }, Some((_, remote))) => Some(Family::of(&remote.ip())),
+            _ => None,
+        };
+        let Some(family) = family_up(&self.flows[i]) else {
+            return false;
+        };
+        self.flows[i].home.is_some_and(|home| home != family)
+            && self
+                .flows
+                .iter()
+                .enumerate()
+                .any(|(j, f)| j != i && family_up(f) == Some(family))
+    }
+
+    /// After every input: a flow just displaced gets its home race due; a
+    /// flow no longer displaced loses a home race not started yet (one
+    /// under way goes on: landing at home is right either way); a flow at
+    /// home starts its next displacement with the first wait again.
+    fn review_rehoming(&mut self, now: Instant) {
+        for i in 0..self.flows.len() {
+            let displaced = self.is_displaced(i);
+            match self.flows[i].rehome {
+                Rehome::Idle if displaced => {
+                    let wait = self.rehome_backoff(i);
+                    self.flows[i].rehome = Rehome::Due(now + wait);
+                }
+                Rehome::Due(_) if !displaced => self.flows[i].rehome = Rehome::Idle,
+                _ => {}
+            }
+            let f = &mut self.flows[i];
+            let at_home = matches!(f.state, State::Up { .. })
+                && f.path.map(|(_, a)| Family::of(&a.ip())) == f.home;
+            if at_home {
+                f.rehome_failures = 0;
+            }
+        }
+    }
+
+    /// A random 50–100 % of `min(max-time, rehome-after · 2^failures)`:
+    /// §4.5's back-off shape, for the same reasons (a family that stays
+    /// broken is tried ever less often; UAs displaced together spread out).
+    fn rehome_backoff(&mut self, i: usize) -> Duration {
+        let exp = self.flows[i].rehome_failures.min(16);
+        let ceiling = self
+            .cfg
+            .rehome_after
+            .saturating_mul(1 << exp)
+            .min(self.cfg.max_time);
+        ceiling.mul_f64(self.rng.random_range(0.5..=1.0))
+    }
+
+    /// A home attempt of flow `i` failed: the flow stays where it is (its
+    /// connection untouched), and tries again after a longer wait.
+    fn home_failed(
+        &mut self,
+        now: Instant,
+        i: usize,
+        reason: String,
+        path_broken: bool,
+        out: &mut Vec<Action>,
+    ) {
+        let home = self.flows[i].home.map_or("home", |f| f.as_str());
+        let reason = if path_broken {
+            format!("{home}: {reason} (recorded as the path's failure)")
+        } else {
+            format!("{home}: {reason}")
+        };
+        self.flows[i].candidate = None;
+        self.flows[i].rehome_failures += 1;
+        let retry_in = self.rehome_backoff(i);
+        self.flows[i].rehome = Rehome::Due(now + retry_in);
+        out.push(self.event(i, EventKind::RehomeFailed { reason, retry_in }));
+    }
+
+    /// The REGISTER over flow `i`'s candidate succeeded: the candidate is
+    /// the flow's connection from now on, with that REGISTER's timers, and
+    /// the old connection closes.
+    fn adopt_home(
+        &mut self,
+        now: Instant,
+        i: usize,
+        flow_timer: Option<Duration>,
+        expires: Duration,
+        outbound: bool,
+        out: &mut Vec<Action>,
+    ) {
+        let id = self.flows[i].id;
+        out.push(Action::AdoptHome { flow: id });
+        let f = &mut self.flows[i];
+        f.path = f.candidate.take();
+        f.mapped = None;
+        f.rehome = Rehome::Idle;
+        f.rehome_failures = 0;
+        self.set_up(now, i, flow_timer, expires, outbound);
+        let mut event = self.event(i, EventKind::Rehomed);
+        if let Action::Event(e) = &mut event {
+            e.outbound = Some(outbound);
+        }
+        out.push(event);
+        if !outbound {
+            self.without_outbound(i, out);
+        }
+    }
+
+    /// Flow `i` is registered (first, refreshed, or moved home): its
+    /// keep-alive and refresh are armed from this 2xx.
+    fn set_up(
+        &mut self,
+        now: Instant,
+        i: usize,
+        flow_timer: Option<Duration>,
+        expires: Duration,
+        outbound: bool,
+    ) {
+        let expires = expires.min(MAX_EXPIRES);
+        let refresh = expires.mul_f64(0.8).max(Duration::from_secs(1));
+        self.flows[i].flow_timer =
+            flow_timer.map(|t| t.clamp(Duration::from_secs(1), MAX_FLOW_TIMER));
+        // Without Outbound no keep-alive is owed an answer: none is sent
+        // (see the module docs).
+        let interval = if outbound {
+            self.keepalive_interval(i)
+        } else {
+            NEVER
+        };
+        if outbound {
+            // A `false` seen before is kept (see `without_outbound`).
+            self.registrar_outbound.get_or_insert(true);
+        }
+        let f = &mut self.flows[i];
+        f.consecutive_failures = 0;
+        f.refreshing = false;
+        f.state = State::Up {
+            keepalive_at: now + interval,
+            refresh_at: now + refresh,
+            pending: None,
+        };
+    }
+
+    /// Flow `i` leaves its working connection (it failed, or is stopping):
+    /// a candidate it had is dropped with it.
+    fn drop_candidate(&mut self, i: usize, out: &mut Vec<Action>) {
+        let f = &mut self.flows[i];
+        if matches!(f.rehome, Rehome::Connected | Rehome::Registering) {
+            out.push(Action::CloseHome { flow: f.id });
+        }
+        if f.rehome != Rehome::Unregistering {
+            f.rehome = Rehome::Idle;
+            f.candidate = None;
+        }
     }
 
     /// The registrar lacks Outbound (flow `kept` was just registered
@@ -590,6 +1033,8 @@ impl Flows {
     fn without_outbound(&mut self, kept: usize, out: &mut Vec<Action>) {
         self.registrar_outbound = Some(false);
         for j in 0..self.flows.len() {
+            // No flow goes home without Outbound (see `is_displaced`).
+            self.drop_candidate(j, out);
             if j == kept {
                 continue;
             }
@@ -663,13 +1108,25 @@ impl Flows {
                             retransmission: false,
                         });
                     }
-                    if refresh_at <= now {
+                    // Held while the candidate's REGISTER is out (see the
+                    // module docs): a success makes it moot, a failure lets
+                    // it go at once.
+                    if refresh_at <= now && self.flows[i].rehome != Rehome::Registering {
                         if let State::Up { refresh_at, .. } = &mut self.flows[i].state {
                             // Re-armed by the next Registered; until then,
                             // not again.
                             *refresh_at = now + NEVER;
                         }
+                        self.flows[i].refreshing = true;
                         out.push(Action::Register { flow: id });
+                    }
+                    if let (Rehome::Due(at), Some(family)) =
+                        (self.flows[i].rehome, self.flows[i].home)
+                    {
+                        if at <= now {
+                            self.flows[i].rehome = Rehome::Racing;
+                            out.push(Action::RaceHome { flow: id, family });
+                        }
                     }
                 }
                 _ => {}
@@ -718,6 +1175,8 @@ impl Flows {
         let id = self.flows[i].id;
         let was_working = matches!(self.flows[i].state, State::Up { .. });
         out.push(Action::Close { flow: id });
+        self.drop_candidate(i, out);
+        self.flows[i].refreshing = false;
         out.push(self.event(i, EventKind::Failed(reason)));
         let f = &mut self.flows[i];
         f.recovering = f.was_up;
@@ -838,13 +1297,28 @@ impl Flows {
                     keepalive_at,
                     refresh_at,
                     pending,
-                } => Some(match pending {
-                    Some(p) => p
-                        .retransmit
-                        .map_or(p.deadline, |(at, _)| at.min(p.deadline))
-                        .min(*refresh_at),
-                    None => (*keepalive_at).min(*refresh_at),
-                }),
+                } => {
+                    let keepalive = match pending {
+                        Some(p) => p
+                            .retransmit
+                            .map_or(p.deadline, |(at, _)| at.min(p.deadline)),
+                        None => *keepalive_at,
+                    };
+                    // A refresh held back (see `on_timer`) is no deadline:
+                    // waking for it would spin.
+                    let refresh = match f.rehome {
+                        Rehome::Registering => None,
+                        _ => Some(*refresh_at),
+                    };
+                    let home_race = match f.rehome {
+                        Rehome::Due(at) => Some(at),
+                        _ => None,
+                    };
+                    [Some(keepalive), refresh, home_race]
+                        .into_iter()
+                        .flatten()
+                        .min()
+                }
                 _ => None,
             })
             .min();

@@ -55,7 +55,11 @@ fn recovering_wait(out: &[Action]) -> Duration {
 
 /// An event as the machine reports it (registered with Outbound confirmed).
 fn event(flow: FlowId, kind: EventKind, path: Option<(Transport, &str)>) -> Action {
-    let outbound = matches!(kind, EventKind::Registered | EventKind::Recovered).then_some(true);
+    let outbound = matches!(
+        kind,
+        EventKind::Registered | EventKind::Recovered | EventKind::Rehomed
+    )
+    .then_some(true);
     Action::Event(FlowEvent {
         flow,
         kind,
@@ -716,4 +720,518 @@ fn a_register_in_flight_is_taken_back_when_the_registrar_lacks_outbound_or_on_st
     );
     m.step(t0, Input::Unregistered { flow: 1 });
     assert!(m.finished());
+}
+
+// Going back home (see the module docs).
+
+/// `flow`'s connection reset (its path failed).
+fn reset(flow: FlowId) -> Input {
+    Input::FlowLost {
+        flow,
+        reason: "reset".into(),
+        path_broken: true,
+    }
+}
+
+/// Flow 1's home race won: a connection over IPv6.
+fn home_connected() -> Input {
+    Input::HomeConnected {
+        flow: 1,
+        transport: Transport::Tcp,
+        remote: addr(V6),
+    }
+}
+
+/// Keep-alives every 300 s, so the home race's wait is the earliest deadline.
+fn rehome_flows(count: u32) -> (Flows, Instant) {
+    let cfg = FlowConfig {
+        flows: count,
+        keepalive: Some(secs(300)),
+        ..FlowConfig::default()
+    };
+    (Flows::new(cfg, 7), Instant::now())
+}
+
+/// The time of the last `WakeAt` among `out`.
+fn wake(out: &[Action]) -> Instant {
+    match out.last() {
+        Some(Action::WakeAt(at)) => *at,
+        _ => panic!("no WakeAt last: {out:?}"),
+    }
+}
+
+/// Flow 1 (home IPv6) was reset and recovered over IPv4, where flow 2
+/// (home IPv4) is: displaced. Flow 1's REGISTER there was granted
+/// `expires`. Returns the machine, the start, and when the home race is due.
+fn displaced(expires: u64) -> (Flows, Instant, Instant) {
+    let (mut m, t0) = rehome_flows(2);
+    m.start();
+    m.step(t0, connected(1, Transport::Tcp, V6));
+    m.step(t0, connected(2, Transport::Tcp, V4));
+    m.step(t0, registered(1, 3600));
+    m.step(t0, registered(2, 3600));
+    m.step(t0, reset(1));
+    m.step(t0, connected(1, Transport::Tcp, V4));
+    let out = m.step(t0, registered(1, expires));
+    assert_eq!(
+        out[0],
+        event(1, EventKind::Recovered, Some((Transport::Tcp, V4)))
+    );
+    // Due after a random 50–100 % of 60 s (the refresh, if earlier, comes
+    // first: then the wait is read from the flow itself).
+    let due = match m.flows[0].rehome {
+        Rehome::Due(at) => at,
+        other => panic!("flow 1 is displaced: {other:?}"),
+    };
+    assert!(
+        due >= t0 + secs(30) && due <= t0 + secs(60),
+        "{:?}",
+        due - t0
+    );
+    if expires >= 100 {
+        assert_eq!(wake(&out), due, "{out:?}");
+    }
+    (m, t0, due)
+}
+
+/// The `rehome_failed` event's wait among `out`.
+fn rehome_retry(out: &[Action]) -> Duration {
+    out.iter()
+        .find_map(|a| match a {
+            Action::Event(FlowEvent {
+                kind: EventKind::RehomeFailed { retry_in, .. },
+                ..
+            }) => Some(*retry_in),
+            _ => None,
+        })
+        .expect("a rehome_failed event")
+}
+
+#[test]
+fn a_displaced_flow_races_its_home_family_after_the_wait() {
+    let (mut m, t0, due) = displaced(3600);
+    // Flow 2 is at home: nothing due for it.
+    assert_eq!(m.flows[1].rehome, Rehome::Idle);
+    // Not before it is due.
+    let early = due - Duration::from_millis(1);
+    assert_eq!(m.step(early, Input::Timer), vec![Action::WakeAt(due)]);
+    assert_eq!(
+        m.step(due, Input::Timer),
+        vec![
+            Action::RaceHome {
+                flow: 1,
+                family: Family::V6
+            },
+            Action::WakeAt(t0 + secs(300)),
+        ]
+    );
+    assert!(m.is_racing_home(1));
+    assert!(!m.is_racing_home(2));
+    // The flow keeps working meanwhile: still registered over IPv4.
+    assert_eq!(m.registered().len(), 2);
+}
+
+#[test]
+fn a_home_race_that_wins_registers_over_it_and_only_then_closes_the_old() {
+    let (mut m, t0, due) = displaced(3600);
+    m.step(due, Input::Timer);
+    let t1 = due + Duration::from_millis(3);
+    let home = "[2001:db8:5e::10]:5061";
+    // Connected: a REGISTER over the candidate; the old connection stays.
+    assert_eq!(
+        m.step(
+            t1,
+            Input::HomeConnected {
+                flow: 1,
+                transport: Transport::Tcp,
+                remote: addr(home),
+            }
+        ),
+        vec![
+            Action::RegisterHome { flow: 1 },
+            Action::WakeAt(t0 + secs(300))
+        ]
+    );
+    assert!(m.registered().contains(&(1, Transport::Tcp, addr(V4))));
+    // Registered over it: the candidate becomes the flow, the old closes.
+    let t2 = t1 + Duration::from_millis(2);
+    assert_eq!(
+        m.step(
+            t2,
+            Input::HomeRegistered {
+                flow: 1,
+                flow_timer: None,
+                expires: secs(3600),
+                outbound: true,
+            }
+        ),
+        vec![
+            Action::AdoptHome { flow: 1 },
+            event(1, EventKind::Rehomed, Some((Transport::Tcp, home))),
+            // Flow 2's keep-alive; flow 1's restarts from the new REGISTER.
+            Action::WakeAt(t0 + secs(300)),
+        ]
+    );
+    assert!(m.registered().contains(&(1, Transport::Tcp, addr(home))));
+    assert_eq!(m.flows[0].rehome, Rehome::Idle);
+    // Late news of the candidate's race changes nothing now.
+    let out = m.step(
+        t2,
+        Input::HomeConnectFailed {
+            flow: 1,
+            reason: "late".into(),
+        },
+    );
+    assert_eq!(out, vec![Action::WakeAt(t0 + secs(300))]);
+    // The flow's keep-alive runs from the move (on the new connection).
+    let out = m.step(t0 + secs(300), Input::Timer);
+    assert_eq!(
+        out,
+        vec![
+            Action::SendKeepalive {
+                flow: 2,
+                retransmission: false
+            },
+            Action::WakeAt(t0 + secs(310)),
+        ]
+    );
+    m.step(
+        t0 + secs(300),
+        Input::KeepaliveAnswered {
+            flow: 2,
+            mapped: None,
+        },
+    );
+    let out = m.step(t2 + secs(300), Input::Timer);
+    assert!(
+        out.contains(&Action::SendKeepalive {
+            flow: 1,
+            retransmission: false
+        }),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_home_race_that_fails_keeps_the_old_flow_and_backs_off() {
+    let (mut m, _t0, due) = displaced(3600);
+    let mut now = due;
+    // Each failed attempt waits 50–100 % of 60 s · 2^n, capped at 1800 s.
+    for n in 1..=7u32 {
+        let out = m.step(now, Input::Timer);
+        assert!(
+            out.contains(&Action::RaceHome {
+                flow: 1,
+                family: Family::V6
+            }),
+            "attempt {n}: {out:?}"
+        );
+        let out = m.step(
+            now,
+            Input::HomeConnectFailed {
+                flow: 1,
+                reason: "every attempt failed".into(),
+            },
+        );
+        let retry_in = rehome_retry(&out);
+        // Nothing closed, nothing blamed: the race taught history itself,
+        // and the working flow's path did not fail.
+        assert_eq!(
+            out[0],
+            event(
+                1,
+                EventKind::RehomeFailed {
+                    reason: "ipv6: every attempt failed".into(),
+                    retry_in
+                },
+                Some((Transport::Tcp, V4))
+            ),
+            "attempt {n}"
+        );
+        assert_eq!(out.len(), 2, "{out:?}");
+        let ceiling = (secs(60) * 2u32.pow(n)).min(secs(1800));
+        assert!(
+            retry_in >= ceiling / 2 && retry_in <= ceiling,
+            "failure {n}: {retry_in:?}, ceiling {ceiling:?}"
+        );
+        assert!(m.registered().contains(&(1, Transport::Tcp, addr(V4))));
+        now += retry_in;
+        // Keep-alives go on meanwhile; answer any that went out.
+        for flow in [1, 2] {
+            m.step(now, Input::KeepaliveAnswered { flow, mapped: None });
+        }
+    }
+}
+
+#[test]
+fn a_register_failure_on_the_candidate_closes_only_the_candidate() {
+    for (path_broken, blamed) in [(true, true), (false, false)] {
+        let (mut m, _t0, due) = displaced(3600);
+        m.step(due, Input::Timer);
+        m.step(due, home_connected());
+        let out = m.step(
+            due,
+            Input::HomeRegisterFailed {
+                flow: 1,
+                reason: if path_broken {
+                    "no answer"
+                } else {
+                    "403 Forbidden"
+                }
+                .into(),
+                path_broken,
+            },
+        );
+        let retry_in = rehome_retry(&out);
+        assert!(
+            retry_in >= secs(60) && retry_in <= secs(120),
+            "{retry_in:?}"
+        );
+        let mut expected = vec![];
+        if blamed {
+            // Its own path, not the working flow's.
+            expected.push(Action::RecordHomePathFailure { flow: 1 });
+        }
+        expected.push(Action::CloseHome { flow: 1 });
+        assert_eq!(out[..expected.len()], expected[..], "{out:?}");
+        assert!(
+            !out.iter()
+                .any(|a| matches!(a, Action::Close { .. } | Action::RecordPathFailure { .. })),
+            "{out:?}"
+        );
+        assert!(m.registered().contains(&(1, Transport::Tcp, addr(V4))));
+        assert_eq!(m.flows[0].rehome, Rehome::Due(due + retry_in));
+        // The candidate's death after that changes nothing.
+        let out = m.step(
+            due,
+            Input::HomeLost {
+                flow: 1,
+                reason: "reset".into(),
+                path_broken: true,
+            },
+        );
+        assert_eq!(out, vec![Action::WakeAt(due + retry_in)]);
+    }
+}
+
+#[test]
+fn stop_mid_rehome_unregisters_and_closes_both_connections() {
+    // The candidate's REGISTER is out: unregistered over it too.
+    let (mut m, _t0, due) = displaced(3600);
+    m.step(due, Input::Timer);
+    m.step(due, home_connected());
+    assert_eq!(
+        m.step(due, Input::Stop),
+        vec![
+            Action::UnregisterHome { flow: 1 },
+            Action::Unregister { flow: 1 },
+            Action::Unregister { flow: 2 },
+        ]
+    );
+    m.step(due, Input::Unregistered { flow: 1 });
+    m.step(due, Input::Unregistered { flow: 2 });
+    assert!(!m.finished(), "the candidate's unregistration is out");
+    // Its late 2xx to the REGISTER moves nothing.
+    assert_eq!(
+        m.step(
+            due,
+            Input::HomeRegistered {
+                flow: 1,
+                flow_timer: None,
+                expires: secs(3600),
+                outbound: true,
+            }
+        ),
+        vec![]
+    );
+    assert_eq!(
+        m.step(due, Input::HomeUnregistered { flow: 1 }),
+        vec![Action::CloseHome { flow: 1 }]
+    );
+    assert!(m.finished());
+
+    // The home race is running: a winner is no longer wanted.
+    let (mut m, _t0, due) = displaced(3600);
+    m.step(due, Input::Timer);
+    assert_eq!(
+        m.step(due, Input::Stop),
+        vec![
+            Action::Unregister { flow: 1 },
+            Action::Unregister { flow: 2 }
+        ]
+    );
+    assert!(!m.is_racing_home(1));
+    // A candidate connected (its REGISTER held behind a refresh): closed.
+    let (mut m, t0, due) = displaced(20);
+    m.step(t0 + secs(16), Input::Timer);
+    m.step(due, Input::Timer);
+    m.step(due, home_connected());
+    assert_eq!(
+        m.step(due, Input::Stop),
+        vec![
+            Action::CloseHome { flow: 1 },
+            Action::Unregister { flow: 1 },
+            Action::Unregister { flow: 2 }
+        ]
+    );
+}
+
+#[test]
+fn the_refresh_and_the_home_register_never_cross() {
+    // Flow 1's registration there lasts 20 s: refreshed at 16 s, before
+    // its home race (30–60 s).
+    let (mut m, t0, due) = displaced(20);
+    let out = m.step(t0 + secs(16), Input::Timer);
+    assert_eq!(out[0], Action::Register { flow: 1 });
+    assert_eq!(wake(&out), due);
+    m.step(due, Input::Timer);
+    // The candidate connects while the refresh is out: its REGISTER waits.
+    let out = m.step(due, home_connected());
+    assert_eq!(out, vec![Action::WakeAt(t0 + secs(300))]);
+    // The refresh answered: now the candidate's REGISTER.
+    let t1 = due + secs(1);
+    assert_eq!(
+        m.step(t1, registered(1, 20)),
+        vec![
+            Action::RegisterHome { flow: 1 },
+            Action::WakeAt(t0 + secs(300))
+        ]
+    );
+    // The next refresh falls due while that REGISTER is out: held, and no
+    // wake-up for it (it would spin).
+    assert_eq!(
+        m.step(t1 + secs(16), Input::Timer),
+        vec![Action::WakeAt(t0 + secs(300))]
+    );
+    // The candidate is refused: the held refresh goes at once.
+    let t2 = t1 + secs(17);
+    let out = m.step(
+        t2,
+        Input::HomeRegisterFailed {
+            flow: 1,
+            reason: "403 Forbidden".into(),
+            path_broken: false,
+        },
+    );
+    assert_eq!(wake(&out), t1 + secs(16));
+    let out = m.step(t2, Input::Timer);
+    assert_eq!(out[0], Action::Register { flow: 1 });
+}
+
+#[test]
+fn a_flow_failing_mid_rehome_drops_its_candidate_and_recovers() {
+    let (mut m, t0, due) = displaced(3600);
+    m.step(due, Input::Timer);
+    m.step(due, home_connected());
+    let out = m.step(due, reset(1));
+    assert_eq!(
+        out,
+        vec![
+            Action::RecordPathFailure { flow: 1 },
+            Action::Close { flow: 1 },
+            Action::CloseHome { flow: 1 },
+            event(
+                1,
+                EventKind::Failed("reset".into()),
+                Some((Transport::Tcp, V4))
+            ),
+            event(
+                1,
+                EventKind::Recovering(Duration::ZERO),
+                Some((Transport::Tcp, V4))
+            ),
+            Action::Connect {
+                flow: 1,
+                family: FamilyChoice::Any
+            },
+            Action::WakeAt(t0 + secs(300)),
+        ]
+    );
+    // The candidate's late 2xx moves nothing.
+    let out = m.step(
+        due,
+        Input::HomeRegistered {
+            flow: 1,
+            flow_timer: None,
+            expires: secs(3600),
+            outbound: true,
+        },
+    );
+    assert_eq!(out, vec![Action::WakeAt(t0 + secs(300))]);
+    // Recovering at home ends the displacement.
+    m.step(due, connected(1, Transport::Tcp, V6));
+    m.step(due, registered(1, 3600));
+    assert_eq!(m.flows[0].rehome, Rehome::Idle);
+}
+
+#[test]
+fn no_rehome_with_one_flow_without_outbound_or_on_different_families() {
+    let never_races_home = |m: &mut Flows, from: Instant| {
+        // Every deadline for an hour: no home race.
+        let mut now = from;
+        for _ in 0..50 {
+            let out = m.step(now, Input::Timer);
+            assert!(
+                !out.iter().any(|a| matches!(a, Action::RaceHome { .. })),
+                "{out:?}"
+            );
+            for flow in [1, 2] {
+                m.step(now, Input::KeepaliveAnswered { flow, mapped: None });
+            }
+            match out.last() {
+                Some(Action::WakeAt(at)) if *at < from + secs(3600) => now = *at,
+                _ => break,
+            }
+        }
+        assert!(m.flows.iter().all(|f| f.rehome == Rehome::Idle));
+    };
+
+    // One flow: it recovered onto IPv4, there is no other to share it with.
+    let (mut m, t0) = rehome_flows(1);
+    m.start();
+    m.step(t0, connected(1, Transport::Tcp, V6));
+    m.step(t0, registered(1, 3600));
+    m.step(t0, reset(1));
+    m.step(t0, connected(1, Transport::Tcp, V4));
+    m.step(t0, registered(1, 3600));
+    never_races_home(&mut m, t0);
+
+    // Without Outbound: one plain registration, wherever it is.
+    let (mut m, t0) = rehome_flows(2);
+    m.start();
+    m.step(t0, connected(1, Transport::Tcp, V6));
+    m.step(t0, registered_without_outbound(1));
+    m.step(t0, reset(1));
+    m.step(t0, connected(1, Transport::Tcp, V4));
+    m.step(t0, registered_without_outbound(1));
+    never_races_home(&mut m, t0);
+
+    // Two flows on two families: flow 1 came back on IPv6 (a FIN), and
+    // flow 2 still works on IPv4.
+    let (mut m, t0) = rehome_flows(2);
+    m.start();
+    m.step(t0, connected(1, Transport::Tcp, V6));
+    m.step(t0, connected(2, Transport::Tcp, V4));
+    m.step(t0, registered(1, 3600));
+    m.step(t0, registered(2, 3600));
+    m.step(
+        t0,
+        Input::FlowLost {
+            flow: 1,
+            reason: "closed".into(),
+            path_broken: false,
+        },
+    );
+    m.step(t0, connected(1, Transport::Tcp, V6));
+    m.step(t0, registered(1, 3600));
+    never_races_home(&mut m, t0);
+
+    // Off home but alone on its family (flow 2 is down): nothing due; it
+    // becomes due once flow 2 is back on IPv4.
+    let (mut m, _t0, due) = displaced(3600);
+    m.step(due - secs(1), reset(2));
+    assert_eq!(m.flows[0].rehome, Rehome::Idle);
+    m.step(due, connected(2, Transport::Tcp, V4));
+    m.step(due, registered(2, 3600));
+    assert!(matches!(m.flows[0].rehome, Rehome::Due(_)));
 }
