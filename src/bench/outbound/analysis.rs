@@ -146,8 +146,8 @@ pub fn inbound_figures(
 pub struct UaEvent {
     pub at_ms: f64,
     pub flow: u32,
-    /// registered, keepalive_ok, failed, recovering, recovered, unavailable,
-    /// unregistered, inbound.
+    /// registered, keepalive_ok, failed, recovering, recovered, rehomed,
+    /// rehome_failed, unavailable, unregistered, inbound.
     pub event: String,
     /// ipv6 or ipv4, for events that name the flow's path.
     pub family: Option<String>,
@@ -180,7 +180,9 @@ pub fn flow_spans(events: &[UaEvent], end_ms: f64) -> Vec<FlowSpan> {
         let mut state: Option<(f64, Option<String>)> = None;
         for e in events.iter().filter(|e| e.flow == flow) {
             let next = match e.event.as_str() {
-                "registered" | "recovered" => Some(e.family.clone()),
+                // A flow that went back home (`rehomed`) stays up, over
+                // its home family from then on.
+                "registered" | "recovered" | "rehomed" => Some(e.family.clone()),
                 "failed" | "unavailable" | "unregistered" => Some(None),
                 _ => None,
             };
@@ -344,6 +346,31 @@ mod tests {
         assert_eq!(
             inbound_figures(&[], &[], 200.0, 1000.0),
             InboundFigures::default()
+        );
+    }
+
+    #[test]
+    fn a_flow_that_went_back_home_is_up_over_its_home_family_from_then_on() {
+        let events = vec![
+            event(11.0, 1, "registered", Some("ipv6")),
+            event(14_000.0, 1, "failed", Some("ipv6")),
+            event(14_040.0, 1, "recovered", Some("ipv4")),
+            event(70_000.0, 1, "rehome_failed", None),
+            event(130_000.0, 1, "rehomed", Some("ipv6")),
+        ];
+        let flow_1: Vec<(f64, f64, Option<String>)> = flow_spans(&events, 200_000.0)
+            .into_iter()
+            .map(|s| (s.from_ms, s.to_ms, s.up_over))
+            .collect();
+        let up = |f: &str| Some(f.to_string());
+        assert_eq!(
+            flow_1,
+            [
+                (11.0, 14_000.0, up("ipv6")),
+                (14_000.0, 14_040.0, None),
+                (14_040.0, 130_000.0, up("ipv4")),
+                (130_000.0, 200_000.0, up("ipv6")),
+            ]
         );
     }
 
