@@ -314,7 +314,9 @@ enum Done {
     Registered(FlowId, u64, Option<Duration>, Duration, bool),
     RegisterFailed(FlowId, u64, ExchangeFailure),
     Pong(FlowId, u64, Option<std::net::SocketAddr>),
-    Unregistered(FlowId, u64),
+    /// An unregistration ended (answered or not); over the candidate
+    /// ([`Which::Candidate`]) or the working connection.
+    Unregistered(FlowId, u64, Which),
     /// The connection died; true if the peer closed it in order.
     Lost(FlowId, u64, bool),
     Inbound(FlowId, u16, Box<sip::Request>),
@@ -467,12 +469,14 @@ impl Driver {
                 Which::Working => Input::KeepaliveAnswered { flow, mapped },
                 Which::Candidate => return None,
             },
-            // An unregistration ends (answered or not) the flow's
-            // unregistering, whichever connection it went over.
-            Done::Unregistered(flow, generation) => match self.which(flow, generation) {
-                Some(Which::Candidate) => Input::HomeUnregistered { flow },
-                _ => Input::Unregistered { flow },
-            },
+            // An unregistration ends (answered or not) the unregistering of
+            // the connection it went over -- and only of that one: the
+            // result over a candidate already closed (it died meanwhile)
+            // must not pass for the working connection's, which would then
+            // close with its own unregistration still out.
+            Done::Unregistered(flow, generation, over) => {
+                unregistered_input(flow, over, self.which(flow, generation))?
+            }
             Done::Lost(flow, generation, closed_in_order) => {
                 let reason = if closed_in_order {
                     "the registrar closed the connection".to_string()
@@ -632,8 +636,13 @@ impl Driver {
                     let done = done.clone();
                     tasks.spawn(async move {
                         let result = exchange.run(&shared).await;
+                        let over = if home {
+                            Which::Candidate
+                        } else {
+                            Which::Working
+                        };
                         let report = match (unregister, result) {
-                            (true, _) => Done::Unregistered(flow, generation),
+                            (true, _) => Done::Unregistered(flow, generation, over),
                             (false, Ok((flow_timer, expires, outbound))) => {
                                 Done::Registered(flow, generation, flow_timer, expires, outbound)
                             }
@@ -743,9 +752,24 @@ impl Driver {
 }
 
 /// Which of a flow's connections a task's report is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Which {
     Working,
     Candidate,
+}
+
+/// The input for an unregistration of `flow` that ended over the
+/// connection `over`, the flow still having that connection as `now`
+/// (`None`: gone). A result for a connection gone is dropped: it was the
+/// candidate's (closed when it died), or a working connection already
+/// closed, and taking it for the other connection's would end an
+/// unregistration still in flight.
+fn unregistered_input(flow: FlowId, over: Which, now: Option<Which>) -> Option<Input> {
+    match (over, now) {
+        (Which::Working, Some(Which::Working)) => Some(Input::Unregistered { flow }),
+        (Which::Candidate, Some(Which::Candidate)) => Some(Input::HomeUnregistered { flow }),
+        _ => None,
+    }
 }
 
 /// A connection retired (its flow failed, stopped, or moved home, or a
@@ -978,5 +1002,27 @@ impl Exchange {
             }
         }
         Err(String::from("the registrar rejected the credentials").into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unregistration_ends_only_the_connection_it_went_over() {
+        use Which::{Candidate, Working};
+        assert_eq!(
+            unregistered_input(1, Working, Some(Working)),
+            Some(Input::Unregistered { flow: 1 })
+        );
+        assert_eq!(
+            unregistered_input(1, Candidate, Some(Candidate)),
+            Some(Input::HomeUnregistered { flow: 1 })
+        );
+        // The candidate was closed (it died under its unregistration): its
+        // result is not the working connection's, whose own is still out.
+        assert_eq!(unregistered_input(1, Candidate, None), None);
+        assert_eq!(unregistered_input(1, Working, None), None);
     }
 }

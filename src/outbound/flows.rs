@@ -805,34 +805,13 @@ impl Flows {
                 flow,
                 reason,
                 path_broken,
-            }
-            | Input::HomeLost {
+            } => self.on_home_failure(now, flow, reason, path_broken, path_broken, &mut out),
+            // A dead connection answers nothing, whether reset or closed.
+            Input::HomeLost {
                 flow,
                 reason,
                 path_broken,
-            } => {
-                if let Some(i) = self
-                    .rehoming(flow, Rehome::Connected)
-                    .or_else(|| self.rehoming(flow, Rehome::Registering))
-                {
-                    // What history learns: the home path failed only when
-                    // the new connection did (no answer, a reset) -- then the
-                    // next race of any flow rightly tries the working family
-                    // first. A refusal proves the home path carries packets,
-                    // and the working connection failed in nothing: neither
-                    // is recorded, or history would steer flows off families
-                    // that work.
-                    if path_broken {
-                        out.push(Action::RecordHomePathFailure { flow });
-                    }
-                    out.push(Action::CloseHome { flow });
-                    self.home_failed(now, i, reason, path_broken, &mut out);
-                } else if let Some(i) = self.rehoming(flow, Rehome::Unregistering) {
-                    // Stopping: the candidate died under its unregistration.
-                    self.flows[i].rehome = Rehome::Idle;
-                    out.push(Action::CloseHome { flow });
-                }
-            }
+            } => self.on_home_failure(now, flow, reason, path_broken, true, &mut out),
             Input::HomeUnregistered { flow } => {
                 if let Some(i) = self.rehoming(flow, Rehome::Unregistering) {
                     self.flows[i].rehome = Rehome::Idle;
@@ -842,6 +821,74 @@ impl Flows {
         }
         self.review_rehoming(now);
         self.finish(out)
+    }
+
+    /// `flow`'s candidate failed: its REGISTER was refused, or went
+    /// unanswered or its connection died (`no_answer`); `path_broken` when
+    /// the home path is to blame.
+    fn on_home_failure(
+        &mut self,
+        now: Instant,
+        flow: FlowId,
+        reason: String,
+        path_broken: bool,
+        no_answer: bool,
+        out: &mut Vec<Action>,
+    ) {
+        if let Some(i) = self
+            .rehoming(flow, Rehome::Connected)
+            .or_else(|| self.rehoming(flow, Rehome::Registering))
+        {
+            let register_was_out = self.flows[i].rehome == Rehome::Registering;
+            // What history learns: the home path failed only when the new
+            // connection did (no answer, a reset) -- then the next race of
+            // any flow rightly tries the working family first. A refusal
+            // proves the home path carries packets, and the working
+            // connection failed in nothing: neither is recorded, or history
+            // would steer flows off families that work.
+            if path_broken {
+                out.push(Action::RecordHomePathFailure { flow });
+            }
+            out.push(Action::CloseHome { flow });
+            self.home_failed(now, i, reason, path_broken, out);
+            // A REGISTER that got no answer may still have reached the
+            // registrar, which then moved the reg-id onto the candidate
+            // (RFC 5626 §6) -- now closed. The working flow's refresh goes
+            // at once: with a higher CSeq it binds the reg-id back to the
+            // connection that lives. A refusal bound nothing: no refresh.
+            if register_was_out && no_answer {
+                self.refresh(now, i, out);
+            }
+        } else if let Some(i) = self.rehoming(flow, Rehome::Unregistering) {
+            // Stopping: the candidate's unregistration is queued behind its
+            // REGISTER on that connection. A refusal of the REGISTER leaves
+            // the connection up and the unregistration to come: closing now
+            // would cut it off, so its own result is awaited
+            // ([`Input::HomeUnregistered`]). Only a dead candidate is given
+            // up at once.
+            if no_answer {
+                self.flows[i].rehome = Rehome::Idle;
+                out.push(Action::CloseHome { flow });
+            }
+        }
+    }
+
+    /// Sends flow `i`'s refresh REGISTER over its working connection now
+    /// (unless one is out already).
+    fn refresh(&mut self, now: Instant, i: usize, out: &mut Vec<Action>) {
+        if self.flows[i].refreshing {
+            return;
+        }
+        if let State::Up { refresh_at, .. } = &mut self.flows[i].state {
+            // Re-armed by the next Registered; until then, not again.
+            *refresh_at = now + NEVER;
+        } else {
+            return;
+        }
+        self.flows[i].refreshing = true;
+        out.push(Action::Register {
+            flow: self.flows[i].id,
+        });
     }
 
     /// The first flow registered (flow `i`): its family is its home, the
@@ -1112,13 +1159,7 @@ impl Flows {
                     // module docs): a success makes it moot, a failure lets
                     // it go at once.
                     if refresh_at <= now && self.flows[i].rehome != Rehome::Registering {
-                        if let State::Up { refresh_at, .. } = &mut self.flows[i].state {
-                            // Re-armed by the next Registered; until then,
-                            // not again.
-                            *refresh_at = now + NEVER;
-                        }
-                        self.flows[i].refreshing = true;
-                        out.push(Action::Register { flow: id });
+                        self.refresh(now, i, out);
                     }
                     if let (Rehome::Due(at), Some(family)) =
                         (self.flows[i].rehome, self.flows[i].home)

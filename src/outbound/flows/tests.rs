@@ -1235,3 +1235,113 @@ fn no_rehome_with_one_flow_without_outbound_or_on_different_families() {
     m.step(due, registered(2, 3600));
     assert!(matches!(m.flows[0].rehome, Rehome::Due(_)));
 }
+
+/// Flow 1 displaced and stopped while its candidate's REGISTER was out.
+fn stopped_mid_home_register() -> (Flows, Instant) {
+    let (mut m, _t0, due) = displaced(3600);
+    m.step(due, Input::Timer);
+    m.step(due, home_connected());
+    m.step(due, Input::Stop);
+    (m, due)
+}
+
+#[test]
+fn stopping_a_refused_home_register_waits_for_the_candidates_unregistration() {
+    let (mut m, due) = stopped_mid_home_register();
+    // The REGISTER ahead of the unregistration is refused: the connection
+    // stays, so the unregistration queued on it can still go.
+    let out = m.step(
+        due,
+        Input::HomeRegisterFailed {
+            flow: 1,
+            reason: "403 Forbidden".into(),
+            path_broken: false,
+        },
+    );
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::CloseHome { .. } | Action::Close { .. })),
+        "{out:?}"
+    );
+    m.step(due, Input::Unregistered { flow: 2 });
+    assert!(!m.finished(), "flow 1's unregistrations are out");
+    assert_eq!(
+        m.step(due, Input::HomeUnregistered { flow: 1 }),
+        vec![Action::CloseHome { flow: 1 }]
+    );
+    assert!(!m.finished(), "the working connection's is out");
+    assert_eq!(
+        m.step(due, Input::Unregistered { flow: 1 }),
+        vec![
+            event(1, EventKind::Unregistered, Some((Transport::Tcp, V4))),
+            Action::Close { flow: 1 }
+        ]
+    );
+    assert!(m.finished());
+
+    // A candidate that dies is closed at once; the working connection
+    // still waits for its own unregistration.
+    let (mut m, due) = stopped_mid_home_register();
+    let out = m.step(
+        due,
+        Input::HomeLost {
+            flow: 1,
+            reason: "reset".into(),
+            path_broken: true,
+        },
+    );
+    assert_eq!(out, vec![Action::CloseHome { flow: 1 }]);
+    m.step(due, Input::Unregistered { flow: 2 });
+    assert!(!m.finished());
+    m.step(due, Input::Unregistered { flow: 1 });
+    assert!(m.finished());
+}
+
+#[test]
+fn an_unanswered_home_register_refreshes_the_working_flow_at_once() {
+    for (input, refresh) in [
+        (
+            Input::HomeRegisterFailed {
+                flow: 1,
+                reason: "no answer in 32 s".into(),
+                path_broken: true,
+            },
+            true,
+        ),
+        (
+            Input::HomeLost {
+                flow: 1,
+                reason: "the registrar closed the connection".into(),
+                path_broken: false,
+            },
+            true,
+        ),
+        // A refusal bound nothing: the refresh keeps its time.
+        (
+            Input::HomeRegisterFailed {
+                flow: 1,
+                reason: "403 Forbidden".into(),
+                path_broken: false,
+            },
+            false,
+        ),
+    ] {
+        let (mut m, _t0, due) = displaced(3600);
+        m.step(due, Input::Timer);
+        m.step(due, home_connected());
+        let out = m.step(due, input.clone());
+        assert!(out.contains(&Action::CloseHome { flow: 1 }), "{out:?}");
+        assert_eq!(
+            out.contains(&Action::Register { flow: 1 }),
+            refresh,
+            "{input:?}: {out:?}"
+        );
+        if refresh {
+            // Once: the next comes from its answer.
+            let out = m.step(due + secs(1), Input::Timer);
+            assert!(!out.contains(&Action::Register { flow: 1 }), "{out:?}");
+            m.step(due + secs(1), registered(1, 3600));
+        }
+        assert!(m.registered().contains(&(1, Transport::Tcp, addr(V4))));
+    }
+}
