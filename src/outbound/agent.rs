@@ -146,6 +146,7 @@ impl Registration {
             dialers: HashMap::new(),
             flows: HashMap::new(),
             candidates: HashMap::new(),
+            home_races: HashMap::new(),
             generations: 0,
             started: Instant::now(),
             notices: notices_tx,
@@ -308,8 +309,9 @@ enum Done {
     Connected(FlowId, Box<Won>),
     ConnectFailed(FlowId, String, bool),
     /// The home race's winner: the flow's candidate.
-    HomeConnected(FlowId, Box<Won>),
-    HomeConnectFailed(FlowId, String),
+    /// The `u32`s: the home race's number.
+    HomeConnected(FlowId, u32, Box<Won>),
+    HomeConnectFailed(FlowId, u32, String),
     /// A 2xx: its Flow-Timer, expiry and `Require: outbound`.
     Registered(FlowId, u64, Option<Duration>, Duration, bool),
     RegisterFailed(FlowId, u64, ExchangeFailure),
@@ -333,6 +335,8 @@ struct Driver {
     flows: HashMap<FlowId, FlowIo>,
     /// The home candidates of flows going back to their home family.
     candidates: HashMap<FlowId, FlowIo>,
+    /// Each flow's latest home race task.
+    home_races: HashMap<FlowId, tokio::task::AbortHandle>,
     /// Numbers the flows' connections.
     generations: u64,
     started: Instant,
@@ -399,7 +403,9 @@ impl Driver {
                 tokio::spawn(async move { won.conn.close().await });
                 return None;
             }
-            Done::HomeConnected(flow, won) if !self.machine.is_racing_home(flow) => {
+            Done::HomeConnected(flow, attempt, won)
+                if !self.machine.is_racing_home(flow, attempt) =>
+            {
                 tokio::spawn(async move { won.conn.close().await });
                 return None;
             }
@@ -413,7 +419,7 @@ impl Driver {
                     remote,
                 }
             }
-            Done::HomeConnected(flow, won) => {
+            Done::HomeConnected(flow, attempt, won) => {
                 let (transport, remote) = (won.conn.transport(), won.conn.peer());
                 // The candidate continues the flow's REGISTER series.
                 let call_id = self.flows.get(&flow).map(|io| io.call_id.clone());
@@ -421,6 +427,7 @@ impl Driver {
                 self.candidates.insert(flow, io);
                 Input::HomeConnected {
                     flow,
+                    attempt,
                     transport,
                     remote,
                 }
@@ -430,7 +437,11 @@ impl Driver {
                 reason,
                 no_candidates,
             },
-            Done::HomeConnectFailed(flow, reason) => Input::HomeConnectFailed { flow, reason },
+            Done::HomeConnectFailed(flow, attempt, reason) => Input::HomeConnectFailed {
+                flow,
+                attempt,
+                reason,
+            },
             // The results of a connection the flow no longer has (it failed
             // and was replaced, or it moved home, meanwhile) are stale:
             // dropped. The others go to the connection they were about.
@@ -597,17 +608,27 @@ impl Driver {
                         let _ = done.send(report);
                     });
                 }
-                Action::RaceHome { flow, family } => {
+                Action::RaceHome {
+                    flow,
+                    family,
+                    attempt,
+                } => {
                     let dialer = self.dialer_for(flow, FamilyChoice::Only(family));
                     let registrar = self.shared.registrar.clone();
                     let done = done.clone();
-                    tasks.spawn(async move {
+                    let racing = tasks.spawn(async move {
                         let report = match race(dialer, registrar).await {
-                            Ok(won) => Done::HomeConnected(flow, Box::new(won)),
-                            Err((reason, _)) => Done::HomeConnectFailed(flow, reason),
+                            Ok(won) => Done::HomeConnected(flow, attempt, Box::new(won)),
+                            Err((reason, _)) => Done::HomeConnectFailed(flow, attempt, reason),
                         };
                         let _ = done.send(report);
                     });
+                    // An earlier home race of the flow still running is
+                    // not wanted any more (its result would be dropped for
+                    // its number anyway): its attempts stop now.
+                    if let Some(earlier) = self.home_races.insert(flow, racing) {
+                        earlier.abort();
+                    }
                 }
                 Action::Register { flow }
                 | Action::Unregister { flow }

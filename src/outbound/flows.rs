@@ -219,6 +219,8 @@ pub enum Input {
     HomeConnected {
         /// The flow.
         flow: FlowId,
+        /// The race's number ([`Action::RaceHome`]'s `attempt`).
+        attempt: u32,
         /// The winner's transport.
         transport: Transport,
         /// The winner's address.
@@ -228,6 +230,8 @@ pub enum Input {
     HomeConnectFailed {
         /// The flow.
         flow: FlowId,
+        /// The race's number ([`Action::RaceHome`]'s `attempt`).
+        attempt: u32,
         /// Why, for the event.
         reason: String,
     },
@@ -320,6 +324,11 @@ pub enum Action {
         flow: FlowId,
         /// Its home family.
         family: Family,
+        /// This race's number, given back with its result: a late result
+        /// of an earlier race (its flow failed, then was displaced again
+        /// meanwhile) is not taken for this one's. The caller may abort
+        /// the flow's earlier race.
+        attempt: u32,
     },
     /// Send a REGISTER for `flow` (same reg-id, Call-ID and CSeq series)
     /// over its candidate connection.
@@ -441,8 +450,8 @@ enum Rehome {
     Idle,
     /// Displaced: its home race starts at this time.
     Due(Instant),
-    /// The home race runs.
-    Racing,
+    /// The home race with this number runs.
+    Racing(u32),
     /// The candidate is connected; its REGISTER waits for the working
     /// connection's refresh in flight.
     Connected,
@@ -479,6 +488,8 @@ struct Flow {
     home: Option<Family>,
     /// Its move back home.
     rehome: Rehome,
+    /// The number of its latest home race.
+    home_races: u32,
     /// The candidate's path, once its home race won.
     candidate: Option<(Transport, SocketAddr)>,
     /// Home attempts failed in a row (the exponent of their back-off).
@@ -515,6 +526,7 @@ impl Flows {
                 refreshing: false,
                 home: None,
                 rehome: Rehome::Idle,
+                home_races: 0,
                 candidate: None,
                 rehome_failures: 0,
             })
@@ -556,12 +568,12 @@ impl Flows {
             .is_some()
     }
 
-    /// Whether `flow`'s home race runs (a candidate is wanted now; the
-    /// caller closes one that arrives otherwise).
-    pub fn is_racing_home(&self, flow: FlowId) -> bool {
+    /// Whether `flow`'s home race numbered `attempt` runs (its candidate
+    /// is wanted now; the caller closes one that arrives otherwise).
+    pub fn is_racing_home(&self, flow: FlowId, attempt: u32) -> bool {
         self.flows
             .iter()
-            .any(|f| f.id == flow && f.rehome == Rehome::Racing)
+            .any(|f| f.id == flow && f.rehome == Rehome::Racing(attempt))
     }
 
     /// The flows that are registered now, with their paths.
@@ -739,7 +751,7 @@ impl Flows {
                         }
                         // A late winner of the race is closed by the caller
                         // ([`Flows::is_racing_home`]).
-                        Rehome::Racing | Rehome::Due(_) => self.flows[i].rehome = Rehome::Idle,
+                        Rehome::Racing(_) | Rehome::Due(_) => self.flows[i].rehome = Rehome::Idle,
                         Rehome::Idle | Rehome::Unregistering => {}
                     }
                     match self.flows[i].state {
@@ -771,10 +783,11 @@ impl Flows {
             }
             Input::HomeConnected {
                 flow,
+                attempt,
                 transport,
                 remote,
             } => {
-                if let Some(i) = self.rehoming(flow, Rehome::Racing) {
+                if let Some(i) = self.rehoming(flow, Rehome::Racing(attempt)) {
                     let f = &mut self.flows[i];
                     f.candidate = Some((transport, remote));
                     if f.refreshing {
@@ -785,8 +798,12 @@ impl Flows {
                     }
                 }
             }
-            Input::HomeConnectFailed { flow, reason } => {
-                if let Some(i) = self.rehoming(flow, Rehome::Racing) {
+            Input::HomeConnectFailed {
+                flow,
+                attempt,
+                reason,
+            } => {
+                if let Some(i) = self.rehoming(flow, Rehome::Racing(attempt)) {
                     // The race's own attempts taught the history already.
                     self.home_failed(now, i, reason, false, &mut out);
                 }
@@ -990,7 +1007,7 @@ impl Flows {
             format!("{home}: {reason}")
         };
         self.flows[i].candidate = None;
-        self.flows[i].rehome_failures += 1;
+        self.flows[i].rehome_failures = self.flows[i].rehome_failures.saturating_add(1);
         let retry_in = self.rehome_backoff(i);
         self.flows[i].rehome = Rehome::Due(now + retry_in);
         out.push(self.event(i, EventKind::RehomeFailed { reason, retry_in }));
@@ -1165,8 +1182,15 @@ impl Flows {
                         (self.flows[i].rehome, self.flows[i].home)
                     {
                         if at <= now {
-                            self.flows[i].rehome = Rehome::Racing;
-                            out.push(Action::RaceHome { flow: id, family });
+                            let f = &mut self.flows[i];
+                            f.home_races = f.home_races.wrapping_add(1);
+                            let attempt = f.home_races;
+                            f.rehome = Rehome::Racing(attempt);
+                            out.push(Action::RaceHome {
+                                flow: id,
+                                family,
+                                attempt,
+                            });
                         }
                     }
                 }

@@ -737,6 +737,7 @@ fn reset(flow: FlowId) -> Input {
 fn home_connected() -> Input {
     Input::HomeConnected {
         flow: 1,
+        attempt: 1,
         transport: Transport::Tcp,
         remote: addr(V6),
     }
@@ -820,13 +821,14 @@ fn a_displaced_flow_races_its_home_family_after_the_wait() {
         vec![
             Action::RaceHome {
                 flow: 1,
-                family: Family::V6
+                family: Family::V6,
+                attempt: 1,
             },
             Action::WakeAt(t0 + secs(300)),
         ]
     );
-    assert!(m.is_racing_home(1));
-    assert!(!m.is_racing_home(2));
+    assert!(m.is_racing_home(1, 1));
+    assert!(!m.is_racing_home(2, 1));
     // The flow keeps working meanwhile: still registered over IPv4.
     assert_eq!(m.registered().len(), 2);
 }
@@ -843,6 +845,7 @@ fn a_home_race_that_wins_registers_over_it_and_only_then_closes_the_old() {
             t1,
             Input::HomeConnected {
                 flow: 1,
+                attempt: 1,
                 transport: Transport::Tcp,
                 remote: addr(home),
             }
@@ -879,6 +882,7 @@ fn a_home_race_that_wins_registers_over_it_and_only_then_closes_the_old() {
         t2,
         Input::HomeConnectFailed {
             flow: 1,
+            attempt: 1,
             reason: "late".into(),
         },
     );
@@ -922,7 +926,8 @@ fn a_home_race_that_fails_keeps_the_old_flow_and_backs_off() {
         assert!(
             out.contains(&Action::RaceHome {
                 flow: 1,
-                family: Family::V6
+                family: Family::V6,
+                attempt: n,
             }),
             "attempt {n}: {out:?}"
         );
@@ -930,6 +935,7 @@ fn a_home_race_that_fails_keeps_the_old_flow_and_backs_off() {
             now,
             Input::HomeConnectFailed {
                 flow: 1,
+                attempt: n,
                 reason: "every attempt failed".into(),
             },
         );
@@ -1060,7 +1066,7 @@ fn stop_mid_rehome_unregisters_and_closes_both_connections() {
             Action::Unregister { flow: 2 }
         ]
     );
-    assert!(!m.is_racing_home(1));
+    assert!(!m.is_racing_home(1, 1));
     // A candidate connected (its REGISTER held behind a refresh): closed.
     let (mut m, t0, due) = displaced(20);
     m.step(t0 + secs(16), Input::Timer);
@@ -1344,4 +1350,55 @@ fn an_unanswered_home_register_refreshes_the_working_flow_at_once() {
         }
         assert!(m.registered().contains(&(1, Transport::Tcp, addr(V4))));
     }
+}
+
+#[test]
+fn a_late_result_of_an_earlier_home_race_is_not_taken_for_the_current_one() {
+    let (mut m, t0, due) = displaced(3600);
+    m.step(due, Input::Timer);
+    assert!(m.is_racing_home(1, 1));
+    // Flow 1 fails while race 1 runs, recovers onto IPv4 again: displaced
+    // again, and race 2 starts while race 1 is still out.
+    m.step(due, reset(1));
+    m.step(due, connected(1, Transport::Tcp, V4));
+    m.step(due, registered(1, 3600));
+    let due2 = match m.flows[0].rehome {
+        Rehome::Due(at) => at,
+        other => panic!("displaced again: {other:?}"),
+    };
+    let out = m.step(due2, Input::Timer);
+    assert!(
+        out.contains(&Action::RaceHome {
+            flow: 1,
+            family: Family::V6,
+            attempt: 2
+        }),
+        "{out:?}"
+    );
+    // Race 1's failure does not count against race 2.
+    let out = m.step(
+        due2,
+        Input::HomeConnectFailed {
+            flow: 1,
+            attempt: 1,
+            reason: "late".into(),
+        },
+    );
+    assert_eq!(out, vec![Action::WakeAt(t0 + secs(300))]);
+    assert!(m.is_racing_home(1, 2));
+    assert!(!m.is_racing_home(1, 1), "race 1's winner is closed");
+    // Nor is race 1's winner taken for race 2's.
+    let out = m.step(due2, home_connected());
+    assert!(!out.contains(&Action::RegisterHome { flow: 1 }), "{out:?}");
+    // Race 2's own winner is.
+    let out = m.step(
+        due2,
+        Input::HomeConnected {
+            flow: 1,
+            attempt: 2,
+            transport: Transport::Tcp,
+            remote: addr(V6),
+        },
+    );
+    assert_eq!(out[0], Action::RegisterHome { flow: 1 });
 }
