@@ -639,8 +639,11 @@ impl Flows {
                     self.set_up(now, i, flow_timer, expires, outbound);
                     let f = &mut self.flows[i];
                     // The refresh the candidate's REGISTER waited for is
-                    // answered: that REGISTER goes now.
-                    if f.rehome == Rehome::Connected {
+                    // answered: that REGISTER goes now -- unless this 2xx
+                    // shows no Outbound, when the candidate is dropped
+                    // below (a REGISTER sent first would still go out and
+                    // could leave a stray binding).
+                    if f.rehome == Rehome::Connected && outbound {
                         f.rehome = Rehome::Registering;
                         out.push(Action::RegisterHome { flow });
                     }

@@ -1402,3 +1402,18 @@ fn a_late_result_of_an_earlier_home_race_is_not_taken_for_the_current_one() {
     );
     assert_eq!(out[0], Action::RegisterHome { flow: 1 });
 }
+
+#[test]
+fn a_refresh_without_outbound_drops_a_waiting_candidate_without_registering_it() {
+    // The candidate connects while flow 1's refresh is out.
+    let (mut m, t0, due) = displaced(20);
+    m.step(t0 + secs(16), Input::Timer);
+    m.step(due, Input::Timer);
+    m.step(due, home_connected());
+    // The refresh's 2xx lacks `Require: outbound` (the registrar changed):
+    // the candidate is closed, and no REGISTER goes over it.
+    let out = m.step(due, registered_without_outbound(1));
+    assert!(out.contains(&Action::CloseHome { flow: 1 }), "{out:?}");
+    assert!(!out.contains(&Action::RegisterHome { flow: 1 }), "{out:?}");
+    assert_eq!(m.flows[0].rehome, Rehome::Idle);
+}
