@@ -56,8 +56,13 @@
 //! working connection's refresh and the home REGISTER never cross at the
 //! registrar (either could land last and point the reg-id at the wrong
 //! connection): the home REGISTER waits for a refresh in flight, and a
-//! refresh falling due while the home REGISTER is out waits for its answer.
-//! A flow that fails meanwhile drops its candidate and recovers as above.
+//! refresh falling due while the home REGISTER is out waits for its answer
+//! -- but only until halfway to the working registration's expiry: then
+//! the candidate is given up (a failed attempt) and the refresh goes. A
+//! home REGISTER that got no answer (or whose connection died) may have
+//! moved the reg-id onto the candidate all the same: the working flow then
+//! refreshes at once, to bind it back. A flow that fails meanwhile drops
+//! its candidate and recovers as above.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -494,6 +499,8 @@ struct Flow {
     candidate: Option<(Transport, SocketAddr)>,
     /// Home attempts failed in a row (the exponent of their back-off).
     rehome_failures: u32,
+    /// When its working registration expires (from its last 2xx).
+    expires_at: Option<Instant>,
 }
 
 /// The flows of one registration.
@@ -528,6 +535,7 @@ impl Flows {
                 rehome: Rehome::Idle,
                 home_races: 0,
                 candidate: None,
+                expires_at: None,
                 rehome_failures: 0,
             })
             .collect();
@@ -1072,6 +1080,7 @@ impl Flows {
             self.registrar_outbound.get_or_insert(true);
         }
         let f = &mut self.flows[i];
+        f.expires_at = Some(now + expires);
         f.consecutive_failures = 0;
         f.refreshing = false;
         f.state = State::Up {
@@ -1177,9 +1186,21 @@ impl Flows {
                     }
                     // Held while the candidate's REGISTER is out (see the
                     // module docs): a success makes it moot, a failure lets
-                    // it go at once.
-                    if refresh_at <= now && self.flows[i].rehome != Rehome::Registering {
-                        self.refresh(now, i, out);
+                    // it go at once. But the working registration must not
+                    // expire meanwhile (that REGISTER may be held 32 s, or
+                    // twice that with a challenge): held too long, the
+                    // candidate is given up and the refresh goes.
+                    if refresh_at <= now {
+                        if self.flows[i].rehome != Rehome::Registering {
+                            self.refresh(now, i, out);
+                        } else if self.held_refresh_deadline(i).is_some_and(|at| at <= now) {
+                            out.push(Action::CloseHome { flow: id });
+                            let reason = "its REGISTER unanswered as the working registration \
+                                          neared its expiry"
+                                .to_string();
+                            self.home_failed(now, i, reason, false, out);
+                            self.refresh(now, i, out);
+                        }
                     }
                     if let (Rehome::Due(at), Some(family)) =
                         (self.flows[i].rehome, self.flows[i].home)
@@ -1200,6 +1221,20 @@ impl Flows {
                 _ => {}
             }
         }
+    }
+
+    /// Until when flow `i`'s refresh, due while its candidate's REGISTER
+    /// is out, may be held: halfway from the time it was due to the
+    /// working registration's expiry (90 % of the expiry), leaving the
+    /// refresh the rest to be answered.
+    fn held_refresh_deadline(&self, i: usize) -> Option<Instant> {
+        let f = &self.flows[i];
+        let State::Up { refresh_at, .. } = f.state else {
+            return None;
+        };
+        let expires_at = f.expires_at?;
+        (f.rehome == Rehome::Registering && refresh_at < expires_at)
+            .then(|| refresh_at + (expires_at - refresh_at) / 2)
     }
 
     fn set_pending(&mut self, i: usize, p: Option<Pending>) {
@@ -1359,7 +1394,8 @@ impl Flows {
         let next = self
             .flows
             .iter()
-            .filter_map(|f| match &f.state {
+            .enumerate()
+            .filter_map(|(i, f)| match &f.state {
                 State::Waiting { until } => Some(*until),
                 State::Up {
                     keepalive_at,
@@ -1372,10 +1408,11 @@ impl Flows {
                             .map_or(p.deadline, |(at, _)| at.min(p.deadline)),
                         None => *keepalive_at,
                     };
-                    // A refresh held back (see `on_timer`) is no deadline:
-                    // waking for it would spin.
+                    // A refresh held back (see `on_timer`) is due only
+                    // when holding it longer would risk the registration:
+                    // waking for it before would spin.
                     let refresh = match f.rehome {
-                        Rehome::Registering => None,
+                        Rehome::Registering => self.held_refresh_deadline(i),
                         _ => Some(*refresh_at),
                     };
                     let home_race = match f.rehome {

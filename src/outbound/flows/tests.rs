@@ -1094,20 +1094,22 @@ fn the_refresh_and_the_home_register_never_cross() {
     // The candidate connects while the refresh is out: its REGISTER waits.
     let out = m.step(due, home_connected());
     assert_eq!(out, vec![Action::WakeAt(t0 + secs(300))]);
-    // The refresh answered: now the candidate's REGISTER.
+    // The refresh answered: now the candidate's REGISTER (and a wake-up
+    // for the refresh that may be held behind it, see below).
     let t1 = due + secs(1);
     assert_eq!(
         m.step(t1, registered(1, 20)),
         vec![
             Action::RegisterHome { flow: 1 },
-            Action::WakeAt(t0 + secs(300))
+            Action::WakeAt(t1 + secs(18))
         ]
     );
-    // The next refresh falls due while that REGISTER is out: held, and no
-    // wake-up for it (it would spin).
+    // The next refresh falls due while that REGISTER is out: held, and the
+    // next wake-up is when it may be held no longer (18 s: halfway to the
+    // expiry), not before (it would spin).
     assert_eq!(
         m.step(t1 + secs(16), Input::Timer),
-        vec![Action::WakeAt(t0 + secs(300))]
+        vec![Action::WakeAt(t1 + secs(18))]
     );
     // The candidate is refused: the held refresh goes at once.
     let t2 = t1 + secs(17);
@@ -1416,4 +1418,38 @@ fn a_refresh_without_outbound_drops_a_waiting_candidate_without_registering_it()
     assert!(out.contains(&Action::CloseHome { flow: 1 }), "{out:?}");
     assert!(!out.contains(&Action::RegisterHome { flow: 1 }), "{out:?}");
     assert_eq!(m.flows[0].rehome, Rehome::Idle);
+}
+
+#[test]
+fn a_refresh_held_too_long_gives_up_the_candidate_before_the_registration_expires() {
+    // Flow 1's registration there lasts 60 s: its refresh is due at 48 s.
+    let (mut m, t0, due) = displaced(60);
+    m.step(due, Input::Timer);
+    m.step(due, home_connected());
+    // The candidate's REGISTER is out and unanswered; the refresh falls due
+    // (at 48 s after the 2xx at t0) and is held.
+    let out = m.step(t0 + secs(48), Input::Timer);
+    assert!(!out.contains(&Action::Register { flow: 1 }), "{out:?}");
+    // Held up to 54 s (halfway to the expiry at 60 s), woken for then.
+    assert_eq!(wake(&out), t0 + secs(54));
+    let out = m.step(t0 + secs(54), Input::Timer);
+    let retry_in = rehome_retry(&out);
+    // A failed attempt: its back-off doubled.
+    assert!(
+        retry_in >= secs(60) && retry_in <= secs(120),
+        "{retry_in:?}"
+    );
+    assert_eq!(out[0], Action::CloseHome { flow: 1 });
+    assert!(out.contains(&Action::Register { flow: 1 }), "{out:?}");
+    assert!(
+        !out.iter().any(|a| matches!(
+            a,
+            Action::RecordHomePathFailure { .. } | Action::RecordPathFailure { .. }
+        )),
+        "nothing proves a path failed: {out:?}"
+    );
+    assert_eq!(m.flows[0].rehome, Rehome::Due(t0 + secs(54) + retry_in));
+    // The refresh's 2xx keeps the flow registered where it is.
+    m.step(t0 + secs(55), registered(1, 60));
+    assert!(m.registered().contains(&(1, Transport::Tcp, addr(V4))));
 }
