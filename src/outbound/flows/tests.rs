@@ -743,6 +743,24 @@ fn home_connected() -> Input {
     }
 }
 
+/// Flow 1's candidate connection reset.
+fn home_reset() -> Input {
+    Input::HomeLost {
+        flow: 1,
+        reason: "reset".into(),
+        path_broken: true,
+    }
+}
+
+/// Flow 1's candidate REGISTER refused (the registrar answered).
+fn home_refused() -> Input {
+    Input::HomeRegisterFailed {
+        flow: 1,
+        reason: "403 Forbidden".into(),
+        path_broken: false,
+    }
+}
+
 /// Keep-alives every 300 s, so the home race's wait is the earliest deadline.
 fn rehome_flows(count: u32) -> (Flows, Instant) {
     let cfg = FlowConfig {
@@ -1008,14 +1026,7 @@ fn a_register_failure_on_the_candidate_closes_only_the_candidate() {
         assert!(m.registered().contains(&(1, Transport::Tcp, addr(V4))));
         assert_eq!(m.flows[0].rehome, Rehome::Due(due + retry_in));
         // The candidate's death after that changes nothing.
-        let out = m.step(
-            due,
-            Input::HomeLost {
-                flow: 1,
-                reason: "reset".into(),
-                path_broken: true,
-            },
-        );
+        let out = m.step(due, home_reset());
         assert_eq!(out, vec![Action::WakeAt(due + retry_in)]);
     }
 }
@@ -1113,14 +1124,7 @@ fn the_refresh_and_the_home_register_never_cross() {
     );
     // The candidate is refused: the held refresh goes at once.
     let t2 = t1 + secs(17);
-    let out = m.step(
-        t2,
-        Input::HomeRegisterFailed {
-            flow: 1,
-            reason: "403 Forbidden".into(),
-            path_broken: false,
-        },
-    );
+    let out = m.step(t2, home_refused());
     assert_eq!(wake(&out), t1 + secs(16));
     let out = m.step(t2, Input::Timer);
     assert_eq!(out[0], Action::Register { flow: 1 });
@@ -1258,14 +1262,7 @@ fn stopping_a_refused_home_register_waits_for_the_candidates_unregistration() {
     let (mut m, due) = stopped_mid_home_register();
     // The REGISTER ahead of the unregistration is refused: the connection
     // stays, so the unregistration queued on it can still go.
-    let out = m.step(
-        due,
-        Input::HomeRegisterFailed {
-            flow: 1,
-            reason: "403 Forbidden".into(),
-            path_broken: false,
-        },
-    );
+    let out = m.step(due, home_refused());
     assert!(
         !out.iter()
             .any(|a| matches!(a, Action::CloseHome { .. } | Action::Close { .. })),
@@ -1290,14 +1287,7 @@ fn stopping_a_refused_home_register_waits_for_the_candidates_unregistration() {
     // A candidate that dies is closed at once; the working connection
     // still waits for its own unregistration.
     let (mut m, due) = stopped_mid_home_register();
-    let out = m.step(
-        due,
-        Input::HomeLost {
-            flow: 1,
-            reason: "reset".into(),
-            path_broken: true,
-        },
-    );
+    let out = m.step(due, home_reset());
     assert_eq!(out, vec![Action::CloseHome { flow: 1 }]);
     m.step(due, Input::Unregistered { flow: 2 });
     assert!(!m.finished());
@@ -1325,14 +1315,7 @@ fn an_unanswered_home_register_refreshes_the_working_flow_at_once() {
             true,
         ),
         // A refusal bound nothing: the refresh keeps its time.
-        (
-            Input::HomeRegisterFailed {
-                flow: 1,
-                reason: "403 Forbidden".into(),
-                path_broken: false,
-            },
-            false,
-        ),
+        (home_refused(), false),
     ] {
         let (mut m, _t0, due) = displaced(3600);
         m.step(due, Input::Timer);
