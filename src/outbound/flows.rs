@@ -61,8 +61,10 @@
 //! the candidate is given up (a failed attempt) and the refresh goes. A
 //! home REGISTER that got no answer (or whose connection died) may have
 //! moved the reg-id onto the candidate all the same: the working flow then
-//! refreshes at once, to bind it back. A flow that fails meanwhile drops
-//! its candidate and recovers as above.
+//! refreshes at once, to bind it back. A flow whose working connection
+//! fails while its candidate is connected adopts the candidate at once
+//! (its REGISTER, out or sent then, completes the recovery); one whose home
+//! race is still running drops it and recovers as above.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -1277,6 +1279,14 @@ impl Flows {
     ) {
         let id = self.flows[i].id;
         let was_working = matches!(self.flows[i].state, State::Up { .. });
+        let candidate_up = matches!(
+            self.flows[i].rehome,
+            Rehome::Connected | Rehome::Registering
+        );
+        if was_working && candidate_up && !self.stopping {
+            self.adopt_candidate(i, reason, out);
+            return;
+        }
         out.push(Action::Close { flow: id });
         self.drop_candidate(i, out);
         self.flows[i].refreshing = false;
@@ -1304,6 +1314,33 @@ impl Flows {
             self.connect(i, family, out);
         } else {
             self.flows[i].state = State::Waiting { until: now + wait };
+        }
+    }
+
+    /// Flow `i`'s working connection failed while its candidate is
+    /// connected on its home family: the candidate, already up on a family
+    /// that works (the one that failed is the one the flow was displaced
+    /// onto), becomes the flow's connection at once instead of a race from
+    /// nothing. Its REGISTER, out or sent now, is the flow's: its answer
+    /// ends the recovery (`recovered`) as a new connection's would.
+    fn adopt_candidate(&mut self, i: usize, reason: String, out: &mut Vec<Action>) {
+        let id = self.flows[i].id;
+        let register_out = self.flows[i].rehome == Rehome::Registering;
+        // Closes the failed connection; the candidate takes its place.
+        out.push(Action::AdoptHome { flow: id });
+        out.push(self.event(i, EventKind::Failed(reason)));
+        out.push(self.event(i, EventKind::Recovering(Duration::ZERO)));
+        let f = &mut self.flows[i];
+        f.refreshing = false;
+        f.recovering = f.was_up;
+        f.prefer = None;
+        f.path = f.candidate.take();
+        f.mapped = None;
+        f.rehome = Rehome::Idle;
+        f.state = State::Registering;
+        if !register_out {
+            // It waited for the refresh that died with the old connection.
+            out.push(Action::Register { flow: id });
         }
     }
 

@@ -1131,7 +1131,9 @@ fn the_refresh_and_the_home_register_never_cross() {
 }
 
 #[test]
-fn a_flow_failing_mid_rehome_drops_its_candidate_and_recovers() {
+fn a_flow_failing_mid_rehome_adopts_its_connected_candidate() {
+    // The candidate's REGISTER is out when the working connection resets:
+    // the candidate becomes the flow's connection, no race from nothing.
     let (mut m, t0, due) = displaced(3600);
     m.step(due, Input::Timer);
     m.step(due, home_connected());
@@ -1140,8 +1142,7 @@ fn a_flow_failing_mid_rehome_drops_its_candidate_and_recovers() {
         out,
         vec![
             Action::RecordPathFailure { flow: 1 },
-            Action::Close { flow: 1 },
-            Action::CloseHome { flow: 1 },
+            Action::AdoptHome { flow: 1 },
             event(
                 1,
                 EventKind::Failed("reset".into()),
@@ -1152,24 +1153,60 @@ fn a_flow_failing_mid_rehome_drops_its_candidate_and_recovers() {
                 EventKind::Recovering(Duration::ZERO),
                 Some((Transport::Tcp, V4))
             ),
-            Action::Connect {
-                flow: 1,
-                family: FamilyChoice::Any
-            },
             Action::WakeAt(t0 + secs(300)),
         ]
     );
-    // The candidate's late 2xx moves nothing.
+    assert!(!m.is_connecting(1));
+    // That REGISTER's 2xx (now the flow's) ends the recovery, at home.
+    let out = m.step(due, registered(1, 3600));
+    assert_eq!(
+        out[0],
+        event(1, EventKind::Recovered, Some((Transport::Tcp, V6)))
+    );
+    assert!(m.registered().contains(&(1, Transport::Tcp, addr(V6))));
+    assert_eq!(m.flows[0].rehome, Rehome::Idle);
+
+    // The candidate's REGISTER waited for a refresh that dies with the
+    // working connection: adopted, its REGISTER goes now.
+    let (mut m, t0, due) = displaced(20);
+    m.step(t0 + secs(16), Input::Timer);
+    m.step(due, Input::Timer);
+    m.step(due, home_connected());
     let out = m.step(
         due,
-        Input::HomeRegistered {
+        Input::RegisterFailed {
             flow: 1,
-            flow_timer: None,
-            expires: secs(3600),
-            outbound: true,
+            reason: "no answer".into(),
+            path_broken: true,
         },
     );
-    assert_eq!(out, vec![Action::WakeAt(t0 + secs(300))]);
+    assert!(out.contains(&Action::AdoptHome { flow: 1 }), "{out:?}");
+    assert!(out.contains(&Action::Register { flow: 1 }), "{out:?}");
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::Connect { .. } | Action::CloseHome { .. })),
+        "{out:?}"
+    );
+    m.step(due, registered(1, 3600));
+    assert!(m.registered().contains(&(1, Transport::Tcp, addr(V6))));
+
+    // The home race still runs: nothing to adopt; the flow races again and
+    // the race's late winner is not wanted.
+    let (mut m, t0, due) = displaced(3600);
+    m.step(due, Input::Timer);
+    let out = m.step(due, reset(1));
+    assert!(
+        out.contains(&Action::Connect {
+            flow: 1,
+            family: FamilyChoice::Any
+        }),
+        "{out:?}"
+    );
+    assert!(!m.is_racing_home(1, 1));
+    assert_eq!(
+        m.step(due, home_connected()),
+        vec![Action::WakeAt(t0 + secs(300))]
+    );
     // Recovering at home ends the displacement.
     m.step(due, connected(1, Transport::Tcp, V6));
     m.step(due, registered(1, 3600));
