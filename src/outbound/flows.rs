@@ -1283,7 +1283,11 @@ impl Flows {
             self.flows[i].rehome,
             Rehome::Connected | Rehome::Registering
         );
-        if was_working && candidate_up && !self.stopping {
+        // Only when the working path failed: a registrar that closed or
+        // refused the working connection would likely do the same to the
+        // candidate, and its failure would then cost the flow a back-off
+        // where a race from nothing goes at once.
+        if was_working && candidate_up && path_broken && !self.stopping {
             self.adopt_candidate(i, reason, out);
             return;
         }
@@ -1317,8 +1321,8 @@ impl Flows {
         }
     }
 
-    /// Flow `i`'s working connection failed while its candidate is
-    /// connected on its home family: the candidate, already up on a family
+    /// Flow `i`'s working path failed while its candidate is connected on
+    /// its home family: the candidate, already up on a family
     /// that works (the one that failed is the one the flow was displaced
     /// onto), becomes the flow's connection at once instead of a race from
     /// nothing. Its REGISTER, out or sent now, is the flow's: its answer

@@ -1190,6 +1190,24 @@ fn a_flow_failing_mid_rehome_adopts_its_connected_candidate() {
     m.step(due, registered(1, 3600));
     assert!(m.registered().contains(&(1, Transport::Tcp, addr(V6))));
 
+    // The registrar closed the working connection in order (its path
+    // works): no adoption, the candidate goes with it and the flow races
+    // again at once, as without a candidate.
+    let (mut m, _t0, due) = displaced(3600);
+    m.step(due, Input::Timer);
+    m.step(due, home_connected());
+    let out = m.step(
+        due,
+        Input::FlowLost {
+            flow: 1,
+            reason: "closed".into(),
+            path_broken: false,
+        },
+    );
+    assert!(out.contains(&Action::CloseHome { flow: 1 }), "{out:?}");
+    assert!(!out.contains(&Action::AdoptHome { flow: 1 }), "{out:?}");
+    assert!(m.is_connecting(1));
+
     // The home race still runs: nothing to adopt; the flow races again and
     // the race's late winner is not wanted.
     let (mut m, t0, due) = displaced(3600);
