@@ -813,6 +813,15 @@ fn displaced(expires: u64) -> (Flows, Instant, Instant) {
     (m, t0, due)
 }
 
+/// [`displaced`] (a registration of an hour), its home race won at once
+/// and the REGISTER over the candidate out.
+fn home_register_out() -> (Flows, Instant, Instant) {
+    let (mut m, t0, due) = displaced(3600);
+    m.step(due, Input::Timer);
+    m.step(due, home_connected());
+    (m, t0, due)
+}
+
 /// The `rehome_failed` event's wait among `out`.
 fn rehome_retry(out: &[Action]) -> Duration {
     out.iter()
@@ -990,9 +999,7 @@ fn a_home_race_that_fails_keeps_the_old_flow_and_backs_off() {
 #[test]
 fn a_register_failure_on_the_candidate_closes_only_the_candidate() {
     for (path_broken, blamed) in [(true, true), (false, false)] {
-        let (mut m, _t0, due) = displaced(3600);
-        m.step(due, Input::Timer);
-        m.step(due, home_connected());
+        let (mut m, _t0, due) = home_register_out();
         let out = m.step(
             due,
             Input::HomeRegisterFailed {
@@ -1034,9 +1041,7 @@ fn a_register_failure_on_the_candidate_closes_only_the_candidate() {
 #[test]
 fn stop_mid_rehome_unregisters_and_closes_both_connections() {
     // The candidate's REGISTER is out: unregistered over it too.
-    let (mut m, _t0, due) = displaced(3600);
-    m.step(due, Input::Timer);
-    m.step(due, home_connected());
+    let (mut m, _t0, due) = home_register_out();
     assert_eq!(
         m.step(due, Input::Stop),
         vec![
@@ -1134,9 +1139,7 @@ fn the_refresh_and_the_home_register_never_cross() {
 fn a_flow_failing_mid_rehome_adopts_its_connected_candidate() {
     // The candidate's REGISTER is out when the working connection resets:
     // the candidate becomes the flow's connection, no race from nothing.
-    let (mut m, t0, due) = displaced(3600);
-    m.step(due, Input::Timer);
-    m.step(due, home_connected());
+    let (mut m, t0, due) = home_register_out();
     let out = m.step(due, reset(1));
     assert_eq!(
         out,
@@ -1193,9 +1196,7 @@ fn a_flow_failing_mid_rehome_adopts_its_connected_candidate() {
     // The registrar closed the working connection in order (its path
     // works): no adoption, the candidate goes with it and the flow races
     // again at once, as without a candidate.
-    let (mut m, _t0, due) = displaced(3600);
-    m.step(due, Input::Timer);
-    m.step(due, home_connected());
+    let (mut m, _t0, due) = home_register_out();
     let out = m.step(
         due,
         Input::FlowLost {
@@ -1305,9 +1306,7 @@ fn no_rehome_with_one_flow_without_outbound_or_on_different_families() {
 
 /// Flow 1 displaced and stopped while its candidate's REGISTER was out.
 fn stopped_mid_home_register() -> (Flows, Instant) {
-    let (mut m, _t0, due) = displaced(3600);
-    m.step(due, Input::Timer);
-    m.step(due, home_connected());
+    let (mut m, _t0, due) = home_register_out();
     m.step(due, Input::Stop);
     (m, due)
 }
@@ -1372,9 +1371,7 @@ fn an_unanswered_home_register_refreshes_the_working_flow_at_once() {
         // A refusal bound nothing: the refresh keeps its time.
         (home_refused(), false),
     ] {
-        let (mut m, _t0, due) = displaced(3600);
-        m.step(due, Input::Timer);
-        m.step(due, home_connected());
+        let (mut m, _t0, due) = home_register_out();
         let out = m.step(due, input.clone());
         assert!(out.contains(&Action::CloseHome { flow: 1 }), "{out:?}");
         assert_eq!(
