@@ -19,7 +19,7 @@ use siprace::dialer::DialerConfig;
 use siprace::endpoint::Family;
 use siprace::outbound::agent::{Notice, RegisterConfig, Registration};
 use siprace::outbound::digest::Credentials;
-use siprace::outbound::flows::{EventKind, FlowConfig};
+use siprace::outbound::flows::{EventKind, FlowConfig, DEFAULT_REHOME_AFTER};
 use siprace::race::strategy::Strategy;
 use siprace::report::terminal_safe;
 
@@ -62,12 +62,12 @@ pub struct RegisterArgs {
     /// (default: RFC 5626's random 95–120 s).
     #[arg(long, value_name = "S")]
     keepalive: Option<u64>,
-    /// A flow that recovered onto the other flow's family tries to go back
-    /// to its own after this many seconds (a random 50–100 % of it), doubled
-    /// after each failed attempt up to 1800 s. Decimals allowed (0.1 to
-    /// 86400).
-    #[arg(long, value_name = "S", default_value_t = 60.0)]
-    rehome_after: f64,
+    /// With two flows: a flow that recovered onto the other flow's family
+    /// tries to go back to its own after this many seconds (a random
+    /// 50–100 % of it), doubled after each failed attempt up to 1800 s.
+    /// Decimals allowed (0.1 to 86400); default 60. Refused with --flows 1.
+    #[arg(long, value_name = "S")]
+    rehome_after: Option<f64>,
     /// Stop after this long (e.g. 90s, 10m, 2h; plain numbers are seconds);
     /// default: until Ctrl-C.
     #[arg(long = "for", value_name = "DURATION")]
@@ -172,13 +172,25 @@ fn configs(
         ));
     }
     // Also refuses NaN and the infinities (outside every range).
-    if !REHOME_AFTER_RANGE.contains(&args.rehome_after) {
+    if let Some(r) = args
+        .rehome_after
+        .filter(|r| !REHOME_AFTER_RANGE.contains(r))
+    {
         return Err(format!(
-            "--rehome-after must be {} to {} s, not {}",
+            "--rehome-after must be {} to {} s, not {r}",
             REHOME_AFTER_RANGE.start(),
             REHOME_AFTER_RANGE.end(),
-            args.rehome_after
         ));
+    }
+    // Refused rather than ignored: asked for, it would silently do nothing
+    // (a lone flow shares its family with no other flow, so it is never
+    // displaced), and whoever asked expects a move that never comes.
+    if args.flows == 1 && args.rehome_after.is_some() {
+        return Err(
+            "--rehome-after applies with two flows only (--flows 2): a single flow \
+             has no other flow's family to be displaced onto"
+                .into(),
+        );
     }
     let duration = args.duration.as_deref().map(parse_duration).transpose()?;
     if let Some(instance) = args.instance.as_deref().filter(|i| !is_urn(i)) {
@@ -213,7 +225,9 @@ fn configs(
         flows: FlowConfig {
             flows: args.flows,
             keepalive: args.keepalive.map(Duration::from_secs),
-            rehome_after: Duration::from_secs_f64(args.rehome_after),
+            rehome_after: args
+                .rehome_after
+                .map_or(DEFAULT_REHOME_AFTER, Duration::from_secs_f64),
             ..FlowConfig::default()
         },
     };
@@ -558,6 +572,10 @@ mod tests {
             (
                 &["sip:a@example.test", "--rehome-after=-5"][..],
                 "--rehome-after",
+            ),
+            (
+                &["sip:a@example.test", "--flows", "1", "--rehome-after", "5"][..],
+                "--rehome-after applies with two flows only",
             ),
             (
                 &["sip:a@example.test", "--transports", "quic"][..],

@@ -146,6 +146,7 @@ impl Registration {
             dialers: HashMap::new(),
             flows: HashMap::new(),
             candidates: HashMap::new(),
+            home_races: HashMap::new(),
             generations: 0,
             started: Instant::now(),
             notices: notices_tx,
@@ -308,13 +309,16 @@ enum Done {
     Connected(FlowId, Box<Won>),
     ConnectFailed(FlowId, String, bool),
     /// The home race's winner: the flow's candidate.
-    HomeConnected(FlowId, Box<Won>),
-    HomeConnectFailed(FlowId, String),
+    /// The `u32`s: the home race's number.
+    HomeConnected(FlowId, u32, Box<Won>),
+    HomeConnectFailed(FlowId, u32, String),
     /// A 2xx: its Flow-Timer, expiry and `Require: outbound`.
     Registered(FlowId, u64, Option<Duration>, Duration, bool),
     RegisterFailed(FlowId, u64, ExchangeFailure),
     Pong(FlowId, u64, Option<std::net::SocketAddr>),
-    Unregistered(FlowId, u64),
+    /// An unregistration ended (answered or not); over the candidate
+    /// ([`Which::Candidate`]) or the working connection.
+    Unregistered(FlowId, u64, Which),
     /// The connection died; true if the peer closed it in order.
     Lost(FlowId, u64, bool),
     Inbound(FlowId, u16, Box<sip::Request>),
@@ -331,6 +335,8 @@ struct Driver {
     flows: HashMap<FlowId, FlowIo>,
     /// The home candidates of flows going back to their home family.
     candidates: HashMap<FlowId, FlowIo>,
+    /// Each flow's latest home race task.
+    home_races: HashMap<FlowId, tokio::task::AbortHandle>,
     /// Numbers the flows' connections.
     generations: u64,
     started: Instant,
@@ -397,7 +403,9 @@ impl Driver {
                 tokio::spawn(async move { won.conn.close().await });
                 return None;
             }
-            Done::HomeConnected(flow, won) if !self.machine.is_racing_home(flow) => {
+            Done::HomeConnected(flow, attempt, won)
+                if !self.machine.is_racing_home(flow, attempt) =>
+            {
                 tokio::spawn(async move { won.conn.close().await });
                 return None;
             }
@@ -411,7 +419,7 @@ impl Driver {
                     remote,
                 }
             }
-            Done::HomeConnected(flow, won) => {
+            Done::HomeConnected(flow, attempt, won) => {
                 let (transport, remote) = (won.conn.transport(), won.conn.peer());
                 // The candidate continues the flow's REGISTER series.
                 let call_id = self.flows.get(&flow).map(|io| io.call_id.clone());
@@ -419,6 +427,7 @@ impl Driver {
                 self.candidates.insert(flow, io);
                 Input::HomeConnected {
                     flow,
+                    attempt,
                     transport,
                     remote,
                 }
@@ -428,7 +437,11 @@ impl Driver {
                 reason,
                 no_candidates,
             },
-            Done::HomeConnectFailed(flow, reason) => Input::HomeConnectFailed { flow, reason },
+            Done::HomeConnectFailed(flow, attempt, reason) => Input::HomeConnectFailed {
+                flow,
+                attempt,
+                reason,
+            },
             // The results of a connection the flow no longer has (it failed
             // and was replaced, or it moved home, meanwhile) are stale:
             // dropped. The others go to the connection they were about.
@@ -467,12 +480,14 @@ impl Driver {
                 Which::Working => Input::KeepaliveAnswered { flow, mapped },
                 Which::Candidate => return None,
             },
-            // An unregistration ends (answered or not) the flow's
-            // unregistering, whichever connection it went over.
-            Done::Unregistered(flow, generation) => match self.which(flow, generation) {
-                Some(Which::Candidate) => Input::HomeUnregistered { flow },
-                _ => Input::Unregistered { flow },
-            },
+            // An unregistration ends (answered or not) the unregistering of
+            // the connection it went over -- and only of that one: the
+            // result over a candidate already closed (it died meanwhile)
+            // must not pass for the working connection's, which would then
+            // close with its own unregistration still out.
+            Done::Unregistered(flow, generation, over) => {
+                unregistered_input(flow, over, self.which(flow, generation))?
+            }
             Done::Lost(flow, generation, closed_in_order) => {
                 let reason = if closed_in_order {
                     "the registrar closed the connection".to_string()
@@ -593,17 +608,27 @@ impl Driver {
                         let _ = done.send(report);
                     });
                 }
-                Action::RaceHome { flow, family } => {
+                Action::RaceHome {
+                    flow,
+                    family,
+                    attempt,
+                } => {
                     let dialer = self.dialer_for(flow, FamilyChoice::Only(family));
                     let registrar = self.shared.registrar.clone();
                     let done = done.clone();
-                    tasks.spawn(async move {
+                    let racing = tasks.spawn(async move {
                         let report = match race(dialer, registrar).await {
-                            Ok(won) => Done::HomeConnected(flow, Box::new(won)),
-                            Err((reason, _)) => Done::HomeConnectFailed(flow, reason),
+                            Ok(won) => Done::HomeConnected(flow, attempt, Box::new(won)),
+                            Err((reason, _)) => Done::HomeConnectFailed(flow, attempt, reason),
                         };
                         let _ = done.send(report);
                     });
+                    // An earlier home race of the flow still running is
+                    // not wanted any more (its result would be dropped for
+                    // its number anyway): its attempts stop now.
+                    if let Some(earlier) = self.home_races.insert(flow, racing) {
+                        earlier.abort();
+                    }
                 }
                 Action::Register { flow }
                 | Action::Unregister { flow }
@@ -632,8 +657,13 @@ impl Driver {
                     let done = done.clone();
                     tasks.spawn(async move {
                         let result = exchange.run(&shared).await;
+                        let over = if home {
+                            Which::Candidate
+                        } else {
+                            Which::Working
+                        };
                         let report = match (unregister, result) {
-                            (true, _) => Done::Unregistered(flow, generation),
+                            (true, _) => Done::Unregistered(flow, generation, over),
                             (false, Ok((flow_timer, expires, outbound))) => {
                                 Done::Registered(flow, generation, flow_timer, expires, outbound)
                             }
@@ -743,9 +773,24 @@ impl Driver {
 }
 
 /// Which of a flow's connections a task's report is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Which {
     Working,
     Candidate,
+}
+
+/// The input for an unregistration of `flow` that ended over the
+/// connection `over`, the flow still having that connection as `now`
+/// (`None`: gone). A result for a connection gone is dropped: it was the
+/// candidate's (closed when it died), or a working connection already
+/// closed, and taking it for the other connection's would end an
+/// unregistration still in flight.
+fn unregistered_input(flow: FlowId, over: Which, now: Option<Which>) -> Option<Input> {
+    match (over, now) {
+        (Which::Working, Some(Which::Working)) => Some(Input::Unregistered { flow }),
+        (Which::Candidate, Some(Which::Candidate)) => Some(Input::HomeUnregistered { flow }),
+        _ => None,
+    }
 }
 
 /// A connection retired (its flow failed, stopped, or moved home, or a
@@ -978,5 +1023,27 @@ impl Exchange {
             }
         }
         Err(String::from("the registrar rejected the credentials").into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unregistration_ends_only_the_connection_it_went_over() {
+        use Which::{Candidate, Working};
+        assert_eq!(
+            unregistered_input(1, Working, Some(Working)),
+            Some(Input::Unregistered { flow: 1 })
+        );
+        assert_eq!(
+            unregistered_input(1, Candidate, Some(Candidate)),
+            Some(Input::HomeUnregistered { flow: 1 })
+        );
+        // The candidate was closed (it died under its unregistration): its
+        // result is not the working connection's, whose own is still out.
+        assert_eq!(unregistered_input(1, Candidate, None), None);
+        assert_eq!(unregistered_input(1, Working, None), None);
     }
 }

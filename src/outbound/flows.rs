@@ -56,8 +56,15 @@
 //! working connection's refresh and the home REGISTER never cross at the
 //! registrar (either could land last and point the reg-id at the wrong
 //! connection): the home REGISTER waits for a refresh in flight, and a
-//! refresh falling due while the home REGISTER is out waits for its answer.
-//! A flow that fails meanwhile drops its candidate and recovers as above.
+//! refresh falling due while the home REGISTER is out waits for its answer
+//! -- but only until halfway to the working registration's expiry: then
+//! the candidate is given up (a failed attempt) and the refresh goes. A
+//! home REGISTER that got no answer (or whose connection died) may have
+//! moved the reg-id onto the candidate all the same: the working flow then
+//! refreshes at once, to bind it back. A flow whose working connection
+//! fails while its candidate is connected adopts the candidate at once
+//! (its REGISTER, out or sent then, completes the recovery); one whose home
+//! race is still running drops it and recovers as above.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -219,6 +226,8 @@ pub enum Input {
     HomeConnected {
         /// The flow.
         flow: FlowId,
+        /// The race's number ([`Action::RaceHome`]'s `attempt`).
+        attempt: u32,
         /// The winner's transport.
         transport: Transport,
         /// The winner's address.
@@ -228,6 +237,8 @@ pub enum Input {
     HomeConnectFailed {
         /// The flow.
         flow: FlowId,
+        /// The race's number ([`Action::RaceHome`]'s `attempt`).
+        attempt: u32,
         /// Why, for the event.
         reason: String,
     },
@@ -320,6 +331,11 @@ pub enum Action {
         flow: FlowId,
         /// Its home family.
         family: Family,
+        /// This race's number, given back with its result: a late result
+        /// of an earlier race (its flow failed, then was displaced again
+        /// meanwhile) is not taken for this one's. The caller may abort
+        /// the flow's earlier race.
+        attempt: u32,
     },
     /// Send a REGISTER for `flow` (same reg-id, Call-ID and CSeq series)
     /// over its candidate connection.
@@ -441,8 +457,8 @@ enum Rehome {
     Idle,
     /// Displaced: its home race starts at this time.
     Due(Instant),
-    /// The home race runs.
-    Racing,
+    /// The home race with this number runs.
+    Racing(u32),
     /// The candidate is connected; its REGISTER waits for the working
     /// connection's refresh in flight.
     Connected,
@@ -479,10 +495,14 @@ struct Flow {
     home: Option<Family>,
     /// Its move back home.
     rehome: Rehome,
+    /// The number of its latest home race.
+    home_races: u32,
     /// The candidate's path, once its home race won.
     candidate: Option<(Transport, SocketAddr)>,
     /// Home attempts failed in a row (the exponent of their back-off).
     rehome_failures: u32,
+    /// When its working registration expires (from its last 2xx).
+    expires_at: Option<Instant>,
 }
 
 /// The flows of one registration.
@@ -515,7 +535,9 @@ impl Flows {
                 refreshing: false,
                 home: None,
                 rehome: Rehome::Idle,
+                home_races: 0,
                 candidate: None,
+                expires_at: None,
                 rehome_failures: 0,
             })
             .collect();
@@ -556,12 +578,12 @@ impl Flows {
             .is_some()
     }
 
-    /// Whether `flow`'s home race runs (a candidate is wanted now; the
-    /// caller closes one that arrives otherwise).
-    pub fn is_racing_home(&self, flow: FlowId) -> bool {
+    /// Whether `flow`'s home race numbered `attempt` runs (its candidate
+    /// is wanted now; the caller closes one that arrives otherwise).
+    pub fn is_racing_home(&self, flow: FlowId, attempt: u32) -> bool {
         self.flows
             .iter()
-            .any(|f| f.id == flow && f.rehome == Rehome::Racing)
+            .any(|f| f.id == flow && f.rehome == Rehome::Racing(attempt))
     }
 
     /// The flows that are registered now, with their paths.
@@ -627,8 +649,11 @@ impl Flows {
                     self.set_up(now, i, flow_timer, expires, outbound);
                     let f = &mut self.flows[i];
                     // The refresh the candidate's REGISTER waited for is
-                    // answered: that REGISTER goes now.
-                    if f.rehome == Rehome::Connected {
+                    // answered: that REGISTER goes now -- unless this 2xx
+                    // shows no Outbound, when the candidate is dropped
+                    // below (a REGISTER sent first would still go out and
+                    // could leave a stray binding).
+                    if f.rehome == Rehome::Connected && outbound {
                         f.rehome = Rehome::Registering;
                         out.push(Action::RegisterHome { flow });
                     }
@@ -739,7 +764,7 @@ impl Flows {
                         }
                         // A late winner of the race is closed by the caller
                         // ([`Flows::is_racing_home`]).
-                        Rehome::Racing | Rehome::Due(_) => self.flows[i].rehome = Rehome::Idle,
+                        Rehome::Racing(_) | Rehome::Due(_) => self.flows[i].rehome = Rehome::Idle,
                         Rehome::Idle | Rehome::Unregistering => {}
                     }
                     match self.flows[i].state {
@@ -771,10 +796,11 @@ impl Flows {
             }
             Input::HomeConnected {
                 flow,
+                attempt,
                 transport,
                 remote,
             } => {
-                if let Some(i) = self.rehoming(flow, Rehome::Racing) {
+                if let Some(i) = self.rehoming(flow, Rehome::Racing(attempt)) {
                     let f = &mut self.flows[i];
                     f.candidate = Some((transport, remote));
                     if f.refreshing {
@@ -785,8 +811,12 @@ impl Flows {
                     }
                 }
             }
-            Input::HomeConnectFailed { flow, reason } => {
-                if let Some(i) = self.rehoming(flow, Rehome::Racing) {
+            Input::HomeConnectFailed {
+                flow,
+                attempt,
+                reason,
+            } => {
+                if let Some(i) = self.rehoming(flow, Rehome::Racing(attempt)) {
                     // The race's own attempts taught the history already.
                     self.home_failed(now, i, reason, false, &mut out);
                 }
@@ -805,34 +835,13 @@ impl Flows {
                 flow,
                 reason,
                 path_broken,
-            }
-            | Input::HomeLost {
+            } => self.on_home_failure(now, flow, reason, path_broken, path_broken, &mut out),
+            // A dead connection answers nothing, whether reset or closed.
+            Input::HomeLost {
                 flow,
                 reason,
                 path_broken,
-            } => {
-                if let Some(i) = self
-                    .rehoming(flow, Rehome::Connected)
-                    .or_else(|| self.rehoming(flow, Rehome::Registering))
-                {
-                    // What history learns: the home path failed only when
-                    // the new connection did (no answer, a reset) -- then the
-                    // next race of any flow rightly tries the working family
-                    // first. A refusal proves the home path carries packets,
-                    // and the working connection failed in nothing: neither
-                    // is recorded, or history would steer flows off families
-                    // that work.
-                    if path_broken {
-                        out.push(Action::RecordHomePathFailure { flow });
-                    }
-                    out.push(Action::CloseHome { flow });
-                    self.home_failed(now, i, reason, path_broken, &mut out);
-                } else if let Some(i) = self.rehoming(flow, Rehome::Unregistering) {
-                    // Stopping: the candidate died under its unregistration.
-                    self.flows[i].rehome = Rehome::Idle;
-                    out.push(Action::CloseHome { flow });
-                }
-            }
+            } => self.on_home_failure(now, flow, reason, path_broken, true, &mut out),
             Input::HomeUnregistered { flow } => {
                 if let Some(i) = self.rehoming(flow, Rehome::Unregistering) {
                     self.flows[i].rehome = Rehome::Idle;
@@ -842,6 +851,74 @@ impl Flows {
         }
         self.review_rehoming(now);
         self.finish(out)
+    }
+
+    /// `flow`'s candidate failed: its REGISTER was refused, or went
+    /// unanswered or its connection died (`no_answer`); `path_broken` when
+    /// the home path is to blame.
+    fn on_home_failure(
+        &mut self,
+        now: Instant,
+        flow: FlowId,
+        reason: String,
+        path_broken: bool,
+        no_answer: bool,
+        out: &mut Vec<Action>,
+    ) {
+        if let Some(i) = self
+            .rehoming(flow, Rehome::Connected)
+            .or_else(|| self.rehoming(flow, Rehome::Registering))
+        {
+            let register_was_out = self.flows[i].rehome == Rehome::Registering;
+            // What history learns: the home path failed only when the new
+            // connection did (no answer, a reset) -- then the next race of
+            // any flow rightly tries the working family first. A refusal
+            // proves the home path carries packets, and the working
+            // connection failed in nothing: neither is recorded, or history
+            // would steer flows off families that work.
+            if path_broken {
+                out.push(Action::RecordHomePathFailure { flow });
+            }
+            out.push(Action::CloseHome { flow });
+            self.home_failed(now, i, reason, path_broken, out);
+            // A REGISTER that got no answer may still have reached the
+            // registrar, which then moved the reg-id onto the candidate
+            // (RFC 5626 §6) -- now closed. The working flow's refresh goes
+            // at once: with a higher CSeq it binds the reg-id back to the
+            // connection that lives. A refusal bound nothing: no refresh.
+            if register_was_out && no_answer {
+                self.refresh(now, i, out);
+            }
+        } else if let Some(i) = self.rehoming(flow, Rehome::Unregistering) {
+            // Stopping: the candidate's unregistration is queued behind its
+            // REGISTER on that connection. A refusal of the REGISTER leaves
+            // the connection up and the unregistration to come: closing now
+            // would cut it off, so its own result is awaited
+            // ([`Input::HomeUnregistered`]). Only a dead candidate is given
+            // up at once.
+            if no_answer {
+                self.flows[i].rehome = Rehome::Idle;
+                out.push(Action::CloseHome { flow });
+            }
+        }
+    }
+
+    /// Sends flow `i`'s refresh REGISTER over its working connection now
+    /// (unless one is out already).
+    fn refresh(&mut self, now: Instant, i: usize, out: &mut Vec<Action>) {
+        if self.flows[i].refreshing {
+            return;
+        }
+        if let State::Up { refresh_at, .. } = &mut self.flows[i].state {
+            // Re-armed by the next Registered; until then, not again.
+            *refresh_at = now + NEVER;
+        } else {
+            return;
+        }
+        self.flows[i].refreshing = true;
+        out.push(Action::Register {
+            flow: self.flows[i].id,
+        });
     }
 
     /// The first flow registered (flow `i`): its family is its home, the
@@ -943,7 +1020,7 @@ impl Flows {
             format!("{home}: {reason}")
         };
         self.flows[i].candidate = None;
-        self.flows[i].rehome_failures += 1;
+        self.flows[i].rehome_failures = self.flows[i].rehome_failures.saturating_add(1);
         let retry_in = self.rehome_backoff(i);
         self.flows[i].rehome = Rehome::Due(now + retry_in);
         out.push(self.event(i, EventKind::RehomeFailed { reason, retry_in }));
@@ -1005,6 +1082,7 @@ impl Flows {
             self.registrar_outbound.get_or_insert(true);
         }
         let f = &mut self.flows[i];
+        f.expires_at = Some(now + expires);
         f.consecutive_failures = 0;
         f.refreshing = false;
         f.state = State::Up {
@@ -1110,28 +1188,55 @@ impl Flows {
                     }
                     // Held while the candidate's REGISTER is out (see the
                     // module docs): a success makes it moot, a failure lets
-                    // it go at once.
-                    if refresh_at <= now && self.flows[i].rehome != Rehome::Registering {
-                        if let State::Up { refresh_at, .. } = &mut self.flows[i].state {
-                            // Re-armed by the next Registered; until then,
-                            // not again.
-                            *refresh_at = now + NEVER;
+                    // it go at once. But the working registration must not
+                    // expire meanwhile (that REGISTER may be held 32 s, or
+                    // twice that with a challenge): held too long, the
+                    // candidate is given up and the refresh goes.
+                    if refresh_at <= now {
+                        if self.flows[i].rehome != Rehome::Registering {
+                            self.refresh(now, i, out);
+                        } else if self.held_refresh_deadline(i).is_some_and(|at| at <= now) {
+                            out.push(Action::CloseHome { flow: id });
+                            let reason = "its REGISTER unanswered as the working registration \
+                                          neared its expiry"
+                                .to_string();
+                            self.home_failed(now, i, reason, false, out);
+                            self.refresh(now, i, out);
                         }
-                        self.flows[i].refreshing = true;
-                        out.push(Action::Register { flow: id });
                     }
                     if let (Rehome::Due(at), Some(family)) =
                         (self.flows[i].rehome, self.flows[i].home)
                     {
                         if at <= now {
-                            self.flows[i].rehome = Rehome::Racing;
-                            out.push(Action::RaceHome { flow: id, family });
+                            let f = &mut self.flows[i];
+                            f.home_races = f.home_races.wrapping_add(1);
+                            let attempt = f.home_races;
+                            f.rehome = Rehome::Racing(attempt);
+                            out.push(Action::RaceHome {
+                                flow: id,
+                                family,
+                                attempt,
+                            });
                         }
                     }
                 }
                 _ => {}
             }
         }
+    }
+
+    /// Until when flow `i`'s refresh, due while its candidate's REGISTER
+    /// is out, may be held: halfway from the time it was due to the
+    /// working registration's expiry (90 % of the expiry), leaving the
+    /// refresh the rest to be answered.
+    fn held_refresh_deadline(&self, i: usize) -> Option<Instant> {
+        let f = &self.flows[i];
+        let State::Up { refresh_at, .. } = f.state else {
+            return None;
+        };
+        let expires_at = f.expires_at?;
+        (f.rehome == Rehome::Registering && refresh_at < expires_at)
+            .then(|| refresh_at + (expires_at - refresh_at) / 2)
     }
 
     fn set_pending(&mut self, i: usize, p: Option<Pending>) {
@@ -1174,6 +1279,18 @@ impl Flows {
     ) {
         let id = self.flows[i].id;
         let was_working = matches!(self.flows[i].state, State::Up { .. });
+        let candidate_up = matches!(
+            self.flows[i].rehome,
+            Rehome::Connected | Rehome::Registering
+        );
+        // Only when the working path failed: a registrar that closed or
+        // refused the working connection would likely do the same to the
+        // candidate, and its failure would then cost the flow a back-off
+        // where a race from nothing goes at once.
+        if was_working && candidate_up && path_broken && !self.stopping {
+            self.adopt_candidate(i, reason, out);
+            return;
+        }
         out.push(Action::Close { flow: id });
         self.drop_candidate(i, out);
         self.flows[i].refreshing = false;
@@ -1201,6 +1318,33 @@ impl Flows {
             self.connect(i, family, out);
         } else {
             self.flows[i].state = State::Waiting { until: now + wait };
+        }
+    }
+
+    /// Flow `i`'s working path failed while its candidate is connected on
+    /// its home family: the candidate, already up on a family
+    /// that works (the one that failed is the one the flow was displaced
+    /// onto), becomes the flow's connection at once instead of a race from
+    /// nothing. Its REGISTER, out or sent now, is the flow's: its answer
+    /// ends the recovery (`recovered`) as a new connection's would.
+    fn adopt_candidate(&mut self, i: usize, reason: String, out: &mut Vec<Action>) {
+        let id = self.flows[i].id;
+        let register_out = self.flows[i].rehome == Rehome::Registering;
+        // Closes the failed connection; the candidate takes its place.
+        out.push(Action::AdoptHome { flow: id });
+        out.push(self.event(i, EventKind::Failed(reason)));
+        out.push(self.event(i, EventKind::Recovering(Duration::ZERO)));
+        let f = &mut self.flows[i];
+        f.refreshing = false;
+        f.recovering = f.was_up;
+        f.prefer = None;
+        f.path = f.candidate.take();
+        f.mapped = None;
+        f.rehome = Rehome::Idle;
+        f.state = State::Registering;
+        if !register_out {
+            // It waited for the refresh that died with the old connection.
+            out.push(Action::Register { flow: id });
         }
     }
 
@@ -1291,7 +1435,8 @@ impl Flows {
         let next = self
             .flows
             .iter()
-            .filter_map(|f| match &f.state {
+            .enumerate()
+            .filter_map(|(i, f)| match &f.state {
                 State::Waiting { until } => Some(*until),
                 State::Up {
                     keepalive_at,
@@ -1304,10 +1449,11 @@ impl Flows {
                             .map_or(p.deadline, |(at, _)| at.min(p.deadline)),
                         None => *keepalive_at,
                     };
-                    // A refresh held back (see `on_timer`) is no deadline:
-                    // waking for it would spin.
+                    // A refresh held back (see `on_timer`) is due only
+                    // when holding it longer would risk the registration:
+                    // waking for it before would spin.
                     let refresh = match f.rehome {
-                        Rehome::Registering => None,
+                        Rehome::Registering => self.held_refresh_deadline(i),
                         _ => Some(*refresh_at),
                     };
                     let home_race = match f.rehome {

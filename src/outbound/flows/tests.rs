@@ -737,8 +737,27 @@ fn reset(flow: FlowId) -> Input {
 fn home_connected() -> Input {
     Input::HomeConnected {
         flow: 1,
+        attempt: 1,
         transport: Transport::Tcp,
         remote: addr(V6),
+    }
+}
+
+/// Flow 1's candidate connection reset.
+fn home_reset() -> Input {
+    Input::HomeLost {
+        flow: 1,
+        reason: "reset".into(),
+        path_broken: true,
+    }
+}
+
+/// Flow 1's candidate REGISTER refused (the registrar answered).
+fn home_refused() -> Input {
+    Input::HomeRegisterFailed {
+        flow: 1,
+        reason: "403 Forbidden".into(),
+        path_broken: false,
     }
 }
 
@@ -794,6 +813,15 @@ fn displaced(expires: u64) -> (Flows, Instant, Instant) {
     (m, t0, due)
 }
 
+/// [`displaced`] (a registration of an hour), its home race won at once
+/// and the REGISTER over the candidate out.
+fn home_register_out() -> (Flows, Instant, Instant) {
+    let (mut m, t0, due) = displaced(3600);
+    m.step(due, Input::Timer);
+    m.step(due, home_connected());
+    (m, t0, due)
+}
+
 /// The `rehome_failed` event's wait among `out`.
 fn rehome_retry(out: &[Action]) -> Duration {
     out.iter()
@@ -820,13 +848,14 @@ fn a_displaced_flow_races_its_home_family_after_the_wait() {
         vec![
             Action::RaceHome {
                 flow: 1,
-                family: Family::V6
+                family: Family::V6,
+                attempt: 1,
             },
             Action::WakeAt(t0 + secs(300)),
         ]
     );
-    assert!(m.is_racing_home(1));
-    assert!(!m.is_racing_home(2));
+    assert!(m.is_racing_home(1, 1));
+    assert!(!m.is_racing_home(2, 1));
     // The flow keeps working meanwhile: still registered over IPv4.
     assert_eq!(m.registered().len(), 2);
 }
@@ -843,6 +872,7 @@ fn a_home_race_that_wins_registers_over_it_and_only_then_closes_the_old() {
             t1,
             Input::HomeConnected {
                 flow: 1,
+                attempt: 1,
                 transport: Transport::Tcp,
                 remote: addr(home),
             }
@@ -879,6 +909,7 @@ fn a_home_race_that_wins_registers_over_it_and_only_then_closes_the_old() {
         t2,
         Input::HomeConnectFailed {
             flow: 1,
+            attempt: 1,
             reason: "late".into(),
         },
     );
@@ -922,7 +953,8 @@ fn a_home_race_that_fails_keeps_the_old_flow_and_backs_off() {
         assert!(
             out.contains(&Action::RaceHome {
                 flow: 1,
-                family: Family::V6
+                family: Family::V6,
+                attempt: n,
             }),
             "attempt {n}: {out:?}"
         );
@@ -930,6 +962,7 @@ fn a_home_race_that_fails_keeps_the_old_flow_and_backs_off() {
             now,
             Input::HomeConnectFailed {
                 flow: 1,
+                attempt: n,
                 reason: "every attempt failed".into(),
             },
         );
@@ -966,9 +999,7 @@ fn a_home_race_that_fails_keeps_the_old_flow_and_backs_off() {
 #[test]
 fn a_register_failure_on_the_candidate_closes_only_the_candidate() {
     for (path_broken, blamed) in [(true, true), (false, false)] {
-        let (mut m, _t0, due) = displaced(3600);
-        m.step(due, Input::Timer);
-        m.step(due, home_connected());
+        let (mut m, _t0, due) = home_register_out();
         let out = m.step(
             due,
             Input::HomeRegisterFailed {
@@ -1002,14 +1033,7 @@ fn a_register_failure_on_the_candidate_closes_only_the_candidate() {
         assert!(m.registered().contains(&(1, Transport::Tcp, addr(V4))));
         assert_eq!(m.flows[0].rehome, Rehome::Due(due + retry_in));
         // The candidate's death after that changes nothing.
-        let out = m.step(
-            due,
-            Input::HomeLost {
-                flow: 1,
-                reason: "reset".into(),
-                path_broken: true,
-            },
-        );
+        let out = m.step(due, home_reset());
         assert_eq!(out, vec![Action::WakeAt(due + retry_in)]);
     }
 }
@@ -1017,9 +1041,7 @@ fn a_register_failure_on_the_candidate_closes_only_the_candidate() {
 #[test]
 fn stop_mid_rehome_unregisters_and_closes_both_connections() {
     // The candidate's REGISTER is out: unregistered over it too.
-    let (mut m, _t0, due) = displaced(3600);
-    m.step(due, Input::Timer);
-    m.step(due, home_connected());
+    let (mut m, _t0, due) = home_register_out();
     assert_eq!(
         m.step(due, Input::Stop),
         vec![
@@ -1060,7 +1082,7 @@ fn stop_mid_rehome_unregisters_and_closes_both_connections() {
             Action::Unregister { flow: 2 }
         ]
     );
-    assert!(!m.is_racing_home(1));
+    assert!(!m.is_racing_home(1, 1));
     // A candidate connected (its REGISTER held behind a refresh): closed.
     let (mut m, t0, due) = displaced(20);
     m.step(t0 + secs(16), Input::Timer);
@@ -1088,48 +1110,42 @@ fn the_refresh_and_the_home_register_never_cross() {
     // The candidate connects while the refresh is out: its REGISTER waits.
     let out = m.step(due, home_connected());
     assert_eq!(out, vec![Action::WakeAt(t0 + secs(300))]);
-    // The refresh answered: now the candidate's REGISTER.
+    // The refresh answered: now the candidate's REGISTER (and a wake-up
+    // for the refresh that may be held behind it, see below).
     let t1 = due + secs(1);
     assert_eq!(
         m.step(t1, registered(1, 20)),
         vec![
             Action::RegisterHome { flow: 1 },
-            Action::WakeAt(t0 + secs(300))
+            Action::WakeAt(t1 + secs(18))
         ]
     );
-    // The next refresh falls due while that REGISTER is out: held, and no
-    // wake-up for it (it would spin).
+    // The next refresh falls due while that REGISTER is out: held, and the
+    // next wake-up is when it may be held no longer (18 s: halfway to the
+    // expiry), not before (it would spin).
     assert_eq!(
         m.step(t1 + secs(16), Input::Timer),
-        vec![Action::WakeAt(t0 + secs(300))]
+        vec![Action::WakeAt(t1 + secs(18))]
     );
     // The candidate is refused: the held refresh goes at once.
     let t2 = t1 + secs(17);
-    let out = m.step(
-        t2,
-        Input::HomeRegisterFailed {
-            flow: 1,
-            reason: "403 Forbidden".into(),
-            path_broken: false,
-        },
-    );
+    let out = m.step(t2, home_refused());
     assert_eq!(wake(&out), t1 + secs(16));
     let out = m.step(t2, Input::Timer);
     assert_eq!(out[0], Action::Register { flow: 1 });
 }
 
 #[test]
-fn a_flow_failing_mid_rehome_drops_its_candidate_and_recovers() {
-    let (mut m, t0, due) = displaced(3600);
-    m.step(due, Input::Timer);
-    m.step(due, home_connected());
+fn a_flow_failing_mid_rehome_adopts_its_connected_candidate() {
+    // The candidate's REGISTER is out when the working connection resets:
+    // the candidate becomes the flow's connection, no race from nothing.
+    let (mut m, t0, due) = home_register_out();
     let out = m.step(due, reset(1));
     assert_eq!(
         out,
         vec![
             Action::RecordPathFailure { flow: 1 },
-            Action::Close { flow: 1 },
-            Action::CloseHome { flow: 1 },
+            Action::AdoptHome { flow: 1 },
             event(
                 1,
                 EventKind::Failed("reset".into()),
@@ -1140,24 +1156,76 @@ fn a_flow_failing_mid_rehome_drops_its_candidate_and_recovers() {
                 EventKind::Recovering(Duration::ZERO),
                 Some((Transport::Tcp, V4))
             ),
-            Action::Connect {
-                flow: 1,
-                family: FamilyChoice::Any
-            },
             Action::WakeAt(t0 + secs(300)),
         ]
     );
-    // The candidate's late 2xx moves nothing.
+    assert!(!m.is_connecting(1));
+    // That REGISTER's 2xx (now the flow's) ends the recovery, at home.
+    let out = m.step(due, registered(1, 3600));
+    assert_eq!(
+        out[0],
+        event(1, EventKind::Recovered, Some((Transport::Tcp, V6)))
+    );
+    assert!(m.registered().contains(&(1, Transport::Tcp, addr(V6))));
+    assert_eq!(m.flows[0].rehome, Rehome::Idle);
+
+    // The candidate's REGISTER waited for a refresh that dies with the
+    // working connection: adopted, its REGISTER goes now.
+    let (mut m, t0, due) = displaced(20);
+    m.step(t0 + secs(16), Input::Timer);
+    m.step(due, Input::Timer);
+    m.step(due, home_connected());
     let out = m.step(
         due,
-        Input::HomeRegistered {
+        Input::RegisterFailed {
             flow: 1,
-            flow_timer: None,
-            expires: secs(3600),
-            outbound: true,
+            reason: "no answer".into(),
+            path_broken: true,
         },
     );
-    assert_eq!(out, vec![Action::WakeAt(t0 + secs(300))]);
+    assert!(out.contains(&Action::AdoptHome { flow: 1 }), "{out:?}");
+    assert!(out.contains(&Action::Register { flow: 1 }), "{out:?}");
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::Connect { .. } | Action::CloseHome { .. })),
+        "{out:?}"
+    );
+    m.step(due, registered(1, 3600));
+    assert!(m.registered().contains(&(1, Transport::Tcp, addr(V6))));
+
+    // The registrar closed the working connection in order (its path
+    // works): no adoption, the candidate goes with it and the flow races
+    // again at once, as without a candidate.
+    let (mut m, _t0, due) = home_register_out();
+    let out = m.step(
+        due,
+        Input::FlowLost {
+            flow: 1,
+            reason: "closed".into(),
+            path_broken: false,
+        },
+    );
+    assert!(out.contains(&Action::CloseHome { flow: 1 }), "{out:?}");
+    assert!(!out.contains(&Action::AdoptHome { flow: 1 }), "{out:?}");
+    assert!(m.is_connecting(1));
+
+    // The home race still runs: nothing to adopt; the flow races again and
+    // the race's late winner is not wanted.
+    let (mut m, t0, due) = displaced(3600);
+    m.step(due, Input::Timer);
+    let out = m.step(due, reset(1));
+    assert!(
+        out.contains(&Action::Connect {
+            flow: 1,
+            family: FamilyChoice::Any
+        }),
+        "{out:?}"
+    );
+    assert!(!m.is_racing_home(1, 1));
+    assert_eq!(
+        m.step(due, home_connected()),
+        vec![Action::WakeAt(t0 + secs(300))]
+    );
     // Recovering at home ends the displacement.
     m.step(due, connected(1, Transport::Tcp, V6));
     m.step(due, registered(1, 3600));
@@ -1234,4 +1302,189 @@ fn no_rehome_with_one_flow_without_outbound_or_on_different_families() {
     m.step(due, connected(2, Transport::Tcp, V4));
     m.step(due, registered(2, 3600));
     assert!(matches!(m.flows[0].rehome, Rehome::Due(_)));
+}
+
+/// Flow 1 displaced and stopped while its candidate's REGISTER was out.
+fn stopped_mid_home_register() -> (Flows, Instant) {
+    let (mut m, _t0, due) = home_register_out();
+    m.step(due, Input::Stop);
+    (m, due)
+}
+
+#[test]
+fn stopping_a_refused_home_register_waits_for_the_candidates_unregistration() {
+    let (mut m, due) = stopped_mid_home_register();
+    // The REGISTER ahead of the unregistration is refused: the connection
+    // stays, so the unregistration queued on it can still go.
+    let out = m.step(due, home_refused());
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::CloseHome { .. } | Action::Close { .. })),
+        "{out:?}"
+    );
+    m.step(due, Input::Unregistered { flow: 2 });
+    assert!(!m.finished(), "flow 1's unregistrations are out");
+    assert_eq!(
+        m.step(due, Input::HomeUnregistered { flow: 1 }),
+        vec![Action::CloseHome { flow: 1 }]
+    );
+    assert!(!m.finished(), "the working connection's is out");
+    assert_eq!(
+        m.step(due, Input::Unregistered { flow: 1 }),
+        vec![
+            event(1, EventKind::Unregistered, Some((Transport::Tcp, V4))),
+            Action::Close { flow: 1 }
+        ]
+    );
+    assert!(m.finished());
+
+    // A candidate that dies is closed at once; the working connection
+    // still waits for its own unregistration.
+    let (mut m, due) = stopped_mid_home_register();
+    let out = m.step(due, home_reset());
+    assert_eq!(out, vec![Action::CloseHome { flow: 1 }]);
+    m.step(due, Input::Unregistered { flow: 2 });
+    assert!(!m.finished());
+    m.step(due, Input::Unregistered { flow: 1 });
+    assert!(m.finished());
+}
+
+#[test]
+fn an_unanswered_home_register_refreshes_the_working_flow_at_once() {
+    for (input, refresh) in [
+        (
+            Input::HomeRegisterFailed {
+                flow: 1,
+                reason: "no answer in 32 s".into(),
+                path_broken: true,
+            },
+            true,
+        ),
+        (
+            Input::HomeLost {
+                flow: 1,
+                reason: "the registrar closed the connection".into(),
+                path_broken: false,
+            },
+            true,
+        ),
+        // A refusal bound nothing: the refresh keeps its time.
+        (home_refused(), false),
+    ] {
+        let (mut m, _t0, due) = home_register_out();
+        let out = m.step(due, input.clone());
+        assert!(out.contains(&Action::CloseHome { flow: 1 }), "{out:?}");
+        assert_eq!(
+            out.contains(&Action::Register { flow: 1 }),
+            refresh,
+            "{input:?}: {out:?}"
+        );
+        if refresh {
+            // Once: the next comes from its answer.
+            let out = m.step(due + secs(1), Input::Timer);
+            assert!(!out.contains(&Action::Register { flow: 1 }), "{out:?}");
+            m.step(due + secs(1), registered(1, 3600));
+        }
+        assert!(m.registered().contains(&(1, Transport::Tcp, addr(V4))));
+    }
+}
+
+#[test]
+fn a_late_result_of_an_earlier_home_race_is_not_taken_for_the_current_one() {
+    let (mut m, t0, due) = displaced(3600);
+    m.step(due, Input::Timer);
+    assert!(m.is_racing_home(1, 1));
+    // Flow 1 fails while race 1 runs, recovers onto IPv4 again: displaced
+    // again, and race 2 starts while race 1 is still out.
+    m.step(due, reset(1));
+    m.step(due, connected(1, Transport::Tcp, V4));
+    m.step(due, registered(1, 3600));
+    let due2 = match m.flows[0].rehome {
+        Rehome::Due(at) => at,
+        other => panic!("displaced again: {other:?}"),
+    };
+    let out = m.step(due2, Input::Timer);
+    assert!(
+        out.contains(&Action::RaceHome {
+            flow: 1,
+            family: Family::V6,
+            attempt: 2
+        }),
+        "{out:?}"
+    );
+    // Race 1's failure does not count against race 2.
+    let out = m.step(
+        due2,
+        Input::HomeConnectFailed {
+            flow: 1,
+            attempt: 1,
+            reason: "late".into(),
+        },
+    );
+    assert_eq!(out, vec![Action::WakeAt(t0 + secs(300))]);
+    assert!(m.is_racing_home(1, 2));
+    assert!(!m.is_racing_home(1, 1), "race 1's winner is closed");
+    // Nor is race 1's winner taken for race 2's.
+    let out = m.step(due2, home_connected());
+    assert!(!out.contains(&Action::RegisterHome { flow: 1 }), "{out:?}");
+    // Race 2's own winner is.
+    let out = m.step(
+        due2,
+        Input::HomeConnected {
+            flow: 1,
+            attempt: 2,
+            transport: Transport::Tcp,
+            remote: addr(V6),
+        },
+    );
+    assert_eq!(out[0], Action::RegisterHome { flow: 1 });
+}
+
+#[test]
+fn a_refresh_without_outbound_drops_a_waiting_candidate_without_registering_it() {
+    // The candidate connects while flow 1's refresh is out.
+    let (mut m, t0, due) = displaced(20);
+    m.step(t0 + secs(16), Input::Timer);
+    m.step(due, Input::Timer);
+    m.step(due, home_connected());
+    // The refresh's 2xx lacks `Require: outbound` (the registrar changed):
+    // the candidate is closed, and no REGISTER goes over it.
+    let out = m.step(due, registered_without_outbound(1));
+    assert!(out.contains(&Action::CloseHome { flow: 1 }), "{out:?}");
+    assert!(!out.contains(&Action::RegisterHome { flow: 1 }), "{out:?}");
+    assert_eq!(m.flows[0].rehome, Rehome::Idle);
+}
+
+#[test]
+fn a_refresh_held_too_long_gives_up_the_candidate_before_the_registration_expires() {
+    // Flow 1's registration there lasts 60 s: its refresh is due at 48 s.
+    let (mut m, t0, due) = displaced(60);
+    m.step(due, Input::Timer);
+    m.step(due, home_connected());
+    // The candidate's REGISTER is out and unanswered; the refresh falls due
+    // (at 48 s after the 2xx at t0) and is held.
+    let out = m.step(t0 + secs(48), Input::Timer);
+    assert!(!out.contains(&Action::Register { flow: 1 }), "{out:?}");
+    // Held up to 54 s (halfway to the expiry at 60 s), woken for then.
+    assert_eq!(wake(&out), t0 + secs(54));
+    let out = m.step(t0 + secs(54), Input::Timer);
+    let retry_in = rehome_retry(&out);
+    // A failed attempt: its back-off doubled.
+    assert!(
+        retry_in >= secs(60) && retry_in <= secs(120),
+        "{retry_in:?}"
+    );
+    assert_eq!(out[0], Action::CloseHome { flow: 1 });
+    assert!(out.contains(&Action::Register { flow: 1 }), "{out:?}");
+    assert!(
+        !out.iter().any(|a| matches!(
+            a,
+            Action::RecordHomePathFailure { .. } | Action::RecordPathFailure { .. }
+        )),
+        "nothing proves a path failed: {out:?}"
+    );
+    assert_eq!(m.flows[0].rehome, Rehome::Due(t0 + secs(54) + retry_in));
+    // The refresh's 2xx keeps the flow registered where it is.
+    m.step(t0 + secs(55), registered(1, 60));
+    assert!(m.registered().contains(&(1, Transport::Tcp, addr(V4))));
 }
