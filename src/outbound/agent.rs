@@ -385,6 +385,12 @@ impl Driver {
             while tasks.try_join_next().is_some() {}
             if let Some(input) = input {
                 let actions = self.machine.step(Instant::now(), input);
+                // Each step's actions end with the one `WakeAt` of every
+                // deadline the machine has, or none when it has none (all
+                // flows connecting or registering): the last one, maybe
+                // past, must not stay, or the sleep above would return at
+                // once, over and over, spinning a core.
+                wake = None;
                 self.perform(actions, &done_tx, &mut tasks, &mut wake);
             }
         }
