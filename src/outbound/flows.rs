@@ -503,6 +503,10 @@ struct Flow {
     rehome_failures: u32,
     /// When its working registration expires (from its last 2xx).
     expires_at: Option<Instant>,
+    /// It adopted its candidate and that connection's REGISTER is not yet
+    /// answered: a failure now is the first since a working flow broke, so
+    /// it races again at once (§4.5), as a flow without a candidate would.
+    adopted: bool,
 }
 
 /// The flows of one registration.
@@ -539,6 +543,7 @@ impl Flows {
                 candidate: None,
                 expires_at: None,
                 rehome_failures: 0,
+                adopted: false,
             })
             .collect();
         Flows {
@@ -1085,6 +1090,7 @@ impl Flows {
         f.expires_at = Some(now + expires);
         f.consecutive_failures = 0;
         f.refreshing = false;
+        f.adopted = false;
         f.state = State::Up {
             keepalive_at: now + interval,
             refresh_at: now + refresh,
@@ -1306,7 +1312,10 @@ impl Flows {
             self.flows[i].state = State::Done;
             return;
         }
-        let wait = if was_working {
+        // An adopted candidate stands in for the working flow that broke:
+        // its failure is still that flow's first.
+        let adopted = std::mem::take(&mut self.flows[i].adopted);
+        let wait = if was_working || adopted {
             Duration::ZERO
         } else {
             self.flows[i].consecutive_failures += 1;
@@ -1342,6 +1351,7 @@ impl Flows {
         f.mapped = None;
         f.rehome = Rehome::Idle;
         f.state = State::Registering;
+        f.adopted = true;
         if !register_out {
             // It waited for the refresh that died with the old connection.
             out.push(Action::Register { flow: id });

@@ -1233,6 +1233,36 @@ fn a_flow_failing_mid_rehome_adopts_its_connected_candidate() {
 }
 
 #[test]
+fn an_adopted_candidate_that_fails_races_again_at_once() {
+    // The working path broke and the flow adopted its candidate, whose
+    // REGISTER then goes unanswered: that is the first failure since the
+    // flow worked, so the flow races again at once, not after a back-off.
+    let (mut m, _t0, due) = home_register_out();
+    let out = m.step(due, reset(1));
+    assert!(out.contains(&Action::AdoptHome { flow: 1 }), "{out:?}");
+    let out = m.step(
+        due + secs(2),
+        Input::RegisterFailed {
+            flow: 1,
+            reason: "no answer".into(),
+            path_broken: true,
+        },
+    );
+    assert_eq!(recovering_wait(&out), Duration::ZERO, "{out:?}");
+    assert!(m.is_connecting(1), "{out:?}");
+    // A failure of the race that follows backs off as usual.
+    let out = m.step(
+        due + secs(3),
+        Input::ConnectFailed {
+            flow: 1,
+            reason: "no candidate answered".into(),
+            no_candidates: false,
+        },
+    );
+    assert!(recovering_wait(&out) >= secs(90), "{out:?}");
+}
+
+#[test]
 fn no_rehome_with_one_flow_without_outbound_or_on_different_families() {
     let never_races_home = |m: &mut Flows, from: Instant| {
         // Every deadline for an hour: no home race.
