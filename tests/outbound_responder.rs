@@ -595,6 +595,25 @@ impl Drop for SipraceCommand {
     }
 }
 
+/// `siprace responder` with the arguments `args(port)` gives, on a free
+/// port (tried up to five times: another process may take a free port
+/// before the responder binds it).
+async fn responder_command_on_a_free_port(
+    args: impl Fn(u16) -> Vec<String>,
+) -> (SipraceCommand, u16) {
+    for _ in 0..5 {
+        let port = common::free_port_on_both();
+        if let Some(cmd) = SipraceCommand::start(&args(port)).await {
+            return (cmd, port);
+        }
+    }
+    panic!("siprace responder does not start on a free port");
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
 /// Reads a result line of the command (`None` for other lines).
 fn result_line(line: &str) -> Option<serde_json::Value> {
     serde_json::from_str(line).ok()
@@ -607,10 +626,8 @@ fn result_line(line: &str) -> Option<serde_json::Value> {
 #[tokio::test]
 async fn the_responder_command_sends_to_the_aor() {
     let dns = common::serve_zone(common::SIP1_LOOPBACK, "").await;
-    let mut started = None;
-    for _ in 0..5 {
-        let port = common::free_port_on_both();
-        let args: Vec<String> = [
+    let (mut cmd, port) = responder_command_on_a_free_port(|port| {
+        strings(&[
             "--listen",
             &format!("tcp:[::1]:{port}"),
             "--listen",
@@ -620,16 +637,9 @@ async fn the_responder_command_sends_to_the_aor() {
             AOR,
             "--send-every",
             "100",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        if let Some(cmd) = SipraceCommand::start(&args).await {
-            started = Some((cmd, port));
-            break;
-        }
-    }
-    let (mut cmd, port) = started.expect("siprace responder starts on a free port");
+        ])
+    })
+    .await;
     let mut dialer = DialerConfig::default();
     dialer.locate.dns_server = Some(dns.addrs()[0]);
     let mut reg = Registration::start(
@@ -705,26 +715,17 @@ fn cpu_ticks(pid: u32) -> u64 {
 /// Idle, it uses next to nothing: less than half a second in four.
 #[tokio::test]
 async fn a_register_waiting_on_a_frozen_registrar_uses_no_cpu() {
-    let mut started = None;
-    for _ in 0..5 {
-        let port = common::free_port_on_both();
-        let args: Vec<String> = [
+    let (registrar, port) = responder_command_on_a_free_port(|port| {
+        strings(&[
             "--listen",
             &format!("tcp:127.0.0.1:{port}"),
             "--registrar",
             "--flow-timer",
             "2",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        if let Some(cmd) = SipraceCommand::start(&args).await {
-            started = Some((cmd, port));
-            break;
-        }
-    }
-    let (registrar, port) = started.expect("siprace responder starts on a free port");
-    let args: Vec<String> = [
+        ])
+    })
+    .await;
+    let args = strings(&[
         "sip:alice@127.0.0.1",
         "--registrar",
         &format!("sip:127.0.0.1:{port};transport=tcp"),
@@ -733,10 +734,7 @@ async fn a_register_waiting_on_a_frozen_registrar_uses_no_cpu() {
         "--json",
         "--for",
         "120",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let mut ua = SipraceCommand::spawn("register", &args);
     let event = |name: &'static str| {
         move |line: &str| result_line(line).is_some_and(|v| v["event"] == name)
