@@ -171,6 +171,11 @@ pub(super) fn dial_observed(
             } else if !attempts.is_empty() {
                 let to: Vec<String> = attempts.iter().map(|a| a.to_string()).collect();
                 error += &format!(" (SIP sent to {})", to.join(", "));
+            } else {
+                // It sent DNS only, as far as the capture shows: say what
+                // else the capture held, so that a client that claims an
+                // answer the capture did not see can be told apart.
+                error += &format!(" ({})", window.non_dns_summary());
             }
             DialRecord {
                 ok: false,

@@ -85,9 +85,42 @@ impl Window {
         self.client.contains(&p.src)
     }
 
+    /// A marker datagram of the capture: from its port to the discard port.
+    /// The port alone is not enough: an IPv6 socket of the client may get
+    /// the same port number as the (IPv4) marker socket, and its SIP must
+    /// count.
+    fn is_marker(&self, p: &Packet) -> bool {
+        self.outgoing(p) && !p.tcp && p.sport == self.marker_port && p.dport == 9
+    }
+
+    /// What the window holds besides DNS, for a dial that got no response:
+    /// packets sent and received, and the SIP responses among the received
+    /// (to a port it did not send SIP from, they do not count).
+    pub(super) fn non_dns_summary(&self) -> String {
+        let other = |p: &&Packet| p.dns.is_none();
+        let sent = self
+            .packets
+            .iter()
+            .filter(other)
+            .filter(|p| self.outgoing(p))
+            .count();
+        let received: Vec<&Packet> = self
+            .packets
+            .iter()
+            .filter(other)
+            .filter(|p| !self.outgoing(p))
+            .collect();
+        let responses = received.iter().filter(|p| p.status.is_some()).count();
+        format!(
+            "the capture showed {sent} non-DNS packet(s) sent and {} received, {responses} of them \
+             SIP responses",
+            received.len()
+        )
+    }
+
     pub(super) fn add(&mut self, p: Packet) {
         if p.ts_ns < self.start_ns
-            || (self.outgoing(&p) && p.sport == self.marker_port)
+            || self.is_marker(&p)
             // Not the target's resolution: neither the dial's start, nor
             // its query pattern, nor its Resolution Delay.
             || self.foreign_dns(&p)
@@ -230,6 +263,51 @@ mod tests {
     use crate::bench::clients::packet::parse_line;
     use crate::bench::clients::packet::tests::line;
     use crate::endpoint::Family;
+
+    #[test]
+    fn sip_from_the_marker_sockets_port_number_still_counts() {
+        // The marker socket is IPv4 on port 41000; the client's IPv6 SIP
+        // socket got the same port number. Only the marker is left out.
+        let c6: IpAddr = "2001:db8:c1::10".parse().unwrap();
+        let c4: IpAddr = "192.0.2.10".parse().unwrap();
+        let mut w = Window::new(1_000, &[c6, c4], 41000);
+        let udp = |ts: &str, src: &str, dst: &str, sport: &str, dport: &str, status: &str| {
+            // ip.src, ipv6.src, ip.dst, ipv6.dst: one pair filled.
+            let v6 = usize::from(src.contains(':'));
+            let mut f = vec![ts, "", "", "", "", sport, dport, "", "", "", "", "", status];
+            f[1 + v6] = src;
+            f[3 + v6] = dst;
+            parse_line(&line(&f)).unwrap()
+        };
+        w.add(udp("1.000", "192.0.2.10", "192.0.2.1", "41000", "9", ""));
+        w.add(udp(
+            "1.001",
+            "2001:db8:c1::10",
+            "2001:db8:5e::10",
+            "41000",
+            "5060",
+            "",
+        ));
+        w.add(udp(
+            "1.002",
+            "2001:db8:5e::10",
+            "2001:db8:c1::10",
+            "5060",
+            "41000",
+            "200",
+        ));
+        assert_eq!(w.response().map(|r| r.ts_ns), Some(1_002_000_000));
+        assert_eq!(
+            w.sip_destinations(None),
+            ["2001:db8:5e::10".parse::<IpAddr>().unwrap()]
+        );
+        assert!(
+            w.non_dns_summary()
+                .contains("1 non-DNS packet(s) sent and 1 received, 1 of them"),
+            "{}",
+            w.non_dns_summary()
+        );
+    }
 
     #[test]
     fn window_times_first_packet_to_first_response() {
